@@ -1,0 +1,34 @@
+/*
+ * tools/mkmodel/mk.h — pieces of loom-mkmodel, the random model/adapter writer.
+ *
+ * loom-mkmodel writes random-weight Hugging Face LLaMA folders and random
+ * PEFT LoRA adapters for tests, the demo and benchmarks. This header joins
+ * its files: main.c (CLI), mk_model.c (config.json + weights + adapters),
+ * mk_tokenizer.c (a real, trained tokenizer.json of either shape).
+ */
+#ifndef MK_H
+#define MK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+typedef enum mk_tok_kind {
+	MK_TOK_SP = 0,        /* SentencePiece-style BPE: <unk>=0 <s>=1 </s>=2, <0x00>..<0xFF>, merges */
+	MK_TOK_BYTELEVEL = 1, /* GPT-2/Llama-3 style byte-level BPE with split regex and
+				 <|begin_of_text|>/<|end_of_text|> added tokens */
+} mk_tok_kind;
+
+/*
+ * Builds the text of a tokenizer.json with exactly vocab ids (pieces plus
+ * added tokens), its merges learned by BPE on a small built-in corpus.
+ * *json is loom_malloc'ed (caller frees). *bos / *eos receive the ids of
+ * the begin/end-of-sequence tokens. vocab below the shape's minimum
+ * (SP: 259 + a few merges, byte-level: 258 + a few merges; see the .c) is
+ * LOOM_EINVAL with a message giving the minimum.
+ */
+loom_err mk_tokenizer_json(mk_tok_kind kind, int vocab, char **json, size_t *len, int32_t *bos,
+			   int32_t *eos);
+
+#endif

@@ -1,0 +1,61 @@
+/*
+ * worker/forward.h — the LLaMA forward pass over a batch of sequences.
+ *
+ * Owns: one forward step for T tokens drawn from several sequences at once
+ * (prefill chunks and single decode tokens mixed): embedding, per layer
+ * RMSNorm -> q/k/v projections (one GEMM each over all T tokens) -> RoPE
+ * (HF rotate-half) -> KV append -> causal GQA attention against each
+ * sequence's own cache -> o_proj -> residual -> RMSNorm -> SwiGLU MLP ->
+ * residual; final RMSNorm and the LM head only for the rows that need
+ * logits. Uses the kn_ ops of kernels/kernels.h (CPU backend).
+ * Per-sequence KV here is a contiguous cache (wk_kv); the engine owns it.
+ * Must not: sample, schedule, or allocate per call beyond wk_scratch growth.
+ * Threading: one thread calls wk_forward at a time per wk_scratch.
+ */
+#ifndef WK_FORWARD_H
+#define WK_FORWARD_H
+
+#include <stdint.h>
+
+#include "../common/err.h"
+#include "model.h"
+
+/* KV cache of one sequence: K and V for every layer and position. */
+typedef struct wk_kv {
+	int capacity;   /* max positions (tokens) */
+	int len;        /* positions filled so far */
+	float *k;       /* [n_layers, capacity, n_kv_heads*head_dim] */
+	float *v;       /* [n_layers, capacity, n_kv_heads*head_dim] */
+} wk_kv;
+
+loom_err wk_kv_create(const wk_model *m, int capacity, wk_kv **out);
+void wk_kv_destroy(wk_kv *kv);
+
+/*
+ * A batch: n_seqs sequences, sequence s contributing tokens
+ * [seq_start[s], seq_start[s+1]) of tokens[], which continue its cache at
+ * position kv[s]->len (positions kv->len, kv->len+1, ...). After the call
+ * each kv[s]->len has grown by its token count.
+ */
+typedef struct wk_batch {
+	int n_seqs;
+	const int32_t *seq_start;  /* [n_seqs+1], seq_start[0]=0, nondecreasing */
+	const int32_t *tokens;     /* [seq_start[n_seqs]] */
+	wk_kv *const *kv;          /* [n_seqs] */
+	int all_logits;            /* 0: logits of each sequence's last token;
+				      1: logits of every token (tests) */
+} wk_batch;
+
+typedef struct wk_scratch wk_scratch;
+loom_err wk_scratch_create(const wk_model *m, wk_scratch **out);
+void wk_scratch_destroy(wk_scratch *s);
+
+/*
+ * Runs the batch. logits: [n_seqs, vocab] (all_logits=0) or [T, vocab]
+ * (all_logits=1), written by the call. Fails with LOOM_ERANGE (nothing
+ * changed) if a sequence would overflow its kv capacity; token ids outside
+ * [0, vocab) are LOOM_EINVAL.
+ */
+loom_err wk_forward(const wk_model *m, const wk_batch *b, wk_scratch *s, float *logits);
+
+#endif
