@@ -10,6 +10,10 @@
 #ifndef LOOM_ERR_H
 #define LOOM_ERR_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum loom_err {
 	LOOM_OK = 0,
 	LOOM_ENOMEM,      /* allocation failed */
@@ -43,5 +47,9 @@ const char *loom_errmsg(void);
 
 /* Clears this thread's detail message. */
 void loom_errclear(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
