@@ -12,6 +12,8 @@
 #ifndef WK_MODEL_H
 #define WK_MODEL_H
 
+#include <stddef.h>
+
 #include "../common/err.h"
 #include "../common/model_config.h"
 

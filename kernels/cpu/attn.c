@@ -1,0 +1,56 @@
+/*
+ * kernels/cpu/attn.c — causal GQA attention over one sequence's contiguous
+ * KV cache (rows = positions, n_kv_heads*head_dim floats each).
+ *
+ * One pass per (query token, head): scores over keys 0..p, max-subtracted
+ * softmax, weighted sum of values. Work is O(n_q * p * n_heads * head_dim);
+ * the result of a query depends only on its own row and the cache, so a
+ * sequence gives the same output alone or inside any batch.
+ */
+#include "../kernels.h"
+
+#include <assert.h>
+#include <math.h>
+#include <string.h>
+
+void kn_attention(float *out, const float *q, int n_q, int pos0, const float *k,
+		  const float *v, int n_heads, int n_kv_heads, int head_dim, float scale,
+		  float *scores)
+{
+	assert(n_kv_heads > 0 && n_heads % n_kv_heads == 0);
+	int group = n_heads / n_kv_heads;
+	size_t qdim = (size_t)n_heads * head_dim;
+	size_t kvdim = (size_t)n_kv_heads * head_dim;
+	for (int t = 0; t < n_q; t++) {
+		int n_keys = pos0 + t + 1;
+		for (int h = 0; h < n_heads; h++) {
+			const float *qh = q + t * qdim + (size_t)h * head_dim;
+			size_t koff = (size_t)(h / group) * head_dim;
+			float *oh = out + t * qdim + (size_t)h * head_dim;
+			float mx = -INFINITY;
+			for (int j = 0; j < n_keys; j++) {
+				const float *kj = k + j * kvdim + koff;
+				float dot = 0.0f;
+				for (int i = 0; i < head_dim; i++)
+					dot += qh[i] * kj[i];
+				dot *= scale;
+				scores[j] = dot;
+				if (dot > mx)
+					mx = dot;
+			}
+			float sum = 0.0f;
+			for (int j = 0; j < n_keys; j++) {
+				scores[j] = expf(scores[j] - mx);
+				sum += scores[j];
+			}
+			float inv = 1.0f / sum;
+			memset(oh, 0, sizeof(float) * (size_t)head_dim);
+			for (int j = 0; j < n_keys; j++) {
+				const float *vj = v + j * kvdim + koff;
+				float w = scores[j] * inv;
+				for (int i = 0; i < head_dim; i++)
+					oh[i] += w * vj[i];
+			}
+		}
+	}
+}

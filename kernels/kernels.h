@@ -1,0 +1,79 @@
+/*
+ * kernels/kernels.h — the kn_ op set the LLaMA forward pass is built from.
+ *
+ * Owns: the numerical ops (GEMM, RMSNorm, RoPE, SiLU*mul, embedding gather,
+ * causal GQA attention, residual add) with their shapes and layouts. The CPU
+ * implementations declared here live in kernels/cpu/ (C + OpenBLAS, float32
+ * compute); a CUDA backend (kernels/cuda/) will implement the same ops over
+ * device memory with the same layouts so that one batch plan drives both.
+ * Must not: allocate, log, keep state between calls, or change global
+ * OpenBLAS settings (the program's main decides the thread count).
+ *
+ * Conventions: every matrix is row-major and dense; a "row" is one token.
+ * Linear weights keep the Hugging Face layout W[out, in], so a linear layer
+ * is y[M,N] = x[M,K] . W[N,K]^T. Shapes are trusted (programmer errors are
+ * asserts): the forward pass checks its inputs before calling these.
+ *
+ * Future LoRA ops (see /work/shared/KERNELS.md) take the same row layout plus
+ * segments (seg_start[S+1], seg_slot[S]) so that y[seg] += scale * (x[seg] .
+ * A^T) . B; they will add to the output of kn_gemm (accumulate = 1 style).
+ */
+#ifndef KN_KERNELS_H
+#define KN_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * y[M,N] (+)= x[M,K] . w[N,K]^T. accumulate 0: y is overwritten; 1: added
+ * to. M == 1 takes the GEMV path (3-4x faster than GEMM with M = 1 in
+ * OpenBLAS 0.3.21). y must not alias x or w.
+ */
+void kn_gemm(float *y, const float *x, const float *w, int M, int N, int K, int accumulate);
+
+/* y[rows,d] = x / sqrt(mean(x^2) + eps) * w[d], the mean of squares
+ * accumulated in double. y may equal x. */
+void kn_rmsnorm(float *y, const float *x, const float *w, int rows, int d, float eps);
+
+/*
+ * RoPE tables for HF's LlamaRotaryEmbedding: for row t and i < head_dim/2,
+ * angle = pos[t] * theta^(-2i/head_dim); cos_t/sin_t are [rows, head_dim/2].
+ * Computed in double, stored as float. head_dim must be even.
+ */
+void kn_rope_table(float *cos_t, float *sin_t, const int32_t *pos, int rows, int head_dim,
+		   float theta);
+
+/*
+ * Rotates x[rows, n_heads*head_dim] in place, rotate-half convention: for
+ * each head, x[i] pairs with x[i + head_dim/2]:
+ *   x'[i]        = x[i]*cos[i] - x[i+h/2]*sin[i]
+ *   x'[i + h/2]  = x[i+h/2]*cos[i] + x[i]*sin[i]
+ * cos_t/sin_t from kn_rope_table for the same rows.
+ */
+void kn_rope_apply(float *x, int rows, int n_heads, int head_dim, const float *cos_t,
+		   const float *sin_t);
+
+/* gate[i] = silu(gate[i]) * up[i] for i < n (in place in gate). */
+void kn_silu_mul(float *gate, const float *up, size_t n);
+
+/* out[n,d] = table[ids[i], :]. ids are trusted to be in range. */
+void kn_embed(float *out, const float *table, const int32_t *ids, int n, int d);
+
+/* y[i] += x[i] for i < n. */
+void kn_add(float *y, const float *x, size_t n);
+
+/*
+ * Causal GQA attention of one sequence against its contiguous KV cache.
+ *   q:   [n_q, n_heads*head_dim], the queries at positions pos0 .. pos0+n_q-1
+ *   k,v: [>= pos0+n_q, n_kv_heads*head_dim] rows of the cache (row = position),
+ *        already holding the keys/values of these n_q tokens
+ *   out: [n_q, n_heads*head_dim]
+ * Query head j uses kv head j / (n_heads / n_kv_heads); query at position p
+ * sees keys 0..p; scores scaled by `scale`, softmax with the max subtracted,
+ * all in float. scores: caller scratch of pos0+n_q floats.
+ */
+void kn_attention(float *out, const float *q, int n_q, int pos0, const float *k,
+		  const float *v, int n_heads, int n_kv_heads, int head_dim, float scale,
+		  float *scores);
+
+#endif

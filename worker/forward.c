@@ -1,0 +1,225 @@
+/*
+ * worker/forward.c — the LLaMA forward pass over a mixed batch (CPU backend).
+ *
+ * All T tokens of the batch move through each layer together: every linear
+ * layer is one kn_gemm over T rows, RMSNorm/RoPE/SiLU are row-wise, and only
+ * attention is per sequence (each reads its own contiguous cache). A token's
+ * result therefore depends on the rest of the batch only through GEMM
+ * blocking inside OpenBLAS (M differs), which is the one source of
+ * batch-variance (observed: see tests/worker/test_forward.c).
+ *
+ * Scratch (wk_scratch) holds the per-step activations, grown on demand to the
+ * largest T and context seen; a steady-state step allocates nothing.
+ */
+#include "forward.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "../common/alloc.h"
+#include "../kernels/kernels.h"
+
+struct wk_scratch {
+	int cap_tokens;   /* rows the row buffers hold */
+	int cap_ctx;      /* floats in scores */
+	int d, qdim, kvdim, ffn, half;
+	float *x;         /* [T, d] residual stream */
+	float *xn;        /* [T, d] normed input of a block; later the logit rows */
+	float *q;         /* [T, qdim] */
+	float *k;         /* [T, kvdim] */
+	float *v;         /* [T, kvdim] */
+	float *att;       /* [T, qdim] */
+	float *gate;      /* [T, ffn] */
+	float *up;        /* [T, ffn] */
+	float *rcos;      /* [T, head_dim/2] */
+	float *rsin;      /* [T, head_dim/2] */
+	int32_t *pos;     /* [T] position of each token in its sequence */
+	float *scores;    /* [cap_ctx] */
+};
+
+loom_err wk_scratch_create(const wk_model *m, wk_scratch **out)
+{
+	*out = NULL;
+	wk_scratch *s = loom_calloc(1, sizeof *s);
+	if (!s)
+		return loom_fail(LOOM_ENOMEM, "forward scratch: out of memory");
+	const loom_model_config *c = &m->cfg;
+	s->d = c->hidden;
+	s->qdim = c->n_heads * c->head_dim;
+	s->kvdim = c->n_kv_heads * c->head_dim;
+	s->ffn = c->ffn;
+	s->half = c->head_dim / 2;
+	*out = s;
+	return LOOM_OK;
+}
+
+void wk_scratch_destroy(wk_scratch *s)
+{
+	if (!s)
+		return;
+	float **bufs[] = {&s->x, &s->xn, &s->q, &s->k, &s->v, &s->att,
+			  &s->gate, &s->up, &s->rcos, &s->rsin, &s->scores};
+	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+		loom_free(*bufs[i]);
+	loom_free(s->pos);
+	loom_free(s);
+}
+
+static int grow(void **p, size_t bytes)
+{
+	void *n = loom_realloc(*p, bytes);
+	if (!n)
+		return -1;
+	*p = n;
+	return 0;
+}
+
+/* Makes room for T rows and contexts of up to ctx positions. */
+static loom_err scratch_reserve(wk_scratch *s, int T, int ctx)
+{
+	if (T > s->cap_tokens) {
+		size_t t = (size_t)T;
+		struct {
+			void **p;
+			size_t n;
+		} rows[] = {
+			{(void **)&s->x, t * s->d},       {(void **)&s->xn, t * s->d},
+			{(void **)&s->q, t * s->qdim},    {(void **)&s->k, t * s->kvdim},
+			{(void **)&s->v, t * s->kvdim},   {(void **)&s->att, t * s->qdim},
+			{(void **)&s->gate, t * s->ffn},  {(void **)&s->up, t * s->ffn},
+			{(void **)&s->rcos, t * s->half}, {(void **)&s->rsin, t * s->half},
+			{(void **)&s->pos, t},
+		};
+		for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+			if (grow(rows[i].p, (rows[i].n + 1) * sizeof(float))) /* int32 pos: same size */
+				return loom_fail(LOOM_ENOMEM, "forward scratch: out of memory for %d "
+						 "tokens", T);
+		s->cap_tokens = T;
+	}
+	if (ctx > s->cap_ctx) {
+		if (grow((void **)&s->scores, (size_t)ctx * sizeof(float)))
+			return loom_fail(LOOM_ENOMEM, "forward scratch: out of memory for context %d",
+					 ctx);
+		s->cap_ctx = ctx;
+	}
+	return LOOM_OK;
+}
+
+/* Checks the batch against the model and the caches; changes nothing. */
+static loom_err check_batch(const wk_model *m, const wk_batch *b, int *max_ctx)
+{
+	if (b->n_seqs < 0 || (b->n_seqs > 0 && (!b->seq_start || !b->kv)))
+		return loom_fail(LOOM_EINVAL, "wk_forward: bad batch (n_seqs %d)", b->n_seqs);
+	if (b->n_seqs > 0 && b->seq_start[0] != 0)
+		return loom_fail(LOOM_EINVAL, "wk_forward: seq_start[0] is %d, not 0",
+				 b->seq_start[0]);
+	*max_ctx = 0;
+	for (int s = 0; s < b->n_seqs; s++) {
+		int n = b->seq_start[s + 1] - b->seq_start[s];
+		const wk_kv *kv = b->kv[s];
+		if (n <= 0)
+			return loom_fail(LOOM_EINVAL, "wk_forward: sequence %d has no tokens", s);
+		if (!kv)
+			return loom_fail(LOOM_EINVAL, "wk_forward: sequence %d has no kv cache", s);
+		if (kv->len < 0 || n > kv->capacity - kv->len)
+			return loom_fail(LOOM_ERANGE,
+					 "wk_forward: sequence %d: %d tokens after %d overflow its kv "
+					 "capacity %d",
+					 s, n, kv->len, kv->capacity);
+		for (int r = 0; r < s; r++)
+			if (b->kv[r] == kv)
+				return loom_fail(LOOM_EINVAL,
+						 "wk_forward: sequences %d and %d share one kv cache",
+						 r, s);
+		if (kv->len + n > *max_ctx)
+			*max_ctx = kv->len + n;
+	}
+	int T = b->n_seqs > 0 ? b->seq_start[b->n_seqs] : 0;
+	if (T > 0 && !b->tokens)
+		return loom_fail(LOOM_EINVAL, "wk_forward: %d tokens but no token array", T);
+	for (int t = 0; t < T; t++)
+		if (b->tokens[t] < 0 || b->tokens[t] >= m->cfg.vocab)
+			return loom_fail(LOOM_EINVAL, "wk_forward: token %d at row %d is outside the "
+					 "vocabulary [0, %d)", b->tokens[t], t, m->cfg.vocab);
+	return LOOM_OK;
+}
+
+/* Attention block of layer l: x += o_proj(attn(rope(q), rope(k), v)). */
+static void attention_block(const wk_model *m, const wk_batch *b, wk_scratch *s, int l, int T)
+{
+	const loom_model_config *c = &m->cfg;
+	const wk_layer *L = &m->layers[l];
+	kn_rmsnorm(s->xn, s->x, L->attn_norm, T, s->d, c->rms_eps);
+	kn_gemm(s->q, s->xn, L->wq, T, s->qdim, s->d, 0);
+	kn_gemm(s->k, s->xn, L->wk, T, s->kvdim, s->d, 0);
+	kn_gemm(s->v, s->xn, L->wv, T, s->kvdim, s->d, 0);
+	kn_rope_apply(s->q, T, c->n_heads, c->head_dim, s->rcos, s->rsin);
+	kn_rope_apply(s->k, T, c->n_kv_heads, c->head_dim, s->rcos, s->rsin);
+	float scale = (float)(1.0 / sqrt((double)c->head_dim));
+	for (int q = 0; q < b->n_seqs; q++) {
+		wk_kv *kv = b->kv[q];
+		int t0 = b->seq_start[q], n = b->seq_start[q + 1] - t0;
+		size_t layer_off = (size_t)l * kv->capacity * s->kvdim;
+		float *kc = kv->k + layer_off, *vc = kv->v + layer_off;
+		memcpy(kc + (size_t)kv->len * s->kvdim, s->k + (size_t)t0 * s->kvdim,
+		       sizeof(float) * (size_t)n * s->kvdim);
+		memcpy(vc + (size_t)kv->len * s->kvdim, s->v + (size_t)t0 * s->kvdim,
+		       sizeof(float) * (size_t)n * s->kvdim);
+		kn_attention(s->att + (size_t)t0 * s->qdim, s->q + (size_t)t0 * s->qdim, n, kv->len,
+			     kc, vc, c->n_heads, c->n_kv_heads, c->head_dim, scale, s->scores);
+	}
+	kn_gemm(s->x, s->att, L->wo, T, s->d, s->qdim, 1);
+}
+
+/* MLP block of layer l: x += down(silu(gate(xn)) * up(xn)). */
+static void mlp_block(const wk_model *m, wk_scratch *s, int l, int T)
+{
+	const wk_layer *L = &m->layers[l];
+	kn_rmsnorm(s->xn, s->x, L->ffn_norm, T, s->d, m->cfg.rms_eps);
+	kn_gemm(s->gate, s->xn, L->w_gate, T, s->ffn, s->d, 0);
+	kn_gemm(s->up, s->xn, L->w_up, T, s->ffn, s->d, 0);
+	kn_silu_mul(s->gate, s->up, (size_t)T * s->ffn);
+	kn_gemm(s->x, s->gate, L->w_down, T, s->d, s->ffn, 1);
+}
+
+loom_err wk_forward(const wk_model *m, const wk_batch *b, wk_scratch *s, float *logits)
+{
+	int max_ctx = 0;
+	loom_err rc = check_batch(m, b, &max_ctx);
+	if (rc)
+		return rc;
+	if (b->n_seqs == 0)
+		return LOOM_OK;
+	const loom_model_config *c = &m->cfg;
+	int T = b->seq_start[b->n_seqs];
+	rc = scratch_reserve(s, T, max_ctx);
+	if (rc)
+		return rc;
+
+	for (int q = 0; q < b->n_seqs; q++)
+		for (int t = b->seq_start[q]; t < b->seq_start[q + 1]; t++)
+			s->pos[t] = b->kv[q]->len + (t - b->seq_start[q]);
+	kn_rope_table(s->rcos, s->rsin, s->pos, T, c->head_dim, c->rope_theta);
+	kn_embed(s->x, m->embed, b->tokens, T, s->d);
+
+	for (int l = 0; l < c->n_layers; l++) {
+		attention_block(m, b, s, l, T);
+		mlp_block(m, s, l, T);
+	}
+	for (int q = 0; q < b->n_seqs; q++)
+		b->kv[q]->len += b->seq_start[q + 1] - b->seq_start[q];
+
+	/* Final norm and LM head on the rows that produce logits only. */
+	int R = b->all_logits ? T : b->n_seqs;
+	if (b->all_logits) {
+		kn_rmsnorm(s->xn, s->x, m->final_norm, T, s->d, c->rms_eps);
+	} else {
+		for (int q = 0; q < b->n_seqs; q++) {
+			size_t last = (size_t)b->seq_start[q + 1] - 1;
+			kn_rmsnorm(s->xn + (size_t)q * s->d, s->x + last * s->d, m->final_norm, 1,
+				   s->d, c->rms_eps);
+		}
+	}
+	kn_gemm(logits, s->xn, m->lm_head, R, c->vocab, s->d, 0);
+	return LOOM_OK;
+}
