@@ -1,0 +1,242 @@
+/*
+ * tests/kernels/test_cpu_ops.c — the CPU kn_ ops against naive float64 loops.
+ *
+ * Every case draws fresh random inputs, poisons the output with NaN, runs
+ * the kernel and compares with a reference written here from the formula
+ * (no kn_ calls). Shapes are awkward on purpose (odd sizes, M = 1 for the
+ * GEMV path, GQA ratios 1, 2 and 4).
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "kernels/kernels.h"
+
+static uint64_t rng_state = 0x1234567;
+
+static double rnd(void) /* uniform in [-1, 1) */
+{
+	rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
+	return (double)(rng_state >> 11) / 4503599627370496.0 - 1.0;
+}
+
+static float *rand_vec(size_t n, double scale)
+{
+	float *v = malloc(n * sizeof *v);
+	assert_non_null(v);
+	for (size_t i = 0; i < n; i++)
+		v[i] = (float)(rnd() * scale);
+	return v;
+}
+
+static float *poisoned(size_t n)
+{
+	float *v = malloc(n * sizeof *v);
+	assert_non_null(v);
+	for (size_t i = 0; i < n; i++)
+		v[i] = NAN;
+	return v;
+}
+
+/* Max |got - want| / (atol + rtol*|want|) must stay <= 1. */
+static void expect_close(const char *what, const float *got, const double *want, size_t n,
+			 double rtol, double atol)
+{
+	double worst = 0.0, maxabs = 0.0;
+	size_t at = 0;
+	for (size_t i = 0; i < n; i++) {
+		double e = fabs((double)got[i] - want[i]);
+		double r = e / (atol + rtol * fabs(want[i]));
+		if (!(r <= worst)) { /* NaN lands here too */
+			worst = isnan(r) ? INFINITY : r;
+			at = i;
+		}
+		if (e > maxabs)
+			maxabs = e;
+	}
+	if (worst > 1.0) {
+		print_error("%s: element %zu got %.9g want %.9g (max abs diff %.3g)\n", what, at,
+			    got[at], want[at], maxabs);
+		fail();
+	}
+}
+
+static void gemm_case(int M, int N, int K, int accumulate)
+{
+	float *x = rand_vec((size_t)M * K, 1.0), *w = rand_vec((size_t)N * K, 0.5);
+	float *y = accumulate ? rand_vec((size_t)M * N, 1.0) : poisoned((size_t)M * N);
+	double *ref = malloc(sizeof(double) * M * N);
+	for (int i = 0; i < M; i++)
+		for (int j = 0; j < N; j++) {
+			double acc = accumulate ? y[(size_t)i * N + j] : 0.0;
+			for (int k = 0; k < K; k++)
+				acc += (double)x[(size_t)i * K + k] * w[(size_t)j * K + k];
+			ref[(size_t)i * N + j] = acc;
+		}
+	kn_gemm(y, x, w, M, N, K, accumulate);
+	char what[64];
+	snprintf(what, sizeof what, "gemm M=%d N=%d K=%d acc=%d", M, N, K, accumulate);
+	expect_close(what, y, ref, (size_t)M * N, 1e-5, 1e-5 * sqrt(K));
+	free(x), free(w), free(y), free(ref);
+}
+
+static void test_gemm_m1(void **st)
+{
+	(void)st;
+	gemm_case(1, 37, 64, 0);
+	gemm_case(1, 512, 172, 0);
+	gemm_case(1, 33, 17, 1);
+}
+
+static void test_gemm_batched(void **st)
+{
+	(void)st;
+	gemm_case(2, 64, 64, 0);
+	gemm_case(7, 172, 64, 0);
+	gemm_case(133, 31, 45, 0);
+	gemm_case(5, 64, 172, 1);
+}
+
+static void test_rmsnorm(void **st)
+{
+	(void)st;
+	int rows = 5, d = 67;
+	float eps = 1e-5f;
+	float *x = rand_vec((size_t)rows * d, 3.0), *w = rand_vec(d, 1.0);
+	float *y = poisoned((size_t)rows * d);
+	double *ref = malloc(sizeof(double) * rows * d);
+	for (int r = 0; r < rows; r++) {
+		double ss = 0;
+		for (int i = 0; i < d; i++)
+			ss += (double)x[r * d + i] * x[r * d + i];
+		double inv = 1.0 / sqrt(ss / d + eps);
+		for (int i = 0; i < d; i++)
+			ref[r * d + i] = x[r * d + i] * inv * w[i];
+	}
+	kn_rmsnorm(y, x, w, rows, d, eps);
+	expect_close("rmsnorm", y, ref, (size_t)rows * d, 1e-6, 1e-6);
+	kn_rmsnorm(x, x, w, rows, d, eps); /* in place */
+	expect_close("rmsnorm in place", x, ref, (size_t)rows * d, 1e-6, 1e-6);
+	free(x), free(w), free(y), free(ref);
+}
+
+static void test_rope(void **st)
+{
+	(void)st;
+	int rows = 4, heads = 3, hd = 16, half = hd / 2;
+	float theta = 10000.0f;
+	int32_t pos[] = {0, 1, 17, 511};
+	float *x = rand_vec((size_t)rows * heads * hd, 1.0);
+	float *c = poisoned((size_t)rows * half), *s = poisoned((size_t)rows * half);
+	double *ref = malloc(sizeof(double) * rows * heads * hd);
+	for (int r = 0; r < rows; r++)
+		for (int h = 0; h < heads; h++)
+			for (int i = 0; i < hd; i++) {
+				/* HF: x*cos + rotate_half(x)*sin, cos/sin repeated over both halves */
+				int f = i % half;
+				double a = pos[r] / pow(theta, 2.0 * f / hd);
+				const float *xh = x + (r * heads + h) * hd;
+				double rot = i < half ? -xh[i + half] : xh[i - half];
+				ref[(r * heads + h) * hd + i] = xh[i] * cos(a) + rot * sin(a);
+			}
+	kn_rope_table(c, s, pos, rows, hd, theta);
+	kn_rope_apply(x, rows, heads, hd, c, s);
+	expect_close("rope", x, ref, (size_t)rows * heads * hd, 1e-6, 1e-6);
+	free(x), free(c), free(s), free(ref);
+}
+
+static void test_silu_mul(void **st)
+{
+	(void)st;
+	size_t n = 1001;
+	float *g = rand_vec(n, 8.0), *u = rand_vec(n, 2.0);
+	double *ref = malloc(sizeof(double) * n);
+	for (size_t i = 0; i < n; i++)
+		ref[i] = g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+	kn_silu_mul(g, u, n);
+	expect_close("silu_mul", g, ref, n, 1e-6, 1e-7);
+	free(g), free(u), free(ref);
+}
+
+static void test_embed_add(void **st)
+{
+	(void)st;
+	int vocab = 11, d = 9;
+	int32_t ids[] = {3, 0, 10, 3};
+	float *table = rand_vec((size_t)vocab * d, 1.0), *out = poisoned(4 * (size_t)d);
+	kn_embed(out, table, ids, 4, d);
+	for (int i = 0; i < 4; i++)
+		assert_memory_equal(out + i * d, table + ids[i] * d, sizeof(float) * d);
+	float *y = rand_vec(5, 1.0), *x = rand_vec(5, 1.0);
+	double ref[5];
+	for (int i = 0; i < 5; i++)
+		ref[i] = (double)y[i] + x[i];
+	kn_add(y, x, 5);
+	expect_close("add", y, ref, 5, 1e-7, 0);
+	free(table), free(out), free(y), free(x);
+}
+
+static void attn_case(int n_heads, int n_kv, int hd, int pos0, int n_q)
+{
+	int ctx = pos0 + n_q, qdim = n_heads * hd, kvdim = n_kv * hd;
+	float *q = rand_vec((size_t)n_q * qdim, 2.0);
+	float *k = rand_vec((size_t)ctx * kvdim, 2.0), *v = rand_vec((size_t)ctx * kvdim, 1.0);
+	float *out = poisoned((size_t)n_q * qdim), *scores = poisoned(ctx);
+	double *ref = calloc((size_t)n_q * qdim, sizeof(double));
+	double *sc = malloc(sizeof(double) * ctx);
+	double scale = 1.0 / sqrt(hd);
+	for (int t = 0; t < n_q; t++)
+		for (int h = 0; h < n_heads; h++) {
+			int g = h / (n_heads / n_kv), p = pos0 + t;
+			double mx = -INFINITY, sum = 0;
+			for (int j = 0; j <= p; j++) {
+				double dot = 0;
+				for (int i = 0; i < hd; i++)
+					dot += (double)q[t * qdim + h * hd + i] * k[j * kvdim + g * hd + i];
+				sc[j] = dot * scale;
+				mx = fmax(mx, sc[j]);
+			}
+			for (int j = 0; j <= p; j++)
+				sum += (sc[j] = exp(sc[j] - mx));
+			for (int j = 0; j <= p; j++)
+				for (int i = 0; i < hd; i++)
+					ref[t * qdim + h * hd + i] += sc[j] / sum * v[j * kvdim + g * hd + i];
+		}
+	kn_attention(out, q, n_q, pos0, k, v, n_heads, n_kv, hd, (float)scale, scores);
+	char what[80];
+	snprintf(what, sizeof what, "attention heads=%d kv=%d hd=%d pos0=%d n_q=%d", n_heads, n_kv,
+		 hd, pos0, n_q);
+	expect_close(what, out, ref, (size_t)n_q * qdim, 1e-5, 1e-6);
+	free(q), free(k), free(v), free(out), free(scores), free(ref), free(sc);
+}
+
+static void test_attention_gqa(void **st)
+{
+	(void)st;
+	attn_case(8, 2, 16, 0, 1);   /* first token: attends to itself only */
+	attn_case(8, 2, 16, 5, 4);   /* chunk after a prefix, GQA 4 */
+	attn_case(8, 4, 8, 0, 9);    /* prefill, GQA 2 */
+	attn_case(4, 4, 32, 40, 1);  /* decode, MHA */
+	attn_case(6, 1, 10, 3, 3);   /* MQA, odd head_dim/2 */
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_gemm_m1),
+		cmocka_unit_test(test_gemm_batched),
+		cmocka_unit_test(test_rmsnorm),
+		cmocka_unit_test(test_rope),
+		cmocka_unit_test(test_silu_mul),
+		cmocka_unit_test(test_embed_add),
+		cmocka_unit_test(test_attention_gqa),
+	};
+	return cmocka_run_group_tests_name("kernels/cpu_ops", tests, NULL, NULL);
+}
