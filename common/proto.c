@@ -1,0 +1,748 @@
+/*
+ * common/proto.c — msgpack encoding and strict decoding of loom_msg.
+ *
+ * Wire layout (every message is one msgpack array, [type, version, ...]):
+ *   SUBMIT [1, v, req, model, adapter, [prompt_ids], sampling, slo_class,
+ *           ttft_deadline_ms, tpot_target_ms]
+ *          sampling = [temperature, top_p, top_k, seed, max_tokens,
+ *                      ignore_eos, [stop_ids]]
+ *   CANCEL [2, v, req]
+ *   PING   [3, v, seq]
+ *   HELLO  [4, v, worker_id, backend, proto_version, ping_seq, device_mem,
+ *           [model names]]
+ *   STEP   [5, v, [[req, [ids], finish, n_prompt], ...]]
+ *   ERROR  [6, v, req, code, message]
+ *   STATS  [7, v, queued, running, queued_tokens, kv_free, kv_total,
+ *           step_ms, steps, tokens_out]
+ * Unsigned fields are msgpack unsigned ints, token ids signed ints (int32
+ * range), floats float32 on the wire (float64 accepted), strings str.
+ *
+ * Decoding first walks the raw bytes (prescan) so that no length header can
+ * claim more elements than there are bytes left: msgpack-c allocates an
+ * array's element table from its header before reading the elements, and a
+ * 5-byte message could otherwise ask for tens of GiB. Then msgpack_unpack_next
+ * builds the object tree in a zone and the fields are copied out (never
+ * pointing into the input).
+ */
+#include "proto.h"
+
+#include <inttypes.h>
+#include <msgpack.h>
+#include <string.h>
+
+#include "alloc.h"
+
+/* Arity (array length including type and version) per message type. */
+enum {
+	ARITY_SUBMIT = 10,
+	ARITY_CANCEL = 3,
+	ARITY_PING = 3,
+	ARITY_HELLO = 8,
+	ARITY_STEP = 3,
+	ARITY_ERROR = 5,
+	ARITY_STATS = 10,
+	ARITY_SAMPLING = 7,
+	ARITY_ITEM = 4,
+};
+
+const char *loom_msg_type_name(int type)
+{
+	switch (type) {
+	case LOOM_MSG_SUBMIT: return "SUBMIT";
+	case LOOM_MSG_CANCEL: return "CANCEL";
+	case LOOM_MSG_PING: return "PING";
+	case LOOM_MSG_HELLO: return "HELLO";
+	case LOOM_MSG_STEP: return "STEP";
+	case LOOM_MSG_ERROR: return "ERROR";
+	case LOOM_MSG_STATS: return "STATS";
+	}
+	return "?";
+}
+
+/* ------------------------------------------------------------------ */
+/* encoding                                                            */
+/* ------------------------------------------------------------------ */
+
+/* Checks a fixed char[cap] field holds a NUL within cap bytes. */
+static loom_err check_name(const char *s, size_t cap, const char *msg, const char *field)
+{
+	if (strnlen(s, cap) >= cap)
+		return loom_fail(LOOM_EINVAL, "proto: %s.%s is not NUL-terminated within %zu bytes",
+				 msg, field, cap);
+	return LOOM_OK;
+}
+
+static loom_err check_array(const void *p, uint32_t n, uint32_t max, const char *msg,
+			    const char *field)
+{
+	if (n > max)
+		return loom_fail(LOOM_EINVAL, "proto: %s.%s has %" PRIu32 " entries (max %" PRIu32 ")",
+				 msg, field, n, max);
+	if (n && !p)
+		return loom_fail(LOOM_EINVAL, "proto: %s.%s is NULL with %" PRIu32 " entries", msg,
+				 field, n);
+	return LOOM_OK;
+}
+
+static int pack_str(msgpack_packer *pk, const char *s)
+{
+	size_t n = strlen(s);
+	return msgpack_pack_str(pk, n) | msgpack_pack_str_body(pk, s, n);
+}
+
+static int pack_ids(msgpack_packer *pk, const int32_t *ids, uint32_t n)
+{
+	int r = msgpack_pack_array(pk, n);
+	for (uint32_t i = 0; i < n && !r; i++)
+		r = msgpack_pack_int32(pk, ids[i]);
+	return r;
+}
+
+static loom_err validate(const loom_msg *m)
+{
+	loom_err rc = LOOM_OK;
+	const char *t = loom_msg_type_name(m->type);
+
+	switch (m->type) {
+	case LOOM_MSG_SUBMIT: {
+		const loom_msg_submit *s = &m->u.submit;
+		if ((rc = check_name(s->model, sizeof s->model, t, "model")) ||
+		    (rc = check_name(s->adapter, sizeof s->adapter, t, "adapter")) ||
+		    (rc = check_name(s->slo_class, sizeof s->slo_class, t, "slo_class")) ||
+		    (rc = check_array(s->prompt_ids, s->n_prompt, LOOM_PROTO_MAX_IDS, t,
+				      "prompt_ids")) ||
+		    (rc = check_array(s->sampling.stop_ids, s->sampling.n_stop_ids,
+				      LOOM_PROTO_MAX_IDS, t, "sampling.stop_ids")))
+			return rc;
+		break;
+	}
+	case LOOM_MSG_CANCEL:
+	case LOOM_MSG_PING:
+	case LOOM_MSG_STATS:
+		break;
+	case LOOM_MSG_HELLO: {
+		const loom_msg_hello *h = &m->u.hello;
+		if ((rc = check_name(h->worker_id, sizeof h->worker_id, t, "worker_id")) ||
+		    (rc = check_name(h->backend, sizeof h->backend, t, "backend")) ||
+		    (rc = check_array(h->models, h->n_models, LOOM_PROTO_MAX_ITEMS, t, "models")))
+			return rc;
+		for (uint32_t i = 0; i < h->n_models; i++)
+			if ((rc = check_name(h->models[i], LOOM_NAME_MAX, t, "models[]")))
+				return rc;
+		break;
+	}
+	case LOOM_MSG_STEP: {
+		const loom_msg_step *s = &m->u.step;
+		if ((rc = check_array(s->items, s->n_items, LOOM_PROTO_MAX_ITEMS, t, "items")))
+			return rc;
+		for (uint32_t i = 0; i < s->n_items; i++) {
+			if ((rc = check_array(s->items[i].ids, s->items[i].n_ids, LOOM_PROTO_MAX_IDS,
+					      t, "items[].ids")))
+				return rc;
+			if (s->items[i].finish > LOOM_FINISH_ABORT)
+				return loom_fail(LOOM_EINVAL, "proto: STEP.items[%" PRIu32
+						 "].finish %u is not a loom_finish",
+						 i, s->items[i].finish);
+		}
+		break;
+	}
+	case LOOM_MSG_ERROR: {
+		const char *msg = m->u.error.message ? m->u.error.message : "";
+		if (strnlen(msg, LOOM_PROTO_MAX_STR) >= LOOM_PROTO_MAX_STR)
+			return loom_fail(LOOM_EINVAL, "proto: ERROR.message longer than %d bytes",
+					 LOOM_PROTO_MAX_STR - 1);
+		break;
+	}
+	default:
+		return loom_fail(LOOM_EINVAL, "proto: cannot encode unknown message type %d",
+				 (int)m->type);
+	}
+	return LOOM_OK;
+}
+
+static int pack_body(msgpack_packer *pk, const loom_msg *m)
+{
+	int r = 0;
+
+	switch (m->type) {
+	case LOOM_MSG_SUBMIT: {
+		const loom_msg_submit *s = &m->u.submit;
+		const loom_sampling *sp = &s->sampling;
+		r |= msgpack_pack_array(pk, ARITY_SUBMIT);
+		r |= msgpack_pack_uint32(pk, m->type);
+		r |= msgpack_pack_uint32(pk, LOOM_PROTO_VERSION);
+		r |= msgpack_pack_uint64(pk, s->req);
+		r |= pack_str(pk, s->model);
+		r |= pack_str(pk, s->adapter);
+		r |= pack_ids(pk, s->prompt_ids, s->n_prompt);
+		r |= msgpack_pack_array(pk, ARITY_SAMPLING);
+		r |= msgpack_pack_float(pk, sp->temperature);
+		r |= msgpack_pack_float(pk, sp->top_p);
+		r |= msgpack_pack_int32(pk, sp->top_k);
+		r |= msgpack_pack_uint64(pk, sp->seed);
+		r |= msgpack_pack_uint32(pk, sp->max_tokens);
+		r |= sp->ignore_eos ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+		r |= pack_ids(pk, sp->stop_ids, sp->n_stop_ids);
+		r |= pack_str(pk, s->slo_class);
+		r |= msgpack_pack_uint32(pk, s->ttft_deadline_ms);
+		r |= msgpack_pack_uint32(pk, s->tpot_target_ms);
+		break;
+	}
+	case LOOM_MSG_CANCEL:
+	case LOOM_MSG_PING:
+		r |= msgpack_pack_array(pk, ARITY_CANCEL);
+		r |= msgpack_pack_uint32(pk, m->type);
+		r |= msgpack_pack_uint32(pk, LOOM_PROTO_VERSION);
+		r |= msgpack_pack_uint64(pk, m->type == LOOM_MSG_PING ? m->u.ping.seq
+								       : m->u.cancel.req);
+		break;
+	case LOOM_MSG_HELLO: {
+		const loom_msg_hello *h = &m->u.hello;
+		r |= msgpack_pack_array(pk, ARITY_HELLO);
+		r |= msgpack_pack_uint32(pk, m->type);
+		r |= msgpack_pack_uint32(pk, LOOM_PROTO_VERSION);
+		r |= pack_str(pk, h->worker_id);
+		r |= pack_str(pk, h->backend);
+		r |= msgpack_pack_uint32(pk, h->proto_version);
+		r |= msgpack_pack_uint64(pk, h->ping_seq);
+		r |= msgpack_pack_uint64(pk, h->device_mem);
+		r |= msgpack_pack_array(pk, h->n_models);
+		for (uint32_t i = 0; i < h->n_models && !r; i++)
+			r |= pack_str(pk, h->models[i]);
+		break;
+	}
+	case LOOM_MSG_STEP: {
+		const loom_msg_step *s = &m->u.step;
+		r |= msgpack_pack_array(pk, ARITY_STEP);
+		r |= msgpack_pack_uint32(pk, m->type);
+		r |= msgpack_pack_uint32(pk, LOOM_PROTO_VERSION);
+		r |= msgpack_pack_array(pk, s->n_items);
+		for (uint32_t i = 0; i < s->n_items && !r; i++) {
+			const loom_step_item *it = &s->items[i];
+			r |= msgpack_pack_array(pk, ARITY_ITEM);
+			r |= msgpack_pack_uint64(pk, it->req);
+			r |= pack_ids(pk, it->ids, it->n_ids);
+			r |= msgpack_pack_uint8(pk, it->finish);
+			r |= msgpack_pack_uint32(pk, it->n_prompt);
+		}
+		break;
+	}
+	case LOOM_MSG_ERROR: {
+		const loom_msg_error *e = &m->u.error;
+		r |= msgpack_pack_array(pk, ARITY_ERROR);
+		r |= msgpack_pack_uint32(pk, m->type);
+		r |= msgpack_pack_uint32(pk, LOOM_PROTO_VERSION);
+		r |= msgpack_pack_uint64(pk, e->req);
+		r |= msgpack_pack_uint32(pk, e->code);
+		r |= pack_str(pk, e->message ? e->message : "");
+		break;
+	}
+	case LOOM_MSG_STATS: {
+		const loom_msg_stats *s = &m->u.stats;
+		r |= msgpack_pack_array(pk, ARITY_STATS);
+		r |= msgpack_pack_uint32(pk, m->type);
+		r |= msgpack_pack_uint32(pk, LOOM_PROTO_VERSION);
+		r |= msgpack_pack_uint32(pk, s->queued);
+		r |= msgpack_pack_uint32(pk, s->running);
+		r |= msgpack_pack_uint64(pk, s->queued_tokens);
+		r |= msgpack_pack_uint32(pk, s->kv_free);
+		r |= msgpack_pack_uint32(pk, s->kv_total);
+		r |= msgpack_pack_float(pk, s->step_ms);
+		r |= msgpack_pack_uint64(pk, s->steps);
+		r |= msgpack_pack_uint64(pk, s->tokens_out);
+		break;
+	}
+	}
+	return r;
+}
+
+loom_err loom_msg_encode(const loom_msg *m, void **buf, size_t *len)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	loom_err rc;
+
+	*buf = NULL;
+	*len = 0;
+	if ((rc = validate(m)))
+		return rc;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	if (pack_body(&pk, m)) {
+		rc = loom_fail(LOOM_ENOMEM, "proto: out of memory encoding %s",
+			       loom_msg_type_name(m->type));
+		goto out;
+	}
+	*buf = loom_malloc(sb.size ? sb.size : 1);
+	if (!*buf) {
+		rc = loom_fail(LOOM_ENOMEM, "proto: out of memory encoding %s (%zu bytes)",
+			       loom_msg_type_name(m->type), sb.size);
+		goto out;
+	}
+	memcpy(*buf, sb.data, sb.size);
+	*len = sb.size;
+out:
+	msgpack_sbuffer_destroy(&sb);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* decoding                                                            */
+/* ------------------------------------------------------------------ */
+
+/* Deepest container nesting accepted (messages use 4; msgpack-c allows 32). */
+#define PRESCAN_DEPTH 9
+
+static uint64_t be_read(const uint8_t *p, size_t n)
+{
+	uint64_t v = 0;
+	for (size_t i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/*
+ * Walks one msgpack object tree over p[0..len) without building it: every
+ * str/bin/ext payload must fit in the bytes left, every array/map may only
+ * claim as many elements as bytes remain (each element is >= 1 byte), and
+ * the object must end exactly at len. Linear time, no allocation.
+ */
+static loom_err prescan(const uint8_t *p, size_t len)
+{
+	size_t left[PRESCAN_DEPTH]; /* elements still to read per open container */
+	size_t pos = 0, pending = 1;
+	int top = 1;
+
+	if (len == 0)
+		return loom_fail(LOOM_EPROTO, "proto: empty message");
+	left[0] = 1;
+	while (top) {
+		size_t hdr = 0, skip = 0, kids = 0, extra = 0, mult = 1;
+		uint8_t b;
+
+		if (pos >= len)
+			return loom_fail(LOOM_EPROTO, "proto: message truncated at byte %zu of %zu",
+					 pos, len);
+		b = p[pos++];
+		pending--;
+		left[top - 1]--;
+		if (b <= 0x7f || b >= 0xe0) {
+			/* fixint: no payload */
+		} else if (b <= 0x8f) {
+			kids = 2 * (size_t)(b & 0x0f);  /* fixmap */
+		} else if (b <= 0x9f) {
+			kids = b & 0x0f;                /* fixarray */
+		} else if (b <= 0xbf) {
+			skip = b & 0x1f;                /* fixstr */
+		} else {
+			switch (b) {
+			case 0xc0: case 0xc2: case 0xc3: break;
+			case 0xc4: case 0xd9: hdr = 1; break;           /* bin8, str8 */
+			case 0xc5: case 0xda: hdr = 2; break;
+			case 0xc6: case 0xdb: hdr = 4; break;
+			case 0xc7: hdr = 1; extra = 1; break;           /* ext8: +type */
+			case 0xc8: hdr = 2; extra = 1; break;
+			case 0xc9: hdr = 4; extra = 1; break;
+			case 0xca: skip = 4; break;
+			case 0xcb: skip = 8; break;
+			case 0xcc: case 0xd0: skip = 1; break;
+			case 0xcd: case 0xd1: skip = 2; break;
+			case 0xce: case 0xd2: skip = 4; break;
+			case 0xcf: case 0xd3: skip = 8; break;
+			case 0xd4: skip = 2; break;                     /* fixext1 */
+			case 0xd5: skip = 3; break;
+			case 0xd6: skip = 5; break;
+			case 0xd7: skip = 9; break;
+			case 0xd8: skip = 17; break;
+			case 0xdc: hdr = 2; kids = 1; break;            /* array16 */
+			case 0xdd: hdr = 4; kids = 1; break;
+			case 0xde: hdr = 2; kids = 1; mult = 2; break;  /* map16 */
+			case 0xdf: hdr = 4; kids = 1; mult = 2; break;
+			default:
+				return loom_fail(LOOM_EPROTO, "proto: invalid msgpack byte 0x%02x at %zu",
+						 b, pos - 1);
+			}
+		}
+		if (hdr) {
+			uint64_t n;
+			if (len - pos < hdr)
+				return loom_fail(LOOM_EPROTO, "proto: message truncated at byte %zu of %zu",
+						 pos, len);
+			n = be_read(p + pos, hdr);
+			pos += hdr;
+			if (kids)
+				kids = (size_t)n * mult;
+			else
+				skip = (size_t)n + extra;
+		}
+		if (skip > len - pos)
+			return loom_fail(LOOM_EPROTO, "proto: message truncated: %zu-byte payload at %zu of %zu",
+					 skip, pos, len);
+		pos += skip;
+		if (kids > len - pos || pending + kids > len - pos)
+			return loom_fail(LOOM_EPROTO, "proto: message truncated: %zu elements claimed at %zu of %zu",
+					 kids, pos, len);
+		if (kids) {
+			if (top == PRESCAN_DEPTH)
+				return loom_fail(LOOM_EPROTO, "proto: message nested deeper than %d levels",
+						 PRESCAN_DEPTH - 1);
+			left[top++] = kids;
+			pending += kids;
+		}
+		while (top && left[top - 1] == 0)
+			top--;
+	}
+	if (pos != len)
+		return loom_fail(LOOM_EPROTO, "proto: %zu trailing bytes after the message", len - pos);
+	return LOOM_OK;
+}
+
+/* Decoding context: the message name for error text. */
+typedef struct dctx {
+	const char *msg;
+} dctx;
+
+static loom_err bad(const dctx *d, const char *field, const char *what)
+{
+	return loom_fail(LOOM_EPROTO, "proto: %s field '%s': %s", d->msg, field, what);
+}
+
+static loom_err get_u64(const dctx *d, const msgpack_object *o, const char *field, uint64_t *v)
+{
+	if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+		return bad(d, field, "expected an unsigned integer");
+	*v = o->via.u64;
+	return LOOM_OK;
+}
+
+static loom_err get_u32(const dctx *d, const msgpack_object *o, const char *field, uint32_t *v)
+{
+	if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+		return bad(d, field, "expected an unsigned integer");
+	if (o->via.u64 > UINT32_MAX)
+		return bad(d, field, "integer does not fit 32 bits");
+	*v = (uint32_t)o->via.u64;
+	return LOOM_OK;
+}
+
+static loom_err get_i32(const dctx *d, const msgpack_object *o, const char *field, int32_t *v)
+{
+	if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+		if (o->via.u64 > INT32_MAX)
+			return bad(d, field, "integer does not fit int32");
+		*v = (int32_t)o->via.u64;
+	} else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+		if (o->via.i64 < INT32_MIN)
+			return bad(d, field, "integer does not fit int32");
+		*v = (int32_t)o->via.i64;
+	} else {
+		return bad(d, field, "expected an integer");
+	}
+	return LOOM_OK;
+}
+
+static loom_err get_f32(const dctx *d, const msgpack_object *o, const char *field, float *v)
+{
+	if (o->type != MSGPACK_OBJECT_FLOAT32 && o->type != MSGPACK_OBJECT_FLOAT64)
+		return bad(d, field, "expected a float");
+	*v = (float)o->via.f64;
+	return LOOM_OK;
+}
+
+static loom_err get_bool(const dctx *d, const msgpack_object *o, const char *field, bool *v)
+{
+	if (o->type != MSGPACK_OBJECT_BOOLEAN)
+		return bad(d, field, "expected a boolean");
+	*v = o->via.boolean;
+	return LOOM_OK;
+}
+
+/* Copies a str into dst[cap] (NUL-terminated); longer than cap-1 or holding
+ * a NUL byte is an error. */
+static loom_err get_name(const dctx *d, const msgpack_object *o, const char *field, char *dst,
+			 size_t cap)
+{
+	if (o->type != MSGPACK_OBJECT_STR)
+		return bad(d, field, "expected a string");
+	if (o->via.str.size >= cap)
+		return loom_fail(LOOM_EPROTO, "proto: %s field '%s': string of %" PRIu32
+				 " bytes exceeds the limit of %zu",
+				 d->msg, field, o->via.str.size, cap - 1);
+	if (memchr(o->via.str.ptr, '\0', o->via.str.size))
+		return bad(d, field, "string contains a NUL byte");
+	memcpy(dst, o->via.str.ptr, o->via.str.size);
+	dst[o->via.str.size] = '\0';
+	return LOOM_OK;
+}
+
+static loom_err get_ids(const dctx *d, const msgpack_object *o, const char *field, uint32_t *n,
+			int32_t **ids)
+{
+	loom_err rc;
+
+	if (o->type != MSGPACK_OBJECT_ARRAY)
+		return bad(d, field, "expected an array of token ids");
+	if (o->via.array.size > LOOM_PROTO_MAX_IDS)
+		return bad(d, field, "too many token ids");
+	*n = 0;
+	*ids = NULL;
+	if (o->via.array.size == 0)
+		return LOOM_OK;
+	*ids = loom_malloc(o->via.array.size * sizeof **ids);
+	if (!*ids)
+		return loom_fail(LOOM_ENOMEM, "proto: %s field '%s': out of memory", d->msg, field);
+	*n = o->via.array.size;
+	for (uint32_t i = 0; i < o->via.array.size; i++)
+		if ((rc = get_i32(d, &o->via.array.ptr[i], field, &(*ids)[i])))
+			return rc;
+	return LOOM_OK;
+}
+
+static const msgpack_object *sub_array(const dctx *d, const msgpack_object *o, const char *field,
+				       uint32_t arity, loom_err *rc)
+{
+	if (o->type != MSGPACK_OBJECT_ARRAY) {
+		*rc = bad(d, field, "expected an array");
+		return NULL;
+	}
+	if (o->via.array.size != arity) {
+		*rc = loom_fail(LOOM_EPROTO, "proto: %s field '%s': %" PRIu32
+				" elements, expected %" PRIu32,
+				d->msg, field, o->via.array.size, arity);
+		return NULL;
+	}
+	return o->via.array.ptr;
+}
+
+static loom_err dec_submit(const dctx *d, const msgpack_object *f, loom_msg_submit *s)
+{
+	const msgpack_object *sp;
+	loom_err rc = LOOM_OK;
+
+	if ((rc = get_u64(d, &f[2], "req", &s->req)) ||
+	    (rc = get_name(d, &f[3], "model", s->model, sizeof s->model)) ||
+	    (rc = get_name(d, &f[4], "adapter", s->adapter, sizeof s->adapter)) ||
+	    (rc = get_ids(d, &f[5], "prompt_ids", &s->n_prompt, &s->prompt_ids)))
+		return rc;
+	if (!(sp = sub_array(d, &f[6], "sampling", ARITY_SAMPLING, &rc)))
+		return rc;
+	if ((rc = get_f32(d, &sp[0], "sampling.temperature", &s->sampling.temperature)) ||
+	    (rc = get_f32(d, &sp[1], "sampling.top_p", &s->sampling.top_p)) ||
+	    (rc = get_i32(d, &sp[2], "sampling.top_k", &s->sampling.top_k)) ||
+	    (rc = get_u64(d, &sp[3], "sampling.seed", &s->sampling.seed)) ||
+	    (rc = get_u32(d, &sp[4], "sampling.max_tokens", &s->sampling.max_tokens)) ||
+	    (rc = get_bool(d, &sp[5], "sampling.ignore_eos", &s->sampling.ignore_eos)) ||
+	    (rc = get_ids(d, &sp[6], "sampling.stop_ids", &s->sampling.n_stop_ids,
+			  &s->sampling.stop_ids)) ||
+	    (rc = get_name(d, &f[7], "slo_class", s->slo_class, sizeof s->slo_class)) ||
+	    (rc = get_u32(d, &f[8], "ttft_deadline_ms", &s->ttft_deadline_ms)) ||
+	    (rc = get_u32(d, &f[9], "tpot_target_ms", &s->tpot_target_ms)))
+		return rc;
+	return LOOM_OK;
+}
+
+static loom_err dec_hello(const dctx *d, const msgpack_object *f, loom_msg_hello *h)
+{
+	const msgpack_object *ms = &f[7];
+	loom_err rc;
+
+	if ((rc = get_name(d, &f[2], "worker_id", h->worker_id, sizeof h->worker_id)) ||
+	    (rc = get_name(d, &f[3], "backend", h->backend, sizeof h->backend)) ||
+	    (rc = get_u32(d, &f[4], "proto_version", &h->proto_version)) ||
+	    (rc = get_u64(d, &f[5], "ping_seq", &h->ping_seq)) ||
+	    (rc = get_u64(d, &f[6], "device_mem", &h->device_mem)))
+		return rc;
+	if (ms->type != MSGPACK_OBJECT_ARRAY)
+		return bad(d, "models", "expected an array of names");
+	if (ms->via.array.size > LOOM_PROTO_MAX_ITEMS)
+		return bad(d, "models", "too many entries");
+	if (ms->via.array.size == 0)
+		return LOOM_OK;
+	h->models = loom_calloc(ms->via.array.size, sizeof *h->models);
+	if (!h->models)
+		return loom_fail(LOOM_ENOMEM, "proto: HELLO field 'models': out of memory");
+	h->n_models = ms->via.array.size;
+	for (uint32_t i = 0; i < ms->via.array.size; i++)
+		if ((rc = get_name(d, &ms->via.array.ptr[i], "models[]", h->models[i], LOOM_NAME_MAX)))
+			return rc;
+	return LOOM_OK;
+}
+
+static loom_err dec_step(const dctx *d, const msgpack_object *f, loom_msg_step *s)
+{
+	const msgpack_object *items = &f[2];
+	loom_err rc = LOOM_OK;
+
+	if (items->type != MSGPACK_OBJECT_ARRAY)
+		return bad(d, "items", "expected an array");
+	if (items->via.array.size > LOOM_PROTO_MAX_ITEMS)
+		return bad(d, "items", "too many entries");
+	if (items->via.array.size == 0)
+		return LOOM_OK;
+	s->items = loom_calloc(items->via.array.size, sizeof *s->items);
+	if (!s->items)
+		return loom_fail(LOOM_ENOMEM, "proto: STEP field 'items': out of memory");
+	s->n_items = items->via.array.size;
+	for (uint32_t i = 0; i < items->via.array.size; i++) {
+		loom_step_item *it = &s->items[i];
+		const msgpack_object *e;
+		uint32_t fin;
+
+		if (!(e = sub_array(d, &items->via.array.ptr[i], "items[]", ARITY_ITEM, &rc)))
+			return rc;
+		if ((rc = get_u64(d, &e[0], "items[].req", &it->req)) ||
+		    (rc = get_ids(d, &e[1], "items[].ids", &it->n_ids, &it->ids)) ||
+		    (rc = get_u32(d, &e[2], "items[].finish", &fin)) ||
+		    (rc = get_u32(d, &e[3], "items[].n_prompt", &it->n_prompt)))
+			return rc;
+		if (fin > LOOM_FINISH_ABORT)
+			return bad(d, "items[].finish", "not a finish reason (0..3)");
+		it->finish = (uint8_t)fin;
+	}
+	return LOOM_OK;
+}
+
+static loom_err dec_error(const dctx *d, const msgpack_object *f, loom_msg_error *e)
+{
+	const msgpack_object *m = &f[4];
+	loom_err rc;
+
+	if ((rc = get_u64(d, &f[2], "req", &e->req)) || (rc = get_u32(d, &f[3], "code", &e->code)))
+		return rc;
+	if (m->type != MSGPACK_OBJECT_STR)
+		return bad(d, "message", "expected a string");
+	if (m->via.str.size >= LOOM_PROTO_MAX_STR)
+		return bad(d, "message", "string too long");
+	if (memchr(m->via.str.ptr, '\0', m->via.str.size))
+		return bad(d, "message", "string contains a NUL byte");
+	e->message = loom_strndup(m->via.str.ptr, m->via.str.size);
+	if (!e->message)
+		return loom_fail(LOOM_ENOMEM, "proto: ERROR field 'message': out of memory");
+	return LOOM_OK;
+}
+
+static loom_err dec_stats(const dctx *d, const msgpack_object *f, loom_msg_stats *s)
+{
+	loom_err rc;
+
+	if ((rc = get_u32(d, &f[2], "queued", &s->queued)) ||
+	    (rc = get_u32(d, &f[3], "running", &s->running)) ||
+	    (rc = get_u64(d, &f[4], "queued_tokens", &s->queued_tokens)) ||
+	    (rc = get_u32(d, &f[5], "kv_free", &s->kv_free)) ||
+	    (rc = get_u32(d, &f[6], "kv_total", &s->kv_total)) ||
+	    (rc = get_f32(d, &f[7], "step_ms", &s->step_ms)) ||
+	    (rc = get_u64(d, &f[8], "steps", &s->steps)) ||
+	    (rc = get_u64(d, &f[9], "tokens_out", &s->tokens_out)))
+		return rc;
+	return LOOM_OK;
+}
+
+static uint32_t arity_of(int type)
+{
+	switch (type) {
+	case LOOM_MSG_SUBMIT: return ARITY_SUBMIT;
+	case LOOM_MSG_CANCEL: return ARITY_CANCEL;
+	case LOOM_MSG_PING: return ARITY_PING;
+	case LOOM_MSG_HELLO: return ARITY_HELLO;
+	case LOOM_MSG_STEP: return ARITY_STEP;
+	case LOOM_MSG_ERROR: return ARITY_ERROR;
+	case LOOM_MSG_STATS: return ARITY_STATS;
+	}
+	return 0;
+}
+
+static loom_err dec_fields(const msgpack_object *root, loom_msg *out)
+{
+	const msgpack_object *f;
+	dctx d = { "message" };
+	uint64_t type = 0, version = 0;
+	loom_err rc;
+
+	if (root->type != MSGPACK_OBJECT_ARRAY)
+		return loom_fail(LOOM_EPROTO, "proto: message is not a msgpack array");
+	if (root->via.array.size < 2)
+		return loom_fail(LOOM_EPROTO, "proto: message array has %" PRIu32
+				 " elements, need at least type and version",
+				 root->via.array.size);
+	f = root->via.array.ptr;
+	if ((rc = get_u64(&d, &f[0], "type", &type)))
+		return rc;
+	if (arity_of(type > 255 ? 0 : (int)type) == 0)
+		return loom_fail(LOOM_EPROTO, "proto: unknown message type %" PRIu64, type);
+	d.msg = loom_msg_type_name((int)type);
+	if ((rc = get_u64(&d, &f[1], "version", &version)))
+		return rc;
+	if (version != LOOM_PROTO_VERSION)
+		return loom_fail(LOOM_EPROTO, "proto: %s has protocol version %" PRIu64
+				 ", this build speaks %d",
+				 d.msg, version, LOOM_PROTO_VERSION);
+	if (root->via.array.size != arity_of((int)type))
+		return loom_fail(LOOM_EPROTO, "proto: %s has %" PRIu32 " elements, expected %" PRIu32,
+				 d.msg, root->via.array.size, arity_of((int)type));
+	out->type = (loom_msg_type)type;
+	switch (out->type) {
+	case LOOM_MSG_SUBMIT: return dec_submit(&d, f, &out->u.submit);
+	case LOOM_MSG_CANCEL: return get_u64(&d, &f[2], "req", &out->u.cancel.req);
+	case LOOM_MSG_PING: return get_u64(&d, &f[2], "seq", &out->u.ping.seq);
+	case LOOM_MSG_HELLO: return dec_hello(&d, f, &out->u.hello);
+	case LOOM_MSG_STEP: return dec_step(&d, f, &out->u.step);
+	case LOOM_MSG_ERROR: return dec_error(&d, f, &out->u.error);
+	case LOOM_MSG_STATS: return dec_stats(&d, f, &out->u.stats);
+	}
+	return LOOM_EINTERNAL;
+}
+
+loom_err loom_msg_decode(const void *buf, size_t len, loom_msg *out)
+{
+	msgpack_unpacked u;
+	msgpack_unpack_return ur;
+	size_t off = 0;
+	loom_err rc;
+
+	memset(out, 0, sizeof *out);
+	if (!buf && len)
+		return loom_fail(LOOM_EINVAL, "proto: NULL buffer of %zu bytes", len);
+	if ((rc = prescan(buf, len)))
+		return rc;
+	msgpack_unpacked_init(&u);
+	ur = msgpack_unpack_next(&u, buf, len, &off);
+	if (ur == MSGPACK_UNPACK_NOMEM_ERROR) {
+		rc = loom_fail(LOOM_ENOMEM, "proto: out of memory unpacking %zu bytes", len);
+		goto out;
+	}
+	if (ur != MSGPACK_UNPACK_SUCCESS || off != len) {
+		rc = loom_fail(LOOM_EPROTO, "proto: msgpack rejected the message (code %d, %zu of %zu bytes)",
+			       (int)ur, off, len);
+		goto out;
+	}
+	rc = dec_fields(&u.data, out);
+out:
+	msgpack_unpacked_destroy(&u);
+	if (rc)
+		loom_msg_fini(out);
+	return rc;
+}
+
+void loom_msg_fini(loom_msg *m)
+{
+	switch (m->type) {
+	case LOOM_MSG_SUBMIT:
+		loom_free(m->u.submit.prompt_ids);
+		loom_free(m->u.submit.sampling.stop_ids);
+		break;
+	case LOOM_MSG_HELLO:
+		loom_free(m->u.hello.models);
+		break;
+	case LOOM_MSG_STEP:
+		for (uint32_t i = 0; i < m->u.step.n_items; i++)
+			loom_free(m->u.step.items[i].ids);
+		loom_free(m->u.step.items);
+		break;
+	case LOOM_MSG_ERROR:
+		loom_free(m->u.error.message);
+		break;
+	default:
+		break;
+	}
+	memset(m, 0, sizeof *m);
+}
