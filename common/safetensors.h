@@ -55,6 +55,15 @@ size_t loom_tensor_numel(const loom_tensor *t);
 loom_err loom_st_write(const char *path, const loom_tensor *tensors, size_t n,
 		       const char *const *meta);
 
+/* Produces tensor i's nbytes into buf (malloc-aligned). A non-zero return
+ * aborts the write and is returned by loom_st_write_fill. */
+typedef loom_err (*loom_st_fill_fn)(void *ctx, size_t i, void *buf);
+/* Like loom_st_write, but tensors[i].data is ignored and each tensor's bytes
+ * come from fill(ctx, i, buf) in order, so only one tensor is held in memory
+ * at a time (for writing big random models). */
+loom_err loom_st_write_fill(const char *path, const loom_tensor *tensors, size_t n,
+			    const char *const *meta, loom_st_fill_fn fill, void *ctx);
+
 /*
  * A model's weights: one file, or the shards listed in an index
  * (model.safetensors.index.json "weight_map"). loom_st_set_open(dir) tries
