@@ -4,14 +4,17 @@
  * Owns: parsing config.json (and generation_config.json when present, for
  * EOS ids) of a model folder into loom_model_config, with strict checks
  * (positive sizes, heads dividing hidden, kv heads dividing heads, a
- * supported architecture / model_type: llama, mistral, qwen2 without
- * biases). Both the gateway (context length, EOS, vocab) and the worker
- * (shapes) use it. Must not: read weights.
+ * supported architecture / model_type: llama or mistral, silu, no biases,
+ * no rope_scaling; a Mistral sliding_window below max_position_embeddings
+ * caps max_ctx, where windowed attention equals full attention). Both the
+ * gateway (context length, EOS, vocab) and the worker (shapes) use it.
+ * Must not: read weights.
  */
 #ifndef LOOM_MODEL_CONFIG_H
 #define LOOM_MODEL_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "err.h"

@@ -1,0 +1,396 @@
+/*
+ * common/model_config.c — parse a Hugging Face LLaMA-family config.json.
+ *
+ * Accepted: model_type / architectures of llama or mistral, hidden_act silu,
+ * no rope_scaling, no attention/mlp biases. Wrong JSON types are
+ * LOOM_EFORMAT, impossible values LOOM_EINVAL, valid-but-unhandled models
+ * LOOM_EUNSUPPORTED; every message names the file and the field.
+ * generation_config.json, when present, overrides the EOS ids.
+ */
+#include "model_config.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "alloc.h"
+
+static const char *const supported_types[] = { "llama", "mistral" };
+static const char *const supported_archs[] = { "LlamaForCausalLM", "MistralForCausalLM" };
+
+/* v absent or null: *out untouched, *present = 0. */
+static loom_err get_int(const char *path, json_t *root, const char *key, int required,
+			int positive, int *out)
+{
+	json_t *v = json_object_get(root, key);
+	if (!v || json_is_null(v)) {
+		if (required)
+			return loom_fail(LOOM_EFORMAT, "%s: field \"%s\" is missing", path, key);
+		return LOOM_OK;
+	}
+	if (!json_is_integer(v))
+		return loom_fail(LOOM_EFORMAT, "%s: field \"%s\" must be an integer", path, key);
+	json_int_t x = json_integer_value(v);
+	if (positive && x <= 0)
+		return loom_fail(LOOM_EINVAL, "%s: field \"%s\" must be positive, got %lld", path, key,
+				 (long long)x);
+	if (x > INT_MAX || x < INT_MIN)
+		return loom_fail(LOOM_EINVAL, "%s: field \"%s\" is out of range (%lld)", path, key,
+				 (long long)x);
+	*out = (int)x;
+	return LOOM_OK;
+}
+
+static loom_err get_num(const char *path, json_t *root, const char *key, float *out)
+{
+	json_t *v = json_object_get(root, key);
+	if (!v || json_is_null(v))
+		return LOOM_OK;
+	if (!json_is_number(v))
+		return loom_fail(LOOM_EFORMAT, "%s: field \"%s\" must be a number", path, key);
+	double x = json_number_value(v);
+	if (!(x > 0))
+		return loom_fail(LOOM_EINVAL, "%s: field \"%s\" must be positive, got %g", path, key, x);
+	*out = (float)x;
+	return LOOM_OK;
+}
+
+static loom_err get_bool(const char *path, json_t *root, const char *key, bool *out)
+{
+	json_t *v = json_object_get(root, key);
+	if (!v || json_is_null(v))
+		return LOOM_OK;
+	if (!json_is_boolean(v))
+		return loom_fail(LOOM_EFORMAT, "%s: field \"%s\" must be true or false", path, key);
+	*out = json_is_true(v);
+	return LOOM_OK;
+}
+
+/* eos_token_id: an integer or a list of integers (null = absent). */
+static loom_err get_eos(const char *path, json_t *root, loom_model_config *c)
+{
+	json_t *v = json_object_get(root, "eos_token_id");
+	if (!v || json_is_null(v))
+		return LOOM_OK;
+	if (json_is_integer(v)) {
+		if (json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX)
+			return loom_fail(LOOM_EINVAL, "%s: field \"eos_token_id\" is out of range", path);
+		c->n_eos = 1;
+		c->eos_ids[0] = (int32_t)json_integer_value(v);
+		return LOOM_OK;
+	}
+	if (!json_is_array(v))
+		return loom_fail(LOOM_EFORMAT,
+				 "%s: field \"eos_token_id\" must be an integer or a list of integers",
+				 path);
+	if (json_array_size(v) > LOOM_MAX_EOS)
+		return loom_fail(LOOM_ERANGE, "%s: field \"eos_token_id\" lists %zu ids (at most %d)",
+				 path, json_array_size(v), LOOM_MAX_EOS);
+	size_t i;
+	json_t *e;
+	json_array_foreach(v, i, e) {
+		if (!json_is_integer(e))
+			return loom_fail(LOOM_EFORMAT,
+					 "%s: field \"eos_token_id\" must be an integer or a list of "
+					 "integers",
+					 path);
+		if (json_integer_value(e) < 0 || json_integer_value(e) > INT32_MAX)
+			return loom_fail(LOOM_EINVAL, "%s: field \"eos_token_id\" is out of range", path);
+		c->eos_ids[i] = (int32_t)json_integer_value(e);
+	}
+	c->n_eos = (int)json_array_size(v);
+	return LOOM_OK;
+}
+
+static int in_list(const char *s, const char *const *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(s, list[i]) == 0)
+			return 1;
+	return 0;
+}
+
+#define N_OF(a) (sizeof(a) / sizeof *(a))
+
+static loom_err check_arch(const char *path, json_t *root, loom_model_config *c)
+{
+	json_t *mt = json_object_get(root, "model_type");
+	json_t *ar = json_object_get(root, "architectures");
+
+	if (mt && !json_is_null(mt)) {
+		if (!json_is_string(mt))
+			return loom_fail(LOOM_EFORMAT, "%s: field \"model_type\" must be a string", path);
+		if (!in_list(json_string_value(mt), supported_types, N_OF(supported_types)))
+			return loom_fail(LOOM_EUNSUPPORTED,
+					 "%s: field \"model_type\" is \"%.40s\"; supported: llama, "
+					 "mistral",
+					 path, json_string_value(mt));
+		snprintf(c->model_type, sizeof c->model_type, "%s", json_string_value(mt));
+	}
+	if (ar && !json_is_null(ar)) {
+		size_t i;
+		json_t *e;
+		int ok = 0;
+		if (!json_is_array(ar))
+			return loom_fail(LOOM_EFORMAT, "%s: field \"architectures\" must be a list of "
+				       "strings", path);
+		json_array_foreach(ar, i, e) {
+			if (!json_is_string(e))
+				return loom_fail(LOOM_EFORMAT,
+						 "%s: field \"architectures\" must be a list of strings",
+						 path);
+			if (in_list(json_string_value(e), supported_archs, N_OF(supported_archs))) {
+				ok = 1;
+				if (!c->model_type[0])
+					snprintf(c->model_type, sizeof c->model_type, "%s",
+						 strncmp(json_string_value(e), "Mistral", 7) == 0
+							 ? "mistral"
+							 : "llama");
+			}
+		}
+		if (!ok) {
+			e = json_array_get(ar, 0);
+			return loom_fail(LOOM_EUNSUPPORTED,
+					 "%s: field \"architectures\" (%.40s) names no supported "
+					 "architecture; supported: LlamaForCausalLM, MistralForCausalLM",
+					 path, e ? json_string_value(e) : "empty list");
+		}
+	}
+	if (!c->model_type[0])
+		return loom_fail(LOOM_EFORMAT,
+				 "%s: fields \"model_type\" and \"architectures\" are both missing", path);
+	return LOOM_OK;
+}
+
+/* Features we do not implement: refuse rather than compute something else. */
+static loom_err check_features(const char *path, json_t *root)
+{
+	json_t *v = json_object_get(root, "rope_scaling");
+	if (v && !json_is_null(v))
+		return loom_fail(LOOM_EUNSUPPORTED,
+				 "%s: field \"rope_scaling\" is set; rope scaling is not supported "
+				 "yet (only plain rotary embeddings)",
+				 path);
+	v = json_object_get(root, "hidden_act");
+	if (v && !json_is_null(v)) {
+		if (!json_is_string(v))
+			return loom_fail(LOOM_EFORMAT, "%s: field \"hidden_act\" must be a string", path);
+		if (strcmp(json_string_value(v), "silu") != 0)
+			return loom_fail(LOOM_EUNSUPPORTED,
+					 "%s: field \"hidden_act\" is \"%.32s\"; only silu is supported",
+					 path, json_string_value(v));
+	}
+	static const char *const biases[] = { "attention_bias", "mlp_bias" };
+	for (size_t i = 0; i < N_OF(biases); i++) {
+		v = json_object_get(root, biases[i]);
+		if (v && !json_is_null(v) && !json_is_boolean(v))
+			return loom_fail(LOOM_EFORMAT, "%s: field \"%s\" must be true or false", path,
+					 biases[i]);
+		if (json_is_true(v))
+			return loom_fail(LOOM_EUNSUPPORTED,
+					 "%s: field \"%s\" is true; biases are not supported", path,
+					 biases[i]);
+	}
+	return LOOM_OK;
+}
+
+static loom_err parse_root(const char *path, json_t *root, loom_model_config *c)
+{
+	loom_err rc;
+	int window = 0;
+
+	if ((rc = check_arch(path, root, c)) || (rc = check_features(path, root)))
+		return rc;
+	if ((rc = get_int(path, root, "hidden_size", 1, 1, &c->hidden)) ||
+	    (rc = get_int(path, root, "intermediate_size", 1, 1, &c->ffn)) ||
+	    (rc = get_int(path, root, "num_hidden_layers", 1, 1, &c->n_layers)) ||
+	    (rc = get_int(path, root, "num_attention_heads", 1, 1, &c->n_heads)) ||
+	    (rc = get_int(path, root, "vocab_size", 1, 1, &c->vocab)))
+		return rc;
+	c->n_kv_heads = c->n_heads;
+	c->head_dim = 0;
+	if ((rc = get_int(path, root, "num_key_value_heads", 0, 1, &c->n_kv_heads)) ||
+	    (rc = get_int(path, root, "head_dim", 0, 1, &c->head_dim)) ||
+	    (rc = get_int(path, root, "max_position_embeddings", 0, 1, &c->max_ctx)) ||
+	    (rc = get_int(path, root, "sliding_window", 0, 1, &window)) ||
+	    (rc = get_num(path, root, "rms_norm_eps", &c->rms_eps)) ||
+	    (rc = get_num(path, root, "rope_theta", &c->rope_theta)) ||
+	    (rc = get_bool(path, root, "tie_word_embeddings", &c->tied)) ||
+	    (rc = get_int(path, root, "bos_token_id", 0, 0, &c->bos_id)) || (rc = get_eos(path, root, c)))
+		return rc;
+	if (c->bos_id < -1)
+		return loom_fail(LOOM_EINVAL, "%s: field \"bos_token_id\" is negative", path);
+	if (c->head_dim == 0) {
+		if (c->hidden % c->n_heads != 0)
+			return loom_fail(LOOM_EINVAL,
+					 "%s: field \"hidden_size\" (%d) is not divisible by "
+					 "\"num_attention_heads\" (%d)",
+					 path, c->hidden, c->n_heads);
+		c->head_dim = c->hidden / c->n_heads;
+	}
+	if (c->head_dim % 2 != 0)
+		return loom_fail(LOOM_EINVAL, "%s: field \"head_dim\" (%d) must be even for rotary "
+			       "embeddings", path, c->head_dim);
+	if (c->n_heads % c->n_kv_heads != 0)
+		return loom_fail(LOOM_EINVAL,
+				 "%s: field \"num_attention_heads\" (%d) is not divisible by "
+				 "\"num_key_value_heads\" (%d)",
+				 path, c->n_heads, c->n_kv_heads);
+	/* Within the window, sliding-window attention equals full attention. */
+	if (window > 0 && window < c->max_ctx)
+		c->max_ctx = window;
+	for (int i = 0; i < c->n_eos; i++)
+		if (c->eos_ids[i] >= c->vocab)
+			return loom_fail(LOOM_EINVAL, "%s: field \"eos_token_id\" (%d) is not below "
+				       "\"vocab_size\" (%d)", path, c->eos_ids[i], c->vocab);
+	if (c->bos_id >= c->vocab)
+		return loom_fail(LOOM_EINVAL, "%s: field \"bos_token_id\" (%d) is not below "
+			       "\"vocab_size\" (%d)", path, c->bos_id, c->vocab);
+	return LOOM_OK;
+}
+
+static void defaults(loom_model_config *c)
+{
+	memset(c, 0, sizeof *c);
+	c->max_ctx = 2048;
+	c->rms_eps = 1e-6f;
+	c->rope_theta = 10000.0f;
+	c->tied = false;
+	c->bos_id = -1;
+}
+
+loom_err loom_model_config_parse(const char *json, size_t len, const char *path,
+				 loom_model_config *out)
+{
+	json_error_t jerr;
+	loom_model_config c;
+	loom_err rc;
+	json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+
+	defaults(&c);
+	if (!root)
+		return loom_fail(LOOM_EFORMAT, "%s: not valid JSON: %s (line %d, column %d)", path,
+				 jerr.text, jerr.line, jerr.column);
+	if (!json_is_object(root))
+		rc = loom_fail(LOOM_EFORMAT, "%s: not a JSON object", path);
+	else
+		rc = parse_root(path, root, &c);
+	json_decref(root);
+	if (rc == LOOM_OK)
+		*out = c;
+	return rc;
+}
+
+/* Reads path into a NUL-terminated loom_malloc'ed buffer. */
+static loom_err slurp(const char *path, char **text, size_t *len)
+{
+	FILE *fp = fopen(path, "rb");
+	char *buf = NULL;
+	size_t cap = 0, n = 0;
+	loom_err rc = LOOM_OK;
+
+	*text = NULL;
+	if (!fp)
+		return loom_fail(errno == ENOENT ? LOOM_ENOTFOUND : LOOM_EIO, "%s: cannot open: %s",
+				 path, strerror(errno));
+	for (;;) {
+		if (n + 4096 + 1 > cap) {
+			cap = cap ? cap * 2 : 8192;
+			if (cap > (64u << 20)) {
+				rc = loom_fail(LOOM_EFORMAT, "%s: larger than 64 MiB", path);
+				goto out;
+			}
+			char *nb = loom_realloc(buf, cap);
+			if (!nb) {
+				rc = loom_fail(LOOM_ENOMEM, "%s: out of memory", path);
+				goto out;
+			}
+			buf = nb;
+		}
+		size_t r = fread(buf + n, 1, cap - n - 1, fp);
+		n += r;
+		if (r == 0) {
+			if (ferror(fp))
+				rc = loom_fail(LOOM_EIO, "%s: read failed", path);
+			break;
+		}
+	}
+	if (rc == LOOM_OK) {
+		buf[n] = '\0';
+		*text = buf;
+		*len = n;
+		buf = NULL;
+	}
+out:
+	loom_free(buf);
+	fclose(fp);
+	return rc;
+}
+
+static loom_err join(const char *dir, const char *name, char **out)
+{
+	size_t n = strlen(dir) + strlen(name) + 2;
+	if (!(*out = loom_malloc(n)))
+		return loom_fail(LOOM_ENOMEM, "%s: out of memory", dir);
+	snprintf(*out, n, "%s/%s", dir, name);
+	return LOOM_OK;
+}
+
+/* generation_config.json: only eos_token_id matters; it overrides config.json's. */
+static loom_err load_generation(const char *path, loom_model_config *c)
+{
+	json_error_t jerr;
+	loom_model_config g;
+	loom_err rc = LOOM_OK;
+	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+
+	if (!root)
+		return loom_fail(LOOM_EFORMAT, "%s: not valid JSON: %s (line %d)", path, jerr.text,
+				 jerr.line);
+	if (!json_is_object(root)) {
+		rc = loom_fail(LOOM_EFORMAT, "%s: not a JSON object", path);
+		goto out;
+	}
+	g.n_eos = 0;
+	if ((rc = get_eos(path, root, &g)))
+		goto out;
+	for (int i = 0; i < g.n_eos; i++) {
+		if (g.eos_ids[i] >= c->vocab) {
+			rc = loom_fail(LOOM_EINVAL, "%s: field \"eos_token_id\" (%d) is not below the "
+				       "vocab size (%d)", path, g.eos_ids[i], c->vocab);
+			goto out;
+		}
+	}
+	if (g.n_eos > 0) {
+		c->n_eos = g.n_eos;
+		memcpy(c->eos_ids, g.eos_ids, sizeof c->eos_ids);
+	}
+out:
+	json_decref(root);
+	return rc;
+}
+
+loom_err loom_model_config_load(const char *dir, loom_model_config *out)
+{
+	char *path = NULL, *gpath = NULL, *text = NULL;
+	size_t len = 0;
+	struct stat st;
+	loom_model_config c;
+	loom_err rc;
+
+	if ((rc = join(dir, "config.json", &path)) || (rc = slurp(path, &text, &len)) ||
+	    (rc = loom_model_config_parse(text, len, path, &c)) ||
+	    (rc = join(dir, "generation_config.json", &gpath)))
+		goto out;
+	if (stat(gpath, &st) == 0 && (rc = load_generation(gpath, &c)))
+		goto out;
+	*out = c;
+out:
+	loom_free(text);
+	loom_free(path);
+	loom_free(gpath);
+	return rc;
+}
