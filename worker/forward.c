@@ -6,7 +6,10 @@
  * attention is per sequence (each reads its own contiguous cache). A token's
  * result therefore depends on the rest of the batch only through GEMM
  * blocking inside OpenBLAS (M differs), which is the one source of
- * batch-variance (observed: see tests/worker/test_forward.c).
+ * batch variance. Observed with OpenBLAS 0.3.21: a sequence alone and inside
+ * a batch differ by ~5e-7 relative (L2 per logits row), never bit-identical;
+ * forcing sgemm for M = 1 does not help (sgemm itself rounds differently per
+ * M), and the thread count changes the rounding too.
  *
  * Scratch (wk_scratch) holds the per-step activations, grown on demand to the
  * largest T and context seen; a steady-state step allocates nothing.
