@@ -57,7 +57,7 @@ loom_err loom_tok_decode(const loom_tok *t, const int32_t *ids, size_t n, bool s
 
 /*
  * Incremental decoder for one generation stream. push() appends one id and
- * returns in *out/*out_len (pointer into the stream's buffer, valid until the
+ * returns in *out and *out_len (pointer into the stream's buffer, valid until the
  * next call) the text that became complete: never half a UTF-8 character;
  * the concatenation of all outputs plus finish() equals loom_tok_decode() of
  * all ids pushed. The stream starts as a continuation of a prompt (no
