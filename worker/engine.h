@@ -1,0 +1,94 @@
+/*
+ * worker/engine.h — the worker's engine loop: continuous batching of
+ * requests over the resident models.
+ *
+ * Owns: every sequence's state (queue, KV cache, generated tokens) on one
+ * engine thread. Each iteration drains the inbox (SUBMIT / CANCEL from any
+ * thread), admits waiting requests up to max_seqs, builds one wk_batch per
+ * model — every running decode (1 token) plus prefill chunks of prefilling
+ * sequences in arrival order up to max_batch_tokens in all (chunked prefill)
+ * — runs wk_forward, samples each sequence whose prompt is complete
+ * (position = tokens generated so far, the request's seed), emits one STEP
+ * with an item per sequence that produced a token or finished, and retires
+ * finished sequences. An idle engine sleeps on a condition variable.
+ *
+ * Requests are validated when drained; a bad one gets an ERROR{req} (which
+ * ends it): unknown model (ENOTFOUND), an adapter (EUNSUPPORTED), empty
+ * prompt or a token id outside the vocab or bad sampling values (EINVAL),
+ * prompt + max_tokens over the context (ERANGE), a req id already live
+ * (EEXIST). max_tokens 0 means "until the context is full".
+ * Finish: STOP when the sampled id is an EOS id of the model (unless
+ * ignore_eos) or one of stop_ids (that id is the item's last id); LENGTH at
+ * max_tokens or a full context; ABORT (empty item) when canceled by req.
+ *
+ * Must not: touch sockets or encode bytes (the emit callback does, see
+ * worker/link.h), or load models (the caller lends them).
+ *
+ * Threads: wk_engine_submit/cancel/cancel_owner/stats are safe from any
+ * thread and never wait for an iteration. The emit callback runs on the
+ * engine thread (or, in manual mode, on the thread calling wk_engine_step),
+ * outside the engine's lock; the message it gets is valid only during the
+ * call.
+ */
+#ifndef WK_ENGINE_H
+#define WK_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../common/err.h"
+#include "../common/proto.h"
+#include "model.h"
+
+typedef struct wk_engine wk_engine;
+
+typedef struct wk_engine_opts {
+	int max_batch_tokens; /* tokens per model batch per iteration; 0 = 256 */
+	int max_seqs;         /* admitted (KV-holding) sequences; 0 = 64 */
+	bool manual;          /* no thread: the caller drives wk_engine_step (tests) */
+} wk_engine_opts;
+
+/* Receives each STEP / ERROR the engine produces; m is valid only during
+ * the call. Must not call back into the engine's step. */
+typedef void (*wk_emit_fn)(void *ctx, const loom_msg *m);
+
+/*
+ * Creates an engine over models[0..n_models) (borrowed: they must outlive
+ * the engine; names must be distinct) and, unless opts->manual, starts its
+ * thread. opts may be NULL for defaults. *out owned by the caller, released
+ * with wk_engine_destroy.
+ */
+loom_err wk_engine_create(wk_model *const *models, int n_models, const wk_engine_opts *opts,
+			  wk_emit_fn emit, void *ctx, wk_engine **out);
+
+/* Stops the thread, drops every request (no messages), frees everything. */
+void wk_engine_destroy(wk_engine *e);
+
+/* Queues a request (deep copy of s; the caller keeps s). Only fails with
+ * LOOM_ENOMEM; invalid requests are answered by an emitted ERROR. */
+loom_err wk_engine_submit(wk_engine *e, const loom_msg_submit *s);
+
+/* As wk_engine_submit, tagging the request with owner (e.g. the nng pipe
+ * it came from) for wk_engine_cancel_owner. wk_engine_submit uses owner 0. */
+loom_err wk_engine_submit_from(wk_engine *e, const loom_msg_submit *s, uint64_t owner);
+
+/* Drops request req (waiting or running; its KV is freed) and emits a
+ * final empty item with finish ABORT. Unknown ids are ignored. */
+void wk_engine_cancel(wk_engine *e, uint64_t req);
+
+/* Drops every request submitted with this owner, emitting nothing (the
+ * peer is gone). Cheap and non-blocking: safe in an nng pipe callback. */
+void wk_engine_cancel_owner(wk_engine *e, uint64_t owner);
+
+/* A snapshot of the engine's counters for STATS. */
+void wk_engine_stats(wk_engine *e, loom_msg_stats *out);
+
+/*
+ * Manual mode only: runs one iteration (drain inbox, admit, forward,
+ * sample, emit) on the calling thread. Returns the number of live requests
+ * left (queued + running), so `while (wk_engine_step(e) > 0)` runs all to
+ * completion. Returns -1 on an engine created with a thread.
+ */
+int wk_engine_step(wk_engine *e);
+
+#endif
