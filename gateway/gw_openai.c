@@ -1,0 +1,692 @@
+/*
+ * gateway/gw_openai.c — OpenAI request parsing (jansson) and response shaping.
+ *
+ * Parsing walks the known fields one by one; each checker returns false after
+ * filling the error, so the first problem found is the one reported.
+ */
+#include "gw_openai.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+
+#define BAD "invalid_request_error"
+
+loom_err gw_api_err_set(gw_api_err *e, int status, const char *type, const char *param,
+			const char *code, const char *fmt, ...)
+{
+	va_list ap;
+	e->status = status;
+	e->type = type;
+	e->code = code;
+	snprintf(e->param, sizeof e->param, "%s", param ? param : "");
+	va_start(ap, fmt);
+	vsnprintf(e->message, sizeof e->message, fmt, ap);
+	va_end(ap);
+	return LOOM_EINVAL;
+}
+
+static const char *type_name(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: return "object";
+	case JSON_ARRAY: return "array";
+	case JSON_STRING: return "string";
+	case JSON_INTEGER: return "integer";
+	case JSON_REAL: return "number";
+	case JSON_TRUE:
+	case JSON_FALSE: return "boolean";
+	default: return "null";
+	}
+}
+
+/* The field, or NULL when absent or null. */
+static json_t *field(json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+	return (v && !json_is_null(v)) ? v : NULL;
+}
+
+static bool wrong_type(gw_api_err *e, const char *k, const char *want, const json_t *v)
+{
+	gw_api_err_set(e, 400, BAD, k, NULL, "'%s' must be %s, got %s", k, want, type_name(v));
+	return false;
+}
+
+static bool get_bool(json_t *o, const char *k, bool *out, gw_api_err *e)
+{
+	json_t *v = field(o, k);
+	if (!v)
+		return true;
+	if (!json_is_boolean(v))
+		return wrong_type(e, k, "a boolean", v);
+	*out = json_is_true(v);
+	return true;
+}
+
+/* Integer (or a number with an integral value). *set tells whether it was given. */
+static bool get_int(json_t *o, const char *k, long long *out, bool *set, gw_api_err *e)
+{
+	json_t *v = field(o, k);
+	if (set)
+		*set = false;
+	if (!v)
+		return true;
+	if (json_is_integer(v)) {
+		*out = json_integer_value(v);
+	} else if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
+		   fabs(json_real_value(v)) < 9.2e18) {
+		*out = (long long)json_real_value(v);
+	} else {
+		return wrong_type(e, k, "an integer", v);
+	}
+	if (set)
+		*set = true;
+	return true;
+}
+
+static bool get_num(json_t *o, const char *k, double *out, bool *set, gw_api_err *e)
+{
+	json_t *v = field(o, k);
+	*set = false;
+	if (!v)
+		return true;
+	if (!json_is_number(v))
+		return wrong_type(e, k, "a number", v);
+	*out = json_number_value(v);
+	*set = true;
+	return true;
+}
+
+static bool nomem(gw_api_err *e)
+{
+	gw_api_err_set(e, 500, "internal_error", NULL, NULL, "out of memory");
+	return false;
+}
+
+static bool parse_model(json_t *root, gw_params *p, gw_api_err *e)
+{
+	json_t *v = field(root, "model");
+	if (!v) {
+		gw_api_err_set(e, 400, BAD, "model", NULL, "'model' is required");
+		return false;
+	}
+	if (!json_is_string(v))
+		return wrong_type(e, "model", "a string", v);
+	if (json_string_length(v) == 0 || json_string_length(v) >= LOOM_NAME_MAX) {
+		gw_api_err_set(e, 400, BAD, "model", NULL, "'model' must be 1..%d bytes",
+			       LOOM_NAME_MAX - 1);
+		return false;
+	}
+	memcpy(p->model, json_string_value(v), json_string_length(v) + 1);
+	return true;
+}
+
+/* An array of token ids (each 0..INT32_MAX) into *ids and *n. */
+static bool parse_ids(json_t *arr, const char *k, int32_t **ids, size_t *n, gw_api_err *e)
+{
+	size_t cnt = json_array_size(arr);
+	if (cnt > LOOM_PROTO_MAX_IDS) {
+		gw_api_err_set(e, 400, BAD, k, NULL, "'%s' has %zu token ids, more than %u", k, cnt,
+			       LOOM_PROTO_MAX_IDS);
+		return false;
+	}
+	*ids = loom_malloc((cnt ? cnt : 1) * sizeof **ids);
+	if (!*ids)
+		return nomem(e);
+	for (size_t i = 0; i < cnt; i++) {
+		json_t *x = json_array_get(arr, i);
+		if (!json_is_integer(x)) {
+			gw_api_err_set(e, 400, BAD, k, NULL,
+				       "'%s' must be a string or an array of token ids; item %zu is %s",
+				       k, i, type_name(x));
+			return false;
+		}
+		json_int_t id = json_integer_value(x);
+		if (id < 0 || id > INT32_MAX) {
+			gw_api_err_set(e, 400, BAD, k, NULL, "'%s': token id %lld at %zu is out of range",
+				       k, (long long)id, i);
+			return false;
+		}
+		(*ids)[i] = (int32_t)id;
+	}
+	*n = cnt;
+	return true;
+}
+
+static bool parse_prompt(json_t *root, const char *k, bool allow_ids, gw_params *p, gw_api_err *e)
+{
+	json_t *v = field(root, k);
+	if (!v) {
+		gw_api_err_set(e, 400, BAD, k, NULL, "'%s' is required", k);
+		return false;
+	}
+	if (json_is_array(v) && json_array_size(v) >= 1 &&
+	    (json_is_string(json_array_get(v, 0)) || json_is_array(json_array_get(v, 0)))) {
+		if (json_array_size(v) > 1) {
+			gw_api_err_set(e, 400, BAD, k, NULL,
+				       "'%s' holds %zu prompts; only one prompt per request is supported",
+				       k, json_array_size(v));
+			return false;
+		}
+		v = json_array_get(v, 0); /* a batch of one */
+	}
+	if (json_is_string(v)) {
+		p->prompt = loom_strndup(json_string_value(v), json_string_length(v));
+		if (!p->prompt)
+			return nomem(e);
+		if (strlen(p->prompt) != json_string_length(v)) {
+			gw_api_err_set(e, 400, BAD, k, NULL, "'%s' must not contain NUL characters", k);
+			return false;
+		}
+		return true;
+	}
+	if (allow_ids && json_is_array(v)) {
+		if (json_array_size(v) == 0) {
+			gw_api_err_set(e, 400, BAD, k, NULL, "'%s' must not be empty", k);
+			return false;
+		}
+		return parse_ids(v, k, &p->prompt_ids, &p->n_prompt_ids, e);
+	}
+	return wrong_type(e, k, allow_ids ? "a string or an array of token ids" : "a string", v);
+}
+
+/* content: a string or an array of {"type":"text","text":...} parts (joined). */
+static bool parse_content(json_t *c, size_t i, char **out, gw_api_err *e)
+{
+	if (json_is_string(c)) {
+		*out = loom_strndup(json_string_value(c), json_string_length(c));
+		return *out ? true : nomem(e);
+	}
+	if (!json_is_array(c)) {
+		gw_api_err_set(e, 400, BAD, "messages", NULL,
+			       "messages[%zu].content must be a string or an array of text parts, got %s",
+			       i, c ? type_name(c) : "nothing");
+		return false;
+	}
+	size_t total = 0, k;
+	json_t *part;
+	json_array_foreach(c, k, part) {
+		json_t *t = json_object_get(part, "type"), *tx = json_object_get(part, "text");
+		if (!json_is_object(part) || !json_is_string(t) ||
+		    strcmp(json_string_value(t), "text") != 0 || !json_is_string(tx)) {
+			gw_api_err_set(e, 400, BAD, "messages", NULL,
+				       "messages[%zu].content[%zu]: only {\"type\":\"text\",\"text\":...} "
+				       "parts are supported",
+				       i, k);
+			return false;
+		}
+		total += json_string_length(tx);
+	}
+	*out = loom_malloc(total + 1);
+	if (!*out)
+		return nomem(e);
+	size_t at = 0;
+	json_array_foreach(c, k, part) {
+		json_t *tx = json_object_get(part, "text");
+		memcpy(*out + at, json_string_value(tx), json_string_length(tx));
+		at += json_string_length(tx);
+	}
+	(*out)[at] = '\0';
+	return true;
+}
+
+static bool parse_messages(json_t *root, gw_params *p, gw_api_err *e)
+{
+	json_t *v = field(root, "messages");
+	if (!v) {
+		gw_api_err_set(e, 400, BAD, "messages", NULL, "'messages' is required");
+		return false;
+	}
+	if (!json_is_array(v))
+		return wrong_type(e, "messages", "an array", v);
+	size_t n = json_array_size(v);
+	if (n == 0) {
+		gw_api_err_set(e, 400, BAD, "messages", NULL, "'messages' must not be empty");
+		return false;
+	}
+	p->msgs = loom_calloc(n, sizeof *p->msgs);
+	if (!p->msgs)
+		return nomem(e);
+	for (size_t i = 0; i < n; i++) {
+		json_t *m = json_array_get(v, i);
+		if (!json_is_object(m)) {
+			gw_api_err_set(e, 400, BAD, "messages", NULL,
+				       "messages[%zu] must be an object, got %s", i, type_name(m));
+			return false;
+		}
+		json_t *role = json_object_get(m, "role");
+		if (!json_is_string(role) ||
+		    gw_chat_role_parse(json_string_value(role), &p->msgs[i].role) != LOOM_OK) {
+			gw_api_err_set(e, 400, BAD, "messages", NULL,
+				       "messages[%zu].role must be \"system\", \"user\" or \"assistant\"",
+				       i);
+			return false;
+		}
+		json_t *c = json_object_get(m, "content");
+		if (!c || json_is_null(c)) {
+			if (p->msgs[i].role != GW_ROLE_ASSISTANT) {
+				gw_api_err_set(e, 400, BAD, "messages", NULL,
+					       "messages[%zu].content is required", i);
+				return false;
+			}
+			p->msgs[i].content = loom_strdup("");
+			if (!p->msgs[i].content)
+				return nomem(e);
+		} else if (!parse_content(c, i, &p->msgs[i].content, e)) {
+			return false;
+		}
+		p->n_msgs = i + 1;
+	}
+	return true;
+}
+
+static bool parse_stop(json_t *root, gw_params *p, gw_api_err *e)
+{
+	json_t *v = field(root, "stop");
+	json_t *one[1];
+	json_t **items = one;
+	size_t n;
+	if (!v)
+		return true;
+	if (json_is_string(v)) {
+		one[0] = v;
+		n = 1;
+	} else if (json_is_array(v)) {
+		n = json_array_size(v);
+		if (n > GW_MAX_STOP) {
+			gw_api_err_set(e, 400, BAD, "stop", NULL, "'stop' holds %zu strings; at most %d",
+				       n, GW_MAX_STOP);
+			return false;
+		}
+	} else {
+		return wrong_type(e, "stop", "a string or an array of strings", v);
+	}
+	for (size_t i = 0; i < n; i++) {
+		json_t *s = json_is_array(v) ? json_array_get(v, i) : items[i];
+		if (!json_is_string(s)) {
+			gw_api_err_set(e, 400, BAD, "stop", NULL, "'stop' item %zu must be a string, got %s",
+				       i, type_name(s));
+			return false;
+		}
+		size_t l = json_string_length(s);
+		if (l == 0)
+			continue; /* an empty stop string would end every request at once: ignore it */
+		if (l > GW_MAX_STOP_LEN || strlen(json_string_value(s)) != l) {
+			gw_api_err_set(e, 400, BAD, "stop", NULL,
+				       "'stop' strings must be at most %d bytes without NUL characters",
+				       GW_MAX_STOP_LEN);
+			return false;
+		}
+		p->stop[p->n_stop] = loom_strdup(json_string_value(s));
+		if (!p->stop[p->n_stop])
+			return nomem(e);
+		p->n_stop++;
+	}
+	return true;
+}
+
+/* Options we do not implement: given with a non-default value -> 400 naming them. */
+static bool parse_unsupported(json_t *root, gw_params *p, gw_api_err *e)
+{
+	long long n = 1;
+	bool set;
+	if (!get_int(root, "n", &n, &set, e))
+		return false;
+	if (set && n != 1) {
+		gw_api_err_set(e, 400, BAD, "n", NULL, "'n' must be 1 (got %lld): only one choice per "
+			       "request is supported", n);
+		return false;
+	}
+	bool echo = false;
+	if (!get_bool(root, "echo", &echo, e))
+		return false;
+	if (echo) {
+		gw_api_err_set(e, 400, BAD, "echo", NULL, "'echo' is not supported");
+		return false;
+	}
+	json_t *lp = field(root, "logprobs");
+	if (lp && !json_is_false(lp)) {
+		if (!json_is_boolean(lp) && !json_is_integer(lp))
+			return wrong_type(e, "logprobs",
+					  p->api == GW_API_CHAT ? "a boolean" : "an integer", lp);
+		gw_api_err_set(e, 400, BAD, "logprobs", NULL, "'logprobs' is not supported");
+		return false;
+	}
+	json_t *tlp = field(root, "top_logprobs");
+	if (tlp && !(json_is_integer(tlp) && json_integer_value(tlp) == 0)) {
+		if (!json_is_integer(tlp))
+			return wrong_type(e, "top_logprobs", "an integer", tlp);
+		gw_api_err_set(e, 400, BAD, "top_logprobs", NULL, "'top_logprobs' is not supported");
+		return false;
+	}
+	long long best_of = 1;
+	if (!get_int(root, "best_of", &best_of, &set, e))
+		return false;
+	if (set && best_of != 1) {
+		gw_api_err_set(e, 400, BAD, "best_of", NULL, "'best_of' is not supported (only 1)");
+		return false;
+	}
+	return true;
+}
+
+static bool parse_sampling(json_t *root, gw_params *p, gw_api_err *e)
+{
+	double d;
+	long long i;
+	bool set;
+	if (!get_num(root, "temperature", &d, &set, e))
+		return false;
+	if (set) {
+		if (d < 0 || d > 2) {
+			gw_api_err_set(e, 400, BAD, "temperature", NULL,
+				       "'temperature' must be between 0 and 2, got %g", d);
+			return false;
+		}
+		p->temperature = (float)d;
+	}
+	if (!get_num(root, "top_p", &d, &set, e))
+		return false;
+	if (set) {
+		if (!(d > 0 && d <= 1)) {
+			gw_api_err_set(e, 400, BAD, "top_p", NULL,
+				       "'top_p' must be in (0, 1], got %g", d);
+			return false;
+		}
+		p->top_p = (float)d;
+	}
+	if (!get_int(root, "top_k", &i, &set, e))
+		return false;
+	if (set) {
+		if (i < -1 || i > INT32_MAX) {
+			gw_api_err_set(e, 400, BAD, "top_k", NULL,
+				       "'top_k' must be -1 or 0 (off) or a positive integer, got %lld", i);
+			return false;
+		}
+		p->top_k = i <= 0 ? 0 : (int32_t)i;
+	}
+	if (!get_int(root, "seed", &i, &p->has_seed, e))
+		return false;
+	if (p->has_seed)
+		p->seed = (uint64_t)i;
+	const char *mt = "max_tokens";
+	if (p->api == GW_API_CHAT && field(root, "max_completion_tokens"))
+		mt = "max_completion_tokens";
+	if (!get_int(root, mt, &i, &p->has_max_tokens, e))
+		return false;
+	if (p->has_max_tokens) {
+		if (i < 1) {
+			gw_api_err_set(e, 400, BAD, mt, NULL, "'%s' must be at least 1, got %lld", mt, i);
+			return false;
+		}
+		p->max_tokens = i;
+	}
+	if (!get_bool(root, "stream", &p->stream, e) || !get_bool(root, "ignore_eos", &p->ignore_eos, e) ||
+	    !get_bool(root, "return_token_ids", &p->return_token_ids, e))
+		return false;
+	json_t *so = field(root, "stream_options");
+	if (so) {
+		if (!json_is_object(so))
+			return wrong_type(e, "stream_options", "an object", so);
+		json_t *iu = field(so, "include_usage");
+		if (iu && !json_is_boolean(iu))
+			return wrong_type(e, "stream_options.include_usage", "a boolean", iu);
+		p->include_usage = iu && json_is_true(iu);
+	}
+	return parse_stop(root, p, e) && parse_unsupported(root, p, e);
+}
+
+loom_err gw_openai_parse(gw_api api, const char *body, size_t len, gw_params *p, gw_api_err *e)
+{
+	json_error_t je;
+	bool ok = false;
+	memset(p, 0, sizeof *p);
+	memset(e, 0, sizeof *e);
+	p->api = api;
+	p->temperature = 1.0f;
+	p->top_p = 1.0f;
+	p->add_special = true;
+	json_t *root = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &je);
+	if (!root) {
+		gw_api_err_set(e, 400, BAD, NULL, NULL,
+			       "invalid JSON body at line %d, column %d: %s", je.line, je.column,
+			       je.text);
+		return LOOM_EINVAL;
+	}
+	if (!json_is_object(root)) {
+		gw_api_err_set(e, 400, BAD, NULL, NULL, "the request body must be a JSON object, got %s",
+			       type_name(root));
+		goto out;
+	}
+	if (!parse_model(root, p, e))
+		goto out;
+	switch (api) {
+	case GW_API_COMPLETIONS:
+		ok = parse_prompt(root, "prompt", true, p, e) && parse_sampling(root, p, e);
+		break;
+	case GW_API_CHAT:
+		ok = parse_messages(root, p, e) && parse_sampling(root, p, e);
+		break;
+	case GW_API_TOKENIZE:
+		ok = parse_prompt(root, "prompt", false, p, e) &&
+		     get_bool(root, "add_special_tokens", &p->add_special, e);
+		break;
+	case GW_API_DETOKENIZE: {
+		json_t *t = field(root, "tokens");
+		if (!t) {
+			gw_api_err_set(e, 400, BAD, "tokens", NULL, "'tokens' is required");
+			break;
+		}
+		if (!json_is_array(t)) {
+			wrong_type(e, "tokens", "an array of token ids", t);
+			break;
+		}
+		ok = parse_ids(t, "tokens", &p->prompt_ids, &p->n_prompt_ids, e);
+		break;
+	}
+	}
+out:
+	json_decref(root);
+	if (ok)
+		return LOOM_OK;
+	return e->status == 500 ? LOOM_ENOMEM : LOOM_EINVAL;
+}
+
+void gw_params_fini(gw_params *p)
+{
+	loom_free(p->prompt);
+	loom_free(p->prompt_ids);
+	for (size_t i = 0; i < p->n_msgs; i++)
+		loom_free(p->msgs[i].content);
+	loom_free(p->msgs);
+	for (size_t i = 0; i < p->n_stop; i++)
+		loom_free(p->stop[i]);
+	memset(p, 0, sizeof *p);
+}
+
+/* ---- output ---- */
+
+/* Serializes and steals root; result loom_malloc'ed. */
+static char *dump(json_t *root)
+{
+	char *out = NULL;
+	if (root) {
+		char *s = json_dumps(root, JSON_COMPACT);
+		if (s) {
+			out = loom_strdup(s);
+			free(s); /* jansson's default allocator */
+		}
+		json_decref(root);
+	}
+	return out;
+}
+
+static json_t *str_or_null(const char *s)
+{
+	return (s && *s) ? json_string(s) : json_null();
+}
+
+char *gw_openai_error_json(const gw_api_err *e)
+{
+	return dump(json_pack("{s:{s:s, s:s, s:o, s:o}}", "error", "message", e->message, "type",
+			      e->type ? e->type : BAD, "param", str_or_null(e->param), "code",
+			      str_or_null(e->code)));
+}
+
+static json_t *ids_array(const int32_t *ids, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; a && i < n; i++) {
+		if (json_array_append_new(a, json_integer(ids[i]))) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
+static json_t *text_value(const gw_result *r)
+{
+	/* text is valid UTF-8 (the decoder guarantees it); NULL here means out of memory */
+	return json_stringn(r->text ? r->text : "", r->text ? r->text_len : 0);
+}
+
+static json_t *usage(const gw_result *r)
+{
+	return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)r->prompt_tokens,
+			 "completion_tokens", (json_int_t)r->completion_tokens, "total_tokens",
+			 (json_int_t)(r->prompt_tokens + r->completion_tokens));
+}
+
+static json_t *head(const gw_result *r, const char *object)
+{
+	return json_pack("{s:s, s:s, s:I, s:s}", "id", r->id, "object", object, "created",
+			 (json_int_t)r->created, "model", r->model);
+}
+
+char *gw_openai_response_json(const gw_result *r)
+{
+	bool chat = r->api == GW_API_CHAT;
+	json_t *root = head(r, chat ? "chat.completion" : "text_completion");
+	json_t *choice;
+	if (chat)
+		choice = json_pack("{s:i, s:{s:s, s:o}, s:n, s:s}", "index", 0, "message", "role",
+				   "assistant", "content", text_value(r), "logprobs", "finish_reason",
+				   r->finish ? r->finish : "stop");
+	else
+		choice = json_pack("{s:i, s:o, s:n, s:s}", "index", 0, "text", text_value(r),
+				   "logprobs", "finish_reason", r->finish ? r->finish : "stop");
+	if (!root || !choice)
+		goto fail;
+	if (r->with_ids && json_object_set_new(choice, "token_ids", ids_array(r->ids, r->n_ids)))
+		goto fail;
+	if (json_object_set_new(root, "choices", json_pack("[o]", choice))) {
+		choice = NULL;
+		goto fail;
+	}
+	choice = NULL;
+	if (json_object_set_new(root, "usage", usage(r)))
+		goto fail;
+	if (r->with_ids &&
+	    json_object_set_new(root, "prompt_token_ids", ids_array(r->prompt_ids, r->n_prompt)))
+		goto fail;
+	return dump(root);
+fail:
+	json_decref(choice);
+	json_decref(root);
+	return NULL;
+}
+
+char *gw_openai_chunk_json(const gw_result *r, bool role_only)
+{
+	bool chat = r->api == GW_API_CHAT;
+	json_t *root = head(r, chat ? "chat.completion.chunk" : "text_completion");
+	json_t *choice = json_pack("{s:i, s:n}", "index", 0, "logprobs");
+	if (!root || !choice)
+		goto fail;
+	if (chat) {
+		json_t *delta = role_only ? json_pack("{s:s}", "role", "assistant")
+			      : (r->text_len ? json_pack("{s:o}", "content", text_value(r))
+					     : json_object());
+		if (json_object_set_new(choice, "delta", delta))
+			goto fail;
+	} else if (json_object_set_new(choice, "text", text_value(r))) {
+		goto fail;
+	}
+	if (json_object_set_new(choice, "finish_reason", r->finish ? json_string(r->finish)
+								   : json_null()))
+		goto fail;
+	if (r->with_ids && !role_only &&
+	    json_object_set_new(choice, "token_ids", ids_array(r->ids, r->n_ids)))
+		goto fail;
+	if (json_object_set_new(root, "choices", json_pack("[o]", choice))) {
+		choice = NULL;
+		goto fail;
+	}
+	choice = NULL;
+	if (r->with_ids && r->prompt_ids &&
+	    json_object_set_new(root, "prompt_token_ids", ids_array(r->prompt_ids, r->n_prompt)))
+		goto fail;
+	return dump(root);
+fail:
+	json_decref(choice);
+	json_decref(root);
+	return NULL;
+}
+
+char *gw_openai_usage_chunk_json(const gw_result *r)
+{
+	bool chat = r->api == GW_API_CHAT;
+	json_t *root = head(r, chat ? "chat.completion.chunk" : "text_completion");
+	if (!root || json_object_set_new(root, "choices", json_array()) ||
+	    json_object_set_new(root, "usage", usage(r))) {
+		json_decref(root);
+		return NULL;
+	}
+	return dump(root);
+}
+
+char *gw_openai_tokens_json(const int32_t *ids, size_t n, int max_model_len)
+{
+	return dump(json_pack("{s:o, s:I, s:i}", "tokens", ids_array(ids, n), "count",
+			      (json_int_t)n, "max_model_len", max_model_len));
+}
+
+char *gw_openai_detok_json(const char *text, size_t len)
+{
+	return dump(json_pack("{s:o}", "prompt", json_stringn(text, len)));
+}
+
+char *gw_openai_models_json(const gw_models *m)
+{
+	json_t *data = json_array();
+	for (size_t i = 0; data && i < gw_models_count(m); i++) {
+		const gw_model *md = gw_models_at(m, i);
+		if (json_array_append_new(
+			    data, json_pack("{s:s, s:s, s:I, s:s, s:s, s:n, s:i}", "id", md->name,
+					    "object", "model", "created", (json_int_t)md->created,
+					    "owned_by", "loom", "root", md->name, "parent",
+					    "max_model_len", md->cfg.max_ctx))) {
+			json_decref(data);
+			return NULL;
+		}
+	}
+	return dump(json_pack("{s:s, s:o}", "object", "list", "data", data));
+}
+
+char *gw_openai_ready_json(bool ready, const char *const *missing, size_t n_missing)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; a && i < n_missing; i++) {
+		if (json_array_append_new(a, json_string(missing[i]))) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return dump(json_pack("{s:s, s:o}", "status", ready ? "ready" : "not_ready",
+			      "models_without_workers", a));
+}

@@ -1,0 +1,116 @@
+/*
+ * gateway/gw_openai.h — the OpenAI-compatible JSON: request parsing and
+ * validation, response / stream-chunk / error shaping.
+ *
+ * Owns: every JSON shape the HTTP API reads or writes. Parsing checks what a
+ * body alone can tell (JSON syntax, types, ranges, unsupported options) and
+ * reports the first problem as an OpenAI error (status, type, param,
+ * message). What needs a model (unknown model, vocab, context length) is
+ * checked by the caller with gw_api_err_set. Unknown fields are ignored and
+ * JSON null means "not given".
+ * Must not: tokenize, touch sockets or MHD. Pure functions; any thread.
+ */
+#ifndef GW_OPENAI_H
+#define GW_OPENAI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "common/proto.h"
+#include "gw_chat.h"
+#include "gw_models.h"
+#include "gw_stream.h"
+
+typedef enum gw_api {
+	GW_API_COMPLETIONS, /* POST /v1/completions */
+	GW_API_CHAT,        /* POST /v1/chat/completions */
+	GW_API_TOKENIZE,    /* POST /tokenize */
+	GW_API_DETOKENIZE,  /* POST /detokenize */
+} gw_api;
+
+/* An OpenAI error: {"error":{"message","type","param","code"}} with an HTTP status. */
+typedef struct gw_api_err {
+	int status;
+	const char *type;  /* static: "invalid_request_error", "service_unavailable", ... */
+	const char *code;  /* static or NULL (JSON null) */
+	char param[64];    /* "" = JSON null */
+	char message[512];
+} gw_api_err;
+
+/* Fills e (param/code may be NULL). Returns LOOM_EINVAL for `return gw_api_err_set(...)`. */
+loom_err gw_api_err_set(gw_api_err *e, int status, const char *type, const char *param,
+			const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* A parsed request. Everything is owned by the struct; gw_params_fini frees it. */
+typedef struct gw_params {
+	gw_api api;
+	char model[LOOM_NAME_MAX];
+	char *prompt;           /* string prompt (completions, tokenize), or NULL */
+	int32_t *prompt_ids;    /* id prompt (completions) / tokens (detokenize), or NULL */
+	size_t n_prompt_ids;
+	gw_chat_msg *msgs;      /* chat */
+	size_t n_msgs;
+	bool has_max_tokens;
+	int64_t max_tokens;     /* >= 1 when has_max_tokens */
+	float temperature;      /* [0,2], default 1 */
+	float top_p;            /* (0,1], default 1 */
+	int32_t top_k;          /* 0 = off */
+	bool has_seed;
+	uint64_t seed;
+	char *stop[GW_MAX_STOP];
+	size_t n_stop;
+	bool stream;
+	bool include_usage;
+	bool ignore_eos;
+	bool return_token_ids;
+	bool add_special;       /* tokenize: add_special_tokens, default true */
+} gw_params;
+
+/*
+ * Parses body (len bytes) for api. LOOM_OK: *p filled. Otherwise LOOM_EINVAL
+ * (or LOOM_ENOMEM) and *e describes the 400. Always release p with
+ * gw_params_fini (also after a failure).
+ */
+loom_err gw_openai_parse(gw_api api, const char *body, size_t len, gw_params *p, gw_api_err *e);
+void gw_params_fini(gw_params *p);
+
+/* {"error":{...}} — loom_malloc'ed, NUL-terminated; NULL only when out of memory. */
+char *gw_openai_error_json(const gw_api_err *e);
+
+/* One response or stream chunk (everything borrowed). */
+typedef struct gw_result {
+	gw_api api;               /* COMPLETIONS or CHAT */
+	const char *id;           /* "cmpl-…" / "chatcmpl-…" */
+	long long created;        /* unix seconds */
+	const char *model;
+	const char *text;         /* this chunk's / the whole text; may be NULL when text_len 0 */
+	size_t text_len;
+	const char *finish;       /* "stop" | "length" | NULL (chunk before the last) */
+	bool with_ids;            /* return_token_ids */
+	const int32_t *ids;       /* completion ids (this chunk's, or all) */
+	size_t n_ids;
+	const int32_t *prompt_ids;/* for "prompt_token_ids" (full response / first chunk) */
+	size_t n_prompt;
+	size_t prompt_tokens;     /* usage */
+	size_t completion_tokens;
+} gw_result;
+
+/* Non-stream response (text_completion / chat.completion) with usage. */
+char *gw_openai_response_json(const gw_result *r);
+/* A stream chunk. Chat: role_only gives delta {"role":"assistant"}; otherwise
+ * delta {"content": text} ({} when there is no text). */
+char *gw_openai_chunk_json(const gw_result *r, bool role_only);
+/* The include_usage chunk: "choices":[] and usage. */
+char *gw_openai_usage_chunk_json(const gw_result *r);
+
+/* Small bodies for the other routes (loom_malloc'ed, NULL = out of memory). */
+char *gw_openai_tokens_json(const int32_t *ids, size_t n, int max_model_len);
+char *gw_openai_detok_json(const char *text, size_t len);
+/* GET /ready: {"status":"ready"|"not_ready","models_without_workers":[...]}. */
+char *gw_openai_ready_json(bool ready, const char *const *missing, size_t n_missing);
+/* GET /v1/models. */
+char *gw_openai_models_json(const gw_models *m);
+
+#endif

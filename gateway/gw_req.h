@@ -1,0 +1,83 @@
+/*
+ * gateway/gw_req.h — one in-flight generation request (completions or chat).
+ *
+ * Owns: the request's output state — ids received, text (through a
+ * gw_stream: detokenization + stop strings), finish reason or error — and
+ * the bridge to its HTTP connection: the SSE bytes not yet written, and the
+ * suspended-connection handshake (a handler or SSE reader with nothing to do
+ * parks the connection; the link thread that produces output resumes it).
+ * Threads: the link threads call gw_req_on_step / gw_req_fail; MHD threads
+ * call park / read / result. Every entry point takes the request's mutex;
+ * MHD_suspend/resume are called under it so a wake-up is never lost.
+ * Lifetime: reference counted (gw_req_hold / gw_req_release); the creator,
+ * the link's request table and an SSE response each hold one.
+ * Must not: know workers or sockets (gw_link does), parse JSON (gw_openai).
+ */
+#ifndef GW_REQ_H
+#define GW_REQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+#include "gw_models.h"
+#include "gw_openai.h"
+
+struct MHD_Connection;
+
+typedef struct gw_req gw_req;
+
+typedef struct gw_req_opts {
+	gw_api api;                  /* GW_API_COMPLETIONS or GW_API_CHAT */
+	const gw_model *model;       /* must outlive the request */
+	bool stream;
+	bool include_usage;
+	bool return_token_ids;
+	const char *const *stops;    /* copied */
+	size_t n_stops;
+	const int32_t *prompt_ids;   /* copied (usage, prompt_token_ids) */
+	size_t n_prompt;
+} gw_req_opts;
+
+/* Creates a request with a fresh process-unique id; *out holds one reference. */
+loom_err gw_req_create(const gw_req_opts *o, gw_req **out);
+void gw_req_hold(gw_req *r);
+/* Drops a reference; the last one frees the request. NULL is fine. */
+void gw_req_release(gw_req *r);
+
+uint64_t gw_req_id(const gw_req *r);
+const int32_t *gw_req_prompt(const gw_req *r, size_t *n);
+
+typedef enum gw_step_result {
+	GW_STEP_MORE,    /* still generating */
+	GW_STEP_DONE,    /* finished (the worker said so, or the request had already ended) */
+	GW_STEP_STOPPED, /* a stop string ended it: the caller must CANCEL it on the worker */
+} gw_step_result;
+
+/* Link thread: n new ids and the worker's loom_finish for them. */
+gw_step_result gw_req_on_step(gw_req *r, const int32_t *ids, size_t n, int finish);
+/* Ends the request with an error (no-op when it already ended). type: OpenAI
+ * error type ("server_error", ...). */
+void gw_req_fail(gw_req *r, int status, const char *type, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Server shutdown: streams end at the next read, parked handlers wake up. */
+void gw_req_close(gw_req *r);
+
+bool gw_req_done(gw_req *r);
+
+/* MHD thread, non-stream: true when the request already ended; otherwise the
+ * connection is suspended (inside the access handler) until it ends. */
+bool gw_req_park(gw_req *r, struct MHD_Connection *c);
+/* The final body of a non-stream request that ended (loom_malloc'ed) and its
+ * HTTP status; NULL when out of memory. */
+char *gw_req_result(gw_req *r, int *status);
+
+/* MHD thread, stream: binds the connection the SSE reader runs on. */
+void gw_req_attach(gw_req *r, struct MHD_Connection *c);
+/* The MHD content-reader: copies pending SSE bytes; suspends the connection
+ * and returns 0 when there are none yet; MHD_CONTENT_READER_END_* at the end. */
+ssize_t gw_req_sse_read(gw_req *r, char *buf, size_t max);
+
+#endif

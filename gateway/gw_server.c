@@ -1,0 +1,612 @@
+/*
+ * gateway/gw_server.c — libmicrohttpd daemon, routing and request dispatch.
+ *
+ * A connection's per-request state is a conn_ctx (MHD's *con_cls), created
+ * on the handler's first call and freed in the request-completed callback.
+ * Contexts holding a generation request sit on s->active (under s->mu) so
+ * that shutdown can end them all before MHD_stop_daemon, which aborts the
+ * process if any connection is still suspended.
+ */
+#include "gw_server.h"
+
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "gw_openai.h"
+#include "gw_req.h"
+
+typedef enum route {
+	R_NOT_FOUND,
+	R_BAD_METHOD,
+	R_HEALTH,
+	R_READY,
+	R_MODELS,
+	R_COMPLETIONS,
+	R_CHAT,
+	R_TOKENIZE,
+	R_DETOKENIZE,
+} route;
+
+typedef struct conn_ctx {
+	route rt;
+	const char *allow;     /* R_BAD_METHOD: the Allow header */
+	char *body;            /* [len] accumulated upload */
+	size_t len, cap;
+	bool too_big;
+	gw_req *req;           /* generation in flight (one reference), or NULL */
+	struct conn_ctx *prev, *next; /* on s->active while req is set */
+} conn_ctx;
+
+struct gw_server {
+	struct MHD_Daemon *d;
+	const gw_models *models;
+	gw_link *link;
+	size_t max_body;
+	int port;
+	pthread_mutex_t mu;
+	conn_ctx *active;
+	bool stopping;
+};
+
+static const struct {
+	const char *path;
+	const char *method;
+	route rt;
+} routes[] = {
+	{"/v1/completions", "POST", R_COMPLETIONS},
+	{"/v1/chat/completions", "POST", R_CHAT},
+	{"/v1/models", "GET", R_MODELS},
+	{"/tokenize", "POST", R_TOKENIZE},
+	{"/detokenize", "POST", R_DETOKENIZE},
+	{"/health", "GET", R_HEALTH},
+	{"/ready", "GET", R_READY},
+};
+
+static route route_of(const char *url, const char *method, const char **allow)
+{
+	for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+		if (strcmp(url, routes[i].path) != 0)
+			continue;
+		if (!strcmp(method, routes[i].method) ||
+		    (!strcmp(method, "HEAD") && !strcmp(routes[i].method, "GET")))
+			return routes[i].rt;
+		*allow = routes[i].method;
+		return R_BAD_METHOD;
+	}
+	return R_NOT_FOUND;
+}
+
+/* ---- replies ---- */
+
+/* Queues body (taken; NULL = out of memory -> 500) with status. */
+static enum MHD_Result reply(struct MHD_Connection *c, int status, char *body, const char *allow)
+{
+	static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
+				  "\"param\":null,\"code\":null}}";
+	struct MHD_Response *resp;
+	if (body) {
+		resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_COPY);
+		loom_free(body);
+	} else {
+		status = 500;
+		resp = MHD_create_response_from_buffer(sizeof oom - 1, (void *)oom,
+						       MHD_RESPMEM_PERSISTENT);
+	}
+	if (!resp)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	if (allow)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+	enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static enum MHD_Result reply_err(struct MHD_Connection *c, const gw_api_err *e)
+{
+	return reply(c, e->status, gw_openai_error_json(e), NULL);
+}
+
+static enum MHD_Result reply_errf(struct MHD_Connection *c, int status, const char *type,
+				  const char *param, const char *code, const char *allow,
+				  const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+static enum MHD_Result reply_errf(struct MHD_Connection *c, int status, const char *type,
+				  const char *param, const char *code, const char *allow,
+				  const char *fmt, ...)
+{
+	gw_api_err e;
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	gw_api_err_set(&e, status, type, param, code, "%s", msg);
+	return reply(c, status, gw_openai_error_json(&e), allow);
+}
+
+static enum MHD_Result reply_literal(struct MHD_Connection *c, int status, const char *json)
+{
+	return reply(c, status, loom_strdup(json), NULL);
+}
+
+/* ---- simple routes ---- */
+
+static enum MHD_Result do_ready(gw_server *s, struct MHD_Connection *c)
+{
+	size_t n = gw_models_count(s->models), k = 0;
+	const char **missing = loom_calloc(n ? n : 1, sizeof *missing);
+	if (!missing)
+		return reply(c, 500, NULL, NULL);
+	for (size_t i = 0; i < n; i++) {
+		const gw_model *m = gw_models_at(s->models, i);
+		if (!gw_link_model_ready(s->link, m->name))
+			missing[k++] = m->name;
+	}
+	bool ready = k == 0 && !s->stopping;
+	char *body = gw_openai_ready_json(ready, missing, k);
+	loom_free(missing);
+	return reply(c, ready ? 200 : 503, body, NULL);
+}
+
+static const gw_model *find_model(gw_server *s, const gw_params *p, gw_api_err *e)
+{
+	const gw_model *m = gw_models_find(s->models, p->model);
+	if (!m)
+		gw_api_err_set(e, 404, "invalid_request_error", "model", "model_not_found",
+			       "The model '%s' does not exist", p->model);
+	return m;
+}
+
+static enum MHD_Result do_tokenize(gw_server *s, struct MHD_Connection *c, conn_ctx *x)
+{
+	gw_params p;
+	gw_api_err e;
+	int32_t *ids = NULL;
+	size_t n = 0;
+	enum MHD_Result ret;
+	const gw_model *m;
+	if (gw_openai_parse(GW_API_TOKENIZE, x->body, x->len, &p, &e) || !(m = find_model(s, &p, &e))) {
+		ret = reply_err(c, &e);
+	} else if (loom_tok_encode(m->tok, p.prompt, strlen(p.prompt), p.add_special, &ids, &n)) {
+		ret = reply_errf(c, 400, "invalid_request_error", "prompt", NULL, NULL,
+				 "cannot tokenize 'prompt': %s", loom_errmsg());
+	} else {
+		ret = reply(c, 200, gw_openai_tokens_json(ids, n, m->cfg.max_ctx), NULL);
+	}
+	loom_free(ids);
+	gw_params_fini(&p);
+	return ret;
+}
+
+static enum MHD_Result do_detokenize(gw_server *s, struct MHD_Connection *c, conn_ctx *x)
+{
+	gw_params p;
+	gw_api_err e;
+	char *text = NULL;
+	size_t n = 0;
+	enum MHD_Result ret;
+	const gw_model *m;
+	if (gw_openai_parse(GW_API_DETOKENIZE, x->body, x->len, &p, &e) ||
+	    !(m = find_model(s, &p, &e))) {
+		ret = reply_err(c, &e);
+	} else if (loom_tok_decode(m->tok, p.prompt_ids, p.n_prompt_ids, true, &text, &n)) {
+		ret = reply_errf(c, 400, "invalid_request_error", "tokens", NULL, NULL,
+				 "cannot detokenize 'tokens': %s", loom_errmsg());
+	} else {
+		ret = reply(c, 200, gw_openai_detok_json(text, n), NULL);
+	}
+	loom_free(text);
+	gw_params_fini(&p);
+	return ret;
+}
+
+/* ---- generation ---- */
+
+/* Tokenized prompt of a completions/chat request (checks vocab and context).
+ * *max_tokens gets the effective limit. */
+static bool build_prompt(const gw_model *m, const gw_params *p, int32_t **ids, size_t *n,
+			 uint32_t *max_tokens, gw_api_err *e)
+{
+	char *chat = NULL;
+	size_t chat_len = 0;
+	*ids = NULL;
+	*n = 0;
+	if (p->api == GW_API_CHAT) {
+		if (gw_chat_render(m->tmpl, p->msgs, p->n_msgs, &chat, &chat_len)) {
+			gw_api_err_set(e, 400, "invalid_request_error", "messages", NULL, "%s",
+				       loom_errmsg());
+			return false;
+		}
+	}
+	if (chat || p->prompt) {
+		const char *t = chat ? chat : p->prompt;
+		loom_err rc = loom_tok_encode(m->tok, t, chat ? chat_len : strlen(t), true, ids, n);
+		loom_free(chat);
+		if (rc) {
+			gw_api_err_set(e, rc == LOOM_ENOMEM ? 500 : 400,
+				       rc == LOOM_ENOMEM ? "server_error" : "invalid_request_error",
+				       p->api == GW_API_CHAT ? "messages" : "prompt", NULL,
+				       "cannot tokenize the prompt: %s", loom_errmsg());
+			return false;
+		}
+	} else {
+		for (size_t i = 0; i < p->n_prompt_ids; i++) {
+			if (p->prompt_ids[i] >= m->cfg.vocab) {
+				gw_api_err_set(e, 400, "invalid_request_error", "prompt", NULL,
+					       "'prompt': token id %d at %zu is outside the vocabulary "
+					       "of model '%s' (%d ids)",
+					       p->prompt_ids[i], i, m->name, m->cfg.vocab);
+				return false;
+			}
+		}
+		*ids = loom_malloc(p->n_prompt_ids * sizeof **ids);
+		if (!*ids) {
+			gw_api_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+			return false;
+		}
+		memcpy(*ids, p->prompt_ids, p->n_prompt_ids * sizeof **ids);
+		*n = p->n_prompt_ids;
+	}
+	long long ctx = m->cfg.max_ctx;
+	long long want = p->has_max_tokens ? p->max_tokens
+		       : p->api == GW_API_CHAT ? ctx - (long long)*n : 16;
+	if ((long long)*n >= ctx || (long long)*n + want > ctx) {
+		gw_api_err_set(e, 400, "invalid_request_error",
+			       (long long)*n >= ctx ? (p->api == GW_API_CHAT ? "messages" : "prompt")
+						    : (p->api == GW_API_CHAT && !p->has_max_tokens
+							       ? "messages" : "max_tokens"),
+			       NULL,
+			       "This model's maximum context length is %lld tokens. However, you "
+			       "requested %lld tokens (%zu in the prompt, %lld for the completion). "
+			       "Please reduce the prompt or max_tokens.",
+			       ctx, (long long)*n + (want > 0 ? want : 0), *n, want > 0 ? want : 0);
+		loom_free(*ids);
+		*ids = NULL;
+		return false;
+	}
+	*max_tokens = (uint32_t)want;
+	return true;
+}
+
+static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	(void)pos;
+	return gw_req_sse_read(cls, buf, max);
+}
+
+static void sse_free(void *cls)
+{
+	gw_req_release(cls);
+}
+
+static void activate(gw_server *s, conn_ctx *x, gw_req *r)
+{
+	pthread_mutex_lock(&s->mu);
+	x->req = r;
+	x->prev = NULL;
+	x->next = s->active;
+	if (s->active)
+		s->active->prev = x;
+	s->active = x;
+	if (s->stopping)
+		gw_req_close(r);
+	pthread_mutex_unlock(&s->mu);
+}
+
+static void deactivate(gw_server *s, conn_ctx *x)
+{
+	pthread_mutex_lock(&s->mu);
+	if (x->prev)
+		x->prev->next = x->next;
+	else if (s->active == x)
+		s->active = x->next;
+	if (x->next)
+		x->next->prev = x->prev;
+	x->prev = x->next = NULL;
+	pthread_mutex_unlock(&s->mu);
+}
+
+static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_ctx *x, gw_api api)
+{
+	gw_params p;
+	gw_api_err e;
+	int32_t *ids = NULL;
+	size_t n = 0;
+	uint32_t max_tokens = 0;
+	gw_req *r = NULL;
+	enum MHD_Result ret;
+	const gw_model *m;
+	if (gw_openai_parse(api, x->body, x->len, &p, &e) || !(m = find_model(s, &p, &e)) ||
+	    !build_prompt(m, &p, &ids, &n, &max_tokens, &e)) {
+		ret = reply_err(c, &e);
+		goto out;
+	}
+	gw_req_opts o = {
+		.api = api,
+		.model = m,
+		.stream = p.stream,
+		.include_usage = p.include_usage,
+		.return_token_ids = p.return_token_ids,
+		.stops = (const char *const *)p.stop,
+		.n_stops = p.n_stop,
+		.prompt_ids = ids,
+		.n_prompt = n,
+	};
+	if (gw_req_create(&o, &r)) {
+		ret = reply_errf(c, 500, "server_error", NULL, NULL, NULL, "%s", loom_errmsg());
+		goto out;
+	}
+	loom_msg_submit sub = {
+		.n_prompt = (uint32_t)n,
+		.prompt_ids = ids,
+		.sampling = {
+			.temperature = p.temperature,
+			.top_p = p.top_p,
+			.top_k = p.top_k,
+			.seed = p.seed,
+			.max_tokens = max_tokens,
+			.ignore_eos = p.ignore_eos,
+		},
+	};
+	if (!p.has_seed && getrandom(&sub.sampling.seed, sizeof sub.sampling.seed, 0) < 0)
+		sub.sampling.seed = (uint64_t)time(NULL) ^ gw_req_id(r);
+	snprintf(sub.model, sizeof sub.model, "%s", m->name);
+	snprintf(sub.slo_class, sizeof sub.slo_class, "interactive");
+	activate(s, x, r); /* x takes the creator's reference */
+	loom_err rc = gw_link_submit(s->link, r, &sub);
+	if (rc) {
+		deactivate(s, x);
+		x->req = NULL;
+		ret = rc == LOOM_EBUSY
+			      ? reply_errf(c, 503, "service_unavailable", NULL, NULL, NULL, "%s",
+					   loom_errmsg())
+			      : reply_errf(c, rc == LOOM_ECLOSED ? 502 : 500, "server_error", NULL,
+					   NULL, NULL, "%s", loom_errmsg());
+		goto out;
+	}
+	r = NULL;
+	if (p.stream) {
+		struct MHD_Response *resp = MHD_create_response_from_callback(
+			MHD_SIZE_UNKNOWN, 16384, sse_reader, x->req, sse_free);
+		if (!resp) {
+			gw_link_cancel(s->link, gw_req_id(x->req));
+			ret = MHD_NO;
+			goto out;
+		}
+		gw_req_hold(x->req); /* the response's reference, dropped by sse_free */
+		gw_req_attach(x->req, c);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+		ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
+		MHD_destroy_response(resp);
+	} else if (gw_req_park(x->req, c)) {
+		int status;
+		char *body = gw_req_result(x->req, &status);
+		ret = reply(c, status, body, NULL);
+	} else {
+		ret = MHD_YES; /* suspended; the link thread resumes us when it ends */
+	}
+out:
+	gw_req_release(r);
+	loom_free(ids);
+	gw_params_fini(&p);
+	return ret;
+}
+
+/* ---- MHD callbacks ---- */
+
+static enum MHD_Result dispatch(gw_server *s, struct MHD_Connection *c, conn_ctx *x,
+				const char *method, const char *url)
+{
+	if (x->too_big)
+		return reply_errf(c, 413, "invalid_request_error", NULL, NULL, NULL,
+				  "the request body is larger than %zu bytes", s->max_body);
+	switch (x->rt) {
+	case R_NOT_FOUND:
+		return reply_errf(c, 404, "invalid_request_error", NULL, NULL, NULL,
+				  "no route for %s %s", method, url);
+	case R_BAD_METHOD:
+		return reply_errf(c, 405, "invalid_request_error", NULL, NULL, x->allow,
+				  "%s is not allowed on %s (use %s)", method, url, x->allow);
+	case R_HEALTH:
+		return reply_literal(c, 200, "{\"status\":\"ok\"}");
+	case R_READY:
+		return do_ready(s, c);
+	case R_MODELS:
+		return reply(c, 200, gw_openai_models_json(s->models), NULL);
+	case R_TOKENIZE:
+		return do_tokenize(s, c, x);
+	case R_DETOKENIZE:
+		return do_detokenize(s, c, x);
+	case R_COMPLETIONS:
+		return do_generate(s, c, x, GW_API_COMPLETIONS);
+	case R_CHAT:
+		return do_generate(s, c, x, GW_API_CHAT);
+	}
+	return MHD_NO;
+}
+
+static bool body_append(gw_server *s, conn_ctx *x, const char *data, size_t n)
+{
+	if (x->too_big || x->len + n > s->max_body) {
+		x->too_big = true;
+		return true;
+	}
+	if (x->len + n + 1 > x->cap) {
+		size_t cap = x->cap ? x->cap : 1024;
+		while (cap < x->len + n + 1)
+			cap *= 2;
+		char *p = loom_realloc(x->body, cap);
+		if (!p)
+			return false;
+		x->body = p;
+		x->cap = cap;
+	}
+	memcpy(x->body + x->len, data, n);
+	x->len += n;
+	x->body[x->len] = '\0';
+	return true;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+				  const char *method, const char *version, const char *upload,
+				  size_t *upload_size, void **con_cls)
+{
+	gw_server *s = cls;
+	conn_ctx *x = *con_cls;
+	(void)version;
+	if (!x) {
+		x = loom_calloc(1, sizeof *x);
+		if (!x)
+			return MHD_NO;
+		*con_cls = x;
+		x->rt = route_of(url, method, &x->allow);
+		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+							     MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (cl && strtoull(cl, NULL, 10) > s->max_body) {
+			/* refuse before reading a body that is too large */
+			x->too_big = true;
+			return dispatch(s, c, x, method, url);
+		}
+		return MHD_YES; /* answer on a later call: keeps the connection alive */
+	}
+	if (*upload_size) {
+		size_t n = *upload_size;
+		*upload_size = 0;
+		return body_append(s, x, upload, n) ? MHD_YES : MHD_NO;
+	}
+	if (x->req) { /* resumed: the non-stream request ended */
+		int status;
+		char *body = gw_req_result(x->req, &status);
+		return reply(c, status, body, NULL);
+	}
+	if (s->stopping)
+		return reply_errf(c, 503, "service_unavailable", NULL, NULL, NULL,
+				  "the gateway is shutting down");
+	return dispatch(s, c, x, method, url);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	gw_server *s = cls;
+	conn_ctx *x = *con_cls;
+	(void)c;
+	if (!x)
+		return;
+	if (x->req) {
+		deactivate(s, x);
+		if (!gw_req_done(x->req)) {
+			LOOM_DEBUG("request %llu: client went away (code %d), canceling",
+				   (unsigned long long)gw_req_id(x->req), (int)toe);
+			gw_link_cancel(s->link, gw_req_id(x->req));
+			gw_req_close(x->req);
+		}
+		gw_req_release(x->req);
+	}
+	loom_free(x->body);
+	loom_free(x);
+	*con_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+	(void)cls;
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	size_t n = strlen(msg);
+	while (n && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	LOOM_DEBUG("microhttpd: %s", msg);
+}
+
+loom_err gw_server_start(const gw_server_opts *o, gw_server **out)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
+	struct addrinfo *ai = NULL;
+	char port[16];
+	loom_err rc;
+	*out = NULL;
+	gw_server *s = loom_calloc(1, sizeof *s);
+	if (!s)
+		return loom_fail(LOOM_ENOMEM, "out of memory starting the HTTP server");
+	pthread_mutex_init(&s->mu, NULL);
+	s->models = o->models;
+	s->link = o->link;
+	s->max_body = o->max_body;
+	snprintf(port, sizeof port, "%d", o->port);
+	int gai = getaddrinfo(o->host, port, &hints, &ai);
+	if (gai) {
+		rc = loom_fail(LOOM_EINVAL, "--host %s: %s", o->host, gai_strerror(gai));
+		goto fail;
+	}
+	unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+	if (ai->ai_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	s->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_request, s,
+				MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+				MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(o->threads > 0 ? o->threads : 1),
+				MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+				MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+				MHD_OPTION_END);
+	if (!s->d) {
+		rc = loom_fail(LOOM_EIO, "cannot listen on %s:%d (address in use or not allowed)",
+			       o->host, o->port);
+		goto fail;
+	}
+	const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+	s->port = di && di->port ? di->port : o->port;
+	freeaddrinfo(ai);
+	*out = s;
+	return LOOM_OK;
+fail:
+	if (ai)
+		freeaddrinfo(ai);
+	pthread_mutex_destroy(&s->mu);
+	loom_free(s);
+	return rc;
+}
+
+int gw_server_port(const gw_server *s)
+{
+	return s->port;
+}
+
+void gw_server_stop(gw_server *s)
+{
+	if (!s)
+		return;
+	MHD_socket lfd = MHD_quiesce_daemon(s->d);
+	if (lfd != MHD_INVALID_SOCKET)
+		close(lfd);
+	pthread_mutex_lock(&s->mu);
+	s->stopping = true;
+	for (conn_ctx *x = s->active; x; x = x->next)
+		gw_req_close(x->req);
+	pthread_mutex_unlock(&s->mu);
+	/* let resumed streams write their last event before the daemon closes them */
+	for (int i = 0; i < 50; i++) {
+		const union MHD_DaemonInfo *di =
+			MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+		pthread_mutex_lock(&s->mu);
+		bool busy = s->active != NULL;
+		pthread_mutex_unlock(&s->mu);
+		if (!busy || (di && di->num_connections == 0))
+			break;
+		usleep(10000);
+	}
+	MHD_stop_daemon(s->d);
+	pthread_mutex_destroy(&s->mu);
+	loom_free(s);
+}

@@ -1,0 +1,41 @@
+/*
+ * gateway/gw_server.h — the HTTP side: libmicrohttpd daemon and routes.
+ *
+ * Owns: the MHD daemon (internal epoll thread pool, suspend/resume), request
+ * body accumulation with a size cap, routing (/v1/completions,
+ * /v1/chat/completions, /v1/models, /tokenize, /detokenize, /health,
+ * /ready), turning a parsed request into a gw_req submitted through gw_link,
+ * and writing the result (JSON, or SSE through the gw_req reader). Handlers
+ * answer on the second call (keep-alive) and never block waiting for tokens:
+ * a waiting connection is suspended and the link thread resumes it. A client
+ * that goes away cancels its request on the worker.
+ * Must not: talk to nng directly or shape JSON itself (gw_openai does).
+ */
+#ifndef GW_SERVER_H
+#define GW_SERVER_H
+
+#include <stddef.h>
+
+#include "common/err.h"
+#include "gw_link.h"
+#include "gw_models.h"
+
+typedef struct gw_server gw_server;
+
+typedef struct gw_server_opts {
+	const char *host;     /* address to bind, e.g. "127.0.0.1" */
+	int port;             /* 0 = any free port (see gw_server_port) */
+	size_t max_body;      /* bytes; larger bodies get 413 */
+	int threads;          /* MHD thread pool size, >= 1 */
+	const gw_models *models; /* borrowed, must outlive the server */
+	gw_link *link;        /* borrowed, must outlive the server */
+} gw_server_opts;
+
+loom_err gw_server_start(const gw_server_opts *o, gw_server **out);
+/* The bound port. */
+int gw_server_port(const gw_server *s);
+/* Stops accepting, ends every request still attached to a connection
+ * (resuming suspended ones), then stops the daemon and frees s. */
+void gw_server_stop(gw_server *s);
+
+#endif
