@@ -450,7 +450,8 @@ loom_err gw_openai_parse(gw_api api, const char *body, size_t len, gw_params *p,
 	p->temperature = 1.0f;
 	p->top_p = 1.0f;
 	p->add_special = true;
-	json_t *root = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &je);
+	json_t *root = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
+				  &je);
 	if (!root) {
 		gw_api_err_set(e, 400, BAD, NULL, NULL,
 			       "invalid JSON body at line %d, column %d: %s", je.line, je.column,

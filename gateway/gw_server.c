@@ -25,6 +25,9 @@
 #include "gw_openai.h"
 #include "gw_req.h"
 
+/* Bodies over the cap but at most this long are read and dropped before the 413. */
+#define DRAIN_MAX (64ull << 20)
+
 typedef enum route {
 	R_NOT_FOUND,
 	R_BAD_METHOD,
@@ -473,10 +476,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		x->rt = route_of(url, method, &x->allow);
 		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 							     MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (cl && strtoull(cl, NULL, 10) > s->max_body) {
-			/* refuse before reading a body that is too large */
+		unsigned long long want = cl ? strtoull(cl, NULL, 10) : 0;
+		if (want > s->max_body) {
 			x->too_big = true;
-			return dispatch(s, c, x, method, url);
+			/* a huge body is refused before it is read (MHD then closes the
+			 * connection); a moderately large one is drained so that the client,
+			 * still sending, reliably reads the 413 instead of a reset */
+			if (want > DRAIN_MAX)
+				return dispatch(s, c, x, method, url);
 		}
 		return MHD_YES; /* answer on a later call: keeps the connection alive */
 	}
