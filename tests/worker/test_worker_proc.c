@@ -1,0 +1,491 @@
+/*
+ * tests/worker/test_worker_proc.c — the real loom-worker program spoken to
+ * over a real nng pair1 socket, as the gateway does: PING -> HELLO + STATS,
+ * SUBMIT -> STEPs until finish (same ids as a hand-driven forward), ERROR
+ * for bad requests, CANCEL -> ABORT, malformed bytes ignored, a dropped
+ * connection cancels its requests, SIGTERM -> exit 0; bad flags -> 2, a bad
+ * model folder -> 1 with the file named.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/pair1/pair.h>
+
+#include "common/alloc.h"
+#include "common/proto.h"
+#include "tests/support/harness.h"
+#include "worker/forward.h"
+#include "worker/model.h"
+#include "worker/sample.h"
+
+static lt_proc worker;
+static char *dir;
+static char url[256];
+static nng_socket sock;
+
+static const int32_t once_upon[] = { 1, 403, 407, 261, 378 };
+
+/* ---------------------------------------------------------------- */
+/* the gateway side                                                  */
+/* ---------------------------------------------------------------- */
+
+static void dial(void)
+{
+	int rv = -1;
+	assert_int_equal(nng_pair1_open(&sock), 0);
+	assert_int_equal(nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, 10000), 0);
+	assert_int_equal(nng_socket_set_ms(sock, NNG_OPT_SENDTIMEO, 5000), 0);
+	for (int i = 0; i < 300 && rv != 0; i++) { /* the worker may still be loading */
+		rv = nng_dial(sock, url, NULL, 0);
+		if (rv)
+			usleep(20000);
+	}
+	if (rv) {
+		lt_proc_dump(&worker);
+		fail_msg("cannot dial %s: %s", url, nng_strerror(rv));
+	}
+}
+
+static void send_raw(const void *buf, size_t len)
+{
+	assert_int_equal(nng_send(sock, (void *)buf, len, 0), 0);
+}
+
+static void send_msg(const loom_msg *m)
+{
+	void *buf;
+	size_t len;
+	assert_int_equal(loom_msg_encode(m, &buf, &len), LOOM_OK);
+	send_raw(buf, len);
+	loom_free(buf);
+}
+
+/* Next message from the worker (fails the test after the receive timeout). */
+static void recv_msg(loom_msg *m)
+{
+	void *buf;
+	size_t len;
+	int rv = nng_recv(sock, &buf, &len, NNG_FLAG_ALLOC);
+	if (rv) {
+		lt_proc_dump(&worker);
+		fail_msg("no message from the worker: %s", nng_strerror(rv));
+	}
+	loom_err rc = loom_msg_decode(buf, len, m);
+	nng_free(buf, len);
+	if (rc)
+		fail_msg("worker sent bytes that do not decode: %s", loom_errmsg());
+}
+
+static void send_ping(uint64_t seq)
+{
+	loom_msg m = { .type = LOOM_MSG_PING };
+	m.u.ping.seq = seq;
+	send_msg(&m);
+}
+
+/* Sends PING seq and waits for its HELLO and the STATS after it. */
+static void ping(uint64_t seq, loom_msg *hello, loom_msg_stats *stats)
+{
+	loom_msg m;
+	send_ping(seq);
+	for (;;) {
+		recv_msg(&m);
+		if (m.type == LOOM_MSG_HELLO && m.u.hello.ping_seq == seq)
+			break;
+		loom_msg_fini(&m);
+	}
+	*hello = m;
+	recv_msg(&m);
+	assert_int_equal(m.type, LOOM_MSG_STATS);
+	*stats = m.u.stats;
+	loom_msg_fini(&m);
+}
+
+/* Like ping, but a PING lost on a pipe that is being replaced is resent. */
+static void ping_retry(uint64_t seq, loom_msg *hello, loom_msg_stats *stats)
+{
+	assert_int_equal(nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, 500), 0);
+	for (int attempt = 0; attempt < 20; attempt++, seq += 1000000) {
+		loom_msg m;
+		void *buf;
+		size_t len;
+		send_ping(seq);
+		for (;;) {
+			if (nng_recv(sock, &buf, &len, NNG_FLAG_ALLOC) != 0)
+				break;
+			loom_err rc = loom_msg_decode(buf, len, &m);
+			nng_free(buf, len);
+			assert_int_equal(rc, LOOM_OK);
+			if (m.type == LOOM_MSG_HELLO && m.u.hello.ping_seq == seq) {
+				*hello = m;
+				recv_msg(&m);
+				assert_int_equal(m.type, LOOM_MSG_STATS);
+				*stats = m.u.stats;
+				loom_msg_fini(&m);
+				assert_int_equal(nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, 10000), 0);
+				return;
+			}
+			loom_msg_fini(&m);
+		}
+	}
+	lt_proc_dump(&worker);
+	fail_msg("no HELLO after 20 PINGs");
+}
+
+static void submit(uint64_t req, const char *model, const char *adapter, const int32_t *prompt,
+		   uint32_t n, uint32_t max_tokens, bool ignore_eos)
+{
+	loom_msg m = { .type = LOOM_MSG_SUBMIT };
+	m.u.submit.req = req;
+	snprintf(m.u.submit.model, sizeof m.u.submit.model, "%s", model);
+	snprintf(m.u.submit.adapter, sizeof m.u.submit.adapter, "%s", adapter);
+	m.u.submit.n_prompt = n;
+	m.u.submit.prompt_ids = (int32_t *)prompt;
+	m.u.submit.sampling = (loom_sampling){ .temperature = 0.0f, .top_p = 1.0f, .seed = 3,
+					       .max_tokens = max_tokens, .ignore_eos = ignore_eos };
+	send_msg(&m);
+}
+
+typedef struct result {
+	int32_t ids[512];
+	int n;
+	int finish;
+	int items;
+	bool error;
+	uint32_t err_code;
+	char err[256];
+} result;
+
+/* Collects req's items until it finishes or errors; calls on_item (if
+ * given) after each item. Other messages are skipped. */
+static void collect(uint64_t req, result *r, void (*on_item)(result *))
+{
+	memset(r, 0, sizeof *r);
+	r->finish = -1;
+	while (r->finish < 0 && !r->error) {
+		loom_msg m;
+		recv_msg(&m);
+		if (m.type == LOOM_MSG_ERROR && m.u.error.req == req) {
+			r->error = true;
+			r->err_code = m.u.error.code;
+			snprintf(r->err, sizeof r->err, "%s", m.u.error.message);
+		} else if (m.type == LOOM_MSG_STEP) {
+			for (uint32_t i = 0; i < m.u.step.n_items; i++) {
+				const loom_step_item *it = &m.u.step.items[i];
+				if (it->req != req)
+					continue;
+				for (uint32_t k = 0; k < it->n_ids && r->n < 512; k++)
+					r->ids[r->n++] = it->ids[k];
+				r->items++;
+				if (it->finish != LOOM_FINISH_NONE)
+					r->finish = it->finish;
+				if (on_item)
+					on_item(r);
+			}
+		}
+		loom_msg_fini(&m);
+	}
+}
+
+/* Greedy by hand with the library: the ids the worker must send. */
+static int reference(const int32_t *prompt, int n_prompt, int max_tokens, int32_t *out)
+{
+	wk_model *m;
+	wk_kv *kv;
+	wk_scratch *s;
+	assert_int_equal(wk_model_load(lt_shared_path("models/stories260k"), "ref", &m), LOOM_OK);
+	assert_int_equal(wk_kv_create(m, n_prompt + max_tokens, &kv), LOOM_OK);
+	assert_int_equal(wk_scratch_create(m, &s), LOOM_OK);
+	float *logits = loom_malloc((size_t)m->cfg.vocab * sizeof(float));
+	void *ss = loom_malloc(wk_sample_scratch_bytes(m->cfg.vocab));
+	loom_sampling sp = { .top_p = 1.0f, .max_tokens = (uint32_t)max_tokens };
+	int32_t start[2] = { 0, n_prompt };
+	wk_batch b = { .n_seqs = 1, .seq_start = start, .tokens = prompt, .kv = &kv };
+	int n = 0;
+	for (;;) {
+		assert_int_equal(wk_forward(m, &b, s, logits), LOOM_OK);
+		out[n] = wk_sample(logits, m->cfg.vocab, &sp, (uint64_t)n, ss);
+		n++;
+		if (n == max_tokens || out[n - 1] == m->cfg.eos_ids[0])
+			break;
+		start[1] = 1;
+		b.tokens = &out[n - 1];
+	}
+	loom_free(logits);
+	loom_free(ss);
+	wk_scratch_destroy(s);
+	wk_kv_destroy(kv);
+	wk_model_destroy(m);
+	return n;
+}
+
+static bool log_contains(const char *path, const char *needle)
+{
+	FILE *f = fopen(path, "r");
+	char line[2048];
+	bool hit = false;
+	if (!f)
+		return false;
+	while (!hit && fgets(line, sizeof line, f))
+		hit = strstr(line, needle) != NULL;
+	fclose(f);
+	return hit;
+}
+
+/* ---------------------------------------------------------------- */
+/* tests                                                             */
+/* ---------------------------------------------------------------- */
+
+static int setup(void **state)
+{
+	(void)state;
+	char log[512], model_arg[512];
+	dir = lt_tmpdir("wkproc");
+	snprintf(url, sizeof url, "ipc://%s/w.ipc", dir);
+	snprintf(log, sizeof log, "%s/worker.log", dir);
+	snprintf(model_arg, sizeof model_arg, "%s", lt_shared_path("models/stories260k"));
+	char *argv[] = { (char *)lt_bin_path("loom-worker"), "--listen", url, "--model", model_arg,
+			 "--id", "w-test", "--max-batch-tokens", "16", NULL };
+	if (lt_spawn(&worker, log, argv) != 0)
+		return -1;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	if (worker.pid)
+		lt_stop(&worker, SIGKILL, 1000);
+	loom_free(dir);
+	return 0;
+}
+
+static void test_ping_hello(void **state)
+{
+	(void)state;
+	loom_msg h;
+	loom_msg_stats st;
+
+	dial();
+	ping(42, &h, &st);
+	assert_string_equal(h.u.hello.worker_id, "w-test");
+	assert_string_equal(h.u.hello.backend, "cpu");
+	assert_int_equal(h.u.hello.proto_version, LOOM_PROTO_VERSION);
+	assert_int_equal(h.u.hello.n_models, 1);
+	assert_string_equal(h.u.hello.models[0], "stories260k");
+	assert_true(h.u.hello.device_mem > 0);
+	loom_msg_fini(&h);
+	assert_int_equal(st.running, 0);
+	assert_int_equal(st.queued, 0);
+	assert_int_equal(st.kv_total, 64 * 512);
+	for (uint64_t s = 1; s <= 3; s++) { /* every PING gets its own answer */
+		ping(1000 + s, &h, &st);
+		loom_msg_fini(&h);
+	}
+	assert_true(log_contains(worker.log, "worker w-test listening on "));
+}
+
+static void test_submit_streams(void **state)
+{
+	(void)state;
+	int32_t want[64];
+	int n = reference(once_upon, 5, 20, want);
+	result r;
+
+	submit(7, "stories260k", "", once_upon, 5, 20, false);
+	collect(7, &r, NULL);
+	assert_false(r.error);
+	assert_int_equal(r.finish, LOOM_FINISH_LENGTH);
+	assert_int_equal(r.n, n);
+	assert_memory_equal(r.ids, want, (size_t)n * sizeof *want);
+	assert_int_equal(r.items, n); /* one token per STEP item */
+
+	/* a prompt longer than --max-batch-tokens 16: chunked prefill */
+	int32_t prompt[100];
+	prompt[0] = 1;
+	for (int i = 1; i < 100; i++)
+		prompt[i] = 3 + (int32_t)(wk_rand_uniform(11, (uint64_t)i) * 509);
+	n = reference(prompt, 100, 8, want);
+	submit(8, "stories260k", "", prompt, 100, 8, false);
+	collect(8, &r, NULL);
+	assert_int_equal(r.n, n);
+	assert_memory_equal(r.ids, want, (size_t)n * sizeof *want);
+}
+
+static void test_errors(void **state)
+{
+	(void)state;
+	result r;
+	int32_t bad[] = { 1, 9999 };
+
+	submit(20, "nope", "", once_upon, 5, 4, false);
+	collect(20, &r, NULL);
+	assert_true(r.error);
+	assert_int_equal(r.err_code, LOOM_ENOTFOUND);
+
+	submit(21, "stories260k", "some-lora", once_upon, 5, 4, false);
+	collect(21, &r, NULL);
+	assert_true(r.error);
+	assert_int_equal(r.err_code, LOOM_EUNSUPPORTED);
+	assert_string_equal(r.err, "adapters not supported yet");
+
+	submit(22, "stories260k", "", bad, 2, 4, false);
+	collect(22, &r, NULL);
+	assert_int_equal(r.err_code, LOOM_EINVAL);
+
+	submit(23, "stories260k", "", once_upon, 5, 600, false);
+	collect(23, &r, NULL);
+	assert_int_equal(r.err_code, LOOM_ERANGE);
+}
+
+static void test_malformed_ignored(void **state)
+{
+	(void)state;
+	loom_msg h;
+	loom_msg_stats st;
+	uint8_t junk[64];
+
+	for (size_t i = 0; i < sizeof junk; i++)
+		junk[i] = (uint8_t)(i * 37 + 11);
+	send_raw(junk, sizeof junk);
+	send_raw("\xc1", 1);
+	send_raw("\x93\x03\x01", 3);            /* truncated PING */
+	send_raw("\x93\x03\x02\x05", 4);        /* PING of protocol version 2 */
+	{
+		loom_msg wrong = { .type = LOOM_MSG_STATS }; /* valid, wrong direction */
+		send_msg(&wrong);
+	}
+	/* still serving */
+	ping(77, &h, &st);
+	loom_msg_fini(&h);
+	result r;
+	int32_t want[8];
+	int n = reference(once_upon, 5, 3, want);
+	submit(30, "stories260k", "", once_upon, 5, 3, false);
+	collect(30, &r, NULL);
+	assert_int_equal(r.n, n);
+	assert_memory_equal(r.ids, want, (size_t)n * sizeof *want);
+	assert_true(log_contains(worker.log, "malformed"));
+}
+
+static void cancel_after_two(result *r)
+{
+	if (r->items == 2) {
+		loom_msg m = { .type = LOOM_MSG_CANCEL };
+		m.u.cancel.req = 40;
+		send_msg(&m);
+	}
+}
+
+static void test_cancel(void **state)
+{
+	(void)state;
+	result r;
+	loom_msg h;
+	loom_msg_stats st;
+
+	submit(40, "stories260k", "", once_upon, 5, 400, true);
+	collect(40, &r, cancel_after_two);
+	assert_int_equal(r.finish, LOOM_FINISH_ABORT);
+	assert_true(r.n >= 2 && r.n < 400);
+	{
+		loom_msg m = { .type = LOOM_MSG_CANCEL };
+		m.u.cancel.req = 123456; /* unknown: ignored */
+		send_msg(&m);
+	}
+	ping(88, &h, &st);
+	loom_msg_fini(&h);
+	assert_int_equal(st.running, 0);
+}
+
+/* Closing the gateway's socket cancels what it submitted. */
+static void test_disconnect_cancels(void **state)
+{
+	(void)state;
+	loom_msg h, m;
+	loom_msg_stats st;
+
+	submit(50, "stories260k", "", once_upon, 5, 400, true);
+	recv_msg(&m); /* its first STEP: it is running */
+	loom_msg_fini(&m);
+	nng_close(sock);
+	dial();
+	for (int k = 0; k < 100; k++) {
+		ping_retry(200 + (uint64_t)k, &h, &st);
+		loom_msg_fini(&h);
+		if (st.running == 0 && st.queued == 0)
+			break;
+		usleep(20000);
+	}
+	assert_int_equal(st.running, 0);
+	assert_int_equal(st.queued, 0);
+	assert_true(log_contains(worker.log, "disconnected"));
+}
+
+static void test_sigterm_exits_0(void **state)
+{
+	(void)state;
+	submit(60, "stories260k", "", once_upon, 5, 400, true); /* busy when stopped */
+	int st = lt_stop(&worker, SIGTERM, 10000);
+	if (st != 0)
+		lt_proc_dump(&worker);
+	assert_int_equal(st, 0);
+	nng_close(sock);
+}
+
+static void test_bad_invocations(void **state)
+{
+	(void)state;
+	char log[512], bad_model[512], bad_url[300];
+	snprintf(log, sizeof log, "%s/bad.log", dir);
+	snprintf(bad_model, sizeof bad_model, "%s/no-such-model", dir);
+	snprintf(bad_url, sizeof bad_url, "ipc://%s/b.ipc", dir);
+	const char *bin = lt_bin_path("loom-worker");
+	lt_proc p;
+
+	char *a1[] = { (char *)bin, "--listen", bad_url, "--model", bad_model, NULL };
+	assert_int_equal(lt_spawn(&p, log, a1), 0);
+	assert_int_equal(lt_stop(&p, 0, 20000), 1);
+	assert_true(log_contains(log, "no-such-model/config.json"));
+
+	char *a2[] = { (char *)bin, "--listen", bad_url, NULL };
+	assert_int_equal(lt_spawn(&p, log, a2), 0);
+	assert_int_equal(lt_stop(&p, 0, 20000), 2);
+	assert_true(log_contains(log, "usage: loom-worker"));
+
+	char *a3[] = { (char *)bin, "--listen", bad_url, "--model", bad_model, "--max-seqs", "x",
+		       NULL };
+	assert_int_equal(lt_spawn(&p, log, a3), 0);
+	assert_int_equal(lt_stop(&p, 0, 20000), 2);
+
+	char *a4[] = { (char *)bin, "--bogus", NULL };
+	assert_int_equal(lt_spawn(&p, log, a4), 0);
+	assert_int_equal(lt_stop(&p, 0, 20000), 2);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_ping_hello),
+		cmocka_unit_test(test_submit_streams),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_malformed_ignored),
+		cmocka_unit_test(test_cancel),
+		cmocka_unit_test(test_disconnect_cancels),
+		cmocka_unit_test(test_sigterm_exits_0),
+		cmocka_unit_test(test_bad_invocations),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,224 @@
+/*
+ * worker/main.c — the loom-worker program: load the models, listen for the
+ * gateway, run the engine until SIGINT/SIGTERM.
+ *
+ *   loom-worker --listen URL --model [NAME=]DIR [--model ...] [--id NAME]
+ *               [--threads N] [--max-batch-tokens N] [--max-seqs N]
+ *
+ * Exit: 0 after a signal, 1 when a model or the listen address fails,
+ * 2 on bad flags.
+ */
+#include <cblas.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../common/alloc.h"
+#include "../common/log.h"
+#include "engine.h"
+#include "link.h"
+#include "model.h"
+
+#define MAX_MODELS 16
+
+static const char usage[] =
+	"usage: loom-worker --listen URL --model [NAME=]DIR [--model ...] [--id NAME] "
+	"[--threads N] [--max-batch-tokens N] [--max-seqs N]\n";
+
+typedef struct args {
+	const char *listen;
+	const char *id;
+	int threads;
+	int max_batch_tokens;
+	int max_seqs;
+	int n_models;
+	char names[MAX_MODELS][LOOM_NAME_MAX];
+	const char *dirs[MAX_MODELS];
+} args;
+
+/* Signals may land on any thread (OpenBLAS starts its pool before main), so
+ * a handler posts a semaphore that main waits on. */
+static sem_t quit_sem;
+static volatile sig_atomic_t quit_sig;
+
+static void on_signal(int sig)
+{
+	quit_sig = sig;
+	sem_post(&quit_sem);
+}
+
+static int bad_usage(const char *fmt, const char *what)
+{
+	fprintf(stderr, "loom-worker: ");
+	fprintf(stderr, fmt, what);
+	fprintf(stderr, "\n%s", usage);
+	return 2;
+}
+
+static int parse_int(const char *s, int lo, int hi, int *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+/* "NAME=DIR" or "DIR" (NAME = the folder's base name). */
+static int add_model(args *a, char *spec)
+{
+	char *eq = strchr(spec, '=');
+	const char *dir = spec, *name;
+	char base[PATH_MAX];
+	size_t n;
+
+	if (a->n_models == MAX_MODELS)
+		return bad_usage("at most %s --model flags", "16");
+	if (eq) {
+		*eq = '\0';
+		name = spec;
+		dir = eq + 1;
+	} else {
+		snprintf(base, sizeof base, "%s", spec);
+		n = strlen(base);
+		while (n > 1 && base[n - 1] == '/')
+			base[--n] = '\0';
+		name = strrchr(base, '/') ? strrchr(base, '/') + 1 : base;
+	}
+	if (!*dir)
+		return bad_usage("--model '%s' names no folder", spec);
+	if (!*name || strlen(name) >= LOOM_NAME_MAX)
+		return bad_usage("model name '%s' must be 1..127 bytes", name);
+	for (int i = 0; i < a->n_models; i++)
+		if (!strcmp(a->names[i], name))
+			return bad_usage("model name '%s' given twice", name);
+	memcpy(a->names[a->n_models], name, strlen(name) + 1); /* length checked above */
+	a->dirs[a->n_models++] = dir;
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, args *a)
+{
+	static const struct option opts[] = {
+		{ "listen", required_argument, NULL, 'l' },
+		{ "model", required_argument, NULL, 'm' },
+		{ "id", required_argument, NULL, 'i' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "max-batch-tokens", required_argument, NULL, 'b' },
+		{ "max-seqs", required_argument, NULL, 's' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c, rc;
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l': a->listen = optarg; break;
+		case 'i': a->id = optarg; break;
+		case 'm':
+			if ((rc = add_model(a, optarg)))
+				return rc;
+			break;
+		case 't':
+			if (parse_int(optarg, 1, 1024, &a->threads))
+				return bad_usage("--threads '%s' is not an integer in 1..1024", optarg);
+			break;
+		case 'b':
+			if (parse_int(optarg, 1, 1 << 20, &a->max_batch_tokens))
+				return bad_usage("--max-batch-tokens '%s' is not an integer in 1..1048576",
+						 optarg);
+			break;
+		case 's':
+			if (parse_int(optarg, 1, 65536, &a->max_seqs))
+				return bad_usage("--max-seqs '%s' is not an integer in 1..65536", optarg);
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			return -1;
+		default:
+			fputs(usage, stderr);
+			return 2;
+		}
+	}
+	if (optind < argc)
+		return bad_usage("unexpected argument '%s'", argv[optind]);
+	if (!a->listen)
+		return bad_usage("%s is required", "--listen URL");
+	if (a->n_models == 0)
+		return bad_usage("%s is required", "--model [NAME=]DIR");
+	if (a->id && (!*a->id || strlen(a->id) >= LOOM_NAME_MAX))
+		return bad_usage("--id '%s' must be 1..127 bytes", a->id);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static args a = { .threads = 1, .max_batch_tokens = 256, .max_seqs = 64 };
+	wk_model *models[MAX_MODELS] = { 0 };
+	const char *names[MAX_MODELS];
+	char idbuf[LOOM_NAME_MAX], list[1024] = "";
+	wk_link *link = NULL;
+	wk_engine *engine = NULL;
+	struct sigaction sa;
+	int rc, status = 1;
+
+	loom_log_init("loom-worker");
+	rc = parse_args(argc, argv, &a);
+	if (rc)
+		return rc < 0 ? 0 : rc;
+	if (!a.id) {
+		snprintf(idbuf, sizeof idbuf, "worker-%ld", (long)getpid());
+		a.id = idbuf;
+	}
+
+	sem_init(&quit_sem, 0, 0);
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	openblas_set_num_threads(a.threads);
+
+	for (int i = 0; i < a.n_models; i++) {
+		if (wk_model_load(a.dirs[i], a.names[i], &models[i])) {
+			LOOM_ERROR("cannot load model '%s': %s", a.names[i], loom_errmsg());
+			goto out;
+		}
+		names[i] = a.names[i];
+		snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "",
+			 a.names[i]);
+	}
+	if (wk_link_create(a.listen, a.id, names, a.n_models, &link)) {
+		LOOM_ERROR("%s", loom_errmsg());
+		goto out;
+	}
+	wk_engine_opts eo = { .max_batch_tokens = a.max_batch_tokens, .max_seqs = a.max_seqs };
+	if (wk_engine_create(models, a.n_models, &eo, wk_link_emit, link, &engine) ||
+	    wk_link_start(link, engine)) {
+		LOOM_ERROR("%s", loom_errmsg());
+		goto out;
+	}
+	LOOM_INFO("worker %s listening on %s (models: %s)", a.id, a.listen, list);
+	while (sem_wait(&quit_sem) != 0 && errno == EINTR) {
+	}
+	LOOM_INFO("worker %s: %s, shutting down", a.id, quit_sig == SIGINT ? "SIGINT" : "SIGTERM");
+	status = 0;
+out:
+	wk_link_stop(link);       /* no more SUBMITs reach the engine */
+	wk_engine_destroy(engine);
+	wk_link_destroy(link);
+	for (int i = 0; i < a.n_models; i++)
+		wk_model_destroy(models[i]);
+	return status;
+}
