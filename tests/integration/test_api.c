@@ -26,10 +26,24 @@ static char model_arg[600];
 
 #define EXPECT_STORY ", there was a little girl named Lily. She loved to play outside in the park."
 
+/* stories260k as trained (llama2.c) ends a story with BOS (1), not with the
+ * EOS of its config.json (2). Serve it from a folder whose
+ * generation_config.json names both as EOS, as multi-EOS models do, so the
+ * EOS path is exercised for real. */
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(model_arg, sizeof model_arg, "stories=%s", lt_shared_path("models/stories260k"));
+	static char *dir;
+	const char *src = lt_shared_path("models/stories260k");
+	char abs[512];
+	dir = lt_tmpdir("stories-eos");
+	if (!realpath(src, abs))
+		return -1;
+	if (lt_sh("for f in config.json model.safetensors tokenizer.json; do ln -s %s/$f %s/$f; done"
+		  " && echo '{\"eos_token_id\": [2, 1]}' > %s/generation_config.json",
+		  abs, dir, dir) != 0)
+		return -1;
+	snprintf(model_arg, sizeof model_arg, "stories=%s", dir);
 	const char *models[] = { model_arg, NULL };
 	const char *extra[] = { "--max-body-bytes", "65536", NULL };
 	return lt_stack_start(&stack, models, 1, extra);

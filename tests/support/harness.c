@@ -255,6 +255,7 @@ int lt_stack_start(lt_stack *s, const char *const *models, int n_workers,
 	char log[600], url[160];
 	int argc, i, j;
 	long deadline;
+	static int stack_seq; /* two stacks in one second must not share ipc paths */
 
 	memset(s, 0, sizeof *s);
 	if (n_workers < 1 || n_workers > LT_MAX_WORKERS)
@@ -263,8 +264,8 @@ int lt_stack_start(lt_stack *s, const char *const *models, int n_workers,
 	s->n_workers = n_workers;
 	for (i = 0; i < n_workers; i++) {
 		/* ipc paths must fit sun_path (~107 bytes): keep them in /tmp */
-		snprintf(s->worker_url[i], sizeof s->worker_url[i], "ipc:///tmp/loom-t%d-%ld-%d.ipc",
-			 (int)getpid(), (long)time(NULL) % 100000, i);
+		snprintf(s->worker_url[i], sizeof s->worker_url[i], "ipc:///tmp/loom-t%d-%ld-%d-%d.ipc",
+			 (int)getpid(), (long)time(NULL) % 100000, stack_seq, i);
 		argc = 0;
 		argv[argc++] = (char *)lt_bin_path("loom-worker");
 		argv[argc++] = "--listen";
@@ -281,6 +282,7 @@ int lt_stack_start(lt_stack *s, const char *const *models, int n_workers,
 		if (lt_spawn(&s->wk[i], log, argv) != 0)
 			goto fail;
 	}
+	stack_seq++;
 	s->port = lt_free_port();
 	snprintf(s->url, sizeof s->url, "http://127.0.0.1:%d", s->port);
 	{
