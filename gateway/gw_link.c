@@ -27,6 +27,9 @@
 #define DEAD_MS 1000
 #define TICK_MS 50
 #define RECV_MAX (64u << 20)
+/* Messages queued per worker, so that non-blocking CANCEL/PING sends survive a
+ * worker that is briefly slow to read. */
+#define SEND_QUEUE 1024
 
 typedef struct entry {
 	uint64_t id;
@@ -399,6 +402,7 @@ static loom_err open_worker(worker *w)
 	w->sock_open = true;
 	if ((rv = nng_socket_set_size(w->sock, NNG_OPT_RECVMAXSZ, RECV_MAX)) ||
 	    (rv = nng_socket_set_ms(w->sock, NNG_OPT_SENDTIMEO, 2000)) ||
+	    (rv = nng_socket_set_int(w->sock, NNG_OPT_SENDBUF, SEND_QUEUE)) ||
 	    (rv = nng_socket_set_ms(w->sock, NNG_OPT_RECONNMINT, 50)) ||
 	    (rv = nng_socket_set_ms(w->sock, NNG_OPT_RECONNMAXT, 500)) ||
 	    (rv = nng_pipe_notify(w->sock, NNG_PIPE_EV_ADD_POST, pipe_cb, w)) ||

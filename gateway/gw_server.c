@@ -9,6 +9,7 @@
  */
 #include "gw_server.h"
 
+#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
@@ -27,6 +29,8 @@
 
 /* Bodies over the cap but at most this long are read and dropped before the 413. */
 #define DRAIN_MAX (64ull << 20)
+/* How often suspended connections are checked for a client that hung up. */
+#define WATCH_MS 250
 
 typedef enum route {
 	R_NOT_FOUND,
@@ -47,6 +51,7 @@ typedef struct conn_ctx {
 	size_t len, cap;
 	bool too_big;
 	gw_req *req;           /* generation in flight (one reference), or NULL */
+	struct MHD_Connection *conn;
 	struct conn_ctx *prev, *next; /* on s->active while req is set */
 } conn_ctx;
 
@@ -59,6 +64,9 @@ struct gw_server {
 	pthread_mutex_t mu;
 	conn_ctx *active;
 	bool stopping;
+	pthread_t watcher;     /* notices clients that hang up while suspended */
+	bool watcher_started;
+	pthread_cond_t cv;
 };
 
 static const struct {
@@ -292,10 +300,11 @@ static void sse_free(void *cls)
 	gw_req_release(cls);
 }
 
-static void activate(gw_server *s, conn_ctx *x, gw_req *r)
+static void activate(gw_server *s, conn_ctx *x, struct MHD_Connection *c, gw_req *r)
 {
 	pthread_mutex_lock(&s->mu);
 	x->req = r;
+	x->conn = c;
 	x->prev = NULL;
 	x->next = s->active;
 	if (s->active)
@@ -365,7 +374,7 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 		sub.sampling.seed = (uint64_t)time(NULL) ^ gw_req_id(r);
 	snprintf(sub.model, sizeof sub.model, "%s", m->name);
 	snprintf(sub.slo_class, sizeof sub.slo_class, "interactive");
-	activate(s, x, r); /* x takes the creator's reference */
+	activate(s, x, c, r); /* x takes the creator's reference */
 	loom_err rc = gw_link_submit(s->link, r, &sub);
 	if (rc) {
 		deactivate(s, x);
@@ -526,6 +535,46 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	*con_cls = NULL;
 }
 
+/* True when the peer of connection c closed or reset its socket. A suspended
+ * connection is out of MHD's poll set, so MHD itself would notice only at the
+ * next write (for a non-stream request: after the whole generation). */
+static bool client_gone(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	char b;
+	if (!ci)
+		return false;
+	ssize_t n = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+static void *watch_main(void *arg)
+{
+	gw_server *s = arg;
+	pthread_mutex_lock(&s->mu);
+	while (!s->stopping) {
+		for (conn_ctx *x = s->active; x; x = x->next) {
+			if (!gw_req_done(x->req) && client_gone(x->conn)) {
+				LOOM_DEBUG("request %llu: client hung up, canceling",
+					   (unsigned long long)gw_req_id(x->req));
+				gw_link_cancel(s->link, gw_req_id(x->req));
+				gw_req_fail(x->req, 499, "invalid_request_error", "client closed the request");
+			}
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += WATCH_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char msg[512];
@@ -549,6 +598,7 @@ loom_err gw_server_start(const gw_server_opts *o, gw_server **out)
 	if (!s)
 		return loom_fail(LOOM_ENOMEM, "out of memory starting the HTTP server");
 	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
 	s->models = o->models;
 	s->link = o->link;
 	s->max_body = o->max_body;
@@ -575,11 +625,20 @@ loom_err gw_server_start(const gw_server_opts *o, gw_server **out)
 	const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
 	s->port = di && di->port ? di->port : o->port;
 	freeaddrinfo(ai);
+	ai = NULL;
+	if (pthread_create(&s->watcher, NULL, watch_main, s)) {
+		rc = loom_fail(LOOM_EINTERNAL, "cannot start the connection watcher thread");
+		goto fail;
+	}
+	s->watcher_started = true;
 	*out = s;
 	return LOOM_OK;
 fail:
 	if (ai)
 		freeaddrinfo(ai);
+	if (s->d)
+		MHD_stop_daemon(s->d);
+	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	loom_free(s);
 	return rc;
@@ -599,9 +658,12 @@ void gw_server_stop(gw_server *s)
 		close(lfd);
 	pthread_mutex_lock(&s->mu);
 	s->stopping = true;
+	pthread_cond_signal(&s->cv);
 	for (conn_ctx *x = s->active; x; x = x->next)
 		gw_req_close(x->req);
 	pthread_mutex_unlock(&s->mu);
+	if (s->watcher_started)
+		pthread_join(s->watcher, NULL);
 	/* let resumed streams write their last event before the daemon closes them */
 	for (int i = 0; i < 50; i++) {
 		const union MHD_DaemonInfo *di =
@@ -614,6 +676,7 @@ void gw_server_stop(gw_server *s)
 		usleep(10000);
 	}
 	MHD_stop_daemon(s->d);
+	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	loom_free(s);
 }
