@@ -165,6 +165,8 @@ static loom_err load_added(loom_tok *t, json_t *added)
 
 static void finish_set(tk_added_set *set)
 {
+	if (!set->n)
+		return;
 	qsort(set->v, set->n, sizeof *set->v, added_cmp);
 	for (size_t j = 0; j < set->n; j++)
 		set->first[(uint8_t)set->v[j].s[0]] = 1;

@@ -73,7 +73,8 @@ static loom_err buf_add(tk_buf *b, const char *s, size_t n)
 {
 	if (buf_reserve(b, b->len + n + 1))
 		return LOOM_ENOMEM;
-	memcpy(b->p + b->len, s, n);
+	if (n)
+		memcpy(b->p + b->len, s, n);
 	b->len += n;
 	return LOOM_OK;
 }

@@ -334,6 +334,76 @@ static void roundtrip_generated(void **state)
 	}
 }
 
+static size_t put_cp(char *o, uint32_t cp)
+{
+	if (cp < 0x80) {
+		o[0] = (char)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		o[0] = (char)(0xc0 | (cp >> 6));
+		o[1] = (char)(0x80 | (cp & 0x3f));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		o[0] = (char)(0xe0 | (cp >> 12));
+		o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+		o[2] = (char)(0x80 | (cp & 0x3f));
+		return 3;
+	}
+	o[0] = (char)(0xf0 | (cp >> 18));
+	o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+	o[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+	o[3] = (char)(0x80 | (cp & 0x3f));
+	return 4;
+}
+
+/* Random strings over awkward code points (NUL and controls included). */
+static void roundtrip_random_unicode(void **state)
+{
+	(void)state;
+	static const uint32_t ranges[][2] = {
+		{ 0x00, 0x20 }, { 0x20, 0x7f }, { 0x20, 0x7f }, { 0x80, 0x2ff }, { 0x300, 0x36f },
+		{ 0x2000, 0x206f }, { 0x3040, 0x30ff }, { 0x4e00, 0x9fff }, { 0xac00, 0xd7a3 },
+		{ 0xe000, 0xe0ff }, { 0xfff0, 0xfffd }, { 0x1f300, 0x1faff }, { 0x1f1e6, 0x1f1ff },
+		{ 0x10000, 0x10ffff },
+	};
+	loom_tok *toks[5] = {
+		load_shared("fixtures/tinyllama-v0-tokenizer/tokenizer.json"),
+		load_shared("fixtures/gpt2-tokenizer/tokenizer.json"),
+		load_shared("models/stories260k/tokenizer.json"),
+		load_generated(MK_TOK_SP, 512),
+		load_generated(MK_TOK_BYTELEVEL, 512),
+	};
+	unsigned seed = 99;
+	char text[256];
+	for (int round = 0; round < 300; round++) {
+		size_t n = 0;
+		int len = 1 + round % 40;
+		for (int i = 0; i < len; i++) {
+			seed = seed * 1103515245u + 12345u;
+			const uint32_t *r = ranges[(seed >> 8) % N_ELEM(ranges)];
+			seed = seed * 1103515245u + 12345u;
+			uint32_t cp = r[0] + (seed >> 4) % (r[1] - r[0] + 1);
+			if (cp >= 0xd800 && cp <= 0xdfff)
+				cp = 0xfffd;
+			n += put_cp(text + n, cp);
+		}
+		for (size_t k = 0; k < N_ELEM(toks); k++) {
+			int32_t *ids;
+			size_t m, back_len;
+			assert_int_equal(loom_tok_encode(toks[k], text, n, round % 2, &ids, &m), LOOM_OK);
+			char *back = decode_n(toks[k], ids, m, true, &back_len);
+			if (back_len != n || memcmp(back, text, n))
+				fail_msg("tokenizer %zu: random text %d does not round-trip", k, round);
+			loom_free(back);
+			loom_free(ids);
+		}
+	}
+	for (size_t k = 0; k < N_ELEM(toks); k++)
+		loom_tok_free(toks[k]);
+}
+
 /* ---- the generator ---- */
 
 static void generated_shapes(void **state)
@@ -699,6 +769,7 @@ int main(void)
 		cmocka_unit_test(roundtrip_gpt2),
 		cmocka_unit_test(roundtrip_stories260k),
 		cmocka_unit_test(roundtrip_generated),
+		cmocka_unit_test(roundtrip_random_unicode),
 		cmocka_unit_test(generated_shapes),
 		cmocka_unit_test(stream_emoji_bytes),
 		cmocka_unit_test(stream_random_ids),
