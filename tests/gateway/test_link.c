@@ -1,0 +1,453 @@
+/*
+ * tests/gateway/test_link.c — gw_link + gw_req against scripted fake
+ * workers: real nng pair1 sockets in this process that answer PINGs (or
+ * stop answering), record SUBMIT/CANCEL and send STEP/ERROR on demand.
+ * Covers routing, delivery, stop strings -> CANCEL, ERROR status mapping,
+ * a worker that dies (socket closed) or hangs (no PING answers), late
+ * messages, and shutdown.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <nng/nng.h>
+#include <nng/protocol/pair1/pair.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/proto.h"
+#include "gateway/gw_link.h"
+#include "gateway/gw_models.h"
+#include "gateway/gw_req.h"
+#include "tests/support/harness.h"
+
+#define MAXREC 64
+
+typedef struct fake {
+	char url[128];
+	nng_socket sock;
+	bool open;
+	pthread_t th;
+	atomic_bool stop;
+	atomic_bool answer;     /* answer PINGs */
+	pthread_mutex_t mu;
+	uint64_t submits[MAXREC];
+	int n_submits;
+	uint64_t cancels[MAXREC];
+	int n_cancels;
+	loom_msg_submit last;   /* copy of the last SUBMIT's scalars (ids not kept) */
+	char model[LOOM_NAME_MAX];
+} fake;
+
+static gw_models *models;
+static const gw_model *stories;
+static int fake_seq;
+
+static void send_to_gateway(fake *f, const loom_msg *m)
+{
+	void *buf;
+	size_t len;
+	assert_int_equal(loom_msg_encode(m, &buf, &len), LOOM_OK);
+	nng_send(f->sock, buf, len, 0);
+	loom_free(buf);
+}
+
+static void *fake_main(void *arg)
+{
+	fake *f = arg;
+	while (!atomic_load(&f->stop)) {
+		nng_msg *msg;
+		if (nng_recvmsg(f->sock, &msg, 0) != 0)
+			continue; /* timeout (or closed: stop is set) */
+		loom_msg m;
+		if (loom_msg_decode(nng_msg_body(msg), nng_msg_len(msg), &m) == LOOM_OK) {
+			if (m.type == LOOM_MSG_PING && atomic_load(&f->answer)) {
+				char names[1][LOOM_NAME_MAX];
+				snprintf(names[0], sizeof names[0], "%s", f->model);
+				loom_msg h = {.type = LOOM_MSG_HELLO};
+				snprintf(h.u.hello.worker_id, sizeof h.u.hello.worker_id, "fake");
+				snprintf(h.u.hello.backend, sizeof h.u.hello.backend, "cpu");
+				h.u.hello.proto_version = LOOM_PROTO_VERSION;
+				h.u.hello.ping_seq = m.u.ping.seq;
+				h.u.hello.n_models = 1;
+				h.u.hello.models = names;
+				send_to_gateway(f, &h);
+				loom_msg st = {.type = LOOM_MSG_STATS};
+				send_to_gateway(f, &st);
+			} else if (m.type == LOOM_MSG_SUBMIT) {
+				pthread_mutex_lock(&f->mu);
+				if (f->n_submits < MAXREC)
+					f->submits[f->n_submits++] = m.u.submit.req;
+				f->last = m.u.submit;
+				f->last.prompt_ids = NULL;
+				f->last.sampling.stop_ids = NULL;
+				pthread_mutex_unlock(&f->mu);
+			} else if (m.type == LOOM_MSG_CANCEL) {
+				pthread_mutex_lock(&f->mu);
+				if (f->n_cancels < MAXREC)
+					f->cancels[f->n_cancels++] = m.u.cancel.req;
+				pthread_mutex_unlock(&f->mu);
+			}
+		}
+		loom_msg_fini(&m);
+		nng_msg_free(msg);
+	}
+	return NULL;
+}
+
+/* A fake worker listening at url (NULL = a fresh ipc path). */
+static void fake_start_at(fake *f, const char *model, const char *url)
+{
+	memset(f, 0, sizeof *f);
+	if (url)
+		snprintf(f->url, sizeof f->url, "%s", url);
+	else
+		snprintf(f->url, sizeof f->url, "ipc:///tmp/loom-gwt-%d-%d.ipc", (int)getpid(),
+			 fake_seq++);
+	snprintf(f->model, sizeof f->model, "%s", model);
+	pthread_mutex_init(&f->mu, NULL);
+	atomic_init(&f->answer, true);
+	assert_int_equal(nng_pair1_open(&f->sock), 0);
+	nng_socket_set_ms(f->sock, NNG_OPT_RECVTIMEO, 20);
+	assert_int_equal(nng_listen(f->sock, f->url, NULL, 0), 0);
+	f->open = true;
+	assert_int_equal(pthread_create(&f->th, NULL, fake_main, f), 0);
+}
+
+static void fake_start(fake *f, const char *model)
+{
+	fake_start_at(f, model, NULL);
+}
+
+/* Closes the socket (the gateway sees the pipe go) and joins the thread. */
+static void fake_kill(fake *f)
+{
+	if (!f->open)
+		return;
+	atomic_store(&f->stop, true);
+	pthread_join(f->th, NULL);
+	nng_close(f->sock);
+	f->open = false;
+	char path[160];
+	snprintf(path, sizeof path, "%s", f->url + strlen("ipc://"));
+	unlink(path);
+}
+
+static int count(fake *f, bool cancels, uint64_t id)
+{
+	int n = 0;
+	pthread_mutex_lock(&f->mu);
+	for (int i = 0; i < (cancels ? f->n_cancels : f->n_submits); i++)
+		n += (cancels ? f->cancels[i] : f->submits[i]) == id;
+	pthread_mutex_unlock(&f->mu);
+	return n;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+#define WAIT_FOR(cond, ms)                                                                   \
+	do {                                                                                 \
+		int64_t _end = now_ms() + (ms);                                              \
+		while (!(cond) && now_ms() < _end)                                           \
+			usleep(5000);                                                        \
+		assert_true(cond);                                                           \
+	} while (0)
+
+static gw_req *new_req(bool stream, const char *stop)
+{
+	int32_t prompt[] = {1, 403, 407, 261, 378};
+	const char *stops[] = {stop};
+	gw_req_opts o = {.api = GW_API_COMPLETIONS, .model = stories, .stream = stream,
+			 .stops = stops, .n_stops = stop ? 1 : 0, .prompt_ids = prompt,
+			 .n_prompt = 5};
+	gw_req *r;
+	assert_int_equal(gw_req_create(&o, &r), LOOM_OK);
+	return r;
+}
+
+static loom_err submit(gw_link *l, gw_req *r, const char *model)
+{
+	loom_msg_submit sub = {.n_prompt = 0};
+	snprintf(sub.model, sizeof sub.model, "%s", model);
+	snprintf(sub.slo_class, sizeof sub.slo_class, "interactive");
+	sub.sampling.max_tokens = 16;
+	return gw_link_submit(l, r, &sub);
+}
+
+static void step(fake *f, uint64_t req, const int32_t *ids, uint32_t n, int finish)
+{
+	loom_step_item it = {.req = req, .n_ids = n, .ids = (int32_t *)ids, .finish = (uint8_t)finish,
+			     .n_prompt = 5};
+	loom_msg m = {.type = LOOM_MSG_STEP, .u.step = {.n_items = 1, .items = &it}};
+	send_to_gateway(f, &m);
+}
+
+static json_t *result(gw_req *r, int *status)
+{
+	char *body = gw_req_result(r, status);
+	assert_non_null(body);
+	json_t *j = json_loads(body, 0, NULL);
+	loom_free(body);
+	assert_non_null(j);
+	return j;
+}
+
+static gw_link *link_to(fake *a, fake *b)
+{
+	const char *urls[2] = {a->url, b ? b->url : NULL};
+	gw_link *l;
+	assert_int_equal(gw_link_create(urls, b ? 2 : 1, &l), LOOM_OK);
+	return l;
+}
+
+static void test_routing_and_delivery(void **state)
+{
+	(void)state;
+	fake a, b;
+	fake_start(&a, "stories");
+	fake_start(&b, "stories");
+	gw_link *l = link_to(&a, &b);
+	WAIT_FOR(gw_link_model_ready(l, "stories"), 3000);
+	assert_false(gw_link_model_ready(l, "other"));
+	/* let both workers become live */
+	usleep(300 * 1000);
+
+	gw_req *r[4];
+	for (int i = 0; i < 4; i++) {
+		r[i] = new_req(false, NULL);
+		assert_int_equal(submit(l, r[i], "stories"), LOOM_OK);
+	}
+	WAIT_FOR(a.n_submits + b.n_submits == 4, 2000);
+	assert_int_equal(a.n_submits, 2); /* fewest in flight: spread evenly */
+	assert_int_equal(b.n_submits, 2);
+	assert_true(a.last.sampling.max_tokens == 16);
+	assert_string_equal(a.last.slo_class, "interactive");
+
+	/* a model nobody serves */
+	gw_req *x = new_req(false, NULL);
+	assert_int_equal(submit(l, x, "other"), LOOM_EBUSY);
+	gw_req_release(x);
+
+	/* deliver ", there was" in two steps, then EOS (id 2): text excludes EOS, usage counts it */
+	fake *w0 = count(&a, false, gw_req_id(r[0])) ? &a : &b;
+	int32_t s1[] = {432, 383}, s2[] = {286, 2};
+	step(w0, gw_req_id(r[0]), s1, 2, LOOM_FINISH_NONE);
+	step(w0, gw_req_id(r[0]), s2, 2, LOOM_FINISH_STOP);
+	WAIT_FOR(gw_req_done(r[0]), 2000);
+	int st;
+	json_t *j = result(r[0], &st);
+	assert_int_equal(st, 200);
+	json_t *c = json_array_get(json_object_get(j, "choices"), 0);
+	assert_string_equal(json_string_value(json_object_get(c, "text")), ", there was");
+	assert_string_equal(json_string_value(json_object_get(c, "finish_reason")), "stop");
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "usage"),
+							    "completion_tokens")), 4);
+	json_decref(j);
+
+	/* a stream with a stop string: ends before it and CANCELs on the worker */
+	gw_req *sr = new_req(true, " was");
+	assert_int_equal(submit(l, sr, "stories"), LOOM_OK);
+	fake *ws = NULL;
+	WAIT_FOR((ws = count(&a, false, gw_req_id(sr)) ? &a : count(&b, false, gw_req_id(sr)) ? &b
+											   : NULL),
+		 2000);
+	step(ws, gw_req_id(sr), s1, 2, LOOM_FINISH_NONE);
+	step(ws, gw_req_id(sr), s2, 1, LOOM_FINISH_NONE);
+	WAIT_FOR(gw_req_done(sr), 2000);
+	WAIT_FOR(count(ws, true, gw_req_id(sr)) == 1, 2000);
+	char buf[8192];
+	ssize_t n = gw_req_sse_read(sr, buf, sizeof buf - 1);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_non_null(strstr(buf, "\"text\":\", there\""));
+	assert_null(strstr(buf, " was"));
+	assert_non_null(strstr(buf, "\"finish_reason\":\"stop\""));
+	assert_non_null(strstr(buf, "data: [DONE]\n\n"));
+	/* a late step for it is dropped */
+	step(ws, gw_req_id(sr), s1, 2, LOOM_FINISH_LENGTH);
+
+	/* ERROR mapping: EINVAL -> 400, anything else -> 500 */
+	fake *w1 = count(&a, false, gw_req_id(r[1])) ? &a : &b;
+	loom_msg er = {.type = LOOM_MSG_ERROR,
+		       .u.error = {.req = gw_req_id(r[1]), .code = LOOM_EINVAL, .message = "bad prompt"}};
+	send_to_gateway(w1, &er);
+	fake *w2 = count(&a, false, gw_req_id(r[2])) ? &a : &b;
+	er.u.error.req = gw_req_id(r[2]);
+	er.u.error.code = LOOM_EINTERNAL;
+	er.u.error.message = "kaboom";
+	send_to_gateway(w2, &er);
+	WAIT_FOR(gw_req_done(r[1]) && gw_req_done(r[2]), 2000);
+	j = result(r[1], &st);
+	assert_int_equal(st, 400);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "message")),
+			    "bad prompt");
+	json_decref(j);
+	j = result(r[2], &st);
+	assert_int_equal(st, 500);
+	json_decref(j);
+
+	/* explicit cancel (client went away) reaches the worker */
+	fake *w3 = count(&a, false, gw_req_id(r[3])) ? &a : &b;
+	gw_link_cancel(l, gw_req_id(r[3]));
+	WAIT_FOR(count(w3, true, gw_req_id(r[3])) == 1, 2000);
+
+	gw_link_destroy(l);
+	for (int i = 0; i < 4; i++)
+		gw_req_release(r[i]);
+	gw_req_release(sr);
+	fake_kill(&a);
+	fake_kill(&b);
+}
+
+static void test_worker_dies(void **state)
+{
+	(void)state;
+	fake a, b;
+	fake_start(&a, "stories");
+	fake_start(&b, "stories");
+	gw_link *l = link_to(&a, &b);
+	usleep(400 * 1000);
+	assert_true(gw_link_model_ready(l, "stories"));
+	gw_req *r1 = new_req(false, NULL), *r2 = new_req(true, NULL);
+	assert_int_equal(submit(l, r1, "stories"), LOOM_OK);
+	assert_int_equal(submit(l, r2, "stories"), LOOM_OK);
+	WAIT_FOR(a.n_submits == 1 && b.n_submits == 1, 2000);
+	gw_req *on_a = count(&a, false, gw_req_id(r1)) ? r1 : r2;
+	gw_req *on_b = on_a == r1 ? r2 : r1;
+	int64_t t0 = now_ms();
+	fake_kill(&a);
+	WAIT_FOR(gw_req_done(on_a), 2000);
+	assert_true(now_ms() - t0 < 1000); /* the pipe event, not the heartbeat */
+	assert_false(gw_req_done(on_b));
+	int st;
+	if (on_a == r1) {
+		json_t *j = result(r1, &st);
+		assert_int_equal(st, 502);
+		assert_non_null(json_object_get(j, "error"));
+		json_decref(j);
+	} else {
+		char buf[4096];
+		ssize_t n = gw_req_sse_read(r2, buf, sizeof buf - 1);
+		assert_true(n > 0);
+		buf[n] = '\0';
+		assert_non_null(strstr(buf, "data: {\"error\":"));
+		assert_non_null(strstr(buf, "data: [DONE]\n\n"));
+	}
+	/* the other worker keeps serving, and takes new work */
+	assert_true(gw_link_model_ready(l, "stories"));
+	gw_req *r3 = new_req(false, NULL);
+	assert_int_equal(submit(l, r3, "stories"), LOOM_OK);
+	WAIT_FOR(count(&b, false, gw_req_id(r3)) == 1, 2000);
+	fake_kill(&b);
+	WAIT_FOR(gw_req_done(on_b) && gw_req_done(r3), 2000);
+	WAIT_FOR(!gw_link_model_ready(l, "stories"), 2000);
+	gw_req *r4 = new_req(false, NULL);
+	assert_int_equal(submit(l, r4, "stories"), LOOM_EBUSY);
+	gw_link_destroy(l);
+	gw_req_release(r1);
+	gw_req_release(r2);
+	gw_req_release(r3);
+	gw_req_release(r4);
+}
+
+static void test_worker_hangs_and_recovers(void **state)
+{
+	(void)state;
+	fake a;
+	fake_start(&a, "stories");
+	gw_link *l = link_to(&a, NULL);
+	WAIT_FOR(gw_link_model_ready(l, "stories"), 3000);
+	gw_req *r = new_req(false, NULL);
+	assert_int_equal(submit(l, r, "stories"), LOOM_OK);
+	WAIT_FOR(a.n_submits == 1, 2000);
+	int64_t t0 = now_ms();
+	atomic_store(&a.answer, false);
+	WAIT_FOR(gw_req_done(r), 3000);
+	int64_t dt = now_ms() - t0;
+	assert_true(dt >= 700 && dt < 2000);
+	int st;
+	json_t *j = result(r, &st);
+	assert_int_equal(st, 502);
+	json_decref(j);
+	assert_false(gw_link_model_ready(l, "stories"));
+	WAIT_FOR(count(&a, true, gw_req_id(r)) == 1, 2000); /* the hung worker is told to drop it */
+	/* steps that arrive late for the failed request are dropped */
+	int32_t ids[] = {432};
+	step(&a, gw_req_id(r), ids, 1, LOOM_FINISH_LENGTH);
+	atomic_store(&a.answer, true);
+	WAIT_FOR(gw_link_model_ready(l, "stories"), 2000);
+	gw_link_destroy(l);
+	gw_req_release(r);
+	fake_kill(&a);
+}
+
+static void test_worker_starts_late_and_shutdown(void **state)
+{
+	(void)state;
+	fake a;
+	char url[128];
+	snprintf(url, sizeof url, "ipc:///tmp/loom-gwt-%d-late.ipc", (int)getpid());
+	const char *urls[] = {url};
+	gw_link *l;
+	assert_int_equal(gw_link_create(urls, 1, &l), LOOM_OK);
+	usleep(200 * 1000);
+	assert_false(gw_link_model_ready(l, "stories"));
+	/* now the worker starts listening at that url: the redial finds it */
+	fake_start_at(&a, "stories", url);
+	WAIT_FOR(gw_link_model_ready(l, "stories"), 3000);
+	/* shutdown: what is in flight ends with 503, later submits are refused */
+	gw_req *r = new_req(true, NULL);
+	assert_int_equal(submit(l, r, "stories"), LOOM_OK);
+	WAIT_FOR(a.n_submits == 1, 2000);
+	gw_link_close_all(l);
+	assert_true(gw_req_done(r));
+	WAIT_FOR(count(&a, true, gw_req_id(r)) == 1, 2000);
+	gw_req *r2 = new_req(false, NULL);
+	assert_int_equal(submit(l, r2, "stories"), LOOM_EBUSY);
+	gw_link_destroy(l);
+	gw_req_release(r);
+	gw_req_release(r2);
+	fake_kill(&a);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	char dir[512];
+	snprintf(dir, sizeof dir, "%s", lt_shared_path("models/stories260k"));
+	if (gw_models_create(&models) || gw_models_add(models, "stories", dir, GW_TMPL_PLAIN))
+		return -1;
+	stories = gw_models_find(models, "stories");
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	gw_models_destroy(models);
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_routing_and_delivery),
+		cmocka_unit_test(test_worker_dies),
+		cmocka_unit_test(test_worker_hangs_and_recovers),
+		cmocka_unit_test(test_worker_starts_late_and_shutdown),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
