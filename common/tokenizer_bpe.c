@@ -229,7 +229,9 @@ static loom_err metaspace(tk_enc *e, tk_words *out, const tk_pre *st, const char
 	size_t rl = strlen(st->repl);
 	tk_buf *b = &e->tmp;
 	b->len = 0;
-	bool starts = n >= rl && memcmp(s, st->repl, rl) == 0;
+	/* HF prepends only when the text (spaces already replaced) does not
+	 * start with the replacement */
+	bool starts = (n && s[0] == ' ') || (n >= rl && memcmp(s, st->repl, rl) == 0);
 	if (!starts && (st->scheme == TK_PREPEND_ALWAYS || (st->scheme == TK_PREPEND_FIRST && first)))
 		if (buf_add(b, st->repl, rl))
 			return oom(e);

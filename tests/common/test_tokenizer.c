@@ -21,6 +21,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "common/alloc.h"
 #include "common/tokenizer.h"
 #include "tests/support/harness.h"
@@ -290,6 +292,49 @@ static void added_token_strip(void **state)
 	EXPECT(t, "ab<x>ab", false, 3, 4, 3);
 	EXPECT(t, "  <x>  ", false, 4);
 	assert_false(loom_tok_is_special(t, 4));
+	loom_tok_free(t);
+}
+
+/* stories260k rewritten to the newer Metaspace form (ids from HF tokenizers). */
+static loom_tok *metaspace_variant(const char *pre, const char *dec)
+{
+	json_error_t err;
+	json_t *root = json_load_file(lt_shared_path("models/stories260k/tokenizer.json"), 0, &err);
+	assert_non_null(root);
+	json_object_set_new(root, "normalizer", json_null());
+	json_object_set_new(root, "pre_tokenizer", json_loads(pre, 0, &err));
+	json_object_set_new(root, "decoder", json_loads(dec, 0, &err));
+	char *js = json_dumps(root, 0);
+	loom_tok *t;
+	loom_err rc = loom_tok_load_json(js, strlen(js), "metaspace", &t);
+	if (rc)
+		fail_msg("metaspace variant: %s", loom_errmsg());
+	free(js);
+	json_decref(root);
+	return t;
+}
+
+static void metaspace_forms(void **state)
+{
+	(void)state;
+	loom_tok *t = metaspace_variant(
+		"{\"type\":\"Metaspace\",\"replacement\":\"\xe2\x96\x81\",\"prepend_scheme\":\"first\",\"split\":false}",
+		"{\"type\":\"Metaspace\",\"replacement\":\"\xe2\x96\x81\",\"prepend_scheme\":\"first\",\"split\":false}");
+	EXPECT(t, "  leading and trailing  ", false, 410, 278, 411, 380, 299, 269, 259, 420, 412, 290, 299, 410, 410);
+	EXPECT(t, "Hi<s>there you", false, 320, 417, 1, 413, 260, 276, 364); /* no prepend after <s> */
+	EXPECT(t, "Once upon a time", true, 1, 403, 407, 261, 378);
+	int32_t ids[] = { 320, 417, 1, 413, 260, 276, 364 };
+	char *s = decode(t, ids, 7, true);
+	assert_string_equal(s, "Hithere you");
+	loom_free(s);
+	loom_tok_free(t);
+
+	t = metaspace_variant(
+		"{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Digits\",\"individual_digits\":true},"
+		"{\"type\":\"Metaspace\",\"replacement\":\"\xe2\x96\x81\",\"prepend_scheme\":\"always\",\"split\":true}]}",
+		"{\"type\":\"Metaspace\",\"replacement\":\"\xe2\x96\x81\",\"prepend_scheme\":\"always\",\"split\":true}");
+	EXPECT(t, "Hi<s>there you", false, 320, 417, 1, 383, 364);
+	EXPECT(t, "Once upon 2024 times", false, 403, 407, 410, 410, 479, 410, 477, 410, 479, 410, 484, 378, 419);
 	loom_tok_free(t);
 }
 
@@ -765,6 +810,7 @@ int main(void)
 		cmocka_unit_test(tinyllama_ids),
 		cmocka_unit_test(babyllama_unk),
 		cmocka_unit_test(added_token_strip),
+		cmocka_unit_test(metaspace_forms),
 		cmocka_unit_test(roundtrip_tinyllama),
 		cmocka_unit_test(roundtrip_gpt2),
 		cmocka_unit_test(roundtrip_stories260k),
