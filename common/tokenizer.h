@@ -14,6 +14,16 @@
  * an incremental decoder that never emits part of a UTF-8 character.
  * A loom_tok is immutable after load and safe to share between threads.
  * Must not: know about models or requests.
+ *
+ * Also accepted: the Metaspace pre-tokenizer/decoder form of SentencePiece
+ * files, Digits, an NFC normalizer (applied as identity, with a warning).
+ * Other components are refused at load (LOOM_EUNSUPPORTED), never ignored.
+ * Encoding matches Hugging Face tokenizers (checked against its Rust library
+ * on the fixtures), including where it matches "normalized": true added
+ * tokens (in the normalized text). Known differences: skip_special drops
+ * every special added token (HF 0.23 keeps "normalized": true ones); with no
+ * decoder, pieces are concatenated (HF joins them with spaces); truncation and
+ * padding sections are ignored; \p{L}/\p{N} follow PCRE2's Unicode tables.
  */
 #ifndef LOOM_TOKENIZER_H
 #define LOOM_TOKENIZER_H
