@@ -27,129 +27,11 @@
 #include "gateway/gw_link.h"
 #include "gateway/gw_models.h"
 #include "gateway/gw_req.h"
+#include "tests/gateway/fake_worker.h"
 #include "tests/support/harness.h"
-
-#define MAXREC 64
-
-typedef struct fake {
-	char url[128];
-	nng_socket sock;
-	bool open;
-	pthread_t th;
-	atomic_bool stop;
-	atomic_bool answer;     /* answer PINGs */
-	pthread_mutex_t mu;
-	uint64_t submits[MAXREC];
-	int n_submits;
-	uint64_t cancels[MAXREC];
-	int n_cancels;
-	loom_msg_submit last;   /* copy of the last SUBMIT's scalars (ids not kept) */
-	char model[LOOM_NAME_MAX];
-} fake;
 
 static gw_models *models;
 static const gw_model *stories;
-static int fake_seq;
-
-static void send_to_gateway(fake *f, const loom_msg *m)
-{
-	void *buf;
-	size_t len;
-	assert_int_equal(loom_msg_encode(m, &buf, &len), LOOM_OK);
-	nng_send(f->sock, buf, len, 0);
-	loom_free(buf);
-}
-
-static void *fake_main(void *arg)
-{
-	fake *f = arg;
-	while (!atomic_load(&f->stop)) {
-		nng_msg *msg;
-		if (nng_recvmsg(f->sock, &msg, 0) != 0)
-			continue; /* timeout (or closed: stop is set) */
-		loom_msg m;
-		if (loom_msg_decode(nng_msg_body(msg), nng_msg_len(msg), &m) == LOOM_OK) {
-			if (m.type == LOOM_MSG_PING && atomic_load(&f->answer)) {
-				char names[1][LOOM_NAME_MAX];
-				snprintf(names[0], sizeof names[0], "%s", f->model);
-				loom_msg h = {.type = LOOM_MSG_HELLO};
-				snprintf(h.u.hello.worker_id, sizeof h.u.hello.worker_id, "fake");
-				snprintf(h.u.hello.backend, sizeof h.u.hello.backend, "cpu");
-				h.u.hello.proto_version = LOOM_PROTO_VERSION;
-				h.u.hello.ping_seq = m.u.ping.seq;
-				h.u.hello.n_models = 1;
-				h.u.hello.models = names;
-				send_to_gateway(f, &h);
-				loom_msg st = {.type = LOOM_MSG_STATS};
-				send_to_gateway(f, &st);
-			} else if (m.type == LOOM_MSG_SUBMIT) {
-				pthread_mutex_lock(&f->mu);
-				if (f->n_submits < MAXREC)
-					f->submits[f->n_submits++] = m.u.submit.req;
-				f->last = m.u.submit;
-				f->last.prompt_ids = NULL;
-				f->last.sampling.stop_ids = NULL;
-				pthread_mutex_unlock(&f->mu);
-			} else if (m.type == LOOM_MSG_CANCEL) {
-				pthread_mutex_lock(&f->mu);
-				if (f->n_cancels < MAXREC)
-					f->cancels[f->n_cancels++] = m.u.cancel.req;
-				pthread_mutex_unlock(&f->mu);
-			}
-		}
-		loom_msg_fini(&m);
-		nng_msg_free(msg);
-	}
-	return NULL;
-}
-
-/* A fake worker listening at url (NULL = a fresh ipc path). */
-static void fake_start_at(fake *f, const char *model, const char *url)
-{
-	memset(f, 0, sizeof *f);
-	if (url)
-		snprintf(f->url, sizeof f->url, "%s", url);
-	else
-		snprintf(f->url, sizeof f->url, "ipc:///tmp/loom-gwt-%d-%d.ipc", (int)getpid(),
-			 fake_seq++);
-	snprintf(f->model, sizeof f->model, "%s", model);
-	pthread_mutex_init(&f->mu, NULL);
-	atomic_init(&f->answer, true);
-	assert_int_equal(nng_pair1_open(&f->sock), 0);
-	nng_socket_set_ms(f->sock, NNG_OPT_RECVTIMEO, 20);
-	assert_int_equal(nng_listen(f->sock, f->url, NULL, 0), 0);
-	f->open = true;
-	assert_int_equal(pthread_create(&f->th, NULL, fake_main, f), 0);
-}
-
-static void fake_start(fake *f, const char *model)
-{
-	fake_start_at(f, model, NULL);
-}
-
-/* Closes the socket (the gateway sees the pipe go) and joins the thread. */
-static void fake_kill(fake *f)
-{
-	if (!f->open)
-		return;
-	atomic_store(&f->stop, true);
-	pthread_join(f->th, NULL);
-	nng_close(f->sock);
-	f->open = false;
-	char path[160];
-	snprintf(path, sizeof path, "%s", f->url + strlen("ipc://"));
-	unlink(path);
-}
-
-static int count(fake *f, bool cancels, uint64_t id)
-{
-	int n = 0;
-	pthread_mutex_lock(&f->mu);
-	for (int i = 0; i < (cancels ? f->n_cancels : f->n_submits); i++)
-		n += (cancels ? f->cancels[i] : f->submits[i]) == id;
-	pthread_mutex_unlock(&f->mu);
-	return n;
-}
 
 static int64_t now_ms(void)
 {
@@ -242,7 +124,7 @@ static void test_routing_and_delivery(void **state)
 	gw_req_release(x);
 
 	/* deliver ", there was" in two steps, then EOS (id 2): text excludes EOS, usage counts it */
-	fake *w0 = count(&a, false, gw_req_id(r[0])) ? &a : &b;
+	fake *w0 = fake_count(&a, false, gw_req_id(r[0])) ? &a : &b;
 	int32_t s1[] = {432, 383}, s2[] = {286, 2};
 	step(w0, gw_req_id(r[0]), s1, 2, LOOM_FINISH_NONE);
 	step(w0, gw_req_id(r[0]), s2, 2, LOOM_FINISH_STOP);
@@ -261,13 +143,13 @@ static void test_routing_and_delivery(void **state)
 	gw_req *sr = new_req(true, " was");
 	assert_int_equal(submit(l, sr, "stories"), LOOM_OK);
 	fake *ws = NULL;
-	WAIT_FOR((ws = count(&a, false, gw_req_id(sr)) ? &a : count(&b, false, gw_req_id(sr)) ? &b
+	WAIT_FOR((ws = fake_count(&a, false, gw_req_id(sr)) ? &a : fake_count(&b, false, gw_req_id(sr)) ? &b
 											   : NULL),
 		 2000);
 	step(ws, gw_req_id(sr), s1, 2, LOOM_FINISH_NONE);
 	step(ws, gw_req_id(sr), s2, 1, LOOM_FINISH_NONE);
 	WAIT_FOR(gw_req_done(sr), 2000);
-	WAIT_FOR(count(ws, true, gw_req_id(sr)) == 1, 2000);
+	WAIT_FOR(fake_count(ws, true, gw_req_id(sr)) == 1, 2000);
 	char buf[8192];
 	ssize_t n = gw_req_sse_read(sr, buf, sizeof buf - 1);
 	assert_true(n > 0);
@@ -280,11 +162,11 @@ static void test_routing_and_delivery(void **state)
 	step(ws, gw_req_id(sr), s1, 2, LOOM_FINISH_LENGTH);
 
 	/* ERROR mapping: EINVAL -> 400, anything else -> 500 */
-	fake *w1 = count(&a, false, gw_req_id(r[1])) ? &a : &b;
+	fake *w1 = fake_count(&a, false, gw_req_id(r[1])) ? &a : &b;
 	loom_msg er = {.type = LOOM_MSG_ERROR,
 		       .u.error = {.req = gw_req_id(r[1]), .code = LOOM_EINVAL, .message = "bad prompt"}};
 	send_to_gateway(w1, &er);
-	fake *w2 = count(&a, false, gw_req_id(r[2])) ? &a : &b;
+	fake *w2 = fake_count(&a, false, gw_req_id(r[2])) ? &a : &b;
 	er.u.error.req = gw_req_id(r[2]);
 	er.u.error.code = LOOM_EINTERNAL;
 	er.u.error.message = "kaboom";
@@ -300,9 +182,9 @@ static void test_routing_and_delivery(void **state)
 	json_decref(j);
 
 	/* explicit cancel (client went away) reaches the worker */
-	fake *w3 = count(&a, false, gw_req_id(r[3])) ? &a : &b;
+	fake *w3 = fake_count(&a, false, gw_req_id(r[3])) ? &a : &b;
 	gw_link_cancel(l, gw_req_id(r[3]));
-	WAIT_FOR(count(w3, true, gw_req_id(r[3])) == 1, 2000);
+	WAIT_FOR(fake_count(w3, true, gw_req_id(r[3])) == 1, 2000);
 
 	gw_link_destroy(l);
 	for (int i = 0; i < 4; i++)
@@ -325,7 +207,7 @@ static void test_worker_dies(void **state)
 	assert_int_equal(submit(l, r1, "stories"), LOOM_OK);
 	assert_int_equal(submit(l, r2, "stories"), LOOM_OK);
 	WAIT_FOR(a.n_submits == 1 && b.n_submits == 1, 2000);
-	gw_req *on_a = count(&a, false, gw_req_id(r1)) ? r1 : r2;
+	gw_req *on_a = fake_count(&a, false, gw_req_id(r1)) ? r1 : r2;
 	gw_req *on_b = on_a == r1 ? r2 : r1;
 	int64_t t0 = now_ms();
 	fake_kill(&a);
@@ -350,7 +232,7 @@ static void test_worker_dies(void **state)
 	assert_true(gw_link_model_ready(l, "stories"));
 	gw_req *r3 = new_req(false, NULL);
 	assert_int_equal(submit(l, r3, "stories"), LOOM_OK);
-	WAIT_FOR(count(&b, false, gw_req_id(r3)) == 1, 2000);
+	WAIT_FOR(fake_count(&b, false, gw_req_id(r3)) == 1, 2000);
 	fake_kill(&b);
 	WAIT_FOR(gw_req_done(on_b) && gw_req_done(r3), 2000);
 	WAIT_FOR(!gw_link_model_ready(l, "stories"), 2000);
@@ -383,7 +265,7 @@ static void test_worker_hangs_and_recovers(void **state)
 	assert_int_equal(st, 502);
 	json_decref(j);
 	assert_false(gw_link_model_ready(l, "stories"));
-	WAIT_FOR(count(&a, true, gw_req_id(r)) == 1, 2000); /* the hung worker is told to drop it */
+	WAIT_FOR(fake_count(&a, true, gw_req_id(r)) == 1, 2000); /* the hung worker is told to drop it */
 	/* steps that arrive late for the failed request are dropped */
 	int32_t ids[] = {432};
 	step(&a, gw_req_id(r), ids, 1, LOOM_FINISH_LENGTH);
@@ -414,7 +296,7 @@ static void test_worker_starts_late_and_shutdown(void **state)
 	WAIT_FOR(a.n_submits == 1, 2000);
 	gw_link_close_all(l);
 	assert_true(gw_req_done(r));
-	WAIT_FOR(count(&a, true, gw_req_id(r)) == 1, 2000);
+	WAIT_FOR(fake_count(&a, true, gw_req_id(r)) == 1, 2000);
 	gw_req *r2 = new_req(false, NULL);
 	assert_int_equal(submit(l, r2, "stories"), LOOM_EBUSY);
 	gw_link_destroy(l);

@@ -1,0 +1,166 @@
+/*
+ * tests/gateway/fake_worker.h — a scripted stand-in for loom-worker, for the
+ * gateway's tests: a real nng pair1 socket listening in the test process that
+ * answers PINGs with HELLO+STATS (unless told to stay silent), records the
+ * SUBMITs and CANCELs it gets, optionally answers each SUBMIT with one STEP,
+ * and lets the test send STEP / ERROR messages itself. Header-only (static inline
+ * functions) so that each test program that needs it includes it.
+ */
+#ifndef TESTS_GATEWAY_FAKE_WORKER_H
+#define TESTS_GATEWAY_FAKE_WORKER_H
+
+#include <nng/nng.h>
+#include <nng/protocol/pair1/pair.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/proto.h"
+
+#define MAXREC 64
+
+typedef struct fake {
+	char url[128];
+	nng_socket sock;
+	bool open;
+	pthread_t th;
+	atomic_bool stop;
+	atomic_bool answer;     /* answer PINGs */
+	pthread_mutex_t mu;
+	uint64_t submits[MAXREC];
+	int n_submits;
+	uint64_t cancels[MAXREC];
+	int n_cancels;
+	loom_msg_submit last;   /* copy of the last SUBMIT's scalars (ids not kept) */
+	uint32_t last_n_prompt;
+	char model[LOOM_NAME_MAX];
+	/* when n_auto > 0, every SUBMIT is answered with STEP{auto_ids, auto_finish} */
+	int32_t auto_ids[16];
+	uint32_t n_auto;
+	int auto_finish;
+} fake;
+
+static int fake_seq;
+
+static inline void send_to_gateway(fake *f, const loom_msg *m)
+{
+	void *buf;
+	size_t len;
+	if (loom_msg_encode(m, &buf, &len) != LOOM_OK)
+		return;
+	nng_send(f->sock, buf, len, 0);
+	loom_free(buf);
+}
+
+static inline void *fake_main(void *arg)
+{
+	fake *f = arg;
+	while (!atomic_load(&f->stop)) {
+		nng_msg *msg;
+		if (nng_recvmsg(f->sock, &msg, 0) != 0)
+			continue; /* timeout (or closed: stop is set) */
+		loom_msg m;
+		if (loom_msg_decode(nng_msg_body(msg), nng_msg_len(msg), &m) == LOOM_OK) {
+			if (m.type == LOOM_MSG_PING && atomic_load(&f->answer)) {
+				char names[1][LOOM_NAME_MAX];
+				snprintf(names[0], sizeof names[0], "%s", f->model);
+				loom_msg h = {.type = LOOM_MSG_HELLO};
+				snprintf(h.u.hello.worker_id, sizeof h.u.hello.worker_id, "fake");
+				snprintf(h.u.hello.backend, sizeof h.u.hello.backend, "cpu");
+				h.u.hello.proto_version = LOOM_PROTO_VERSION;
+				h.u.hello.ping_seq = m.u.ping.seq;
+				h.u.hello.n_models = 1;
+				h.u.hello.models = names;
+				send_to_gateway(f, &h);
+				loom_msg st = {.type = LOOM_MSG_STATS};
+				send_to_gateway(f, &st);
+			} else if (m.type == LOOM_MSG_SUBMIT) {
+				pthread_mutex_lock(&f->mu);
+				if (f->n_submits < MAXREC)
+					f->submits[f->n_submits++] = m.u.submit.req;
+				f->last = m.u.submit;
+				f->last.prompt_ids = NULL;
+				f->last.sampling.stop_ids = NULL;
+				f->last_n_prompt = m.u.submit.n_prompt;
+				pthread_mutex_unlock(&f->mu);
+				if (f->n_auto) {
+					loom_step_item it = {.req = m.u.submit.req, .n_ids = f->n_auto,
+							     .ids = f->auto_ids,
+							     .finish = (uint8_t)f->auto_finish,
+							     .n_prompt = m.u.submit.n_prompt};
+					loom_msg sm = {.type = LOOM_MSG_STEP,
+						       .u.step = {.n_items = 1, .items = &it}};
+					send_to_gateway(f, &sm);
+				}
+			} else if (m.type == LOOM_MSG_CANCEL) {
+				pthread_mutex_lock(&f->mu);
+				if (f->n_cancels < MAXREC)
+					f->cancels[f->n_cancels++] = m.u.cancel.req;
+				pthread_mutex_unlock(&f->mu);
+			}
+		}
+		loom_msg_fini(&m);
+		nng_msg_free(msg);
+	}
+	return NULL;
+}
+
+/* A fake worker listening at url (NULL = a fresh ipc path). */
+static inline void fake_start_at(fake *f, const char *model, const char *url)
+{
+	memset(f, 0, sizeof *f);
+	if (url)
+		snprintf(f->url, sizeof f->url, "%s", url);
+	else
+		snprintf(f->url, sizeof f->url, "ipc:///tmp/loom-gwt-%d-%d.ipc", (int)getpid(),
+			 fake_seq++);
+	snprintf(f->model, sizeof f->model, "%s", model);
+	pthread_mutex_init(&f->mu, NULL);
+	atomic_init(&f->answer, true);
+	if (nng_pair1_open(&f->sock) != 0)
+		abort();
+	nng_socket_set_ms(f->sock, NNG_OPT_RECVTIMEO, 20);
+	if (nng_listen(f->sock, f->url, NULL, 0) != 0) {
+		fprintf(stderr, "fake worker: cannot listen on %s\n", f->url);
+		abort();
+	}
+	f->open = true;
+	if (pthread_create(&f->th, NULL, fake_main, f) != 0)
+		abort();
+}
+
+static inline void fake_start(fake *f, const char *model)
+{
+	fake_start_at(f, model, NULL);
+}
+
+/* Closes the socket (the gateway sees the pipe go) and joins the thread. */
+static inline void fake_kill(fake *f)
+{
+	if (!f->open)
+		return;
+	atomic_store(&f->stop, true);
+	pthread_join(f->th, NULL);
+	nng_close(f->sock);
+	f->open = false;
+	char path[160];
+	snprintf(path, sizeof path, "%s", f->url + strlen("ipc://"));
+	unlink(path);
+}
+
+static inline int fake_count(fake *f, bool cancels, uint64_t id)
+{
+	int n = 0;
+	pthread_mutex_lock(&f->mu);
+	for (int i = 0; i < (cancels ? f->n_cancels : f->n_submits); i++)
+		n += (cancels ? f->cancels[i] : f->submits[i]) == id;
+	pthread_mutex_unlock(&f->mu);
+	return n;
+}
+
+#endif
