@@ -8,7 +8,11 @@
  * sequence's own cache -> o_proj -> residual -> RMSNorm -> SwiGLU MLP ->
  * residual; final RMSNorm and the LM head only for the rows that need
  * logits. Uses the kn_ ops of kernels/kernels.h (CPU backend).
- * Per-sequence KV here is a contiguous cache (wk_kv); the engine owns it.
+ * LoRA: for every linear layer an adapter targets, the tokens of each
+ * segment add scale * (x_seg A^T) Bt (shrink d->r, expand r->d, the kn_lora
+ * ops), different adapters and ranks in one batch, no padding.
+ * KV: per-sequence contiguous cache (wk_kv) for now; worker/kv.h is the
+ * paged cache that replaces it.
  * Must not: sample, schedule, or allocate per call beyond wk_scratch growth.
  * Threading: one thread calls wk_forward at a time per wk_scratch.
  */
@@ -18,6 +22,7 @@
 #include <stdint.h>
 
 #include "../common/err.h"
+#include "../adapters/adapter.h"
 #include "model.h"
 
 /* KV cache of one sequence: K and V for every layer and position. */
@@ -44,6 +49,15 @@ typedef struct wk_batch {
 	wk_kv *const *kv;          /* [n_seqs] */
 	int all_logits;            /* 0: logits of each sequence's last token;
 				      1: logits of every token (tests) */
+	/* LoRA segments (the batch plan): tokens grouped by adapter. n_segs = 0
+	 * means no adapter anywhere. Otherwise segments cover [0, T) in order,
+	 * each is a union of whole consecutive sequences, and seg_adapter[i]
+	 * (NULL = base model only) applies to tokens [seg_start[i],
+	 * seg_start[i+1]). The engine orders sequences so that each adapter's
+	 * sequences are consecutive. */
+	int n_segs;
+	const int32_t *seg_start;            /* [n_segs+1] */
+	const ad_adapter *const *seg_adapter; /* [n_segs] */
 } wk_batch;
 
 typedef struct wk_scratch wk_scratch;
@@ -53,8 +67,10 @@ void wk_scratch_destroy(wk_scratch *s);
 /*
  * Runs the batch. logits: [n_seqs, vocab] (all_logits=0) or [T, vocab]
  * (all_logits=1), written by the call. Fails with LOOM_ERANGE (nothing
- * changed) if a sequence would overflow its kv capacity; token ids outside
- * [0, vocab) are LOOM_EINVAL.
+ * changed) if a sequence would overflow its kv capacity (the caller
+ * reserves blocks first with wk_kv_reserve); token ids outside [0, vocab),
+ * segments that split a sequence or do not cover the batch, or an adapter
+ * whose shapes do not match the model are LOOM_EINVAL.
  */
 loom_err wk_forward(const wk_model *m, const wk_batch *b, wk_scratch *s, float *logits);
 
