@@ -37,6 +37,7 @@ typedef enum loom_msg_type {
 	LOOM_MSG_STEP = 5,   /* worker -> gateway */
 	LOOM_MSG_ERROR = 6,  /* worker -> gateway */
 	LOOM_MSG_STATS = 7,  /* worker -> gateway */
+	LOOM_MSG_ADAPTER = 8,/* gateway -> worker: an adapter it may be asked for */
 } loom_msg_type;
 
 typedef enum loom_finish {
@@ -117,6 +118,19 @@ typedef struct loom_msg_stats {
 	uint64_t tokens_out;          /* tokens generated so far */
 } loom_msg_stats;
 
+/* Makes adapter `name` of base model `base_model` known to the worker. Until
+ * the store lands (issue 4) it names a PEFT folder on the worker's host.
+ * The gateway sends one for every adapter right after a connection's first
+ * HELLO, before any SUBMIT that uses it. The worker loads and validates it
+ * before it reads its next message; a failure is answered by ERROR{req 0,
+ * message "adapter NAME: reason"} and SUBMITs naming it get ERROR
+ * LOOM_ENOTFOUND. Re-sending a known name replaces it for new requests. */
+typedef struct loom_msg_adapter {
+	char name[LOOM_NAME_MAX];
+	char base_model[LOOM_NAME_MAX];
+	char *path;                   /* NUL-terminated, < LOOM_PROTO_MAX_STR bytes */
+} loom_msg_adapter;
+
 typedef struct loom_msg {
 	loom_msg_type type;
 	union {
@@ -127,6 +141,7 @@ typedef struct loom_msg {
 		loom_msg_step step;
 		loom_msg_error error;
 		loom_msg_stats stats;
+		loom_msg_adapter adapter;
 	} u;
 } loom_msg;
 
