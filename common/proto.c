@@ -14,6 +14,7 @@
  *   ERROR  [6, v, req, code, message]
  *   STATS  [7, v, queued, running, queued_tokens, kv_free, kv_total,
  *           step_ms, steps, tokens_out]
+ *   ADAPTER [8, v, name, base_model, path]
  * Unsigned fields are msgpack unsigned ints, token ids signed ints (int32
  * range), floats float32 on the wire (float64 accepted), strings str.
  *
@@ -41,6 +42,7 @@ enum {
 	ARITY_STEP = 3,
 	ARITY_ERROR = 5,
 	ARITY_STATS = 10,
+	ARITY_ADAPTER = 5,
 	ARITY_SAMPLING = 7,
 	ARITY_ITEM = 4,
 };
@@ -55,6 +57,7 @@ const char *loom_msg_type_name(int type)
 	case LOOM_MSG_STEP: return "STEP";
 	case LOOM_MSG_ERROR: return "ERROR";
 	case LOOM_MSG_STATS: return "STATS";
+	case LOOM_MSG_ADAPTER: return "ADAPTER";
 	}
 	return "?";
 }
@@ -144,6 +147,17 @@ static loom_err validate(const loom_msg *m)
 						 "].finish %u is not a loom_finish",
 						 i, s->items[i].finish);
 		}
+		break;
+	}
+	case LOOM_MSG_ADAPTER: {
+		const loom_msg_adapter *a = &m->u.adapter;
+		const char *path = a->path ? a->path : "";
+		if ((rc = check_name(a->name, sizeof a->name, t, "name")) ||
+		    (rc = check_name(a->base_model, sizeof a->base_model, t, "base_model")))
+			return rc;
+		if (strnlen(path, LOOM_PROTO_MAX_STR) >= LOOM_PROTO_MAX_STR)
+			return loom_fail(LOOM_EINVAL, "proto: ADAPTER.path longer than %d bytes",
+					 LOOM_PROTO_MAX_STR - 1);
 		break;
 	}
 	case LOOM_MSG_ERROR: {
@@ -250,6 +264,16 @@ static int pack_body(msgpack_packer *pk, const loom_msg *m)
 		r |= msgpack_pack_float(pk, s->step_ms);
 		r |= msgpack_pack_uint64(pk, s->steps);
 		r |= msgpack_pack_uint64(pk, s->tokens_out);
+		break;
+	}
+	case LOOM_MSG_ADAPTER: {
+		const loom_msg_adapter *a = &m->u.adapter;
+		r |= msgpack_pack_array(pk, ARITY_ADAPTER);
+		r |= msgpack_pack_uint32(pk, m->type);
+		r |= msgpack_pack_uint32(pk, LOOM_PROTO_VERSION);
+		r |= pack_str(pk, a->name);
+		r |= pack_str(pk, a->base_model);
+		r |= pack_str(pk, a->path ? a->path : "");
 		break;
 	}
 	}
@@ -602,23 +626,38 @@ static loom_err dec_step(const dctx *d, const msgpack_object *f, loom_msg_step *
 	return LOOM_OK;
 }
 
+/* Copies a str field of fewer than LOOM_PROTO_MAX_STR bytes, no NULs. */
+static loom_err get_text(const dctx *d, const msgpack_object *m, const char *field, char **out)
+{
+	if (m->type != MSGPACK_OBJECT_STR)
+		return bad(d, field, "expected a string");
+	if (m->via.str.size >= LOOM_PROTO_MAX_STR)
+		return bad(d, field, "string too long");
+	if (memchr(m->via.str.ptr, '\0', m->via.str.size))
+		return bad(d, field, "string contains a NUL byte");
+	*out = loom_strndup(m->via.str.ptr, m->via.str.size);
+	if (!*out)
+		return loom_fail(LOOM_ENOMEM, "proto: %s field '%s': out of memory", d->msg, field);
+	return LOOM_OK;
+}
+
 static loom_err dec_error(const dctx *d, const msgpack_object *f, loom_msg_error *e)
 {
-	const msgpack_object *m = &f[4];
 	loom_err rc;
 
 	if ((rc = get_u64(d, &f[2], "req", &e->req)) || (rc = get_u32(d, &f[3], "code", &e->code)))
 		return rc;
-	if (m->type != MSGPACK_OBJECT_STR)
-		return bad(d, "message", "expected a string");
-	if (m->via.str.size >= LOOM_PROTO_MAX_STR)
-		return bad(d, "message", "string too long");
-	if (memchr(m->via.str.ptr, '\0', m->via.str.size))
-		return bad(d, "message", "string contains a NUL byte");
-	e->message = loom_strndup(m->via.str.ptr, m->via.str.size);
-	if (!e->message)
-		return loom_fail(LOOM_ENOMEM, "proto: ERROR field 'message': out of memory");
-	return LOOM_OK;
+	return get_text(d, &f[4], "message", &e->message);
+}
+
+static loom_err dec_adapter(const dctx *d, const msgpack_object *f, loom_msg_adapter *a)
+{
+	loom_err rc;
+
+	if ((rc = get_name(d, &f[2], "name", a->name, sizeof a->name)) ||
+	    (rc = get_name(d, &f[3], "base_model", a->base_model, sizeof a->base_model)))
+		return rc;
+	return get_text(d, &f[4], "path", &a->path);
 }
 
 static loom_err dec_stats(const dctx *d, const msgpack_object *f, loom_msg_stats *s)
@@ -647,6 +686,7 @@ static uint32_t arity_of(int type)
 	case LOOM_MSG_STEP: return ARITY_STEP;
 	case LOOM_MSG_ERROR: return ARITY_ERROR;
 	case LOOM_MSG_STATS: return ARITY_STATS;
+	case LOOM_MSG_ADAPTER: return ARITY_ADAPTER;
 	}
 	return 0;
 }
@@ -688,6 +728,7 @@ static loom_err dec_fields(const msgpack_object *root, loom_msg *out)
 	case LOOM_MSG_STEP: return dec_step(&d, f, &out->u.step);
 	case LOOM_MSG_ERROR: return dec_error(&d, f, &out->u.error);
 	case LOOM_MSG_STATS: return dec_stats(&d, f, &out->u.stats);
+	case LOOM_MSG_ADAPTER: return dec_adapter(&d, f, &out->u.adapter);
 	}
 	return LOOM_EINTERNAL;
 }
@@ -740,6 +781,9 @@ void loom_msg_fini(loom_msg *m)
 		break;
 	case LOOM_MSG_ERROR:
 		loom_free(m->u.error.message);
+		break;
+	case LOOM_MSG_ADAPTER:
+		loom_free(m->u.adapter.path);
 		break;
 	default:
 		break;

@@ -120,6 +120,17 @@ static int sample(int i, loom_msg *m)
 	case 12:
 		m->type = LOOM_MSG_STATS;
 		return 1;
+	case 13:
+		m->type = LOOM_MSG_ADAPTER;
+		strcpy(m->u.adapter.name, "sql-lora");
+		strcpy(m->u.adapter.base_model, "stories");
+		m->u.adapter.path = "/srv/adapters/sql-lora";
+		return 1;
+	case 14:
+		m->type = LOOM_MSG_ADAPTER;
+		fill_max_name(m->u.adapter.name);
+		m->u.adapter.path = "";
+		return 1;
 	}
 	return 0;
 }
@@ -187,6 +198,11 @@ static void assert_msg_equal(const loom_msg *a, const loom_msg *b)
 			assert_int_equal(x->finish, y->finish);
 			assert_int_equal(x->n_prompt, y->n_prompt);
 		}
+		break;
+	case LOOM_MSG_ADAPTER:
+		assert_string_equal(a->u.adapter.name, b->u.adapter.name);
+		assert_string_equal(a->u.adapter.base_model, b->u.adapter.base_model);
+		assert_string_equal(a->u.adapter.path, b->u.adapter.path);
 		break;
 	case LOOM_MSG_ERROR:
 		assert_true(a->u.error.req == b->u.error.req);
@@ -360,7 +376,7 @@ static void test_bad_head(void **state)
 	assert_non_null(strstr(loom_errmsg(), "array"));
 
 	/* unknown type codes */
-	const uint64_t types[] = { 0, 8, 255, 256, UINT64_MAX };
+	const uint64_t types[] = { 0, 9, 255, 256, UINT64_MAX };
 	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
 		pb_init(&p);
 		msgpack_pack_array(&p.pk, 3);
