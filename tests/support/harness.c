@@ -251,6 +251,12 @@ void lt_resp_free(lt_resp *r)
 int lt_stack_start(lt_stack *s, const char *const *models, int n_workers,
 		   const char *const *extra_gw_args)
 {
+	return lt_stack_start2(s, models, n_workers, extra_gw_args, NULL);
+}
+
+int lt_stack_start2(lt_stack *s, const char *const *models, int n_workers,
+		    const char *const *extra_gw_args, const char *const *extra_wk_args)
+{
 	char *argv[64];
 	char log[600], url[160];
 	int argc, i, j;
@@ -274,6 +280,8 @@ int lt_stack_start(lt_stack *s, const char *const *models, int n_workers,
 			argv[argc++] = "--model";
 			argv[argc++] = (char *)models[j];
 		}
+		for (j = 0; extra_wk_args && extra_wk_args[j] && argc < 62; j++)
+			argv[argc++] = (char *)extra_wk_args[j];
 		argv[argc] = NULL;
 		char bin[512];
 		snprintf(bin, sizeof bin, "%s", argv[0]);

@@ -76,6 +76,9 @@ typedef struct lt_stack {
  */
 int lt_stack_start(lt_stack *s, const char *const *models, int n_workers,
 		   const char *const *extra_gw_args);
+/* Same, with extra_wk_args (NULL-terminated or NULL) given to every worker. */
+int lt_stack_start2(lt_stack *s, const char *const *models, int n_workers,
+		    const char *const *extra_gw_args, const char *const *extra_wk_args);
 /* Stops everything (SIGTERM, then SIGKILL) and removes nothing (logs stay). */
 void lt_stack_stop(lt_stack *s);
 
