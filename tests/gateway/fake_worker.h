@@ -125,6 +125,7 @@ static inline void fake_start_at(fake *f, const char *model, const char *url)
 	if (nng_pair1_open(&f->sock) != 0)
 		abort();
 	nng_socket_set_ms(f->sock, NNG_OPT_RECVTIMEO, 20);
+	nng_socket_set_ms(f->sock, NNG_OPT_SENDTIMEO, 200); /* never block once the gateway is gone */
 	if (nng_listen(f->sock, f->url, NULL, 0) != 0) {
 		fprintf(stderr, "fake worker: cannot listen on %s\n", f->url);
 		abort();
