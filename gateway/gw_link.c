@@ -167,6 +167,11 @@ static int send_msg(worker *w, const loom_msg *m, int flags)
 static void send_cancel(worker *w, uint64_t id)
 {
 	loom_msg m = {.type = LOOM_MSG_CANCEL, .u.cancel.req = id};
+	pthread_mutex_lock(&w->l->mu);
+	bool connected = w->pipe != 0;
+	pthread_mutex_unlock(&w->l->mu);
+	if (!connected)
+		return; /* a gone worker forgot the request; a queued CANCEL would only linger */
 	int rv = send_msg(w, &m, NNG_FLAG_NONBLOCK);
 	if (rv)
 		LOOM_DEBUG("worker %s: CANCEL %llu not sent: %s", w->url, (unsigned long long)id,
