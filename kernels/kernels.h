@@ -76,4 +76,16 @@ void kn_attention(float *out, const float *q, int n_q, int pos0, const float *k,
 		  const float *v, int n_heads, int n_kv_heads, int head_dim, float scale,
 		  float *scores);
 
+/*
+ * kn_attention over a paged KV cache (worker/kv.h): the key row of position
+ * p is k + blocks[p / block_size] * block_stride + (p % block_size) * kvdim
+ * (kvdim = n_kv_heads*head_dim), likewise v. blocks must cover positions
+ * 0 .. pos0+n_q-1. Same arithmetic in the same order as kn_attention, so
+ * both give bit-identical outputs for the same cache contents.
+ */
+void kn_attention_paged(float *out, const float *q, int n_q, int pos0, const float *k,
+			const float *v, const int32_t *blocks, int block_size,
+			size_t block_stride, int n_heads, int n_kv_heads, int head_dim,
+			float scale, float *scores);
+
 #endif

@@ -3,7 +3,7 @@
  *
  * All T tokens of the batch move through each layer together: every linear
  * layer is one kn_gemm over T rows, RMSNorm/RoPE/SiLU are row-wise, and only
- * attention is per sequence (each reads its own contiguous cache). A token's
+ * attention is per sequence (each reads its own paged cache, forward_attn.c). A token's
  * result therefore depends on the rest of the batch only through GEMM
  * blocking inside OpenBLAS (M differs), which is the one source of
  * batch variance. Observed with OpenBLAS 0.3.21: a sequence alone and inside
@@ -15,6 +15,7 @@
  * largest T and context seen; a steady-state step allocates nothing.
  */
 #include "forward.h"
+#include "forward_int.h"
 
 #include <math.h>
 #include <string.h>
@@ -122,8 +123,11 @@ static loom_err check_batch(const wk_model *m, const wk_batch *b, int *max_ctx)
 		const wk_kv *kv = b->kv[s];
 		if (n <= 0)
 			return loom_fail(LOOM_EINVAL, "wk_forward: sequence %d has no tokens", s);
-		if (!kv)
+		if (!kv || !kv->pool)
 			return loom_fail(LOOM_EINVAL, "wk_forward: sequence %d has no kv cache", s);
+		if (!wk_kvpool_fits(kv->pool, &m->cfg))
+			return loom_fail(LOOM_EINVAL, "wk_forward: sequence %d's kv pool was made for "
+					 "another model shape", s);
 		if (kv->len < 0 || n > kv->capacity - kv->len)
 			return loom_fail(LOOM_ERANGE,
 					 "wk_forward: sequence %d: %d tokens after %d overflow its kv "
@@ -158,19 +162,7 @@ static void attention_block(const wk_model *m, const wk_batch *b, wk_scratch *s,
 	kn_gemm(s->v, s->xn, L->wv, T, s->kvdim, s->d, 0);
 	kn_rope_apply(s->q, T, c->n_heads, c->head_dim, s->rcos, s->rsin);
 	kn_rope_apply(s->k, T, c->n_kv_heads, c->head_dim, s->rcos, s->rsin);
-	float scale = (float)(1.0 / sqrt((double)c->head_dim));
-	for (int q = 0; q < b->n_seqs; q++) {
-		wk_kv *kv = b->kv[q];
-		int t0 = b->seq_start[q], n = b->seq_start[q + 1] - t0;
-		size_t layer_off = (size_t)l * kv->capacity * s->kvdim;
-		float *kc = kv->k + layer_off, *vc = kv->v + layer_off;
-		memcpy(kc + (size_t)kv->len * s->kvdim, s->k + (size_t)t0 * s->kvdim,
-		       sizeof(float) * (size_t)n * s->kvdim);
-		memcpy(vc + (size_t)kv->len * s->kvdim, s->v + (size_t)t0 * s->kvdim,
-		       sizeof(float) * (size_t)n * s->kvdim);
-		kn_attention(s->att + (size_t)t0 * s->qdim, s->q + (size_t)t0 * s->qdim, n, kv->len,
-			     kc, vc, c->n_heads, c->n_kv_heads, c->head_dim, scale, s->scores);
-	}
+	wk_attn_batch(m, b, l, s->q, s->k, s->v, s->att, s->scores);
 	kn_gemm(s->x, s->att, L->wo, T, s->d, s->qdim, 1);
 }
 

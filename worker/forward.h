@@ -11,8 +11,8 @@
  * LoRA: for every linear layer an adapter targets, the tokens of each
  * segment add scale * (x_seg A^T) Bt (shrink d->r, expand r->d, the kn_lora
  * ops), different adapters and ranks in one batch, no padding.
- * KV: per-sequence contiguous cache (wk_kv) for now; worker/kv.h is the
- * paged cache that replaces it.
+ * KV: each sequence's paged cache (worker/kv.h, wk_kv): K/V rows are
+ * written into its blocks and attention reads them through its block table.
  * Must not: sample, schedule, or allocate per call beyond wk_scratch growth.
  * Threading: one thread calls wk_forward at a time per wk_scratch.
  */
@@ -23,18 +23,8 @@
 
 #include "../common/err.h"
 #include "../adapters/adapter.h"
+#include "kv.h"
 #include "model.h"
-
-/* KV cache of one sequence: K and V for every layer and position. */
-typedef struct wk_kv {
-	int capacity;   /* max positions (tokens) */
-	int len;        /* positions filled so far */
-	float *k;       /* [n_layers, capacity, n_kv_heads*head_dim] */
-	float *v;       /* [n_layers, capacity, n_kv_heads*head_dim] */
-} wk_kv;
-
-loom_err wk_kv_create(const wk_model *m, int capacity, wk_kv **out);
-void wk_kv_destroy(wk_kv *kv);
 
 /*
  * A batch: n_seqs sequences, sequence s contributing tokens

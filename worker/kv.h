@@ -17,6 +17,8 @@
 #ifndef WK_KV_H
 #define WK_KV_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "../common/err.h"
@@ -35,6 +37,13 @@ int wk_kvpool_free_blocks(const wk_kvpool *p);
 /* Base of block b's K (or V) for layer l: [block_size, kvdim] floats. */
 float *wk_kvpool_k(const wk_kvpool *p, int32_t block, int layer);
 float *wk_kvpool_v(const wk_kvpool *p, int32_t block, int layer);
+/* Floats from block b to block b+1 of one layer (n_layers*block_size*kvdim):
+ * block b of layer l is wk_kvpool_k(p, 0, l) + b * wk_kvpool_block_floats(p). */
+size_t wk_kvpool_block_floats(const wk_kvpool *p);
+/* Whether the pool was made for this shape (layers, kv heads, head_dim). */
+bool wk_kvpool_fits(const wk_kvpool *p, const loom_model_config *c);
+/* K and V bytes one position takes in a pool for config c (for sizing). */
+size_t wk_kv_bytes_per_position(const loom_model_config *c);
 
 typedef struct wk_kv {
 	wk_kvpool *pool;
@@ -54,12 +63,18 @@ void wk_kv_init(wk_kv *kv, wk_kvpool *pool);
 loom_err wk_kv_reserve(wk_kv *kv, int n);
 /* Returns every block to the pool; len = 0. The kv stays bound. */
 void wk_kv_release(wk_kv *kv);
-/* Frees the block table (after release). */
+/* Frees the block table, releasing any blocks still held. */
 void wk_kv_fini(wk_kv *kv);
+/* Copies the K and V rows ([n, kvdim] each) of positions len .. len+n-1
+ * into layer l of the held blocks (len is not changed: the forward grows it
+ * once after every layer is written). Needs len + n <= capacity. */
+void wk_kv_write(wk_kv *kv, int layer, const float *k, const float *v, int n);
 
 /* Convenience for tests and single sequences: a wk_kv with a private pool
- * big enough for capacity positions, all reserved. capacity <= 0 is
- * LOOM_EINVAL. */
+ * big enough for capacity positions, all reserved (blocks of
+ * min(capacity, WK_KV_BLOCK) positions, so capacity is exact up to 16 and
+ * rounded up to whole blocks beyond). capacity <= 0 is LOOM_EINVAL.
+ * wk_kv_destroy frees the pool too. */
 loom_err wk_kv_create(const wk_model *m, int capacity, wk_kv **out);
 void wk_kv_destroy(wk_kv *kv);
 

@@ -1,6 +1,7 @@
 /*
- * kernels/cpu/attn.c — causal GQA attention over one sequence's contiguous
- * KV cache (rows = positions, n_kv_heads*head_dim floats each).
+ * kernels/cpu/attn.c — causal GQA attention of one sequence over its KV
+ * cache, contiguous (rows = positions, n_kv_heads*head_dim floats each) or
+ * paged (rows of position p in block blocks[p / block_size]).
  *
  * One pass per (query token, head): scores over keys 0..p, max-subtracted
  * softmax, weighted sum of values. Work is O(n_q * p * n_heads * head_dim);
@@ -50,6 +51,59 @@ void kn_attention(float *out, const float *q, int n_q, int pos0, const float *k,
 				float w = scores[j] * inv;
 				for (int i = 0; i < head_dim; i++)
 					oh[i] += w * vj[i];
+			}
+		}
+	}
+}
+
+void kn_attention_paged(float *out, const float *q, int n_q, int pos0, const float *k,
+			const float *v, const int32_t *blocks, int block_size,
+			size_t block_stride, int n_heads, int n_kv_heads, int head_dim,
+			float scale, float *scores)
+{
+	assert(n_kv_heads > 0 && n_heads % n_kv_heads == 0 && block_size > 0);
+	int group = n_heads / n_kv_heads;
+	size_t qdim = (size_t)n_heads * head_dim;
+	size_t kvdim = (size_t)n_kv_heads * head_dim;
+	/* The same arithmetic, in the same order, as kn_attention: only the
+	 * address of key/value row j changes. */
+	for (int t = 0; t < n_q; t++) {
+		int n_keys = pos0 + t + 1;
+		for (int h = 0; h < n_heads; h++) {
+			const float *qh = q + t * qdim + (size_t)h * head_dim;
+			size_t koff = (size_t)(h / group) * head_dim;
+			float *oh = out + t * qdim + (size_t)h * head_dim;
+			float mx = -INFINITY;
+			for (int j0 = 0; j0 < n_keys; j0 += block_size) {
+				const float *kb = k + (size_t)blocks[j0 / block_size] * block_stride;
+				int jn = n_keys - j0 < block_size ? n_keys - j0 : block_size;
+				for (int j = 0; j < jn; j++) {
+					const float *kj = kb + j * kvdim + koff;
+					float dot = 0.0f;
+					for (int i = 0; i < head_dim; i++)
+						dot += qh[i] * kj[i];
+					dot *= scale;
+					scores[j0 + j] = dot;
+					if (dot > mx)
+						mx = dot;
+				}
+			}
+			float sum = 0.0f;
+			for (int j = 0; j < n_keys; j++) {
+				scores[j] = expf(scores[j] - mx);
+				sum += scores[j];
+			}
+			float inv = 1.0f / sum;
+			memset(oh, 0, sizeof(float) * (size_t)head_dim);
+			for (int j0 = 0; j0 < n_keys; j0 += block_size) {
+				const float *vb = v + (size_t)blocks[j0 / block_size] * block_stride;
+				int jn = n_keys - j0 < block_size ? n_keys - j0 : block_size;
+				for (int j = 0; j < jn; j++) {
+					const float *vj = vb + j * kvdim + koff;
+					float w = scores[j0 + j] * inv;
+					for (int i = 0; i < head_dim; i++)
+						oh[i] += w * vj[i];
+				}
 			}
 		}
 	}
