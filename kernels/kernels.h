@@ -88,4 +88,41 @@ void kn_attention_paged(float *out, const float *q, int n_q, int pos0, const flo
 			size_t block_stride, int n_heads, int n_kv_heads, int head_dim,
 			float scale, float *scores);
 
+/*
+ * LoRA over segments (KERNELS.md; Punica's SGMV, rank-exact, no padding).
+ * A segment is a run of consecutive rows that share one adapter; one
+ * kn_lora_seg describes one (fused) module of one segment. The forward
+ * translates its adapters into these, so kernels know no adapter type.
+ * Rows and ranks may be 0 (nothing done). Offsets are computed in size_t.
+ */
+typedef struct kn_lora_seg {
+	int row0;        /* first row of the segment in x, v and y */
+	int rows;        /* rows in the segment */
+	int rank;        /* r of this module (or r_q+r_k+r_v for a packed A) */
+	int vcol;        /* first column of v holding this module's slice */
+	float scale;     /* expand only: alpha/r (or alpha/sqrt(r)) */
+	const float *a;  /* shrink: A [rank, d_in], PEFT's lora_A rows */
+	const float *bt; /* expand: B transposed, [rank, d_out] */
+} kn_lora_seg;
+
+/*
+ * Shrink (d_in -> r): for each segment s and row i < s.rows,
+ *   v[s.row0+i, s.vcol+j] = sum_k x[s.row0+i, k] * s.a[j, k]   (j < s.rank)
+ * x: [rows, d_in]; v: [rows, ldv]. Only those columns of v are written (the
+ * rest keep their values), so several segments may cover the same rows at
+ * different vcol (q, k, v of one adapter). Segments of 1 row are streaming
+ * GEMVs over A; long segments go to OpenBLAS sgemm.
+ */
+void kn_lora_shrink(float *v, int ldv, const float *x, int d_in, const kn_lora_seg *segs,
+		    int n_segs);
+
+/*
+ * Expand (r -> d_out), accumulating: for each segment s and row i,
+ *   y[s.row0+i, n] += s.scale * sum_j v[s.row0+i, s.vcol+j] * s.bt[j, n]
+ * y: [rows, d_out], added to (the output of kn_gemm); v as in shrink.
+ * Segments must not overlap in rows (each y row belongs to one segment).
+ */
+void kn_lora_expand(float *y, int d_out, const float *v, int ldv, const kn_lora_seg *segs,
+		    int n_segs);
+
 #endif
