@@ -16,6 +16,7 @@
  */
 #include "forward.h"
 #include "forward_int.h"
+#include "forward_lora.h"
 
 #include <math.h>
 #include <string.h>
@@ -39,6 +40,7 @@ struct wk_scratch {
 	float *rsin;      /* [T, head_dim/2] */
 	int32_t *pos;     /* [T] position of each token in its sequence */
 	float *scores;    /* [cap_ctx] */
+	wk_lora_ws *lora;  /* LoRA shrink rows + descriptors (forward_lora.c), NULL until used */
 };
 
 loom_err wk_scratch_create(const wk_model *m, wk_scratch **out)
@@ -66,6 +68,7 @@ void wk_scratch_destroy(wk_scratch *s)
 	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
 		loom_free(*bufs[i]);
 	loom_free(s->pos);
+	wk_lora_ws_destroy(s->lora);
 	loom_free(s);
 }
 
@@ -148,7 +151,7 @@ static loom_err check_batch(const wk_model *m, const wk_batch *b, int *max_ctx)
 		if (b->tokens[t] < 0 || b->tokens[t] >= m->cfg.vocab)
 			return loom_fail(LOOM_EINVAL, "wk_forward: token %d at row %d is outside the "
 					 "vocabulary [0, %d)", b->tokens[t], t, m->cfg.vocab);
-	return LOOM_OK;
+	return wk_lora_check(m, b);
 }
 
 /* Attention block of layer l: x += o_proj(attn(rope(q), rope(k), v)). */
@@ -160,21 +163,27 @@ static void attention_block(const wk_model *m, const wk_batch *b, wk_scratch *s,
 	kn_gemm(s->q, s->xn, L->wq, T, s->qdim, s->d, 0);
 	kn_gemm(s->k, s->xn, L->wk, T, s->kvdim, s->d, 0);
 	kn_gemm(s->v, s->xn, L->wv, T, s->kvdim, s->d, 0);
+	float *const qkv[3] = {s->q, s->k, s->v};
+	wk_lora_add(s->lora, m, b, l, AD_Q, 3, s->xn, qkv);
 	kn_rope_apply(s->q, T, c->n_heads, c->head_dim, s->rcos, s->rsin);
 	kn_rope_apply(s->k, T, c->n_kv_heads, c->head_dim, s->rcos, s->rsin);
 	wk_attn_batch(m, b, l, s->q, s->k, s->v, s->att, s->scores);
 	kn_gemm(s->x, s->att, L->wo, T, s->d, s->qdim, 1);
+	wk_lora_add(s->lora, m, b, l, AD_O, 1, s->att, &s->x);
 }
 
 /* MLP block of layer l: x += down(silu(gate(xn)) * up(xn)). */
-static void mlp_block(const wk_model *m, wk_scratch *s, int l, int T)
+static void mlp_block(const wk_model *m, const wk_batch *b, wk_scratch *s, int l, int T)
 {
 	const wk_layer *L = &m->layers[l];
 	kn_rmsnorm(s->xn, s->x, L->ffn_norm, T, s->d, m->cfg.rms_eps);
 	kn_gemm(s->gate, s->xn, L->w_gate, T, s->ffn, s->d, 0);
 	kn_gemm(s->up, s->xn, L->w_up, T, s->ffn, s->d, 0);
+	float *const gu[2] = {s->gate, s->up};
+	wk_lora_add(s->lora, m, b, l, AD_GATE, 2, s->xn, gu);
 	kn_silu_mul(s->gate, s->up, (size_t)T * s->ffn);
 	kn_gemm(s->x, s->gate, L->w_down, T, s->d, s->ffn, 1);
+	wk_lora_add(s->lora, m, b, l, AD_DOWN, 1, s->gate, &s->x);
 }
 
 loom_err wk_forward(const wk_model *m, const wk_batch *b, wk_scratch *s, float *logits)
@@ -190,6 +199,9 @@ loom_err wk_forward(const wk_model *m, const wk_batch *b, wk_scratch *s, float *
 	rc = scratch_reserve(s, T, max_ctx);
 	if (rc)
 		return rc;
+	rc = wk_lora_reserve(&s->lora, m, b);
+	if (rc)
+		return rc;
 
 	for (int q = 0; q < b->n_seqs; q++)
 		for (int t = b->seq_start[q]; t < b->seq_start[q + 1]; t++)
@@ -199,7 +211,7 @@ loom_err wk_forward(const wk_model *m, const wk_batch *b, wk_scratch *s, float *
 
 	for (int l = 0; l < c->n_layers; l++) {
 		attention_block(m, b, s, l, T);
-		mlp_block(m, s, l, T);
+		mlp_block(m, b, s, l, T);
 	}
 	for (int q = 0; q < b->n_seqs; q++)
 		b->kv[q]->len += b->seq_start[q + 1] - b->seq_start[q];
