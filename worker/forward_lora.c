@@ -69,8 +69,9 @@ static loom_err check_adapter(const loom_model_config *c, const ad_adapter *a, i
 			const ad_module *md = ad_mod(a, l, t);
 			if (md->rank < 0 || (md->rank > 0 && (!md->a || !md->bt)))
 				return loom_fail(LOOM_EINVAL, "wk_forward: segment %d: adapter \"%s\" "
-						 "layer %d %s: rank %d without weights", i,
-						 a->name, l, tname[t], md->rank);
+						 "layer %d %s: %s %d", i, a->name, l, tname[t],
+						 md->rank < 0 ? "negative rank" : "no weights for rank",
+						 md->rank);
 			used |= md->rank > 0;
 		}
 		if (used && (a->d_in[t] != din || a->d_out[t] != dout))
