@@ -1,20 +1,23 @@
 /*
- * worker/engine.c — the engine loop (see engine.h for the contract).
+ * worker/engine.c — the engine's inbox, request validation, adapters, thread
+ * and lifecycle (see engine.h for the contract; sched.c runs the
+ * iterations' admission, preemption, batch plan and sampling).
  *
  * Data: an inbox (singly linked command list, under mu) filled by any
- * thread; on the engine thread a FIFO of waiting sequences (no KV yet) and
- * an array of admitted ones (running[], admission order, each holding a
- * contiguous wk_kv of capacity prompt + max_tokens). The workload is tens of
- * running sequences and possibly thousands waiting, so running[] is scanned
- * every iteration and the waiting list only at admission / cancel.
+ * thread; on the engine thread a FIFO of waiting sequences (no KV blocks)
+ * and an array of admitted ones (running[], admission order, each holding
+ * blocks of its model's pool). The workload is tens of running sequences
+ * and possibly thousands waiting, so running[] is scanned every iteration
+ * and the waiting list at admission (until every model is blocked) and
+ * cancel. Adapters: a short list per model, looked up by name per SUBMIT.
  * All batch buffers are sized at create for max_seqs and max_batch_tokens:
- * a steady-state iteration allocates nothing but what wk_forward grows once.
+ * a steady-state iteration allocates nothing but a sequence's growing
+ * token list and what wk_forward grows once.
  */
-#include "engine.h"
+#include "engine_int.h"
 
 #include <inttypes.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,76 +25,7 @@
 
 #include "../common/alloc.h"
 #include "../common/log.h"
-#include "forward.h"
 #include "sample.h"
-
-enum { CMD_SUBMIT, CMD_CANCEL, CMD_CANCEL_OWNER };
-
-typedef struct cmd {
-	struct cmd *next;
-	int kind;
-	uint64_t req;         /* CANCEL */
-	uint64_t owner;       /* SUBMIT, CANCEL_OWNER */
-	loom_msg_submit sub;  /* SUBMIT: owns prompt_ids and stop_ids */
-} cmd;
-
-typedef struct seq {
-	struct seq *next;     /* waiting-list link */
-	loom_msg_submit sub;  /* owns prompt_ids and stop_ids */
-	uint64_t owner;
-	int model;            /* index into e->slots */
-	wk_kv *kv;            /* NULL while waiting */
-	uint32_t n_prefilled; /* prompt tokens already in kv */
-	uint32_t n_gen;       /* tokens generated so far */
-	uint32_t limit;       /* n_gen that ends it with LENGTH */
-	int32_t last;         /* last sampled id: the next decode's input */
-	uint8_t finish;       /* loom_finish once decided */
-	bool dead;            /* to be freed without an item (error, cancel) */
-} seq;
-
-typedef struct model_slot {
-	wk_model *m;          /* borrowed */
-	wk_scratch *scratch;
-	float *logits;        /* [max_seqs, vocab] */
-} model_slot;
-
-struct wk_engine {
-	model_slot *slots;    /* [n_models] */
-	int n_models;
-	int max_batch_tokens;
-	int max_seqs;
-	bool manual;
-	wk_emit_fn emit;
-	void *ctx;
-
-	/* shared: under mu */
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	cmd *inbox_head, *inbox_tail;
-	uint32_t inbox_submits;
-	uint64_t inbox_tokens;
-	bool stop;
-	loom_msg_stats snap;  /* published by the engine thread */
-	pthread_t thread;
-	bool has_thread;
-
-	/* engine thread only */
-	seq *wait_head, *wait_tail;
-	uint32_t n_waiting;
-	seq **running;        /* [max_seqs] */
-	int n_running;
-	uint32_t kv_total;    /* max_seqs * largest context */
-	int32_t *seq_start;   /* [max_seqs + 1] */
-	int32_t *tokens;      /* [max_batch_tokens + max_seqs] */
-	wk_kv **kvs;          /* [max_seqs] */
-	seq **bseq;           /* [max_seqs] sequences of the batch being run */
-	int32_t *bchunk;      /* [max_seqs] tokens each contributes */
-	loom_step_item *items;/* [max_seqs] */
-	int32_t *item_ids;    /* [max_seqs] one id per item */
-	void *sample_scratch;
-	double step_ms;
-	uint64_t steps, tokens_out;
-};
 
 /* ------------------------------------------------------------------ */
 /* helpers                                                             */
@@ -112,19 +46,32 @@ static void sub_fini(loom_msg_submit *s)
 	s->sampling.stop_ids = NULL;
 }
 
-static void seq_free(seq *s)
+static void adref_put(wk_engine *e, int mi, adref *r)
+{
+	if (!r || --r->refs > 0 || !r->retired)
+		return;
+	for (adref **pp = &e->slots[mi].adapters; *pp; pp = &(*pp)->next) {
+		if (*pp == r) {
+			*pp = r->next;
+			break;
+		}
+	}
+	ad_adapter_destroy(r->a);
+	loom_free(r);
+}
+
+void wk_engine_seq_free(wk_engine *e, seq *s)
 {
 	if (!s)
 		return;
-	wk_kv_destroy(s->kv);
+	wk_kv_fini(&s->kv);
+	adref_put(e, s->model, s->ad);
 	sub_fini(&s->sub);
+	loom_free(s->gen);
 	loom_free(s);
 }
 
-static void emit_error(wk_engine *e, uint64_t req, loom_err code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static void emit_error(wk_engine *e, uint64_t req, loom_err code, const char *fmt, ...)
+void wk_engine_emit_error(wk_engine *e, uint64_t req, loom_err code, const char *fmt, ...)
 {
 	char text[512];
 	va_list ap;
@@ -156,6 +103,40 @@ static int find_model(const wk_engine *e, const char *name)
 		if (!strcmp(e->slots[i].m->name, name))
 			return i;
 	return -1;
+}
+
+const wk_model *wk_engine_find_model(const wk_engine *e, const char *name)
+{
+	int mi = find_model(e, name);
+	return mi < 0 ? NULL : e->slots[mi].m;
+}
+
+static adref *find_adapter(const wk_engine *e, int mi, const char *name)
+{
+	for (adref *r = e->slots[mi].adapters; r; r = r->next)
+		if (!r->retired && !strcmp(r->a->name, name))
+			return r;
+	return NULL;
+}
+
+void wk_engine_wait_push_front(wk_engine *e, seq *s)
+{
+	s->next = e->wait_head;
+	e->wait_head = s;
+	if (!e->wait_tail)
+		e->wait_tail = s;
+	e->n_waiting++;
+}
+
+static void wait_push_back(wk_engine *e, seq *s)
+{
+	s->next = NULL;
+	if (e->wait_tail)
+		e->wait_tail->next = s;
+	else
+		e->wait_head = s;
+	e->wait_tail = s;
+	e->n_waiting++;
 }
 
 /* ------------------------------------------------------------------ */
@@ -246,6 +227,39 @@ void wk_engine_cancel_owner(wk_engine *e, uint64_t owner)
 	push_simple(e, CMD_CANCEL_OWNER, 0, owner);
 }
 
+loom_err wk_engine_add_adapter(wk_engine *e, const char *model_name, ad_adapter *a)
+{
+	int mi = find_model(e, model_name);
+	loom_err rc;
+	cmd *c;
+
+	if (!a)
+		return loom_fail(LOOM_EINVAL, "engine: no adapter given for model '%s'", model_name);
+	if (mi < 0) {
+		rc = loom_fail(LOOM_ENOTFOUND, "adapter %s: base model '%s' is not served by this "
+			       "worker", a->name, model_name);
+		goto out;
+	}
+	if (a->n_layers != e->slots[mi].m->cfg.n_layers) {
+		rc = loom_fail(LOOM_EINVAL, "adapter %s: %d layers, model '%s' has %d", a->name,
+			       a->n_layers, model_name, e->slots[mi].m->cfg.n_layers);
+		goto out;
+	}
+	c = loom_calloc(1, sizeof *c);
+	if (!c) {
+		rc = loom_fail(LOOM_ENOMEM, "adapter %s: out of memory queueing it", a->name);
+		goto out;
+	}
+	c->kind = CMD_ADAPTER;
+	c->model = mi;
+	c->ad = a;
+	inbox_push(e, c);
+	return LOOM_OK;
+out:
+	ad_adapter_destroy(a);
+	return rc;
+}
+
 void wk_engine_stats(wk_engine *e, loom_msg_stats *out)
 {
 	pthread_mutex_lock(&e->mu);
@@ -256,7 +270,7 @@ void wk_engine_stats(wk_engine *e, loom_msg_stats *out)
 }
 
 /* ------------------------------------------------------------------ */
-/* engine thread: drain, validate, cancel                              */
+/* engine thread: drain, validate, cancel, adapters                    */
 /* ------------------------------------------------------------------ */
 
 static bool is_live(const wk_engine *e, uint64_t req)
@@ -270,63 +284,84 @@ static bool is_live(const wk_engine *e, uint64_t req)
 	return false;
 }
 
+/* KV positions s can ever hold: the last sampled token is never fed. */
+static uint64_t max_positions(const loom_msg_submit *s, uint32_t limit)
+{
+	return (uint64_t)s->n_prompt + limit - 1;
+}
+
 /* Checks a request; on a problem emits ERROR and returns -1, else returns
- * the model index. */
-static int validate(wk_engine *e, const loom_msg_submit *s)
+ * the model index and sets *ad (NULL for the base model). */
+static int validate(wk_engine *e, const loom_msg_submit *s, adref **ad)
 {
 	const loom_sampling *sp = &s->sampling;
 	int mi = find_model(e, s->model);
 	const loom_model_config *c;
+	uint64_t slots;
+	uint32_t limit;
 
+	*ad = NULL;
 	if (mi < 0) {
-		emit_error(e, s->req, LOOM_ENOTFOUND, "model '%s' is not served by this worker",
-			   s->model);
+		wk_engine_emit_error(e, s->req, LOOM_ENOTFOUND,
+				     "model '%s' is not served by this worker", s->model);
 		return -1;
 	}
 	c = &e->slots[mi].m->cfg;
-	if (s->adapter[0]) {
-		emit_error(e, s->req, LOOM_EUNSUPPORTED, "adapters not supported yet");
+	if (s->adapter[0] && !(*ad = find_adapter(e, mi, s->adapter))) {
+		wk_engine_emit_error(e, s->req, LOOM_ENOTFOUND, "adapter %.*s is not loaded",
+				     LOOM_NAME_MAX - 1, s->adapter);
 		return -1;
 	}
 	if (s->n_prompt == 0) {
-		emit_error(e, s->req, LOOM_EINVAL, "empty prompt");
+		wk_engine_emit_error(e, s->req, LOOM_EINVAL, "empty prompt");
 		return -1;
 	}
 	for (uint32_t i = 0; i < s->n_prompt; i++) {
 		if (s->prompt_ids[i] < 0 || s->prompt_ids[i] >= c->vocab) {
-			emit_error(e, s->req, LOOM_EINVAL,
-				   "prompt token %" PRIu32 " is id %" PRId32
-				   ", outside the vocabulary of '%s' (0..%d)",
-				   i, s->prompt_ids[i], s->model, c->vocab - 1);
+			wk_engine_emit_error(e, s->req, LOOM_EINVAL,
+					     "prompt token %" PRIu32 " is id %" PRId32
+					     ", outside the vocabulary of '%s' (0..%d)",
+					     i, s->prompt_ids[i], s->model, c->vocab - 1);
 			return -1;
 		}
 	}
 	if ((uint64_t)s->n_prompt + sp->max_tokens > (uint64_t)c->max_ctx ||
 	    s->n_prompt >= (uint32_t)c->max_ctx) {
-		emit_error(e, s->req, LOOM_ERANGE,
-			   "prompt (%" PRIu32 " tokens) + max_tokens (%" PRIu32
-			   ") exceeds the context of '%s' (%d tokens)",
-			   s->n_prompt, sp->max_tokens, s->model, c->max_ctx);
+		wk_engine_emit_error(e, s->req, LOOM_ERANGE,
+				     "prompt (%" PRIu32 " tokens) + max_tokens (%" PRIu32
+				     ") exceeds the context of '%s' (%d tokens)",
+				     s->n_prompt, sp->max_tokens, s->model, c->max_ctx);
+		return -1;
+	}
+	limit = sp->max_tokens ? sp->max_tokens : (uint32_t)c->max_ctx - s->n_prompt;
+	slots = (uint64_t)wk_kvpool_n_blocks(e->slots[mi].pool) *
+		(uint64_t)wk_kvpool_block_size(e->slots[mi].pool);
+	if (max_positions(s, limit) > slots) {
+		wk_engine_emit_error(e, s->req, LOOM_ERANGE,
+				     "prompt (%" PRIu32 " tokens) + max_tokens (%" PRIu32
+				     ") needs %" PRIu64 " KV positions, more than the whole KV "
+				     "cache of '%s' (%" PRIu64 " positions; see --kv-blocks)",
+				     s->n_prompt, limit, max_positions(s, limit), s->model, slots);
 		return -1;
 	}
 	if (!(sp->temperature >= 0.0f) || !isfinite(sp->temperature)) {
-		emit_error(e, s->req, LOOM_EINVAL, "sampling.temperature %g must be >= 0",
-			   (double)sp->temperature);
+		wk_engine_emit_error(e, s->req, LOOM_EINVAL, "sampling.temperature %g must be >= 0",
+				     (double)sp->temperature);
 		return -1;
 	}
 	if (!(sp->top_p > 0.0f && sp->top_p <= 1.0f)) {
-		emit_error(e, s->req, LOOM_EINVAL, "sampling.top_p %g is outside (0, 1]",
-			   (double)sp->top_p);
+		wk_engine_emit_error(e, s->req, LOOM_EINVAL, "sampling.top_p %g is outside (0, 1]",
+				     (double)sp->top_p);
 		return -1;
 	}
 	if (sp->top_k < 0) {
-		emit_error(e, s->req, LOOM_EINVAL, "sampling.top_k %" PRId32 " is negative",
-			   sp->top_k);
+		wk_engine_emit_error(e, s->req, LOOM_EINVAL, "sampling.top_k %" PRId32
+				     " is negative", sp->top_k);
 		return -1;
 	}
 	if (is_live(e, s->req)) {
-		emit_error(e, s->req, LOOM_EEXIST, "request id %" PRIu64 " is already running",
-			   s->req);
+		wk_engine_emit_error(e, s->req, LOOM_EEXIST, "request id %" PRIu64
+				     " is already running", s->req);
 		return -1;
 	}
 	return mi;
@@ -334,7 +369,8 @@ static int validate(wk_engine *e, const loom_msg_submit *s)
 
 static void accept_submit(wk_engine *e, cmd *c)
 {
-	int mi = validate(e, &c->sub);
+	adref *ad;
+	int mi = validate(e, &c->sub, &ad);
 	const loom_model_config *cfg;
 	seq *s;
 
@@ -342,7 +378,8 @@ static void accept_submit(wk_engine *e, cmd *c)
 		return;
 	s = loom_calloc(1, sizeof *s);
 	if (!s) {
-		emit_error(e, c->sub.req, LOOM_ENOMEM, "worker out of memory queueing the request");
+		wk_engine_emit_error(e, c->sub.req, LOOM_ENOMEM,
+				     "worker out of memory queueing the request");
 		return;
 	}
 	cfg = &e->slots[mi].m->cfg;
@@ -350,14 +387,40 @@ static void accept_submit(wk_engine *e, cmd *c)
 	memset(&c->sub, 0, sizeof c->sub); /* arrays now belong to s */
 	s->owner = c->owner;
 	s->model = mi;
+	s->ad = ad;
+	if (ad)
+		ad->refs++;
+	wk_kv_init(&s->kv, e->slots[mi].pool);
 	s->limit = s->sub.sampling.max_tokens ? s->sub.sampling.max_tokens
 					      : (uint32_t)cfg->max_ctx - s->sub.n_prompt;
-	if (e->wait_tail)
-		e->wait_tail->next = s;
-	else
-		e->wait_head = s;
-	e->wait_tail = s;
-	e->n_waiting++;
+	wait_push_back(e, s);
+}
+
+static void accept_adapter(wk_engine *e, cmd *c)
+{
+	model_slot *ms = &e->slots[c->model];
+	adref *r = loom_calloc(1, sizeof *r), *old;
+
+	if (!r) {
+		/* no request to answer: the worker log is the only place */
+		LOOM_ERROR("engine: out of memory registering adapter %s; it is not loaded",
+			   c->ad->name);
+		ad_adapter_destroy(c->ad);
+		c->ad = NULL;
+		return;
+	}
+	old = find_adapter(e, c->model, c->ad->name);
+	r->a = c->ad;
+	c->ad = NULL;
+	r->next = ms->adapters;
+	ms->adapters = r;
+	if (old) {
+		old->retired = true;
+		old->refs++; /* put drops it now if no sequence holds it */
+		adref_put(e, c->model, old);
+	}
+	LOOM_INFO("engine: adapter %s of '%s' loaded (max rank %d, %zu bytes)%s", r->a->name,
+		  ms->m->name, r->a->max_rank, r->a->bytes, old ? ", replacing the old one" : "");
 }
 
 /* Removes from the waiting list every seq matching (req or owner); frees
@@ -380,7 +443,7 @@ static void cancel_waiting(wk_engine *e, int kind, uint64_t key)
 		e->n_waiting--;
 		if (kind == CMD_CANCEL)
 			emit_abort(e, s);
-		seq_free(s);
+		wk_engine_seq_free(e, s);
 	}
 }
 
@@ -392,7 +455,7 @@ static void compact_running(wk_engine *e)
 	for (int i = 0; i < e->n_running; i++) {
 		seq *s = e->running[i];
 		if (s->dead || s->finish != LOOM_FINISH_NONE)
-			seq_free(s);
+			wk_engine_seq_free(e, s);
 		else
 			e->running[k++] = s;
 	}
@@ -427,6 +490,8 @@ static void drain(wk_engine *e)
 		next = c->next;
 		if (c->kind == CMD_SUBMIT)
 			accept_submit(e, c);
+		else if (c->kind == CMD_ADAPTER)
+			accept_adapter(e, c);
 		else
 			cancel(e, c->kind, c->kind == CMD_CANCEL ? c->req : c->owner);
 		sub_fini(&c->sub);
@@ -434,160 +499,9 @@ static void drain(wk_engine *e)
 	}
 }
 
-static void admit(wk_engine *e)
-{
-	while (e->n_running < e->max_seqs && e->wait_head) {
-		seq *s = e->wait_head;
-		const wk_model *m = e->slots[s->model].m;
-		loom_err rc;
-
-		e->wait_head = s->next;
-		if (!e->wait_head)
-			e->wait_tail = NULL;
-		s->next = NULL;
-		e->n_waiting--;
-		rc = wk_kv_create(m, (int)(s->sub.n_prompt + s->limit), &s->kv);
-		if (rc) {
-			emit_error(e, s->sub.req, rc, "cannot allocate the KV cache: %s",
-				   loom_errmsg());
-			seq_free(s);
-			continue;
-		}
-		e->running[e->n_running++] = s;
-	}
-}
-
 /* ------------------------------------------------------------------ */
 /* engine thread: one iteration                                        */
 /* ------------------------------------------------------------------ */
-
-static bool is_stop(const wk_model *m, const seq *s, int32_t id)
-{
-	if (!s->sub.sampling.ignore_eos)
-		for (int i = 0; i < m->cfg.n_eos; i++)
-			if (m->cfg.eos_ids[i] == id)
-				return true;
-	for (uint32_t i = 0; i < s->sub.sampling.n_stop_ids; i++)
-		if (s->sub.sampling.stop_ids[i] == id)
-			return true;
-	return false;
-}
-
-/* Samples the next token of s from logits and records the item. */
-static void produce(wk_engine *e, seq *s, const float *logits, int *n_items)
-{
-	const wk_model *m = e->slots[s->model].m;
-	int32_t id = wk_sample(logits, m->cfg.vocab, &s->sub.sampling, s->n_gen,
-			       e->sample_scratch);
-	loom_step_item *it = &e->items[*n_items];
-
-	s->n_gen++;
-	e->tokens_out++;
-	s->last = id;
-	if (is_stop(m, s, id))
-		s->finish = LOOM_FINISH_STOP;
-	else if (s->n_gen >= s->limit)
-		s->finish = LOOM_FINISH_LENGTH;
-	e->item_ids[*n_items] = id;
-	it->req = s->sub.req;
-	it->n_ids = 1;
-	it->ids = &e->item_ids[*n_items];
-	it->finish = s->finish;
-	it->n_prompt = s->sub.n_prompt;
-	(*n_items)++;
-}
-
-/* Builds and runs model mi's batch; appends items. */
-static void run_model(wk_engine *e, int mi, int *n_items)
-{
-	model_slot *ms = &e->slots[mi];
-	int n = 0, T = 0, budget = e->max_batch_tokens;
-	wk_batch b;
-	loom_err rc;
-
-	for (int i = 0; i < e->n_running; i++) {
-		seq *s = e->running[i];
-		if (s->model == mi && s->n_prefilled == s->sub.n_prompt)
-			budget--;
-	}
-	if (budget < 0)
-		budget = 0;
-	for (int i = 0; i < e->n_running; i++) {
-		seq *s = e->running[i];
-		int chunk;
-
-		if (s->model != mi)
-			continue;
-		if (s->n_prefilled == s->sub.n_prompt) {
-			chunk = 1;
-			e->tokens[T] = s->last;
-		} else {
-			uint32_t left = s->sub.n_prompt - s->n_prefilled;
-			chunk = left < (uint32_t)budget ? (int)left : budget;
-			if (chunk == 0)
-				continue;
-			budget -= chunk;
-			memcpy(&e->tokens[T], s->sub.prompt_ids + s->n_prefilled,
-			       (size_t)chunk * sizeof *e->tokens);
-		}
-		e->seq_start[n] = T;
-		e->kvs[n] = s->kv;
-		e->bseq[n] = s;
-		e->bchunk[n] = chunk;
-		T += chunk;
-		n++;
-	}
-	if (n == 0)
-		return;
-	e->seq_start[n] = T;
-	b = (wk_batch){ .n_seqs = n, .seq_start = e->seq_start, .tokens = e->tokens,
-			.kv = e->kvs, .all_logits = 0 };
-	rc = wk_forward(ms->m, &b, ms->scratch, ms->logits);
-	if (rc) {
-		char why[256];
-		snprintf(why, sizeof why, "%s", loom_errmsg());
-		LOOM_ERROR("engine: forward of %d sequences on '%s' failed: %s: %s", n,
-			   ms->m->name, loom_strerror(rc), why);
-		for (int i = 0; i < n; i++) {
-			e->bseq[i]->dead = true;
-			emit_error(e, e->bseq[i]->sub.req, rc, "forward pass failed: %s", why);
-		}
-		return;
-	}
-	for (int i = 0; i < n; i++) {
-		seq *s = e->bseq[i];
-		if (s->n_prefilled < s->sub.n_prompt) {
-			s->n_prefilled += (uint32_t)e->bchunk[i];
-			if (s->n_prefilled < s->sub.n_prompt)
-				continue;
-		}
-		produce(e, s, ms->logits + (size_t)i * ms->m->cfg.vocab, n_items);
-	}
-}
-
-static void publish_stats(wk_engine *e)
-{
-	loom_msg_stats st = { 0 };
-	uint64_t used = 0;
-
-	st.queued = e->n_waiting;
-	st.running = (uint32_t)e->n_running;
-	for (const seq *s = e->wait_head; s; s = s->next)
-		st.queued_tokens += s->sub.n_prompt;
-	for (int i = 0; i < e->n_running; i++) {
-		const seq *s = e->running[i];
-		st.queued_tokens += s->sub.n_prompt - s->n_prefilled;
-		used += (uint64_t)s->kv->capacity;
-	}
-	st.kv_total = e->kv_total;
-	st.kv_free = used >= e->kv_total ? 0 : e->kv_total - (uint32_t)used;
-	st.step_ms = (float)e->step_ms;
-	st.steps = e->steps;
-	st.tokens_out = e->tokens_out;
-	pthread_mutex_lock(&e->mu);
-	e->snap = st;
-	pthread_mutex_unlock(&e->mu);
-}
 
 static int iterate(wk_engine *e)
 {
@@ -595,11 +509,11 @@ static int iterate(wk_engine *e)
 	double t0;
 
 	drain(e);
-	admit(e);
+	wk_sched_admit(e);
 	if (e->n_running > 0) {
 		t0 = now_ms();
 		for (int mi = 0; mi < e->n_models; mi++)
-			run_model(e, mi, &n_items);
+			wk_sched_run_model(e, mi, &n_items);
 		if (n_items > 0) {
 			loom_msg m = { .type = LOOM_MSG_STEP };
 			m.u.step.n_items = (uint32_t)n_items;
@@ -611,7 +525,7 @@ static int iterate(wk_engine *e)
 		e->step_ms = e->steps ? 0.8 * e->step_ms + 0.2 * ms : ms;
 		e->steps++;
 	}
-	publish_stats(e);
+	wk_sched_publish_stats(e);
 	return (int)e->n_waiting + e->n_running;
 }
 
@@ -644,13 +558,60 @@ static void *engine_main(void *arg)
 /* create / destroy                                                    */
 /* ------------------------------------------------------------------ */
 
+int wk_engine_default_kv_blocks(const wk_model *m, int max_seqs, int kv_mb)
+{
+	const loom_model_config *c = &m->cfg;
+	uint64_t per = wk_kv_bytes_per_position(c), bs = WK_KV_BLOCK;
+	uint64_t ctx_blocks = ((uint64_t)c->max_ctx + bs - 1) / bs, blocks;
+
+	if (kv_mb > 0) {
+		blocks = ((uint64_t)kv_mb << 20) / (per * bs);
+	} else {
+		uint64_t cap = m->arena_bytes > ((uint64_t)256 << 20) ? m->arena_bytes
+								      : (uint64_t)256 << 20;
+		blocks = (uint64_t)(max_seqs > 0 ? max_seqs : 64) * ctx_blocks;
+		if (blocks * bs * per > cap)
+			blocks = cap / (bs * per);
+		if (blocks < ctx_blocks)
+			blocks = ctx_blocks;
+	}
+	if (blocks < 1)
+		blocks = 1;
+	return blocks > (uint64_t)INT32_MAX / bs ? INT32_MAX / WK_KV_BLOCK : (int)blocks;
+}
+
+static loom_err create_slot(wk_engine *e, model_slot *ms, wk_model *m, const wk_engine_opts *o)
+{
+	int blocks = o && o->kv_blocks > 0
+			     ? o->kv_blocks
+			     : wk_engine_default_kv_blocks(m, e->max_seqs, o ? o->kv_mb : 0);
+	loom_err rc;
+
+	ms->m = m;
+	if ((rc = wk_scratch_create(m, &ms->scratch)))
+		return rc;
+	if ((rc = wk_kvpool_create(m, blocks, WK_KV_BLOCK, &ms->pool))) {
+		char why[256];
+		snprintf(why, sizeof why, "%s", loom_errmsg());
+		return loom_fail(rc, "engine: KV cache of '%s': %s", m->name, why);
+	}
+	ms->logits = loom_malloc((size_t)e->max_seqs * (size_t)m->cfg.vocab * sizeof(float));
+	if (!ms->logits)
+		return loom_fail(LOOM_ENOMEM, "engine: out of memory for the logits of '%s'",
+				 m->name);
+	LOOM_INFO("engine: '%s': KV cache of %d blocks x %d positions (%zu MiB)", m->name, blocks,
+		  WK_KV_BLOCK,
+		  (size_t)blocks * WK_KV_BLOCK * wk_kv_bytes_per_position(&m->cfg) >> 20);
+	return LOOM_OK;
+}
+
 loom_err wk_engine_create(wk_model *const *models, int n_models, const wk_engine_opts *opts,
 			  wk_emit_fn emit, void *ctx, wk_engine **out)
 {
 	wk_engine *e = NULL;
 	loom_err rc = LOOM_OK;
 	size_t sample_bytes = 0;
-	int max_ctx = 0, max_vocab = 0;
+	size_t ms;
 
 	*out = NULL;
 	if (n_models <= 0 || !emit)
@@ -670,45 +631,35 @@ loom_err wk_engine_create(wk_model *const *models, int n_models, const wk_engine
 	e->ctx = ctx;
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);
-	e->n_models = n_models;
 	e->slots = loom_calloc((size_t)n_models, sizeof *e->slots);
 	if (!e->slots)
 		goto nomem;
+	e->n_models = n_models;
 	for (int i = 0; i < n_models; i++) {
-		model_slot *ms = &e->slots[i];
-		const loom_model_config *c = &models[i]->cfg;
-		ms->m = models[i];
-		if ((rc = wk_scratch_create(ms->m, &ms->scratch)))
+		if ((rc = create_slot(e, &e->slots[i], models[i], opts)))
 			goto out;
-		ms->logits = loom_malloc((size_t)e->max_seqs * (size_t)c->vocab * sizeof(float));
-		if (!ms->logits)
-			goto nomem;
-		if (c->max_ctx > max_ctx)
-			max_ctx = c->max_ctx;
-		if (c->vocab > max_vocab)
-			max_vocab = c->vocab;
-		if (wk_sample_scratch_bytes(c->vocab) > sample_bytes)
-			sample_bytes = wk_sample_scratch_bytes(c->vocab);
+		if (wk_sample_scratch_bytes(models[i]->cfg.vocab) > sample_bytes)
+			sample_bytes = wk_sample_scratch_bytes(models[i]->cfg.vocab);
 	}
-	{
-		uint64_t total = (uint64_t)e->max_seqs * (uint64_t)max_ctx;
-		e->kv_total = total > UINT32_MAX ? UINT32_MAX : (uint32_t)total;
-	}
-	e->running = loom_calloc((size_t)e->max_seqs, sizeof *e->running);
-	e->seq_start = loom_calloc((size_t)e->max_seqs + 1, sizeof *e->seq_start);
-	e->tokens = loom_calloc((size_t)e->max_batch_tokens + (size_t)e->max_seqs,
-				sizeof *e->tokens);
-	e->kvs = loom_calloc((size_t)e->max_seqs, sizeof *e->kvs);
-	e->bseq = loom_calloc((size_t)e->max_seqs, sizeof *e->bseq);
-	e->bchunk = loom_calloc((size_t)e->max_seqs, sizeof *e->bchunk);
-	e->items = loom_calloc((size_t)e->max_seqs, sizeof *e->items);
-	e->item_ids = loom_calloc((size_t)e->max_seqs, sizeof *e->item_ids);
+	ms = (size_t)e->max_seqs;
+	e->running = loom_calloc(ms, sizeof *e->running);
+	e->seq_start = loom_calloc(ms + 1, sizeof *e->seq_start);
+	e->tokens = loom_calloc((size_t)e->max_batch_tokens + ms, sizeof *e->tokens);
+	e->kvs = loom_calloc(ms, sizeof *e->kvs);
+	e->bseq = loom_calloc(ms, sizeof *e->bseq);
+	e->bchunk = loom_calloc(ms, sizeof *e->bchunk);
+	e->pseq = loom_calloc(ms, sizeof *e->pseq);
+	e->pchunk = loom_calloc(ms, sizeof *e->pchunk);
+	e->seg_start = loom_calloc(ms + 1, sizeof *e->seg_start);
+	e->seg_ad = loom_calloc(ms, sizeof *e->seg_ad);
+	e->items = loom_calloc(ms, sizeof *e->items);
+	e->item_ids = loom_calloc(ms, sizeof *e->item_ids);
 	e->sample_scratch = loom_malloc(sample_bytes ? sample_bytes : 1);
 	if (!e->running || !e->seq_start || !e->tokens || !e->kvs || !e->bseq || !e->bchunk ||
-	    !e->items || !e->item_ids || !e->sample_scratch)
+	    !e->pseq || !e->pchunk || !e->seg_start || !e->seg_ad || !e->items || !e->item_ids ||
+	    !e->sample_scratch)
 		goto nomem;
-	e->snap.kv_total = e->kv_total;
-	e->snap.kv_free = e->kv_total;
+	wk_sched_publish_stats(e);
 	if (!e->manual) {
 		int err = pthread_create(&e->thread, NULL, engine_main, e);
 		if (err) {
@@ -744,18 +695,27 @@ void wk_engine_destroy(wk_engine *e)
 	for (c = e->inbox_head; c; c = next) {
 		next = c->next;
 		sub_fini(&c->sub);
+		ad_adapter_destroy(c->ad);
 		loom_free(c);
 	}
 	while (e->wait_head) {
 		seq *s = e->wait_head;
 		e->wait_head = s->next;
-		seq_free(s);
+		wk_engine_seq_free(e, s);
 	}
 	for (int i = 0; i < e->n_running; i++)
-		seq_free(e->running[i]);
+		wk_engine_seq_free(e, e->running[i]);
 	for (int i = 0; e->slots && i < e->n_models; i++) {
-		wk_scratch_destroy(e->slots[i].scratch);
-		loom_free(e->slots[i].logits);
+		model_slot *ms = &e->slots[i];
+		while (ms->adapters) {
+			adref *r = ms->adapters;
+			ms->adapters = r->next;
+			ad_adapter_destroy(r->a);
+			loom_free(r);
+		}
+		wk_scratch_destroy(ms->scratch);
+		wk_kvpool_destroy(ms->pool);
+		loom_free(ms->logits);
 	}
 	loom_free(e->slots);
 	loom_free(e->running);
@@ -764,6 +724,10 @@ void wk_engine_destroy(wk_engine *e)
 	loom_free(e->kvs);
 	loom_free(e->bseq);
 	loom_free(e->bchunk);
+	loom_free(e->pseq);
+	loom_free(e->pchunk);
+	loom_free(e->seg_start);
+	loom_free(e->seg_ad);
 	loom_free(e->items);
 	loom_free(e->item_ids);
 	loom_free(e->sample_scratch);

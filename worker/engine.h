@@ -2,21 +2,36 @@
  * worker/engine.h — the worker's engine loop: continuous batching of
  * requests over the resident models.
  *
- * Owns: every sequence's state (queue, KV cache, generated tokens) on one
- * engine thread. Each iteration drains the inbox (SUBMIT / CANCEL from any
- * thread), admits waiting requests up to max_seqs, builds one wk_batch per
- * model — every running decode (1 token) plus prefill chunks of prefilling
- * sequences in arrival order up to max_batch_tokens in all (chunked prefill)
- * — runs wk_forward, samples each sequence whose prompt is complete
- * (position = tokens generated so far, the request's seed), emits one STEP
- * with an item per sequence that produced a token or finished, and retires
- * finished sequences. An idle engine sleeps on a condition variable.
+ * Owns: every sequence's state (queue, paged KV, generated tokens) and the
+ * loaded adapters, on one engine thread. Each iteration drains the inbox
+ * (SUBMIT / CANCEL / new adapters from any thread), admits waiting requests
+ * (FIFO per model, up to max_seqs in all, each only when the free blocks of
+ * its model's KV pool hold its whole pending context), builds one wk_batch
+ * per model — every running decode (1 token) plus prefill chunks in
+ * admission order up to max_batch_tokens in all (chunked prefill) — with
+ * blocks reserved first (wk_kv_reserve), runs wk_forward, samples each
+ * sequence whose context is complete (position = tokens generated so far,
+ * the request's seed), emits one STEP with an item per sequence that
+ * produced a token or finished, and retires finished sequences. An idle
+ * engine sleeps on a condition variable.
+ *
+ * KV: one pool per model of kv_blocks blocks of WK_KV_BLOCK positions. When
+ * a reservation fails, the most recently admitted running sequence of that
+ * model is preempted by recompute (vLLM's policy): its blocks are released
+ * and it goes back to the front of the waiting queue; readmitted, it
+ * prefills prompt + generated tokens again and samples on at the same output
+ * position (same seed stream), so its tokens do not change. Nothing fails
+ * because the cache is full.
+ * Batch plan: the scheduled sequences are ordered by adapter (base-only is
+ * one group; groups in order of first appearance, admission order inside a
+ * group) and wk_batch's segments name each group's adapter.
  *
  * Requests are validated when drained; a bad one gets an ERROR{req} (which
- * ends it): unknown model (ENOTFOUND), an adapter (EUNSUPPORTED), empty
- * prompt or a token id outside the vocab or bad sampling values (EINVAL),
- * prompt + max_tokens over the context (ERANGE), a req id already live
- * (EEXIST). max_tokens 0 means "until the context is full".
+ * ends it): unknown model or adapter (ENOTFOUND, "adapter X is not loaded"),
+ * empty prompt or a token id outside the vocab or bad sampling values
+ * (EINVAL), prompt + max_tokens over the context or more KV positions than
+ * the model's whole pool (ERANGE), a req id already live (EEXIST).
+ * max_tokens 0 means "until the context is full".
  * Finish: STOP when the sampled id is an EOS id of the model (unless
  * ignore_eos) or one of stop_ids (that id is the item's last id); LENGTH at
  * max_tokens or a full context; ABORT (empty item) when canceled by req.
@@ -24,8 +39,8 @@
  * Must not: touch sockets or encode bytes (the emit callback does, see
  * worker/link.h), or load models (the caller lends them).
  *
- * Threads: wk_engine_submit/cancel/cancel_owner/stats are safe from any
- * thread and never wait for an iteration. The emit callback runs on the
+ * Threads: wk_engine_submit/cancel/cancel_owner/stats/add_adapter/
+ * find_model are safe from any thread and never wait for an iteration. The emit callback runs on the
  * engine thread (or, in manual mode, on the thread calling wk_engine_step),
  * outside the engine's lock; the message it gets is valid only during the
  * call.
@@ -37,6 +52,7 @@
 #include <stdint.h>
 
 #include "../common/err.h"
+#include "../adapters/adapter.h"
 #include "../common/proto.h"
 #include "model.h"
 
@@ -45,6 +61,12 @@ typedef struct wk_engine wk_engine;
 typedef struct wk_engine_opts {
 	int max_batch_tokens; /* tokens per model batch per iteration; 0 = 256 */
 	int max_seqs;         /* admitted (KV-holding) sequences; 0 = 64 */
+	int kv_blocks;        /* KV blocks per model (WK_KV_BLOCK positions each);
+				 0 = from kv_mb */
+	int kv_mb;            /* KV MiB per model when kv_blocks is 0; 0 = the
+				 default: max_seqs full contexts, capped at
+				 max(model weight bytes, 256 MiB), never below one
+				 full context (wk_engine_default_kv_blocks) */
 	bool manual;          /* no thread: the caller drives wk_engine_step (tests) */
 } wk_engine_opts;
 
@@ -80,7 +102,28 @@ void wk_engine_cancel(wk_engine *e, uint64_t req);
  * peer is gone). Cheap and non-blocking: safe in an nng pipe callback. */
 void wk_engine_cancel_owner(wk_engine *e, uint64_t owner);
 
-/* A snapshot of the engine's counters for STATS. */
+/*
+ * Makes adapter a (validated for model_name's config by ad_adapter_load)
+ * available to SUBMITs naming model_name and a->name, from the next
+ * iteration on. Takes ownership of a in every case (destroyed on failure).
+ * A name already loaded for that model is replaced for new requests; the
+ * old adapter stays alive until its last sequence finishes. Errors:
+ * LOOM_ENOTFOUND (no such model), LOOM_EINVAL (a->n_layers differs from the
+ * model's), LOOM_ENOMEM. Safe from any thread.
+ */
+loom_err wk_engine_add_adapter(wk_engine *e, const char *model_name, ad_adapter *a);
+
+/* The served model called name, or NULL (borrowed; models outlive the
+ * engine and never change). Safe from any thread. */
+const wk_model *wk_engine_find_model(const wk_engine *e, const char *name);
+
+/* The default pool size of wk_engine_opts for model m: blocks for max_seqs
+ * full contexts, capped at max(weight bytes, 256 MiB) of KV, at least one
+ * full context. kv_mb > 0 asks for that many MiB instead. */
+int wk_engine_default_kv_blocks(const wk_model *m, int max_seqs, int kv_mb);
+
+/* A snapshot of the engine's counters for STATS (kv_free / kv_total: token
+ * slots, i.e. blocks x WK_KV_BLOCK, summed over the models). */
 void wk_engine_stats(wk_engine *e, loom_msg_stats *out);
 
 /*

@@ -338,8 +338,8 @@ static void test_errors(void **state)
 	submit(21, "stories260k", "some-lora", once_upon, 5, 4, false);
 	collect(21, &r, NULL);
 	assert_true(r.error);
-	assert_int_equal(r.err_code, LOOM_EUNSUPPORTED);
-	assert_string_equal(r.err, "adapters not supported yet");
+	assert_int_equal(r.err_code, LOOM_ENOTFOUND);
+	assert_string_equal(r.err, "adapter some-lora is not loaded");
 
 	submit(22, "stories260k", "", bad, 2, 4, false);
 	collect(22, &r, NULL);

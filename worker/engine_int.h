@@ -1,0 +1,142 @@
+/*
+ * worker/engine_int.h — the engine's state, shared by engine.c (inbox,
+ * requests, adapters, lifecycle) and sched.c (admission, preemption, batch
+ * plan, forward, sampling). Nothing outside worker/engine.c and
+ * worker/sched.c includes it.
+ *
+ * Threads: fields under "shared" are guarded by mu; everything else belongs
+ * to the engine thread (or the caller of wk_engine_step in manual mode).
+ */
+#ifndef WK_ENGINE_INT_H
+#define WK_ENGINE_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../adapters/adapter.h"
+#include "engine.h"
+#include "forward.h"
+#include "kv.h"
+
+enum { CMD_SUBMIT, CMD_CANCEL, CMD_CANCEL_OWNER, CMD_ADAPTER };
+
+typedef struct cmd {
+	struct cmd *next;
+	int kind;
+	uint64_t req;         /* CANCEL */
+	uint64_t owner;       /* SUBMIT, CANCEL_OWNER */
+	loom_msg_submit sub;  /* SUBMIT: owns prompt_ids and stop_ids */
+	int model;            /* ADAPTER: index into slots */
+	ad_adapter *ad;       /* ADAPTER: owned until the engine thread takes it */
+} cmd;
+
+/* A loaded adapter of one model. refs counts live sequences (waiting or
+ * running) that use it; a retired one (replaced by a newer adapter of the
+ * same name) is found by no new request and freed when refs drops to 0. */
+typedef struct adref {
+	struct adref *next;
+	ad_adapter *a;        /* owned */
+	int refs;
+	bool retired;
+} adref;
+
+/*
+ * A request. Its context is prompt ++ gen[0 .. n_gen); kv holds the first
+ * kv.len positions of it. Pending tokens (n_ctx - kv.len) are what the next
+ * forwards must feed: the prompt (in chunks), then one token per decode
+ * step (the last sampled one). Preemption releases kv (kv.len = 0), so the
+ * whole context is prefilled again; sampling goes on at position n_gen.
+ */
+typedef struct seq {
+	struct seq *next;     /* waiting-list link */
+	loom_msg_submit sub;  /* owns prompt_ids and stop_ids */
+	uint64_t owner;
+	int model;            /* index into e->slots */
+	adref *ad;            /* NULL = base model; holds one ref */
+	wk_kv kv;             /* bound to the model's pool; no blocks while waiting */
+	int32_t *gen;         /* [cap_gen] tokens generated so far */
+	uint32_t cap_gen;
+	uint32_t n_gen;
+	uint32_t limit;       /* n_gen that ends it with LENGTH */
+	uint32_t n_preempted; /* times it lost its KV */
+	uint8_t finish;       /* loom_finish once decided */
+	bool dead;            /* to be freed without an item (error, cancel) */
+} seq;
+
+static inline uint32_t seq_ctx(const seq *s)
+{
+	return s->sub.n_prompt + s->n_gen;
+}
+
+static inline int32_t seq_token(const seq *s, uint32_t i)
+{
+	return i < s->sub.n_prompt ? s->sub.prompt_ids[i] : s->gen[i - s->sub.n_prompt];
+}
+
+typedef struct model_slot {
+	wk_model *m;          /* borrowed */
+	wk_scratch *scratch;
+	wk_kvpool *pool;      /* this model's KV blocks */
+	float *logits;        /* [max_seqs, vocab] */
+	adref *adapters;      /* loaded adapters, newest first (retired ones too) */
+	bool blocked;         /* admission: a waiting seq of this model did not fit */
+	int pledged;          /* admission: blocks promised this iteration */
+} model_slot;
+
+struct wk_engine {
+	model_slot *slots;    /* [n_models] */
+	int n_models;
+	int max_batch_tokens;
+	int max_seqs;
+	bool manual;
+	wk_emit_fn emit;
+	void *ctx;
+
+	/* shared: under mu */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	cmd *inbox_head, *inbox_tail;
+	uint32_t inbox_submits;
+	uint64_t inbox_tokens;
+	bool stop;
+	loom_msg_stats snap;  /* published by the engine thread */
+	pthread_t thread;
+	bool has_thread;
+
+	/* engine thread only */
+	seq *wait_head, *wait_tail;
+	uint32_t n_waiting;
+	seq **running;        /* [max_seqs], admission order (oldest first) */
+	int n_running;
+	/* the batch being built (one model at a time) */
+	int32_t *seq_start;   /* [max_seqs + 1] */
+	int32_t *tokens;      /* [max_batch_tokens + max_seqs] */
+	wk_kv **kvs;          /* [max_seqs] */
+	seq **bseq;           /* [max_seqs] scheduled, running order */
+	int32_t *bchunk;      /* [max_seqs] tokens each contributes */
+	seq **pseq;           /* [max_seqs] the batch plan: bseq grouped by adapter */
+	int32_t *pchunk;      /* [max_seqs] */
+	int32_t *seg_start;   /* [max_seqs + 1] */
+	const ad_adapter **seg_ad; /* [max_seqs] */
+	loom_step_item *items;/* [max_seqs] */
+	int32_t *item_ids;    /* [max_seqs] one id per item */
+	void *sample_scratch;
+	double step_ms;
+	uint64_t steps, tokens_out, preemptions;
+};
+
+/* engine.c */
+void wk_engine_emit_error(wk_engine *e, uint64_t req, loom_err code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Frees s: its blocks, its adapter ref, its arrays. */
+void wk_engine_seq_free(wk_engine *e, seq *s);
+void wk_engine_wait_push_front(wk_engine *e, seq *s);
+
+/* sched.c: one iteration's admission and model batches */
+void wk_sched_admit(wk_engine *e);
+/* Schedules, runs and samples model mi's batch; appends STEP items. */
+void wk_sched_run_model(wk_engine *e, int mi, int *n_items);
+void wk_sched_publish_stats(wk_engine *e);
+
+#endif
