@@ -1,7 +1,8 @@
 /*
  * worker/link.c — nng pair1 link to the gateway (see link.h).
  *
- * Threads: the receive thread (decode, dispatch, answer PINGs), the engine
+ * Threads: the receive thread (decode, dispatch, answer PINGs, load
+ * adapters: a slow load delays the next message, never the engine), the engine
  * thread (wk_link_emit), and nng's own threads (pipe callbacks, which only
  * log and queue a cancel). nng sockets are thread-safe, so both senders
  * share the socket without a lock.
@@ -18,6 +19,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/pair1/pair.h>
 
+#include "../adapters/adapter.h"
 #include "../common/alloc.h"
 #include "../common/log.h"
 
@@ -82,6 +84,53 @@ static void answer_ping(wk_link *l, wk_engine *e, uint64_t seq)
 	send_msg(l, &s);
 }
 
+static void send_error(wk_link *l, uint64_t req, loom_err code, const char *text)
+{
+	loom_msg err = { .type = LOOM_MSG_ERROR };
+
+	err.u.error.req = req;
+	err.u.error.code = code;
+	err.u.error.message = (char *)text;
+	send_msg(l, &err);
+}
+
+/* Loads and validates the adapter here, on the receive thread (the engine
+ * goes on stepping meanwhile), then hands it to the engine. A failure is an
+ * ERROR{req 0} "adapter NAME: reason"; the worker keeps serving. */
+static void load_adapter(wk_link *l, wk_engine *e, const loom_msg_adapter *a)
+{
+	const wk_model *base = wk_engine_find_model(e, a->base_model);
+	ad_adapter *ad = NULL;
+	char text[768];
+	loom_err rc;
+
+	if (!base) {
+		rc = LOOM_ENOTFOUND;
+		snprintf(text, sizeof text, "adapter %s: base model '%s' is not served by this worker",
+			 a->name, a->base_model);
+		goto fail;
+	}
+	rc = ad_adapter_load(a->path, a->name, &base->cfg, &ad);
+	if (!rc)
+		rc = wk_engine_add_adapter(e, a->base_model, ad); /* takes ad */
+	if (rc) {
+		const char *why = loom_errmsg();
+		size_t n = strlen(a->name);
+		/* engine messages already start with "adapter NAME: " */
+		if (!strncmp(why, "adapter ", 8) && !strncmp(why + 8, a->name, n) &&
+		    !strncmp(why + 8 + n, ": ", 2))
+			snprintf(text, sizeof text, "%s", why);
+		else
+			snprintf(text, sizeof text, "adapter %s: %s", a->name, why);
+		goto fail;
+	}
+	LOOM_INFO("link: adapter %s of '%s' loaded from %s", a->name, a->base_model, a->path);
+	return;
+fail:
+	LOOM_WARN("link: %s", text);
+	send_error(l, 0, rc, text);
+}
+
 static void dispatch(wk_link *l, wk_engine *e, const void *body, size_t len, uint32_t pipe)
 {
 	loom_msg m;
@@ -95,13 +144,11 @@ static void dispatch(wk_link *l, wk_engine *e, const void *body, size_t len, uin
 	switch (m.type) {
 	case LOOM_MSG_SUBMIT:
 		rc = wk_engine_submit_from(e, &m.u.submit, pipe);
-		if (rc) {
-			loom_msg err = { .type = LOOM_MSG_ERROR };
-			err.u.error.req = m.u.submit.req;
-			err.u.error.code = rc;
-			err.u.error.message = (char *)loom_errmsg();
-			send_msg(l, &err);
-		}
+		if (rc)
+			send_error(l, m.u.submit.req, rc, loom_errmsg());
+		break;
+	case LOOM_MSG_ADAPTER:
+		load_adapter(l, e, &m.u.adapter);
 		break;
 	case LOOM_MSG_CANCEL:
 		wk_engine_cancel(e, m.u.cancel.req);
@@ -110,7 +157,8 @@ static void dispatch(wk_link *l, wk_engine *e, const void *body, size_t len, uin
 		answer_ping(l, e, m.u.ping.seq);
 		break;
 	default:
-		LOOM_WARN("link: ignored a %s message (a worker takes SUBMIT, CANCEL and PING)",
+		LOOM_WARN("link: ignored a %s message (a worker takes SUBMIT, CANCEL, PING and "
+			  "ADAPTER)",
 			  loom_msg_type_name(m.type));
 		break;
 	}

@@ -3,13 +3,18 @@
  *
  * Owns: one pair1 socket listening on the worker's URL (ipc:// or tcp://;
  * the gateway dials and redials), a receive thread that decodes each
- * message (common/proto.h) and hands SUBMIT / CANCEL to the engine, and
- * answers every PING with HELLO (ping_seq = the PING's seq) then STATS.
+ * message (common/proto.h) and hands SUBMIT / CANCEL to the engine,
+ * answers every PING with HELLO (ping_seq = the PING's seq) then STATS, and
+ * loads each ADAPTER (ad_adapter_load for the named base model's config,
+ * on the receive thread) into the engine (wk_engine_add_adapter); a failed
+ * one is answered by ERROR{req 0, code, "adapter NAME: reason"} and the
+ * worker keeps serving.
  * When the gateway's pipe goes away (REM_POST) every request that came
  * through that pipe is canceled. A malformed message is logged (one line)
  * and ignored. NNG_OPT_RECVMAXSZ is 64 MiB.
- * Must not: know about models or batching (the engine does), or block in
- * an nng pipe callback.
+ * Must not: know about batching (the engine does; models only through
+ * wk_engine_find_model, for an adapter's base config), or block in an nng
+ * pipe callback.
  *
  * Lifecycle: wk_link_create (listens) -> wk_engine_create(..., wk_link_emit,
  * link, ...) -> wk_link_start(link, engine) -> ... -> wk_link_stop (closes

@@ -4,6 +4,7 @@
  *
  *   loom-worker --listen URL --model [NAME=]DIR [--model ...] [--id NAME]
  *               [--threads N] [--max-batch-tokens N] [--max-seqs N]
+ *               [--kv-blocks N | --kv-mb N]
  *
  * Exit: 0 after a signal, 1 when a model or the listen address fails,
  * 2 on bad flags.
@@ -29,7 +30,31 @@
 
 static const char usage[] =
 	"usage: loom-worker --listen URL --model [NAME=]DIR [--model ...] [--id NAME] "
-	"[--threads N] [--max-batch-tokens N] [--max-seqs N]\n";
+	"[--threads N] [--max-batch-tokens N] [--max-seqs N] [--kv-blocks N | --kv-mb N]\n";
+
+static const char help[] =
+	"\n"
+	"Serves LLaMA-family models to a loom-gateway over nng pair1 (CPU backend).\n"
+	"\n"
+	"  --listen URL            ipc:// or tcp:// address the gateway dials (required)\n"
+	"  --model [NAME=]DIR      a Hugging Face model folder; NAME defaults to the folder's\n"
+	"                          name (repeatable, up to 16)\n"
+	"  --id NAME               worker id reported in HELLO (default worker-PID)\n"
+	"  --threads N             OpenBLAS threads (default 1)\n"
+	"  --max-batch-tokens N    tokens per model per iteration: every decode plus prefill\n"
+	"                          chunks up to this budget (default 256)\n"
+	"  --max-seqs N            sequences holding KV at once, all models (default 64)\n"
+	"  --kv-blocks N           paged KV cache: N blocks of 16 positions per model\n"
+	"  --kv-mb N               paged KV cache: N MiB per model (when --kv-blocks is not\n"
+	"                          given). Default: room for max-seqs full contexts, capped at\n"
+	"                          the model's weight size (at least 256 MiB), never less than\n"
+	"                          one full context. When the cache is full the newest running\n"
+	"                          sequence is preempted and recomputed later; a request that\n"
+	"                          needs more than the whole cache is refused (ERANGE).\n"
+	"\n"
+	"Adapters arrive from the gateway (ADAPTER messages: a PEFT folder per base model).\n"
+	"Exit status: 0 after SIGINT/SIGTERM, 1 when a model or the address fails, 2 on bad\n"
+	"flags.\n";
 
 typedef struct args {
 	const char *listen;
@@ -37,6 +62,8 @@ typedef struct args {
 	int threads;
 	int max_batch_tokens;
 	int max_seqs;
+	int kv_blocks;
+	int kv_mb;
 	int n_models;
 	char names[MAX_MODELS][LOOM_NAME_MAX];
 	const char *dirs[MAX_MODELS];
@@ -116,6 +143,8 @@ static int parse_args(int argc, char **argv, args *a)
 		{ "threads", required_argument, NULL, 't' },
 		{ "max-batch-tokens", required_argument, NULL, 'b' },
 		{ "max-seqs", required_argument, NULL, 's' },
+		{ "kv-blocks", required_argument, NULL, 'k' },
+		{ "kv-mb", required_argument, NULL, 'K' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -142,8 +171,18 @@ static int parse_args(int argc, char **argv, args *a)
 			if (parse_int(optarg, 1, 65536, &a->max_seqs))
 				return bad_usage("--max-seqs '%s' is not an integer in 1..65536", optarg);
 			break;
+		case 'k':
+			if (parse_int(optarg, 1, 1 << 26, &a->kv_blocks))
+				return bad_usage("--kv-blocks '%s' is not an integer in 1..67108864",
+						 optarg);
+			break;
+		case 'K':
+			if (parse_int(optarg, 1, 1 << 24, &a->kv_mb))
+				return bad_usage("--kv-mb '%s' is not an integer in 1..16777216", optarg);
+			break;
 		case 'h':
 			fputs(usage, stdout);
+			fputs(help, stdout);
 			return -1;
 		default:
 			fputs(usage, stderr);
@@ -203,7 +242,8 @@ int main(int argc, char **argv)
 		LOOM_ERROR("%s", loom_errmsg());
 		goto out;
 	}
-	wk_engine_opts eo = { .max_batch_tokens = a.max_batch_tokens, .max_seqs = a.max_seqs };
+	wk_engine_opts eo = { .max_batch_tokens = a.max_batch_tokens, .max_seqs = a.max_seqs,
+			      .kv_blocks = a.kv_blocks, .kv_mb = a.kv_mb };
 	if (wk_engine_create(models, a.n_models, &eo, wk_link_emit, link, &engine) ||
 	    wk_link_start(link, engine)) {
 		LOOM_ERROR("%s", loom_errmsg());
