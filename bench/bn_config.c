@@ -234,8 +234,11 @@ loom_err bn_sweep_parse(bn_config *c, const char *spec)
 		} else {
 			rc = num("--sweep value", tmp, key == BN_SWEEP_ALPHA ? 0 : 1e-9, 1e6, &vals[n]);
 		}
-		if (rc)
-			return loom_fail(rc, "--sweep '%s': %s", spec, loom_errmsg());
+		if (rc) {
+			char why[160];
+			snprintf(why, sizeof why, "%s", loom_errmsg()); /* loom_fail overwrites it */
+			return loom_fail(rc, "--sweep '%s': %s", spec, why);
+		}
 		n++;
 		if (!comma)
 			break;
