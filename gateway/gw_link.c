@@ -9,6 +9,11 @@
  * Requests taken out of the table on a worker's death are parked on
  * l->to_fail and failed by the heartbeat thread (pipe callbacks must not
  * block).
+ * Adapters: each worker has ad_sent[] (per adapter, under mu), cleared when a
+ * new pipe appears; the receive thread sends the missing ADAPTERs for a
+ * HELLO's models before it applies that HELLO (liveness, model list), so a
+ * SUBMIT naming an adapter is only ever routed after its ADAPTER was queued
+ * on the same socket (pair1 keeps the order).
  */
 #include "gw_link.h"
 
@@ -59,6 +64,7 @@ typedef struct worker {
 	uint32_t n_models;
 	uint32_t inflight;
 	loom_msg_stats stats;
+	bool *ad_sent;            /* [l->n_ads] ADAPTER sent on the current pipe */
 } worker;
 
 struct gw_link {
@@ -72,6 +78,8 @@ struct gw_link {
 	bool hb_started;
 	bool stopping;            /* threads exit */
 	bool closed;              /* submits refused */
+	loom_msg_adapter *ads;    /* [n_ads] owned copies; read-only after create */
+	size_t n_ads;
 };
 
 static int64_t now_ms(void)
@@ -192,6 +200,8 @@ static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 		w->last_answer_ms = 0;
 		w->was_live = false;
 		w->ping_now = true;
+		for (size_t i = 0; i < l->n_ads; i++)
+			w->ad_sent[i] = false;
 		pthread_cond_signal(&l->cv);
 	} else if (ev == NNG_PIPE_EV_REM_POST) {
 		/* the pipe may already have been replaced: fail what went out on it either way */
@@ -211,10 +221,69 @@ static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 
 /* ---- receiving ---- */
 
-static void on_hello(worker *w, loom_msg_hello *h)
+static bool hello_serves(const loom_msg_hello *h, const char *model)
+{
+	for (uint32_t i = 0; i < h->n_models; i++)
+		if (!strcmp(h->models[i], model))
+			return true;
+	return false;
+}
+
+/* Receive thread: sends the ADAPTERs this HELLO's models need and that the
+ * current pipe has not had yet. False when a send failed (the HELLO is then
+ * not applied: the next one retries). */
+static bool send_adapters(worker *w, const loom_msg_hello *h, uint32_t pipe)
 {
 	gw_link *l = w->l;
+	size_t n = 0, *todo;
+	if (!l->n_ads)
+		return true;
+	if (!(todo = loom_malloc(l->n_ads * sizeof *todo))) {
+		LOOM_WARN("worker %s: out of memory sending adapters", w->url);
+		return false;
+	}
 	pthread_mutex_lock(&l->mu);
+	bool current = pipe == w->pipe;
+	for (size_t i = 0; current && i < l->n_ads; i++) {
+		if (!w->ad_sent[i] && hello_serves(h, l->ads[i].base_model)) {
+			w->ad_sent[i] = true;
+			todo[n++] = i;
+		}
+	}
+	pthread_mutex_unlock(&l->mu);
+	size_t k = 0;
+	for (; k < n; k++) {
+		loom_msg m = {.type = LOOM_MSG_ADAPTER, .u.adapter = l->ads[todo[k]]};
+		int rv = send_msg(w, &m, 0);
+		if (rv) {
+			LOOM_WARN("worker %s: cannot send adapter %s: %s", w->url, m.u.adapter.name,
+				  nng_strerror(rv));
+			break;
+		}
+		LOOM_DEBUG("worker %s: adapter %s (%s) sent", w->url, m.u.adapter.name,
+			   m.u.adapter.path);
+	}
+	if (k < n) {
+		pthread_mutex_lock(&l->mu);
+		if (pipe == w->pipe)
+			for (; k < n; k++)
+				w->ad_sent[todo[k]] = false;
+		pthread_mutex_unlock(&l->mu);
+	}
+	loom_free(todo);
+	return k == n;
+}
+
+static void on_hello(worker *w, loom_msg_hello *h, uint32_t pipe)
+{
+	gw_link *l = w->l;
+	if (!send_adapters(w, h, pipe))
+		return;
+	pthread_mutex_lock(&l->mu);
+	if (pipe != w->pipe) {
+		pthread_mutex_unlock(&l->mu);
+		return; /* the connection went away meanwhile */
+	}
 	if (h->ping_seq) {
 		if (!w->was_live)
 			LOOM_INFO("worker %s (%s, %s) is live, serving %u model(s)", w->url, h->worker_id,
@@ -265,8 +334,12 @@ static void on_error(worker *w, const loom_msg_error *er)
 {
 	gw_link *l = w->l;
 	if (er->req == 0) {
-		LOOM_WARN("worker %s: %s: %s", w->url, loom_strerror((loom_err)er->code),
-			  er->message ? er->message : "");
+		if (er->message && !strncmp(er->message, "adapter ", 8))
+			LOOM_WARN("worker %s refused %s (requests for it on this worker will fail)",
+				  w->url, er->message);
+		else
+			LOOM_WARN("worker %s: %s: %s", w->url, loom_strerror((loom_err)er->code),
+				  er->message ? er->message : "");
 		return;
 	}
 	pthread_mutex_lock(&l->mu);
@@ -312,7 +385,7 @@ static void *rx_main(void *arg)
 			LOOM_WARN("worker %s: dropped a bad message: %s", w->url, loom_errmsg());
 		} else {
 			switch (m.type) {
-			case LOOM_MSG_HELLO: on_hello(w, &m.u.hello); break;
+			case LOOM_MSG_HELLO: on_hello(w, &m.u.hello, pipe); break;
 			case LOOM_MSG_STEP: on_step(w, &m.u.step); break;
 			case LOOM_MSG_ERROR: on_error(w, &m.u.error); break;
 			case LOOM_MSG_STATS:
@@ -421,6 +494,35 @@ static loom_err open_worker(worker *w)
 
 loom_err gw_link_create(const char *const *urls, size_t n_urls, gw_link **out)
 {
+	return gw_link_create_with_adapters(urls, n_urls, NULL, 0, out);
+}
+
+/* Copies ads into l->ads. */
+static loom_err copy_adapters(gw_link *l, const gw_link_adapter *ads, size_t n_ads)
+{
+	if (!n_ads)
+		return LOOM_OK;
+	if (!(l->ads = loom_calloc(n_ads, sizeof *l->ads)))
+		return loom_fail(LOOM_ENOMEM, "out of memory copying adapters");
+	l->n_ads = n_ads;
+	for (size_t i = 0; i < n_ads; i++) {
+		loom_msg_adapter *a = &l->ads[i];
+		if (strlen(ads[i].name) >= sizeof a->name ||
+		    strlen(ads[i].base_model) >= sizeof a->base_model ||
+		    strlen(ads[i].path) >= LOOM_PROTO_MAX_STR)
+			return loom_fail(LOOM_EINVAL, "adapter '%s': name, base or path too long",
+					 ads[i].name);
+		strcpy(a->name, ads[i].name);
+		strcpy(a->base_model, ads[i].base_model);
+		if (!(a->path = loom_strdup(ads[i].path)))
+			return loom_fail(LOOM_ENOMEM, "out of memory copying adapters");
+	}
+	return LOOM_OK;
+}
+
+loom_err gw_link_create_with_adapters(const char *const *urls, size_t n_urls,
+				      const gw_link_adapter *ads, size_t n_ads, gw_link **out)
+{
 	loom_err rc;
 	*out = NULL;
 	gw_link *l = loom_calloc(1, sizeof *l);
@@ -434,11 +536,14 @@ loom_err gw_link_create(const char *const *urls, size_t n_urls, gw_link **out)
 		goto fail;
 	}
 	l->n = n_urls;
+	if ((rc = copy_adapters(l, ads, n_ads)))
+		goto fail;
 	for (size_t i = 0; i < n_urls; i++) {
 		worker *w = &l->w[i];
 		w->l = l;
 		w->idx = (int)i;
-		if (!(w->url = loom_strdup(urls[i]))) {
+		if (!(w->url = loom_strdup(urls[i])) ||
+		    (n_ads && !(w->ad_sent = loom_calloc(n_ads, sizeof *w->ad_sent)))) {
 			rc = loom_fail(LOOM_ENOMEM, "out of memory");
 			goto fail;
 		}
@@ -503,7 +608,11 @@ void gw_link_destroy(gw_link *l)
 	for (size_t i = 0; i < l->n; i++) {
 		loom_free(l->w[i].url);
 		loom_free(l->w[i].models);
+		loom_free(l->w[i].ad_sent);
 	}
+	for (size_t i = 0; i < l->n_ads; i++)
+		loom_free(l->ads[i].path);
+	loom_free(l->ads);
 	loom_free(l->w);
 	pthread_cond_destroy(&l->cv);
 	pthread_mutex_destroy(&l->mu);

@@ -7,7 +7,10 @@
  * on connect and every 200 ms; a worker is live while it answered a PING in
  * the last second), each worker's HELLO (models it serves) and STATS,
  * routing (among live workers serving the model, the fewest requests in
- * flight), and the request table (request id -> gw_req) that STEP / ERROR
+ * flight), the adapters workers must know (one LOOM_MSG_ADAPTER per adapter
+ * of a model the worker serves, sent on every new connection after its
+ * first HELLO and before it counts as live, so no SUBMIT overtakes them),
+ * and the request table (request id -> gw_req) that STEP / ERROR
  * messages are delivered through. A worker that dies (pipe gone) or stops
  * answering fails its in-flight requests with 502; late messages from a
  * dead pipe are dropped.
@@ -28,8 +31,22 @@
 
 typedef struct gw_link gw_link;
 
+/* An adapter that workers serving base_model are told about (all borrowed). */
+typedef struct gw_link_adapter {
+	const char *name;
+	const char *base_model;
+	const char *path;        /* absolute PEFT folder, as the worker will open it */
+} gw_link_adapter;
+
 /* Dials every url (non-blocking) and starts the threads. */
 loom_err gw_link_create(const char *const *urls, size_t n_urls, gw_link **out);
+/* Same, with adapters (copied) announced to every worker that serves their
+ * base model: on each new connection, after the worker's first HELLO (or the
+ * first that lists the base model), and before that HELLO can make the
+ * worker live or add the model to its list. A worker's ERROR{req 0} about an
+ * adapter is logged as a warning. */
+loom_err gw_link_create_with_adapters(const char *const *urls, size_t n_urls,
+				      const gw_link_adapter *ads, size_t n_ads, gw_link **out);
 /* Fails what is still in flight (503), stops the threads, closes the sockets. */
 void gw_link_destroy(gw_link *l);
 

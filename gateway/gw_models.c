@@ -1,16 +1,25 @@
 /*
- * gateway/gw_models.c — model registry: a small array, looked up by name.
- * A handful of models per gateway, so a linear scan is the right structure.
+ * gateway/gw_models.c — model and adapter registry: two small arrays of
+ * pointers (so entries never move), looked up by name. A handful of models
+ * and at most a few hundred adapters per gateway, looked up once per
+ * request: a linear scan is the right structure.
  */
 #include "gw_models.h"
 
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "adapters/adapter.h"
 #include "common/alloc.h"
 
 struct gw_models {
 	gw_model **v;
 	size_t n, cap;
+	gw_adapter **ads;
+	size_t n_ads, cap_ads;
 };
 
 loom_err gw_models_create(gw_models **out)
@@ -29,13 +38,24 @@ static void model_free(gw_model *md)
 	loom_free(md);
 }
 
+static void adapter_free(gw_adapter *a)
+{
+	if (!a)
+		return;
+	loom_free(a->path);
+	loom_free(a);
+}
+
 void gw_models_destroy(gw_models *m)
 {
 	if (!m)
 		return;
 	for (size_t i = 0; i < m->n; i++)
 		model_free(m->v[i]);
+	for (size_t i = 0; i < m->n_ads; i++)
+		adapter_free(m->ads[i]);
 	loom_free(m->v);
+	loom_free(m->ads);
 	loom_free(m);
 }
 
@@ -92,6 +112,10 @@ loom_err gw_models_add(gw_models *m, const char *name, const char *dir, gw_chat_
 	}
 	if (gw_models_find(m, name)) {
 		rc = loom_fail(LOOM_EEXIST, "model '%s' given twice", name);
+		goto out;
+	}
+	if (gw_models_find_adapter(m, name)) {
+		rc = loom_fail(LOOM_EEXIST, "model '%s': an adapter already has that name", name);
 		goto out;
 	}
 	md = loom_calloc(1, sizeof *md);
@@ -162,4 +186,154 @@ size_t gw_models_count(const gw_models *m)
 const gw_model *gw_models_at(const gw_models *m, size_t i)
 {
 	return i < m->n ? m->v[i] : NULL;
+}
+
+/* ---- adapters ---- */
+
+bool gw_adapter_name_ok(const char *name)
+{
+	size_t n = strlen(name);
+	if (n == 0 || n >= LOOM_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+loom_err gw_adapter_split_arg(const char *arg, char **name, char **dir, char **base)
+{
+	*name = *dir = *base = NULL;
+	const char *eq = strchr(arg, '=');
+	if (!eq || eq == arg)
+		return loom_fail(LOOM_EINVAL, "--adapter '%s': expected NAME=PEFT_DIR[@BASE]", arg);
+	const char *d = eq + 1, *end = d + strlen(d);
+	const char *at = strrchr(d, '@');
+	if (at && strchr(at + 1, '/'))
+		at = NULL; /* part of the folder's path */
+	if (at && !at[1])
+		return loom_fail(LOOM_EINVAL, "--adapter '%s': empty BASE after '@'", arg);
+	const char *dend = at ? at : end;
+	if (dend == d)
+		return loom_fail(LOOM_EINVAL, "--adapter '%s': empty PEFT folder", arg);
+	*name = loom_strndup(arg, (size_t)(eq - arg));
+	*dir = loom_strndup(d, (size_t)(dend - d));
+	if (at)
+		*base = loom_strdup(at + 1);
+	if (!*name || !*dir || (at && !*base)) {
+		loom_free(*name);
+		loom_free(*dir);
+		loom_free(*base);
+		*name = *dir = *base = NULL;
+		return loom_fail(LOOM_ENOMEM, "out of memory");
+	}
+	return LOOM_OK;
+}
+
+loom_err gw_models_check_adapter(const gw_models *m, const char *name, const char *base,
+				 const gw_model **base_out)
+{
+	const gw_model *b = NULL;
+	if (base_out)
+		*base_out = NULL;
+	if (!gw_adapter_name_ok(name))
+		return loom_fail(LOOM_EINVAL,
+				 "adapter name '%s' must be 1..%d characters of A-Z a-z 0-9 . _ -",
+				 name, LOOM_NAME_MAX - 1);
+	if (gw_models_find(m, name))
+		return loom_fail(LOOM_EEXIST, "adapter '%s': a model already has that name", name);
+	if (gw_models_find_adapter(m, name))
+		return loom_fail(LOOM_EEXIST, "adapter '%s' given twice", name);
+	if (base) {
+		if (!(b = gw_models_find(m, base)))
+			return loom_fail(LOOM_ENOTFOUND, "adapter '%s': base model '%s' is not served",
+					 name, base);
+	} else if (m->n == 1) {
+		b = m->v[0];
+	} else {
+		return loom_fail(LOOM_EINVAL,
+				 "adapter '%s': %zu models are served, give its base as NAME=DIR@BASE",
+				 name, m->n);
+	}
+	if (base_out)
+		*base_out = b;
+	return LOOM_OK;
+}
+
+loom_err gw_models_add_adapter(gw_models *m, const char *name, const char *dir, const char *base)
+{
+	loom_err rc;
+	const gw_model *b;
+	ad_adapter *ad = NULL;
+	gw_adapter *ga = NULL;
+	char abs[PATH_MAX];
+	if ((rc = gw_models_check_adapter(m, name, base, &b)))
+		return rc;
+	if (!realpath(dir, abs))
+		return loom_fail(errno == ENOENT || errno == ENOTDIR ? LOOM_ENOTFOUND : LOOM_EIO,
+				 "%s: %s", dir, strerror(errno));
+	if ((rc = ad_adapter_load(abs, name, &b->cfg, &ad)))
+		return rc;
+	ga = loom_calloc(1, sizeof *ga);
+	if (!ga || !(ga->path = loom_strdup(abs))) {
+		rc = loom_fail(LOOM_ENOMEM, "out of memory adding adapter '%s'", name);
+		goto out;
+	}
+	snprintf(ga->name, sizeof ga->name, "%s", name);
+	ga->base = b;
+	ga->rank = ad->base_rank;
+	ga->max_rank = ad->max_rank;
+	ga->alpha = ad->base_alpha;
+	ga->use_rslora = ad->use_rslora != 0;
+	ga->targets = ad->targets;
+	ga->bytes = ad->bytes;
+	ga->created = time(NULL);
+	if (m->n_ads == m->cap_ads) {
+		size_t cap = m->cap_ads ? m->cap_ads * 2 : 8;
+		gw_adapter **v = loom_realloc(m->ads, cap * sizeof *v);
+		if (!v) {
+			rc = loom_fail(LOOM_ENOMEM, "out of memory adding adapter '%s'", name);
+			goto out;
+		}
+		m->ads = v;
+		m->cap_ads = cap;
+	}
+	m->ads[m->n_ads++] = ga;
+	ga = NULL;
+	rc = LOOM_OK;
+out:
+	adapter_free(ga);
+	if (ad)
+		ad_adapter_destroy(ad);
+	return rc;
+}
+
+const gw_adapter *gw_models_find_adapter(const gw_models *m, const char *name)
+{
+	for (size_t i = 0; i < m->n_ads; i++)
+		if (!strcmp(m->ads[i]->name, name))
+			return m->ads[i];
+	return NULL;
+}
+
+size_t gw_models_adapter_count(const gw_models *m)
+{
+	return m->n_ads;
+}
+
+const gw_adapter *gw_models_adapter_at(const gw_models *m, size_t i)
+{
+	return i < m->n_ads ? m->ads[i] : NULL;
+}
+
+const gw_model *gw_models_resolve(const gw_models *m, const char *name, const gw_adapter **ad)
+{
+	const gw_model *md = gw_models_find(m, name);
+	const gw_adapter *a = md ? NULL : gw_models_find_adapter(m, name);
+	if (ad)
+		*ad = a;
+	return md ? md : a ? a->base : NULL;
 }

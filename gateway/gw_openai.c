@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "adapters/adapter.h"
 #include "common/alloc.h"
 
 #define BAD "invalid_request_error"
@@ -662,6 +663,21 @@ char *gw_openai_detok_json(const char *text, size_t len)
 	return dump(json_pack("{s:o}", "prompt", json_stringn(text, len)));
 }
 
+/* The loom-specific "lora" object of an adapter entry. */
+static json_t *lora_json(const gw_adapter *a)
+{
+	json_t *t = json_array();
+	for (int i = 0; t && i < AD_N_TARGETS; i++) {
+		if ((a->targets & (1u << i)) && json_array_append_new(t, json_string(ad_target_name(i)))) {
+			json_decref(t);
+			return NULL;
+		}
+	}
+	return json_pack("{s:i, s:i, s:f, s:b, s:o, s:I}", "rank", a->rank, "max_rank", a->max_rank,
+			 "alpha", (double)a->alpha, "use_rslora", a->use_rslora, "targets", t,
+			 "bytes", (json_int_t)a->bytes);
+}
+
 char *gw_openai_models_json(const gw_models *m)
 {
 	json_t *data = json_array();
@@ -672,6 +688,19 @@ char *gw_openai_models_json(const gw_models *m)
 					    "object", "model", "created", (json_int_t)md->created,
 					    "owned_by", "loom", "root", md->name, "parent",
 					    "max_model_len", md->cfg.max_ctx))) {
+			json_decref(data);
+			return NULL;
+		}
+	}
+	/* vLLM's shape for LoRA modules: root = the adapter's folder, parent = its base */
+	for (size_t i = 0; data && i < gw_models_adapter_count(m); i++) {
+		const gw_adapter *a = gw_models_adapter_at(m, i);
+		if (json_array_append_new(
+			    data, json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:i, s:o}", "id", a->name,
+					    "object", "model", "created", (json_int_t)a->created,
+					    "owned_by", "loom", "root", a->path, "parent",
+					    a->base->name, "max_model_len", a->base->cfg.max_ctx,
+					    "lora", lora_json(a)))) {
 			json_decref(data);
 			return NULL;
 		}

@@ -110,7 +110,9 @@ char *gw_openai_tokens_json(const int32_t *ids, size_t n, int max_model_len);
 char *gw_openai_detok_json(const char *text, size_t len);
 /* GET /ready: {"status":"ready"|"not_ready","models_without_workers":[...]}. */
 char *gw_openai_ready_json(bool ready, const char *const *missing, size_t n_missing);
-/* GET /v1/models. */
+/* GET /v1/models: the base models ("parent": null), then one entry per adapter
+ * ("root": its folder, "parent": its base, "lora": {rank, max_rank, alpha,
+ * use_rslora, targets, bytes}). */
 char *gw_openai_models_json(const gw_models *m);
 
 #endif

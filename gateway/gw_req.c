@@ -31,6 +31,7 @@ struct gw_req {
 	gw_api api;
 	bool stream, include_usage, with_ids;
 	const gw_model *model;
+	char model_name[LOOM_NAME_MAX]; /* the response's "model" */
 	int32_t *prompt_ids; /* [n_prompt] */
 	size_t n_prompt;
 	/* under mu */
@@ -78,6 +79,8 @@ loom_err gw_req_create(const gw_req_opts *o, gw_req **out)
 	r->include_usage = o->include_usage;
 	r->with_ids = o->return_token_ids;
 	r->model = o->model;
+	snprintf(r->model_name, sizeof r->model_name, "%s", o->model_name ? o->model_name
+									 : o->model->name);
 	r->state = ST_RUNNING;
 	r->prompt_ids = loom_malloc((o->n_prompt ? o->n_prompt : 1) * sizeof *r->prompt_ids);
 	if (!r->prompt_ids) {
@@ -164,7 +167,7 @@ static gw_result result_base(const gw_req *r)
 		.api = r->api,
 		.id = r->id_str,
 		.created = r->created,
-		.model = r->model->name,
+		.model = r->model_name,
 		.with_ids = r->with_ids,
 		.prompt_tokens = r->n_prompt,
 		.completion_tokens = r->n_ids,

@@ -169,9 +169,12 @@ static enum MHD_Result do_ready(gw_server *s, struct MHD_Connection *c)
 	return reply(c, ready ? 200 : 503, body, NULL);
 }
 
-static const gw_model *find_model(gw_server *s, const gw_params *p, gw_api_err *e)
+/* The base model of a request's "model", which names a base model or an
+ * adapter (then *ad is set, when ad is not NULL). */
+static const gw_model *find_model(gw_server *s, const gw_params *p, gw_api_err *e,
+				  const gw_adapter **ad)
 {
-	const gw_model *m = gw_models_find(s->models, p->model);
+	const gw_model *m = gw_models_resolve(s->models, p->model, ad);
 	if (!m)
 		gw_api_err_set(e, 404, "invalid_request_error", "model", "model_not_found",
 			       "The model '%s' does not exist", p->model);
@@ -186,7 +189,8 @@ static enum MHD_Result do_tokenize(gw_server *s, struct MHD_Connection *c, conn_
 	size_t n = 0;
 	enum MHD_Result ret;
 	const gw_model *m;
-	if (gw_openai_parse(GW_API_TOKENIZE, x->body, x->len, &p, &e) || !(m = find_model(s, &p, &e))) {
+	if (gw_openai_parse(GW_API_TOKENIZE, x->body, x->len, &p, &e) ||
+	    !(m = find_model(s, &p, &e, NULL))) {
 		ret = reply_err(c, &e);
 	} else if (loom_tok_encode(m->tok, p.prompt, strlen(p.prompt), p.add_special, &ids, &n)) {
 		ret = reply_errf(c, 400, "invalid_request_error", "prompt", NULL, NULL,
@@ -208,7 +212,7 @@ static enum MHD_Result do_detokenize(gw_server *s, struct MHD_Connection *c, con
 	enum MHD_Result ret;
 	const gw_model *m;
 	if (gw_openai_parse(GW_API_DETOKENIZE, x->body, x->len, &p, &e) ||
-	    !(m = find_model(s, &p, &e))) {
+	    !(m = find_model(s, &p, &e, NULL))) {
 		ret = reply_err(c, &e);
 	} else if (loom_tok_decode(m->tok, p.prompt_ids, p.n_prompt_ids, true, &text, &n)) {
 		ret = reply_errf(c, 400, "invalid_request_error", "tokens", NULL, NULL,
@@ -338,7 +342,8 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 	gw_req *r = NULL;
 	enum MHD_Result ret;
 	const gw_model *m;
-	if (gw_openai_parse(api, x->body, x->len, &p, &e) || !(m = find_model(s, &p, &e)) ||
+	const gw_adapter *ad = NULL;
+	if (gw_openai_parse(api, x->body, x->len, &p, &e) || !(m = find_model(s, &p, &e, &ad)) ||
 	    !build_prompt(m, &p, &ids, &n, &max_tokens, &e)) {
 		ret = reply_err(c, &e);
 		goto out;
@@ -346,6 +351,7 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 	gw_req_opts o = {
 		.api = api,
 		.model = m,
+		.model_name = p.model,
 		.stream = p.stream,
 		.include_usage = p.include_usage,
 		.return_token_ids = p.return_token_ids,
@@ -373,6 +379,8 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 	if (!p.has_seed && getrandom(&sub.sampling.seed, sizeof sub.sampling.seed, 0) < 0)
 		sub.sampling.seed = (uint64_t)time(NULL) ^ gw_req_id(r);
 	snprintf(sub.model, sizeof sub.model, "%s", m->name);
+	if (ad)
+		snprintf(sub.adapter, sizeof sub.adapter, "%s", ad->name);
 	snprintf(sub.slo_class, sizeof sub.slo_class, "interactive");
 	activate(s, x, c, r); /* x takes the creator's reference */
 	loom_err rc = gw_link_submit(s->link, r, &sub);

@@ -4,8 +4,11 @@
  * Owns: the MHD daemon (internal epoll thread pool, suspend/resume), request
  * body accumulation with a size cap, routing (/v1/completions,
  * /v1/chat/completions, /v1/models, /tokenize, /detokenize, /health,
- * /ready), turning a parsed request into a gw_req submitted through gw_link,
- * and writing the result (JSON, or SSE through the gw_req reader). Handlers
+ * /ready), resolving a request's "model" (a base model or an adapter, which
+ * runs on its base model: SUBMIT{model = base, adapter = name}, while the
+ * response names what the client sent), turning a parsed request into a
+ * gw_req submitted through gw_link, and writing the result (JSON, or SSE
+ * through the gw_req reader). Handlers
  * answer on the second call (keep-alive) and never block waiting for tokens:
  * a waiting connection is suspended and the link thread resumes it. A client
  * that goes away cancels its request on the worker.

@@ -2,7 +2,10 @@
  * gateway/main.c — loom-gateway: command line, model loading, start/stop.
  *
  * Exit status: 0 after SIGINT/SIGTERM, 1 when start-up fails (bad model
- * folder, config file, port in use), 2 for usage errors.
+ * folder, config file, rejected adapter, port in use), 2 for usage errors
+ * (including a bad or clashing adapter name, or a missing adapter base).
+ * Adapters are loaded once at start to validate them (then freed: workers
+ * load their own copy from the absolute path the gateway sends them).
  */
 #include <jansson.h>
 #include <signal.h>
@@ -30,6 +33,8 @@ typedef struct opts {
 	size_t n_models;
 	const char *templates[MAX_ITEMS]; /* "NAME=TEMPLATE" */
 	size_t n_templates;
+	const char *adapters[MAX_ITEMS]; /* "NAME=DIR[@BASE]" */
+	size_t n_adapters;
 	const char *config;
 } opts;
 
@@ -39,8 +44,11 @@ static void usage(FILE *f)
 		"usage: loom-gateway [--host 127.0.0.1] [--port 8080] --worker URL [--worker URL ...]\n"
 		"                    --model [NAME=]DIR [--model ...] [--max-body-bytes N (1048576)]\n"
 		"                    [--threads N (2)] [--chat-template NAME=plain|chatml|llama2|zephyr]\n"
-		"                    [--config FILE]\n"
+		"                    [--adapter NAME=PEFT_DIR[@BASE] ...] [--config FILE]\n"
+		"  --adapter: a PEFT LoRA folder served as model NAME on base model BASE\n"
+		"             (BASE may be left out when one model is served)\n"
 		"  --config FILE: JSON {\"models\":{\"NAME\":{\"path\":DIR,\"chat_template\":\"chatml\"}},\n"
+		"                 \"adapters\":{\"NAME\":{\"path\":DIR,\"base\":BASE}},\n"
 		"                 \"workers\":[URL,...]} (same meaning as the flags)\n");
 }
 
@@ -83,7 +91,7 @@ static int parse_args(int argc, char **argv, opts *o)
 		}
 		static const char *const known[] = {"--host", "--port", "--worker", "--model",
 						    "--max-body-bytes", "--threads",
-						    "--chat-template", "--config"};
+						    "--chat-template", "--config", "--adapter"};
 		bool ok = false;
 		for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
 			ok |= !strcmp(flag, known[k]);
@@ -112,12 +120,14 @@ static int parse_args(int argc, char **argv, opts *o)
 		} else if (!strcmp(flag, "--config")) {
 			o->config = val;
 		} else {
-			const char **list = !strcmp(flag, "--worker") ? o->workers
-					  : !strcmp(flag, "--model")  ? o->models
-								      : o->templates;
-			size_t *n = !strcmp(flag, "--worker") ? &o->n_workers
-				  : !strcmp(flag, "--model")  ? &o->n_models
-							      : &o->n_templates;
+			const char **list = !strcmp(flag, "--worker")  ? o->workers
+					  : !strcmp(flag, "--model")   ? o->models
+					  : !strcmp(flag, "--adapter") ? o->adapters
+								       : o->templates;
+			size_t *n = !strcmp(flag, "--worker")  ? &o->n_workers
+				  : !strcmp(flag, "--model")   ? &o->n_models
+				  : !strcmp(flag, "--adapter") ? &o->n_adapters
+							       : &o->n_templates;
 			if (*n == MAX_ITEMS)
 				return usage_error("too many '%s' options", flag);
 			if (list == o->templates && !strchr(val, '='))
@@ -128,10 +138,67 @@ static int parse_args(int argc, char **argv, opts *o)
 	return 0;
 }
 
-/* Loads the --config file: models (into m) and workers (appended to urls).
- * Returns 0 or prints one line and returns 1. */
+/* One adapter to add once every model is loaded (strings owned). */
+typedef struct adapter_spec {
+	char *name;
+	char *dir;
+	char *base; /* NULL = the only model */
+} adapter_spec;
+
+static void specs_free(adapter_spec *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		loom_free(v[i].name);
+		loom_free(v[i].dir);
+		loom_free(v[i].base);
+	}
+}
+
+/* Reads the config's "adapters" object into specs. Returns 0 or prints one
+ * line and returns 1. */
+static int config_adapters(const char *path, json_t *ads, adapter_spec *specs, size_t *n_specs)
+{
+	const char *key, *k2;
+	json_t *v, *v2;
+	if (!json_is_object(ads)) {
+		fprintf(stderr, "loom-gateway: %s: 'adapters' must be an object\n", path);
+		return 1;
+	}
+	json_object_foreach(ads, key, v) {
+		json_t *p = json_object_get(v, "path"), *b = json_object_get(v, "base");
+		if (!json_is_object(v) || !json_is_string(p) || (b && !json_is_string(b))) {
+			fprintf(stderr,
+				"loom-gateway: %s: adapters.%s needs a string 'path' (and an optional "
+				"string 'base')\n", path, key);
+			return 1;
+		}
+		json_object_foreach(v, k2, v2) {
+			if (strcmp(k2, "path") && strcmp(k2, "base")) {
+				fprintf(stderr, "loom-gateway: %s: adapters.%s: unknown key '%s' "
+					"(expected path, base)\n", path, key, k2);
+				return 1;
+			}
+		}
+		if (*n_specs == MAX_ITEMS) {
+			fprintf(stderr, "loom-gateway: %s: more than %d adapters\n", path, MAX_ITEMS);
+			return 1;
+		}
+		adapter_spec *s = &specs[(*n_specs)++];
+		s->name = loom_strdup(key);
+		s->dir = loom_strdup(json_string_value(p));
+		s->base = b ? loom_strdup(json_string_value(b)) : NULL;
+		if (!s->name || !s->dir || (b && !s->base)) {
+			fprintf(stderr, "loom-gateway: out of memory\n");
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Loads the --config file: models (into m), adapters (into specs) and workers
+ * (appended to urls). Returns 0 or prints one line and returns 1. */
 static int load_config(const char *path, gw_models *m, json_t **keep, const char **urls,
-		       size_t *n_urls)
+		       size_t *n_urls, adapter_spec *specs, size_t *n_specs)
 {
 	json_error_t je;
 	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
@@ -148,9 +215,9 @@ static int load_config(const char *path, gw_models *m, json_t **keep, const char
 	const char *key;
 	json_t *v;
 	json_object_foreach(root, key, v) {
-		if (strcmp(key, "models") && strcmp(key, "workers")) {
-			fprintf(stderr, "loom-gateway: %s: unknown key '%s' (expected models, workers)\n",
-				path, key);
+		if (strcmp(key, "models") && strcmp(key, "workers") && strcmp(key, "adapters")) {
+			fprintf(stderr, "loom-gateway: %s: unknown key '%s' (expected models, adapters, "
+				"workers)\n", path, key);
 			return 1;
 		}
 	}
@@ -176,6 +243,9 @@ static int load_config(const char *path, gw_models *m, json_t **keep, const char
 			return 1;
 		}
 	}
+	json_t *ads = json_object_get(root, "adapters");
+	if (ads && config_adapters(path, ads, specs, n_specs))
+		return 1;
 	json_t *workers = json_object_get(root, "workers");
 	if (workers && !json_is_array(workers)) {
 		fprintf(stderr, "loom-gateway: %s: 'workers' must be an array of URLs\n", path);
@@ -193,6 +263,44 @@ static int load_config(const char *path, gw_models *m, json_t **keep, const char
 	return 0;
 }
 
+/* Checks and loads every adapter (after all models). Returns 0, or prints
+ * one line and returns the exit status: 2 for a bad or taken name or a
+ * missing base, 1 for a folder the adapter loader rejects. */
+static int add_adapters(gw_models *m, const adapter_spec *specs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const adapter_spec *s = &specs[i];
+		if (gw_models_check_adapter(m, s->name, s->base, NULL)) {
+			fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
+			return 2;
+		}
+		if (gw_models_add_adapter(m, s->name, s->dir, s->base)) {
+			fprintf(stderr, "loom-gateway: adapter %s (%s): %s\n", s->name, s->dir,
+				loom_errmsg());
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Starts the worker links, announcing every adapter. */
+static loom_err link_create(const gw_models *m, const char *const *urls, size_t n_urls,
+			    gw_link **out)
+{
+	size_t n = gw_models_adapter_count(m);
+	gw_link_adapter *ads = loom_calloc(n ? n : 1, sizeof *ads);
+	if (!ads)
+		return loom_fail(LOOM_ENOMEM, "out of memory starting the worker links");
+	for (size_t i = 0; i < n; i++) {
+		const gw_adapter *a = gw_models_adapter_at(m, i);
+		ads[i] = (gw_link_adapter){.name = a->name, .base_model = a->base->name,
+					   .path = a->path};
+	}
+	loom_err rc = gw_link_create_with_adapters(urls, n_urls, ads, n, out);
+	loom_free(ads);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	opts o = {.host = "127.0.0.1", .port = 8080, .max_body = 1048576, .threads = 2};
@@ -202,6 +310,8 @@ int main(int argc, char **argv)
 	json_t *config = NULL;
 	const char *urls[2 * MAX_ITEMS];
 	size_t n_urls = 0;
+	static adapter_spec specs[2 * MAX_ITEMS];
+	size_t n_specs = 0;
 	int status = 1;
 	sigset_t sigs;
 
@@ -223,7 +333,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
 		goto out;
 	}
-	if (o.config && load_config(o.config, models, &config, urls, &n_urls))
+	if (o.config && load_config(o.config, models, &config, urls, &n_urls, specs, &n_specs))
 		goto out;
 	for (size_t i = 0; i < o.n_models; i++) {
 		char *name = NULL, *dir = NULL;
@@ -253,7 +363,18 @@ int main(int argc, char **argv)
 		status = usage_error("%s", "at least one worker and one model are required");
 		goto out;
 	}
-	if (gw_link_create(urls, n_urls, &link)) {
+	for (size_t i = 0; i < o.n_adapters; i++) {
+		adapter_spec *sp = &specs[n_specs++];
+		if (gw_adapter_split_arg(o.adapters[i], &sp->name, &sp->dir, &sp->base)) {
+			fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
+			status = 2;
+			goto out;
+		}
+	}
+	if ((status = add_adapters(models, specs, n_specs)) != 0)
+		goto out;
+	status = 1;
+	if (link_create(models, urls, n_urls, &link)) {
 		fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
 		goto out;
 	}
@@ -268,6 +389,11 @@ int main(int argc, char **argv)
 		LOOM_INFO("model %s from %s (context %d, vocab %d, chat template %s)", m->name,
 			  m->dir, m->cfg.max_ctx, m->cfg.vocab, gw_chat_tmpl_name(m->tmpl));
 	}
+	for (size_t i = 0; i < gw_models_adapter_count(models); i++) {
+		const gw_adapter *a = gw_models_adapter_at(models, i);
+		LOOM_INFO("adapter %s of %s from %s (r %d, max rank %d, alpha %g, %zu bytes)", a->name,
+			  a->base->name, a->path, a->rank, a->max_rank, (double)a->alpha, a->bytes);
+	}
 	LOOM_INFO("gateway listening on http://%s:%d", o.host, gw_server_port(srv));
 
 	int sig = 0;
@@ -281,5 +407,6 @@ out:
 	gw_link_destroy(link);
 	gw_models_destroy(models);
 	json_decref(config);
+	specs_free(specs, n_specs);
 	return status;
 }

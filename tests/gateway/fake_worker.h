@@ -2,7 +2,7 @@
  * tests/gateway/fake_worker.h — a scripted stand-in for loom-worker, for the
  * gateway's tests: a real nng pair1 socket listening in the test process that
  * answers PINGs with HELLO+STATS (unless told to stay silent), records the
- * SUBMITs and CANCELs it gets, optionally answers each SUBMIT with one STEP,
+ * SUBMITs, CANCELs and ADAPTERs it gets, optionally answers each SUBMIT with one STEP,
  * and lets the test send STEP / ERROR messages itself. Header-only (static inline
  * functions) so that each test program that needs it includes it.
  */
@@ -39,6 +39,12 @@ typedef struct fake {
 	loom_msg_submit last;   /* copy of the last SUBMIT's scalars (ids not kept) */
 	uint32_t last_n_prompt;
 	char model[LOOM_NAME_MAX];
+	/* ADAPTER messages, in arrival order, with the number of SUBMITs seen before each */
+	char ad_name[MAXREC][LOOM_NAME_MAX];
+	char ad_base[MAXREC][LOOM_NAME_MAX];
+	char ad_path[MAXREC][512];
+	int ad_after_submits[MAXREC];
+	int n_adapters;
 	/* when n_auto > 0, every SUBMIT is answered with STEP{auto_ids, auto_finish} */
 	int32_t auto_ids[16];
 	uint32_t n_auto;
@@ -97,6 +103,17 @@ static inline void *fake_main(void *arg)
 						       .u.step = {.n_items = 1, .items = &it}};
 					send_to_gateway(f, &sm);
 				}
+			} else if (m.type == LOOM_MSG_ADAPTER) {
+				pthread_mutex_lock(&f->mu);
+				if (f->n_adapters < MAXREC) {
+					int k = f->n_adapters++;
+					snprintf(f->ad_name[k], sizeof f->ad_name[k], "%s", m.u.adapter.name);
+					snprintf(f->ad_base[k], sizeof f->ad_base[k], "%s",
+						 m.u.adapter.base_model);
+					snprintf(f->ad_path[k], sizeof f->ad_path[k], "%s", m.u.adapter.path);
+					f->ad_after_submits[k] = f->n_submits;
+				}
+				pthread_mutex_unlock(&f->mu);
 			} else if (m.type == LOOM_MSG_CANCEL) {
 				pthread_mutex_lock(&f->mu);
 				if (f->n_cancels < MAXREC)

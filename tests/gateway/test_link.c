@@ -4,7 +4,8 @@
  * stop answering), record SUBMIT/CANCEL and send STEP/ERROR on demand.
  * Covers routing, delivery, stop strings -> CANCEL, ERROR status mapping,
  * a worker that dies (socket closed) or hangs (no PING answers), late
- * messages, and shutdown.
+ * messages, shutdown, and ADAPTER announcements (before the worker is live,
+ * only for the models it serves, again after a reconnect).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -305,6 +306,70 @@ static void test_worker_starts_late_and_shutdown(void **state)
 	fake_kill(&a);
 }
 
+static void test_adapters_announced(void **state)
+{
+	(void)state;
+	fake a;
+	fake_start(&a, "stories");
+	const gw_link_adapter ads[] = {
+		{.name = "ad-q", .base_model = "stories", .path = "/abs/ad-q"},
+		{.name = "other-ad", .base_model = "other", .path = "/abs/other-ad"},
+		{.name = "ad-v", .base_model = "stories", .path = "/abs/ad-v"},
+	};
+	const char *urls[] = {a.url};
+	gw_link *l;
+	assert_int_equal(gw_link_create_with_adapters(urls, 1, ads, 3, &l), LOOM_OK);
+	/* the first SUBMIT leaves the moment the worker is live: its ADAPTERs precede it */
+	WAIT_FOR(gw_link_model_ready(l, "stories"), 3000);
+	gw_req *r = new_req(false, NULL);
+	loom_msg_submit sub = {.sampling.max_tokens = 4};
+	snprintf(sub.model, sizeof sub.model, "stories");
+	snprintf(sub.adapter, sizeof sub.adapter, "ad-v");
+	assert_int_equal(gw_link_submit(l, r, &sub), LOOM_OK);
+	WAIT_FOR(a.n_submits == 1, 2000);
+	assert_string_equal(a.last.adapter, "ad-v");
+	assert_string_equal(a.last.model, "stories");
+	assert_int_equal(a.n_adapters, 2); /* not other-ad: that worker does not serve "other" */
+	assert_string_equal(a.ad_name[0], "ad-q");
+	assert_string_equal(a.ad_name[1], "ad-v");
+	for (int i = 0; i < 2; i++) {
+		assert_string_equal(a.ad_base[i], "stories");
+		assert_int_equal(a.ad_after_submits[i], 0);
+	}
+	assert_string_equal(a.ad_path[1], "/abs/ad-v");
+	/* later HELLOs (every 200 ms) do not repeat them */
+	usleep(500 * 1000);
+	assert_int_equal(a.n_adapters, 2);
+	/* a worker's ERROR{req 0} about an adapter is only a warning */
+	loom_msg er = {.type = LOOM_MSG_ERROR,
+		       .u.error = {.req = 0, .code = LOOM_EFORMAT,
+				   .message = "adapter ad-q: /abs/ad-q: no such folder"}};
+	send_to_gateway(&a, &er);
+	int32_t ids[] = {432};
+	step(&a, gw_req_id(r), ids, 1, LOOM_FINISH_LENGTH);
+	WAIT_FOR(gw_req_done(r), 2000);
+	int st;
+	json_decref(result(r, &st));
+	assert_int_equal(st, 200);
+	/* a new connection (the worker restarted) gets them again before it is live */
+	char url[128];
+	snprintf(url, sizeof url, "%s", a.url);
+	fake_kill(&a);
+	WAIT_FOR(!gw_link_model_ready(l, "stories"), 2000);
+	fake b;
+	fake_start_at(&b, "stories", url);
+	WAIT_FOR(gw_link_model_ready(l, "stories"), 3000);
+	gw_req *r2 = new_req(false, NULL);
+	assert_int_equal(gw_link_submit(l, r2, &sub), LOOM_OK);
+	WAIT_FOR(b.n_submits == 1, 2000);
+	assert_int_equal(b.n_adapters, 2);
+	assert_int_equal(b.ad_after_submits[1], 0);
+	gw_link_destroy(l);
+	gw_req_release(r);
+	gw_req_release(r2);
+	fake_kill(&b);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -330,6 +395,7 @@ int main(void)
 		cmocka_unit_test(test_worker_dies),
 		cmocka_unit_test(test_worker_hangs_and_recovers),
 		cmocka_unit_test(test_worker_starts_late_and_shutdown),
+		cmocka_unit_test(test_adapters_announced),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
