@@ -42,6 +42,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -393,7 +394,7 @@ static loom_err get_modset(cfg *c, const char *field, modset *m)
 	m->present = 1;
 	if (json_is_string(v)) {
 		m->text = json_string_value(v);
-		if (strcmp(m->text, "all-linear") == 0 && strcmp(field, "target_modules") == 0) {
+		if (strcasecmp(m->text, "all-linear") == 0 && strcmp(field, "target_modules") == 0) {
 			m->names = (const char **)all_linear;
 			m->n = sizeof all_linear / sizeof *all_linear;
 			return LOOM_OK;

@@ -196,12 +196,12 @@ static const char *tn(int l, int t, const char *half)
 }
 
 /* Edits one tensor file in place: load, fn, save. */
-#define TS_EDIT(dir, s, ...)                                                                    \
-	do {                                                                                     \
-		static tset s;                                                                   \
-		ts_load(dir, &s);                                                                \
-		__VA_ARGS__;                                                                     \
-		ts_save(dir, &s);                                                                \
+#define TS_EDIT(dir, s, ...)                                                                       \
+	do {                                                                                       \
+		static tset s;                                                                     \
+		ts_load(dir, &s);                                                                  \
+		__VA_ARGS__;                                                                       \
+		ts_save(dir, &s);                                                                  \
 	} while (0)
 
 /* ---- checks ---- */
@@ -227,8 +227,7 @@ static void expect_reject(const char *dir, loom_err rc, const char *m1, const ch
 	if (strncmp(msg, dir, strlen(dir)) != 0 || strchr(msg, '\n'))
 		fail_msg("message does not start with the folder or is not one line: %s", msg);
 	if ((m1 && !strstr(msg, m1)) || (m2 && !strstr(msg, m2)))
-		fail_msg("message \"%s\" lacks \"%s\" / \"%s\"", msg, m1 ? m1 : "",
-			 m2 ? m2 : "");
+		fail_msg("message \"%s\" lacks \"%s\" / \"%s\"", msg, m1 ? m1 : "", m2 ? m2 : "");
 }
 
 /* Every adapted module's A and Bt equal the file's A and B (transposed). */
@@ -299,7 +298,7 @@ static void expect_mod(const ad_adapter *a, int l, int t, int rank, float scale)
 static void load_dtypes(void **state)
 {
 	(void)state;
-	static const char *const dts[] = { "f32", "f16", "bf16" };
+	static const char *const dts[] = {"f32", "f16", "bf16"};
 	for (int i = 0; i < 3; i++) {
 		const char *d = newdir("dt");
 		char args[200];
@@ -329,19 +328,19 @@ static void load_dtypes(void **state)
 static void all_seven_layout(void **state)
 {
 	(void)state;
-	static const int din[] = { 64, 64, 64, 64, 64, 64, 160 };
-	static const int dout[] = { 64, 32, 32, 64, 160, 160, 64 };
+	static const int din[] = {64, 64, 64, 64, 64, 64, 160};
+	static const int dout[] = {64, 32, 32, 64, 160, 160, 64};
 	const char *d = newdir("seven");
 	mk_adapter(d, "--rank 4 --alpha 4 --dtype bf16 "
 		      "--targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj");
-	cfg_setj(d, "target_modules", "\"all-linear\"");
+	cfg_setj(d, "target_modules", "\"ALL-LINEAR\""); /* PEFT compares lower-cased */
 	ad_adapter *a = load_ok(d);
 	assert_int_equal(a->targets, (1u << AD_N_TARGETS) - 1);
 	for (int t = 0; t < AD_N_TARGETS; t++) {
 		assert_int_equal(a->d_in[t], din[t]);
 		assert_int_equal(a->d_out[t], dout[t]);
 	}
-	static const int order[] = { AD_Q, AD_K, AD_V, AD_GATE, AD_UP, AD_O, AD_DOWN };
+	static const int order[] = {AD_Q, AD_K, AD_V, AD_GATE, AD_UP, AD_O, AD_DOWN};
 	const float *prev_end = NULL;
 	for (int l = 0; l < 3; l++) {
 		const ad_module *m = ad_mod(a, l, 0);
@@ -383,7 +382,8 @@ static void patterns(void **state)
 		for (int l = 0; l < 3; l++)
 			for (int h = 0; h < 2; h++) {
 				const char *half = h ? "B" : "A";
-				tt *o = ts_find(&s, tn(l, AD_O, half)), *k = ts_find(&s, tn(l, AD_K, half));
+				tt *o = ts_find(&s, tn(l, AD_O, half)),
+				   *k = ts_find(&s, tn(l, AD_K, half));
 				free(o->data);
 				free(k->data);
 				*o = *ts_find(&s2, tn(l, AD_O, half));
@@ -427,6 +427,15 @@ static void patterns(void **state)
 	expect_mod(a, 1, AD_Q, 4, 16.0f / 2.0f);
 	expect_mod(a, 0, AD_V, 8, 64.0f / sqrtf(8.0f));
 	expect_mod(a, 2, AD_O, 2, 16.0f / sqrtf(2.0f));
+	ad_adapter_destroy(a);
+	/* "^" inside PEFT's wrapped regex anchors at the start of the full name */
+	cfg_set(d, "use_rslora", json_false());
+	cfg_setj(d, "alpha_pattern",
+		 "{\"^q_proj\": 50, \"^model\\\\.layers\\\\.0\\\\.self_attn\\\\.q_proj\": 100}");
+	a = load_ok(d);
+	expect_mod(a, 0, AD_Q, 8, 100.0f / 8);
+	expect_mod(a, 2, AD_Q, 8, 2.0f);
+	expect_mod(a, 0, AD_V, 8, 2.0f);
 	ad_adapter_destroy(a);
 }
 
@@ -479,7 +488,8 @@ static void target_forms(void **state)
 	(void)state;
 	const char *d = newdir("re");
 	mk_adapter(d, "");
-	cfg_setj(d, "target_modules", "\"model\\\\.layers\\\\.\\\\d+\\\\.self_attn\\\\.(q|v)_proj\"");
+	cfg_setj(d, "target_modules",
+		 "\"model\\\\.layers\\\\.\\\\d+\\\\.self_attn\\\\.(q|v)_proj\"");
 	cfg_setj(d, "layers_to_transform", "[0]");
 	ad_adapter *a = load_ok(d);
 	expect_mod(a, 2, AD_V, 8, 2.0f);
@@ -546,9 +556,8 @@ static void trimmed_real(void **state)
 	assert_string_equal(loom_errmsg(), want);
 
 	const char *d = newdir("real");
-	assert_int_equal(lt_sh("mkdir -p '%s' && cp '%s'/* '%s' && chmod u+w '%s'/*", d, real_dir,
-			       d, d),
-			 0);
+	assert_int_equal(
+		lt_sh("mkdir -p '%s' && cp '%s'/* '%s' && chmod u+w '%s'/*", d, real_dir, d, d), 0);
 	TS_EDIT(d, s, {
 		ts_drop(&s, "base_model.model.lm_head.weight");
 		ts_drop(&s, "base_model.model.model.embed_tokens.weight");
@@ -614,21 +623,34 @@ static void poke_u16(tt *x, size_t i, uint16_t v)
 	memcpy(x->data + i * 2, &v, 2);
 }
 
-static void e_dora(const char *d) { cfg_set(d, "use_dora", json_true()); }
+static void e_dora(const char *d)
+{
+	cfg_set(d, "use_dora", json_true());
+}
 static void e_dora_tensor(const char *d)
 {
-	TS_EDIT(d, s, ts_add(&s, "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector",
-			     LOOM_DT_F32, 1, 64));
+	TS_EDIT(d, s,
+		ts_add(&s, "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector",
+		       LOOM_DT_F32, 1, 64));
 }
-static void e_mts(const char *d) { cfg_setj(d, "modules_to_save", "[\"lm_head\", \"embed_tokens\"]"); }
-static void e_mts_str(const char *d) { cfg_setj(d, "modules_to_save", "\"score\""); }
+static void e_mts(const char *d)
+{
+	cfg_setj(d, "modules_to_save", "[\"lm_head\", \"embed_tokens\"]");
+}
+static void e_mts_str(const char *d)
+{
+	cfg_setj(d, "modules_to_save", "\"score\"");
+}
 static void e_mts_tensor(const char *d)
 {
-	TS_EDIT(d, s, ts_add(&s, "base_model.model.score.modules_to_save.default.weight", LOOM_DT_F32, 2, 64));
+	TS_EDIT(d, s,
+		ts_add(&s, "base_model.model.score.modules_to_save.default.weight", LOOM_DT_F32, 2,
+		       64));
 }
 static void e_embed(const char *d)
 {
-	TS_EDIT(d, s, ts_add(&s, "base_model.model.model.embed_tokens.weight", LOOM_DT_BF16, 5, 64));
+	TS_EDIT(d, s,
+		ts_add(&s, "base_model.model.model.embed_tokens.weight", LOOM_DT_BF16, 5, 64));
 }
 static void e_lm_head(const char *d)
 {
@@ -636,25 +658,48 @@ static void e_lm_head(const char *d)
 }
 static void e_emb_lora(const char *d)
 {
-	TS_EDIT(d, s, ts_add(&s, "base_model.model.model.embed_tokens.lora_embedding_A", LOOM_DT_F32, 8, 300));
+	TS_EDIT(d, s,
+		ts_add(&s, "base_model.model.model.embed_tokens.lora_embedding_A", LOOM_DT_F32, 8,
+		       300));
 }
-static void e_cfg_lm_head(const char *d) { cfg_setj(d, "target_modules", "[\"q_proj\", \"v_proj\", \"lm_head\"]"); }
-static void e_bias_all(const char *d) { cfg_set(d, "bias", json_string("all")); }
-static void e_bias_lora_only(const char *d) { cfg_set(d, "bias", json_string("lora_only")); }
+static void e_cfg_lm_head(const char *d)
+{
+	cfg_setj(d, "target_modules", "[\"q_proj\", \"v_proj\", \"lm_head\"]");
+}
+static void e_bias_all(const char *d)
+{
+	cfg_set(d, "bias", json_string("all"));
+}
+static void e_bias_lora_only(const char *d)
+{
+	cfg_set(d, "bias", json_string("lora_only"));
+}
 static void e_bias_tensor(const char *d)
 {
-	TS_EDIT(d, s, ts_add(&s, "base_model.model.model.layers.0.self_attn.q_proj.bias", LOOM_DT_F32, 1, 64));
+	TS_EDIT(d, s,
+		ts_add(&s, "base_model.model.model.layers.0.self_attn.q_proj.bias", LOOM_DT_F32, 1,
+		       64));
 }
 static void e_lora_bias(const char *d)
 {
-	TS_EDIT(d, s, ts_add(&s, "base_model.model.model.layers.0.self_attn.q_proj.lora_B.bias", LOOM_DT_F32, 1, 64));
+	TS_EDIT(d, s,
+		ts_add(&s, "base_model.model.model.layers.0.self_attn.q_proj.lora_B.bias",
+		       LOOM_DT_F32, 1, 64));
 }
 static void e_norm(const char *d)
 {
-	TS_EDIT(d, s, ts_add(&s, "base_model.model.model.layers.0.input_layernorm.weight", LOOM_DT_F32, 1, 64));
+	TS_EDIT(d, s,
+		ts_add(&s, "base_model.model.model.layers.0.input_layernorm.weight", LOOM_DT_F32, 1,
+		       64));
 }
-static void e_no_b(const char *d) { TS_EDIT(d, s, ts_drop(&s, tn(1, AD_Q, "B"))); }
-static void e_no_a(const char *d) { TS_EDIT(d, s, ts_drop(&s, tn(2, AD_V, "A"))); }
+static void e_no_b(const char *d)
+{
+	TS_EDIT(d, s, ts_drop(&s, tn(1, AD_Q, "B")));
+}
+static void e_no_a(const char *d)
+{
+	TS_EDIT(d, s, ts_drop(&s, tn(2, AD_V, "A")));
+}
 static void e_shape(const char *d)
 {
 	TS_EDIT(d, s, {
@@ -669,16 +714,35 @@ static void e_shape_b(const char *d)
 		ts_add(&s, tn(2, AD_V, "B"), LOOM_DT_F32, 64, 8);
 	});
 }
-static void e_rank(const char *d) { cfg_set(d, "r", json_integer(4)); }
-static void e_rank_pattern(const char *d) { cfg_setj(d, "rank_pattern", "{\"v_proj\": 4}"); }
-static void e_nan(const char *d) { TS_EDIT(d, s, poke_f32(ts_find(&s, tn(2, AD_V, "B")), 5, NAN)); }
-static void e_inf_f16(const char *d) { TS_EDIT(d, s, poke_u16(ts_find(&s, tn(1, AD_Q, "A")), 3, 0x7C00)); }
-static void e_ninf_bf16(const char *d) { TS_EDIT(d, s, poke_u16(ts_find(&s, tn(0, AD_V, "B")), 7, 0xFF80)); }
+static void e_rank(const char *d)
+{
+	cfg_set(d, "r", json_integer(4));
+}
+static void e_rank_pattern(const char *d)
+{
+	cfg_setj(d, "rank_pattern", "{\"v_proj\": 4}");
+}
+static void e_nan(const char *d)
+{
+	TS_EDIT(d, s, poke_f32(ts_find(&s, tn(2, AD_V, "B")), 5, NAN));
+}
+static void e_inf_f16(const char *d)
+{
+	TS_EDIT(d, s, poke_u16(ts_find(&s, tn(1, AD_Q, "A")), 3, 0x7C00));
+}
+static void e_ninf_bf16(const char *d)
+{
+	TS_EDIT(d, s, poke_u16(ts_find(&s, tn(0, AD_V, "B")), 7, 0xFF80));
+}
 static void e_arch_tensor(const char *d)
 {
 	TS_EDIT(d, s, {
-		ts_add(&s, "base_model.model.model.layers.0.self_attn.query_key_value.lora_A.weight", LOOM_DT_F32, 8, 64);
-		ts_add(&s, "base_model.model.model.layers.0.self_attn.query_key_value.lora_B.weight", LOOM_DT_F32, 192, 8);
+		ts_add(&s,
+		       "base_model.model.model.layers.0.self_attn.query_key_value.lora_A.weight",
+		       LOOM_DT_F32, 8, 64);
+		ts_add(&s,
+		       "base_model.model.model.layers.0.self_attn.query_key_value.lora_B.weight",
+		       LOOM_DT_F32, 192, 8);
 	});
 }
 static void e_arch_cfg(const char *d)
@@ -688,7 +752,10 @@ static void e_arch_cfg(const char *d)
 	TS_EDIT(d, s, {
 		for (int l = 0; l < 3; l++)
 			for (int h = 0; h < 2; h++) {
-				snprintf(nm, sizeof nm, "base_model.model.transformer.h.%d.attn.c_attn.lora_%s.weight", l, h ? "B" : "A");
+				snprintf(nm, sizeof nm,
+					 "base_model.model.transformer.h.%d.attn.c_attn.lora_%s."
+					 "weight",
+					 l, h ? "B" : "A");
 				ts_rename(&s, tn(l, AD_Q, h ? "B" : "A"), nm);
 			}
 	});
@@ -696,30 +763,52 @@ static void e_arch_cfg(const char *d)
 static void e_arch_wpack(const char *d)
 {
 	TS_EDIT(d, s, {
-		ts_rename(&s, tn(0, AD_Q, "A"), "base_model.model.model.layers.0.self_attn.W_pack.lora_A.weight");
-		ts_rename(&s, tn(0, AD_Q, "B"), "base_model.model.model.layers.0.self_attn.W_pack.lora_B.weight");
+		ts_rename(&s, tn(0, AD_Q, "A"),
+			  "base_model.model.model.layers.0.self_attn.W_pack.lora_A.weight");
+		ts_rename(&s, tn(0, AD_Q, "B"),
+			  "base_model.model.model.layers.0.self_attn.W_pack.lora_B.weight");
 	});
 }
 static void e_arch_path(const char *d)
 {
-	TS_EDIT(d, s, ts_rename(&s, tn(0, AD_Q, "A"), "base_model.model.transformer.h.0.attn.q_proj.lora_A.weight"));
+	TS_EDIT(d, s,
+		ts_rename(&s, tn(0, AD_Q, "A"),
+			  "base_model.model.transformer.h.0.attn.q_proj.lora_A.weight"));
 }
 static void e_prefix(const char *d)
 {
-	TS_EDIT(d, s, ts_rename(&s, tn(0, AD_Q, "A"), "model.layers.0.self_attn.q_proj.lora_A.weight"));
+	TS_EDIT(d, s,
+		ts_rename(&s, tn(0, AD_Q, "A"), "model.layers.0.self_attn.q_proj.lora_A.weight"));
 }
 static void e_layer_range(const char *d)
 {
 	TS_EDIT(d, s, {
-		ts_rename(&s, tn(2, AD_V, "A"), "base_model.model.model.layers.7.self_attn.v_proj.lora_A.weight");
-		ts_rename(&s, tn(2, AD_V, "B"), "base_model.model.model.layers.7.self_attn.v_proj.lora_B.weight");
+		ts_rename(&s, tn(2, AD_V, "A"),
+			  "base_model.model.model.layers.7.self_attn.v_proj.lora_A.weight");
+		ts_rename(&s, tn(2, AD_V, "B"),
+			  "base_model.model.model.layers.7.self_attn.v_proj.lora_B.weight");
 	});
 }
-static void e_ltt_range(const char *d) { cfg_setj(d, "layers_to_transform", "[0, 7]"); }
-static void e_ltt_excluded(const char *d) { cfg_setj(d, "layers_to_transform", "[0, 1]"); }
-static void e_ltt_type(const char *d) { cfg_setj(d, "layers_to_transform", "\"0,1\""); }
-static void e_untargeted(const char *d) { cfg_setj(d, "target_modules", "[\"q_proj\"]"); }
-static void e_exclude_all(const char *d) { cfg_setj(d, "exclude_modules", "\".*\""); }
+static void e_ltt_range(const char *d)
+{
+	cfg_setj(d, "layers_to_transform", "[0, 7]");
+}
+static void e_ltt_excluded(const char *d)
+{
+	cfg_setj(d, "layers_to_transform", "[0, 1]");
+}
+static void e_ltt_type(const char *d)
+{
+	cfg_setj(d, "layers_to_transform", "\"0,1\"");
+}
+static void e_untargeted(const char *d)
+{
+	cfg_setj(d, "target_modules", "[\"q_proj\"]");
+}
+static void e_exclude_all(const char *d)
+{
+	cfg_setj(d, "exclude_modules", "\".*\"");
+}
 static void write_text(const char *d, const char *name, const char *text)
 {
 	char p[1000];
@@ -729,29 +818,68 @@ static void write_text(const char *d, const char *name, const char *text)
 	fputs(text, f);
 	fclose(f);
 }
-static void e_bad_json(const char *d) { write_text(d, "adapter_config.json", "{\"r\": 8,\n"); }
-static void e_not_object(const char *d) { write_text(d, "adapter_config.json", "[1, 2]"); }
-static void e_no_st(const char *d) { assert_int_equal(lt_sh("rm '%s'", st_path(d)), 0); }
+static void e_bad_json(const char *d)
+{
+	write_text(d, "adapter_config.json", "{\"r\": 8,\n");
+}
+static void e_not_object(const char *d)
+{
+	write_text(d, "adapter_config.json", "[1, 2]");
+}
+static void e_no_st(const char *d)
+{
+	assert_int_equal(lt_sh("rm '%s'", st_path(d)), 0);
+}
 static void e_bin(const char *d)
 {
 	e_no_st(d);
 	write_text(d, "adapter_model.bin", "PK");
 }
-static void e_trunc(const char *d) { assert_int_equal(truncate(st_path(d), 200), 0); }
-static void e_no_cfg(const char *d) { assert_int_equal(lt_sh("rm '%s/adapter_config.json'", d), 0); }
-static void e_no_dir(const char *d) { assert_int_equal(lt_sh("rm -rf '%s'", d), 0); }
-static void e_file(const char *d) { assert_int_equal(lt_sh("rm -rf '%s' && touch '%s'", d, d), 0); }
-static void e_fifo(const char *d) { cfg_set(d, "fan_in_fan_out", json_true()); }
-static void e_peft_type(const char *d) { cfg_set(d, "peft_type", json_string("PREFIX_TUNING")); }
+static void e_trunc(const char *d)
+{
+	assert_int_equal(truncate(st_path(d), 200), 0);
+}
+static void e_no_cfg(const char *d)
+{
+	assert_int_equal(lt_sh("rm '%s/adapter_config.json'", d), 0);
+}
+static void e_no_dir(const char *d)
+{
+	assert_int_equal(lt_sh("rm -rf '%s'", d), 0);
+}
+static void e_file(const char *d)
+{
+	assert_int_equal(lt_sh("rm -rf '%s' && touch '%s'", d, d), 0);
+}
+static void e_fifo(const char *d)
+{
+	cfg_set(d, "fan_in_fan_out", json_true());
+}
+static void e_peft_type(const char *d)
+{
+	cfg_set(d, "peft_type", json_string("PREFIX_TUNING"));
+}
 static void e_no_type(const char *d)
 {
 	cfg_set(d, "peft_type", NULL);
 	cfg_set(d, "lora_alpha", NULL);
 }
-static void e_r0(const char *d) { cfg_set(d, "r", json_integer(0)); }
-static void e_alpha_str(const char *d) { cfg_set(d, "lora_alpha", json_string("16")); }
-static void e_alpha_neg(const char *d) { cfg_set(d, "lora_alpha", json_real(-1.5)); }
-static void e_rank_pattern0(const char *d) { cfg_setj(d, "rank_pattern", "{\"q_proj\": 0}"); }
+static void e_r0(const char *d)
+{
+	cfg_set(d, "r", json_integer(0));
+}
+static void e_alpha_str(const char *d)
+{
+	cfg_set(d, "lora_alpha", json_string("16"));
+}
+static void e_alpha_neg(const char *d)
+{
+	cfg_set(d, "lora_alpha", json_real(-1.5));
+}
+static void e_rank_pattern0(const char *d)
+{
+	cfg_setj(d, "rank_pattern", "{\"q_proj\": 0}");
+}
 static void e_empty(const char *d)
 {
 	TS_EDIT(d, s, {
@@ -769,12 +897,26 @@ static void e_int_dtype(const char *d)
 }
 static void e_dup(const char *d)
 {
-	TS_EDIT(d, s, ts_add(&s, "base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight", LOOM_DT_F32, 8, 64));
+	TS_EDIT(d, s,
+		ts_add(&s, "base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight",
+		       LOOM_DT_F32, 8, 64));
 }
-static void e_bad_regex(const char *d) { cfg_set(d, "target_modules", json_string("(q_proj")); }
-static void e_bad_key(const char *d) { cfg_setj(d, "rank_pattern", "{\"q_proj[\": 4}"); }
-static void e_layer_rep(const char *d) { cfg_setj(d, "layer_replication", "[[0, 2]]"); }
-static void e_tokens(const char *d) { cfg_setj(d, "trainable_token_indices", "[300, 301]"); }
+static void e_bad_regex(const char *d)
+{
+	cfg_set(d, "target_modules", json_string("(q_proj"));
+}
+static void e_bad_key(const char *d)
+{
+	cfg_setj(d, "rank_pattern", "{\"q_proj[\": 4}");
+}
+static void e_layer_rep(const char *d)
+{
+	cfg_setj(d, "layer_replication", "[[0, 2]]");
+}
+static void e_tokens(const char *d)
+{
+	cfg_setj(d, "trainable_token_indices", "[300, 301]");
+}
 
 typedef struct rcase {
 	const char *label;
@@ -788,62 +930,94 @@ typedef struct rcase {
 #define EI LOOM_EINVAL
 #define EF LOOM_EFORMAT
 static const rcase rcases[] = {
-	{ "use_dora", "", e_dora, EU, "use_dora is true", "DoRA" },
-	{ "DoRA magnitude tensor", "", e_dora_tensor, EU, "lora_magnitude_vector", "DoRA" },
-	{ "modules_to_save list", "", e_mts, EU, "modules_to_save names \"lm_head\"", NULL },
-	{ "modules_to_save string", "", e_mts_str, EU, "modules_to_save names \"score\"", NULL },
-	{ "modules_to_save tensor", "", e_mts_tensor, EU, "score.modules_to_save", "modules_to_save copy" },
-	{ "embed_tokens tensor", "", e_embed, EU, "tensor base_model.model.model.embed_tokens.weight carries embedding/lm_head weights", NULL },
-	{ "lm_head tensor", "", e_lm_head, EU, "tensor base_model.model.lm_head.weight carries embedding/lm_head weights", NULL },
-	{ "embedding LoRA tensor", "", e_emb_lora, EU, "lora_embedding_A", "embedding layer" },
-	{ "target_modules lm_head", "", e_cfg_lm_head, EU, "target_modules covers lm_head", NULL },
-	{ "bias all", "", e_bias_all, EU, "bias is \"all\"", "none" },
-	{ "bias lora_only", "", e_bias_lora_only, EU, "bias is \"lora_only\"", NULL },
-	{ "bias tensor", "", e_bias_tensor, EU, "q_proj.bias is a bias", NULL },
-	{ "lora_B bias tensor", "", e_lora_bias, EU, "lora_bias", NULL },
-	{ "norm tensor", "", e_norm, EU, "input_layernorm.weight is not a LoRA A/B weight", NULL },
-	{ "missing lora_B", "", e_no_b, EI, "layers.1.self_attn.q_proj.lora_A.weight has no matching lora_B", NULL },
-	{ "missing lora_A", "", e_no_a, EI, "layers.2.self_attn.v_proj.lora_B.weight has no matching lora_A", NULL },
-	{ "wrong shape A", "", e_shape, EI, "v_proj.lora_A.weight has shape [8,48], expected [8,64]", "maps 64 -> 32" },
-	{ "wrong shape B", "", e_shape_b, EI, "layers.2.self_attn.v_proj.lora_B.weight has shape [64,8], expected [32,8]", NULL },
-	{ "r differs from tensors", "", e_rank, EI, "expected [4,64] (rank 4 from \"r\"", NULL },
-	{ "rank_pattern differs", "", e_rank_pattern, EI, "v_proj.lora_A.weight has shape [8,64], expected [4,64] (rank 4 from rank_pattern", NULL },
-	{ "NaN (F32)", "", e_nan, EI, "layers.2.self_attn.v_proj.lora_B.weight holds NaN at element 5", NULL },
-	{ "Inf (F16)", "--dtype f16", e_inf_f16, EI, "layers.1.self_attn.q_proj.lora_A.weight holds an infinite value at element 3", NULL },
-	{ "-Inf (BF16)", "--dtype bf16", e_ninf_bf16, EI, "layers.0.self_attn.v_proj.lora_B.weight holds an infinite value", NULL },
-	{ "other architecture: query_key_value", "", e_arch_tensor, EU, "adapter for another architecture", "module \"query_key_value\"" },
-	{ "other architecture: c_attn config", "", e_arch_cfg, EU, "adapter for another architecture: target_modules [\"c_attn\"]", NULL },
-	{ "other architecture: W_pack", "", e_arch_wpack, EU, "adapter for another architecture", "module \"W_pack\"" },
-	{ "other architecture: module path", "", e_arch_path, EU, "adapter for another architecture", "transformer.h.0.attn.q_proj" },
-	{ "tensor name without prefix", "", e_prefix, EF, "model.layers.0.self_attn.q_proj.lora_A.weight is not named as PEFT", NULL },
-	{ "layer out of range", "", e_layer_range, EI, "is for layer 7, but the base model has 3 layers", NULL },
-	{ "layers_to_transform out of range", "", e_ltt_range, EI, "layers_to_transform lists layer 7", NULL },
-	{ "tensor outside layers_to_transform", "", e_ltt_excluded, EI, "layers.2.self_attn.q_proj.lora_A.weight is for model.layers.2.self_attn.q_proj, which adapter_config.json does not target", NULL },
-	{ "layers_to_transform type", "", e_ltt_type, EF, "layers_to_transform\" must be an integer or a list", NULL },
-	{ "tensor outside target_modules", "", e_untargeted, EI, "v_proj.lora_A.weight is for model.layers.0.self_attn.v_proj, which adapter_config.json does not target", NULL },
-	{ "exclude_modules removes all", "", e_exclude_all, EI, "exclude_modules removes every module", NULL },
-	{ "bad JSON", "", e_bad_json, EF, "adapter_config.json: not valid JSON", "line" },
-	{ "config not an object", "", e_not_object, EF, "adapter_config.json: not a JSON object", NULL },
-	{ "missing safetensors", "", e_no_st, EI, "adapter_model.safetensors is missing", NULL },
-	{ "only adapter_model.bin", "", e_bin, EU, "adapter_model.bin", "safe" },
-	{ "truncated safetensors", "", e_trunc, EF, "adapter_model.safetensors", NULL },
-	{ "missing config", "", e_no_cfg, EI, "adapter_config.json is missing", NULL },
-	{ "missing folder", "", e_no_dir, EI, "no such adapter folder", NULL },
-	{ "not a folder", "", e_file, EI, "not a folder", NULL },
-	{ "fan_in_fan_out", "", e_fifo, EU, "fan_in_fan_out is true", NULL },
-	{ "peft_type not LORA", "", e_peft_type, EU, "peft_type is \"PREFIX_TUNING\"", NULL },
-	{ "no peft_type, no lora_alpha", "", e_no_type, EF, "no \"peft_type\"", NULL },
-	{ "r = 0", "", e_r0, EI, "field \"r\" must be a rank >= 1, got 0", NULL },
-	{ "lora_alpha string", "", e_alpha_str, EF, "field \"lora_alpha\" must be a number", NULL },
-	{ "lora_alpha negative", "", e_alpha_neg, EI, "field \"lora_alpha\" must be positive", NULL },
-	{ "rank_pattern 0", "", e_rank_pattern0, EI, "field \"rank_pattern\" key \"q_proj\" must be a rank >= 1", NULL },
-	{ "no tensors", "", e_empty, EI, "holds no LoRA tensors", NULL },
-	{ "I32 tensor", "", e_int_dtype, EU, "q_proj.lora_A.weight has dtype I32", NULL },
-	{ "two spellings of one tensor", "", e_dup, EF, "duplicates tensor", NULL },
-	{ "bad target regex", "", e_bad_regex, EI, "field \"target_modules\": regex \"(q_proj\" is not a valid regular expression", NULL },
-	{ "bad rank_pattern key", "", e_bad_key, EI, "field \"rank_pattern\": key \"q_proj[\" is not a valid", NULL },
-	{ "layer_replication", "", e_layer_rep, EU, "layer_replication is set", NULL },
-	{ "trainable_token_indices", "", e_tokens, EU, "trainable_token_indices is set", "added tokens" },
+	{"use_dora", "", e_dora, EU, "use_dora is true", "DoRA"},
+	{"DoRA magnitude tensor", "", e_dora_tensor, EU, "lora_magnitude_vector", "DoRA"},
+	{"modules_to_save list", "", e_mts, EU, "modules_to_save names \"lm_head\"", NULL},
+	{"modules_to_save string", "", e_mts_str, EU, "modules_to_save names \"score\"", NULL},
+	{"modules_to_save tensor", "", e_mts_tensor, EU, "score.modules_to_save",
+	 "modules_to_save copy"},
+	{"embed_tokens tensor", "", e_embed, EU,
+	 "tensor base_model.model.model.embed_tokens.weight carries embedding/lm_head weights",
+	 NULL},
+	{"lm_head tensor", "", e_lm_head, EU,
+	 "tensor base_model.model.lm_head.weight carries embedding/lm_head weights", NULL},
+	{"embedding LoRA tensor", "", e_emb_lora, EU, "lora_embedding_A", "embedding layer"},
+	{"target_modules lm_head", "", e_cfg_lm_head, EU, "target_modules covers lm_head", NULL},
+	{"bias all", "", e_bias_all, EU, "bias is \"all\"", "none"},
+	{"bias lora_only", "", e_bias_lora_only, EU, "bias is \"lora_only\"", NULL},
+	{"bias tensor", "", e_bias_tensor, EU, "q_proj.bias is a bias", NULL},
+	{"lora_B bias tensor", "", e_lora_bias, EU, "lora_bias", NULL},
+	{"norm tensor", "", e_norm, EU, "input_layernorm.weight is not a LoRA A/B weight", NULL},
+	{"missing lora_B", "", e_no_b, EI,
+	 "layers.1.self_attn.q_proj.lora_A.weight has no matching lora_B", NULL},
+	{"missing lora_A", "", e_no_a, EI,
+	 "layers.2.self_attn.v_proj.lora_B.weight has no matching lora_A", NULL},
+	{"wrong shape A", "", e_shape, EI, "v_proj.lora_A.weight has shape [8,48], expected [8,64]",
+	 "maps 64 -> 32"},
+	{"wrong shape B", "", e_shape_b, EI,
+	 "layers.2.self_attn.v_proj.lora_B.weight has shape [64,8], expected [32,8]", NULL},
+	{"r differs from tensors", "", e_rank, EI, "expected [4,64] (rank 4 from \"r\"", NULL},
+	{"rank_pattern differs", "", e_rank_pattern, EI,
+	 "v_proj.lora_A.weight has shape [8,64], expected [4,64] (rank 4 from rank_pattern", NULL},
+	{"NaN (F32)", "", e_nan, EI,
+	 "layers.2.self_attn.v_proj.lora_B.weight holds NaN at element 5", NULL},
+	{"Inf (F16)", "--dtype f16", e_inf_f16, EI,
+	 "layers.1.self_attn.q_proj.lora_A.weight holds an infinite value at element 3", NULL},
+	{"-Inf (BF16)", "--dtype bf16", e_ninf_bf16, EI,
+	 "layers.0.self_attn.v_proj.lora_B.weight holds an infinite value", NULL},
+	{"other architecture: query_key_value", "", e_arch_tensor, EU,
+	 "adapter for another architecture", "module \"query_key_value\""},
+	{"other architecture: c_attn config", "", e_arch_cfg, EU,
+	 "adapter for another architecture: target_modules [\"c_attn\"]", NULL},
+	{"other architecture: W_pack", "", e_arch_wpack, EU, "adapter for another architecture",
+	 "module \"W_pack\""},
+	{"other architecture: module path", "", e_arch_path, EU, "adapter for another architecture",
+	 "transformer.h.0.attn.q_proj"},
+	{"tensor name without prefix", "", e_prefix, EF,
+	 "model.layers.0.self_attn.q_proj.lora_A.weight is not named as PEFT", NULL},
+	{"layer out of range", "", e_layer_range, EI,
+	 "is for layer 7, but the base model has 3 layers", NULL},
+	{"layers_to_transform out of range", "", e_ltt_range, EI,
+	 "layers_to_transform lists layer 7", NULL},
+	{"tensor outside layers_to_transform", "", e_ltt_excluded, EI,
+	 "layers.2.self_attn.q_proj.lora_A.weight is for model.layers.2.self_attn.q_proj, which "
+	 "adapter_config.json does not target",
+	 NULL},
+	{"layers_to_transform type", "", e_ltt_type, EF,
+	 "layers_to_transform\" must be an integer or a list", NULL},
+	{"tensor outside target_modules", "", e_untargeted, EI,
+	 "v_proj.lora_A.weight is for model.layers.0.self_attn.v_proj, which adapter_config.json "
+	 "does not target",
+	 NULL},
+	{"exclude_modules removes all", "", e_exclude_all, EI,
+	 "exclude_modules removes every module", NULL},
+	{"bad JSON", "", e_bad_json, EF, "adapter_config.json: not valid JSON", "line"},
+	{"config not an object", "", e_not_object, EF, "adapter_config.json: not a JSON object",
+	 NULL},
+	{"missing safetensors", "", e_no_st, EI, "adapter_model.safetensors is missing", NULL},
+	{"only adapter_model.bin", "", e_bin, EU, "adapter_model.bin", "safe"},
+	{"truncated safetensors", "", e_trunc, EF, "adapter_model.safetensors", NULL},
+	{"missing config", "", e_no_cfg, EI, "adapter_config.json is missing", NULL},
+	{"missing folder", "", e_no_dir, EI, "no such adapter folder", NULL},
+	{"not a folder", "", e_file, EI, "not a folder", NULL},
+	{"fan_in_fan_out", "", e_fifo, EU, "fan_in_fan_out is true", NULL},
+	{"peft_type not LORA", "", e_peft_type, EU, "peft_type is \"PREFIX_TUNING\"", NULL},
+	{"no peft_type, no lora_alpha", "", e_no_type, EF, "no \"peft_type\"", NULL},
+	{"r = 0", "", e_r0, EI, "field \"r\" must be a rank >= 1, got 0", NULL},
+	{"lora_alpha string", "", e_alpha_str, EF, "field \"lora_alpha\" must be a number", NULL},
+	{"lora_alpha negative", "", e_alpha_neg, EI, "field \"lora_alpha\" must be positive", NULL},
+	{"rank_pattern 0", "", e_rank_pattern0, EI,
+	 "field \"rank_pattern\" key \"q_proj\" must be a rank >= 1", NULL},
+	{"no tensors", "", e_empty, EI, "holds no LoRA tensors", NULL},
+	{"I32 tensor", "", e_int_dtype, EU, "q_proj.lora_A.weight has dtype I32", NULL},
+	{"two spellings of one tensor", "", e_dup, EF, "duplicates tensor", NULL},
+	{"bad target regex", "", e_bad_regex, EI,
+	 "field \"target_modules\": regex \"(q_proj\" is not a valid regular expression", NULL},
+	{"bad rank_pattern key", "", e_bad_key, EI,
+	 "field \"rank_pattern\": key \"q_proj[\" is not a valid", NULL},
+	{"layer_replication", "", e_layer_rep, EU, "layer_replication is set", NULL},
+	{"trainable_token_indices", "", e_tokens, EU, "trainable_token_indices is set",
+	 "added tokens"},
 };
 
 static void run_rcase(void **state)
@@ -887,17 +1061,20 @@ int main(void)
 	static struct CMUnitTest tests[64 + sizeof rcases / sizeof *rcases];
 	size_t n = 0;
 	static const struct CMUnitTest fixed[] = {
-		cmocka_unit_test(load_dtypes),	       cmocka_unit_test(all_seven_layout),
-		cmocka_unit_test(patterns),	       cmocka_unit_test(rslora),
-		cmocka_unit_test(layers_to_transform), cmocka_unit_test(target_forms),
-		cmocka_unit_test(trimmed_real),	       cmocka_unit_test(alloc_failures),
+		cmocka_unit_test(load_dtypes),
+		cmocka_unit_test(all_seven_layout),
+		cmocka_unit_test(patterns),
+		cmocka_unit_test(rslora),
+		cmocka_unit_test(layers_to_transform),
+		cmocka_unit_test(target_forms),
+		cmocka_unit_test(trimmed_real),
+		cmocka_unit_test(alloc_failures),
 	};
 	for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
 		tests[n++] = fixed[i];
 	for (size_t i = 0; i < sizeof rcases / sizeof *rcases; i++) {
-		struct CMUnitTest t = { rcases[i].label, run_rcase, NULL, NULL, (void *)&rcases[i] };
+		struct CMUnitTest t = {rcases[i].label, run_rcase, NULL, NULL, (void *)&rcases[i]};
 		tests[n++] = t;
 	}
-	return _cmocka_run_group_tests("adapters/test_peft", tests, n, group_setup,
-				       group_teardown);
+	return _cmocka_run_group_tests("adapters/test_peft", tests, n, group_setup, group_teardown);
 }
