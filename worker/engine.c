@@ -269,6 +269,16 @@ void wk_engine_stats(wk_engine *e, loom_msg_stats *out)
 	pthread_mutex_unlock(&e->mu);
 }
 
+uint64_t wk_engine_preemptions(wk_engine *e)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&e->mu);
+	n = e->snap_preemptions;
+	pthread_mutex_unlock(&e->mu);
+	return n;
+}
+
 /* ------------------------------------------------------------------ */
 /* engine thread: drain, validate, cancel, adapters                    */
 /* ------------------------------------------------------------------ */
@@ -419,7 +429,7 @@ static void accept_adapter(wk_engine *e, cmd *c)
 		old->refs++; /* put drops it now if no sequence holds it */
 		adref_put(e, c->model, old);
 	}
-	LOOM_INFO("engine: adapter %s of '%s' loaded (max rank %d, %zu bytes)%s", r->a->name,
+	LOOM_DEBUG("engine: adapter %s of '%s' loaded (max rank %d, %zu bytes)%s", r->a->name,
 		  ms->m->name, r->a->max_rank, r->a->bytes, old ? ", replacing the old one" : "");
 }
 
@@ -599,7 +609,7 @@ static loom_err create_slot(wk_engine *e, model_slot *ms, wk_model *m, const wk_
 	if (!ms->logits)
 		return loom_fail(LOOM_ENOMEM, "engine: out of memory for the logits of '%s'",
 				 m->name);
-	LOOM_INFO("engine: '%s': KV cache of %d blocks x %d positions (%zu MiB)", m->name, blocks,
+	LOOM_DEBUG("engine: '%s': KV cache of %d blocks x %d positions (%zu MiB)", m->name, blocks,
 		  WK_KV_BLOCK,
 		  (size_t)blocks * WK_KV_BLOCK * wk_kv_bytes_per_position(&m->cfg) >> 20);
 	return LOOM_OK;

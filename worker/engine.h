@@ -126,6 +126,10 @@ int wk_engine_default_kv_blocks(const wk_model *m, int max_seqs, int kv_mb);
  * slots, i.e. blocks x WK_KV_BLOCK, summed over the models). */
 void wk_engine_stats(wk_engine *e, loom_msg_stats *out);
 
+/* Sequences preempted (KV released, recomputed later) so far; published
+ * with the STATS snapshot after each iteration. */
+uint64_t wk_engine_preemptions(wk_engine *e);
+
 /*
  * Manual mode only: runs one iteration (drain inbox, admit, forward,
  * sample, emit) on the calling thread. Returns the number of live requests

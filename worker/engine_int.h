@@ -101,6 +101,7 @@ struct wk_engine {
 	uint64_t inbox_tokens;
 	bool stop;
 	loom_msg_stats snap;  /* published by the engine thread */
+	uint64_t snap_preemptions;
 	pthread_t thread;
 	bool has_thread;
 

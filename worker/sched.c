@@ -316,5 +316,6 @@ void wk_sched_publish_stats(wk_engine *e)
 	st.tokens_out = e->tokens_out;
 	pthread_mutex_lock(&e->mu);
 	e->snap = st;
+	e->snap_preemptions = e->preemptions;
 	pthread_mutex_unlock(&e->mu);
 }

@@ -3,6 +3,12 @@
  * stories260k model: results equal a hand-driven wk_forward + wk_sample
  * loop, batching (concurrent, staggered, chunked prefill) changes no token,
  * finish reasons, cancel, bad requests, stats, the threaded mode.
+ * Paged KV: with a pool a third of what the requests need, preemption by
+ * recompute still gives every request its tokens (greedy and seeded
+ * sampling); a request bigger than the pool is refused. Adapters: random
+ * PEFT adapters (loom-mkmodel) of mixed ranks and targets plus base-only
+ * requests in one staggered run give each request the tokens it gets
+ * alone; replacing an adapter keeps running requests on the old one.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "adapters/adapter.h"
 #include "common/alloc.h"
 #include "tests/support/harness.h"
 #include "worker/engine.h"
@@ -23,6 +30,7 @@
 #include "worker/sample.h"
 
 static wk_model *model;
+static char *ad_root; /* random adapters, written by the first test needing them */
 
 /* ---------------------------------------------------------------- */
 /* collecting what the engine emits                                  */
@@ -143,6 +151,7 @@ static const int32_t once_upon[] = { 1, 403, 407, 261, 378 };
 typedef struct req_spec {
 	uint64_t req;
 	const char *model;
+	const char *adapter;
 	const int32_t *prompt;
 	uint32_t n_prompt;
 	loom_sampling sp;
@@ -160,6 +169,7 @@ static loom_msg_submit make_submit(const req_spec *r)
 	memset(&s, 0, sizeof s);
 	s.req = r->req;
 	snprintf(s.model, sizeof s.model, "%s", r->model ? r->model : "stories260k");
+	snprintf(s.adapter, sizeof s.adapter, "%s", r->adapter ? r->adapter : "");
 	s.n_prompt = r->n_prompt;
 	s.prompt_ids = (int32_t *)r->prompt;
 	s.sampling = r->sp;
@@ -243,14 +253,20 @@ static void assert_rec_matches(const rec *r, const int32_t *want, int n_want, in
 	assert_false(r->has_err);
 }
 
-static wk_engine *make_engine(coll *c, int max_batch_tokens, int max_seqs, bool manual)
+static wk_engine *make_engine_kv(coll *c, int max_batch_tokens, int max_seqs, int kv_blocks,
+				 bool manual)
 {
 	wk_engine_opts o = { .max_batch_tokens = max_batch_tokens, .max_seqs = max_seqs,
-			     .manual = manual };
+			     .kv_blocks = kv_blocks, .manual = manual };
 	wk_engine *e;
 	coll_init(c);
 	assert_int_equal(wk_engine_create(&model, 1, &o, on_emit, c, &e), LOOM_OK);
 	return e;
+}
+
+static wk_engine *make_engine(coll *c, int max_batch_tokens, int max_seqs, bool manual)
+{
+	return make_engine_kv(c, max_batch_tokens, max_seqs, 0, manual);
 }
 
 static void run_all(wk_engine *e)
@@ -288,6 +304,10 @@ static int teardown(void **state)
 {
 	(void)state;
 	wk_model_destroy(model);
+	if (ad_root) {
+		lt_sh("rm -rf '%s'", ad_root);
+		loom_free(ad_root);
+	}
 	return 0;
 }
 
@@ -718,6 +738,324 @@ static void test_stats_and_queue(void **state)
 	coll_fini(&c);
 }
 
+/* ---------------------------------------------------------------- */
+/* paged KV: exhaustion and preemption                               */
+/* ---------------------------------------------------------------- */
+
+#define N_KV 8
+
+/* 8 requests, 8..40 prompt tokens, 40..61 new tokens (ignore_eos, so their
+ * KV need is known), half of them sampled with their own seeds. */
+static int kv_specs(req_spec *rs, int32_t prompts[N_KV][48])
+{
+	int blocks = 0;
+	for (int i = 0; i < N_KV; i++) {
+		int len = 8 + (i * 13) % 33;
+		fill_prompt(prompts[i], len, 300 + (uint64_t)i);
+		rs[i] = (req_spec){ .req = 2000 + (uint64_t)i, .prompt = prompts[i],
+				    .n_prompt = (uint32_t)len, .sp = greedy(40 + 3 * (uint32_t)i) };
+		rs[i].sp.ignore_eos = true;
+		if (i % 2) {
+			rs[i].sp.temperature = 0.8f;
+			rs[i].sp.top_k = 50;
+			rs[i].sp.seed = 900 + (uint64_t)i;
+		}
+		blocks += (len + (int)rs[i].sp.max_tokens - 1 + WK_KV_BLOCK - 1) / WK_KV_BLOCK;
+	}
+	return blocks;
+}
+
+static void test_kv_exhaustion(void **state)
+{
+	(void)state;
+	req_spec rs[N_KV];
+	int32_t prompts[N_KV][48];
+	int32_t want[N_KV][64];
+	int n_want[N_KV], fin[N_KV];
+	int need = kv_specs(rs, prompts), pool = need / 3;
+	const int budgets[] = { 0, 16 };
+
+	for (int i = 0; i < N_KV; i++) {
+		n_want[i] = reference(model, rs[i].prompt, (int)rs[i].n_prompt, &rs[i].sp, want[i],
+				      &fin[i]);
+		assert_true(rs[i].n_prompt + rs[i].sp.max_tokens - 1 <= (uint32_t)pool * WK_KV_BLOCK);
+	}
+	for (size_t k = 0; k < sizeof budgets / sizeof budgets[0]; k++) {
+		coll c;
+		wk_engine *e = make_engine_kv(&c, budgets[k], 0, pool, true);
+		loom_msg_stats st;
+		int peak_running = 0;
+
+		/* half at once, the rest while they run */
+		for (int i = 0; i < N_KV / 2; i++)
+			submit(e, &rs[i]);
+		for (int guard = 0; guard < 5000; guard++) {
+			if (guard == 3)
+				for (int i = N_KV / 2; i < N_KV; i++)
+					submit(e, &rs[i]);
+			int left = wk_engine_step(e);
+			wk_engine_stats(e, &st);
+			assert_int_equal(st.kv_total, pool * WK_KV_BLOCK);
+			assert_true(st.kv_free <= st.kv_total);
+			if ((int)st.running > peak_running)
+				peak_running = (int)st.running;
+			if (left == 0 && guard > 3)
+				break;
+		}
+		for (int i = 0; i < N_KV; i++)
+			assert_rec_matches(coll_find(&c, rs[i].req), want[i], n_want[i], fin[i]);
+		uint64_t pre = wk_engine_preemptions(e);
+		printf("  pool %d blocks (requests need %d), budget %d: %d running at most, "
+		       "%llu preemptions\n", pool, need, budgets[k] ? budgets[k] : 256, peak_running,
+		       (unsigned long long)pre);
+		assert_true(pre > 0);
+		assert_true(peak_running >= 2);
+		wk_engine_stats(e, &st);
+		assert_int_equal(st.kv_free, st.kv_total);
+		assert_int_equal(st.queued_tokens, 0);
+		wk_engine_destroy(e);
+		coll_fini(&c);
+	}
+}
+
+static void test_kv_request_too_big(void **state)
+{
+	(void)state;
+	coll c;
+	wk_engine *e = make_engine_kv(&c, 0, 0, 4, true); /* 64 positions */
+	int32_t prompt[60];
+	int32_t want[8];
+	int fin;
+	fill_prompt(prompt, 60, 17);
+	req_spec big = { .req = 1, .prompt = prompt, .n_prompt = 60, .sp = greedy(6) };
+	req_spec fits = { .req = 2, .prompt = prompt, .n_prompt = 60, .sp = greedy(5) };
+	req_spec all = { .req = 3, .prompt = once_upon, .n_prompt = 5, .sp = greedy(0) };
+	int n = reference(model, prompt, 60, &fits.sp, want, &fin);
+
+	submit(e, &big);  /* 65 positions */
+	submit(e, &fits); /* 64: exactly the pool */
+	submit(e, &all);  /* max_tokens 0: a whole context of 512 */
+	run_all(e);
+	rec *r = coll_find(&c, 1);
+	assert_true(r->has_err);
+	assert_int_equal(r->err_code, LOOM_ERANGE);
+	if (!strstr(r->err, "whole KV cache"))
+		fail_msg("'%s' does not explain the KV limit", r->err);
+	r = coll_find(&c, 3);
+	assert_true(r->has_err);
+	assert_int_equal(r->err_code, LOOM_ERANGE);
+	assert_rec_matches(coll_find(&c, 2), want, n, fin);
+	wk_engine_destroy(e);
+	coll_fini(&c);
+}
+
+/* ---------------------------------------------------------------- */
+/* adapters                                                          */
+/* ---------------------------------------------------------------- */
+
+static const struct {
+	const char *name, *args;
+} ad_specs[] = {
+	{ "r1-qv", "--rank 1 --alpha 4 --targets q_proj,v_proj --seed 11" },
+	{ "r8-all", "--rank 8 --alpha 16 --targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,"
+		    "down_proj --seed 12" },
+	{ "r16-kod", "--rank 16 --alpha 32 --targets k_proj,o_proj,down_proj --dtype bf16 "
+		     "--seed 13" },
+	{ "r4-mlp", "--rank 4 --alpha 8 --targets gate_proj,up_proj --rslora --layers 0,2 "
+		    "--seed 14" },
+};
+#define N_AD (int)(sizeof ad_specs / sizeof ad_specs[0])
+
+/* Writes the adapters once per run (under LOOM_TMP). */
+static void make_adapters(void)
+{
+	if (ad_root)
+		return;
+	ad_root = lt_tmpdir("engine-ad");
+	for (int i = 0; i < N_AD; i++) {
+		int rc = lt_sh("'%s' adapter --model '%s' --out '%s/%s' %s >/dev/null",
+			       lt_bin_path("loom-mkmodel"), lt_shared_path("models/stories260k"),
+			       ad_root, ad_specs[i].name, ad_specs[i].args);
+		if (rc != 0)
+			fail_msg("loom-mkmodel adapter %s failed (status %d)", ad_specs[i].name, rc);
+	}
+}
+
+/* A fresh copy of adapter i, named name (NULL: its own name). */
+static ad_adapter *load_adapter(int i, const char *name)
+{
+	char dir[600];
+	ad_adapter *a;
+	snprintf(dir, sizeof dir, "%s/%s", ad_root, ad_specs[i].name);
+	loom_err rc = ad_adapter_load(dir, name ? name : ad_specs[i].name, &model->cfg, &a);
+	if (rc)
+		fail_msg("ad_adapter_load %s: %s", dir, loom_errmsg());
+	return a;
+}
+
+static void add_all_adapters(wk_engine *e)
+{
+	for (int i = 0; i < N_AD; i++)
+		assert_int_equal(wk_engine_add_adapter(e, "stories260k", load_adapter(i, NULL)),
+				 LOOM_OK);
+}
+
+#define N_MIX 10
+
+static void mix_specs(req_spec *rs, int32_t prompts[N_MIX][40])
+{
+	/* 0..3 and 6, 8, 9: adapters; 4, 7: base; 5 repeats 4's prompt with an adapter */
+	static const int which[N_MIX] = { 0, 1, 2, 3, -1, 1, 0, -1, 3, 2 };
+	for (int i = 0; i < N_MIX; i++) {
+		int src = i == 5 ? 4 : i, len = 3 + (src * 7) % 31;
+		fill_prompt(prompts[i], len, 500 + (uint64_t)src);
+		rs[i] = (req_spec){ .req = 3000 + (uint64_t)i, .prompt = prompts[i],
+				    .n_prompt = (uint32_t)len, .sp = greedy(10 + (uint32_t)i) };
+		rs[i].adapter = which[i] >= 0 ? ad_specs[which[i]].name : NULL;
+		rs[i].sp.ignore_eos = true;
+		if (i % 3 == 2) {
+			rs[i].sp.temperature = 0.7f;
+			rs[i].sp.top_p = 0.9f;
+			rs[i].sp.seed = 40 + (uint64_t)i;
+		}
+	}
+}
+
+/* Runs r alone in an engine holding every adapter. */
+static int alone(const req_spec *r, int32_t *out)
+{
+	coll c;
+	wk_engine *e = make_engine(&c, 0, 0, true);
+	add_all_adapters(e);
+	submit(e, r);
+	run_all(e);
+	rec *g = coll_find(&c, r->req);
+	assert_non_null(g);
+	if (g->has_err)
+		fail_msg("request %llu alone: %s", (unsigned long long)r->req, g->err);
+	assert_int_equal(g->finish, LOOM_FINISH_LENGTH);
+	memcpy(out, g->ids, sizeof(int32_t) * (size_t)g->n);
+	int n = g->n;
+	wk_engine_destroy(e);
+	coll_fini(&c);
+	return n;
+}
+
+static void run_mix(const req_spec *rs, int32_t want[N_MIX][64], const int *n_want,
+		    int kv_blocks, int budget, int min_items)
+{
+	coll c;
+	wk_engine *e = make_engine_kv(&c, budget, 0, kv_blocks, true);
+	add_all_adapters(e);
+	for (int i = 0; i < 4; i++)
+		submit(e, &rs[i]);
+	wk_engine_step(e);
+	for (int i = 4; i < 7; i++)
+		submit(e, &rs[i]);
+	wk_engine_step(e);
+	wk_engine_step(e);
+	for (int i = 7; i < N_MIX; i++)
+		submit(e, &rs[i]);
+	run_all(e);
+	for (int i = 0; i < N_MIX; i++)
+		assert_rec_matches(coll_find(&c, rs[i].req), want[i], n_want[i], LOOM_FINISH_LENGTH);
+	printf("  %d requests over %d adapters + base, budget %d, kv %d blocks: up to %d in one "
+	       "step, %llu preemptions\n", N_MIX, N_AD, budget ? budget : 256,
+	       kv_blocks ? kv_blocks : 2048, c.max_items,
+	       (unsigned long long)wk_engine_preemptions(e));
+	assert_true(c.max_items >= min_items); /* base and adapters shared iterations */
+	if (kv_blocks)
+		assert_true(wk_engine_preemptions(e) > 0);
+	wk_engine_destroy(e);
+	coll_fini(&c);
+}
+
+static void test_adapters_mixed_batch(void **state)
+{
+	(void)state;
+	req_spec rs[N_MIX];
+	int32_t prompts[N_MIX][40];
+	int32_t want[N_MIX][64];
+	int n_want[N_MIX];
+
+	make_adapters();
+	mix_specs(rs, prompts);
+	for (int i = 0; i < N_MIX; i++)
+		n_want[i] = alone(&rs[i], want[i]);
+	/* the base request by hand equals the engine alone */
+	{
+		int32_t ref[64];
+		int fin, n = reference(model, rs[4].prompt, (int)rs[4].n_prompt, &rs[4].sp, ref, &fin);
+		assert_int_equal(n, n_want[4]);
+		assert_memory_equal(ref, want[4], sizeof(int32_t) * (size_t)n);
+	}
+	/* the adapter changes the story (same prompt, same sampling) */
+	assert_int_equal(rs[4].n_prompt, rs[5].n_prompt);
+	assert_memory_equal(rs[4].prompt, rs[5].prompt, sizeof(int32_t) * rs[4].n_prompt);
+	assert_true(memcmp(want[4], want[5], sizeof(int32_t) * 10) != 0);
+
+	run_mix(rs, want, n_want, 0, 0, 8);
+	run_mix(rs, want, n_want, 0, 7, 4);  /* chunked prefill across adapter groups */
+	run_mix(rs, want, n_want, 12, 0, 3); /* and under KV pressure (preemption) */
+}
+
+static void test_adapter_replace_and_errors(void **state)
+{
+	(void)state;
+	int32_t want_old[64], want_new[64];
+	make_adapters();
+	req_spec a = { .req = 1, .adapter = ad_specs[0].name, .prompt = once_upon, .n_prompt = 5,
+		       .sp = greedy(24) };
+	a.sp.ignore_eos = true;
+	req_spec b = a;
+	b.req = 2;
+	int n_old = alone(&a, want_old);
+	req_spec a2 = a;
+	a2.adapter = ad_specs[1].name;
+	int n_new = alone(&a2, want_new);
+	assert_true(memcmp(want_old, want_new, sizeof(int32_t) * 24) != 0);
+
+	coll c;
+	wk_engine *e = make_engine(&c, 0, 0, true);
+	/* r1-qv's weights under the name "x" */
+	assert_int_equal(wk_engine_add_adapter(e, "stories260k", load_adapter(0, "x")), LOOM_OK);
+	a.adapter = "x";
+	submit(e, &a);
+	for (int k = 0; k < 5; k++)
+		wk_engine_step(e);
+	/* "x" now names r8-all's weights: a keeps the old ones, b gets the new */
+	assert_int_equal(wk_engine_add_adapter(e, "stories260k", load_adapter(1, "x")), LOOM_OK);
+	b.adapter = "x";
+	submit(e, &b);
+	req_spec u = a;
+	u.req = 3;
+	u.adapter = "nope";
+	submit(e, &u);
+	run_all(e);
+	assert_rec_matches(coll_find(&c, 1), want_old, n_old, LOOM_FINISH_LENGTH);
+	assert_rec_matches(coll_find(&c, 2), want_new, n_new, LOOM_FINISH_LENGTH);
+	rec *r = coll_find(&c, 3);
+	assert_true(r->has_err);
+	assert_int_equal(r->err_code, LOOM_ENOTFOUND);
+	assert_string_equal(r->err, "adapter nope is not loaded");
+	/* replaced again while idle: the old one goes at once (no leak under
+	 * cmocka's checks would show; ASan builds do) */
+	assert_int_equal(wk_engine_add_adapter(e, "stories260k", load_adapter(2, "x")), LOOM_OK);
+	run_all(e);
+
+	/* the engine takes the adapter even when it refuses it */
+	assert_int_equal(wk_engine_add_adapter(e, "no-model", load_adapter(0, NULL)),
+			 LOOM_ENOTFOUND);
+	assert_non_null(strstr(loom_errmsg(), "no-model"));
+	ad_adapter *bad = load_adapter(0, NULL);
+	bad->n_layers = 3;
+	assert_int_equal(wk_engine_add_adapter(e, "stories260k", bad), LOOM_EINVAL);
+	assert_non_null(strstr(loom_errmsg(), "layers"));
+	assert_int_equal(wk_engine_add_adapter(e, "stories260k", NULL), LOOM_EINVAL);
+	wk_engine_destroy(e);
+	coll_fini(&c);
+}
+
 static void test_create_rejects(void **state)
 {
 	(void)state;
@@ -758,6 +1096,10 @@ int main(void)
 		cmocka_unit_test(test_threaded),
 		cmocka_unit_test(test_stats_and_queue),
 		cmocka_unit_test(test_create_rejects),
+		cmocka_unit_test(test_kv_exhaustion),
+		cmocka_unit_test(test_kv_request_too_big),
+		cmocka_unit_test(test_adapters_mixed_batch),
+		cmocka_unit_test(test_adapter_replace_and_errors),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
