@@ -45,6 +45,26 @@ static void print_value(FILE *out, json_t *v)
 	}
 }
 
+/* The member names of object v joined by ',' (NaN when v is not an object). */
+static void print_keys(FILE *out, json_t *v)
+{
+	const char *key;
+	json_t *val;
+	int first = 1;
+	if (!json_is_object(v) || json_object_size(v) == 0) {
+		fputs("NaN", out);
+		return;
+	}
+	json_object_foreach(v, key, val) {
+		(void)val;
+		if (!first)
+			fputc(',', out);
+		first = 0;
+		for (const char *s = key; *s; s++)
+			fputc(*s == ' ' || *s == '\t' || *s == '\n' ? '_' : *s, out);
+	}
+}
+
 loom_err bn_extract(FILE *out, const char *path, char *const *keys, int n_keys)
 {
 	json_error_t e;
@@ -77,7 +97,13 @@ loom_err bn_extract(FILE *out, const char *path, char *const *keys, int n_keys)
 			goto out;
 		}
 		for (int k = 0; k < n_keys; k++) {
-			vals[k] = strcmp(keys[k], "@index") ? resolve(p, keys[k]) : NULL;
+			vals[k] = keys[k][0] == '@' ? NULL : resolve(p, keys[k]);
+			if (keys[k][0] == '@' && strcmp(keys[k], "@index") &&
+			    strncmp(keys[k], "@keys:", 6)) {
+				rc = loom_fail(LOOM_EINVAL, "--extract: unknown special key '%s' "
+					       "(@index, @keys:PATH)", keys[k]);
+				goto out;
+			}
 			if (json_is_object(vals[k])) {
 				const char *f = json_object_iter_key(json_object_iter(vals[k]));
 				rc = loom_fail(LOOM_EINVAL, "--extract %s: '%s' is an object; name one "
@@ -100,6 +126,10 @@ loom_err bn_extract(FILE *out, const char *path, char *const *keys, int n_keys)
 					fputc('\t', out);
 				if (!strcmp(keys[k], "@index")) {
 					fprintf(out, "%zu", i);
+					continue;
+				}
+				if (!strncmp(keys[k], "@keys:", 6)) {
+					print_keys(out, resolve(p, keys[k] + 6));
 					continue;
 				}
 				print_value(out, json_is_array(v) ? json_array_get(v, r) : v);

@@ -66,7 +66,8 @@ loom_err bn_write_json(const char *path, const json_t *j);
  * --extract: loads the report at path (one point or an array of points) and
  * prints, tab-separated, the values of keys (dot paths such as
  * "throughput.output_tokens_per_s", "sweep.value", "slo.interactive.attainment";
- * "@index" is the point's index). One line per point; when a key names an
+ * "@index" is the point's index; "@keys:PATH" the member names of the object
+ * at PATH joined by ',', e.g. "@keys:slo"). One line per point; when a key names an
  * array (e.g. "samples.latency_ms") each point prints one line per element
  * and points are separated by two blank lines (gnuplot's index blocks).
  * Missing values and nulls print as NaN.

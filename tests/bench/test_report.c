@@ -188,6 +188,14 @@ static void test_extract(void **state)
 	out = extract(arr, k4, 2, &rc);
 	assert_string_equal(out, "1\t1\n1\t2\n\n\n2\t3\n");
 	free(out);
+	char *k6[] = { "@keys:ttft", "@keys:completed" };
+	out = extract(one, k6, 2, &rc);
+	assert_string_equal(out, "p50\tNaN\n");
+	free(out);
+	char *k7[] = { "@nope" };
+	out = extract(one, k7, 1, &rc);
+	assert_int_equal(rc, LOOM_EINVAL);
+	free(out);
 	char *k5[] = { "ttft" };
 	out = extract(one, k5, 1, &rc);
 	assert_int_equal(rc, LOOM_EINVAL);
