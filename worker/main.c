@@ -23,6 +23,7 @@
 #include "../common/alloc.h"
 #include "../common/log.h"
 #include "engine.h"
+#include "kv.h"
 #include "link.h"
 #include "model.h"
 
@@ -250,6 +251,13 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	LOOM_INFO("worker %s listening on %s (models: %s)", a.id, a.listen, list);
+	for (int i = 0; i < a.n_models; i++) {
+		int blocks = a.kv_blocks ? a.kv_blocks
+					 : wk_engine_default_kv_blocks(models[i], a.max_seqs, a.kv_mb);
+		LOOM_INFO("worker %s: '%s': KV cache of %d blocks x %d positions (%zu MiB)", a.id,
+			  a.names[i], blocks, WK_KV_BLOCK,
+			  ((size_t)blocks * WK_KV_BLOCK * wk_kv_bytes_per_position(&models[i]->cfg)) >> 20);
+	}
 	while (sem_wait(&quit_sem) != 0 && errno == EINTR) {
 	}
 	LOOM_INFO("worker %s: %s, shutting down", a.id, quit_sig == SIGINT ? "SIGINT" : "SIGTERM");

@@ -4,7 +4,11 @@
  * SUBMIT -> STEPs until finish (same ids as a hand-driven forward), ERROR
  * for bad requests, CANCEL -> ABORT, malformed bytes ignored, a dropped
  * connection cancels its requests, SIGTERM -> exit 0; bad flags -> 2, a bad
- * model folder -> 1 with the file named.
+ * model folder -> 1 with the file named. ADAPTER: a good random adapter
+ * serves SUBMITs naming it (same ids as a hand-driven forward with its
+ * segment); a DoRA one, a missing folder and an unknown base model are
+ * answered by ERROR{req 0, "adapter NAME: reason"} and the worker keeps
+ * serving base and good-adapter requests.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +27,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/pair1/pair.h>
 
+#include "adapters/adapter.h"
 #include "common/alloc.h"
 #include "common/proto.h"
 #include "tests/support/harness.h"
@@ -199,10 +204,13 @@ static void collect(uint64_t req, result *r, void (*on_item)(result *))
 	}
 }
 
-/* Greedy by hand with the library: the ids the worker must send. */
-static int reference(const int32_t *prompt, int n_prompt, int max_tokens, int32_t *out)
+/* Greedy by hand with the library: the ids the worker must send; with the
+ * adapter in folder ad_dir when given (one segment over the sequence). */
+static int reference_ad(const int32_t *prompt, int n_prompt, int max_tokens, const char *ad_dir,
+			int32_t *out)
 {
 	wk_model *m;
+	ad_adapter *ad = NULL;
 	wk_kv *kv;
 	wk_scratch *s;
 	assert_int_equal(wk_model_load(lt_shared_path("models/stories260k"), "ref", &m), LOOM_OK);
@@ -214,6 +222,15 @@ static int reference(const int32_t *prompt, int n_prompt, int max_tokens, int32_
 	int32_t start[2] = { 0, n_prompt };
 	wk_batch b = { .n_seqs = 1, .seq_start = start, .tokens = prompt, .kv = &kv };
 	int n = 0;
+	const ad_adapter *seg_ad[1] = { NULL };
+	if (ad_dir) {
+		if (ad_adapter_load(ad_dir, "ref", &m->cfg, &ad))
+			fail_msg("ad_adapter_load %s: %s", ad_dir, loom_errmsg());
+		seg_ad[0] = ad;
+		b.n_segs = 1;
+		b.seg_start = start; /* one segment: the whole sequence */
+		b.seg_adapter = seg_ad;
+	}
 	for (;;) {
 		assert_int_equal(wk_forward(m, &b, s, logits), LOOM_OK);
 		out[n] = wk_sample(logits, m->cfg.vocab, &sp, (uint64_t)n, ss);
@@ -225,10 +242,16 @@ static int reference(const int32_t *prompt, int n_prompt, int max_tokens, int32_
 	}
 	loom_free(logits);
 	loom_free(ss);
+	ad_adapter_destroy(ad);
 	wk_scratch_destroy(s);
 	wk_kv_destroy(kv);
 	wk_model_destroy(m);
 	return n;
+}
+
+static int reference(const int32_t *prompt, int n_prompt, int max_tokens, int32_t *out)
+{
+	return reference_ad(prompt, n_prompt, max_tokens, NULL, out);
 }
 
 static bool log_contains(const char *path, const char *needle)
@@ -380,6 +403,91 @@ static void test_malformed_ignored(void **state)
 	assert_true(log_contains(worker.log, "malformed"));
 }
 
+static void send_adapter(const char *name, const char *base, const char *path)
+{
+	loom_msg m = { .type = LOOM_MSG_ADAPTER };
+	snprintf(m.u.adapter.name, sizeof m.u.adapter.name, "%s", name);
+	snprintf(m.u.adapter.base_model, sizeof m.u.adapter.base_model, "%s", base);
+	m.u.adapter.path = (char *)path;
+	send_msg(&m);
+}
+
+/* Waits for the worker-level ERROR (req 0) about an adapter. */
+static void expect_adapter_error(const char *name, uint32_t code, const char *needle)
+{
+	char head[200];
+	snprintf(head, sizeof head, "adapter %s: ", name);
+	for (;;) {
+		loom_msg m;
+		recv_msg(&m);
+		if (m.type == LOOM_MSG_ERROR && m.u.error.req == 0) {
+			if (strncmp(m.u.error.message, head, strlen(head)) != 0 ||
+			    !strstr(m.u.error.message, needle))
+				fail_msg("ERROR '%s' is not '%s...%s'", m.u.error.message, head, needle);
+			assert_int_equal(m.u.error.code, code);
+			loom_msg_fini(&m);
+			return;
+		}
+		loom_msg_fini(&m);
+	}
+}
+
+static void test_adapters(void **state)
+{
+	(void)state;
+	char good[600], dora[600], missing[600];
+	int32_t want[32], base_want[32];
+	result r;
+
+	snprintf(good, sizeof good, "%s/ad-good", dir);
+	snprintf(dora, sizeof dora, "%s/ad-dora", dir);
+	snprintf(missing, sizeof missing, "%s/ad-missing", dir);
+	assert_int_equal(lt_sh("'%s' adapter --model '%s' --out '%s' --rank 8 --alpha 16 "
+			       "--targets q_proj,k_proj,v_proj,o_proj,down_proj --seed 5 >/dev/null",
+			       lt_bin_path("loom-mkmodel"), lt_shared_path("models/stories260k"),
+			       good), 0);
+	assert_int_equal(lt_sh("cp -r '%s' '%s' && sed -i 's/\"use_dora\": *false/"
+			       "\"use_dora\": true/' '%s/adapter_config.json' && "
+			       "grep -q '\"use_dora\": *true' '%s/adapter_config.json'",
+			       good, dora, dora, dora), 0);
+	int n = reference_ad(once_upon, 5, 16, good, want);
+	int n_base = reference(once_upon, 5, 16, base_want);
+	assert_true(n != n_base || memcmp(want, base_want, sizeof(int32_t) * (size_t)n) != 0);
+
+	send_adapter("good", "stories260k", good);
+	submit(70, "stories260k", "good", once_upon, 5, 16, false);
+	collect(70, &r, NULL);
+	assert_false(r.error);
+	assert_int_equal(r.n, n);
+	assert_memory_equal(r.ids, want, (size_t)n * sizeof *want);
+
+	send_adapter("bad", "stories260k", dora);
+	expect_adapter_error("bad", LOOM_EUNSUPPORTED, "use_dora");
+	send_adapter("gone", "stories260k", missing);
+	expect_adapter_error("gone", LOOM_EINVAL, "ad-missing");
+	send_adapter("orphan", "no-such-base", good);
+	expect_adapter_error("orphan", LOOM_ENOTFOUND, "no-such-base");
+
+	/* still serving: base, the good adapter, and a clear refusal of the bad one */
+	submit(71, "stories260k", "", once_upon, 5, 16, false);
+	submit(72, "stories260k", "good", once_upon, 5, 16, false);
+	collect(71, &r, NULL);
+	assert_int_equal(r.n, n_base);
+	assert_memory_equal(r.ids, base_want, (size_t)n_base * sizeof *want);
+	submit(73, "stories260k", "bad", once_upon, 5, 16, false);
+	collect(73, &r, NULL);
+	assert_true(r.error);
+	assert_int_equal(r.err_code, LOOM_ENOTFOUND);
+	assert_string_equal(r.err, "adapter bad is not loaded");
+	/* 72 finished meanwhile; send it again to read its ids */
+	submit(74, "stories260k", "good", once_upon, 5, 16, false);
+	collect(74, &r, NULL);
+	assert_false(r.error);
+	assert_int_equal(r.n, n);
+	assert_memory_equal(r.ids, want, (size_t)n * sizeof *want);
+	assert_true(log_contains(worker.log, "use_dora"));
+}
+
 static void cancel_after_two(result *r)
 {
 	if (r->items == 2) {
@@ -488,6 +596,7 @@ int main(void)
 		cmocka_unit_test(test_submit_streams),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_malformed_ignored),
+		cmocka_unit_test(test_adapters),
 		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_disconnect_cancels),
 		cmocka_unit_test(test_sigterm_exits_0),
