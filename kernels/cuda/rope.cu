@@ -1,0 +1,51 @@
+/* kernels/cuda/rope.cu — rotary position embedding, HF rotate-half.
+ *
+ * CUDA kernels: one thread per (row, i < head_dim/2) computes the angle
+ * pos * theta^(-2i/hd) and its cos/sin in double (as the CPU's
+ * kn_rope_table does, then rounded to float), and rotates the pair
+ * (x[i], x[i + hd/2]) of every head of that row. Rows on grid.x.
+ * Kernel launchers: kn_cuda_rope. */
+#include "kn_cuda_int.cuh"
+
+#define ROPE_THREADS 128
+
+/* ---- CUDA kernels ---- */
+
+__global__ void rope_kernel(void *x, int dt, int64_t ldx, int n_heads, int head_dim,
+			    const int32_t *pos, float theta)
+{
+	int half = head_dim / 2;
+	int64_t row = blockIdx.x;
+	double p = (double)pos[row];
+	for (int i = threadIdx.x; i < half; i += blockDim.x) {
+		double inv = pow((double)theta, -2.0 * (double)i / (double)head_dim);
+		double s, c;
+		sincos(p * inv, &s, &c);
+		float cf = (float)c, sf = (float)s;
+		for (int h = 0; h < n_heads; h++) {
+			int64_t o = row * ldx + (int64_t)h * head_dim + i;
+			float a = kn_ld(x, dt, o), b = kn_ld(x, dt, o + half);
+			kn_st(x, dt, o, a * cf - b * sf);
+			kn_st(x, dt, o + half, b * cf + a * sf);
+		}
+	}
+}
+
+/* ---- kernel launchers ---- */
+
+extern "C" loom_err kn_cuda_rope(void *x, kn_cuda_dtype dt, int ldx, int rows, int n_heads,
+				 int head_dim, const int32_t *pos, float theta, void *stream)
+{
+	if (rows < 0 || n_heads < 1 || head_dim < 2 || (head_dim & 1) ||
+	    (int64_t)ldx < (int64_t)n_heads * head_dim || !(theta > 0.f))
+		return loom_fail(LOOM_EINVAL, "rope: rows=%d n_heads=%d head_dim=%d ldx=%d theta=%g",
+				 rows, n_heads, head_dim, ldx, (double)theta);
+	if (!kn_dt_ok(dt))
+		return loom_fail(LOOM_EUNSUPPORTED, "rope: dtype %d", (int)dt);
+	if (rows == 0)
+		return LOOM_OK;
+	int threads = head_dim / 2 < ROPE_THREADS ? ((head_dim / 2 + 31) / 32) * 32 : ROPE_THREADS;
+	rope_kernel<<<rows, threads, 0, (cudaStream_t)stream>>>(x, dt, ldx, n_heads, head_dim, pos,
+								theta);
+	return kn_cu_launched("rope launch");
+}
