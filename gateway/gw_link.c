@@ -207,7 +207,7 @@ static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 		/* the pipe may already have been replaced: fail what went out on it either way */
 		size_t n = detach_worker(l, w->idx, id);
 		if (id == w->pipe) {
-			if (n || w->was_live)
+			if ((n || w->was_live) && !l->closed) /* not at shutdown */
 				LOOM_WARN("worker %s: connection lost (%zu request(s) in flight failed)",
 					  w->url, n);
 			w->pipe = 0;
