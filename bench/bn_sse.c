@@ -151,7 +151,7 @@ void bn_chunk_parse(const char *data, size_t len, bn_chunk *out)
 		out->kind = BN_CHUNK_DONE;
 		return;
 	}
-	j = json_loadb(data, len, 0, &e);
+	j = json_loadb(data, len, JSON_ALLOW_NUL, &e); /* text may hold U+0000 */
 	if (!j || !json_is_object(j)) {
 		out->kind = BN_CHUNK_BAD;
 		snprintf(out->message, sizeof out->message, "SSE data is not a JSON object: %.100s",

@@ -128,6 +128,7 @@ static const chunk_case chunks[] = {
 	  BN_CHUNK_ERROR, 0, -1, "worker lost" },
 	{ "not json", "{oops", BN_CHUNK_BAD, 0, -1, "not a JSON object" },
 	{ "array", "[1,2]", BN_CHUNK_BAD, 0, -1, "not a JSON object" },
+	{ "NUL in text", "{\"choices\":[{\"text\":\"a\\u0000b\"}]}", BN_CHUNK_DATA, 3, -1, NULL },
 	{ "no choices", "{\"id\":\"x\"}", BN_CHUNK_DATA, 0, -1, NULL },
 };
 
