@@ -13,7 +13,10 @@
  * new pipe appears; the receive thread sends the missing ADAPTERs for a
  * HELLO's models before it applies that HELLO (liveness, model list), so a
  * SUBMIT naming an adapter is only ever routed after its ADAPTER was queued
- * on the same socket (pair1 keeps the order).
+ * on the same socket (pair1 keeps the order). A worker that is not live yet
+ * becomes live only with a HELLO answering a PING sent after its ADAPTERs
+ * (live_after_seq): the worker handles messages in order, so by then it has
+ * loaded them, and a slow load can neither fail requests nor count as a hang.
  */
 #include "gw_link.h"
 
@@ -65,6 +68,8 @@ typedef struct worker {
 	uint32_t inflight;
 	loom_msg_stats stats;
 	bool *ad_sent;            /* [l->n_ads] ADAPTER sent on the current pipe */
+	uint64_t live_after_seq;  /* a HELLO answering a PING up to this seq cannot make the
+				   * worker live (that PING went out before its ADAPTERs) */
 } worker;
 
 struct gw_link {
@@ -202,6 +207,7 @@ static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 		w->ping_now = true;
 		for (size_t i = 0; i < l->n_ads; i++)
 			w->ad_sent[i] = false;
+		w->live_after_seq = 0;
 		pthread_cond_signal(&l->cv);
 	} else if (ev == NNG_PIPE_EV_REM_POST) {
 		/* the pipe may already have been replaced: fail what went out on it either way */
@@ -263,13 +269,19 @@ static bool send_adapters(worker *w, const loom_msg_hello *h, uint32_t pipe)
 		LOOM_DEBUG("worker %s: adapter %s (%s) sent", w->url, m.u.adapter.name,
 			   m.u.adapter.path);
 	}
-	if (k < n) {
-		pthread_mutex_lock(&l->mu);
-		if (pipe == w->pipe)
-			for (; k < n; k++)
-				w->ad_sent[todo[k]] = false;
-		pthread_mutex_unlock(&l->mu);
+	pthread_mutex_lock(&l->mu);
+	if (pipe == w->pipe) {
+		if (k < n) {
+			for (size_t j = k; j < n; j++)
+				w->ad_sent[todo[j]] = false;
+		} else if (n) {
+			/* PINGs numbered from here on are queued behind the ADAPTERs */
+			w->live_after_seq = w->ping_seq;
+			w->ping_now = true;
+			pthread_cond_signal(&l->cv);
+		}
 	}
+	pthread_mutex_unlock(&l->mu);
 	loom_free(todo);
 	return k == n;
 }
@@ -284,7 +296,7 @@ static void on_hello(worker *w, loom_msg_hello *h, uint32_t pipe)
 		pthread_mutex_unlock(&l->mu);
 		return; /* the connection went away meanwhile */
 	}
-	if (h->ping_seq) {
+	if (h->ping_seq && (w->was_live || h->ping_seq > w->live_after_seq)) {
 		if (!w->was_live)
 			LOOM_INFO("worker %s (%s, %s) is live, serving %u model(s)", w->url, h->worker_id,
 				  h->backend, h->n_models);

@@ -42,9 +42,10 @@ typedef struct gw_link_adapter {
 loom_err gw_link_create(const char *const *urls, size_t n_urls, gw_link **out);
 /* Same, with adapters (copied) announced to every worker that serves their
  * base model: on each new connection, after the worker's first HELLO (or the
- * first that lists the base model), and before that HELLO can make the
- * worker live or add the model to its list. A worker's ERROR{req 0} about an
- * adapter is logged as a warning. */
+ * first that lists the base model), and before that HELLO can add the model
+ * to its list. A worker not live yet becomes live only when it answers a PING
+ * sent after its ADAPTERs (i.e. once it has loaded them). A worker's
+ * ERROR{req 0} about an adapter is logged as a warning. */
 loom_err gw_link_create_with_adapters(const char *const *urls, size_t n_urls,
 				      const gw_link_adapter *ads, size_t n_ads, gw_link **out);
 /* Fails what is still in flight (503), stops the threads, closes the sockets. */

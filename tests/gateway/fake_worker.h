@@ -45,6 +45,7 @@ typedef struct fake {
 	char ad_path[MAXREC][512];
 	int ad_after_submits[MAXREC];
 	int n_adapters;
+	int adapter_delay_ms;   /* time each ADAPTER takes to "load" (nothing else is read) */
 	/* when n_auto > 0, every SUBMIT is answered with STEP{auto_ids, auto_finish} */
 	int32_t auto_ids[16];
 	uint32_t n_auto;
@@ -114,6 +115,8 @@ static inline void *fake_main(void *arg)
 					f->ad_after_submits[k] = f->n_submits;
 				}
 				pthread_mutex_unlock(&f->mu);
+				if (f->adapter_delay_ms)
+					usleep((useconds_t)f->adapter_delay_ms * 1000);
 			} else if (m.type == LOOM_MSG_CANCEL) {
 				pthread_mutex_lock(&f->mu);
 				if (f->n_cancels < MAXREC)

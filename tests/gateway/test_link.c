@@ -5,7 +5,8 @@
  * Covers routing, delivery, stop strings -> CANCEL, ERROR status mapping,
  * a worker that dies (socket closed) or hangs (no PING answers), late
  * messages, shutdown, and ADAPTER announcements (before the worker is live,
- * only for the models it serves, again after a reconnect).
+ * only for the models it serves, again after a reconnect; live only once it
+ * has loaded them, however long that takes).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -370,6 +371,43 @@ static void test_adapters_announced(void **state)
 	fake_kill(&b);
 }
 
+/* A worker that takes longer than the liveness timeout to load its adapters
+ * is neither routed to while loading nor taken for hung. */
+static void test_slow_adapter_load(void **state)
+{
+	(void)state;
+	fake a;
+	fake_start(&a, "stories");
+	a.adapter_delay_ms = 700;
+	const gw_link_adapter ads[] = {
+		{.name = "ad-1", .base_model = "stories", .path = "/abs/ad-1"},
+		{.name = "ad-2", .base_model = "stories", .path = "/abs/ad-2"},
+	};
+	const char *urls[] = {a.url};
+	gw_link *l;
+	int64_t t0 = now_ms();
+	assert_int_equal(gw_link_create_with_adapters(urls, 1, ads, 2, &l), LOOM_OK);
+	WAIT_FOR(a.n_adapters >= 1, 2000);
+	while (a.n_adapters < 2 && now_ms() - t0 < 3000) {
+		assert_false(gw_link_model_ready(l, "stories"));
+		usleep(10 * 1000);
+	}
+	WAIT_FOR(gw_link_model_ready(l, "stories"), 3000);
+	assert_true(now_ms() - t0 >= 1300);
+	gw_req *r = new_req(false, NULL);
+	assert_int_equal(submit(l, r, "stories"), LOOM_OK);
+	WAIT_FOR(a.n_submits == 1, 2000);
+	int32_t ids[] = {432};
+	step(&a, gw_req_id(r), ids, 1, LOOM_FINISH_LENGTH);
+	WAIT_FOR(gw_req_done(r), 2000);
+	int st;
+	json_decref(result(r, &st));
+	assert_int_equal(st, 200);
+	gw_link_destroy(l);
+	gw_req_release(r);
+	fake_kill(&a);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -396,6 +434,7 @@ int main(void)
 		cmocka_unit_test(test_worker_hangs_and_recovers),
 		cmocka_unit_test(test_worker_starts_late_and_shutdown),
 		cmocka_unit_test(test_adapters_announced),
+		cmocka_unit_test(test_slow_adapter_load),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
