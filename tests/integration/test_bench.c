@@ -4,7 +4,8 @@
  * 512), real HTTP. Each case runs the loom-bench program for a few seconds
  * at most and checks its JSON report: counts (completed == sent, output
  * tokens == requests x output length, since ignore_eos makes it exact), zero
- * errors, ordered percentiles, sweeps, --extract, and errors by kind.
+ * errors, ordered percentiles, sweeps, --extract, errors by kind, and the
+ * bench/suites scripts (quick, base model; and --target).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -218,6 +219,60 @@ static void test_errors_by_kind(void **state)
 	json_decref(j);
 }
 
+/* A suite end to end, quick and on the base model (adapters=0): it makes
+ * its model, starts its own loom, sweeps two rates and plots them. */
+static void test_suite_quick_base_model(void **state)
+{
+	(void)state;
+	char out[600];
+	snprintf(out, sizeof out, "%s/suite", dir);
+	int st = lt_sh("LOOM_BENCH_WORK=%s/work bench/suites/slora-rate --quick --adapters 0 "
+		       "--duration 1 --out %s > %s/suite.log 2>&1", dir, out, dir);
+	if (st != 0) {
+		lt_sh("cat %s/suite.log >&2", dir);
+		fail_msg("bench/suites/slora-rate exited %d", st);
+	}
+	char path[700];
+	snprintf(path, sizeof path, "%s/slora-rate.json", out);
+	json_t *j = json_load_file(path, 0, NULL);
+	assert_non_null(j);
+	assert_int_equal(json_array_size(j), 2);
+	for (size_t i = 0; i < 2; i++) {
+		json_t *p = json_array_get(j, i);
+		assert_int_equal(integer(p, "errors", "total"), 0);
+		assert_int_equal(integer(p, "completed", NULL), integer(p, "sent", NULL));
+		assert_int_equal(integer(p, "adapters_used", NULL), 0);
+	}
+	json_decref(j);
+	if (lt_sh("command -v gnuplot > /dev/null") == 0)
+		assert_int_equal(lt_sh("test -s %s/slora-rate-throughput.png && "
+				       "test -s %s/slora-rate-cdf.png", out, out), 0);
+}
+
+/* --target: the same suite against a server it did not start (here our
+ * stack, standing in for another OpenAI-compatible server). */
+static void test_suite_target_mode(void **state)
+{
+	(void)state;
+	int st = lt_sh("bench/suites/slora-adapters --quick --target %s --model stories "
+		       "--adapters 0 --duration 1 --no-plot --out %s/target > %s/target.log 2>&1",
+		       stack.url, dir, dir);
+	if (st != 0) {
+		lt_sh("cat %s/target.log >&2", dir);
+		fail_msg("bench/suites/slora-adapters --target exited %d", st);
+	}
+	char path[700];
+	snprintf(path, sizeof path, "%s/target/slora-adapters.json", dir);
+	json_t *j = json_load_file(path, 0, NULL);
+	assert_non_null(j);
+	json_t *p = json_array_get(j, 0);
+	assert_int_equal(integer(p, "errors", "total"), 0);
+	assert_true(integer(p, "completed", NULL) > 0);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(p, "config"), "url")),
+			    stack.url);
+	json_decref(j);
+}
+
 static void test_bad_command_line(void **state)
 {
 	(void)state;
@@ -236,6 +291,8 @@ int main(void)
 		cmocka_unit_test(test_gamma_sweep_and_extract),
 		cmocka_unit_test(test_usage_off_counts_chunks),
 		cmocka_unit_test(test_errors_by_kind),
+		cmocka_unit_test(test_suite_quick_base_model),
+		cmocka_unit_test(test_suite_target_mode),
 		cmocka_unit_test(test_bad_command_line),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
