@@ -54,7 +54,7 @@ static inline bool kn_dt_half(kn_cuda_dtype dt)
 	return dt == KN_CUDA_BF16 || dt == KN_CUDA_F16;
 }
 
-static inline bool kn_aligned16(const void *p)
+__host__ __device__ static inline bool kn_aligned16(const void *p)
 {
 	return ((uintptr_t)p & 15u) == 0;
 }
