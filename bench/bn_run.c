@@ -370,7 +370,7 @@ static void progress(run *r, double t, int final)
 		frac = t / c->duration_s;
 	if (c->trace && frac < 0)
 		frac = (double)r->sent / (double)c->trace->n;
-	n = snprintf(line, sizeof line, "%s%s", r->o->tag ? r->o->tag : "", r->o->tag ? " " : "");
+	n = snprintf(line, 96, "%.64s%s", r->o->tag ? r->o->tag : "", r->o->tag ? " " : "");
 	if (r->tty && frac >= 0) {
 		int w = 20, fill = frac > 1 ? w : (int)(frac * w);
 		memset(bar, '#', (size_t)fill);
@@ -378,10 +378,12 @@ static void progress(run *r, double t, int final)
 		bar[w] = '\0';
 		n += snprintf(line + n, sizeof line - (size_t)n, "[%s] ", bar);
 	}
+	n += snprintf(line + n, sizeof line - (size_t)n, "%6.1fs sent %ld", t, r->sent);
+	if (c->requests > 0)
+		n += snprintf(line + n, sizeof line - (size_t)n, "/%ld", c->requests);
 	snprintf(line + n, sizeof line - (size_t)n,
-		 "%6.1fs sent %ld%s done %ld in-flight %d | %.1f tok/s | errors %ld", t, r->sent,
-		 c->requests > 0 ? "" : "", r->done, r->n_live, t > 0 ? (double)r->tokens_live / t : 0.0,
-		 r->errors);
+		 " done %ld in flight %d | %.1f tok/s | errors %ld", r->done, r->n_live,
+		 t > 0 ? (double)r->tokens_live / t : 0.0, r->errors);
 	if (r->tty)
 		fprintf(stderr, "\r\033[K%s%s", line, final ? "\n" : "");
 	else
