@@ -97,16 +97,15 @@ static void run_examples(const char *log, const char *dir)
 	assert_true(n >= 4);
 }
 
-static void test_serve(void **state)
+/* Starts scripts/serve with cmd (a shell command that execs it, run from
+ * the project root), runs its examples, stops it with SIGTERM and checks
+ * that the gateway and the workers are gone. */
+static void serve_and_check(const char *dir, int port, const char *cmd)
 {
-	(void)state;
-	char *dir = lt_tmpdir("serve");
-	char log[600], port[16], needle[96];
-	int p = lt_free_port();
+	char log[600], needle[96], wneedle[96];
 	lt_proc sv;
-	snprintf(port, sizeof port, "%d", p);
 	snprintf(log, sizeof log, "%s/serve.log", dir);
-	char *argv[] = { "scripts/serve", "--port", port, NULL };
+	char *argv[] = { "/bin/sh", "-c", (char *)cmd, NULL };
 	assert_int_equal(lt_spawn(&sv, log, argv), 0);
 
 	/* wait for the examples (the demo model may be generated first) */
@@ -130,22 +129,59 @@ static void test_serve(void **state)
 	loom_free(out);
 
 	/* SIGTERM stops scripts/serve, the gateway and the worker */
-	char wneedle[96];
-	snprintf(needle, sizeof needle, "loom-gatewa[y].*--port %d", p);
+	snprintf(needle, sizeof needle, "loom-gatewa[y].*--port %d", port);
 	snprintf(wneedle, sizeof wneedle, "loom-worke[r].*loom-serve-%d/", (int)sv.pid);
 	assert_int_equal(count_procs(needle), 1);
-	assert_int_equal(count_procs(wneedle), 1);
+	assert_true(count_procs(wneedle) >= 1);
 	assert_int_equal(lt_stop(&sv, SIGTERM, 15000), 0);
 	usleep(300000);
 	assert_int_equal(count_procs(needle), 0);
 	assert_int_equal(count_procs(wneedle), 0);
+}
+
+/* No model given: the demo model is generated (once) and served. */
+static void test_serve_demo(void **state)
+{
+	(void)state;
+	char *dir = lt_tmpdir("serve");
+	char cmd[256];
+	int p = lt_free_port();
+	snprintf(cmd, sizeof cmd, "exec scripts/serve --port %d", p);
+	serve_and_check(dir, p, cmd);
+	loom_free(dir);
+}
+
+/* A real model and an adapter given by paths relative to the directory
+ * serve is run from, two workers: the adapter example answers too. */
+static void test_serve_model_adapter(void **state)
+{
+	(void)state;
+	char *dir = lt_tmpdir("serve-ad");
+	char root[512], model[512], cmd[2048];
+	int p = lt_free_port();
+	assert_non_null(getcwd(root, sizeof root));
+	assert_non_null(realpath(lt_shared_path("models/stories260k"), model));
+	assert_int_equal(lt_sh("ln -s %s %s/stories && %s adapter --model %s --out %s/myad --rank 4 "
+			       "--targets q_proj,v_proj >/dev/null",
+			       model, dir, lt_bin_path("loom-mkmodel"), model, dir), 0);
+	snprintf(cmd, sizeof cmd,
+		 "cd %s && exec %s/scripts/serve --port %d --workers 2 --model stories "
+		 "--adapter tales=myad@stories",
+		 dir, root, p);
+	serve_and_check(dir, p, cmd);
+	char log[600];
+	snprintf(log, sizeof log, "%s/serve.log", dir);
+	char *out = read_file(log);
+	assert_non_null(strstr(out, "\"model\": \"tales\""));
+	loom_free(out);
 	loom_free(dir);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_serve),
+		cmocka_unit_test(test_serve_demo),
+		cmocka_unit_test(test_serve_model_adapter),
 	};
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests(tests, NULL, NULL);
