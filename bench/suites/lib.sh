@@ -149,15 +149,21 @@ suite_start() {
   SUITE_PIDS="$!"
   "$BIN/loom-gateway" --host 127.0.0.1 --port "$port" --worker "ipc://$SUITE_RUN/w0.ipc" \
     --model "$MODEL=$model" ${gw_args[@]+"${gw_args[@]}"} > "$SUITE_RUN/gateway.log" 2>&1 &
-  SUITE_PIDS="$SUITE_PIDS $!"
+  local gw=$!
+  SUITE_PIDS="$SUITE_PIDS $gw"
   URL=http://127.0.0.1:$port
-  for _ in $(seq 1 600); do
+  for _ in $(seq 1 1200); do
     curl -fs "$URL/ready" >/dev/null 2>&1 && break
+    kill -0 "$gw" 2>/dev/null || break
     sleep 0.1
   done
   if ! curl -fs "$URL/ready" >/dev/null 2>&1; then
     echo "$SUITE: loom did not become ready; logs:" >&2
     tail -n 20 "$SUITE_RUN/worker.log" "$SUITE_RUN/gateway.log" >&2
+    if grep -q "too many '--adapter'" "$SUITE_RUN/gateway.log"; then
+      echo "$SUITE: this loom-gateway refuses $nad adapters; pass --adapters with smaller" \
+        "counts (e.g. --adapters 1,8,64)" >&2
+    fi
     exit 1
   fi
   echo "$SUITE: loom serving $MODEL on $URL (1 worker, $THREADS thread(s))" >&2
