@@ -470,7 +470,7 @@ extern "C" loom_err kn_cuda_lora_shrink(float *v, int v_rows, int r_stride, int 
 					const void *x, int ldx, const kn_cuda_lora_group *g,
 					int layer, const void *meta, int grid_chunks, void *stream)
 {
-	lora_args a;
+	lora_args a = {};
 	loom_err rc = check_group("lora shrink", g, layer, r_stride, ksplit, v_rows, grid_chunks,
 				  &a);
 	if (rc)
@@ -503,7 +503,7 @@ extern "C" loom_err kn_cuda_lora_expand(void *y, kn_cuda_dtype ydt, int ldy, con
 					const kn_cuda_lora_group *g, int layer, const void *meta,
 					int grid_chunks, void *stream)
 {
-	lora_args a;
+	lora_args a = {};
 	loom_err rc = check_group("lora expand", g, layer, r_stride, ksplit, v_rows, grid_chunks,
 				  &a);
 	if (rc)
