@@ -14,7 +14,15 @@
  *   ERROR  [6, v, req, code, message]
  *   STATS  [7, v, queued, running, queued_tokens, kv_free, kv_total,
  *           step_ms, steps, tokens_out]
- *   ADAPTER [8, v, name, base_model, path]
+ *   ADAPTER [8, v, name, base_model, path, sha]
+ *   MODEL  [9, v, name, path, sha]
+ *   FETCH  [10, v, sha, offset]
+ *   BLOB   [11, v, sha, offset, total, bin]
+ *   RESIDENCY [12, v, [[kind, tier, name, sha, bytes], ...], host_bytes,
+ *           host_budget, device_bytes, device_budget, model_bytes,
+ *           model_budget, host_hits, host_misses, device_hits,
+ *           device_misses, cold_loads, cold_load_ms (float64)]
+ * A sha is "" or 64 lowercase hex digits.
  * Unsigned fields are msgpack unsigned ints, token ids signed ints (int32
  * range), floats float32 on the wire (float64 accepted), strings str.
  *
@@ -42,7 +50,12 @@ enum {
 	ARITY_STEP = 3,
 	ARITY_ERROR = 5,
 	ARITY_STATS = 10,
-	ARITY_ADAPTER = 5,
+	ARITY_ADAPTER = 6,
+	ARITY_MODEL = 5,
+	ARITY_FETCH = 4,
+	ARITY_BLOB = 6,
+	ARITY_RESIDENCY = 15,
+	ARITY_RESIDENT = 5,
 	ARITY_SAMPLING = 7,
 	ARITY_ITEM = 4,
 };
@@ -58,6 +71,10 @@ const char *loom_msg_type_name(int type)
 	case LOOM_MSG_ERROR: return "ERROR";
 	case LOOM_MSG_STATS: return "STATS";
 	case LOOM_MSG_ADAPTER: return "ADAPTER";
+	case LOOM_MSG_MODEL: return "MODEL";
+	case LOOM_MSG_FETCH: return "FETCH";
+	case LOOM_MSG_BLOB: return "BLOB";
+	case LOOM_MSG_RESIDENCY: return "RESIDENCY";
 	}
 	return "?";
 }
@@ -84,6 +101,36 @@ static loom_err check_array(const void *p, uint32_t n, uint32_t max, const char 
 	if (n && !p)
 		return loom_fail(LOOM_EINVAL, "proto: %s.%s is NULL with %" PRIu32 " entries", msg,
 				 field, n);
+	return LOOM_OK;
+}
+
+/* A sha field: "" or exactly 64 lowercase hex digits. */
+static int sha_ok(const char *s, size_t len)
+{
+	if (len == 0)
+		return 1;
+	if (len != LOOM_SHA_HEX - 1)
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+	return 1;
+}
+
+static loom_err check_sha(const char *s, const char *msg, const char *field)
+{
+	size_t n = strnlen(s, LOOM_SHA_HEX);
+	if (n >= LOOM_SHA_HEX || !sha_ok(s, n))
+		return loom_fail(LOOM_EINVAL, "proto: %s.%s is not \"\" or 64 lowercase hex digits",
+				 msg, field);
+	return LOOM_OK;
+}
+
+static loom_err check_text(const char *s, const char *msg, const char *field)
+{
+	if (strnlen(s ? s : "", LOOM_PROTO_MAX_STR) >= LOOM_PROTO_MAX_STR)
+		return loom_fail(LOOM_EINVAL, "proto: %s.%s longer than %d bytes", msg, field,
+				 LOOM_PROTO_MAX_STR - 1);
 	return LOOM_OK;
 }
 
@@ -158,6 +205,44 @@ static loom_err validate(const loom_msg *m)
 		if (strnlen(path, LOOM_PROTO_MAX_STR) >= LOOM_PROTO_MAX_STR)
 			return loom_fail(LOOM_EINVAL, "proto: ADAPTER.path longer than %d bytes",
 					 LOOM_PROTO_MAX_STR - 1);
+		if ((rc = check_sha(a->sha, t, "sha")))
+			return rc;
+		break;
+	}
+	case LOOM_MSG_MODEL: {
+		const loom_msg_model *mm = &m->u.model;
+		if ((rc = check_name(mm->name, sizeof mm->name, t, "name")) ||
+		    (rc = check_text(mm->path, t, "path")) || (rc = check_sha(mm->sha, t, "sha")))
+			return rc;
+		break;
+	}
+	case LOOM_MSG_FETCH:
+		if ((rc = check_sha(m->u.fetch.sha, t, "sha")))
+			return rc;
+		break;
+	case LOOM_MSG_BLOB: {
+		const loom_msg_blob *b = &m->u.blob;
+		if ((rc = check_sha(b->sha, t, "sha")) ||
+		    (rc = check_array(b->data, b->len, LOOM_BLOB_CHUNK, t, "data")))
+			return rc;
+		if (b->offset > b->total || b->len > b->total - b->offset)
+			return loom_fail(LOOM_EINVAL, "proto: BLOB chunk [%" PRIu64 ", +%" PRIu32
+					 ") beyond its total %" PRIu64, b->offset, b->len, b->total);
+		break;
+	}
+	case LOOM_MSG_RESIDENCY: {
+		const loom_msg_residency *r = &m->u.residency;
+		if ((rc = check_array(r->items, r->n, LOOM_PROTO_MAX_ITEMS, t, "items")))
+			return rc;
+		for (uint32_t i = 0; i < r->n; i++) {
+			if ((rc = check_name(r->items[i].name, LOOM_NAME_MAX, t, "items[].name")) ||
+			    (rc = check_sha(r->items[i].sha, t, "items[].sha")))
+				return rc;
+			if (r->items[i].kind > 1 || r->items[i].tier > LOOM_TIER_DEVICE)
+				return loom_fail(LOOM_EINVAL, "proto: RESIDENCY.items[%" PRIu32
+						 "] has kind %u tier %u", i, r->items[i].kind,
+						 r->items[i].tier);
+		}
 		break;
 	}
 	case LOOM_MSG_ERROR: {
@@ -274,6 +359,60 @@ static int pack_body(msgpack_packer *pk, const loom_msg *m)
 		r |= pack_str(pk, a->name);
 		r |= pack_str(pk, a->base_model);
 		r |= pack_str(pk, a->path ? a->path : "");
+		r |= pack_str(pk, a->sha);
+		break;
+	}
+	case LOOM_MSG_MODEL: {
+		const loom_msg_model *mm = &m->u.model;
+		r |= msgpack_pack_array(pk, ARITY_MODEL);
+		r |= msgpack_pack_uint32(pk, m->type);
+		r |= msgpack_pack_uint32(pk, LOOM_PROTO_VERSION);
+		r |= pack_str(pk, mm->name);
+		r |= pack_str(pk, mm->path ? mm->path : "");
+		r |= pack_str(pk, mm->sha);
+		break;
+	}
+	case LOOM_MSG_FETCH:
+		r |= msgpack_pack_array(pk, ARITY_FETCH);
+		r |= msgpack_pack_uint32(pk, m->type);
+		r |= msgpack_pack_uint32(pk, LOOM_PROTO_VERSION);
+		r |= pack_str(pk, m->u.fetch.sha);
+		r |= msgpack_pack_uint64(pk, m->u.fetch.offset);
+		break;
+	case LOOM_MSG_BLOB: {
+		const loom_msg_blob *b = &m->u.blob;
+		r |= msgpack_pack_array(pk, ARITY_BLOB);
+		r |= msgpack_pack_uint32(pk, m->type);
+		r |= msgpack_pack_uint32(pk, LOOM_PROTO_VERSION);
+		r |= pack_str(pk, b->sha);
+		r |= msgpack_pack_uint64(pk, b->offset);
+		r |= msgpack_pack_uint64(pk, b->total);
+		r |= msgpack_pack_bin(pk, b->len);
+		r |= msgpack_pack_bin_body(pk, b->data, b->len);
+		break;
+	}
+	case LOOM_MSG_RESIDENCY: {
+		const loom_msg_residency *rs = &m->u.residency;
+		r |= msgpack_pack_array(pk, ARITY_RESIDENCY);
+		r |= msgpack_pack_uint32(pk, m->type);
+		r |= msgpack_pack_uint32(pk, LOOM_PROTO_VERSION);
+		r |= msgpack_pack_array(pk, rs->n);
+		for (uint32_t i = 0; i < rs->n && !r; i++) {
+			const loom_resident *it = &rs->items[i];
+			r |= msgpack_pack_array(pk, ARITY_RESIDENT);
+			r |= msgpack_pack_uint8(pk, it->kind);
+			r |= msgpack_pack_uint8(pk, it->tier);
+			r |= pack_str(pk, it->name);
+			r |= pack_str(pk, it->sha);
+			r |= msgpack_pack_uint64(pk, it->bytes);
+		}
+		const uint64_t c[] = { rs->host_bytes, rs->host_budget, rs->device_bytes,
+				       rs->device_budget, rs->model_bytes, rs->model_budget,
+				       rs->host_hits, rs->host_misses, rs->device_hits,
+				       rs->device_misses, rs->cold_loads };
+		for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+			r |= msgpack_pack_uint64(pk, c[i]);
+		r |= msgpack_pack_double(pk, rs->cold_load_ms);
 		break;
 	}
 	}
@@ -650,14 +789,115 @@ static loom_err dec_error(const dctx *d, const msgpack_object *f, loom_msg_error
 	return get_text(d, &f[4], "message", &e->message);
 }
 
+static loom_err get_sha(const dctx *d, const msgpack_object *o, const char *field, char *dst)
+{
+	loom_err rc = get_name(d, o, field, dst, LOOM_SHA_HEX);
+	if (rc)
+		return rc;
+	if (!sha_ok(dst, strlen(dst)))
+		return bad(d, field, "not \"\" or 64 lowercase hex digits");
+	return LOOM_OK;
+}
+
 static loom_err dec_adapter(const dctx *d, const msgpack_object *f, loom_msg_adapter *a)
 {
 	loom_err rc;
 
 	if ((rc = get_name(d, &f[2], "name", a->name, sizeof a->name)) ||
-	    (rc = get_name(d, &f[3], "base_model", a->base_model, sizeof a->base_model)))
+	    (rc = get_name(d, &f[3], "base_model", a->base_model, sizeof a->base_model)) ||
+	    (rc = get_text(d, &f[4], "path", &a->path)))
 		return rc;
-	return get_text(d, &f[4], "path", &a->path);
+	return get_sha(d, &f[5], "sha", a->sha);
+}
+
+static loom_err dec_model(const dctx *d, const msgpack_object *f, loom_msg_model *mm)
+{
+	loom_err rc;
+
+	if ((rc = get_name(d, &f[2], "name", mm->name, sizeof mm->name)) ||
+	    (rc = get_text(d, &f[3], "path", &mm->path)))
+		return rc;
+	return get_sha(d, &f[4], "sha", mm->sha);
+}
+
+static loom_err dec_fetch(const dctx *d, const msgpack_object *f, loom_msg_fetch *x)
+{
+	loom_err rc = get_sha(d, &f[2], "sha", x->sha);
+	return rc ? rc : get_u64(d, &f[3], "offset", &x->offset);
+}
+
+static loom_err dec_blob(const dctx *d, const msgpack_object *f, loom_msg_blob *b)
+{
+	const msgpack_object *bin = &f[5];
+	loom_err rc;
+
+	if ((rc = get_sha(d, &f[2], "sha", b->sha)) ||
+	    (rc = get_u64(d, &f[3], "offset", &b->offset)) ||
+	    (rc = get_u64(d, &f[4], "total", &b->total)))
+		return rc;
+	if (bin->type != MSGPACK_OBJECT_BIN)
+		return bad(d, "data", "expected bin");
+	if (bin->via.bin.size > LOOM_BLOB_CHUNK)
+		return bad(d, "data", "chunk larger than LOOM_BLOB_CHUNK");
+	if (b->offset > b->total || bin->via.bin.size > b->total - b->offset)
+		return bad(d, "data", "chunk beyond the blob's total");
+	b->len = bin->via.bin.size;
+	if (b->len) {
+		b->data = loom_malloc(b->len);
+		if (!b->data)
+			return loom_fail(LOOM_ENOMEM, "proto: BLOB of %" PRIu32 " bytes: out of memory",
+					 b->len);
+		memcpy(b->data, bin->via.bin.ptr, b->len);
+	}
+	return LOOM_OK;
+}
+
+static loom_err dec_residency(const dctx *d, const msgpack_object *f, loom_msg_residency *r)
+{
+	const msgpack_object *items = &f[2];
+	loom_err rc = LOOM_OK;
+	uint64_t *c[] = { &r->host_bytes, &r->host_budget, &r->device_bytes, &r->device_budget,
+			  &r->model_bytes, &r->model_budget, &r->host_hits, &r->host_misses,
+			  &r->device_hits, &r->device_misses, &r->cold_loads };
+	static const char *const cn[] = { "host_bytes", "host_budget", "device_bytes",
+					  "device_budget", "model_bytes", "model_budget",
+					  "host_hits", "host_misses", "device_hits",
+					  "device_misses", "cold_loads" };
+
+	if (items->type != MSGPACK_OBJECT_ARRAY)
+		return bad(d, "items", "expected an array");
+	if (items->via.array.size > LOOM_PROTO_MAX_ITEMS)
+		return bad(d, "items", "too many entries");
+	if (items->via.array.size) {
+		r->items = loom_calloc(items->via.array.size, sizeof *r->items);
+		if (!r->items)
+			return loom_fail(LOOM_ENOMEM, "proto: RESIDENCY items: out of memory");
+		r->n = items->via.array.size;
+	}
+	for (uint32_t i = 0; i < items->via.array.size; i++) {
+		loom_resident *it = &r->items[i];
+		const msgpack_object *e;
+		uint32_t kind, tier;
+		if (!(e = sub_array(d, &items->via.array.ptr[i], "items[]", ARITY_RESIDENT, &rc)))
+			return rc;
+		if ((rc = get_u32(d, &e[0], "items[].kind", &kind)) ||
+		    (rc = get_u32(d, &e[1], "items[].tier", &tier)) ||
+		    (rc = get_name(d, &e[2], "items[].name", it->name, sizeof it->name)) ||
+		    (rc = get_sha(d, &e[3], "items[].sha", it->sha)) ||
+		    (rc = get_u64(d, &e[4], "items[].bytes", &it->bytes)))
+			return rc;
+		if (kind > 1 || tier > LOOM_TIER_DEVICE)
+			return bad(d, "items[]", "kind must be 0..1 and tier 0..2");
+		it->kind = (uint8_t)kind;
+		it->tier = (uint8_t)tier;
+	}
+	for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+		if ((rc = get_u64(d, &f[3 + i], cn[i], c[i])))
+			return rc;
+	if (f[14].type != MSGPACK_OBJECT_FLOAT32 && f[14].type != MSGPACK_OBJECT_FLOAT64)
+		return bad(d, "cold_load_ms", "expected a float");
+	r->cold_load_ms = f[14].via.f64;
+	return LOOM_OK;
 }
 
 static loom_err dec_stats(const dctx *d, const msgpack_object *f, loom_msg_stats *s)
@@ -687,6 +927,10 @@ static uint32_t arity_of(int type)
 	case LOOM_MSG_ERROR: return ARITY_ERROR;
 	case LOOM_MSG_STATS: return ARITY_STATS;
 	case LOOM_MSG_ADAPTER: return ARITY_ADAPTER;
+	case LOOM_MSG_MODEL: return ARITY_MODEL;
+	case LOOM_MSG_FETCH: return ARITY_FETCH;
+	case LOOM_MSG_BLOB: return ARITY_BLOB;
+	case LOOM_MSG_RESIDENCY: return ARITY_RESIDENCY;
 	}
 	return 0;
 }
@@ -729,6 +973,10 @@ static loom_err dec_fields(const msgpack_object *root, loom_msg *out)
 	case LOOM_MSG_ERROR: return dec_error(&d, f, &out->u.error);
 	case LOOM_MSG_STATS: return dec_stats(&d, f, &out->u.stats);
 	case LOOM_MSG_ADAPTER: return dec_adapter(&d, f, &out->u.adapter);
+	case LOOM_MSG_MODEL: return dec_model(&d, f, &out->u.model);
+	case LOOM_MSG_FETCH: return dec_fetch(&d, f, &out->u.fetch);
+	case LOOM_MSG_BLOB: return dec_blob(&d, f, &out->u.blob);
+	case LOOM_MSG_RESIDENCY: return dec_residency(&d, f, &out->u.residency);
 	}
 	return LOOM_EINTERNAL;
 }
@@ -784,6 +1032,15 @@ void loom_msg_fini(loom_msg *m)
 		break;
 	case LOOM_MSG_ADAPTER:
 		loom_free(m->u.adapter.path);
+		break;
+	case LOOM_MSG_MODEL:
+		loom_free(m->u.model.path);
+		break;
+	case LOOM_MSG_BLOB:
+		loom_free(m->u.blob.data);
+		break;
+	case LOOM_MSG_RESIDENCY:
+		loom_free(m->u.residency.items);
 		break;
 	default:
 		break;

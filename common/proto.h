@@ -38,7 +38,14 @@ typedef enum loom_msg_type {
 	LOOM_MSG_ERROR = 6,  /* worker -> gateway */
 	LOOM_MSG_STATS = 7,  /* worker -> gateway */
 	LOOM_MSG_ADAPTER = 8,/* gateway -> worker: an adapter it may be asked for */
+	LOOM_MSG_MODEL = 9,  /* gateway -> worker: a base model it may be asked for */
+	LOOM_MSG_FETCH = 10, /* worker -> gateway: send me (part of) a store blob */
+	LOOM_MSG_BLOB = 11,  /* gateway -> worker: a chunk of a store blob */
+	LOOM_MSG_RESIDENCY = 12, /* worker -> gateway: what is resident where, hit rates */
 } loom_msg_type;
+
+#define LOOM_SHA_HEX 65           /* 64 lowercase hex digits + NUL */
+#define LOOM_BLOB_CHUNK (8u << 20) /* max bytes in one BLOB message */
 
 typedef enum loom_finish {
 	LOOM_FINISH_NONE = 0,   /* still generating */
@@ -128,8 +135,63 @@ typedef struct loom_msg_stats {
 typedef struct loom_msg_adapter {
 	char name[LOOM_NAME_MAX];
 	char base_model[LOOM_NAME_MAX];
-	char *path;                   /* NUL-terminated, < LOOM_PROTO_MAX_STR bytes */
+	char *path;                   /* NUL-terminated, < LOOM_PROTO_MAX_STR bytes; "" when sha is set */
+	char sha[LOOM_SHA_HEX];       /* store blob (loom adapter layout) or "" = load from path */
 } loom_msg_adapter;
+
+/* Makes base model `name` known to the worker: its weights are store blob
+ * `sha` (a loom model bundle: one safetensors with the config in its
+ * metadata) or, when sha is "", the Hugging Face folder `path`. Same
+ * answering rules as ADAPTER (ERROR req 0 "model NAME: reason" on failure). */
+typedef struct loom_msg_model {
+	char name[LOOM_NAME_MAX];
+	char *path;                   /* NUL-terminated, < LOOM_PROTO_MAX_STR bytes */
+	char sha[LOOM_SHA_HEX];
+} loom_msg_model;
+
+/* A worker whose own store lacks blob `sha` asks for bytes from offset on. */
+typedef struct loom_msg_fetch {
+	char sha[LOOM_SHA_HEX];
+	uint64_t offset;
+} loom_msg_fetch;
+
+/* Bytes [offset, offset+len) of blob sha (total bytes long). len == 0 with
+ * total == 0 means the gateway does not have it. */
+typedef struct loom_msg_blob {
+	char sha[LOOM_SHA_HEX];
+	uint64_t offset;
+	uint64_t total;
+	uint32_t len;                 /* <= LOOM_BLOB_CHUNK */
+	uint8_t *data;                /* [len] */
+} loom_msg_blob;
+
+typedef enum loom_tier {
+	LOOM_TIER_STORE = 0,          /* only in the LMDB store */
+	LOOM_TIER_HOST = 1,           /* host RAM cache */
+	LOOM_TIER_DEVICE = 2,         /* device pool (the CPU backend's arena) */
+} loom_tier;
+
+typedef struct loom_resident {
+	uint8_t kind;                 /* 0 = adapter, 1 = model */
+	uint8_t tier;                 /* loom_tier */
+	char name[LOOM_NAME_MAX];
+	char sha[LOOM_SHA_HEX];
+	uint64_t bytes;
+} loom_resident;
+
+/* Sent by the worker with every STATS: its resident entries (host and
+ * device tiers) and counters since start. */
+typedef struct loom_msg_residency {
+	uint32_t n;
+	loom_resident *items;         /* [n] */
+	uint64_t host_bytes, host_budget;
+	uint64_t device_bytes, device_budget;      /* adapters */
+	uint64_t model_bytes, model_budget;        /* base models on the device */
+	uint64_t host_hits, host_misses;
+	uint64_t device_hits, device_misses;
+	uint64_t cold_loads;          /* loads from the store tier */
+	double cold_load_ms;          /* total time of those loads */
+} loom_msg_residency;
 
 typedef struct loom_msg {
 	loom_msg_type type;
@@ -142,6 +204,10 @@ typedef struct loom_msg {
 		loom_msg_error error;
 		loom_msg_stats stats;
 		loom_msg_adapter adapter;
+		loom_msg_model model;
+		loom_msg_fetch fetch;
+		loom_msg_blob blob;
+		loom_msg_residency residency;
 	} u;
 } loom_msg;
 

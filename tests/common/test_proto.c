@@ -27,6 +27,12 @@ static int32_t stops[] = { 2, 13 };
 static int32_t ids_a[] = { 42 };
 static int32_t ids_b[] = { 7, 8, 9, INT32_MIN };
 static char models2[2][LOOM_NAME_MAX] = { "stories260k", "babyllama105" };
+#define SHA_A "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+static uint8_t blob_bytes[5] = { 0, 1, 2, 0xfe, 0xff };
+static loom_resident residents2[2] = {
+	{ .kind = 0, .tier = LOOM_TIER_DEVICE, .name = "sql", .sha = SHA_A, .bytes = 123 },
+	{ .kind = 1, .tier = LOOM_TIER_HOST, .name = "stories", .sha = "", .bytes = UINT64_MAX },
+};
 static loom_step_item items3[3] = {
 	{ .req = 1, .n_ids = 1, .ids = ids_a, .finish = LOOM_FINISH_NONE, .n_prompt = 5 },
 	{ .req = UINT64_MAX, .n_ids = 4, .ids = ids_b, .finish = LOOM_FINISH_STOP, .n_prompt = 0 },
@@ -130,6 +136,45 @@ static int sample(int i, loom_msg *m)
 		m->type = LOOM_MSG_ADAPTER;
 		fill_max_name(m->u.adapter.name);
 		m->u.adapter.path = "";
+		strcpy(m->u.adapter.sha, SHA_A);
+		return 1;
+	case 15:
+		m->type = LOOM_MSG_MODEL;
+		strcpy(m->u.model.name, "stories");
+		m->u.model.path = "/models/stories260k";
+		return 1;
+	case 16:
+		m->type = LOOM_MSG_MODEL;
+		fill_max_name(m->u.model.name);
+		m->u.model.path = "";
+		strcpy(m->u.model.sha, SHA_A);
+		return 1;
+	case 17:
+		m->type = LOOM_MSG_FETCH;
+		strcpy(m->u.fetch.sha, SHA_A);
+		m->u.fetch.offset = UINT64_MAX;
+		return 1;
+	case 18:
+		m->type = LOOM_MSG_BLOB;
+		strcpy(m->u.blob.sha, SHA_A);
+		m->u.blob.offset = 3;
+		m->u.blob.total = 1000;
+		m->u.blob.len = sizeof blob_bytes;
+		m->u.blob.data = blob_bytes;
+		return 1;
+	case 19:
+		m->type = LOOM_MSG_BLOB; /* "not found" answer */
+		strcpy(m->u.blob.sha, SHA_A);
+		return 1;
+	case 20:
+		m->type = LOOM_MSG_RESIDENCY;
+		m->u.residency = (loom_msg_residency){ .n = 2, .items = residents2,
+			.host_bytes = 1, .host_budget = 2, .device_bytes = 3, .device_budget = 4,
+			.model_bytes = 5, .model_budget = UINT64_MAX, .host_hits = 7, .host_misses = 8,
+			.device_hits = 9, .device_misses = 10, .cold_loads = 11, .cold_load_ms = 12.25 };
+		return 1;
+	case 21:
+		m->type = LOOM_MSG_RESIDENCY;
 		return 1;
 	}
 	return 0;
@@ -203,7 +248,43 @@ static void assert_msg_equal(const loom_msg *a, const loom_msg *b)
 		assert_string_equal(a->u.adapter.name, b->u.adapter.name);
 		assert_string_equal(a->u.adapter.base_model, b->u.adapter.base_model);
 		assert_string_equal(a->u.adapter.path, b->u.adapter.path);
+		assert_string_equal(a->u.adapter.sha, b->u.adapter.sha);
 		break;
+	case LOOM_MSG_MODEL:
+		assert_string_equal(a->u.model.name, b->u.model.name);
+		assert_string_equal(a->u.model.path, b->u.model.path);
+		assert_string_equal(a->u.model.sha, b->u.model.sha);
+		break;
+	case LOOM_MSG_FETCH:
+		assert_string_equal(a->u.fetch.sha, b->u.fetch.sha);
+		assert_true(a->u.fetch.offset == b->u.fetch.offset);
+		break;
+	case LOOM_MSG_BLOB:
+		assert_string_equal(a->u.blob.sha, b->u.blob.sha);
+		assert_true(a->u.blob.offset == b->u.blob.offset);
+		assert_true(a->u.blob.total == b->u.blob.total);
+		assert_int_equal(a->u.blob.len, b->u.blob.len);
+		if (a->u.blob.len)
+			assert_memory_equal(a->u.blob.data, b->u.blob.data, a->u.blob.len);
+		break;
+	case LOOM_MSG_RESIDENCY: {
+		const loom_msg_residency *x = &a->u.residency, *y = &b->u.residency;
+		assert_int_equal(x->n, y->n);
+		for (uint32_t i = 0; i < x->n; i++) {
+			assert_int_equal(x->items[i].kind, y->items[i].kind);
+			assert_int_equal(x->items[i].tier, y->items[i].tier);
+			assert_string_equal(x->items[i].name, y->items[i].name);
+			assert_string_equal(x->items[i].sha, y->items[i].sha);
+			assert_true(x->items[i].bytes == y->items[i].bytes);
+		}
+		assert_true(x->host_bytes == y->host_bytes && x->host_budget == y->host_budget);
+		assert_true(x->device_bytes == y->device_bytes && x->device_budget == y->device_budget);
+		assert_true(x->model_bytes == y->model_bytes && x->model_budget == y->model_budget);
+		assert_true(x->host_hits == y->host_hits && x->host_misses == y->host_misses);
+		assert_true(x->device_hits == y->device_hits && x->device_misses == y->device_misses);
+		assert_true(x->cold_loads == y->cold_loads && x->cold_load_ms == y->cold_load_ms);
+		break;
+	}
 	case LOOM_MSG_ERROR:
 		assert_true(a->u.error.req == b->u.error.req);
 		assert_int_equal(a->u.error.code, b->u.error.code);
@@ -376,7 +457,7 @@ static void test_bad_head(void **state)
 	assert_non_null(strstr(loom_errmsg(), "array"));
 
 	/* unknown type codes */
-	const uint64_t types[] = { 0, 9, 255, 256, UINT64_MAX };
+	const uint64_t types[] = { 0, 13, 255, 256, UINT64_MAX };
 	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
 		pb_init(&p);
 		msgpack_pack_array(&p.pk, 3);
