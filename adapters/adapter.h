@@ -83,4 +83,22 @@ loom_err ad_adapter_load(const char *dir, const char *name, const loom_model_con
 			 ad_adapter **out);
 void ad_adapter_destroy(ad_adapter *a);
 
+/*
+ * The adapter blob: loom's layout as bytes, what the store keeps (content
+ * addressed by its sha256). A little-endian header (magic "LOOMADP1",
+ * version, n_layers, d_in/d_out per target, base_rank, base_alpha,
+ * use_rslora, targets, max_rank), then the module table (rank, scale, A
+ * offset, Bt offset per layer and target), then the arena exactly as
+ * ad_adapter_load lays it out (64-byte aligned offsets from the blob start).
+ */
+/* Serializes a. *buf is loom_malloc'ed (caller frees). */
+loom_err ad_adapter_serialize(const ad_adapter *a, void **buf, size_t *len);
+/* Rebuilds an adapter from a blob, checking every offset and size against
+ * len and the shapes against base (LOOM_EFORMAT / LOOM_EINVAL naming the
+ * problem). copy = 0: zero-copy, A/Bt point into buf, which must be 64-byte
+ * aligned and outlive the adapter (e.g. an LMDB view); copy = 1: one arena
+ * copy (the host-RAM tier). name is copied. */
+loom_err ad_adapter_from_blob(const void *buf, size_t len, const char *name,
+			      const loom_model_config *base, int copy, ad_adapter **out);
+
 #endif

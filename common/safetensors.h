@@ -36,6 +36,9 @@ typedef struct loom_st_file loom_st_file;
  * loom_tensor it hands out lives until loom_st_close(). */
 loom_err loom_st_open(const char *path, loom_st_file **out);
 void loom_st_close(loom_st_file *f);
+/* Same validation over len bytes in memory (no copy: buf must outlive *out).
+ * name is used in messages in place of a path. */
+loom_err loom_st_open_mem(const void *buf, size_t len, const char *name, loom_st_file **out);
 
 size_t loom_st_count(const loom_st_file *f);
 /* i-th tensor in file order (order of data offsets). */

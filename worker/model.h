@@ -45,4 +45,9 @@ typedef struct wk_model {
 loom_err wk_model_load(const char *dir, const char *name, wk_model **out);
 void wk_model_destroy(wk_model *m);
 
+/* Loads a model from a loom model bundle in memory (common/bundle.h: one
+ * safetensors image whose metadata carries config.json); the bytes may be
+ * an LMDB view and need not outlive the call. */
+loom_err wk_model_load_bundle(const void *buf, size_t len, const char *name, wk_model **out);
+
 #endif
