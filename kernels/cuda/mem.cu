@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <string.h>
 
+extern "C" { /* common/alloc.h has no C++ guards */
 #include "common/alloc.h"
+}
 #include "kn_cuda_int.cuh"
 
 #define ARENA_ALIGN 256
