@@ -333,7 +333,9 @@ void bn_report_print(FILE *out, const bn_config *c, const bn_result *r, const bn
 			c->cv == 1.0 ? "" : " (cv set)");
 	else
 		fprintf(out, "closed loop, concurrency %d", c->concurrency);
-	if (bn_config_adapter_count(c) > 0)
+	if (c->trace)
+		fprintf(out, "; %d adapters named in the trace", bn_config_adapter_count(c));
+	else if (bn_config_adapter_count(c) > 0)
 		fprintf(out, "; %d adapters, %s", bn_config_adapter_count(c), pop);
 	else
 		fprintf(out, "; base model %s", c->model);
