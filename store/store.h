@@ -55,10 +55,16 @@ typedef struct st_model_rec {
 	int64_t created;
 } st_model_rec;
 
-enum { ST_RDONLY = 1 };
+/* ST_NOSWEEP: a read-write open that keeps leftover blobs (a worker that
+ * keeps fetched blobs in its own store without records, as a cache). */
+enum { ST_RDONLY = 1, ST_NOSWEEP = 2 };
 
-/* Opens (creating in read-write mode) the store in dir. flags: ST_RDONLY
- * or 0. Read-write open clears stale reader slots and sweeps leftovers. */
+/* Opens (creating in read-write mode) the store in dir. flags: ST_RDONLY,
+ * or 0 / ST_NOSWEEP. Read-write open clears stale reader slots and sweeps
+ * leftovers (unless ST_NOSWEEP). Opening one dir several times in a process
+ * shares one LMDB environment (LMDB forbids two); a read-write open fails
+ * with LOOM_EBUSY while the dir is open read-only in the process. Never use
+ * a store across fork(): the child opens its own. */
 loom_err st_open(const char *dir, int flags, st_store **out);
 void st_close(st_store *s);
 const char *st_dir(const st_store *s);
