@@ -1,8 +1,11 @@
 /*
- * common/safetensors.c — map and validate one .safetensors file.
+ * common/safetensors.c — map and validate one .safetensors file, or the same
+ * image already in memory.
  *
  * Layout: u64 little-endian header length N, N bytes of JSON, then the data
- * section. The file is mmap'ed read-only and tensors point into the mapping.
+ * section. A file is mmap'ed read-only and tensors point into the mapping;
+ * an image in memory (a store blob, loom_st_open_mem) goes through the same
+ * parser and tensors point into the caller's buffer (no mapping to unmap).
  * Validation is strict (see safetensors.h); anything odd is LOOM_EFORMAT
  * (LOOM_EUNSUPPORTED for valid files we do not handle: exotic dtypes, more
  * than LOOM_ST_MAX_DIMS dims) with a message that names the file.
@@ -290,6 +293,28 @@ out:
 	return rc;
 }
 
+/* Validates the image p[0..len) (header length, header, data section) into
+ * f; tensors point into p. what is "file" or "buffer", for messages. */
+static loom_err parse_image(loom_st_file *f, const unsigned char *p, size_t len, const char *what)
+{
+	uint64_t hlen = 0;
+
+	if (len < 8)
+		return loom_fail(LOOM_EFORMAT, "%s: %s is %zu bytes, shorter than the 8-byte header "
+				 "length", f->path, what, len);
+	for (int i = 7; i >= 0; i--)
+		hlen = (hlen << 8) | p[i];
+	if (hlen > MAX_HEADER)
+		return loom_fail(LOOM_EFORMAT, "%s: header length %llu is absurd (limit %u bytes)",
+				 f->path, (unsigned long long)hlen, MAX_HEADER);
+	if (hlen > len - 8)
+		return loom_fail(LOOM_EFORMAT, "%s: header length %llu exceeds the %s size %zu",
+				 f->path, (unsigned long long)hlen, what, len);
+	f->data = p + 8 + hlen;
+	f->data_len = len - 8 - (size_t)hlen;
+	return parse_header(f, (const char *)p + 8, (size_t)hlen);
+}
+
 loom_err loom_st_open(const char *path, loom_st_file **out)
 {
 	loom_st_file *f = NULL;
@@ -325,29 +350,37 @@ loom_err loom_st_open(const char *path, loom_st_file **out)
 		rc = loom_fail(LOOM_EIO, "%s: mmap failed: %s", path, strerror(errno));
 		goto out;
 	}
-	const unsigned char *p = f->map;
-	uint64_t hlen = 0;
-	for (int i = 7; i >= 0; i--)
-		hlen = (hlen << 8) | p[i];
-	if (hlen > MAX_HEADER) {
-		rc = loom_fail(LOOM_EFORMAT, "%s: header length %llu is absurd (limit %u bytes)",
-			       path, (unsigned long long)hlen, MAX_HEADER);
-		goto out;
-	}
-	if (hlen > f->map_len - 8) {
-		rc = loom_fail(LOOM_EFORMAT, "%s: header length %llu exceeds the file size %zu",
-			       path, (unsigned long long)hlen, f->map_len);
-		goto out;
-	}
-	f->data = p + 8 + hlen;
-	f->data_len = f->map_len - 8 - (size_t)hlen;
-	if ((rc = parse_header(f, (const char *)p + 8, (size_t)hlen)))
+	if ((rc = parse_image(f, f->map, f->map_len, "file")))
 		goto out;
 	*out = f;
 	f = NULL;
 out:
 	if (fd >= 0)
 		close(fd);
+	loom_st_close(f);
+	return rc;
+}
+
+loom_err loom_st_open_mem(const void *buf, size_t len, const char *name, loom_st_file **out)
+{
+	loom_st_file *f = NULL;
+	loom_err rc;
+
+	*out = NULL;
+	if (!name)
+		name = "(memory)";
+	if (!buf && len)
+		return loom_fail(LOOM_EINVAL, "%s: NULL buffer of %zu bytes", name, len);
+	f = loom_calloc(1, sizeof *f);
+	if (!f || !(f->path = loom_strdup(name))) {
+		rc = loom_fail(LOOM_ENOMEM, "%s: out of memory", name);
+		goto out;
+	}
+	if ((rc = parse_image(f, buf, len, "buffer")))
+		goto out;
+	*out = f;
+	f = NULL;
+out:
 	loom_st_close(f);
 	return rc;
 }

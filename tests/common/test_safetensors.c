@@ -529,6 +529,160 @@ static void single_and_empty_set(void **state)
 	loom_free(empty);
 }
 
+/* ---- images in memory (loom_st_open_mem) ---- */
+
+/* Reads a whole file into a loom_malloc'ed buffer at offset `shift` (so the
+ * image can be misaligned); *base receives the allocation to free. */
+static unsigned char *slurp(const char *path, size_t shift, size_t *len, void **base)
+{
+	FILE *fp = fopen(path, "rb");
+	assert_non_null(fp);
+	fseek(fp, 0, SEEK_END);
+	long n = ftell(fp);
+	fseek(fp, 0, SEEK_SET);
+	unsigned char *b = loom_malloc((size_t)n + shift + 1);
+	assert_non_null(b);
+	assert_int_equal(fread(b + shift, 1, (size_t)n, fp), (size_t)n);
+	fclose(fp);
+	*len = (size_t)n;
+	*base = b;
+	return b + shift;
+}
+
+/* The same image opened from its file and from memory (aligned and not)
+ * gives the same tensors, metadata and order; data points into the buffer. */
+static void mem_round_trip(void **state)
+{
+	(void)state;
+	float a[6] = { 1, -2, 3.5f, 0, 1e-3f, -7 };
+	uint16_t b[4] = { 0x3c00, 0xc100, 0x7bff, 0x0001 };
+	int64_t c = -42;
+	loom_tensor ts[] = {
+		{ .name = "a.weight", .dtype = LOOM_DT_F32, .ndim = 2, .shape = { 2, 3 }, .data = a,
+		  .nbytes = sizeof a },
+		{ .name = "b", .dtype = LOOM_DT_BF16, .ndim = 2, .shape = { 2, 2 }, .data = b,
+		  .nbytes = sizeof b },
+		{ .name = "scalar", .dtype = LOOM_DT_I64, .ndim = 0, .data = &c, .nbytes = 8 },
+	};
+	const size_t n = sizeof ts / sizeof *ts;
+	const char *meta[] = { "loom.config", "{\"x\": 1}", NULL };
+	const char *path = tpath("mem.safetensors");
+	assert_int_equal(loom_st_write(path, ts, n, meta), LOOM_OK);
+
+	loom_st_file *ff, *fm;
+	assert_int_equal(loom_st_open(path, &ff), LOOM_OK);
+	for (size_t shift = 0; shift < 3; shift++) {
+		size_t len;
+		void *base;
+		unsigned char *img = slurp(path, shift, &len, &base);
+		assert_int_equal(loom_st_open_mem(img, len, "blob 1234abcd", &fm), LOOM_OK);
+		assert_string_equal(loom_st_path(fm), "blob 1234abcd");
+		assert_string_equal(loom_st_meta(fm, "loom.config"), "{\"x\": 1}");
+		assert_int_equal(loom_st_count(fm), n);
+		for (size_t i = 0; i < n; i++) {
+			const loom_tensor *x = loom_st_at(ff, i), *y = loom_st_at(fm, i);
+			assert_string_equal(x->name, y->name);
+			assert_int_equal(x->dtype, y->dtype);
+			assert_int_equal(x->ndim, y->ndim);
+			assert_int_equal(x->nbytes, y->nbytes);
+			assert_memory_equal(x->data, y->data, x->nbytes);
+			/* zero copy: inside the caller's buffer */
+			assert_true((const unsigned char *)y->data >= img &&
+				    (const unsigned char *)y->data + y->nbytes <= img + len);
+			assert_ptr_equal(loom_st_find(fm, x->name), y);
+		}
+		loom_st_close(fm);
+		loom_free(base);
+	}
+	loom_st_close(ff);
+
+	/* NULL name is allowed (messages say "(memory)") */
+	static const unsigned char empty[16] = { 8, 0, 0, 0, 0, 0, 0, 0, '{', '}', ' ', ' ',
+						 ' ', ' ', ' ', ' ' };
+	assert_int_equal(loom_st_open_mem(empty, sizeof empty, NULL, &fm), LOOM_OK);
+	assert_int_equal(loom_st_count(fm), 0);
+	assert_string_equal(loom_st_path(fm), "(memory)");
+	loom_st_close(fm);
+}
+
+/* Builds the image of a bad_case (header, then `data` zero bytes). */
+static unsigned char *bad_image(const char *header, uint64_t hlen_override, size_t data,
+				size_t *len)
+{
+	size_t h = strlen(header);
+	uint64_t hl = hlen_override ? hlen_override : h;
+	unsigned char *b = loom_calloc(8 + h + data + 1, 1);
+	assert_non_null(b);
+	for (int i = 0; i < 8; i++)
+		b[i] = (unsigned char)(hl >> (8 * i));
+	memcpy(b + 8, header, h);
+	*len = 8 + h + data;
+	return b;
+}
+
+static void expect_mem_fail(const void *buf, size_t len, const char *name, loom_err want,
+			    const char *word)
+{
+	loom_st_file *f = (loom_st_file *)0x1;
+	loom_err rc = loom_st_open_mem(buf, len, name, &f);
+	if (rc != want || !strstr(loom_errmsg(), name) || (word && !strstr(loom_errmsg(), word)))
+		fail_msg("%s: got %s \"%s\", wanted %s mentioning \"%s\"", name, loom_strerror(rc),
+			 loom_errmsg(), loom_strerror(want), word ? word : "");
+	assert_null(f);
+}
+
+/* Every malformed header of the file table fails the same way in memory,
+ * plus images too short or with lying header lengths. */
+static void mem_malformed(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof bad_cases / sizeof *bad_cases; i++) {
+		const struct bad_case *c = &bad_cases[i];
+		char name[96];
+		size_t len;
+		snprintf(name, sizeof name, "blob bad_%s", c->name);
+		unsigned char *b = bad_image(c->header, 0, c->data, &len);
+		expect_mem_fail(b, len, name, c->rc, c->word);
+		loom_free(b);
+	}
+	size_t len;
+	unsigned char *b = bad_image("{}", 4096, 0, &len);
+	expect_mem_fail(b, len, "blob past_end", LOOM_EFORMAT, "exceeds");
+	loom_free(b);
+	b = bad_image("{}", 1ull << 40, 0, &len);
+	expect_mem_fail(b, len, "blob absurd", LOOM_EFORMAT, "absurd");
+	expect_mem_fail(b, 7, "blob seven", LOOM_EFORMAT, "shorter");
+	expect_mem_fail(b, 0, "blob zero", LOOM_EFORMAT, "shorter");
+	expect_mem_fail(NULL, 0, "blob null", LOOM_EFORMAT, "shorter");
+	expect_mem_fail(NULL, 12, "blob null12", LOOM_EINVAL, "NULL");
+	loom_free(b);
+}
+
+static void mem_alloc_failures(void **state)
+{
+	(void)state;
+	size_t len;
+	void *base;
+	unsigned char *img = slurp(tpath("mem.safetensors"), 0, &len, &base);
+	int ok = 0;
+	for (long n = 1; n < 200 && !ok; n++) {
+		loom_st_file *f = NULL;
+		loom_alloc_fail_after(n);
+		loom_err rc = loom_st_open_mem(img, len, "blob", &f);
+		loom_alloc_fail_reset();
+		if (rc == LOOM_OK) {
+			ok = 1;
+			assert_non_null(loom_st_find(f, "a.weight"));
+			loom_st_close(f);
+		} else {
+			assert_int_equal(rc, LOOM_ENOMEM);
+			assert_null(f);
+		}
+	}
+	assert_true(ok);
+	loom_free(base);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -552,6 +706,8 @@ int main(void)
 		cmocka_unit_test(malformed_headers), cmocka_unit_test(malformed_files),
 		cmocka_unit_test(alloc_failures),    cmocka_unit_test(real_model),
 		cmocka_unit_test(shard_set),	     cmocka_unit_test(single_and_empty_set),
+		cmocka_unit_test(mem_round_trip),    cmocka_unit_test(mem_malformed),
+		cmocka_unit_test(mem_alloc_failures),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
