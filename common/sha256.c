@@ -1,11 +1,12 @@
 /*
- * common/sha256.c — SHA-256 (FIPS 180-4 section 6.2), portable C.
+ * common/sha256.c — SHA-256 (FIPS 180-4 section 6.2).
  *
  * Workload: hashing adapter blobs (MBs) and model bundles (up to GBs) once
- * per registration or verification, so a plain, readable compression
- * function is enough; no SIMD. The context buffers a partial 64-byte block;
- * whole blocks of the input are compressed straight from the caller's
- * memory.
+ * per registration and again when a reader verifies, so speed matters for
+ * bundles: x86 CPUs with the SHA extensions (sha_ni) get them (chosen at
+ * first use via cpuid), others a plain, readable compression function. The
+ * context buffers a partial 64-byte block; whole blocks of the input are
+ * compressed straight from the caller's memory.
  */
 #include "sha256.h"
 
@@ -51,6 +52,111 @@ static void compress(uint32_t h[8], const uint8_t *p)
 	h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += k;
 }
 
+static void blocks_portable(uint32_t h[8], const uint8_t *p, size_t n)
+{
+	for (; n; n--, p += 64)
+		compress(h, p);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+
+/* The x86 SHA extensions: state kept as ABEF / CDGH, four rounds per pair of
+ * sha256rnds2, the message schedule by sha256msg1/msg2 on four words at a
+ * time (x[i] = W[4i..4i+3]). */
+__attribute__((target("sha,sse4.1,ssse3"))) static void blocks_shani(uint32_t h[8],
+								     const uint8_t *p, size_t n)
+{
+	const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bll, 0x0405060700010203ll);
+	__m128i tmp = _mm_loadu_si128((const __m128i *)&h[0]);
+	__m128i s1 = _mm_loadu_si128((const __m128i *)&h[4]);
+	__m128i s0, x[4], msg;
+
+	tmp = _mm_shuffle_epi32(tmp, 0xB1);  /* CDAB */
+	s1 = _mm_shuffle_epi32(s1, 0x1B);    /* EFGH */
+	s0 = _mm_alignr_epi8(tmp, s1, 8);    /* ABEF */
+	s1 = _mm_blend_epi16(s1, tmp, 0xF0); /* CDGH */
+	for (; n; n--, p += 64) {
+		__m128i save0 = s0, save1 = s1;
+		for (int i = 0; i < 16; i++) {
+			if (i < 4) {
+				x[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)),
+							bswap);
+			} else {
+				__m128i a = x[i & 3], b = x[(i + 1) & 3], c = x[(i + 2) & 3],
+					d = x[(i + 3) & 3]; /* W[i-4], W[i-3], W[i-2], W[i-1] */
+				a = _mm_sha256msg1_epu32(a, b);
+				a = _mm_add_epi32(a, _mm_alignr_epi8(d, c, 4));
+				x[i & 3] = _mm_sha256msg2_epu32(a, d);
+			}
+			msg = _mm_add_epi32(x[i & 3], _mm_loadu_si128((const __m128i *)&K[4 * i]));
+			s1 = _mm_sha256rnds2_epu32(s1, s0, msg);
+			msg = _mm_shuffle_epi32(msg, 0x0E);
+			s0 = _mm_sha256rnds2_epu32(s0, s1, msg);
+		}
+		s0 = _mm_add_epi32(s0, save0);
+		s1 = _mm_add_epi32(s1, save1);
+	}
+	tmp = _mm_shuffle_epi32(s0, 0x1B);  /* FEBA */
+	s1 = _mm_shuffle_epi32(s1, 0xB1);   /* DCHG */
+	s0 = _mm_blend_epi16(tmp, s1, 0xF0); /* DCBA */
+	s1 = _mm_alignr_epi8(s1, tmp, 8);   /* HGFE */
+	_mm_storeu_si128((__m128i *)&h[0], s0);
+	_mm_storeu_si128((__m128i *)&h[4], s1);
+}
+
+static int have_shani(void)
+{
+	unsigned a, b, c, d;
+	if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 19)) || !(c & (1u << 9)))
+		return 0; /* SSE4.1, SSSE3 */
+	if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+		return 0;
+	return !!(b & (1u << 29));
+}
+#else
+static void blocks_shani(uint32_t h[8], const uint8_t *p, size_t n)
+{
+	blocks_portable(h, p, n);
+}
+
+static int have_shani(void)
+{
+	return 0;
+}
+#endif
+
+/* 0 = not decided yet, 1 = portable, 2 = SHA extensions. A race between
+ * threads deciding is harmless: all decide the same. */
+static int impl;
+static int forced_portable;
+
+static void blocks(uint32_t h[8], const uint8_t *p, size_t n)
+{
+	int m = __atomic_load_n(&impl, __ATOMIC_RELAXED);
+	if (!m) {
+		m = !forced_portable && have_shani() ? 2 : 1;
+		__atomic_store_n(&impl, m, __ATOMIC_RELAXED);
+	}
+	if (m == 2)
+		blocks_shani(h, p, n);
+	else
+		blocks_portable(h, p, n);
+}
+
+const char *loom_sha256_impl(int force_portable)
+{
+	if (force_portable >= 0) {
+		forced_portable = force_portable;
+		__atomic_store_n(&impl, 0, __ATOMIC_RELAXED);
+	}
+	int m = __atomic_load_n(&impl, __ATOMIC_RELAXED);
+	if (!m)
+		m = !forced_portable && have_shani() ? 2 : 1;
+	return m == 2 ? "x86 SHA extensions" : "portable C";
+}
+
 void loom_sha256_init(loom_sha256_ctx *c)
 {
 	static const uint32_t iv[8] = { 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
@@ -71,11 +177,14 @@ void loom_sha256_update(loom_sha256_ctx *c, const void *data, size_t n)
 		c->fill += take, p += take, n -= take;
 		if (c->fill < 64)
 			return;
-		compress(c->h, c->buf);
+		blocks(c->h, c->buf, 1);
 		c->fill = 0;
 	}
-	for (; n >= 64; p += 64, n -= 64)
-		compress(c->h, p);
+	if (n >= 64) {
+		blocks(c->h, p, n / 64);
+		p += n / 64 * 64;
+		n %= 64;
+	}
 	memcpy(c->buf, p, n);
 	c->fill = n;
 }
@@ -87,13 +196,13 @@ void loom_sha256_final(loom_sha256_ctx *c, uint8_t out[32])
 	c->buf[c->fill++] = 0x80;
 	if (c->fill > 56) {
 		memset(c->buf + c->fill, 0, 64 - c->fill);
-		compress(c->h, c->buf);
+		blocks(c->h, c->buf, 1);
 		c->fill = 0;
 	}
 	memset(c->buf + c->fill, 0, 56 - c->fill);
 	for (int i = 0; i < 8; i++)
 		c->buf[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
-	compress(c->h, c->buf);
+	blocks(c->h, c->buf, 1);
 	for (int i = 0; i < 8; i++) {
 		out[4 * i] = (uint8_t)(c->h[i] >> 24);
 		out[4 * i + 1] = (uint8_t)(c->h[i] >> 16);

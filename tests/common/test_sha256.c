@@ -42,9 +42,8 @@ static char *message(const struct vec *v, size_t *len)
 	return m;
 }
 
-static void one_shot(void **state)
+static void one_shot_impl(void)
 {
-	(void)state;
 	for (size_t i = 0; i < sizeof vecs / sizeof *vecs; i++) {
 		size_t len;
 		char *m = message(&vecs[i], &len);
@@ -60,10 +59,9 @@ static void one_shot(void **state)
 
 /* Pieces of odd sizes (1, 2, 3, 5, 7, 11, 63, 64, 65, 127 ... cycling) give
  * the same digest as one call. */
-static void streaming(void **state)
+static void streaming_impl(void)
 {
 	static const size_t steps[] = { 1, 2, 3, 5, 7, 11, 63, 64, 65, 127, 0, 129, 1000 };
-	(void)state;
 	for (size_t i = 0; i < sizeof vecs / sizeof *vecs; i++) {
 		size_t len, off = 0, k = 0;
 		char *m = message(&vecs[i], &len);
@@ -88,10 +86,9 @@ static void streaming(void **state)
 
 /* Lengths around the 55/56/64-byte padding boundaries agree between
  * streaming byte by byte and one shot. */
-static void padding_boundaries(void **state)
+static void padding_boundaries_impl(void)
 {
 	unsigned char buf[200];
-	(void)state;
 	for (size_t i = 0; i < sizeof buf; i++)
 		buf[i] = (unsigned char)(i * 7 + 3);
 	for (size_t len = 0; len <= sizeof buf; len++) {
@@ -105,6 +102,49 @@ static void padding_boundaries(void **state)
 		if (memcmp(a, b, 32) != 0)
 			fail_msg("length %zu: byte-wise digest differs", len);
 	}
+}
+
+/* Runs body under each implementation (CPU's choice, then portable C). */
+#define BOTH_IMPLS(name)                                                                     \
+	static void name(void **state)                                                        \
+	{                                                                                     \
+		(void)state;                                                                  \
+		for (int force = 0; force < 2; force++) {                                      \
+			print_message("%s: %s\n", #name, loom_sha256_impl(force));           \
+			name##_impl();                                                        \
+		}                                                                             \
+		loom_sha256_impl(0);                                                          \
+	}
+BOTH_IMPLS(one_shot)
+BOTH_IMPLS(streaming)
+BOTH_IMPLS(padding_boundaries)
+
+/* The accelerated and the portable code agree on random inputs of many
+ * lengths and alignments. */
+static void impls_agree(void **state)
+{
+	(void)state;
+	size_t cap = (1u << 20) + 64;
+	unsigned char *buf = loom_malloc(cap);
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+	assert_non_null(buf);
+	for (size_t i = 0; i < cap; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		buf[i] = (unsigned char)x;
+	}
+	for (int k = 0; k < 300; k++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		size_t off = x % 16, len = k < 299 ? (x >> 8) % 5000 : cap - 16;
+		uint8_t a[32], b[32];
+		loom_sha256_impl(0);
+		loom_sha256(buf + off, len, a);
+		loom_sha256_impl(1);
+		loom_sha256(buf + off, len, b);
+		if (memcmp(a, b, 32) != 0)
+			fail_msg("length %zu at offset %zu: implementations differ", len, off);
+	}
+	loom_sha256_impl(0);
+	loom_free(buf);
 }
 
 static void hex_parse(void **state)
@@ -148,6 +188,7 @@ int main(void)
 		cmocka_unit_test(one_shot),
 		cmocka_unit_test(streaming),
 		cmocka_unit_test(padding_boundaries),
+		cmocka_unit_test(impls_agree),
 		cmocka_unit_test(hex_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
