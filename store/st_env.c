@@ -332,7 +332,13 @@ loom_err st_open(const char *dir, int flags, st_store **out)
 	s->nosweep = !!(flags & ST_NOSWEEP);
 	if (!rdonly && !s->nosweep) {
 		size_t removed = 0;
-		if ((rc = st_sweep(s, &removed)))
+		rc = st_sweep(s, &removed);
+		if (rc == LOOM_EFORMAT) {
+			/* a record this loom cannot read: keep every blob, but open */
+			LOOM_WARN("%s; leftover blobs are kept", loom_errmsg());
+			rc = LOOM_OK;
+		}
+		if (rc)
 			goto out;
 		if (removed)
 			LOOM_INFO("store %s: swept %zu leftover blob(s)", dir, removed);

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/log.h"
 
 #define HDR_LEN (1 + 4 + 8 + 32)
 #define AD_FIXED (HDR_LEN + 5 * 4 + 8 + 2)
@@ -418,8 +419,13 @@ static loom_err rec_all(st_store *s, int model, void **out, size_t *n_out)
 	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0 && n < cap;
 	     mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		void *r = arr + n * elem;
-		if ((rc = model ? decode_model(s, &k, &v, r) : decode_adapter(s, &k, &v, r)))
-			goto out;
+		/* one record this loom cannot read (a newer layout, damage) must not
+		 * hide all the others: it is skipped with a warning */
+		if ((rc = model ? decode_model(s, &k, &v, r) : decode_adapter(s, &k, &v, r))) {
+			LOOM_WARN("%s (skipped)", loom_errmsg());
+			rc = LOOM_OK;
+			continue;
+		}
 		n++;
 	}
 	if (mrc && mrc != MDB_NOTFOUND) {

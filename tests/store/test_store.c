@@ -536,6 +536,87 @@ static void corrupt_blob(void **state)
 	st_close(s);
 }
 
+/* ---- records this loom cannot read, a file that is not LMDB ---- */
+
+/* Writes key -> val into database db with LMDB directly (no st_ store open). */
+static void raw_put(const char *dir, const char *db, const char *key, const void *val,
+		    size_t len)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = { strlen(key), (void *)key }, v = { len, (void *)val };
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+	assert_int_equal(mdb_env_set_mapsize(env, 64ull << 30), 0);
+	assert_int_equal(mdb_env_open(env, dir, MDB_NOTLS, 0644), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
+	assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+static void foreign_records(void **state)
+{
+	(void)state;
+	const char *dir = tpath("foreign");
+	static const uint8_t future[] = { 9, 1, 2, 3 }, cut[] = { 1, 0, 0 };
+	uint8_t a[32], left[32];
+	st_adapter_rec r;
+	st_model_rec m;
+	struct names c = { .stop_at = 0 };
+	size_t removed;
+	st_store *s = open_rw(dir);
+
+	OK(st_blob_put(s, "good", 4, a));
+	fill_adapter(&r, "good", a);
+	OK(st_adapter_put(s, &r, 0));
+	OK(st_blob_put(s, "leftover", 8, left));
+	st_close(s);
+	raw_put(dir, "adapters", "future", future, sizeof future);
+	raw_put(dir, "models", "cut", cut, sizeof cut);
+
+	/* the open still works; its sweep keeps every blob */
+	s = open_rw(dir);
+	assert_true(st_blob_has(s, left));
+	FAILS(st_adapter_get(s, "future", &r), LOOM_EFORMAT);
+	assert_non_null(strstr(loom_errmsg(), "layout 9"));
+	FAILS(st_model_get(s, "cut", &m), LOOM_EFORMAT);
+	assert_non_null(strstr(loom_errmsg(), "truncated"));
+	/* listing skips what it cannot read */
+	OK(st_adapter_each(s, collect_adapter, &c));
+	assert_int_equal(c.n, 1);
+	assert_string_equal(c.v[0], "good");
+	memset(&c, 0, sizeof c);
+	OK(st_model_each(s, collect_model, &c));
+	assert_int_equal(c.n, 0);
+	/* an explicit sweep refuses; the names stay taken */
+	FAILS(st_sweep(s, &removed), LOOM_EFORMAT);
+	fill_adapter(&r, "cut", a);
+	FAILS(st_adapter_put(s, &r, 1), LOOM_EEXIST);
+	fill_adapter(&r, "future", a);
+	FAILS(st_adapter_put(s, &r, 0), LOOM_EEXIST);
+	/* once they are deleted, the sweep runs again */
+	OK(st_adapter_del(s, "future"));
+	OK(st_model_del(s, "cut"));
+	OK(st_sweep(s, &removed));
+	assert_int_equal(removed, 1);
+	assert_false(st_blob_has(s, left));
+	assert_true(st_blob_has(s, a));
+	st_close(s);
+
+	/* a data.mdb that is not LMDB */
+	const char *bad = tpath("not-lmdb");
+	assert_int_equal(lt_sh("mkdir -p '%s' && head -c 65536 /dev/urandom > '%s/data.mdb'", bad,
+			       bad),
+			 0);
+	loom_err rc = st_open(bad, 0, &s);
+	if (rc == LOOM_OK || !strstr(loom_errmsg(), "mdb") || !strstr(loom_errmsg(), "not-lmdb"))
+		fail_msg("garbage data.mdb: got %s \"%s\"", loom_strerror(rc), loom_errmsg());
+	assert_null(s);
+}
+
 /* ---- crash safety ---- */
 
 #define CRASH_NAMES 6
@@ -727,6 +808,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(blobs),	cmocka_unit_test(big_blob),
 		cmocka_unit_test(records),	cmocka_unit_test(sweep),
 		cmocka_unit_test(read_only),	cmocka_unit_test(corrupt_blob),
+		cmocka_unit_test(foreign_records),
 		cmocka_unit_test(crash_safety),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
