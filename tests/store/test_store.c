@@ -772,8 +772,8 @@ static void crash_safety(void **state)
 		last_n = c.n;
 		memcpy(last, c.shas, sizeof last);
 	}
-	/* the writer got somewhere in most rounds */
-	if (changed < rounds / 2)
+	/* the writer got somewhere in many rounds (a loaded machine may starve a few) */
+	if (changed < rounds / 4)
 		fail_msg("the records changed in only %d of %d rounds: the writer barely ran",
 			 changed, rounds);
 }
