@@ -9,14 +9,13 @@
  * Requests taken out of the table on a worker's death are parked on
  * l->to_fail and failed by the heartbeat thread (pipe callbacks must not
  * block).
- * Adapters: each worker has ad_sent[] (per adapter, under mu), cleared when a
- * new pipe appears; the receive thread sends the missing ADAPTERs for a
- * HELLO's models before it applies that HELLO (liveness, model list), so a
+ * Announcements (gw_link_sync.c): the receive thread sends what a HELLO's
+ * worker lacks before it applies that HELLO (liveness, model list), so a
  * SUBMIT naming an adapter is only ever routed after its ADAPTER was queued
- * on the same socket (pair1 keeps the order). A worker that is not live yet
- * becomes live only with a HELLO answering a PING sent after its ADAPTERs
- * (live_after_seq): the worker handles messages in order, so by then it has
- * loaded them, and a slow load can neither fail requests nor count as a hang.
+ * on the same socket. A worker that is not live yet becomes live only with a
+ * HELLO answering a PING sent after them (live_after_seq): the worker
+ * handles messages in order, so by then it has handled them, and a slow load
+ * can neither fail requests nor count as a hang.
  */
 #include "gw_link.h"
 
@@ -29,8 +28,8 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "gw_link_int.h"
 
-#define N_BUCKETS 1024
 #define PING_MS 200
 #define DEAD_MS 1000
 #define TICK_MS 50
@@ -39,55 +38,14 @@
  * worker that is briefly slow to read. */
 #define SEND_QUEUE 1024
 
-typedef struct entry {
-	uint64_t id;
-	gw_req *req;      /* holds a reference */
-	int worker;
-	uint32_t pipe;
-	struct entry *next;
-} entry;
+/* Routing costs: one request in flight weighs COST_INFLIGHT; an adapter not
+ * on the worker's device tier, or a model to swap in, adds the rest. */
+#define COST_INFLIGHT 4
+#define COST_AD_HOST 1
+#define COST_AD_COLD 3
+#define COST_MODEL_SWAP 6
 
-typedef struct worker {
-	gw_link *l;
-	int idx;
-	char *url;
-	nng_socket sock;
-	bool sock_open;
-	pthread_t rx;
-	bool rx_started;
-	/* under l->mu */
-	uint32_t pipe;            /* current pipe id, 0 = none */
-	int64_t connected_ms;
-	int64_t last_answer_ms;   /* last HELLO answering a PING on this pipe; 0 = none yet */
-	int64_t last_ping_ms;
-	bool ping_now;
-	bool was_live;
-	uint64_t ping_seq;
-	char (*models)[LOOM_NAME_MAX];
-	uint32_t n_models;
-	uint32_t inflight;
-	loom_msg_stats stats;
-	bool *ad_sent;            /* [l->n_ads] ADAPTER sent on the current pipe */
-	uint64_t live_after_seq;  /* a HELLO answering a PING up to this seq cannot make the
-				   * worker live (that PING went out before its ADAPTERs) */
-} worker;
-
-struct gw_link {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	worker *w;
-	size_t n;
-	entry *table[N_BUCKETS];
-	entry *to_fail;           /* detached entries waiting for gw_req_fail */
-	pthread_t hb;
-	bool hb_started;
-	bool stopping;            /* threads exit */
-	bool closed;              /* submits refused */
-	loom_msg_adapter *ads;    /* [n_ads] owned copies; read-only after create */
-	size_t n_ads;
-};
-
-static int64_t now_ms(void)
+int64_t gw_link_now_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -95,12 +53,12 @@ static int64_t now_ms(void)
 }
 
 /* Under mu. */
-static bool is_live(const worker *w, int64_t now)
+static bool is_live(const lk_worker *w, int64_t now)
 {
 	return w->pipe && w->last_answer_ms && now - w->last_answer_ms < DEAD_MS;
 }
 
-static bool serves(const worker *w, const char *model)
+static bool serves(const lk_worker *w, const char *model)
 {
 	for (uint32_t i = 0; i < w->n_models; i++)
 		if (!strcmp(w->models[i], model))
@@ -110,17 +68,17 @@ static bool serves(const worker *w, const char *model)
 
 /* ---- table (under mu) ---- */
 
-static entry **slot(gw_link *l, uint64_t id)
+static lk_entry **slot(gw_link *l, uint64_t id)
 {
-	entry **pp = &l->table[id % N_BUCKETS];
+	lk_entry **pp = &l->table[id % GW_LINK_BUCKETS];
 	while (*pp && (*pp)->id != id)
 		pp = &(*pp)->next;
 	return pp;
 }
 
-static entry *detach(gw_link *l, uint64_t id)
+static lk_entry *detach(gw_link *l, uint64_t id)
 {
-	entry **pp = slot(l, id), *e = *pp;
+	lk_entry **pp = slot(l, id), *e = *pp;
 	if (e) {
 		*pp = e->next;
 		e->next = NULL;
@@ -134,10 +92,10 @@ static entry *detach(gw_link *l, uint64_t id)
 static size_t detach_worker(gw_link *l, int widx, uint32_t pipe)
 {
 	size_t n = 0;
-	for (size_t b = 0; b < N_BUCKETS; b++) {
-		entry **pp = &l->table[b];
+	for (size_t b = 0; b < GW_LINK_BUCKETS; b++) {
+		lk_entry **pp = &l->table[b];
 		while (*pp) {
-			entry *e = *pp;
+			lk_entry *e = *pp;
 			if (e->worker == widx && (!pipe || e->pipe == pipe)) {
 				*pp = e->next;
 				e->next = l->to_fail;
@@ -155,7 +113,7 @@ static size_t detach_worker(gw_link *l, int widx, uint32_t pipe)
 
 /* ---- sending ---- */
 
-static int send_msg(worker *w, const loom_msg *m, int flags)
+int gw_link_send(lk_worker *w, const loom_msg *m, int flags)
 {
 	void *buf = NULL;
 	size_t len = 0;
@@ -177,7 +135,7 @@ static int send_msg(worker *w, const loom_msg *m, int flags)
 	return rv;
 }
 
-static void send_cancel(worker *w, uint64_t id)
+static void send_cancel(lk_worker *w, uint64_t id)
 {
 	loom_msg m = {.type = LOOM_MSG_CANCEL, .u.cancel.req = id};
 	pthread_mutex_lock(&w->l->mu);
@@ -185,7 +143,7 @@ static void send_cancel(worker *w, uint64_t id)
 	pthread_mutex_unlock(&w->l->mu);
 	if (!connected)
 		return; /* a gone worker forgot the request; a queued CANCEL would only linger */
-	int rv = send_msg(w, &m, NNG_FLAG_NONBLOCK);
+	int rv = gw_link_send(w, &m, NNG_FLAG_NONBLOCK);
 	if (rv)
 		LOOM_DEBUG("worker %s: CANCEL %llu not sent: %s", w->url, (unsigned long long)id,
 			   nng_strerror(rv));
@@ -195,18 +153,17 @@ static void send_cancel(worker *w, uint64_t id)
 
 static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
-	worker *w = arg;
+	lk_worker *w = arg;
 	gw_link *l = w->l;
 	uint32_t id = (uint32_t)nng_pipe_id(p);
 	pthread_mutex_lock(&l->mu);
 	if (ev == NNG_PIPE_EV_ADD_POST) {
 		w->pipe = id;
-		w->connected_ms = now_ms();
+		w->connected_ms = gw_link_now_ms();
 		w->last_answer_ms = 0;
 		w->was_live = false;
+		w->synced = false;
 		w->ping_now = true;
-		for (size_t i = 0; i < l->n_ads; i++)
-			w->ad_sent[i] = false;
 		w->live_after_seq = 0;
 		pthread_cond_signal(&l->cv);
 	} else if (ev == NNG_PIPE_EV_REM_POST) {
@@ -219,6 +176,7 @@ static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 			w->pipe = 0;
 			w->last_answer_ms = 0;
 			w->was_live = false;
+			w->synced = false;
 		}
 		pthread_cond_signal(&l->cv);
 	}
@@ -227,70 +185,11 @@ static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 
 /* ---- receiving ---- */
 
-static bool hello_serves(const loom_msg_hello *h, const char *model)
-{
-	for (uint32_t i = 0; i < h->n_models; i++)
-		if (!strcmp(h->models[i], model))
-			return true;
-	return false;
-}
-
-/* Receive thread: sends the ADAPTERs this HELLO's models need and that the
- * current pipe has not had yet. False when a send failed (the HELLO is then
- * not applied: the next one retries). */
-static bool send_adapters(worker *w, const loom_msg_hello *h, uint32_t pipe)
+static void on_hello(lk_worker *w, loom_msg_hello *h, uint32_t pipe)
 {
 	gw_link *l = w->l;
-	size_t n = 0, *todo;
-	if (!l->n_ads)
-		return true;
-	if (!(todo = loom_malloc(l->n_ads * sizeof *todo))) {
-		LOOM_WARN("worker %s: out of memory sending adapters", w->url);
-		return false;
-	}
-	pthread_mutex_lock(&l->mu);
-	bool current = pipe == w->pipe;
-	for (size_t i = 0; current && i < l->n_ads; i++) {
-		if (!w->ad_sent[i] && hello_serves(h, l->ads[i].base_model)) {
-			w->ad_sent[i] = true;
-			todo[n++] = i;
-		}
-	}
-	pthread_mutex_unlock(&l->mu);
-	size_t k = 0;
-	for (; k < n; k++) {
-		loom_msg m = {.type = LOOM_MSG_ADAPTER, .u.adapter = l->ads[todo[k]]};
-		int rv = send_msg(w, &m, 0);
-		if (rv) {
-			LOOM_WARN("worker %s: cannot send adapter %s: %s", w->url, m.u.adapter.name,
-				  nng_strerror(rv));
-			break;
-		}
-		LOOM_DEBUG("worker %s: adapter %s (%s) sent", w->url, m.u.adapter.name,
-			   m.u.adapter.path);
-	}
-	pthread_mutex_lock(&l->mu);
-	if (pipe == w->pipe) {
-		if (k < n) {
-			for (size_t j = k; j < n; j++)
-				w->ad_sent[todo[j]] = false;
-		} else if (n) {
-			/* PINGs numbered from here on are queued behind the ADAPTERs */
-			w->live_after_seq = w->ping_seq;
-			w->ping_now = true;
-			pthread_cond_signal(&l->cv);
-		}
-	}
-	pthread_mutex_unlock(&l->mu);
-	loom_free(todo);
-	return k == n;
-}
-
-static void on_hello(worker *w, loom_msg_hello *h, uint32_t pipe)
-{
-	gw_link *l = w->l;
-	if (!send_adapters(w, h, pipe))
-		return;
+	if (!lk_sync(w, h, pipe))
+		return; /* the next HELLO retries */
 	pthread_mutex_lock(&l->mu);
 	if (pipe != w->pipe) {
 		pthread_mutex_unlock(&l->mu);
@@ -300,9 +199,11 @@ static void on_hello(worker *w, loom_msg_hello *h, uint32_t pipe)
 		if (!w->was_live)
 			LOOM_INFO("worker %s (%s, %s) is live, serving %u model(s)", w->url, h->worker_id,
 				  h->backend, h->n_models);
-		w->last_answer_ms = now_ms();
+		w->last_answer_ms = gw_link_now_ms();
 		w->was_live = true;
 	}
+	snprintf(w->id, sizeof w->id, "%s", h->worker_id);
+	snprintf(w->backend, sizeof w->backend, "%s", h->backend);
 	loom_free(w->models);
 	w->models = h->models; /* steal */
 	w->n_models = h->n_models;
@@ -311,14 +212,14 @@ static void on_hello(worker *w, loom_msg_hello *h, uint32_t pipe)
 	pthread_mutex_unlock(&l->mu);
 }
 
-static void on_step(worker *w, const loom_msg_step *s)
+static void on_step(lk_worker *w, const loom_msg_step *s)
 {
 	gw_link *l = w->l;
 	for (uint32_t i = 0; i < s->n_items; i++) {
 		const loom_step_item *it = &s->items[i];
 		gw_req *r = NULL;
 		pthread_mutex_lock(&l->mu);
-		entry *e = *slot(l, it->req);
+		lk_entry *e = *slot(l, it->req);
 		if (e && e->worker == w->idx) {
 			r = e->req;
 			gw_req_hold(r);
@@ -342,11 +243,12 @@ static void on_step(worker *w, const loom_msg_step *s)
 	}
 }
 
-static void on_error(worker *w, const loom_msg_error *er)
+static void on_error(lk_worker *w, const loom_msg_error *er)
 {
 	gw_link *l = w->l;
 	if (er->req == 0) {
-		if (er->message && !strncmp(er->message, "adapter ", 8))
+		if (er->message && (!strncmp(er->message, "adapter ", 8) ||
+				    !strncmp(er->message, "model ", 6)))
 			LOOM_WARN("worker %s refused %s (requests for it on this worker will fail)",
 				  w->url, er->message);
 		else
@@ -355,7 +257,7 @@ static void on_error(worker *w, const loom_msg_error *er)
 		return;
 	}
 	pthread_mutex_lock(&l->mu);
-	entry *e = *slot(l, er->req);
+	lk_entry *e = *slot(l, er->req);
 	if (e && e->worker == w->idx)
 		e = detach(l, er->req);
 	else
@@ -372,7 +274,7 @@ static void on_error(worker *w, const loom_msg_error *er)
 
 static void *rx_main(void *arg)
 {
-	worker *w = arg;
+	lk_worker *w = arg;
 	gw_link *l = w->l;
 	for (;;) {
 		nng_msg *msg = NULL;
@@ -403,8 +305,11 @@ static void *rx_main(void *arg)
 			case LOOM_MSG_STATS:
 				pthread_mutex_lock(&l->mu);
 				w->stats = m.u.stats;
+				w->has_stats = true;
 				pthread_mutex_unlock(&l->mu);
 				break;
+			case LOOM_MSG_FETCH: lk_on_fetch(w, &m.u.fetch); break;
+			case LOOM_MSG_RESIDENCY: lk_on_residency(w, &m.u.residency); break;
 			default:
 				LOOM_WARN("worker %s: unexpected %s message", w->url,
 					  loom_msg_type_name(m.type));
@@ -421,12 +326,12 @@ static void *rx_main(void *arg)
 static void fail_parked(gw_link *l)
 {
 	pthread_mutex_lock(&l->mu);
-	entry *e = l->to_fail;
+	lk_entry *e = l->to_fail;
 	l->to_fail = NULL;
 	pthread_mutex_unlock(&l->mu);
 	while (e) {
-		entry *next = e->next;
-		worker *w = &l->w[e->worker];
+		lk_entry *next = e->next;
+		lk_worker *w = &l->w[e->worker];
 		gw_req_fail(e->req, 502, "server_error",
 			    "worker %s failed while generating (connection lost or not answering)",
 			    w->url);
@@ -442,9 +347,9 @@ static void *hb_main(void *arg)
 	gw_link *l = arg;
 	pthread_mutex_lock(&l->mu);
 	while (!l->stopping) {
-		int64_t now = now_ms();
+		int64_t now = gw_link_now_ms();
 		for (size_t i = 0; i < l->n; i++) {
-			worker *w = &l->w[i];
+			lk_worker *w = &l->w[i];
 			if (!w->pipe)
 				continue;
 			if (w->was_live && now - w->last_answer_ms >= DEAD_MS) {
@@ -458,7 +363,7 @@ static void *hb_main(void *arg)
 				w->ping_now = false;
 				w->last_ping_ms = now;
 				pthread_mutex_unlock(&l->mu);
-				send_msg(w, &m, NNG_FLAG_NONBLOCK);
+				gw_link_send(w, &m, NNG_FLAG_NONBLOCK);
 				pthread_mutex_lock(&l->mu);
 			}
 		}
@@ -483,7 +388,7 @@ static void *hb_main(void *arg)
 
 /* ---- lifecycle ---- */
 
-static loom_err open_worker(worker *w)
+static loom_err open_worker(lk_worker *w)
 {
 	int rv;
 	if ((rv = nng_pair1_open(&w->sock)))
@@ -506,34 +411,18 @@ static loom_err open_worker(worker *w)
 
 loom_err gw_link_create(const char *const *urls, size_t n_urls, gw_link **out)
 {
-	return gw_link_create_with_adapters(urls, n_urls, NULL, 0, out);
-}
-
-/* Copies ads into l->ads. */
-static loom_err copy_adapters(gw_link *l, const gw_link_adapter *ads, size_t n_ads)
-{
-	if (!n_ads)
-		return LOOM_OK;
-	if (!(l->ads = loom_calloc(n_ads, sizeof *l->ads)))
-		return loom_fail(LOOM_ENOMEM, "out of memory copying adapters");
-	l->n_ads = n_ads;
-	for (size_t i = 0; i < n_ads; i++) {
-		loom_msg_adapter *a = &l->ads[i];
-		if (strlen(ads[i].name) >= sizeof a->name ||
-		    strlen(ads[i].base_model) >= sizeof a->base_model ||
-		    strlen(ads[i].path) >= LOOM_PROTO_MAX_STR)
-			return loom_fail(LOOM_EINVAL, "adapter '%s': name, base or path too long",
-					 ads[i].name);
-		strcpy(a->name, ads[i].name);
-		strcpy(a->base_model, ads[i].base_model);
-		if (!(a->path = loom_strdup(ads[i].path)))
-			return loom_fail(LOOM_ENOMEM, "out of memory copying adapters");
-	}
-	return LOOM_OK;
+	gw_link_opts o = {.urls = urls, .n_urls = n_urls};
+	return gw_link_create_opts(&o, out);
 }
 
 loom_err gw_link_create_with_adapters(const char *const *urls, size_t n_urls,
 				      const gw_link_adapter *ads, size_t n_ads, gw_link **out)
+{
+	gw_link_opts o = {.urls = urls, .n_urls = n_urls, .adapters = ads, .n_adapters = n_ads};
+	return gw_link_create_opts(&o, out);
+}
+
+loom_err gw_link_create_opts(const gw_link_opts *o, gw_link **out)
 {
 	loom_err rc;
 	*out = NULL;
@@ -542,20 +431,23 @@ loom_err gw_link_create_with_adapters(const char *const *urls, size_t n_urls,
 		return loom_fail(LOOM_ENOMEM, "out of memory creating worker links");
 	pthread_mutex_init(&l->mu, NULL);
 	pthread_cond_init(&l->cv, NULL);
-	l->w = loom_calloc(n_urls ? n_urls : 1, sizeof *l->w);
+	l->store = o->store;
+	l->w = loom_calloc(o->n_urls ? o->n_urls : 1, sizeof *l->w);
 	if (!l->w) {
 		rc = loom_fail(LOOM_ENOMEM, "out of memory creating worker links");
 		goto fail;
 	}
-	l->n = n_urls;
-	if ((rc = copy_adapters(l, ads, n_ads)))
+	l->n = o->n_urls;
+	for (size_t i = 0; i < l->n; i++) {
+		l->w[i].l = l;
+		l->w[i].idx = (int)i;
+		pthread_mutex_init(&l->w[i].send_mu, NULL);
+	}
+	if ((rc = lk_tables_init(l, o)))
 		goto fail;
-	for (size_t i = 0; i < n_urls; i++) {
-		worker *w = &l->w[i];
-		w->l = l;
-		w->idx = (int)i;
-		if (!(w->url = loom_strdup(urls[i])) ||
-		    (n_ads && !(w->ad_sent = loom_calloc(n_ads, sizeof *w->ad_sent)))) {
+	for (size_t i = 0; i < l->n; i++) {
+		lk_worker *w = &l->w[i];
+		if (!(w->url = loom_strdup(o->urls[i]))) {
 			rc = loom_fail(LOOM_ENOMEM, "out of memory");
 			goto fail;
 		}
@@ -585,11 +477,11 @@ void gw_link_close_all(gw_link *l)
 	l->closed = true;
 	for (size_t i = 0; i < l->n; i++)
 		detach_worker(l, (int)i, 0);
-	entry *e = l->to_fail;
+	lk_entry *e = l->to_fail;
 	l->to_fail = NULL;
 	pthread_mutex_unlock(&l->mu);
 	while (e) {
-		entry *next = e->next;
+		lk_entry *next = e->next;
 		send_cancel(&l->w[e->worker], e->id);
 		gw_req_close(e->req);
 		gw_req_release(e->req);
@@ -610,7 +502,7 @@ void gw_link_destroy(gw_link *l)
 	if (l->hb_started)
 		pthread_join(l->hb, NULL);
 	for (size_t i = 0; i < l->n; i++) {
-		worker *w = &l->w[i];
+		lk_worker *w = &l->w[i];
 		if (w->sock_open)
 			nng_close(w->sock); /* unblocks the receive thread */
 		if (w->rx_started)
@@ -618,34 +510,58 @@ void gw_link_destroy(gw_link *l)
 	}
 	fail_parked(l); /* anything a late pipe event parked */
 	for (size_t i = 0; i < l->n; i++) {
-		loom_free(l->w[i].url);
-		loom_free(l->w[i].models);
-		loom_free(l->w[i].ad_sent);
+		lk_worker *w = &l->w[i];
+		loom_free(w->url);
+		loom_free(w->models);
+		loom_free(w->res.items);
+		pthread_mutex_destroy(&w->send_mu);
 	}
-	for (size_t i = 0; i < l->n_ads; i++)
-		loom_free(l->ads[i].path);
-	loom_free(l->ads);
+	lk_tables_fini(l);
 	loom_free(l->w);
 	pthread_cond_destroy(&l->cv);
 	pthread_mutex_destroy(&l->mu);
 	loom_free(l);
 }
 
+/* Under mu: what routing r to w costs (lower is better). */
+static int route_cost(const lk_worker *w, const loom_msg_submit *sub, const char *sha)
+{
+	int cost = (int)w->inflight * COST_INFLIGHT;
+	if (!w->has_res)
+		return cost;
+	if (sub->adapter[0]) {
+		int t = lk_adapter_tier(w, sub->adapter, sha);
+		cost += t == LOOM_TIER_DEVICE ? 0 : t == LOOM_TIER_HOST ? COST_AD_HOST : COST_AD_COLD;
+	}
+	if (lk_model_tier(w, sub->model) != LOOM_TIER_DEVICE)
+		cost += COST_MODEL_SWAP;
+	return cost;
+}
+
 loom_err gw_link_submit(gw_link *l, gw_req *r, loom_msg_submit *sub)
 {
+	return gw_link_submit_to(l, r, sub, NULL);
+}
+
+loom_err gw_link_submit_to(gw_link *l, gw_req *r, loom_msg_submit *sub, const char *adapter_sha)
+{
 	uint64_t id = gw_req_id(r);
-	entry *e = loom_calloc(1, sizeof *e);
+	lk_entry *e = loom_calloc(1, sizeof *e);
 	if (!e)
 		return loom_fail(LOOM_ENOMEM, "out of memory routing a request");
 	sub->req = id;
 	pthread_mutex_lock(&l->mu);
-	int64_t now = now_ms();
-	int best = -1;
+	int64_t now = gw_link_now_ms();
+	int best = -1, best_cost = 0;
 	for (size_t i = 0; !l->closed && i < l->n; i++) {
-		worker *w = &l->w[i];
-		if (is_live(w, now) && serves(w, sub->model) &&
-		    (best < 0 || w->inflight < l->w[best].inflight))
+		lk_worker *w = &l->w[i];
+		if (!is_live(w, now) || !serves(w, sub->model))
+			continue;
+		int c = route_cost(w, sub, adapter_sha);
+		if (best < 0 || c < best_cost) {
 			best = (int)i;
+			best_cost = c;
+		}
 	}
 	if (best < 0) {
 		bool closed = l->closed;
@@ -654,20 +570,20 @@ loom_err gw_link_submit(gw_link *l, gw_req *r, loom_msg_submit *sub)
 		return closed ? loom_fail(LOOM_EBUSY, "the gateway is shutting down")
 			      : loom_fail(LOOM_EBUSY, "no live worker serves model '%s'", sub->model);
 	}
-	worker *w = &l->w[best];
+	lk_worker *w = &l->w[best];
 	e->id = id;
 	e->req = r;
 	e->worker = best;
 	e->pipe = w->pipe;
 	gw_req_hold(r);
-	entry **pp = &l->table[id % N_BUCKETS];
+	lk_entry **pp = &l->table[id % GW_LINK_BUCKETS];
 	e->next = *pp;
 	*pp = e;
 	w->inflight++;
 	pthread_mutex_unlock(&l->mu);
 
 	loom_msg m = {.type = LOOM_MSG_SUBMIT, .u.submit = *sub};
-	int rv = send_msg(w, &m, 0);
+	int rv = gw_link_send(w, &m, 0);
 	if (rv == 0)
 		return LOOM_OK;
 	pthread_mutex_lock(&l->mu);
@@ -684,7 +600,7 @@ loom_err gw_link_submit(gw_link *l, gw_req *r, loom_msg_submit *sub)
 void gw_link_cancel(gw_link *l, uint64_t id)
 {
 	pthread_mutex_lock(&l->mu);
-	entry *e = detach(l, id);
+	lk_entry *e = detach(l, id);
 	pthread_mutex_unlock(&l->mu);
 	if (!e)
 		return;
@@ -697,9 +613,95 @@ bool gw_link_model_ready(gw_link *l, const char *model)
 {
 	bool ok = false;
 	pthread_mutex_lock(&l->mu);
-	int64_t now = now_ms();
+	int64_t now = gw_link_now_ms();
 	for (size_t i = 0; !ok && i < l->n; i++)
 		ok = is_live(&l->w[i], now) && serves(&l->w[i], model);
 	pthread_mutex_unlock(&l->mu);
 	return ok;
+}
+
+bool gw_link_wait_model(gw_link *l, const char *model, int timeout_ms)
+{
+	int64_t end = gw_link_now_ms() + timeout_ms;
+	for (;;) {
+		if (gw_link_model_ready(l, model))
+			return true;
+		if (gw_link_now_ms() >= end)
+			return false;
+		struct timespec ts = {0, 10 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+}
+
+size_t gw_link_inflight(gw_link *l)
+{
+	size_t n = 0;
+	pthread_mutex_lock(&l->mu);
+	for (size_t i = 0; i < l->n; i++)
+		n += l->w[i].inflight;
+	pthread_mutex_unlock(&l->mu);
+	return n;
+}
+
+loom_err gw_link_workers(gw_link *l, gw_worker_info **out, size_t *n)
+{
+	*out = NULL;
+	*n = 0;
+	gw_worker_info *v = loom_calloc(l->n ? l->n : 1, sizeof *v);
+	if (!v)
+		return loom_fail(LOOM_ENOMEM, "out of memory listing workers");
+	loom_err rc = LOOM_OK;
+	pthread_mutex_lock(&l->mu);
+	int64_t now = gw_link_now_ms();
+	for (size_t i = 0; i < l->n; i++) {
+		const lk_worker *w = &l->w[i];
+		gw_worker_info *x = &v[i];
+		snprintf(x->url, sizeof x->url, "%s", w->url);
+		snprintf(x->id, sizeof x->id, "%s", w->id);
+		snprintf(x->backend, sizeof x->backend, "%s", w->backend);
+		x->connected = w->pipe != 0;
+		x->live = is_live(w, now);
+		x->inflight = w->inflight;
+		x->has_stats = w->has_stats;
+		x->stats = w->stats;
+		if (w->n_models) {
+			x->models = loom_malloc(w->n_models * sizeof *x->models);
+			if (!x->models) {
+				rc = LOOM_ENOMEM;
+				continue;
+			}
+			memcpy(x->models, w->models, w->n_models * sizeof *x->models);
+			x->n_models = w->n_models;
+		}
+		x->has_residency = w->has_res;
+		x->res = w->res;
+		x->res.items = NULL;
+		x->res.n = 0;
+		if (w->res.n) {
+			x->res.items = loom_malloc(w->res.n * sizeof *x->res.items);
+			if (!x->res.items) {
+				rc = LOOM_ENOMEM;
+				continue;
+			}
+			memcpy(x->res.items, w->res.items, w->res.n * sizeof *x->res.items);
+			x->res.n = w->res.n;
+		}
+	}
+	pthread_mutex_unlock(&l->mu);
+	if (rc) {
+		gw_link_workers_free(v, l->n);
+		return loom_fail(LOOM_ENOMEM, "out of memory listing workers");
+	}
+	*out = v;
+	*n = l->n;
+	return LOOM_OK;
+}
+
+void gw_link_workers_free(gw_worker_info *v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++) {
+		loom_free(v[i].models);
+		loom_free(v[i].res.items);
+	}
+	loom_free(v);
 }

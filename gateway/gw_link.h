@@ -5,19 +5,33 @@
  * Owns: one nng pair1 socket per worker (the gateway dials; nng redials, so
  * a worker that starts later or restarts is picked up), the heartbeat (PING
  * on connect and every 200 ms; a worker is live while it answered a PING in
- * the last second), each worker's HELLO (models it serves) and STATS,
- * routing (among live workers serving the model, the fewest requests in
- * flight), the adapters workers must know (one LOOM_MSG_ADAPTER per adapter
- * of a model the worker serves, sent on every new connection after its
- * first HELLO and before it counts as live, so no SUBMIT overtakes them),
- * and the request table (request id -> gw_req) that STEP / ERROR
- * messages are delivered through. A worker that dies (pipe gone) or stops
- * answering fails its in-flight requests with 502; late messages from a
- * dead pipe are dropped.
+ * the last second), each worker's HELLO (models it serves), STATS and
+ * RESIDENCY, routing (among live workers serving the model: where the
+ * adapter and the model are already resident, then the fewest requests in
+ * flight), the models and adapters workers must know, and the request
+ * table (request id -> gw_req) that STEP / ERROR messages are delivered
+ * through. A worker that dies (pipe gone) or stops answering fails its
+ * in-flight requests with 502; late messages from a dead pipe are dropped.
+ *
+ * Announcements: the link keeps a table of models (MODEL messages) and
+ * adapters (ADAPTER messages). On each new connection, after the worker's
+ * first HELLO and before it counts as live, it sends every MODEL the worker
+ * does not list already, then every ADAPTER whose base the worker serves
+ * (listed or just announced); later HELLOs that list a new base model get
+ * that model's adapters. gw_link_put_adapter / gw_link_put_model change the
+ * table at run time and send the message to every connected worker that
+ * had its first HELLO before they return, so a SUBMIT routed afterwards
+ * follows it on the same socket (pair1 keeps the order) and never meets a
+ * replaced version. A worker not live yet becomes live only when it answers
+ * a PING sent after those messages (i.e. once it has handled them).
+ * FETCH{sha, offset} from a worker is answered with one BLOB chunk read from
+ * the store (total 0 when the store lacks the blob).
+ *
  * Threads: one receive thread per worker plus one heartbeat thread; nng pipe
  * callbacks only flip state under the link mutex and wake the heartbeat
  * thread. Public functions are safe from any thread.
- * Must not: know HTTP (it calls gw_req_on_step / gw_req_fail only).
+ * Must not: know HTTP (it calls gw_req_on_step / gw_req_fail only) or write
+ * to the store.
  */
 #ifndef GW_LINK_H
 #define GW_LINK_H
@@ -28,28 +42,61 @@
 #include "common/err.h"
 #include "common/proto.h"
 #include "gw_req.h"
+#include "store/store.h"
 
 typedef struct gw_link gw_link;
 
-/* An adapter that workers serving base_model are told about (all borrowed). */
+/* An adapter that workers serving base_model are told about (all borrowed,
+ * copied by the link). */
 typedef struct gw_link_adapter {
 	const char *name;
 	const char *base_model;
-	const char *path;        /* absolute PEFT folder, as the worker will open it */
+	const char *path;        /* absolute PEFT folder (path mode), or "" / NULL */
+	const char *sha;         /* store blob (64 hex digits), or "" / NULL = path mode */
 } gw_link_adapter;
 
+/* A base model that workers are told about (MODEL). */
+typedef struct gw_link_model {
+	const char *name;
+	const char *path;        /* Hugging Face folder (path mode), or "" / NULL */
+	const char *sha;         /* store bundle blob, or "" / NULL */
+} gw_link_model;
+
+typedef struct gw_link_opts {
+	const char *const *urls;
+	size_t n_urls;
+	const gw_link_model *models;   /* announced from the start */
+	size_t n_models;
+	const gw_link_adapter *adapters;
+	size_t n_adapters;
+	st_store *store;               /* answers FETCH; borrowed, may be NULL */
+} gw_link_opts;
+
 /* Dials every url (non-blocking) and starts the threads. */
+loom_err gw_link_create_opts(const gw_link_opts *o, gw_link **out);
+/* Same with urls only / urls and adapters (the earlier forms). */
 loom_err gw_link_create(const char *const *urls, size_t n_urls, gw_link **out);
-/* Same, with adapters (copied) announced to every worker that serves their
- * base model: on each new connection, after the worker's first HELLO (or the
- * first that lists the base model), and before that HELLO can add the model
- * to its list. A worker not live yet becomes live only when it answers a PING
- * sent after its ADAPTERs (i.e. once it has loaded them). A worker's
- * ERROR{req 0} about an adapter is logged as a warning. */
 loom_err gw_link_create_with_adapters(const char *const *urls, size_t n_urls,
 				      const gw_link_adapter *ads, size_t n_ads, gw_link **out);
 /* Fails what is still in flight (503), stops the threads, closes the sockets. */
 void gw_link_destroy(gw_link *l);
+
+/*
+ * Adds or replaces (by name) an adapter and sends its ADAPTER to every
+ * connected worker that had its first HELLO and serves its base model. When
+ * it returns, those messages are queued on the sockets. A send that fails
+ * is retried with the worker's next HELLO.
+ */
+loom_err gw_link_put_adapter(gw_link *l, const gw_link_adapter *a);
+/* Forgets an adapter (new connections are not told about it). Workers keep
+ * what they loaded; the gateway stops routing the name itself. */
+void gw_link_remove_adapter(gw_link *l, const char *name);
+/* Adds or replaces a model and sends MODEL to every worker that had its
+ * first HELLO (also to those that list the name: the content changed). */
+loom_err gw_link_put_model(gw_link *l, const gw_link_model *m);
+void gw_link_remove_model(gw_link *l, const char *name);
+/* Waits up to timeout_ms until a live worker serves model; true if one does. */
+bool gw_link_wait_model(gw_link *l, const char *model, int timeout_ms);
 
 /*
  * Routes r (sub describes it; sub->req is set to gw_req_id(r) here) to a live
@@ -59,11 +106,37 @@ void gw_link_destroy(gw_link *l);
  * request's end arrives through r (STEP, ERROR or a worker failure).
  */
 loom_err gw_link_submit(gw_link *l, gw_req *r, loom_msg_submit *sub);
+/* The same, preferring workers where the adapter version adapter_sha (hex,
+ * may be NULL or "") and the model are resident (RESIDENCY), then load. */
+loom_err gw_link_submit_to(gw_link *l, gw_req *r, loom_msg_submit *sub, const char *adapter_sha);
 /* Removes request id from the table, if still there, and sends CANCEL to its worker. */
 void gw_link_cancel(gw_link *l, uint64_t id);
 /* True when at least one live worker serves model. */
 bool gw_link_model_ready(gw_link *l, const char *model);
 /* Shutdown: later submits get LOOM_EBUSY; every request in flight is closed (gw_req_close). */
 void gw_link_close_all(gw_link *l);
+
+/* ---- what the admin API and /metrics show ---- */
+
+typedef struct gw_worker_info {
+	char url[256];
+	char id[LOOM_NAME_MAX];         /* HELLO worker_id, "" before the first HELLO */
+	char backend[16];
+	bool connected;
+	bool live;
+	uint32_t inflight;              /* requests routed there and not finished */
+	uint32_t n_models;
+	char (*models)[LOOM_NAME_MAX];  /* [n_models] owned: the last HELLO's list */
+	bool has_stats;
+	loom_msg_stats stats;
+	bool has_residency;
+	loom_msg_residency res;         /* items owned */
+} gw_worker_info;
+
+/* A snapshot of every worker. *out (free with gw_link_workers_free) has *n entries. */
+loom_err gw_link_workers(gw_link *l, gw_worker_info **out, size_t *n);
+void gw_link_workers_free(gw_worker_info *v, size_t n);
+/* Requests in flight on all workers. */
+size_t gw_link_inflight(gw_link *l);
 
 #endif

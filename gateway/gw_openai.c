@@ -678,33 +678,38 @@ static json_t *lora_json(const gw_adapter *a)
 			 "bytes", (json_int_t)a->bytes);
 }
 
-char *gw_openai_models_json(const gw_models *m)
+char *gw_openai_models_json(const gw_models *cm)
 {
+	gw_models *m = (gw_models *)cm;
 	json_t *data = json_array();
-	for (size_t i = 0; data && i < gw_models_count(m); i++) {
-		const gw_model *md = gw_models_at(m, i);
+	gw_models_rdlock(m);
+	for (size_t i = 0; data && i < gw_models_count_locked(m); i++) {
+		const gw_model *md = gw_models_at_locked(m, i);
 		if (json_array_append_new(
 			    data, json_pack("{s:s, s:s, s:I, s:s, s:s, s:n, s:i}", "id", md->name,
 					    "object", "model", "created", (json_int_t)md->created,
 					    "owned_by", "loom", "root", md->name, "parent",
 					    "max_model_len", md->cfg.max_ctx))) {
 			json_decref(data);
-			return NULL;
+			data = NULL;
 		}
 	}
 	/* vLLM's shape for LoRA modules: root = the adapter's folder, parent = its base */
-	for (size_t i = 0; data && i < gw_models_adapter_count(m); i++) {
-		const gw_adapter *a = gw_models_adapter_at(m, i);
+	for (size_t i = 0; data && i < gw_models_adapter_count_locked(m); i++) {
+		const gw_adapter *a = gw_models_adapter_at_locked(m, i);
 		if (json_array_append_new(
 			    data, json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:i, s:o}", "id", a->name,
 					    "object", "model", "created", (json_int_t)a->created,
-					    "owned_by", "loom", "root", a->path, "parent",
-					    a->base->name, "max_model_len", a->base->cfg.max_ctx,
-					    "lora", lora_json(a)))) {
+					    "owned_by", "loom", "root", a->path[0] ? a->path : a->name,
+					    "parent", a->base->name, "max_model_len",
+					    a->base->cfg.max_ctx, "lora", lora_json(a)))) {
 			json_decref(data);
-			return NULL;
+			data = NULL;
 		}
 	}
+	gw_models_unlock(m);
+	if (!data)
+		return NULL;
 	return dump(json_pack("{s:s, s:o}", "object", "list", "data", data));
 }
 

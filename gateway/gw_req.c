@@ -79,6 +79,7 @@ loom_err gw_req_create(const gw_req_opts *o, gw_req **out)
 	r->include_usage = o->include_usage;
 	r->with_ids = o->return_token_ids;
 	r->model = o->model;
+	gw_model_hold(r->model);
 	snprintf(r->model_name, sizeof r->model_name, "%s", o->model_name ? o->model_name
 									 : o->model->name);
 	r->state = ST_RUNNING;
@@ -108,6 +109,7 @@ void gw_req_release(gw_req *r)
 	if (!r || atomic_fetch_sub(&r->refs, 1) != 1)
 		return;
 	gw_stream_destroy(r->out);
+	gw_model_release(r->model);
 	loom_free(r->prompt_ids);
 	loom_free(r->ids);
 	loom_free(r->sse);

@@ -31,7 +31,7 @@ typedef struct gw_req gw_req;
 
 typedef struct gw_req_opts {
 	gw_api api;                  /* GW_API_COMPLETIONS or GW_API_CHAT */
-	const gw_model *model;       /* must outlive the request (an adapter's base model) */
+	const gw_model *model;       /* the request holds a reference (an adapter's base model) */
 	const char *model_name;      /* the response's "model" (the name the client sent,
 				      * e.g. an adapter's); NULL = model->name; copied */
 	bool stream;

@@ -24,6 +24,7 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "gw_admin.h"
 #include "gw_openai.h"
 #include "gw_req.h"
 
@@ -42,6 +43,7 @@ typedef enum route {
 	R_CHAT,
 	R_TOKENIZE,
 	R_DETOKENIZE,
+	R_ADMIN,       /* gw_admin's routes (admin API, vLLM LoRA routes, /metrics) */
 } route;
 
 typedef struct conn_ctx {
@@ -51,14 +53,16 @@ typedef struct conn_ctx {
 	size_t len, cap;
 	bool too_big;
 	gw_req *req;           /* generation in flight (one reference), or NULL */
+	gw_admin_req *adm;     /* R_ADMIN: the admin request's state */
 	struct MHD_Connection *conn;
 	struct conn_ctx *prev, *next; /* on s->active while req is set */
 } conn_ctx;
 
 struct gw_server {
 	struct MHD_Daemon *d;
-	const gw_models *models;
+	gw_models *models;
 	gw_link *link;
+	gw_admin *admin;       /* NULL: no admin routes */
 	size_t max_body;
 	int port;
 	pthread_mutex_t mu;
@@ -99,12 +103,15 @@ static route route_of(const char *url, const char *method, const char **allow)
 
 /* ---- replies ---- */
 
-/* Queues body (taken; NULL = out of memory -> 500) with status. */
-static enum MHD_Result reply(struct MHD_Connection *c, int status, char *body, const char *allow)
+/* Queues body (taken; NULL = out of memory -> 500) with status and content
+ * type ctype (NULL = application/json). */
+static enum MHD_Result reply_as(struct MHD_Connection *c, int status, char *body, const char *allow,
+				const char *ctype, bool www_auth)
 {
 	static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
 				  "\"param\":null,\"code\":null}}";
 	struct MHD_Response *resp;
+	const char *type = body && ctype ? ctype : "application/json";
 	if (body) {
 		resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_COPY);
 		loom_free(body);
@@ -115,12 +122,19 @@ static enum MHD_Result reply(struct MHD_Connection *c, int status, char *body, c
 	}
 	if (!resp)
 		return MHD_NO;
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
 	if (allow)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+	if (www_auth)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
 	enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
 	MHD_destroy_response(resp);
 	return ret;
+}
+
+static enum MHD_Result reply(struct MHD_Connection *c, int status, char *body, const char *allow)
+{
+	return reply_as(c, status, body, allow, NULL, false);
 }
 
 static enum MHD_Result reply_err(struct MHD_Connection *c, const gw_api_err *e)
@@ -154,28 +168,38 @@ static enum MHD_Result reply_literal(struct MHD_Connection *c, int status, const
 
 static enum MHD_Result do_ready(gw_server *s, struct MHD_Connection *c)
 {
-	size_t n = gw_models_count(s->models), k = 0;
+	/* names copied under the table's lock: models may be deleted meanwhile */
+	gw_models_rdlock(s->models);
+	size_t n = gw_models_count_locked(s->models), k = 0;
+	char (*names)[LOOM_NAME_MAX] = loom_calloc(n ? n : 1, sizeof *names);
+	for (size_t i = 0; names && i < n; i++)
+		strcpy(names[i], gw_models_at_locked(s->models, i)->name);
+	gw_models_unlock(s->models);
 	const char **missing = loom_calloc(n ? n : 1, sizeof *missing);
-	if (!missing)
+	if (!missing || !names) {
+		loom_free(names);
+		loom_free(missing);
 		return reply(c, 500, NULL, NULL);
-	for (size_t i = 0; i < n; i++) {
-		const gw_model *m = gw_models_at(s->models, i);
-		if (!gw_link_model_ready(s->link, m->name))
-			missing[k++] = m->name;
 	}
+	for (size_t i = 0; i < n; i++)
+		if (!gw_link_model_ready(s->link, names[i]))
+			missing[k++] = names[i];
 	bool ready = k == 0 && !s->stopping;
 	char *body = gw_openai_ready_json(ready, missing, k);
 	loom_free(missing);
+	loom_free(names);
 	return reply(c, ready ? 200 : 503, body, NULL);
 }
 
 /* The base model of a request's "model", which names a base model or an
- * adapter (then *ad is set, when ad is not NULL). */
-static const gw_model *find_model(gw_server *s, const gw_params *p, gw_api_err *e,
-				  const gw_adapter **ad)
+ * adapter (then *is_ad is set and *ad, when not NULL, gets a copy). The
+ * model comes with a reference: the caller releases it (gw_model_release). */
+static gw_model *find_model(gw_server *s, const gw_params *p, gw_api_err *e, bool *is_ad,
+			    gw_adapter *ad)
 {
-	const gw_model *m = gw_models_resolve(s->models, p->model, ad);
-	if (!m)
+	gw_model *m;
+	bool dummy;
+	if (gw_models_acquire(s->models, p->model, &m, is_ad ? is_ad : &dummy, ad))
 		gw_api_err_set(e, 404, "invalid_request_error", "model", "model_not_found",
 			       "The model '%s' does not exist", p->model);
 	return m;
@@ -188,9 +212,9 @@ static enum MHD_Result do_tokenize(gw_server *s, struct MHD_Connection *c, conn_
 	int32_t *ids = NULL;
 	size_t n = 0;
 	enum MHD_Result ret;
-	const gw_model *m;
+	gw_model *m = NULL;
 	if (gw_openai_parse(GW_API_TOKENIZE, x->body, x->len, &p, &e) ||
-	    !(m = find_model(s, &p, &e, NULL))) {
+	    !(m = find_model(s, &p, &e, NULL, NULL))) {
 		ret = reply_err(c, &e);
 	} else if (loom_tok_encode(m->tok, p.prompt, strlen(p.prompt), p.add_special, &ids, &n)) {
 		ret = reply_errf(c, 400, "invalid_request_error", "prompt", NULL, NULL,
@@ -198,6 +222,7 @@ static enum MHD_Result do_tokenize(gw_server *s, struct MHD_Connection *c, conn_
 	} else {
 		ret = reply(c, 200, gw_openai_tokens_json(ids, n, m->cfg.max_ctx), NULL);
 	}
+	gw_model_release(m);
 	loom_free(ids);
 	gw_params_fini(&p);
 	return ret;
@@ -210,9 +235,9 @@ static enum MHD_Result do_detokenize(gw_server *s, struct MHD_Connection *c, con
 	char *text = NULL;
 	size_t n = 0;
 	enum MHD_Result ret;
-	const gw_model *m;
+	gw_model *m = NULL;
 	if (gw_openai_parse(GW_API_DETOKENIZE, x->body, x->len, &p, &e) ||
-	    !(m = find_model(s, &p, &e, NULL))) {
+	    !(m = find_model(s, &p, &e, NULL, NULL))) {
 		ret = reply_err(c, &e);
 	} else if (loom_tok_decode(m->tok, p.prompt_ids, p.n_prompt_ids, true, &text, &n)) {
 		ret = reply_errf(c, 400, "invalid_request_error", "tokens", NULL, NULL,
@@ -220,6 +245,7 @@ static enum MHD_Result do_detokenize(gw_server *s, struct MHD_Connection *c, con
 	} else {
 		ret = reply(c, 200, gw_openai_detok_json(text, n), NULL);
 	}
+	gw_model_release(m);
 	loom_free(text);
 	gw_params_fini(&p);
 	return ret;
@@ -341,9 +367,11 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 	uint32_t max_tokens = 0;
 	gw_req *r = NULL;
 	enum MHD_Result ret;
-	const gw_model *m;
-	const gw_adapter *ad = NULL;
-	if (gw_openai_parse(api, x->body, x->len, &p, &e) || !(m = find_model(s, &p, &e, &ad)) ||
+	gw_model *m = NULL;
+	bool is_ad = false;
+	gw_adapter ad;
+	if (gw_openai_parse(api, x->body, x->len, &p, &e) ||
+	    !(m = find_model(s, &p, &e, &is_ad, &ad)) ||
 	    !build_prompt(m, &p, &ids, &n, &max_tokens, &e)) {
 		ret = reply_err(c, &e);
 		goto out;
@@ -379,11 +407,11 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 	if (!p.has_seed && getrandom(&sub.sampling.seed, sizeof sub.sampling.seed, 0) < 0)
 		sub.sampling.seed = (uint64_t)time(NULL) ^ gw_req_id(r);
 	snprintf(sub.model, sizeof sub.model, "%s", m->name);
-	if (ad)
-		snprintf(sub.adapter, sizeof sub.adapter, "%s", ad->name);
+	if (is_ad)
+		snprintf(sub.adapter, sizeof sub.adapter, "%s", ad.name);
 	snprintf(sub.slo_class, sizeof sub.slo_class, "interactive");
 	activate(s, x, c, r); /* x takes the creator's reference */
-	loom_err rc = gw_link_submit(s->link, r, &sub);
+	loom_err rc = gw_link_submit_to(s->link, r, &sub, is_ad ? ad.sha : NULL);
 	if (rc) {
 		deactivate(s, x);
 		x->req = NULL;
@@ -418,9 +446,47 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 	}
 out:
 	gw_req_release(r);
+	gw_model_release(m);
 	loom_free(ids);
 	gw_params_fini(&p);
 	return ret;
+}
+
+/* ---- admin routes (gw_admin) ---- */
+
+static enum MHD_Result do_admin(struct MHD_Connection *c, conn_ctx *x)
+{
+	gw_reply r;
+	if (!x->adm)
+		return reply(c, 500, NULL, NULL);
+	gw_admin_finish(x->adm, &r);
+	return reply_as(c, r.status, r.body, r.allow, r.content_type, r.www_authenticate);
+}
+
+/* First call: hands the request to gw_admin when it is one of its routes.
+ * False when it is not. */
+static bool admin_begin(gw_server *s, struct MHD_Connection *c, conn_ctx *x, const char *url,
+			const char *method, long long content_length)
+{
+	if (!s->admin)
+		return false;
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	gw_admin_in in = {
+		.method = method,
+		.url = url,
+		.authorization = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+							     MHD_HTTP_HEADER_AUTHORIZATION),
+		.peer = ci ? ci->client_addr : NULL,
+		.content_type = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+							    MHD_HTTP_HEADER_CONTENT_TYPE),
+		.content_length = content_length,
+		.replace = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "replace"),
+	};
+	if (!gw_admin_begin(s->admin, &in, &x->adm))
+		return false;
+	x->rt = R_ADMIN;
+	return true;
 }
 
 /* ---- MHD callbacks ---- */
@@ -428,6 +494,8 @@ out:
 static enum MHD_Result dispatch(gw_server *s, struct MHD_Connection *c, conn_ctx *x,
 				const char *method, const char *url)
 {
+	if (x->rt == R_ADMIN)
+		return do_admin(c, x);
 	if (x->too_big)
 		return reply_errf(c, 413, "invalid_request_error", NULL, NULL, NULL,
 				  "the request body is larger than %zu bytes", s->max_body);
@@ -452,6 +520,8 @@ static enum MHD_Result dispatch(gw_server *s, struct MHD_Connection *c, conn_ctx
 		return do_generate(s, c, x, GW_API_COMPLETIONS);
 	case R_CHAT:
 		return do_generate(s, c, x, GW_API_CHAT);
+	case R_ADMIN:
+		break;
 	}
 	return MHD_NO;
 }
@@ -490,10 +560,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		if (!x)
 			return MHD_NO;
 		*con_cls = x;
-		x->rt = route_of(url, method, &x->allow);
 		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 							     MHD_HTTP_HEADER_CONTENT_LENGTH);
 		unsigned long long want = cl ? strtoull(cl, NULL, 10) : 0;
+		if (admin_begin(s, c, x, url, method, cl ? (long long)want : -1)) {
+			/* a refusal decided before the body: a huge body is not read */
+			if (x->adm && gw_admin_decided(x->adm) && want > DRAIN_MAX)
+				return do_admin(c, x);
+			return MHD_YES;
+		}
+		x->rt = route_of(url, method, &x->allow);
 		if (want > s->max_body) {
 			x->too_big = true;
 			/* a huge body is refused before it is read (MHD then closes the
@@ -507,6 +583,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	if (*upload_size) {
 		size_t n = *upload_size;
 		*upload_size = 0;
+		if (x->rt == R_ADMIN) {
+			if (x->adm)
+				gw_admin_body(x->adm, upload, n);
+			return MHD_YES;
+		}
 		return body_append(s, x, upload, n) ? MHD_YES : MHD_NO;
 	}
 	if (x->req) { /* resumed: the non-stream request ended */
@@ -538,6 +619,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 		}
 		gw_req_release(x->req);
 	}
+	gw_admin_req_free(x->adm);
 	loom_free(x->body);
 	loom_free(x);
 	*con_cls = NULL;
@@ -609,6 +691,7 @@ loom_err gw_server_start(const gw_server_opts *o, gw_server **out)
 	pthread_cond_init(&s->cv, NULL);
 	s->models = o->models;
 	s->link = o->link;
+	s->admin = o->admin;
 	s->max_body = o->max_body;
 	snprintf(port, sizeof port, "%d", o->port);
 	int gai = getaddrinfo(o->host, port, &hints, &ai);

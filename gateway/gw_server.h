@@ -4,7 +4,8 @@
  * Owns: the MHD daemon (internal epoll thread pool, suspend/resume), request
  * body accumulation with a size cap, routing (/v1/completions,
  * /v1/chat/completions, /v1/models, /tokenize, /detokenize, /health,
- * /ready), resolving a request's "model" (a base model or an adapter, which
+ * /ready; the admin API, vLLM's LoRA routes and /metrics are handed to
+ * gw_admin), resolving a request's "model" (a base model or an adapter, which
  * runs on its base model: SUBMIT{model = base, adapter = name}, while the
  * response names what the client sent), turning a parsed request into a
  * gw_req submitted through gw_link, and writing the result (JSON, or SSE
@@ -20,6 +21,7 @@
 #include <stddef.h>
 
 #include "common/err.h"
+#include "gw_admin.h"
 #include "gw_link.h"
 #include "gw_models.h"
 
@@ -30,8 +32,9 @@ typedef struct gw_server_opts {
 	int port;             /* 0 = any free port (see gw_server_port) */
 	size_t max_body;      /* bytes; larger bodies get 413 */
 	int threads;          /* MHD thread pool size, >= 1 */
-	const gw_models *models; /* borrowed, must outlive the server */
+	gw_models *models;    /* borrowed, must outlive the server */
 	gw_link *link;        /* borrowed, must outlive the server */
+	gw_admin *admin;      /* borrowed; NULL = no admin routes */
 } gw_server_opts;
 
 loom_err gw_server_start(const gw_server_opts *o, gw_server **out);

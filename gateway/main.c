@@ -1,13 +1,18 @@
 /*
- * gateway/main.c — loom-gateway: command line, model loading, start/stop.
+ * gateway/main.c — loom-gateway: command line, the registry (store), start/stop.
  *
  * Exit status: 0 after SIGINT/SIGTERM, 1 when start-up fails (bad model
- * folder, config file, rejected adapter, port in use), 2 for usage errors
- * (including a bad or clashing adapter name, or a missing adapter base).
- * Adapters are loaded once at start to validate them (then freed: workers
- * load their own copy from the absolute path the gateway sends them).
+ * folder, config file, rejected adapter, store, port in use), 2 for usage
+ * errors (including a bad or clashing adapter name, or a missing adapter base).
+ * Models and adapters live in the store (--store, default ./loom-data): those
+ * registered earlier are served again; --model / --adapter / --config
+ * register theirs into it (an unchanged folder keeps its version, a changed
+ * one becomes a new version). Workers load them by content hash.
  */
+#include <errno.h>
 #include <jansson.h>
+#include <limits.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,9 +20,11 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "gateway/gw_admin.h"
 #include "gateway/gw_chat.h"
 #include "gateway/gw_link.h"
 #include "gateway/gw_models.h"
+#include "gateway/gw_registry.h"
 #include "gateway/gw_server.h"
 
 #define MAX_ITEMS 64
@@ -26,7 +33,10 @@ typedef struct opts {
 	const char *host;
 	int port;
 	size_t max_body;
+	size_t max_upload;
 	int threads;
+	const char *store;
+	const char *admin_token;
 	const char *workers[MAX_ITEMS];
 	size_t n_workers;
 	const char *models[MAX_ITEMS]; /* "[NAME=]DIR" */
@@ -35,6 +45,10 @@ typedef struct opts {
 	size_t n_templates;
 	const char *adapters[MAX_ITEMS]; /* "NAME=DIR[@BASE]" */
 	size_t n_adapters;
+	const char *adapter_dirs[MAX_ITEMS];
+	size_t n_adapter_dirs;
+	const char *model_dirs[MAX_ITEMS];
+	size_t n_model_dirs;
 	const char *config;
 } opts;
 
@@ -42,11 +56,22 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: loom-gateway [--host 127.0.0.1] [--port 8080] --worker URL [--worker URL ...]\n"
-		"                    --model [NAME=]DIR [--model ...] [--max-body-bytes N (1048576)]\n"
+		"                    [--model [NAME=]DIR ...] [--adapter NAME=PEFT_DIR[@BASE] ...]\n"
+		"                    [--store DIR (./loom-data)] [--admin-token TOKEN]\n"
+		"                    [--adapter-dir DIR ...] [--model-dir DIR ...]\n"
+		"                    [--max-body-bytes N (1048576)] [--max-upload-bytes N (1 GiB)]\n"
 		"                    [--threads N (2)] [--chat-template NAME=plain|chatml|llama2|zephyr]\n"
-		"                    [--adapter NAME=PEFT_DIR[@BASE] ...] [--config FILE]\n"
+		"                    [--config FILE]\n"
+		"  --store DIR: the registry (LMDB): models and adapters registered earlier are\n"
+		"               served again; --model/--adapter register into it\n"
 		"  --adapter: a PEFT LoRA folder served as model NAME on base model BASE\n"
 		"             (BASE may be left out when one model is served)\n"
+		"  --admin-token: Bearer token of the admin API (also LOOM_ADMIN_TOKEN); without\n"
+		"                 one, admin requests are accepted from loopback clients only\n"
+		"  --adapter-dir: a folder whose PEFT sub-folders POST /admin/adapters and\n"
+		"                 /v1/load_lora_adapter may import (none: path imports refused)\n"
+		"  --model-dir: a folder whose model sub-folders POST /admin/models may import\n"
+		"               (as may the --adapter-dir folders)\n"
 		"  --config FILE: JSON {\"models\":{\"NAME\":{\"path\":DIR,\"chat_template\":\"chatml\"}},\n"
 		"                 \"adapters\":{\"NAME\":{\"path\":DIR,\"base\":BASE}},\n"
 		"                 \"workers\":[URL,...]} (same meaning as the flags)\n");
@@ -71,6 +96,29 @@ static bool parse_num(const char *s, long long lo, long long hi, long long *out)
 	return true;
 }
 
+/* The list a repeatable flag appends to, or NULL. */
+static const char **list_of(opts *o, const char *flag, size_t **n)
+{
+	static const struct {
+		const char *flag;
+		size_t list, count;
+	} tab[] = {
+		{"--worker", offsetof(opts, workers), offsetof(opts, n_workers)},
+		{"--model", offsetof(opts, models), offsetof(opts, n_models)},
+		{"--adapter", offsetof(opts, adapters), offsetof(opts, n_adapters)},
+		{"--chat-template", offsetof(opts, templates), offsetof(opts, n_templates)},
+		{"--adapter-dir", offsetof(opts, adapter_dirs), offsetof(opts, n_adapter_dirs)},
+		{"--model-dir", offsetof(opts, model_dirs), offsetof(opts, n_model_dirs)},
+	};
+	for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++) {
+		if (!strcmp(flag, tab[i].flag)) {
+			*n = (size_t *)((char *)o + tab[i].count);
+			return (const char **)((char *)o + tab[i].list);
+		}
+	}
+	return NULL;
+}
+
 /* Returns 0, or the exit status for a usage error. */
 static int parse_args(int argc, char **argv, opts *o)
 {
@@ -89,9 +137,10 @@ static int parse_args(int argc, char **argv, opts *o)
 		} else {
 			snprintf(flag, sizeof flag, "%s", a);
 		}
-		static const char *const known[] = {"--host", "--port", "--worker", "--model",
-						    "--max-body-bytes", "--threads",
-						    "--chat-template", "--config", "--adapter"};
+		static const char *const known[] = {
+			"--host", "--port", "--worker", "--model", "--max-body-bytes", "--threads",
+			"--chat-template", "--config", "--adapter", "--store", "--admin-token",
+			"--adapter-dir", "--model-dir", "--max-upload-bytes"};
 		bool ok = false;
 		for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
 			ok |= !strcmp(flag, known[k]);
@@ -103,6 +152,8 @@ static int parse_args(int argc, char **argv, opts *o)
 			val = argv[++i];
 		}
 		long long v;
+		size_t *n;
+		const char **list;
 		if (!strcmp(flag, "--host")) {
 			o->host = val;
 		} else if (!strcmp(flag, "--port")) {
@@ -113,21 +164,24 @@ static int parse_args(int argc, char **argv, opts *o)
 			if (!parse_num(val, 1, 1LL << 40, &v))
 				return usage_error("--max-body-bytes '%s': expected a positive integer", val);
 			o->max_body = (size_t)v;
+		} else if (!strcmp(flag, "--max-upload-bytes")) {
+			if (!parse_num(val, 1, 1LL << 44, &v))
+				return usage_error("--max-upload-bytes '%s': expected a positive integer",
+						   val);
+			o->max_upload = (size_t)v;
 		} else if (!strcmp(flag, "--threads")) {
 			if (!parse_num(val, 1, 256, &v))
 				return usage_error("--threads '%s': expected 1..256", val);
 			o->threads = (int)v;
 		} else if (!strcmp(flag, "--config")) {
 			o->config = val;
-		} else {
-			const char **list = !strcmp(flag, "--worker")  ? o->workers
-					  : !strcmp(flag, "--model")   ? o->models
-					  : !strcmp(flag, "--adapter") ? o->adapters
-								       : o->templates;
-			size_t *n = !strcmp(flag, "--worker")  ? &o->n_workers
-				  : !strcmp(flag, "--model")   ? &o->n_models
-				  : !strcmp(flag, "--adapter") ? &o->n_adapters
-							       : &o->n_templates;
+		} else if (!strcmp(flag, "--store")) {
+			if (!*val)
+				return usage_error("%s", "--store needs a folder");
+			o->store = val;
+		} else if (!strcmp(flag, "--admin-token")) {
+			o->admin_token = val;
+		} else if ((list = list_of(o, flag, &n))) {
 			if (*n == MAX_ITEMS)
 				return usage_error("too many '%s' options", flag);
 			if (list == o->templates && !strchr(val, '='))
@@ -138,14 +192,15 @@ static int parse_args(int argc, char **argv, opts *o)
 	return 0;
 }
 
-/* One adapter to add once every model is loaded (strings owned). */
-typedef struct adapter_spec {
+/* One model or adapter to register once the store is open (strings owned). */
+typedef struct spec {
 	char *name;
 	char *dir;
-	char *base; /* NULL = the only model */
-} adapter_spec;
+	char *base;            /* adapters: NULL = the only model */
+	gw_chat_tmpl tmpl;     /* models */
+} spec;
 
-static void specs_free(adapter_spec *v, size_t n)
+static void specs_free(spec *v, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		loom_free(v[i].name);
@@ -154,9 +209,15 @@ static void specs_free(adapter_spec *v, size_t n)
 	}
 }
 
+static int oom(void)
+{
+	fprintf(stderr, "loom-gateway: out of memory\n");
+	return 1;
+}
+
 /* Reads the config's "adapters" object into specs. Returns 0 or prints one
  * line and returns 1. */
-static int config_adapters(const char *path, json_t *ads, adapter_spec *specs, size_t *n_specs)
+static int config_adapters(const char *path, json_t *ads, spec *specs, size_t *n_specs)
 {
 	const char *key, *k2;
 	json_t *v, *v2;
@@ -183,22 +244,20 @@ static int config_adapters(const char *path, json_t *ads, adapter_spec *specs, s
 			fprintf(stderr, "loom-gateway: %s: more than %d adapters\n", path, MAX_ITEMS);
 			return 1;
 		}
-		adapter_spec *s = &specs[(*n_specs)++];
+		spec *s = &specs[(*n_specs)++];
 		s->name = loom_strdup(key);
 		s->dir = loom_strdup(json_string_value(p));
 		s->base = b ? loom_strdup(json_string_value(b)) : NULL;
-		if (!s->name || !s->dir || (b && !s->base)) {
-			fprintf(stderr, "loom-gateway: out of memory\n");
-			return 1;
-		}
+		if (!s->name || !s->dir || (b && !s->base))
+			return oom();
 	}
 	return 0;
 }
 
-/* Loads the --config file: models (into m), adapters (into specs) and workers
- * (appended to urls). Returns 0 or prints one line and returns 1. */
-static int load_config(const char *path, gw_models *m, json_t **keep, const char **urls,
-		       size_t *n_urls, adapter_spec *specs, size_t *n_specs)
+/* Loads the --config file: models (into mspecs), adapters (into aspecs) and
+ * workers (appended to urls). Returns 0 or prints one line and returns 1. */
+static int load_config(const char *path, json_t **keep, const char **urls, size_t *n_urls,
+		       spec *mspecs, size_t *n_m, spec *aspecs, size_t *n_a)
 {
 	json_error_t je;
 	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
@@ -238,13 +297,17 @@ static int load_config(const char *path, gw_models *m, json_t **keep, const char
 				json_is_string(t) ? loom_errmsg() : "must be a string");
 			return 1;
 		}
-		if (gw_models_add(m, key, json_string_value(p), tmpl)) {
-			fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
+		if (*n_m == MAX_ITEMS) {
+			fprintf(stderr, "loom-gateway: %s: more than %d models\n", path, MAX_ITEMS);
 			return 1;
 		}
+		spec *s = &mspecs[(*n_m)++];
+		s->tmpl = tmpl;
+		if (!(s->name = loom_strdup(key)) || !(s->dir = loom_strdup(json_string_value(p))))
+			return oom();
 	}
 	json_t *ads = json_object_get(root, "adapters");
-	if (ads && config_adapters(path, ads, specs, n_specs))
+	if (ads && config_adapters(path, ads, aspecs, n_a))
 		return 1;
 	json_t *workers = json_object_get(root, "workers");
 	if (workers && !json_is_array(workers)) {
@@ -263,18 +326,62 @@ static int load_config(const char *path, gw_models *m, json_t **keep, const char
 	return 0;
 }
 
-/* Checks and loads every adapter (after all models). Returns 0, or prints
- * one line and returns the exit status: 2 for a bad or taken name or a
- * missing base, 1 for a folder the adapter loader rejects. */
-static int add_adapters(gw_models *m, const adapter_spec *specs, size_t n)
+/* Registers every model spec (config first, then flags). Returns 0, or
+ * prints one line and returns 1 (2 for two models with one name). */
+static int add_models(gw_registry *reg, const spec *specs, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		const adapter_spec *s = &specs[i];
-		if (gw_models_check_adapter(m, s->name, s->base, NULL)) {
+		for (size_t k = 0; k < i; k++) {
+			if (!strcmp(specs[k].name, specs[i].name)) {
+				fprintf(stderr, "loom-gateway: model '%s' given twice\n", specs[i].name);
+				return 2;
+			}
+		}
+		if (gw_registry_import_model(reg, specs[i].name, specs[i].dir, specs[i].tmpl,
+					     GW_REG_SYNC, NULL)) {
+			fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Checks and registers every adapter spec (after all models). Returns 0, or
+ * prints one line and returns the exit status: 2 for a bad or taken name or a
+ * missing base, 1 for a folder the adapter loader rejects. */
+static int add_adapters(gw_registry *reg, gw_models *m, const spec *specs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const spec *s = &specs[i];
+		gw_model *base = NULL;
+		char abs[PATH_MAX];
+		if (!gw_adapter_name_ok(s->name)) {
+			fprintf(stderr, "loom-gateway: adapter name '%s' must be 1..%d characters of "
+				"A-Z a-z 0-9 . _ -\n", s->name, LOOM_NAME_MAX - 1);
+			return 2;
+		}
+		for (size_t k = 0; k < i; k++) {
+			if (!strcmp(specs[k].name, s->name)) {
+				fprintf(stderr, "loom-gateway: adapter '%s' given twice\n", s->name);
+				return 2;
+			}
+		}
+		if (gw_models_find(m, s->name)) {
+			fprintf(stderr, "loom-gateway: adapter '%s': a model already has that name\n",
+				s->name);
+			return 2;
+		}
+		if (gw_models_adapter_base(m, s->name, s->base, &base)) {
 			fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
 			return 2;
 		}
-		if (gw_models_add_adapter(m, s->name, s->dir, s->base)) {
+		gw_model_release(base);
+		if (!realpath(s->dir, abs)) {
+			fprintf(stderr, "loom-gateway: adapter %s (%s): %s: %s\n", s->name, s->dir,
+				s->dir, strerror(errno));
+			return 1;
+		}
+		if (gw_registry_import_adapter(reg, s->name, s->base, abs, abs, GW_REG_SYNC, NULL)) {
 			fprintf(stderr, "loom-gateway: adapter %s (%s): %s\n", s->name, s->dir,
 				loom_errmsg());
 			return 1;
@@ -283,35 +390,56 @@ static int add_adapters(gw_models *m, const adapter_spec *specs, size_t n)
 	return 0;
 }
 
-/* Starts the worker links, announcing every adapter. */
-static loom_err link_create(const gw_models *m, const char *const *urls, size_t n_urls,
-			    gw_link **out)
+/* realpath of every dir into out (loom_malloc'ed strings). 0 or prints and 1. */
+static int resolve_dirs(const char *flag, const char *const *dirs, size_t n, char **out)
 {
-	size_t n = gw_models_adapter_count(m);
-	gw_link_adapter *ads = loom_calloc(n ? n : 1, sizeof *ads);
-	if (!ads)
-		return loom_fail(LOOM_ENOMEM, "out of memory starting the worker links");
 	for (size_t i = 0; i < n; i++) {
-		const gw_adapter *a = gw_models_adapter_at(m, i);
-		ads[i] = (gw_link_adapter){.name = a->name, .base_model = a->base->name,
-					   .path = a->path};
+		char abs[PATH_MAX];
+		if (!realpath(dirs[i], abs)) {
+			fprintf(stderr, "loom-gateway: %s %s: %s\n", flag, dirs[i], strerror(errno));
+			return 1;
+		}
+		if (!(out[i] = loom_strdup(abs)))
+			return oom();
 	}
-	loom_err rc = gw_link_create_with_adapters(urls, n_urls, ads, n, out);
-	loom_free(ads);
-	return rc;
+	return 0;
+}
+
+static void log_registry(gw_models *models)
+{
+	gw_models_rdlock(models);
+	for (size_t i = 0; i < gw_models_count_locked(models); i++) {
+		const gw_model *m = gw_models_at_locked(models, i);
+		LOOM_INFO("model %s v%u (context %d, vocab %d, chat template %s)", m->name, m->version,
+			  m->cfg.max_ctx, m->cfg.vocab, gw_chat_tmpl_name(m->tmpl));
+	}
+	size_t na = gw_models_adapter_count_locked(models);
+	for (size_t i = 0; i < na && i < 16; i++) {
+		const gw_adapter *a = gw_models_adapter_at_locked(models, i);
+		LOOM_INFO("adapter %s v%u of %s (r %d, max rank %d, alpha %g, %zu bytes)", a->name,
+			  a->version, a->base->name, a->rank, a->max_rank, (double)a->alpha, a->bytes);
+	}
+	if (na > 16)
+		LOOM_INFO("... and %zu more adapters", na - 16);
+	gw_models_unlock(models);
 }
 
 int main(int argc, char **argv)
 {
-	opts o = {.host = "127.0.0.1", .port = 8080, .max_body = 1048576, .threads = 2};
+	opts o = {.host = "127.0.0.1", .port = 8080, .max_body = 1048576,
+		  .max_upload = (size_t)1 << 30, .threads = 2, .store = "./loom-data"};
 	gw_models *models = NULL;
+	gw_registry *reg = NULL;
 	gw_link *link = NULL;
 	gw_server *srv = NULL;
+	gw_admin *admin = NULL;
 	json_t *config = NULL;
 	const char *urls[2 * MAX_ITEMS];
 	size_t n_urls = 0;
-	static adapter_spec specs[2 * MAX_ITEMS];
-	size_t n_specs = 0;
+	static spec mspecs[2 * MAX_ITEMS], aspecs[2 * MAX_ITEMS];
+	size_t n_m = 0, n_a = 0;
+	char *adirs[MAX_ITEMS] = {0}, *mdirs[MAX_ITEMS] = {0};
+	gw_link_opts lo = {0};
 	int status = 1;
 	sigset_t sigs;
 
@@ -319,8 +447,10 @@ int main(int argc, char **argv)
 	int rc = parse_args(argc, argv, &o);
 	if (rc)
 		return rc;
-	if (!o.config && (o.n_models == 0 || o.n_workers == 0))
-		return usage_error("%s", "at least one --worker and one --model are required");
+	if (!o.config && o.n_workers == 0)
+		return usage_error("%s", "at least one --worker is required");
+	if (!o.admin_token)
+		o.admin_token = getenv("LOOM_ADMIN_TOKEN");
 
 	/* signals are taken by sigwait below: block them before any thread starts */
 	sigemptyset(&sigs);
@@ -329,84 +459,120 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (gw_models_create(&models)) {
-		fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
-		goto out;
-	}
-	if (o.config && load_config(o.config, models, &config, urls, &n_urls, specs, &n_specs))
-		goto out;
-	for (size_t i = 0; i < o.n_models; i++) {
-		char *name = NULL, *dir = NULL;
-		loom_err err = gw_models_split_arg(o.models[i], &name, &dir);
-		if (!err)
-			err = gw_models_add(models, name, dir, GW_TMPL_PLAIN);
-		loom_free(name);
-		loom_free(dir);
-		if (err) {
-			fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
-			goto out;
-		}
-	}
 	for (size_t i = 0; i < o.n_templates; i++) {
-		const char *eq = strchr(o.templates[i], '=');
-		char name[LOOM_NAME_MAX];
 		gw_chat_tmpl t;
-		snprintf(name, sizeof name, "%.*s", (int)(eq - o.templates[i]), o.templates[i]);
-		if (gw_chat_tmpl_parse(eq + 1, &t) || gw_models_set_template(models, name, t)) {
+		if (gw_chat_tmpl_parse(strchr(o.templates[i], '=') + 1, &t)) {
 			status = usage_error("%s", loom_errmsg());
 			goto out;
 		}
 	}
+	if (o.config && load_config(o.config, &config, urls, &n_urls, mspecs, &n_m, aspecs, &n_a))
+		goto out;
 	for (size_t i = 0; i < o.n_workers; i++)
 		urls[n_urls++] = o.workers[i];
-	if (gw_models_count(models) == 0 || n_urls == 0) {
-		status = usage_error("%s", "at least one worker and one model are required");
+	if (n_urls == 0) {
+		status = usage_error("%s", "at least one worker is required");
 		goto out;
 	}
+	for (size_t i = 0; i < o.n_models; i++) {
+		spec *sp = &mspecs[n_m++];
+		if (gw_models_split_arg(o.models[i], &sp->name, &sp->dir)) {
+			status = usage_error("%s", loom_errmsg());
+			goto out;
+		}
+	}
 	for (size_t i = 0; i < o.n_adapters; i++) {
-		adapter_spec *sp = &specs[n_specs++];
+		spec *sp = &aspecs[n_a++];
 		if (gw_adapter_split_arg(o.adapters[i], &sp->name, &sp->dir, &sp->base)) {
 			fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
 			status = 2;
 			goto out;
 		}
 	}
-	if ((status = add_adapters(models, specs, n_specs)) != 0)
+	if ((status = resolve_dirs("--adapter-dir", o.adapter_dirs, o.n_adapter_dirs, adirs)) ||
+	    (status = resolve_dirs("--model-dir", o.model_dirs, o.n_model_dirs, mdirs)))
 		goto out;
 	status = 1;
-	if (link_create(models, urls, n_urls, &link)) {
+	if (gw_models_create(&models) || gw_registry_open(o.store, models, &reg) ||
+	    gw_registry_load(reg, NULL)) {
+		fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
+		goto out;
+	}
+	if ((status = add_models(reg, mspecs, n_m)) != 0)
+		goto out;
+	for (size_t i = 0; i < o.n_templates; i++) {
+		const char *eq = strchr(o.templates[i], '=');
+		char name[LOOM_NAME_MAX];
+		gw_chat_tmpl t;
+		snprintf(name, sizeof name, "%.*s", (int)(eq - o.templates[i]), o.templates[i]);
+		gw_chat_tmpl_parse(eq + 1, &t);
+		if (gw_models_set_template(models, name, t)) {
+			status = usage_error("%s", loom_errmsg());
+			goto out;
+		}
+	}
+	if ((status = add_adapters(reg, models, aspecs, n_a)) != 0)
+		goto out;
+	status = 1;
+	if (gw_models_count(models) == 0)
+		LOOM_WARN("no model is registered yet (--model, --config, or POST /admin/models)");
+	if (gw_registry_link_opts(reg, &lo)) {
+		fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
+		goto out;
+	}
+	lo.urls = urls;
+	lo.n_urls = n_urls;
+	if (gw_link_create_opts(&lo, &link)) {
+		fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
+		goto out;
+	}
+	gw_registry_attach(reg, link);
+	gw_admin_opts ao = {.token = o.admin_token,
+			    .adapter_dirs = (const char *const *)adirs,
+			    .n_adapter_dirs = o.n_adapter_dirs,
+			    .model_dirs = (const char *const *)mdirs,
+			    .n_model_dirs = o.n_model_dirs,
+			    .max_upload = o.max_upload,
+			    .max_body = o.max_body,
+			    .reg = reg,
+			    .models = models,
+			    .link = link};
+	if (gw_admin_create(&ao, &admin)) {
 		fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
 		goto out;
 	}
 	gw_server_opts so = {.host = o.host, .port = o.port, .max_body = o.max_body,
-			     .threads = o.threads, .models = models, .link = link};
+			     .threads = o.threads, .models = models, .link = link, .admin = admin};
 	if (gw_server_start(&so, &srv)) {
 		fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
 		goto out;
 	}
-	for (size_t i = 0; i < gw_models_count(models); i++) {
-		const gw_model *m = gw_models_at(models, i);
-		LOOM_INFO("model %s from %s (context %d, vocab %d, chat template %s)", m->name,
-			  m->dir, m->cfg.max_ctx, m->cfg.vocab, gw_chat_tmpl_name(m->tmpl));
-	}
-	for (size_t i = 0; i < gw_models_adapter_count(models); i++) {
-		const gw_adapter *a = gw_models_adapter_at(models, i);
-		LOOM_INFO("adapter %s of %s from %s (r %d, max rank %d, alpha %g, %zu bytes)", a->name,
-			  a->base->name, a->path, a->rank, a->max_rank, (double)a->alpha, a->bytes);
-	}
-	LOOM_INFO("gateway listening on http://%s:%d", o.host, gw_server_port(srv));
+	log_registry(models);
+	LOOM_INFO("gateway listening on http://%s:%d (store %s, admin %s)", o.host,
+		  gw_server_port(srv), o.store,
+		  o.admin_token && *o.admin_token ? "by token" : "from loopback only");
 
 	int sig = 0;
 	sigwait(&sigs, &sig);
 	LOOM_INFO("signal %d: shutting down", sig);
 	status = 0;
 out:
+	if (reg)
+		gw_registry_attach(reg, NULL);
 	if (link)
 		gw_link_close_all(link);
 	gw_server_stop(srv);
 	gw_link_destroy(link);
+	gw_admin_destroy(admin);
+	gw_registry_link_opts_fini(&lo);
+	gw_registry_close(reg);
 	gw_models_destroy(models);
 	json_decref(config);
-	specs_free(specs, n_specs);
+	specs_free(mspecs, n_m);
+	specs_free(aspecs, n_a);
+	for (size_t i = 0; i < MAX_ITEMS; i++) {
+		loom_free(adirs[i]);
+		loom_free(mdirs[i]);
+	}
 	return status;
 }

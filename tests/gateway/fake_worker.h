@@ -43,8 +43,13 @@ typedef struct fake {
 	char ad_name[MAXREC][LOOM_NAME_MAX];
 	char ad_base[MAXREC][LOOM_NAME_MAX];
 	char ad_path[MAXREC][512];
+	char ad_sha[MAXREC][LOOM_SHA_HEX];
 	int ad_after_submits[MAXREC];
 	int n_adapters;
+	/* MODEL messages, in arrival order */
+	char mod_name[MAXREC][LOOM_NAME_MAX];
+	char mod_sha[MAXREC][LOOM_SHA_HEX];
+	int n_model_msgs;
 	int adapter_delay_ms;   /* time each ADAPTER takes to "load" (nothing else is read) */
 	/* when n_auto > 0, every SUBMIT is answered with STEP{auto_ids, auto_finish} */
 	int32_t auto_ids[16];
@@ -112,11 +117,20 @@ static inline void *fake_main(void *arg)
 					snprintf(f->ad_base[k], sizeof f->ad_base[k], "%s",
 						 m.u.adapter.base_model);
 					snprintf(f->ad_path[k], sizeof f->ad_path[k], "%s", m.u.adapter.path);
+					snprintf(f->ad_sha[k], sizeof f->ad_sha[k], "%s", m.u.adapter.sha);
 					f->ad_after_submits[k] = f->n_submits;
 				}
 				pthread_mutex_unlock(&f->mu);
 				if (f->adapter_delay_ms)
 					usleep((useconds_t)f->adapter_delay_ms * 1000);
+			} else if (m.type == LOOM_MSG_MODEL) {
+				pthread_mutex_lock(&f->mu);
+				if (f->n_model_msgs < MAXREC) {
+					int k = f->n_model_msgs++;
+					snprintf(f->mod_name[k], sizeof f->mod_name[k], "%s", m.u.model.name);
+					snprintf(f->mod_sha[k], sizeof f->mod_sha[k], "%s", m.u.model.sha);
+				}
+				pthread_mutex_unlock(&f->mu);
 			} else if (m.type == LOOM_MSG_CANCEL) {
 				pthread_mutex_lock(&f->mu);
 				if (f->n_cancels < MAXREC)

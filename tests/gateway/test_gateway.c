@@ -5,8 +5,9 @@
  * worker in this process: a client that hangs up (stream or not) makes the
  * gateway CANCEL its request on the worker. Adapters: --adapter usage errors
  * exit 2 with one line, a rejected folder exits 1 with one line; adapters from
- * flags and --config are listed by /v1/models, announced to the worker with
- * absolute paths, and a request naming one runs on its base model.
+ * flags and --config are registered into the store (--store), listed by
+ * /v1/models, announced to the worker by content hash, and a request naming
+ * one runs on its base model.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -45,11 +46,16 @@ static int64_t ms_now(void)
  * exit status and leaves its output in *log (loom_malloc'ed). */
 static int run_gateway(const char *const *args, char **log)
 {
-	char *argv[32], bin[512], path[600];
+	char *argv[32], bin[512], path[600], store[600];
 	int n = 0;
 	static int seq;
 	snprintf(bin, sizeof bin, "%s", lt_bin_path("loom-gateway"));
 	argv[n++] = bin;
+	if (*args && strcmp(*args, "--bogus")) { /* every run its own empty store */
+		snprintf(store, sizeof store, "%s/store-run%d", dir, seq);
+		argv[n++] = "--store";
+		argv[n++] = store;
+	}
 	for (; *args && n < 31; args++)
 		argv[n++] = (char *)*args;
 	argv[n] = NULL;
@@ -144,9 +150,12 @@ static void gw_start2(gw *g, fake *w, const char *tmpl, const char *extra_cfg,
 	snprintf(log, sizeof log, "%s/gw-%d.log", dir, pt);
 	snprintf(port, sizeof port, "%d", pt);
 	snprintf(bin, sizeof bin, "%s", lt_bin_path("loom-gateway"));
-	char *argv[16] = {bin, "--port", port, "--config", cfg, "--threads", "1", NULL};
+	char store[600];
+	snprintf(store, sizeof store, "%s/store-gw%d", dir, pt);
+	char *argv[20] = {bin, "--port", port, "--config", cfg, "--threads", "1", "--store", store,
+			  NULL};
 	for (int i = 0; extra && extra[i] && i < 8; i++)
-		argv[7 + i] = (char *)extra[i];
+		argv[9 + i] = (char *)extra[i];
 	setenv("LOOM_LOG", "debug", 1);
 	assert_int_equal(lt_spawn(&g->p, log, argv), 0);
 	unsetenv("LOOM_LOG");
@@ -405,13 +414,18 @@ static void test_adapter_requests(void **state)
 	w.auto_finish = LOOM_FINISH_LENGTH;
 	gw g;
 	gw_start2(&g, &w, "plain", cfg, extra);
-	/* the worker was told about both, with absolute paths, before it was live */
+	/* the worker was told about both, as store blobs, before it was live; it lists the
+	 * model already, so no MODEL was sent */
 	assert_int_equal(w.n_adapters, 2);
 	assert_string_equal(w.ad_name[0], "cfg-ad");
-	assert_string_equal(w.ad_path[0], ad_all);
+	assert_string_equal(w.ad_path[0], "");
+	assert_int_equal(strlen(w.ad_sha[0]), 64);
 	assert_string_equal(w.ad_name[1], "rel-ad");
-	assert_string_equal(w.ad_path[1], ad_q);
+	assert_string_equal(w.ad_path[1], "");
+	assert_int_equal(strlen(w.ad_sha[1]), 64);
+	assert_string_not_equal(w.ad_sha[0], w.ad_sha[1]);
 	assert_string_equal(w.ad_base[1], "s");
+	assert_int_equal(w.n_model_msgs, 0);
 
 	lt_resp r;
 	char url[128];

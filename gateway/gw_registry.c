@@ -1,0 +1,596 @@
+/*
+ * gateway/gw_registry.c — store-backed registry. Every change runs under
+ * r->mu in the order: validate (nothing written yet), blobs, record (the
+ * commit that makes the new state visible after a crash), gw_models (what
+ * requests resolve), then the workers (gw_link_put_*, which returns once
+ * every connected worker has the message queued).
+ */
+#include "gw_registry.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "adapters/adapter.h"
+#include "common/alloc.h"
+#include "common/bundle.h"
+#include "common/log.h"
+#include "common/sha256.h"
+
+struct gw_registry {
+	pthread_mutex_t mu;
+	st_store *st;
+	gw_models *models;   /* borrowed */
+	gw_link *link;       /* borrowed, under mu; NULL = nothing to announce to */
+	char *dir;
+	char *uploads;
+};
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	if (ftw->level > 0 && remove(path))
+		LOOM_WARN("cannot remove %s: %s", path, strerror(errno));
+	return 0;
+}
+
+/* Empties folder path (keeps it). */
+static void empty_dir(const char *path)
+{
+	nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+loom_err gw_registry_open(const char *dir, gw_models *models, gw_registry **out)
+{
+	loom_err rc;
+	*out = NULL;
+	gw_registry *r = loom_calloc(1, sizeof *r);
+	if (!r)
+		return loom_fail(LOOM_ENOMEM, "out of memory opening the registry");
+	pthread_mutex_init(&r->mu, NULL);
+	r->models = models;
+	size_t n = strlen(dir);
+	if (!(r->dir = loom_strdup(dir)) || !(r->uploads = loom_malloc(n + sizeof "/uploads"))) {
+		rc = loom_fail(LOOM_ENOMEM, "out of memory opening the registry");
+		goto fail;
+	}
+	snprintf(r->uploads, n + sizeof "/uploads", "%s/uploads", dir);
+	if (mkdir(dir, 0755) && errno != EEXIST) {
+		rc = loom_fail(LOOM_EIO, "--store %s: cannot create it: %s", dir, strerror(errno));
+		goto fail;
+	}
+	if ((rc = st_open(dir, 0, &r->st)))
+		goto fail;
+	if (mkdir(r->uploads, 0700) && errno != EEXIST) {
+		rc = loom_fail(LOOM_EIO, "%s: cannot create it: %s", r->uploads, strerror(errno));
+		goto fail;
+	}
+	empty_dir(r->uploads); /* uploads a crash interrupted */
+	*out = r;
+	return LOOM_OK;
+fail:
+	gw_registry_close(r);
+	return rc;
+}
+
+void gw_registry_close(gw_registry *r)
+{
+	if (!r)
+		return;
+	if (r->st)
+		st_close(r->st);
+	loom_free(r->dir);
+	loom_free(r->uploads);
+	pthread_mutex_destroy(&r->mu);
+	loom_free(r);
+}
+
+st_store *gw_registry_store(gw_registry *r)
+{
+	return r->st;
+}
+
+const char *gw_registry_upload_dir(const gw_registry *r)
+{
+	return r->uploads;
+}
+
+void gw_registry_attach(gw_registry *r, gw_link *l)
+{
+	pthread_mutex_lock(&r->mu);
+	r->link = l;
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* ---- records -> gw_models ---- */
+
+static void hex(const uint8_t sha[32], char out[LOOM_SHA_HEX])
+{
+	loom_sha256_hex(sha, out);
+}
+
+/* Builds the gw_model of a model record (tokenizer and config from its blobs). */
+static loom_err model_from_rec(gw_registry *r, const st_model_rec *rec, gw_chat_tmpl tmpl,
+			       gw_model **out)
+{
+	loom_err rc;
+	st_view v = {0};
+	loom_tok *tok = NULL;
+	loom_st_file *f = NULL;
+	loom_model_config cfg;
+	char what[LOOM_NAME_MAX + 64];
+	*out = NULL;
+	snprintf(what, sizeof what, "model %s: tokenizer.json", rec->name);
+	if ((rc = st_blob_get(r->st, rec->tokenizer_sha, 0, &v)))
+		return rc;
+	rc = loom_tok_load_json(v.data, v.len, what, &tok);
+	st_view_release(&v);
+	if (rc)
+		return rc;
+	if ((rc = st_blob_get(r->st, rec->sha, 0, &v))) {
+		loom_tok_free(tok);
+		return rc;
+	}
+	rc = loom_bundle_open(v.data, v.len, rec->name, &f, &cfg);
+	if (f)
+		loom_st_close(f);
+	st_view_release(&v);
+	if (rc) {
+		loom_tok_free(tok);
+		return rc;
+	}
+	snprintf(what, sizeof what, "model %s", rec->name);
+	if ((rc = gw_model_create(rec->name, &cfg, tok, tmpl, what, out)))
+		return rc;
+	hex(rec->sha, (*out)->sha);
+	(*out)->bytes = rec->bytes;
+	(*out)->version = rec->version;
+	(*out)->created = (time_t)rec->created;
+	return LOOM_OK;
+}
+
+static void adapter_from_rec(const st_adapter_rec *rec, const gw_model *base, const char *path,
+			     gw_adapter *a)
+{
+	memset(a, 0, sizeof *a);
+	snprintf(a->name, sizeof a->name, "%s", rec->name);
+	if (path && strlen(path) < sizeof a->path)
+		strcpy(a->path, path);
+	a->base = base;
+	a->rank = (int)rec->rank;
+	a->max_rank = (int)rec->max_rank;
+	a->alpha = rec->alpha;
+	a->use_rslora = rec->use_rslora != 0;
+	a->targets = rec->targets;
+	a->bytes = (size_t)rec->bytes;
+	a->created = (time_t)rec->created;
+	hex(rec->sha, a->sha);
+	a->version = rec->version;
+}
+
+typedef struct recs {
+	void *v;
+	size_t n, cap, size;
+	bool oom;
+} recs;
+
+static int collect(recs *c, const void *rec)
+{
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 64;
+		void *p = loom_realloc(c->v, cap * c->size);
+		if (!p) {
+			c->oom = true;
+			return 1;
+		}
+		c->v = p;
+		c->cap = cap;
+	}
+	memcpy((char *)c->v + c->n++ * c->size, rec, c->size);
+	return 0;
+}
+
+static int collect_model(void *ctx, const st_model_rec *rec)
+{
+	return collect(ctx, rec);
+}
+
+static int collect_adapter(void *ctx, const st_adapter_rec *rec)
+{
+	return collect(ctx, rec);
+}
+
+loom_err gw_registry_load(gw_registry *r, size_t *skipped)
+{
+	loom_err rc;
+	size_t bad = 0;
+	recs ms = {.size = sizeof(st_model_rec)}, as = {.size = sizeof(st_adapter_rec)};
+	pthread_mutex_lock(&r->mu);
+	if ((rc = st_model_each(r->st, collect_model, &ms)) ||
+	    (rc = st_adapter_each(r->st, collect_adapter, &as)))
+		goto out;
+	if (ms.oom || as.oom) {
+		rc = loom_fail(LOOM_ENOMEM, "out of memory loading the registry");
+		goto out;
+	}
+	for (size_t i = 0; i < ms.n; i++) {
+		const st_model_rec *rec = &((st_model_rec *)ms.v)[i];
+		gw_model *md;
+		if ((rc = model_from_rec(r, rec, GW_TMPL_PLAIN, &md)) ||
+		    (rc = gw_models_put(r->models, md, true))) {
+			LOOM_WARN("store %s: model %s skipped: %s", r->dir, rec->name, loom_errmsg());
+			bad++;
+		}
+	}
+	for (size_t i = 0; i < as.n; i++) {
+		const st_adapter_rec *rec = &((st_adapter_rec *)as.v)[i];
+		gw_model *base = gw_models_get(r->models, rec->base_model);
+		gw_adapter a;
+		if (!base) {
+			LOOM_WARN("store %s: adapter %s skipped: its base model %s is not registered",
+				  r->dir, rec->name, rec->base_model);
+			bad++;
+			continue;
+		}
+		adapter_from_rec(rec, base, NULL, &a);
+		if (gw_models_put_adapter(r->models, &a, true)) {
+			LOOM_WARN("store %s: adapter %s skipped: %s", r->dir, rec->name, loom_errmsg());
+			bad++;
+		}
+		gw_model_release(base);
+	}
+	rc = LOOM_OK;
+	LOOM_DEBUG("store %s: %zu model(s), %zu adapter(s)", r->dir, ms.n, as.n);
+out:
+	pthread_mutex_unlock(&r->mu);
+	loom_free(ms.v);
+	loom_free(as.v);
+	if (skipped)
+		*skipped = bad;
+	return rc;
+}
+
+/* ---- link announcements ---- */
+
+loom_err gw_registry_link_opts(gw_registry *r, gw_link_opts *o)
+{
+	o->models = NULL;
+	o->adapters = NULL;
+	o->n_models = o->n_adapters = 0;
+	o->store = r->st;
+	gw_models_rdlock(r->models);
+	size_t nm = gw_models_count_locked(r->models), na = gw_models_adapter_count_locked(r->models);
+	/* one allocation each: the structs, then the strings they point to */
+	gw_link_model *ms = loom_calloc(nm ? nm : 1, sizeof *ms + LOOM_SHA_HEX + LOOM_NAME_MAX);
+	gw_link_adapter *as = loom_calloc(na ? na : 1,
+					  sizeof *as + LOOM_SHA_HEX + 2 * LOOM_NAME_MAX);
+	if (!ms || !as) {
+		gw_models_unlock(r->models);
+		loom_free(ms);
+		loom_free(as);
+		return loom_fail(LOOM_ENOMEM, "out of memory starting the worker links");
+	}
+	char *s = (char *)(ms + nm);
+	for (size_t i = 0; i < nm; i++, s += LOOM_SHA_HEX + LOOM_NAME_MAX) {
+		const gw_model *md = gw_models_at_locked(r->models, i);
+		strcpy(s, md->name);
+		strcpy(s + LOOM_NAME_MAX, md->sha);
+		ms[i] = (gw_link_model){.name = s, .path = "", .sha = s + LOOM_NAME_MAX};
+	}
+	s = (char *)(as + na);
+	for (size_t i = 0; i < na; i++, s += LOOM_SHA_HEX + 2 * LOOM_NAME_MAX) {
+		const gw_adapter *a = gw_models_adapter_at_locked(r->models, i);
+		strcpy(s, a->name);
+		strcpy(s + LOOM_NAME_MAX, a->base->name);
+		strcpy(s + 2 * LOOM_NAME_MAX, a->sha);
+		as[i] = (gw_link_adapter){.name = s, .base_model = s + LOOM_NAME_MAX,
+					  .path = a->sha[0] ? "" : a->path,
+					  .sha = s + 2 * LOOM_NAME_MAX};
+	}
+	gw_models_unlock(r->models);
+	o->models = ms;
+	o->n_models = nm;
+	o->adapters = as;
+	o->n_adapters = na;
+	return LOOM_OK;
+}
+
+void gw_registry_link_opts_fini(gw_link_opts *o)
+{
+	loom_free((void *)o->models);
+	loom_free((void *)o->adapters);
+	o->models = NULL;
+	o->adapters = NULL;
+}
+
+/* ---- imports ---- */
+
+static loom_err read_file(const char *path, char **buf, size_t *len)
+{
+	*buf = NULL;
+	*len = 0;
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return loom_fail(errno == ENOENT ? LOOM_ENOTFOUND : LOOM_EIO, "%s: %s", path,
+				 strerror(errno));
+	loom_err rc = LOOM_OK;
+	size_t cap = 1 << 16, n = 0;
+	char *b = loom_malloc(cap);
+	while (b) {
+		if (n == cap) {
+			char *p = loom_realloc(b, cap * 2);
+			if (!p) {
+				loom_free(b);
+				b = NULL;
+				break;
+			}
+			b = p;
+			cap *= 2;
+		}
+		size_t got = fread(b + n, 1, cap - n, f);
+		n += got;
+		if (got == 0)
+			break;
+	}
+	if (!b)
+		rc = loom_fail(LOOM_ENOMEM, "%s: out of memory reading it", path);
+	else if (ferror(f))
+		rc = loom_fail(LOOM_EIO, "%s: read error", path);
+	fclose(f);
+	if (rc) {
+		loom_free(b);
+		return rc;
+	}
+	*buf = b;
+	*len = n;
+	return LOOM_OK;
+}
+
+/* A validation failure is the request's fault: LOOM_EINVAL, same message. */
+static loom_err input_fail(void)
+{
+	char msg[1024]; /* the detail buffer is reused by loom_fail */
+	snprintf(msg, sizeof msg, "%s", loom_errmsg());
+	return loom_fail(LOOM_EINVAL, "%s", msg);
+}
+
+loom_err gw_registry_import_model(gw_registry *r, const char *name, const char *dir,
+				  gw_chat_tmpl tmpl, gw_reg_mode mode, bool *changed)
+{
+	loom_err rc;
+	loom_model_config cfg;
+	char *text = NULL, *tok_path = NULL;
+	void *bundle = NULL;
+	size_t text_len = 0, bundle_len = 0;
+	loom_tok *tok = NULL;
+	gw_model *md = NULL;
+	st_model_rec rec, old;
+	bool had;
+	if (changed)
+		*changed = false;
+	pthread_mutex_lock(&r->mu);
+	if (!*name || strlen(name) >= LOOM_NAME_MAX) {
+		rc = loom_fail(LOOM_EINVAL, "model name '%s' must be 1..%d bytes", name,
+			       LOOM_NAME_MAX - 1);
+		goto out;
+	}
+	if (gw_models_find_adapter(r->models, name)) {
+		rc = loom_fail(LOOM_EEXIST, "model '%s': an adapter already has that name", name);
+		goto out;
+	}
+	rc = st_model_get(r->st, name, &old);
+	if (rc && rc != LOOM_ENOTFOUND)
+		goto out;
+	had = rc == LOOM_OK;
+	if (had && mode == GW_REG_CREATE) {
+		rc = loom_fail(LOOM_EEXIST, "model '%s' already exists (replace it to make a new "
+			       "version)", name);
+		goto out;
+	}
+	if (!(tok_path = loom_malloc(strlen(dir) + sizeof "/tokenizer.json"))) {
+		rc = loom_fail(LOOM_ENOMEM, "out of memory importing model '%s'", name);
+		goto out;
+	}
+	sprintf(tok_path, "%s/tokenizer.json", dir);
+	if ((rc = loom_model_config_load(dir, &cfg)) || (rc = read_file(tok_path, &text, &text_len)) ||
+	    (rc = loom_tok_load_json(text, text_len, tok_path, &tok)) ||
+	    (rc = loom_bundle_from_dir(dir, &bundle, &bundle_len))) {
+		rc = input_fail();
+		goto out;
+	}
+	memset(&rec, 0, sizeof rec);
+	loom_sha256(bundle, bundle_len, rec.sha);
+	loom_sha256(text, text_len, rec.tokenizer_sha);
+	if (had && mode == GW_REG_SYNC && !memcmp(old.sha, rec.sha, 32) &&
+	    !memcmp(old.tokenizer_sha, rec.tokenizer_sha, 32) && gw_models_find(r->models, name)) {
+		rc = gw_models_set_template(r->models, name, tmpl); /* unchanged */
+		goto out;
+	}
+	snprintf(rec.name, sizeof rec.name, "%s", name);
+	if ((rc = st_blob_put(r->st, bundle, bundle_len, rec.sha)) ||
+	    (rc = st_blob_put(r->st, text, text_len, rec.tokenizer_sha)))
+		goto out;
+	rec.bytes = bundle_len;
+	if ((rc = st_model_put(r->st, &rec, mode != GW_REG_CREATE)))
+		goto out;
+	if (changed)
+		*changed = true;
+	rc = gw_model_create(name, &cfg, tok, tmpl, dir, &md);
+	tok = NULL;
+	if (rc)
+		goto out;
+	hex(rec.sha, md->sha);
+	md->bytes = rec.bytes;
+	md->version = rec.version;
+	md->created = (time_t)rec.created;
+	if (!(md->dir = loom_strdup(dir))) {
+		rc = loom_fail(LOOM_ENOMEM, "out of memory importing model '%s'", name);
+		goto out;
+	}
+	gw_model_hold(md);
+	if ((rc = gw_models_put(r->models, md, true))) {
+		gw_model_release(md);
+		md = NULL;
+		goto out;
+	}
+	if (r->link)
+		rc = gw_link_put_model(r->link, &(gw_link_model){.name = name, .path = "",
+								 .sha = md->sha});
+	loom_log(mode == GW_REG_SYNC ? LOOM_LOG_DEBUG : LOOM_LOG_INFO,
+		 "model %s v%u registered from %s (%zu bytes, sha256 %.12s)", name, rec.version, dir,
+		 bundle_len, md->sha);
+out:
+	pthread_mutex_unlock(&r->mu);
+	gw_model_release(md);
+	if (tok)
+		loom_tok_free(tok);
+	loom_free(text);
+	loom_free(tok_path);
+	loom_free(bundle);
+	return rc;
+}
+
+loom_err gw_registry_import_adapter(gw_registry *r, const char *name, const char *base,
+				    const char *dir, const char *path, gw_reg_mode mode,
+				    gw_adapter *out)
+{
+	loom_err rc;
+	gw_model *bm = NULL;
+	ad_adapter *ad = NULL;
+	void *blob = NULL;
+	size_t len = 0;
+	gw_adapter old, ga;
+	st_adapter_rec rec;
+	bool had;
+	pthread_mutex_lock(&r->mu);
+	if (!gw_adapter_name_ok(name)) {
+		rc = loom_fail(LOOM_EINVAL,
+			       "adapter name '%s' must be 1..%d characters of A-Z a-z 0-9 . _ -",
+			       name, LOOM_NAME_MAX - 1);
+		goto out;
+	}
+	if (gw_models_find(r->models, name)) {
+		rc = loom_fail(LOOM_EEXIST, "adapter '%s': a model already has that name", name);
+		goto out;
+	}
+	if ((rc = gw_models_adapter_base(r->models, name, base, &bm))) {
+		rc = input_fail();
+		goto out;
+	}
+	had = gw_models_adapter_get(r->models, name, &old) == LOOM_OK;
+	if (had && mode == GW_REG_CREATE) {
+		rc = loom_fail(LOOM_EEXIST, "adapter '%s' already exists (add ?replace=true to make a "
+			       "new version)", name);
+		goto out;
+	}
+	if ((rc = ad_adapter_load(dir, name, &bm->cfg, &ad))) {
+		rc = input_fail();
+		goto out;
+	}
+	if ((rc = ad_adapter_serialize(ad, &blob, &len)))
+		goto out;
+	memset(&rec, 0, sizeof rec);
+	loom_sha256(blob, len, rec.sha);
+	char sha[LOOM_SHA_HEX];
+	hex(rec.sha, sha);
+	if (had && mode == GW_REG_SYNC && !strcmp(old.sha, sha) && old.base == bm) {
+		/* unchanged: keep the version, learn where it came from */
+		ga = old;
+		ga.path[0] = '\0';
+		if (path && strlen(path) < sizeof ga.path)
+			strcpy(ga.path, path);
+		rc = gw_models_put_adapter(r->models, &ga, true);
+		if (out && !rc)
+			*out = ga;
+		goto out;
+	}
+	if ((rc = st_blob_put(r->st, blob, len, rec.sha)))
+		goto out;
+	snprintf(rec.name, sizeof rec.name, "%s", name);
+	snprintf(rec.base_model, sizeof rec.base_model, "%s", bm->name);
+	rec.rank = (uint32_t)ad->base_rank;
+	rec.max_rank = (uint32_t)ad->max_rank;
+	rec.alpha = ad->base_alpha;
+	rec.targets = ad->targets;
+	rec.use_rslora = (uint32_t)ad->use_rslora;
+	rec.bytes = len;
+	if ((rc = st_adapter_put(r->st, &rec, mode != GW_REG_CREATE)))
+		goto out;
+	adapter_from_rec(&rec, bm, path, &ga);
+	if ((rc = gw_models_put_adapter(r->models, &ga, true)))
+		goto out;
+	if (r->link)
+		rc = gw_link_put_adapter(r->link, &(gw_link_adapter){.name = name,
+								     .base_model = bm->name,
+								     .path = "", .sha = ga.sha});
+	if (out)
+		*out = ga;
+	loom_log(mode == GW_REG_SYNC ? LOOM_LOG_DEBUG : LOOM_LOG_INFO,
+		 "adapter %s v%u of %s registered (r %d, %zu bytes, sha256 %.12s)", name,
+		 rec.version, bm->name, ga.rank, len, sha);
+out:
+	pthread_mutex_unlock(&r->mu);
+	if (ad)
+		ad_adapter_destroy(ad);
+	loom_free(blob);
+	gw_model_release(bm);
+	return rc;
+}
+
+loom_err gw_registry_delete_adapter(gw_registry *r, const char *name)
+{
+	loom_err rc;
+	gw_adapter a;
+	pthread_mutex_lock(&r->mu);
+	if ((rc = gw_models_adapter_get(r->models, name, &a)))
+		goto out;
+	if ((rc = st_adapter_del(r->st, name)) && rc != LOOM_ENOTFOUND)
+		goto out;
+	rc = gw_models_remove_adapter(r->models, name);
+	if (r->link)
+		gw_link_remove_adapter(r->link, name);
+	LOOM_INFO("adapter %s deleted", name);
+out:
+	pthread_mutex_unlock(&r->mu);
+	return rc;
+}
+
+loom_err gw_registry_delete_model(gw_registry *r, const char *name)
+{
+	loom_err rc = LOOM_OK;
+	size_t users = 0;
+	pthread_mutex_lock(&r->mu);
+	gw_models_rdlock(r->models);
+	bool found = false;
+	for (size_t i = 0; i < gw_models_count_locked(r->models); i++)
+		found |= !strcmp(gw_models_at_locked(r->models, i)->name, name);
+	for (size_t i = 0; i < gw_models_adapter_count_locked(r->models); i++)
+		users += !strcmp(gw_models_adapter_at_locked(r->models, i)->base->name, name);
+	gw_models_unlock(r->models);
+	if (!found) {
+		rc = loom_fail(LOOM_ENOTFOUND, "model '%s' does not exist", name);
+		goto out;
+	}
+	if (users) {
+		rc = loom_fail(LOOM_EBUSY, "model '%s' is the base of %zu adapter(s): delete them first",
+			       name, users);
+		goto out;
+	}
+	if ((rc = st_model_del(r->st, name)) && rc != LOOM_ENOTFOUND)
+		goto out;
+	if ((rc = gw_models_remove(r->models, name)))
+		goto out;
+	if (r->link)
+		gw_link_remove_model(r->link, name);
+	LOOM_INFO("model %s deleted", name);
+out:
+	pthread_mutex_unlock(&r->mu);
+	return rc;
+}
