@@ -13,7 +13,10 @@
  * or deliberately scattered to take the unfused path; modules can come
  * from several files at different ranks, which is what rank_pattern and
  * layers_to_transform produce.
- * Also: a batch mixing three adapters of different ranks and targets with a
+ * The same oracle runs on adapters from the real PEFT import
+ * (ad_adapter_load), including rank_pattern, alpha_pattern and
+ * layers_to_transform, whose ranks and scales are checked as the forward sees
+ * them. Also: a batch mixing three adapters of different ranks and targets with a
  * base-only sequence gives each sequence the logits it gets alone (1e-5
  * relative), bad segment plans are LOOM_EINVAL with nothing changed, and a
  * steady-state LoRA step allocates nothing.
@@ -393,6 +396,26 @@ static void test_merged_oracle(void **state)
 		}
 		hand_free(a);
 	}
+	/* the same oracle through the real PEFT import, whose layout must keep
+	 * q,k,v and gate,up A blocks adjacent (the forward fuses their shrink) */
+	for (int i = A_R1F; i <= A_R64B; i++) {
+		ad_adapter *a = NULL;
+		loom_err rc = ad_adapter_load(ads[i].path, ads[i].name, &fx.m->cfg, &a);
+		if (rc)
+			print_error("ad_adapter_load %s: %s\n", ads[i].path, loom_errmsg());
+		assert_int_equal(rc, LOOM_OK);
+		int d = fx.m->cfg.hidden, r = ads[i].rank;
+		for (int l = 0; l < a->n_layers; l++) {
+			assert_ptr_equal(ad_mod(a, l, AD_Q)->a + (size_t)r * d, ad_mod(a, l, AD_K)->a);
+			assert_ptr_equal(ad_mod(a, l, AD_K)->a + (size_t)r * d, ad_mod(a, l, AD_V)->a);
+			assert_ptr_equal(ad_mod(a, l, AD_GATE)->a + (size_t)r * d,
+					 ad_mod(a, l, AD_UP)->a);
+		}
+		char what[64];
+		snprintf(what, sizeof what, "%s (loader)", ads[i].name);
+		check_oracle(what, a, 11, 9);
+		ad_adapter_destroy(a);
+	}
 }
 
 /*
@@ -487,6 +510,76 @@ static void test_batch_invariance(void **state)
 	hand_free(A8);
 	hand_free(A4);
 	hand_free(A16);
+}
+
+/*
+ * Through the real PEFT import (ad_adapter_load): a folder whose config says
+ * r 4, alpha 8, rank_pattern {k_proj: 16, down_proj: 16}, alpha_pattern
+ * {down_proj: 64}, layers_to_transform [1], with the matching tensors (q at
+ * rank 4, k and down at rank 16, layer 1 only). The adapter the forward
+ * sees has exactly those ranks and scales (q 8/4, k 8/16, down 64/16), no
+ * module in layer 0, and on-the-fly LoRA equals the merged model.
+ */
+static void test_peft_patterns(void **state)
+{
+	(void)state;
+	char dir[600], p[700];
+	snprintf(dir, sizeof dir, "%s/patterns", fx.dir);
+	assert_int_equal(lt_sh("mkdir -p '%s'", dir), 0);
+	struct {
+		int ad, t;
+	} take[] = {{A_R4QV, AD_Q}, {A_R16L1, AD_K}, {A_R16L1, AD_DOWN}};
+	loom_st_file *f[2] = {NULL, NULL};
+	snprintf(p, sizeof p, "%s/adapter_model.safetensors", ads[A_R4QV].path);
+	assert_int_equal(loom_st_open(p, &f[0]), LOOM_OK);
+	snprintf(p, sizeof p, "%s/adapter_model.safetensors", ads[A_R16L1].path);
+	assert_int_equal(loom_st_open(p, &f[1]), LOOM_OK);
+	loom_tensor ts[6];
+	char names[6][160];
+	for (int i = 0; i < 3; i++)
+		for (int h = 0; h < 2; h++) {
+			int t = take[i].t;
+			snprintf(names[2 * i + h], sizeof names[0],
+				 "base_model.model.model.layers.1.%s.%s.lora_%s.weight", tblock[t],
+				 tnames[t], h ? "B" : "A");
+			const loom_tensor *src =
+				loom_st_find(f[take[i].ad == A_R4QV ? 0 : 1], names[2 * i + h]);
+			assert_non_null(src);
+			ts[2 * i + h] = *src;
+			ts[2 * i + h].name = names[2 * i + h];
+		}
+	snprintf(p, sizeof p, "%s/adapter_model.safetensors", dir);
+	assert_int_equal(loom_st_write(p, ts, 6, NULL), LOOM_OK);
+	loom_st_close(f[0]);
+	loom_st_close(f[1]);
+	snprintf(p, sizeof p, "%s/adapter_config.json", dir);
+	FILE *cf = fopen(p, "w");
+	assert_non_null(cf);
+	fprintf(cf, "{\"peft_type\": \"LORA\", \"task_type\": \"CAUSAL_LM\", \"r\": 4, "
+		"\"lora_alpha\": 8, \"target_modules\": [\"q_proj\", \"k_proj\", \"down_proj\"], "
+		"\"rank_pattern\": {\"k_proj\": 16, \"down_proj\": 16}, "
+		"\"alpha_pattern\": {\"down_proj\": 64}, \"layers_to_transform\": [1], "
+		"\"bias\": \"none\", \"use_rslora\": false, \"use_dora\": false, "
+		"\"fan_in_fan_out\": false, \"modules_to_save\": null}\n");
+	fclose(cf);
+
+	ad_adapter *a = NULL;
+	loom_err rc = ad_adapter_load(dir, "patterns", &fx.m->cfg, &a);
+	if (rc)
+		print_error("ad_adapter_load: %s\n", loom_errmsg());
+	assert_int_equal(rc, LOOM_OK);
+	for (int t = 0; t < AD_N_TARGETS; t++) {
+		assert_int_equal(ad_mod(a, 0, t)->rank, 0);
+		int want = t == AD_Q ? 4 : (t == AD_K || t == AD_DOWN) ? 16 : 0;
+		float scale = t == AD_Q ? 2.0f : t == AD_K ? 0.5f : 4.0f;
+		assert_int_equal(ad_mod(a, 1, t)->rank, want);
+		if (want)
+			assert_true(fabsf(ad_mod(a, 1, t)->scale - scale) < 1e-6f);
+	}
+	double e = check_oracle("PEFT patterns (loader)", a, 11, 9);
+	assert_true(e > 1e-3);
+	check_oracle("PEFT patterns (loader)", a, 22, 20);
+	ad_adapter_destroy(a);
 }
 
 /* Bad plans: LOOM_EINVAL naming the problem, kv lengths unchanged. */
@@ -608,6 +701,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_merged_oracle),
 		cmocka_unit_test(test_batch_invariance),
+		cmocka_unit_test(test_peft_patterns),
 		cmocka_unit_test(test_bad_segments),
 		cmocka_unit_test(test_no_alloc_steady),
 	};
