@@ -14,9 +14,9 @@
  * is y[M,N] = x[M,K] . W[N,K]^T. Shapes are trusted (programmer errors are
  * asserts): the forward pass checks its inputs before calling these.
  *
- * Future LoRA ops (see /work/shared/KERNELS.md) take the same row layout plus
- * segments (seg_start[S+1], seg_slot[S]) so that y[seg] += scale * (x[seg] .
- * A^T) . B; they will add to the output of kn_gemm (accumulate = 1 style).
+ * The LoRA ops (kn_lora_shrink / kn_lora_expand, KERNELS.md) take the same
+ * row layout plus per-segment descriptors (kn_lora_seg), so that
+ * y[seg] += scale * (x[seg] . A^T) . Bt, added to the output of kn_gemm.
  */
 #ifndef KN_KERNELS_H
 #define KN_KERNELS_H
