@@ -101,7 +101,8 @@ static void test_mem_copy_stream_events(void **state)
 	GT_REQUIRE_DEVICE();
 	gt_reset();
 	size_t n = (size_t)8 << 20; /* 32 MiB of f32: the copy takes a while */
-	float *pin = NULL, *pout = NULL;
+	float *pin = NULL;
+	uint16_t *pout = NULL;
 	GT_OK(kn_cuda_host_alloc(n * sizeof(float), (void **)&pin));
 	GT_OK(kn_cuda_host_alloc(n * sizeof(uint16_t), (void **)&pout));
 	for (size_t i = 0; i < n; i++)
