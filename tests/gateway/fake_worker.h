@@ -46,6 +46,15 @@ typedef struct fake {
 	char ad_sha[MAXREC][LOOM_SHA_HEX];
 	int ad_after_submits[MAXREC];
 	int n_adapters;
+	/* BLOB answers: count, the last one's fields; data copied into blob_buf at its offset */
+	int n_blobs;
+	uint64_t blob_total, blob_offset;
+	uint32_t blob_len;
+	uint8_t *blob_buf;
+	size_t blob_cap;
+	/* sent after each STATS when send_res (items owned by the test) */
+	bool send_res;
+	loom_msg_residency res;
 	/* MODEL messages, in arrival order */
 	char mod_name[MAXREC][LOOM_NAME_MAX];
 	char mod_sha[MAXREC][LOOM_SHA_HEX];
@@ -79,18 +88,31 @@ static inline void *fake_main(void *arg)
 		loom_msg m;
 		if (loom_msg_decode(nng_msg_body(msg), nng_msg_len(msg), &m) == LOOM_OK) {
 			if (m.type == LOOM_MSG_PING && atomic_load(&f->answer)) {
-				char names[1][LOOM_NAME_MAX];
-				snprintf(names[0], sizeof names[0], "%s", f->model);
+				/* its own model, then every model a MODEL named (as a worker does) */
+				char names[1 + MAXREC][LOOM_NAME_MAX];
+				uint32_t nn = 0;
+				snprintf(names[nn++], sizeof names[0], "%s", f->model);
+				pthread_mutex_lock(&f->mu);
+				for (int k = 0; k < f->n_model_msgs; k++)
+					if (strcmp(f->mod_name[k], f->model))
+						snprintf(names[nn++], sizeof names[0], "%s", f->mod_name[k]);
+				pthread_mutex_unlock(&f->mu);
 				loom_msg h = {.type = LOOM_MSG_HELLO};
 				snprintf(h.u.hello.worker_id, sizeof h.u.hello.worker_id, "fake");
 				snprintf(h.u.hello.backend, sizeof h.u.hello.backend, "cpu");
 				h.u.hello.proto_version = LOOM_PROTO_VERSION;
 				h.u.hello.ping_seq = m.u.ping.seq;
-				h.u.hello.n_models = 1;
+				h.u.hello.n_models = nn;
 				h.u.hello.models = names;
 				send_to_gateway(f, &h);
 				loom_msg st = {.type = LOOM_MSG_STATS};
 				send_to_gateway(f, &st);
+				pthread_mutex_lock(&f->mu);
+				loom_msg rs = {.type = LOOM_MSG_RESIDENCY, .u.residency = f->res};
+				bool send_res = f->send_res;
+				if (send_res)
+					send_to_gateway(f, &rs);
+				pthread_mutex_unlock(&f->mu);
 			} else if (m.type == LOOM_MSG_SUBMIT) {
 				pthread_mutex_lock(&f->mu);
 				if (f->n_submits < MAXREC)
@@ -123,6 +145,16 @@ static inline void *fake_main(void *arg)
 				pthread_mutex_unlock(&f->mu);
 				if (f->adapter_delay_ms)
 					usleep((useconds_t)f->adapter_delay_ms * 1000);
+			} else if (m.type == LOOM_MSG_BLOB) {
+				pthread_mutex_lock(&f->mu);
+				const loom_msg_blob *b = &m.u.blob;
+				f->n_blobs++;
+				f->blob_total = b->total;
+				f->blob_offset = b->offset;
+				f->blob_len = b->len;
+				if (f->blob_buf && b->offset + b->len <= f->blob_cap)
+					memcpy(f->blob_buf + b->offset, b->data, b->len);
+				pthread_mutex_unlock(&f->mu);
 			} else if (m.type == LOOM_MSG_MODEL) {
 				pthread_mutex_lock(&f->mu);
 				if (f->n_model_msgs < MAXREC) {

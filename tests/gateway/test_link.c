@@ -26,6 +26,7 @@
 
 #include "common/alloc.h"
 #include "common/proto.h"
+#include "common/sha256.h"
 #include "gateway/gw_link.h"
 #include "gateway/gw_models.h"
 #include "gateway/gw_req.h"
@@ -408,6 +409,253 @@ static void test_slow_adapter_load(void **state)
 	fake_kill(&a);
 }
 
+/* ---- registrations at run time, models, FETCH, RESIDENCY ---- */
+
+static const char sha_a[] = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+static const char sha_b[] = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+static int adapter_msgs(fake *f, const char *name, char *last_sha)
+{
+	int n = 0;
+	pthread_mutex_lock(&f->mu);
+	for (int i = 0; i < f->n_adapters; i++) {
+		if (!strcmp(f->ad_name[i], name)) {
+			n++;
+			if (last_sha)
+				strcpy(last_sha, f->ad_sha[i]);
+		}
+	}
+	pthread_mutex_unlock(&f->mu);
+	return n;
+}
+
+/* An adapter registered (or replaced) while a worker is live reaches it before
+ * gw_link_put_adapter returns, so the next SUBMIT follows it. */
+static void test_put_adapter_live(void **state)
+{
+	(void)state;
+	fake a, b;
+	fake_start(&a, "stories");
+	fake_start(&b, "other");
+	const char *urls[] = {a.url, b.url};
+	gw_link *l;
+	assert_int_equal(gw_link_create(urls, 2, &l), LOOM_OK);
+	WAIT_FOR(gw_link_model_ready(l, "stories") && gw_link_model_ready(l, "other"), 3000);
+	assert_int_equal(a.n_adapters, 0);
+	gw_link_adapter ad = {.name = "late", .base_model = "stories", .sha = sha_a};
+	assert_int_equal(gw_link_put_adapter(l, &ad), LOOM_OK);
+	/* queued before the call returned: a SUBMIT sent now arrives after it */
+	gw_req *r = new_req(false, NULL);
+	loom_msg_submit sub = {.sampling.max_tokens = 4};
+	snprintf(sub.model, sizeof sub.model, "stories");
+	snprintf(sub.adapter, sizeof sub.adapter, "late");
+	assert_int_equal(gw_link_submit(l, r, &sub), LOOM_OK);
+	WAIT_FOR(a.n_submits == 1, 2000);
+	char sha[LOOM_SHA_HEX];
+	assert_int_equal(adapter_msgs(&a, "late", sha), 1);
+	assert_string_equal(sha, sha_a);
+	assert_int_equal(a.ad_after_submits[0], 0);
+	assert_string_equal(a.ad_path[0], "");
+	assert_int_equal(adapter_msgs(&b, "late", NULL), 0); /* b does not serve stories */
+	/* a replacement: the new version before the next SUBMIT */
+	ad.sha = sha_b;
+	assert_int_equal(gw_link_put_adapter(l, &ad), LOOM_OK);
+	gw_req *r2 = new_req(false, NULL);
+	assert_int_equal(gw_link_submit(l, r2, &sub), LOOM_OK);
+	WAIT_FOR(a.n_submits == 2, 2000);
+	assert_int_equal(adapter_msgs(&a, "late", sha), 2);
+	assert_string_equal(sha, sha_b);
+	assert_int_equal(a.ad_after_submits[1], 1);
+	/* later HELLOs do not repeat it; a removed adapter is not told to new connections */
+	usleep(300 * 1000);
+	assert_int_equal(adapter_msgs(&a, "late", NULL), 2);
+	gw_link_remove_adapter(l, "late");
+	char url[128];
+	snprintf(url, sizeof url, "%s", a.url);
+	fake_kill(&a);
+	WAIT_FOR(!gw_link_model_ready(l, "stories"), 2000);
+	fake c;
+	fake_start_at(&c, "stories", url);
+	WAIT_FOR(gw_link_model_ready(l, "stories"), 3000);
+	assert_int_equal(c.n_adapters, 0);
+	/* bad input */
+	gw_link_adapter bad = {.name = "x", .base_model = "stories", .sha = "123"};
+	assert_int_equal(gw_link_put_adapter(l, &bad), LOOM_EINVAL);
+	gw_link_destroy(l);
+	gw_req_release(r);
+	gw_req_release(r2);
+	fake_kill(&b);
+	fake_kill(&c);
+}
+
+/* MODEL: sent to workers that do not list the model (before its adapters),
+ * not to one that does; a model registered later goes to every worker and
+ * the worker is routed to once it lists it. */
+static void test_models_announced(void **state)
+{
+	(void)state;
+	fake a;
+	fake_start(&a, "stories");
+	const gw_link_model ms[] = {{.name = "stories", .sha = sha_a}, {.name = "m2", .sha = sha_b}};
+	const gw_link_adapter ads[] = {{.name = "ad2", .base_model = "m2", .sha = sha_a},
+				       {.name = "ad1", .base_model = "stories", .sha = sha_b}};
+	const char *urls[] = {a.url};
+	gw_link_opts o = {.urls = urls, .n_urls = 1, .models = ms, .n_models = 2, .adapters = ads,
+			  .n_adapters = 2};
+	gw_link *l;
+	assert_int_equal(gw_link_create_opts(&o, &l), LOOM_OK);
+	WAIT_FOR(gw_link_model_ready(l, "stories"), 3000);
+	WAIT_FOR(gw_link_model_ready(l, "m2"), 3000);
+	pthread_mutex_lock(&a.mu);
+	assert_int_equal(a.n_model_msgs, 1);
+	assert_string_equal(a.mod_name[0], "m2");
+	assert_string_equal(a.mod_sha[0], sha_b);
+	assert_int_equal(a.n_adapters, 2); /* ad2 too: its base was just announced */
+	pthread_mutex_unlock(&a.mu);
+	/* a model registered while the worker is live */
+	gw_link_model m3 = {.name = "m3", .sha = sha_a};
+	assert_int_equal(gw_link_put_model(l, &m3), LOOM_OK);
+	assert_true(gw_link_wait_model(l, "m3", 3000));
+	assert_int_equal(a.n_model_msgs, 2);
+	/* replacing a model the worker listed by itself sends it too */
+	gw_link_model st = {.name = "stories", .sha = sha_b};
+	assert_int_equal(gw_link_put_model(l, &st), LOOM_OK);
+	WAIT_FOR(a.n_model_msgs == 3, 2000);
+	assert_string_equal(a.mod_name[2], "stories");
+	gw_link_remove_model(l, "m3");
+	assert_false(gw_link_wait_model(l, "nope", 100));
+	gw_link_destroy(l);
+	fake_kill(&a);
+}
+
+static void test_fetch(void **state)
+{
+	(void)state;
+	char *dir = lt_tmpdir("link-fetch");
+	st_store *st;
+	assert_int_equal(st_open(dir, 0, &st), LOOM_OK);
+	size_t n = 2 * LOOM_BLOB_CHUNK + 12345;
+	uint8_t *data = loom_malloc(n), sha[32];
+	assert_non_null(data);
+	for (size_t i = 0; i < n; i++)
+		data[i] = (uint8_t)(i * 2654435761u >> 13);
+	assert_int_equal(st_blob_put(st, data, n, sha), LOOM_OK);
+	fake a;
+	fake_start(&a, "stories");
+	a.blob_buf = loom_calloc(1, n);
+	a.blob_cap = n;
+	const char *urls[] = {a.url};
+	gw_link_opts o = {.urls = urls, .n_urls = 1, .store = st};
+	gw_link *l;
+	assert_int_equal(gw_link_create_opts(&o, &l), LOOM_OK);
+	WAIT_FOR(gw_link_model_ready(l, "stories"), 3000);
+	/* chunk by chunk, as a worker asks */
+	loom_msg f = {.type = LOOM_MSG_FETCH};
+	loom_sha256_hex(sha, f.u.fetch.sha);
+	uint64_t off = 0;
+	int chunks = 0;
+	while (off < n) {
+		f.u.fetch.offset = off;
+		int before = a.n_blobs;
+		send_to_gateway(&a, &f);
+		WAIT_FOR(a.n_blobs == before + 1, 3000);
+		assert_int_equal(a.blob_total, n);
+		assert_int_equal(a.blob_offset, off);
+		assert_true(a.blob_len > 0 && a.blob_len <= LOOM_BLOB_CHUNK);
+		off += a.blob_len;
+		chunks++;
+	}
+	assert_int_equal(chunks, 3);
+	assert_memory_equal(a.blob_buf, data, n);
+	/* past the end: no bytes; an unknown blob: total 0 */
+	f.u.fetch.offset = n;
+	send_to_gateway(&a, &f);
+	WAIT_FOR(a.n_blobs == 4, 3000);
+	assert_int_equal(a.blob_len, 0);
+	assert_int_equal(a.blob_total, n);
+	snprintf(f.u.fetch.sha, sizeof f.u.fetch.sha, "%s", sha_a);
+	f.u.fetch.offset = 0;
+	send_to_gateway(&a, &f);
+	WAIT_FOR(a.n_blobs == 5, 3000);
+	assert_int_equal(a.blob_total, 0);
+	assert_int_equal(a.blob_len, 0);
+	gw_link_destroy(l);
+	fake_kill(&a);
+	loom_free(a.blob_buf);
+	loom_free(data);
+	st_close(st);
+	loom_free(dir);
+}
+
+/* RESIDENCY is kept per worker (snapshots) and routing prefers where the
+ * adapter's version is resident, then load. */
+static void test_residency_routing(void **state)
+{
+	(void)state;
+	fake a, b;
+	fake_start(&a, "stories");
+	fake_start(&b, "stories");
+	loom_resident items[] = {
+		{.kind = 0, .tier = LOOM_TIER_DEVICE, .name = "hot", .bytes = 1000},
+		{.kind = 1, .tier = LOOM_TIER_DEVICE, .name = "stories", .bytes = 5000},
+	};
+	snprintf(items[0].sha, sizeof items[0].sha, "%s", sha_a);
+	loom_resident model_only = items[1];
+	pthread_mutex_lock(&b.mu);
+	b.res = (loom_msg_residency){.n = 2, .items = items, .host_budget = 1 << 20,
+				     .device_bytes = 1000, .cold_loads = 3, .cold_load_ms = 1.5};
+	b.send_res = true;
+	pthread_mutex_unlock(&b.mu);
+	pthread_mutex_lock(&a.mu);
+	a.res = (loom_msg_residency){.n = 1, .items = &model_only};
+	a.send_res = true;
+	pthread_mutex_unlock(&a.mu);
+	const char *urls[] = {a.url, b.url};
+	gw_link *l;
+	assert_int_equal(gw_link_create(urls, 2, &l), LOOM_OK);
+	WAIT_FOR(gw_link_model_ready(l, "stories"), 3000);
+	gw_worker_info *w = NULL;
+	size_t n = 0;
+	for (int64_t end = now_ms() + 3000; now_ms() < end; usleep(20000)) {
+		gw_link_workers_free(w, n);
+		assert_int_equal(gw_link_workers(l, &w, &n), LOOM_OK);
+		if (w[0].has_residency && w[1].has_residency && w[0].live && w[1].live)
+			break;
+	}
+	assert_int_equal(n, 2);
+	assert_true(w[1].has_residency);
+	assert_int_equal(w[1].res.n, 2);
+	assert_string_equal(w[1].res.items[0].name, "hot");
+	assert_int_equal(w[1].res.cold_loads, 3);
+	assert_string_equal(w[1].id, "fake");
+	assert_string_equal(w[1].backend, "cpu");
+	assert_int_equal(w[1].n_models, 1);
+	gw_link_workers_free(w, n);
+	/* "hot" (that version) is on b's device: b, even with a request in flight there
+	 * less than a cold load costs... then the load decides */
+	loom_msg_submit sub = {.sampling.max_tokens = 4};
+	snprintf(sub.model, sizeof sub.model, "stories");
+	snprintf(sub.adapter, sizeof sub.adapter, "hot");
+	gw_req *r[3];
+	for (int i = 0; i < 3; i++)
+		r[i] = new_req(false, NULL);
+	assert_int_equal(gw_link_submit_to(l, r[0], &sub, sha_a), LOOM_OK);
+	WAIT_FOR(b.n_submits == 1, 2000);
+	assert_int_equal(a.n_submits, 0);
+	/* another version of "hot" is resident nowhere: the least loaded (a) */
+	assert_int_equal(gw_link_submit_to(l, r[1], &sub, sha_b), LOOM_OK);
+	WAIT_FOR(a.n_submits == 1, 2000);
+	/* the resident version again: b has 1 in flight (cost 4), a 1 + cold (cost 7) */
+	assert_int_equal(gw_link_submit_to(l, r[2], &sub, sha_a), LOOM_OK);
+	WAIT_FOR(b.n_submits == 2, 2000);
+	assert_int_equal(gw_link_inflight(l), 3);
+	gw_link_destroy(l);
+	for (int i = 0; i < 3; i++)
+		gw_req_release(r[i]);
+	fake_kill(&a);
+	fake_kill(&b);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -435,6 +683,10 @@ int main(void)
 		cmocka_unit_test(test_worker_starts_late_and_shutdown),
 		cmocka_unit_test(test_adapters_announced),
 		cmocka_unit_test(test_slow_adapter_load),
+		cmocka_unit_test(test_put_adapter_live),
+		cmocka_unit_test(test_models_announced),
+		cmocka_unit_test(test_fetch),
+		cmocka_unit_test(test_residency_routing),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
