@@ -309,6 +309,89 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* The registry while serving: adapters put, replaced and removed; models
+ * replaced (adapters follow) and removed (not while adapters use them);
+ * acquire hands out a held model that outlives its removal. */
+static void test_changes(void **state)
+{
+	(void)state;
+	gw_models *m = registry(2);
+	gw_model *s = gw_models_get(m, "s");
+	assert_non_null(s);
+	gw_adapter a = {.base = s, .rank = 4, .version = 1};
+	snprintf(a.name, sizeof a.name, "x");
+	snprintf(a.sha, sizeof a.sha, "%064d", 1);
+	assert_int_equal(gw_models_put_adapter(m, &a, false), LOOM_OK);
+	assert_int_equal(gw_models_put_adapter(m, &a, false), LOOM_EEXIST);
+	a.version = 2;
+	a.rank = 8;
+	assert_int_equal(gw_models_put_adapter(m, &a, true), LOOM_OK);
+	gw_adapter got;
+	assert_int_equal(gw_models_adapter_get(m, "x", &got), LOOM_OK);
+	assert_int_equal(got.version, 2);
+	assert_int_equal(got.rank, 8);
+	assert_int_equal(gw_models_adapter_count(m), 1);
+	/* a name taken by a model; a base not in the table */
+	snprintf(a.name, sizeof a.name, "t");
+	assert_int_equal(gw_models_put_adapter(m, &a, true), LOOM_EEXIST);
+	gw_model *loose;
+	loom_model_config cfg = s->cfg;
+	assert_int_equal(gw_model_create("loose", &cfg, NULL, GW_TMPL_PLAIN, "test", &loose), LOOM_OK);
+	snprintf(a.name, sizeof a.name, "y");
+	a.base = loose;
+	assert_int_equal(gw_models_put_adapter(m, &a, false), LOOM_ENOTFOUND);
+	gw_model_release(loose);
+
+	/* acquire: a request's view (held base, adapter copy) */
+	gw_model *base;
+	bool is_ad;
+	assert_int_equal(gw_models_acquire(m, "x", &base, &is_ad, &got), LOOM_OK);
+	assert_true(is_ad);
+	assert_ptr_equal(base, s);
+	assert_string_equal(got.sha, a.sha);
+	gw_model_release(base);
+	assert_int_equal(gw_models_acquire(m, "t", &base, &is_ad, NULL), LOOM_OK);
+	assert_false(is_ad);
+	assert_string_equal(base->name, "t");
+	/* t goes while "held by a request": the request's reference keeps it */
+	assert_int_equal(gw_models_remove(m, "t"), LOOM_OK);
+	assert_null(gw_models_find(m, "t"));
+	assert_string_equal(base->name, "t");
+	assert_non_null(base->tok);
+	gw_model_release(base);
+	assert_int_equal(gw_models_acquire(m, "t", &base, &is_ad, NULL), LOOM_ENOTFOUND);
+	assert_null(base);
+	assert_int_equal(gw_models_remove(m, "t"), LOOM_ENOTFOUND);
+
+	/* replacing s: its adapter moves to the new model */
+	assert_int_equal(gw_models_remove(m, "s"), LOOM_EBUSY);
+	assert_non_null(strstr(loom_errmsg(), "1 adapter"));
+	loom_tok *tok;
+	char path[PATH_MAX + 32];
+	snprintf(path, sizeof path, "%s/tokenizer.json", stories);
+	assert_int_equal(loom_tok_load(path, &tok), LOOM_OK);
+	gw_model *s2;
+	assert_int_equal(gw_model_create("s", &cfg, tok, GW_TMPL_ZEPHYR, "test", &s2), LOOM_OK);
+	gw_model_hold(s2);
+	assert_int_equal(gw_models_put(m, s2, false), LOOM_EEXIST); /* consumed the hold */
+	assert_int_equal(gw_models_put(m, s2, true), LOOM_OK);
+	assert_ptr_equal(gw_models_find(m, "s"), s2);
+	assert_ptr_equal(gw_models_find_adapter(m, "x")->base, s2);
+	assert_string_equal(s->name, "s"); /* the old one lives while we hold it */
+	gw_model_release(s);
+	/* adapters go, then the model can */
+	assert_int_equal(gw_models_remove_adapter(m, "x"), LOOM_OK);
+	assert_int_equal(gw_models_remove_adapter(m, "x"), LOOM_ENOTFOUND);
+	assert_int_equal(gw_models_remove(m, "s"), LOOM_OK);
+	assert_int_equal(gw_models_count(m), 0);
+	/* a model created with bad sizes is refused (its tokenizer freed) */
+	cfg.vocab = 0;
+	assert_int_equal(gw_model_create("bad", &cfg, NULL, GW_TMPL_PLAIN, "cfg.json", &loose),
+			 LOOM_EFORMAT);
+	assert_null(loose);
+	gw_models_destroy(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -318,6 +401,7 @@ int main(void)
 		cmocka_unit_test(test_add_and_resolve),
 		cmocka_unit_test(test_rejected_folders),
 		cmocka_unit_test(test_models_json),
+		cmocka_unit_test(test_changes),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
