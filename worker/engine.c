@@ -9,7 +9,10 @@
  * blocks of its model's pool). The workload is tens of running sequences
  * and possibly thousands waiting, so running[] is scanned every iteration
  * and the waiting list at admission (until every model is blocked) and
- * cancel. Adapters: a short list per model, looked up by name per SUBMIT.
+ * cancel. Models and adapters belong to the residency (residency.h): a
+ * SUBMIT pins its model and adapter on the caller's thread (which starts
+ * their loads: prefetch), and its sequence waits until both are on the
+ * device; the engine attaches resident models to slots (engine_models.c).
  * All batch buffers are sized at create for max_seqs and max_batch_tokens:
  * a steady-state iteration allocates nothing but a sequence's growing
  * token list and what wk_forward grows once.
@@ -46,26 +49,13 @@ static void sub_fini(loom_msg_submit *s)
 	s->sampling.stop_ids = NULL;
 }
 
-static void adref_put(wk_engine *e, int mi, adref *r)
-{
-	if (!r || --r->refs > 0 || !r->retired)
-		return;
-	for (adref **pp = &e->slots[mi].adapters; *pp; pp = &(*pp)->next) {
-		if (*pp == r) {
-			*pp = r->next;
-			break;
-		}
-	}
-	ad_adapter_destroy(r->a);
-	loom_free(r);
-}
-
 void wk_engine_seq_free(wk_engine *e, seq *s)
 {
 	if (!s)
 		return;
 	wk_kv_fini(&s->kv);
-	adref_put(e, s->model, s->ad);
+	wk_res_adapter_release(e->res, s->ad);
+	wk_res_model_release(e->res, s->model);
 	sub_fini(&s->sub);
 	loom_free(s->gen);
 	loom_free(s);
@@ -97,26 +87,14 @@ static void emit_abort(wk_engine *e, const seq *s)
 	e->emit(e->ctx, &m);
 }
 
-static int find_model(const wk_engine *e, const char *name)
-{
-	for (int i = 0; i < e->n_models; i++)
-		if (!strcmp(e->slots[i].m->name, name))
-			return i;
-	return -1;
-}
-
 const wk_model *wk_engine_find_model(const wk_engine *e, const char *name)
 {
-	int mi = find_model(e, name);
-	return mi < 0 ? NULL : e->slots[mi].m;
+	return wk_res_model_lent(e->res, name);
 }
 
-static adref *find_adapter(const wk_engine *e, int mi, const char *name)
+wk_res *wk_engine_residency(wk_engine *e)
 {
-	for (adref *r = e->slots[mi].adapters; r; r = r->next)
-		if (!r->retired && !strcmp(r->a->name, name))
-			return r;
-	return NULL;
+	return e->res;
 }
 
 void wk_engine_wait_push_front(wk_engine *e, seq *s)
@@ -185,6 +163,7 @@ loom_err wk_engine_submit_from(wk_engine *e, const loom_msg_submit *s, uint64_t 
 	c->kind = CMD_SUBMIT;
 	c->owner = owner;
 	c->sub = *s;
+	c->model = -1;
 	c->sub.prompt_ids = dup_ids(s->prompt_ids, s->n_prompt, &fail);
 	c->sub.sampling.stop_ids = dup_ids(s->sampling.stop_ids, s->sampling.n_stop_ids, &fail);
 	if (fail) {
@@ -192,6 +171,14 @@ loom_err wk_engine_submit_from(wk_engine *e, const loom_msg_submit *s, uint64_t 
 		loom_free(c);
 		return loom_fail(LOOM_ENOMEM, "engine: out of memory copying request %" PRIu64,
 				 s->req);
+	}
+	/* pin the model and the adapter now: their loads start with the
+	 * request's arrival, not when it is scheduled */
+	c->model = wk_res_model_find(e->res, s->model);
+	if (c->model >= 0) {
+		wk_res_model_acquire(e->res, c->model);
+		if (s->adapter[0])
+			c->ad = wk_res_adapter_acquire(e->res, c->model, s->adapter);
 	}
 	inbox_push(e, c);
 	return LOOM_OK;
@@ -229,35 +216,7 @@ void wk_engine_cancel_owner(wk_engine *e, uint64_t owner)
 
 loom_err wk_engine_add_adapter(wk_engine *e, const char *model_name, ad_adapter *a)
 {
-	int mi = find_model(e, model_name);
-	loom_err rc;
-	cmd *c;
-
-	if (!a)
-		return loom_fail(LOOM_EINVAL, "engine: no adapter given for model '%s'", model_name);
-	if (mi < 0) {
-		rc = loom_fail(LOOM_ENOTFOUND, "adapter %s: base model '%s' is not served by this "
-			       "worker", a->name, model_name);
-		goto out;
-	}
-	if (a->n_layers != e->slots[mi].m->cfg.n_layers) {
-		rc = loom_fail(LOOM_EINVAL, "adapter %s: %d layers, model '%s' has %d", a->name,
-			       a->n_layers, model_name, e->slots[mi].m->cfg.n_layers);
-		goto out;
-	}
-	c = loom_calloc(1, sizeof *c);
-	if (!c) {
-		rc = loom_fail(LOOM_ENOMEM, "adapter %s: out of memory queueing it", a->name);
-		goto out;
-	}
-	c->kind = CMD_ADAPTER;
-	c->model = mi;
-	c->ad = a;
-	inbox_push(e, c);
-	return LOOM_OK;
-out:
-	ad_adapter_destroy(a);
-	return rc;
+	return wk_res_adapter_give(e->res, model_name, a);
 }
 
 void wk_engine_stats(wk_engine *e, loom_msg_stats *out)
@@ -300,24 +259,24 @@ static uint64_t max_positions(const loom_msg_submit *s, uint32_t limit)
 	return (uint64_t)s->n_prompt + limit - 1;
 }
 
-/* Checks a request; on a problem emits ERROR and returns -1, else returns
- * the model index and sets *ad (NULL for the base model). */
-static int validate(wk_engine *e, const loom_msg_submit *s, adref **ad)
+/* Checks a request (its pins already taken by submit); on a problem emits
+ * ERROR and returns -1, else returns the model index. */
+static int validate(wk_engine *e, const cmd *cm)
 {
+	const loom_msg_submit *s = &cm->sub;
 	const loom_sampling *sp = &s->sampling;
-	int mi = find_model(e, s->model);
+	int mi = cm->model;
 	const loom_model_config *c;
 	uint64_t slots;
 	uint32_t limit;
 
-	*ad = NULL;
-	if (mi < 0) {
+	if (mi < 0 || mi >= e->n_models) {
 		wk_engine_emit_error(e, s->req, LOOM_ENOTFOUND,
 				     "model '%s' is not served by this worker", s->model);
 		return -1;
 	}
-	c = &e->slots[mi].m->cfg;
-	if (s->adapter[0] && !(*ad = find_adapter(e, mi, s->adapter))) {
+	c = &e->slots[mi].cfg;
+	if (s->adapter[0] && !cm->ad) {
 		wk_engine_emit_error(e, s->req, LOOM_ENOTFOUND, "adapter %.*s is not loaded",
 				     LOOM_NAME_MAX - 1, s->adapter);
 		return -1;
@@ -344,8 +303,7 @@ static int validate(wk_engine *e, const loom_msg_submit *s, adref **ad)
 		return -1;
 	}
 	limit = sp->max_tokens ? sp->max_tokens : (uint32_t)c->max_ctx - s->n_prompt;
-	slots = (uint64_t)wk_kvpool_n_blocks(e->slots[mi].pool) *
-		(uint64_t)wk_kvpool_block_size(e->slots[mi].pool);
+	slots = (uint64_t)e->slots[mi].kv_blocks * WK_KV_BLOCK;
 	if (max_positions(s, limit) > slots) {
 		wk_engine_emit_error(e, s->req, LOOM_ERANGE,
 				     "prompt (%" PRIu32 " tokens) + max_tokens (%" PRIu32
@@ -377,60 +335,44 @@ static int validate(wk_engine *e, const loom_msg_submit *s, adref **ad)
 	return mi;
 }
 
+/* Drops the pins a command holds (a request that does not become a seq). */
+static void cmd_unpin(wk_engine *e, cmd *c)
+{
+	wk_res_adapter_release(e->res, c->ad);
+	c->ad = NULL;
+	if (c->model >= 0)
+		wk_res_model_release(e->res, c->model);
+	c->model = -1;
+}
+
 static void accept_submit(wk_engine *e, cmd *c)
 {
-	adref *ad;
-	int mi = validate(e, &c->sub, &ad);
+	int mi = validate(e, c);
 	const loom_model_config *cfg;
 	seq *s;
 
-	if (mi < 0)
+	if (mi < 0) {
+		cmd_unpin(e, c);
 		return;
+	}
 	s = loom_calloc(1, sizeof *s);
 	if (!s) {
 		wk_engine_emit_error(e, c->sub.req, LOOM_ENOMEM,
 				     "worker out of memory queueing the request");
+		cmd_unpin(e, c);
 		return;
 	}
-	cfg = &e->slots[mi].m->cfg;
+	cfg = &e->slots[mi].cfg;
 	s->sub = c->sub;
 	memset(&c->sub, 0, sizeof c->sub); /* arrays now belong to s */
 	s->owner = c->owner;
-	s->model = mi;
-	s->ad = ad;
-	if (ad)
-		ad->refs++;
-	wk_kv_init(&s->kv, e->slots[mi].pool);
+	s->model = mi; /* the pins move to s */
+	s->ad = c->ad;
+	c->ad = NULL;
+	c->model = -1;
 	s->limit = s->sub.sampling.max_tokens ? s->sub.sampling.max_tokens
 					      : (uint32_t)cfg->max_ctx - s->sub.n_prompt;
 	wait_push_back(e, s);
-}
-
-static void accept_adapter(wk_engine *e, cmd *c)
-{
-	model_slot *ms = &e->slots[c->model];
-	adref *r = loom_calloc(1, sizeof *r), *old;
-
-	if (!r) {
-		/* no request to answer: the worker log is the only place */
-		LOOM_ERROR("engine: out of memory registering adapter %s; it is not loaded",
-			   c->ad->name);
-		ad_adapter_destroy(c->ad);
-		c->ad = NULL;
-		return;
-	}
-	old = find_adapter(e, c->model, c->ad->name);
-	r->a = c->ad;
-	c->ad = NULL;
-	r->next = ms->adapters;
-	ms->adapters = r;
-	if (old) {
-		old->retired = true;
-		old->refs++; /* put drops it now if no sequence holds it */
-		adref_put(e, c->model, old);
-	}
-	LOOM_DEBUG("engine: adapter %s of '%s' loaded (max rank %d, %zu bytes)%s", r->a->name,
-		  ms->m->name, r->a->max_rank, r->a->bytes, old ? ", replacing the old one" : "");
 }
 
 /* Removes from the waiting list every seq matching (req or owner); frees
@@ -495,15 +437,17 @@ static void drain(wk_engine *e)
 	e->inbox_head = e->inbox_tail = NULL;
 	e->inbox_submits = 0;
 	e->inbox_tokens = 0;
+	e->wake = false;
 	pthread_mutex_unlock(&e->mu);
+	/* every model a queued SUBMIT pinned was listed before it was queued */
+	wk_engine_slots_sync(e);
 	for (; c; c = next) {
 		next = c->next;
 		if (c->kind == CMD_SUBMIT)
 			accept_submit(e, c);
-		else if (c->kind == CMD_ADAPTER)
-			accept_adapter(e, c);
 		else
 			cancel(e, c->kind, c->kind == CMD_CANCEL ? c->req : c->owner);
+		cmd_unpin(e, c);
 		sub_fini(&c->sub);
 		loom_free(c);
 	}
@@ -519,11 +463,15 @@ static int iterate(wk_engine *e)
 	double t0;
 
 	drain(e);
+	wk_engine_models_sync(e);
 	wk_sched_admit(e);
+	/* with nothing running, whatever waits waits for a load */
+	e->stalled = e->n_running == 0 && e->n_waiting > 0;
 	if (e->n_running > 0) {
 		t0 = now_ms();
 		for (int mi = 0; mi < e->n_models; mi++)
-			wk_sched_run_model(e, mi, &n_items);
+			if (e->slots[mi].m)
+				wk_sched_run_model(e, mi, &n_items);
 		if (n_items > 0) {
 			loom_msg m = { .type = LOOM_MSG_STEP };
 			m.u.step.n_items = (uint32_t)n_items;
@@ -552,8 +500,24 @@ static void *engine_main(void *arg)
 
 	pthread_mutex_lock(&e->mu);
 	for (;;) {
-		while (!e->stop && !e->inbox_head && e->n_waiting == 0 && e->n_running == 0)
-			pthread_cond_wait(&e->cv, &e->mu);
+		while (!e->stop && !e->inbox_head && !e->wake && e->n_running == 0 &&
+		       (e->n_waiting == 0 || e->stalled)) {
+			if (e->n_waiting == 0) {
+				pthread_cond_wait(&e->cv, &e->mu);
+				continue;
+			}
+			/* waiting for loads: the residency wakes us; the timeout
+			 * only guards against a lost wake-up */
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 200 * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			if (pthread_cond_timedwait(&e->cv, &e->mu, &ts))
+				break;
+		}
 		if (e->stop)
 			break;
 		pthread_mutex_unlock(&e->mu);
@@ -570,48 +534,34 @@ static void *engine_main(void *arg)
 
 int wk_engine_default_kv_blocks(const wk_model *m, int max_seqs, int kv_mb)
 {
-	const loom_model_config *c = &m->cfg;
-	uint64_t per = wk_kv_bytes_per_position(c), bs = WK_KV_BLOCK;
-	uint64_t ctx_blocks = ((uint64_t)c->max_ctx + bs - 1) / bs, blocks;
-
-	if (kv_mb > 0) {
-		blocks = ((uint64_t)kv_mb << 20) / (per * bs);
-	} else {
-		uint64_t cap = m->arena_bytes > ((uint64_t)256 << 20) ? m->arena_bytes
-								      : (uint64_t)256 << 20;
-		blocks = (uint64_t)(max_seqs > 0 ? max_seqs : 64) * ctx_blocks;
-		if (blocks * bs * per > cap)
-			blocks = cap / (bs * per);
-		if (blocks < ctx_blocks)
-			blocks = ctx_blocks;
-	}
-	if (blocks < 1)
-		blocks = 1;
-	return blocks > (uint64_t)INT32_MAX / bs ? INT32_MAX / WK_KV_BLOCK : (int)blocks;
+	return wk_engine_kv_blocks_for(&m->cfg, m->arena_bytes, max_seqs, kv_mb);
 }
 
-static loom_err create_slot(wk_engine *e, model_slot *ms, wk_model *m, const wk_engine_opts *o)
+static void engine_wake(void *ctx)
 {
-	int blocks = o && o->kv_blocks > 0
-			     ? o->kv_blocks
-			     : wk_engine_default_kv_blocks(m, e->max_seqs, o ? o->kv_mb : 0);
+	wk_engine *e = ctx;
+
+	pthread_mutex_lock(&e->mu);
+	e->wake = true;
+	pthread_cond_signal(&e->cv);
+	pthread_mutex_unlock(&e->mu);
+}
+
+/* Gives the residency the lent models and attaches them. */
+static loom_err lend_models(wk_engine *e, wk_model *const *models, int n_models)
+{
 	loom_err rc;
 
-	ms->m = m;
-	if ((rc = wk_scratch_create(m, &ms->scratch)))
-		return rc;
-	if ((rc = wk_kvpool_create(m, blocks, WK_KV_BLOCK, &ms->pool))) {
-		char why[256];
-		snprintf(why, sizeof why, "%s", loom_errmsg());
-		return loom_fail(rc, "engine: KV cache of '%s': %s", m->name, why);
+	for (int i = 0; i < n_models; i++)
+		if ((rc = wk_res_model_lend(e->res, models[i])))
+			return rc;
+	wk_engine_slots_sync(e);
+	for (int i = 0; i < e->n_models; i++) {
+		wk_model *m = NULL;
+		if (wk_res_model_state(e->res, i, &m, NULL, NULL, 0) == WK_RES_READY && !e->slots[i].m &&
+		    (rc = wk_engine_attach(e, i, m)))
+			return rc;
 	}
-	ms->logits = loom_malloc((size_t)e->max_seqs * (size_t)m->cfg.vocab * sizeof(float));
-	if (!ms->logits)
-		return loom_fail(LOOM_ENOMEM, "engine: out of memory for the logits of '%s'",
-				 m->name);
-	LOOM_DEBUG("engine: '%s': KV cache of %d blocks x %d positions (%zu MiB)", m->name, blocks,
-		  WK_KV_BLOCK,
-		  (size_t)blocks * WK_KV_BLOCK * wk_kv_bytes_per_position(&m->cfg) >> 20);
 	return LOOM_OK;
 }
 
@@ -620,37 +570,35 @@ loom_err wk_engine_create(wk_model *const *models, int n_models, const wk_engine
 {
 	wk_engine *e = NULL;
 	loom_err rc = LOOM_OK;
-	size_t sample_bytes = 0;
 	size_t ms;
 
 	*out = NULL;
-	if (n_models <= 0 || !emit)
+	if (n_models < 0 || (n_models == 0 && !(opts && opts->res)) || !emit)
 		return loom_fail(LOOM_EINVAL, "engine: need at least one model and an emit callback");
-	for (int i = 0; i < n_models; i++)
-		for (int j = 0; j < i; j++)
-			if (!strcmp(models[i]->name, models[j]->name))
-				return loom_fail(LOOM_EINVAL, "engine: model name '%s' given twice",
-						 models[i]->name);
 	e = loom_calloc(1, sizeof *e);
 	if (!e)
 		return loom_fail(LOOM_ENOMEM, "engine: out of memory");
 	e->max_batch_tokens = opts && opts->max_batch_tokens > 0 ? opts->max_batch_tokens : 256;
 	e->max_seqs = opts && opts->max_seqs > 0 ? opts->max_seqs : 64;
+	e->kv_blocks_opt = opts ? opts->kv_blocks : 0;
+	e->kv_mb_opt = opts ? opts->kv_mb : 0;
 	e->manual = opts && opts->manual;
 	e->emit = emit;
 	e->ctx = ctx;
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);
-	e->slots = loom_calloc((size_t)n_models, sizeof *e->slots);
+	e->slots = loom_calloc(WK_RES_MAX_MODELS, sizeof *e->slots);
 	if (!e->slots)
 		goto nomem;
-	e->n_models = n_models;
-	for (int i = 0; i < n_models; i++) {
-		if ((rc = create_slot(e, &e->slots[i], models[i], opts)))
+	if (opts && opts->res) {
+		e->res = opts->res;
+	} else {
+		if ((rc = wk_res_create(NULL, &e->res)))
 			goto out;
-		if (wk_sample_scratch_bytes(models[i]->cfg.vocab) > sample_bytes)
-			sample_bytes = wk_sample_scratch_bytes(models[i]->cfg.vocab);
+		e->own_res = true;
 	}
+	if ((rc = lend_models(e, models, n_models)))
+		goto out;
 	ms = (size_t)e->max_seqs;
 	e->running = loom_calloc(ms, sizeof *e->running);
 	e->seq_start = loom_calloc(ms + 1, sizeof *e->seq_start);
@@ -664,12 +612,11 @@ loom_err wk_engine_create(wk_model *const *models, int n_models, const wk_engine
 	e->seg_ad = loom_calloc(ms, sizeof *e->seg_ad);
 	e->items = loom_calloc(ms, sizeof *e->items);
 	e->item_ids = loom_calloc(ms, sizeof *e->item_ids);
-	e->sample_scratch = loom_malloc(sample_bytes ? sample_bytes : 1);
 	if (!e->running || !e->seq_start || !e->tokens || !e->kvs || !e->bseq || !e->bchunk ||
-	    !e->pseq || !e->pchunk || !e->seg_start || !e->seg_ad || !e->items || !e->item_ids ||
-	    !e->sample_scratch)
+	    !e->pseq || !e->pchunk || !e->seg_start || !e->seg_ad || !e->items || !e->item_ids)
 		goto nomem;
 	wk_sched_publish_stats(e);
+	wk_res_set_waker(e->res, engine_wake, e);
 	if (!e->manual) {
 		int err = pthread_create(&e->thread, NULL, engine_main, e);
 		if (err) {
@@ -702,10 +649,12 @@ void wk_engine_destroy(wk_engine *e)
 		pthread_mutex_unlock(&e->mu);
 		pthread_join(e->thread, NULL);
 	}
+	if (e->res)
+		wk_res_set_waker(e->res, NULL, NULL);
 	for (c = e->inbox_head; c; c = next) {
 		next = c->next;
+		cmd_unpin(e, c);
 		sub_fini(&c->sub);
-		ad_adapter_destroy(c->ad);
 		loom_free(c);
 	}
 	while (e->wait_head) {
@@ -715,18 +664,10 @@ void wk_engine_destroy(wk_engine *e)
 	}
 	for (int i = 0; i < e->n_running; i++)
 		wk_engine_seq_free(e, e->running[i]);
-	for (int i = 0; e->slots && i < e->n_models; i++) {
-		model_slot *ms = &e->slots[i];
-		while (ms->adapters) {
-			adref *r = ms->adapters;
-			ms->adapters = r->next;
-			ad_adapter_destroy(r->a);
-			loom_free(r);
-		}
-		wk_scratch_destroy(ms->scratch);
-		wk_kvpool_destroy(ms->pool);
-		loom_free(ms->logits);
-	}
+	for (int i = 0; e->slots && i < e->n_models; i++)
+		wk_engine_detach(e, i);
+	if (e->own_res)
+		wk_res_destroy(e->res);
 	loom_free(e->slots);
 	loom_free(e->running);
 	loom_free(e->seq_start);

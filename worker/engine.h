@@ -36,8 +36,17 @@
  * ignore_eos) or one of stop_ids (that id is the item's last id); LENGTH at
  * max_tokens or a full context; ABORT (empty item) when canceled by req.
  *
+ * Residency (worker/residency.h): models and adapters live in a wk_res.
+ * A SUBMIT pins its model and adapter there on the submitting thread, which
+ * starts their loads at once (prefetch); the sequence waits (not the
+ * batch) until its model is resident and its adapter on the device, and
+ * its pins keep both there until it ends. A load that fails ends the
+ * requests waiting for it with an ERROR naming the reason. The engine
+ * attaches a model that became resident (KV pool, buffers) and detaches one
+ * the residency evicts, on its own thread.
+ *
  * Must not: touch sockets or encode bytes (the emit callback does, see
- * worker/link.h), or load models (the caller lends them).
+ * worker/link.h), or load models (the residency does, off this thread).
  *
  * Threads: wk_engine_submit/cancel/cancel_owner/stats/add_adapter/
  * find_model are safe from any thread and never wait for an iteration. The emit callback runs on the
@@ -55,6 +64,7 @@
 #include "../adapters/adapter.h"
 #include "../common/proto.h"
 #include "model.h"
+#include "residency.h"
 
 typedef struct wk_engine wk_engine;
 
@@ -68,6 +78,9 @@ typedef struct wk_engine_opts {
 				 max(model weight bytes, 256 MiB), never below one
 				 full context (wk_engine_default_kv_blocks) */
 	bool manual;          /* no thread: the caller drives wk_engine_step (tests) */
+	wk_res *res;          /* borrowed residency (outlives the engine); NULL = a
+				 private one without budgets holding just the
+				 lent models */
 } wk_engine_opts;
 
 /* Receives each STEP / ERROR the engine produces; m is valid only during
@@ -76,9 +89,10 @@ typedef void (*wk_emit_fn)(void *ctx, const loom_msg *m);
 
 /*
  * Creates an engine over models[0..n_models) (borrowed: they must outlive
- * the engine; names must be distinct) and, unless opts->manual, starts its
- * thread. opts may be NULL for defaults. *out owned by the caller, released
- * with wk_engine_destroy.
+ * the engine; names must be distinct; lent to the residency, always
+ * resident) plus every model opts->res lists now or later (n_models may
+ * then be 0) and, unless opts->manual, starts its thread. opts may be NULL
+ * for defaults. *out owned by the caller, released with wk_engine_destroy.
  */
 loom_err wk_engine_create(wk_model *const *models, int n_models, const wk_engine_opts *opts,
 			  wk_emit_fn emit, void *ctx, wk_engine **out);
@@ -104,8 +118,9 @@ void wk_engine_cancel_owner(wk_engine *e, uint64_t owner);
 
 /*
  * Makes adapter a (validated for model_name's config by ad_adapter_load)
- * available to SUBMITs naming model_name and a->name, from the next
- * iteration on. Takes ownership of a in every case (destroyed on failure).
+ * available to SUBMITs naming model_name and a->name, from now on (kept on
+ * the device outside the pool's budget: wk_res_adapter_give). Takes
+ * ownership of a in every case (destroyed on failure).
  * A name already loaded for that model is replaced for new requests; the
  * old adapter stays alive until its last sequence finishes. Errors:
  * LOOM_ENOTFOUND (no such model), LOOM_EINVAL (a->n_layers differs from the
@@ -113,14 +128,20 @@ void wk_engine_cancel_owner(wk_engine *e, uint64_t owner);
  */
 loom_err wk_engine_add_adapter(wk_engine *e, const char *model_name, ad_adapter *a);
 
-/* The served model called name, or NULL (borrowed; models outlive the
- * engine and never change). Safe from any thread. */
+/* The lent model called name (one given to wk_engine_create), or NULL
+ * (borrowed). Safe from any thread. */
 const wk_model *wk_engine_find_model(const wk_engine *e, const char *name);
+
+/* The residency the engine serves from (borrowed). */
+wk_res *wk_engine_residency(wk_engine *e);
 
 /* The default pool size of wk_engine_opts for model m: blocks for max_seqs
  * full contexts, capped at max(weight bytes, 256 MiB) of KV, at least one
  * full context. kv_mb > 0 asks for that many MiB instead. */
 int wk_engine_default_kv_blocks(const wk_model *m, int max_seqs, int kv_mb);
+/* The same from a config and the weight bytes (a model not loaded yet). */
+int wk_engine_kv_blocks_for(const loom_model_config *c, size_t weight_bytes, int max_seqs,
+			    int kv_mb);
 
 /* A snapshot of the engine's counters for STATS (kv_free / kv_total: token
  * slots, i.e. blocks x WK_KV_BLOCK, summed over the models). */

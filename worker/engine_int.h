@@ -18,8 +18,9 @@
 #include "engine.h"
 #include "forward.h"
 #include "kv.h"
+#include "residency.h"
 
-enum { CMD_SUBMIT, CMD_CANCEL, CMD_CANCEL_OWNER, CMD_ADAPTER };
+enum { CMD_SUBMIT, CMD_CANCEL, CMD_CANCEL_OWNER };
 
 typedef struct cmd {
 	struct cmd *next;
@@ -27,19 +28,9 @@ typedef struct cmd {
 	uint64_t req;         /* CANCEL */
 	uint64_t owner;       /* SUBMIT, CANCEL_OWNER */
 	loom_msg_submit sub;  /* SUBMIT: owns prompt_ids and stop_ids */
-	int model;            /* ADAPTER: index into slots */
-	ad_adapter *ad;       /* ADAPTER: owned until the engine thread takes it */
+	int model;            /* SUBMIT: residency model index (pinned), -1 = unknown */
+	wk_res_ad *ad;        /* SUBMIT: pinned adapter entry, NULL = none/unknown */
 } cmd;
-
-/* A loaded adapter of one model. refs counts live sequences (waiting or
- * running) that use it; a retired one (replaced by a newer adapter of the
- * same name) is found by no new request and freed when refs drops to 0. */
-typedef struct adref {
-	struct adref *next;
-	ad_adapter *a;        /* owned */
-	int refs;
-	bool retired;
-} adref;
 
 /*
  * A request. Its context is prompt ++ gen[0 .. n_gen); kv holds the first
@@ -52,8 +43,9 @@ typedef struct seq {
 	struct seq *next;     /* waiting-list link */
 	loom_msg_submit sub;  /* owns prompt_ids and stop_ids */
 	uint64_t owner;
-	int model;            /* index into e->slots */
-	adref *ad;            /* NULL = base model; holds one ref */
+	int model;            /* index into e->slots (= residency model index); pinned */
+	wk_res_ad *ad;        /* NULL = base model; pinned */
+	const ad_adapter *ad_dev; /* ad's device copy once ready (stable while pinned) */
 	wk_kv kv;             /* bound to the model's pool; no blocks while waiting */
 	int32_t *gen;         /* [cap_gen] tokens generated so far */
 	uint32_t cap_gen;
@@ -74,19 +66,31 @@ static inline int32_t seq_token(const seq *s, uint32_t i)
 	return i < s->sub.n_prompt ? s->sub.prompt_ids[i] : s->gen[i - s->sub.n_prompt];
 }
 
+/* One model the residency lists. Attached (m set, KV pool and buffers
+ * allocated) while the model is resident; the engine thread attaches and
+ * detaches (engine_models.c). name, cfg and kv_blocks are known from the
+ * start, so requests are validated before the weights arrive. */
 typedef struct model_slot {
-	wk_model *m;          /* borrowed */
+	char name[LOOM_NAME_MAX];
+	loom_model_config cfg;
+	int kv_blocks;        /* pool size once attached */
+	wk_model *m;          /* NULL = not attached (borrowed from the residency) */
 	wk_scratch *scratch;
 	wk_kvpool *pool;      /* this model's KV blocks */
 	float *logits;        /* [max_seqs, vocab] */
-	adref *adapters;      /* loaded adapters, newest first (retired ones too) */
+	bool failed;          /* the residency could not load it; err says why */
+	loom_err err_code;
+	char err[768];
 	bool blocked;         /* admission: a waiting seq of this model did not fit */
 	int pledged;          /* admission: blocks promised this iteration */
 } model_slot;
 
 struct wk_engine {
-	model_slot *slots;    /* [n_models] */
+	model_slot *slots;    /* [WK_RES_MAX_MODELS], first n_models listed */
 	int n_models;
+	wk_res *res;          /* borrowed, or owned when own_res */
+	bool own_res;
+	int kv_blocks_opt, kv_mb_opt;
 	int max_batch_tokens;
 	int max_seqs;
 	bool manual;
@@ -100,6 +104,7 @@ struct wk_engine {
 	uint32_t inbox_submits;
 	uint64_t inbox_tokens;
 	bool stop;
+	bool wake;            /* the residency finished something */
 	loom_msg_stats snap;  /* published by the engine thread */
 	uint64_t snap_preemptions;
 	pthread_t thread;
@@ -123,9 +128,21 @@ struct wk_engine {
 	loom_step_item *items;/* [max_seqs] */
 	int32_t *item_ids;    /* [max_seqs] one id per item */
 	void *sample_scratch;
+	size_t sample_bytes;
+	bool stalled;         /* last iteration: everything waiting on loads */
 	double step_ms;
 	uint64_t steps, tokens_out, preemptions;
 };
+
+/* engine_models.c: slots follow the residency (engine thread) */
+/* Lists the residency's new models as (detached) slots. */
+void wk_engine_slots_sync(wk_engine *e);
+/* Attaches models that became resident, detaches the ones to evict,
+ * records failures. */
+void wk_engine_models_sync(wk_engine *e);
+/* Allocates model m's KV pool and buffers into slot mi. */
+loom_err wk_engine_attach(wk_engine *e, int mi, wk_model *m);
+void wk_engine_detach(wk_engine *e, int mi);
 
 /* engine.c */
 void wk_engine_emit_error(wk_engine *e, uint64_t req, loom_err code, const char *fmt, ...)

@@ -1,11 +1,13 @@
 /*
  * worker/link.c — nng pair1 link to the gateway (see link.h).
  *
- * Threads: the receive thread (decode, dispatch, answer PINGs, load
- * adapters: a slow load delays the next message, never the engine), the engine
- * thread (wk_link_emit), and nng's own threads (pipe callbacks, which only
- * log and queue a cancel). nng sockets are thread-safe, so both senders
- * share the socket without a lock.
+ * Threads: the receive thread (decode, dispatch, answer PINGs, register
+ * adapters and models: a PEFT folder is loaded here, a slow load delays the
+ * next message, never the engine; hand BLOB chunks to a waiting fetch), the
+ * engine thread (wk_link_emit), the residency's loader (wk_link_fetch:
+ * FETCH, then waits for the BLOBs the receive thread collects), and nng's
+ * own threads (pipe callbacks, which only log and queue a cancel). nng
+ * sockets are thread-safe, so the senders share the socket without a lock.
  */
 #include "link.h"
 
@@ -14,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <nng/nng.h>
@@ -22,10 +25,28 @@
 #include "../adapters/adapter.h"
 #include "../common/alloc.h"
 #include "../common/log.h"
+#include "../common/sha256.h"
+#include "residency.h"
 
 #define RECV_MAX_BYTES ((size_t)64 << 20)
 #define SEND_TIMEOUT_MS 2000
 #define SEND_BUFFER_MSGS 1024
+#define FETCH_IDLE_MS 30000           /* no BLOB for this long: the fetch fails */
+#define FETCH_MAX_BYTES ((uint64_t)1 << 40)
+
+/* The one fetch in flight (the residency's loader fetches one blob at a
+ * time; `one` serializes callers anyway). Guarded by mu. */
+typedef struct fetch_state {
+	pthread_mutex_t one;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool active, done;
+	char hex[LOOM_SHA_HEX];
+	uint8_t *buf;
+	uint64_t total, got;
+	loom_err status;
+	char why[256];
+} fetch_state;
 
 struct wk_link {
 	nng_socket sock;
@@ -39,6 +60,8 @@ struct wk_link {
 	atomic_bool stopping;
 	pthread_t thread;
 	bool has_thread;
+	fetch_state fetch;
+	char names[WK_RES_MAX_MODELS][LOOM_NAME_MAX]; /* HELLO's list (receive thread) */
 };
 
 static void send_msg(wk_link *l, const loom_msg *m)
@@ -71,17 +94,24 @@ static void answer_ping(wk_link *l, wk_engine *e, uint64_t seq)
 {
 	loom_msg h = { .type = LOOM_MSG_HELLO };
 	loom_msg s = { .type = LOOM_MSG_STATS };
+	loom_msg rm = { .type = LOOM_MSG_RESIDENCY };
+	wk_res *res = wk_engine_residency(e);
 
 	snprintf(h.u.hello.worker_id, sizeof h.u.hello.worker_id, "%s", l->worker_id);
 	snprintf(h.u.hello.backend, sizeof h.u.hello.backend, "cpu");
 	h.u.hello.proto_version = LOOM_PROTO_VERSION;
 	h.u.hello.ping_seq = seq;
 	h.u.hello.device_mem = l->device_mem;
-	h.u.hello.n_models = (uint32_t)l->n_models;
-	h.u.hello.models = l->models;
+	/* every model the worker can serve, resident or not */
+	h.u.hello.n_models = (uint32_t)wk_res_model_names(res, l->names, WK_RES_MAX_MODELS);
+	h.u.hello.models = l->names;
 	send_msg(l, &h);
 	wk_engine_stats(e, &s.u.stats);
 	send_msg(l, &s);
+	if (wk_res_residency(res, &rm.u.residency) == LOOM_OK) {
+		send_msg(l, &rm);
+		wk_res_residency_fini(&rm.u.residency);
+	}
 }
 
 static void send_error(wk_link *l, uint64_t req, loom_err code, const char *text)
@@ -94,41 +124,177 @@ static void send_error(wk_link *l, uint64_t req, loom_err code, const char *text
 	send_msg(l, &err);
 }
 
-/* Loads and validates the adapter here, on the receive thread (the engine
- * goes on stepping meanwhile), then hands it to the engine. A failure is an
- * ERROR{req 0} "adapter NAME: reason"; the worker keeps serving. */
+/* "WHAT NAME: reason" from the last error, without doubling a prefix the
+ * message already has. */
+static void why_text(char *text, size_t n, const char *what, const char *name)
+{
+	const char *why = loom_errmsg();
+	size_t wl = strlen(what), nl = strlen(name);
+
+	if (!strncmp(why, what, wl) && why[wl] == ' ' && !strncmp(why + wl + 1, name, nl) &&
+	    !strncmp(why + wl + 1 + nl, ": ", 2))
+		snprintf(text, n, "%s", why);
+	else
+		snprintf(text, n, "%s %s: %s", what, name, why);
+}
+
+/* Registers an adapter: a PEFT folder is loaded and validated here, on the
+ * receive thread (the engine goes on stepping meanwhile); a store blob is
+ * only recorded (the residency loads it when a request wants it). A
+ * failure is an ERROR{req 0} "adapter NAME: reason"; the worker keeps
+ * serving. */
 static void load_adapter(wk_link *l, wk_engine *e, const loom_msg_adapter *a)
 {
-	const wk_model *base = wk_engine_find_model(e, a->base_model);
-	ad_adapter *ad = NULL;
+	wk_res *res = wk_engine_residency(e);
 	char text[768];
+	uint8_t sha[32];
 	loom_err rc;
 
-	if (!base) {
-		rc = LOOM_ENOTFOUND;
-		snprintf(text, sizeof text, "adapter %s: base model '%s' is not served by this worker",
-			 a->name, a->base_model);
-		goto fail;
+	if (a->sha[0]) {
+		rc = loom_sha256_parse(a->sha, sha)
+			     ? loom_fail(LOOM_EPROTO, "sha '%.64s' is not 64 hex digits", a->sha)
+			     : wk_res_adapter_add_blob(res, a->base_model, a->name, sha);
+	} else {
+		rc = wk_res_adapter_add_dir(res, a->base_model, a->name, a->path);
 	}
-	rc = ad_adapter_load(a->path, a->name, &base->cfg, &ad);
-	if (!rc)
-		rc = wk_engine_add_adapter(e, a->base_model, ad); /* takes ad */
 	if (rc) {
-		const char *why = loom_errmsg();
-		size_t n = strlen(a->name);
-		/* engine messages already start with "adapter NAME: " */
-		if (!strncmp(why, "adapter ", 8) && !strncmp(why + 8, a->name, n) &&
-		    !strncmp(why + 8 + n, ": ", 2))
-			snprintf(text, sizeof text, "%s", why);
-		else
-			snprintf(text, sizeof text, "adapter %s: %s", a->name, why);
-		goto fail;
+		why_text(text, sizeof text, "adapter", a->name);
+		LOOM_WARN("link: %s", text);
+		send_error(l, 0, rc, text);
+		return;
 	}
-	LOOM_INFO("link: adapter %s of '%s' loaded from %s", a->name, a->base_model, a->path);
-	return;
-fail:
-	LOOM_WARN("link: %s", text);
-	send_error(l, 0, rc, text);
+	LOOM_INFO("link: adapter %s of '%s' registered (%s%s)", a->name, a->base_model,
+		  a->sha[0] ? "blob " : "", a->sha[0] ? a->sha : a->path);
+}
+
+/* Registers a base model (a folder, or a store bundle); loaded on demand. */
+static void load_model(wk_link *l, wk_engine *e, const loom_msg_model *m)
+{
+	wk_res *res = wk_engine_residency(e);
+	char text[768];
+	uint8_t sha[32];
+	loom_err rc;
+
+	if (m->sha[0])
+		rc = loom_sha256_parse(m->sha, sha)
+			     ? loom_fail(LOOM_EPROTO, "sha '%.64s' is not 64 hex digits", m->sha)
+			     : wk_res_model_add_blob(res, m->name, sha);
+	else
+		rc = wk_res_model_add_dir(res, m->name, m->path);
+	if (rc) {
+		why_text(text, sizeof text, "model", m->name);
+		LOOM_WARN("link: %s", text);
+		send_error(l, 0, rc, text);
+		return;
+	}
+	LOOM_INFO("link: model %s registered (%s%s)", m->name, m->sha[0] ? "blob " : "",
+		  m->sha[0] ? m->sha : m->path);
+}
+
+/* ------------------------------------------------------------------ */
+/* fetching store blobs from the gateway                               */
+/* ------------------------------------------------------------------ */
+
+static void send_fetch(wk_link *l, const char *hex, uint64_t offset)
+{
+	loom_msg m = { .type = LOOM_MSG_FETCH };
+
+	snprintf(m.u.fetch.sha, sizeof m.u.fetch.sha, "%s", hex);
+	m.u.fetch.offset = offset;
+	send_msg(l, &m);
+}
+
+/* Ends the fetch in flight. Under f->mu. */
+static void fetch_end(fetch_state *f, loom_err status, const char *why)
+{
+	f->status = status;
+	snprintf(f->why, sizeof f->why, "%s", why);
+	f->done = true;
+	pthread_cond_broadcast(&f->cv);
+}
+
+/* Receive thread: one BLOB chunk. */
+static void on_blob(wk_link *l, const loom_msg_blob *b)
+{
+	fetch_state *f = &l->fetch;
+	uint64_t next = 0;
+	char hex[LOOM_SHA_HEX];
+
+	pthread_mutex_lock(&f->mu);
+	if (!f->active || f->done || strcmp(b->sha, f->hex) || b->offset != f->got) {
+		pthread_mutex_unlock(&f->mu);
+		LOOM_WARN("link: ignored a BLOB chunk (%.16s.. at %" PRIu64 ") nobody waits for",
+			  b->sha, b->offset);
+		return;
+	}
+	if (b->total == 0) {
+		fetch_end(f, LOOM_ENOTFOUND, "the gateway does not have it");
+	} else if (b->total > FETCH_MAX_BYTES || (f->got > 0 && b->total != f->total) ||
+		   b->len > b->total - f->got || (b->len == 0 && f->got < b->total)) {
+		fetch_end(f, LOOM_EPROTO, "the gateway sent an inconsistent BLOB chunk");
+	} else {
+		if (f->got == 0 && !(f->buf = loom_malloc((size_t)b->total))) {
+			fetch_end(f, LOOM_ENOMEM, "out of memory for the blob");
+		} else {
+			f->total = b->total;
+			memcpy(f->buf + f->got, b->data, b->len);
+			f->got += b->len;
+			if (f->got == f->total)
+				fetch_end(f, LOOM_OK, "");
+			else
+				next = f->got;
+			pthread_cond_broadcast(&f->cv);
+		}
+	}
+	snprintf(hex, sizeof hex, "%s", f->hex);
+	pthread_mutex_unlock(&f->mu);
+	if (next)
+		send_fetch(l, hex, next);
+}
+
+loom_err wk_link_fetch(void *link, const char *hex, void **buf, size_t *len)
+{
+	wk_link *l = link;
+	fetch_state *f = &l->fetch;
+	loom_err rc;
+
+	*buf = NULL;
+	*len = 0;
+	pthread_mutex_lock(&f->one);
+	pthread_mutex_lock(&f->mu);
+	f->active = true;
+	f->done = false;
+	f->buf = NULL;
+	f->total = f->got = 0;
+	snprintf(f->hex, sizeof f->hex, "%s", hex);
+	pthread_mutex_unlock(&f->mu);
+	send_fetch(l, hex, 0);
+	pthread_mutex_lock(&f->mu);
+	while (!f->done) {
+		uint64_t got = f->got;
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += FETCH_IDLE_MS / 1000;
+		if (atomic_load(&l->stopping)) {
+			fetch_end(f, LOOM_ECLOSED, "the worker is stopping");
+			break;
+		}
+		if (pthread_cond_timedwait(&f->cv, &f->mu, &ts) && !f->done && f->got == got)
+			fetch_end(f, LOOM_ETIMEDOUT, "no BLOB from the gateway for 30 s");
+	}
+	rc = f->status;
+	if (rc) {
+		rc = loom_fail(rc, "%s", f->why);
+		loom_free(f->buf);
+	} else {
+		*buf = f->buf;
+		*len = (size_t)f->total;
+	}
+	f->buf = NULL;
+	f->active = false;
+	pthread_mutex_unlock(&f->mu);
+	pthread_mutex_unlock(&f->one);
+	return rc;
 }
 
 static void dispatch(wk_link *l, wk_engine *e, const void *body, size_t len, uint32_t pipe)
@@ -150,6 +316,12 @@ static void dispatch(wk_link *l, wk_engine *e, const void *body, size_t len, uin
 	case LOOM_MSG_ADAPTER:
 		load_adapter(l, e, &m.u.adapter);
 		break;
+	case LOOM_MSG_MODEL:
+		load_model(l, e, &m.u.model);
+		break;
+	case LOOM_MSG_BLOB:
+		on_blob(l, &m.u.blob);
+		break;
 	case LOOM_MSG_CANCEL:
 		wk_engine_cancel(e, m.u.cancel.req);
 		break;
@@ -157,8 +329,8 @@ static void dispatch(wk_link *l, wk_engine *e, const void *body, size_t len, uin
 		answer_ping(l, e, m.u.ping.seq);
 		break;
 	default:
-		LOOM_WARN("link: ignored a %s message (a worker takes SUBMIT, CANCEL, PING and "
-			  "ADAPTER)",
+		LOOM_WARN("link: ignored a %s message (a worker takes SUBMIT, CANCEL, PING, "
+			  "ADAPTER, MODEL and BLOB)",
 			  loom_msg_type_name(m.type));
 		break;
 	}
@@ -225,6 +397,9 @@ loom_err wk_link_create(const char *url, const char *worker_id, const char *cons
 	l = loom_calloc(1, sizeof *l);
 	if (!l)
 		return loom_fail(LOOM_ENOMEM, "link: out of memory");
+	pthread_mutex_init(&l->fetch.one, NULL);
+	pthread_mutex_init(&l->fetch.mu, NULL);
+	pthread_cond_init(&l->fetch.cv, NULL);
 	snprintf(l->url, sizeof l->url, "%s", url);
 	snprintf(l->worker_id, sizeof l->worker_id, "%s", worker_id);
 	l->device_mem = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 0;
@@ -291,6 +466,9 @@ void wk_link_stop(wk_link *l)
 	if (!l)
 		return;
 	atomic_store(&l->stopping, true);
+	pthread_mutex_lock(&l->fetch.mu);
+	pthread_cond_broadcast(&l->fetch.cv); /* a fetch in flight gives up */
+	pthread_mutex_unlock(&l->fetch.mu);
 	if (l->sock_open) {
 		nng_close(l->sock);
 		l->sock_open = false;
@@ -307,5 +485,8 @@ void wk_link_destroy(wk_link *l)
 		return;
 	wk_link_stop(l);
 	loom_free(l->models);
+	pthread_cond_destroy(&l->fetch.cv);
+	pthread_mutex_destroy(&l->fetch.mu);
+	pthread_mutex_destroy(&l->fetch.one);
 	loom_free(l);
 }

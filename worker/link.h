@@ -4,11 +4,13 @@
  * Owns: one pair1 socket listening on the worker's URL (ipc:// or tcp://;
  * the gateway dials and redials), a receive thread that decodes each
  * message (common/proto.h) and hands SUBMIT / CANCEL to the engine,
- * answers every PING with HELLO (ping_seq = the PING's seq) then STATS, and
- * loads each ADAPTER (ad_adapter_load for the named base model's config,
- * on the receive thread) into the engine (wk_engine_add_adapter); a failed
- * one is answered by ERROR{req 0, code, "adapter NAME: reason"} and the
- * worker keeps serving.
+ * answers every PING with HELLO (ping_seq = the PING's seq; the models are
+ * every model the engine's residency lists) then STATS then RESIDENCY,
+ * registers each ADAPTER and MODEL with the residency (a PEFT folder is
+ * loaded and validated on the receive thread; a store blob is only
+ * recorded), and collects BLOB chunks for wk_link_fetch. A failed
+ * registration is answered by ERROR{req 0, code, "adapter NAME: reason"}
+ * (or "model NAME: ...") and the worker keeps serving.
  * When the gateway's pipe goes away (REM_POST) every request that came
  * through that pipe is canceled. A malformed message is logged (one line)
  * and ignored. NNG_OPT_RECVMAXSZ is 64 MiB.
@@ -42,6 +44,18 @@ loom_err wk_link_create(const char *url, const char *worker_id, const char *cons
  * Thread-safe. Waits up to 2 s for a gateway to take it, then drops it
  * with a log line; after wk_link_stop it drops silently. */
 void wk_link_emit(void *link, const loom_msg *m);
+
+/*
+ * A wk_res_fetch_fn (ctx = the wk_link): asks the gateway for store blob
+ * hex with FETCH{hex, offset} and assembles the BLOB answers (each chunk's
+ * offset must follow the last; the first sets the total) into *buf
+ * (loom_malloc'ed, caller frees; not verified: the caller hashes it).
+ * LOOM_ENOTFOUND when the gateway answers total 0, LOOM_ETIMEDOUT after
+ * 30 s without a chunk, LOOM_ECLOSED once the link stops, LOOM_EPROTO for
+ * inconsistent chunks. One fetch at a time; never call it on the receive
+ * thread (which delivers the chunks).
+ */
+loom_err wk_link_fetch(void *link, const char *hex, void **buf, size_t *len);
 
 /* Starts the receive thread feeding e (borrowed; must outlive the link's
  * running time, i.e. until wk_link_stop returns). */

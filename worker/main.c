@@ -2,8 +2,9 @@
  * worker/main.c — the loom-worker program: load the models, listen for the
  * gateway, run the engine until SIGINT/SIGTERM.
  *
- *   loom-worker --listen URL --model [NAME=]DIR [--model ...] [--id NAME]
- *               [--threads N] [--max-batch-tokens N] [--max-seqs N]
+ *   loom-worker --listen URL [--model [NAME=]DIR ...] [--store DIR | --own-store DIR]
+ *               [--host-cache-mb N] [--device-adapter-mb N] [--device-model-mb N]
+ *               [--id NAME] [--threads N] [--max-batch-tokens N] [--max-seqs N]
  *               [--kv-blocks N | --kv-mb N]
  *
  * Exit: 0 after a signal, 1 when a model or the listen address fails,
@@ -22,15 +23,18 @@
 
 #include "../common/alloc.h"
 #include "../common/log.h"
+#include "../store/store.h"
 #include "engine.h"
 #include "kv.h"
 #include "link.h"
 #include "model.h"
+#include "residency.h"
 
 #define MAX_MODELS 16
 
 static const char usage[] =
-	"usage: loom-worker --listen URL --model [NAME=]DIR [--model ...] [--id NAME] "
+	"usage: loom-worker --listen URL [--model [NAME=]DIR ...] [--store DIR | --own-store DIR] "
+	"[--host-cache-mb N] [--device-adapter-mb N] [--device-model-mb N] [--id NAME] "
 	"[--threads N] [--max-batch-tokens N] [--max-seqs N] [--kv-blocks N | --kv-mb N]\n";
 
 static const char help[] =
@@ -39,7 +43,20 @@ static const char help[] =
 	"\n"
 	"  --listen URL            ipc:// or tcp:// address the gateway dials (required)\n"
 	"  --model [NAME=]DIR      a Hugging Face model folder; NAME defaults to the folder's\n"
-	"                          name (repeatable, up to 16)\n"
+	"                          name (repeatable, up to 16). Required unless a store is given\n"
+	"  --store DIR             the gateway's LMDB store on this host, opened read-only:\n"
+	"                          its models are served, adapter and model blobs read\n"
+	"                          zero-copy from it\n"
+	"  --own-store DIR         this worker's own store (another host): opened read-write;\n"
+	"                          a blob it lacks is fetched from the gateway (FETCH/BLOB),\n"
+	"                          its sha256 verified, and kept there\n"
+	"  --host-cache-mb N       host RAM cache of adapter blobs and swapped-out model\n"
+	"                          bundles, LRU (default 1024; 0 = none)\n"
+	"  --device-adapter-mb N   device adapter pool, LRU over idle adapters (default 1024);\n"
+	"                          an adapter larger than the pool is refused\n"
+	"  --device-model-mb N     base model weights resident at once (default: no limit); a\n"
+	"                          request for another model swaps out the least recently used\n"
+	"                          idle one\n"
 	"  --id NAME               worker id reported in HELLO (default worker-PID)\n"
 	"  --threads N             OpenBLAS threads (default 1)\n"
 	"  --max-batch-tokens N    tokens per model per iteration: every decode plus prefill\n"
@@ -53,7 +70,8 @@ static const char help[] =
 	"                          sequence is preempted and recomputed later; a request that\n"
 	"                          needs more than the whole cache is refused (ERANGE).\n"
 	"\n"
-	"Adapters arrive from the gateway (ADAPTER messages: a PEFT folder per base model).\n"
+	"Adapters and models arrive from the gateway (ADAPTER / MODEL messages: a store blob\n"
+	"or a folder); they are loaded when a request wants them, off the engine thread.\n"
 	"Exit status: 0 after SIGINT/SIGTERM, 1 when a model or the address fails, 2 on bad\n"
 	"flags.\n";
 
@@ -68,6 +86,9 @@ typedef struct args {
 	int n_models;
 	char names[MAX_MODELS][LOOM_NAME_MAX];
 	const char *dirs[MAX_MODELS];
+	const char *store;
+	bool own_store;
+	int host_mb, device_mb, model_mb;
 } args;
 
 /* Signals may land on any thread (OpenBLAS starts its pool before main), so
@@ -146,6 +167,11 @@ static int parse_args(int argc, char **argv, args *a)
 		{ "max-seqs", required_argument, NULL, 's' },
 		{ "kv-blocks", required_argument, NULL, 'k' },
 		{ "kv-mb", required_argument, NULL, 'K' },
+		{ "store", required_argument, NULL, 'S' },
+		{ "own-store", required_argument, NULL, 'O' },
+		{ "host-cache-mb", required_argument, NULL, 'H' },
+		{ "device-adapter-mb", required_argument, NULL, 'D' },
+		{ "device-model-mb", required_argument, NULL, 'M' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -181,6 +207,28 @@ static int parse_args(int argc, char **argv, args *a)
 			if (parse_int(optarg, 1, 1 << 24, &a->kv_mb))
 				return bad_usage("--kv-mb '%s' is not an integer in 1..16777216", optarg);
 			break;
+		case 'S':
+		case 'O':
+			if (a->store)
+				return bad_usage("%s: give one of --store and --own-store", optarg);
+			a->store = optarg;
+			a->own_store = c == 'O';
+			break;
+		case 'H':
+			if (parse_int(optarg, 0, 1 << 24, &a->host_mb))
+				return bad_usage("--host-cache-mb '%s' is not an integer in 0..16777216",
+						 optarg);
+			break;
+		case 'D':
+			if (parse_int(optarg, 1, 1 << 24, &a->device_mb))
+				return bad_usage("--device-adapter-mb '%s' is not an integer in "
+						 "1..16777216", optarg);
+			break;
+		case 'M':
+			if (parse_int(optarg, 1, 1 << 24, &a->model_mb))
+				return bad_usage("--device-model-mb '%s' is not an integer in 1..16777216",
+						 optarg);
+			break;
 		case 'h':
 			fputs(usage, stdout);
 			fputs(help, stdout);
@@ -194,23 +242,76 @@ static int parse_args(int argc, char **argv, args *a)
 		return bad_usage("unexpected argument '%s'", argv[optind]);
 	if (!a->listen)
 		return bad_usage("%s is required", "--listen URL");
-	if (a->n_models == 0)
-		return bad_usage("%s is required", "--model [NAME=]DIR");
+	if (a->n_models == 0 && !a->store)
+		return bad_usage("%s is required (or --store / --own-store)", "--model [NAME=]DIR");
 	if (a->id && (!*a->id || strlen(a->id) >= LOOM_NAME_MAX))
 		return bad_usage("--id '%s' must be 1..127 bytes", a->id);
 	return 0;
 }
 
+static int list_model(void *ctx, const st_model_rec *r)
+{
+	if (wk_res_model_add_blob(ctx, r->name, r->sha))
+		LOOM_WARN("store model %s is not served: %s", r->name, loom_errmsg());
+	return 0;
+}
+
+static int list_adapter(void *ctx, const st_adapter_rec *r)
+{
+	if (wk_res_adapter_add_blob(ctx, r->base_model, r->name, r->sha))
+		LOOM_WARN("store adapter %s is not served: %s", r->name, loom_errmsg());
+	return 0;
+}
+
+/* Opens the store (if any), makes the residency, registers the store's
+ * records and the --model folders, loads what fits the model budget. */
+static int start_residency(const args *a, st_store **store, wk_res **res)
+{
+	wk_res_opts ro = { .host_budget = (uint64_t)a->host_mb << 20,
+			   .device_budget = (uint64_t)a->device_mb << 20,
+			   .model_budget = (uint64_t)a->model_mb << 20 };
+
+	if (a->store) {
+		if (st_open(a->store, a->own_store ? ST_NOSWEEP : ST_RDONLY, store)) {
+			LOOM_ERROR("cannot open the store %s: %s", a->store, loom_errmsg());
+			return -1;
+		}
+		ro.store = *store;
+		ro.own_store = a->own_store;
+	}
+	if (wk_res_create(&ro, res)) {
+		LOOM_ERROR("%s", loom_errmsg());
+		return -1;
+	}
+	if (*store) {
+		st_model_each(*store, list_model, *res);
+		st_adapter_each(*store, list_adapter, *res);
+	}
+	for (int i = 0; i < a->n_models; i++) {
+		int mi;
+		if (wk_res_model_add_dir(*res, a->names[i], a->dirs[i]) ||
+		    (mi = wk_res_model_find(*res, a->names[i])) < 0 ||
+		    wk_res_model_preload(*res, mi)) {
+			LOOM_ERROR("cannot load model '%s': %s", a->names[i], loom_errmsg());
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	static args a = { .threads = 1, .max_batch_tokens = 256, .max_seqs = 64 };
-	wk_model *models[MAX_MODELS] = { 0 };
-	const char *names[MAX_MODELS];
+	static args a = { .threads = 1, .max_batch_tokens = 256, .max_seqs = 64, .host_mb = 1024,
+			  .device_mb = 1024 };
 	char idbuf[LOOM_NAME_MAX], list[1024] = "";
+	static char names[WK_RES_MAX_MODELS][LOOM_NAME_MAX];
+	const char *no_models[1] = { NULL };
+	st_store *store = NULL;
+	wk_res *res = NULL;
 	wk_link *link = NULL;
 	wk_engine *engine = NULL;
 	struct sigaction sa;
-	int rc, status = 1;
+	int rc, status = 1, n;
 
 	loom_log_init("loom-worker");
 	rc = parse_args(argc, argv, &a);
@@ -230,43 +331,48 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	openblas_set_num_threads(a.threads);
 
-	for (int i = 0; i < a.n_models; i++) {
-		if (wk_model_load(a.dirs[i], a.names[i], &models[i])) {
-			LOOM_ERROR("cannot load model '%s': %s", a.names[i], loom_errmsg());
-			goto out;
-		}
-		names[i] = a.names[i];
+	if (start_residency(&a, &store, &res))
+		goto out;
+	n = wk_res_model_names(res, names, WK_RES_MAX_MODELS);
+	for (int i = 0; i < n; i++)
 		snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "",
-			 a.names[i]);
-	}
-	if (wk_link_create(a.listen, a.id, names, a.n_models, &link)) {
+			 names[i]);
+	if (wk_link_create(a.listen, a.id, no_models, 0, &link)) {
 		LOOM_ERROR("%s", loom_errmsg());
 		goto out;
 	}
+	/* blobs an own store lacks, or every blob without a store: from the gateway */
+	if (a.own_store || !a.store)
+		wk_res_set_fetch(res, wk_link_fetch, link);
 	wk_engine_opts eo = { .max_batch_tokens = a.max_batch_tokens, .max_seqs = a.max_seqs,
-			      .kv_blocks = a.kv_blocks, .kv_mb = a.kv_mb };
-	if (wk_engine_create(models, a.n_models, &eo, wk_link_emit, link, &engine) ||
+			      .kv_blocks = a.kv_blocks, .kv_mb = a.kv_mb, .res = res };
+	if (wk_engine_create(NULL, 0, &eo, wk_link_emit, link, &engine) ||
 	    wk_link_start(link, engine)) {
 		LOOM_ERROR("%s", loom_errmsg());
 		goto out;
 	}
-	LOOM_INFO("worker %s listening on %s (models: %s)", a.id, a.listen, list);
-	for (int i = 0; i < a.n_models; i++) {
+	LOOM_INFO("worker %s listening on %s (models: %s; host cache %d MiB, device adapter pool "
+		  "%d MiB, device models %s%s)", a.id, a.listen, n ? list : "none yet", a.host_mb,
+		  a.device_mb, a.model_mb ? "limited" : "unlimited", a.store ? "" : "; no store");
+	for (int i = 0; i < n; i++) {
+		loom_model_config cfg;
+		size_t bytes;
+		wk_res_model_info(res, i, NULL, &cfg, &bytes);
 		int blocks = a.kv_blocks ? a.kv_blocks
-					 : wk_engine_default_kv_blocks(models[i], a.max_seqs, a.kv_mb);
-		LOOM_INFO("worker %s: '%s': KV cache of %d blocks x %d positions (%zu MiB)", a.id,
-			  a.names[i], blocks, WK_KV_BLOCK,
-			  ((size_t)blocks * WK_KV_BLOCK * wk_kv_bytes_per_position(&models[i]->cfg)) >> 20);
+					 : wk_engine_kv_blocks_for(&cfg, bytes, a.max_seqs, a.kv_mb);
+		LOOM_INFO("worker %s: '%s': %zu MiB of weights, KV cache of %d blocks x %d positions "
+			  "(%zu MiB) while resident", a.id, names[i], bytes >> 20, blocks, WK_KV_BLOCK,
+			  ((size_t)blocks * WK_KV_BLOCK * wk_kv_bytes_per_position(&cfg)) >> 20);
 	}
 	while (sem_wait(&quit_sem) != 0 && errno == EINTR) {
 	}
 	LOOM_INFO("worker %s: %s, shutting down", a.id, quit_sig == SIGINT ? "SIGINT" : "SIGTERM");
 	status = 0;
 out:
-	wk_link_stop(link);       /* no more SUBMITs reach the engine */
+	wk_link_stop(link);       /* no more SUBMITs reach the engine; a fetch gives up */
 	wk_engine_destroy(engine);
+	wk_res_destroy(res);      /* joins the loader */
 	wk_link_destroy(link);
-	for (int i = 0; i < a.n_models; i++)
-		wk_model_destroy(models[i]);
+	st_close(store);
 	return status;
 }

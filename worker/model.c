@@ -5,7 +5,9 @@
  * its dtype and shape checked against config.json (so a bad folder fails
  * before the big allocation), then the arena is allocated once and each
  * tensor converted into its slot with loom_to_f32. The safetensors set is
- * closed before returning; the model keeps no file open.
+ * closed before returning; the model keeps no file open. A model bundle
+ * (common/bundle.h) goes through the same passes with its one in-memory
+ * safetensors image as the tensor source.
  */
 #include "model.h"
 
@@ -13,6 +15,7 @@
 #include <string.h>
 
 #include "../common/alloc.h"
+#include "../common/bundle.h"
 #include "../common/dtype.h"
 #include "../common/log.h"
 #include "../common/safetensors.h"
@@ -47,11 +50,29 @@ static void shape_str(char *buf, size_t n, const int64_t *shape, int ndim)
 		snprintf(buf + off, n - off, "]");
 }
 
-/* Finds s->name in set and checks dtype and shape. */
-static loom_err slot_check(const loom_st_set *set, wk_slot *s)
+/* Where tensors come from: a folder's safetensors set, or one in-memory
+ * image (a bundle) named label in messages. */
+typedef struct wk_src {
+	const loom_st_set *set;
+	const loom_st_file *file;
+	const char *label;
+} wk_src;
+
+static const loom_tensor *src_find(const wk_src *src, const char *name)
 {
-	const loom_tensor *t = loom_st_set_find(set, s->name);
-	const char *where = loom_st_set_where(set, s->name);
+	return src->set ? loom_st_set_find(src->set, name) : loom_st_find(src->file, name);
+}
+
+static const char *src_where(const wk_src *src, const char *name)
+{
+	return src->set ? loom_st_set_where(src->set, name) : src->label;
+}
+
+/* Finds s->name in the source and checks dtype and shape. */
+static loom_err slot_check(const wk_src *src, wk_slot *s)
+{
+	const loom_tensor *t = src_find(src, s->name);
+	const char *where = src_where(src, s->name);
 	if (!t)
 		return loom_fail(LOOM_ENOTFOUND, "%s: tensor %s is missing", where, s->name);
 	if (t->dtype != LOOM_DT_F32 && t->dtype != LOOM_DT_F16 && t->dtype != LOOM_DT_BF16)
@@ -77,7 +98,8 @@ static size_t slot_numel(const wk_slot *s)
 	return (size_t)s->shape[0] * (size_t)(s->ndim == 2 ? s->shape[1] : 1);
 }
 
-/* Checks the config for what the forward pass needs beyond config.json's own rules. */
+/* Checks the config for what the forward pass needs beyond config.json's own
+ * rules. dir names the folder (or bundle) in messages. */
 static loom_err check_config(const char *dir, const loom_model_config *c)
 {
 	if (c->hidden <= 0 || c->ffn <= 0 || c->n_layers <= 0 || c->n_heads <= 0 ||
@@ -97,49 +119,42 @@ static loom_err check_config(const char *dir, const loom_model_config *c)
 	return LOOM_OK;
 }
 
-loom_err wk_model_load(const char *dir, const char *name, wk_model **out)
+size_t wk_model_weight_bytes(const loom_model_config *c)
 {
-	loom_err rc;
-	wk_model *m = NULL;
-	loom_st_set *set = NULL;
-	wk_slot *slots = NULL;
-	*out = NULL;
+	size_t d = (size_t)c->hidden, q = (size_t)c->n_heads * (size_t)c->head_dim;
+	size_t kvd = (size_t)c->n_kv_heads * (size_t)c->head_dim, f = (size_t)c->ffn;
+	size_t per_layer = 2 * d + q * d + 2 * kvd * d + d * q + 3 * f * d;
+	size_t n = (size_t)c->vocab * d * (c->tied ? 1 : 2) + d + per_layer * (size_t)c->n_layers;
 
-	m = loom_calloc(1, sizeof *m);
-	if (!m)
-		return loom_fail(LOOM_ENOMEM, "%s: out of memory", dir);
-	snprintf(m->name, sizeof m->name, "%s", name ? name : "");
-	rc = loom_model_config_load(dir, &m->cfg);
-	if (rc)
-		goto out;
-	rc = check_config(dir, &m->cfg);
-	if (rc)
-		goto out;
+	return n * sizeof(float);
+}
+
+/* Fills m (name and cfg set, cfg checked) from src: checks every tensor,
+ * then converts them into one arena. label names the source in messages. */
+static loom_err load_tensors(wk_model *m, const wk_src *src, const char *label)
+{
 	const loom_model_config *c = &m->cfg;
+	size_t n_slots = 3 + 9 * (size_t)c->n_layers, n = 0, total = 0;
+	wk_slot *slots = loom_calloc(n_slots, sizeof *slots);
+	loom_err rc = LOOM_OK;
+
 	m->layers = loom_calloc((size_t)c->n_layers, sizeof *m->layers);
-	size_t n_slots = 3 + 9 * (size_t)c->n_layers;
-	slots = loom_calloc(n_slots, sizeof *slots);
 	if (!m->layers || !slots) {
-		rc = loom_fail(LOOM_ENOMEM, "%s: out of memory", dir);
+		rc = loom_fail(LOOM_ENOMEM, "%s: out of memory", label);
 		goto out;
 	}
-	rc = loom_st_set_open(dir, &set);
-	if (rc)
-		goto out;
-
 	int64_t d = c->hidden, q = (int64_t)c->n_heads * c->head_dim;
 	int64_t kvd = (int64_t)c->n_kv_heads * c->head_dim, f = c->ffn;
-	size_t n = 0;
 	slot_set(&slots[n++], "model.embed_tokens.weight", c->vocab, d, &m->embed);
 	slot_set(&slots[n++], "model.norm.weight", d, 0, &m->final_norm);
 	int tied = c->tied;
 	if (!tied) {
 		slot_set(&slots[n++], "lm_head.weight", c->vocab, d, &m->lm_head);
-		if (!loom_st_set_find(set, "lm_head.weight")) {
+		if (!src_find(src, "lm_head.weight")) {
 			rc = loom_fail(LOOM_ENOTFOUND,
 				       "%s: tensor lm_head.weight is missing and config.json does "
 				       "not set tie_word_embeddings",
-				       loom_st_set_where(set, "lm_head.weight"));
+				       src_where(src, "lm_head.weight"));
 			goto out;
 		}
 	}
@@ -160,10 +175,8 @@ loom_err wk_model_load(const char *dir, const char *name, wk_model **out)
 		LAYER("mlp.down_proj.weight", d, f, w_down);
 #undef LAYER
 	}
-
-	size_t total = 0;
 	for (size_t i = 0; i < n; i++) {
-		rc = slot_check(set, &slots[i]);
+		rc = slot_check(src, &slots[i]);
 		if (rc)
 			goto out;
 		total += slot_numel(&slots[i]);
@@ -171,7 +184,7 @@ loom_err wk_model_load(const char *dir, const char *name, wk_model **out)
 	m->arena_bytes = total * sizeof(float);
 	m->arena = loom_malloc(m->arena_bytes);
 	if (!m->arena) {
-		rc = loom_fail(LOOM_ENOMEM, "%s: cannot allocate %zu bytes for the weights", dir,
+		rc = loom_fail(LOOM_ENOMEM, "%s: cannot allocate %zu bytes for the weights", label,
 			       m->arena_bytes);
 		goto out;
 	}
@@ -180,7 +193,7 @@ loom_err wk_model_load(const char *dir, const char *name, wk_model **out)
 		size_t k = slot_numel(&slots[i]);
 		if (loom_to_f32(p, slots[i].t->data, slots[i].t->dtype, k) != 0) {
 			rc = loom_fail(LOOM_EINTERNAL, "%s: tensor %s: conversion to F32 failed",
-				       loom_st_set_where(set, slots[i].name), slots[i].name);
+				       src_where(src, slots[i].name), slots[i].name);
 			goto out;
 		}
 		*slots[i].dst = p;
@@ -188,14 +201,61 @@ loom_err wk_model_load(const char *dir, const char *name, wk_model **out)
 	}
 	if (tied)
 		m->lm_head = m->embed;
-	LOOM_DEBUG("model %s: %s, %.1f MiB of float32 weights%s", m->name, dir,
+	LOOM_DEBUG("model %s: %s, %.1f MiB of float32 weights%s", m->name, label,
 		   m->arena_bytes / 1048576.0, tied ? ", tied embeddings" : "");
+out:
+	loom_free(slots);
+	return rc;
+}
+
+loom_err wk_model_load(const char *dir, const char *name, wk_model **out)
+{
+	loom_err rc;
+	wk_model *m = NULL;
+	loom_st_set *set = NULL;
+	*out = NULL;
+
+	m = loom_calloc(1, sizeof *m);
+	if (!m)
+		return loom_fail(LOOM_ENOMEM, "%s: out of memory", dir);
+	snprintf(m->name, sizeof m->name, "%s", name ? name : "");
+	if ((rc = loom_model_config_load(dir, &m->cfg)) || (rc = check_config(dir, &m->cfg)) ||
+	    (rc = loom_st_set_open(dir, &set)))
+		goto out;
+	wk_src src = { .set = set, .label = dir };
+	if ((rc = load_tensors(m, &src, dir)))
+		goto out;
 	*out = m;
 	m = NULL;
-	rc = LOOM_OK;
 out:
 	loom_st_set_close(set);
-	loom_free(slots);
+	wk_model_destroy(m);
+	return rc;
+}
+
+loom_err wk_model_load_bundle(const void *buf, size_t len, const char *name, wk_model **out)
+{
+	char label[160];
+	loom_st_file *f = NULL;
+	wk_model *m = NULL;
+	loom_err rc;
+
+	*out = NULL;
+	snprintf(label, sizeof label, "bundle %s", name ? name : "");
+	m = loom_calloc(1, sizeof *m);
+	if (!m)
+		return loom_fail(LOOM_ENOMEM, "%s: out of memory", label);
+	snprintf(m->name, sizeof m->name, "%s", name ? name : "");
+	if ((rc = loom_bundle_open(buf, len, label, &f, &m->cfg)) ||
+	    (rc = check_config(label, &m->cfg)))
+		goto out;
+	wk_src src = { .file = f, .label = label };
+	if ((rc = load_tensors(m, &src, label)))
+		goto out;
+	*out = m;
+	m = NULL;
+out:
+	loom_st_close(f);
 	wk_model_destroy(m);
 	return rc;
 }

@@ -50,4 +50,9 @@ void wk_model_destroy(wk_model *m);
  * an LMDB view and need not outlive the call. */
 loom_err wk_model_load_bundle(const void *buf, size_t len, const char *name, wk_model **out);
 
+/* The bytes of the float32 arena a model with config c takes once loaded
+ * (= wk_model.arena_bytes), known before loading it: what a device model
+ * budget counts. */
+size_t wk_model_weight_bytes(const loom_model_config *c);
+
 #endif

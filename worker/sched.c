@@ -4,11 +4,13 @@
  * grouped by adapter into segments), the forward and sampling.
  *
  * Policy (vLLM's, iteration-level):
- *  - admission: the waiting queue in order; a sequence is admitted when the
- *    free blocks of its model's pool, less those promised to sequences
- *    admitted before it in this pass, hold its whole pending context; the
- *    first one of a model that does not fit blocks that model's later ones
- *    (FIFO per model), other models go on.
+ *  - admission: the waiting queue in order; a sequence whose model is not
+ *    resident or whose adapter is not on the device yet is passed over
+ *    (it waits, nobody else does); one whose load failed gets an ERROR. A
+ *    sequence is admitted when the free blocks of its model's pool, less
+ *    those promised to sequences admitted before it in this pass, hold its
+ *    whole pending context; the first one of a model that does not fit
+ *    blocks that model's later ones (FIFO per model), other models go on.
  *  - per model, running sequences in admission order: decodes (1 pending
  *    token) always get a slot, prefill chunks share what is left of
  *    max_batch_tokens. Before a sequence joins the batch its blocks are
@@ -38,36 +40,74 @@ static uint32_t pending(const seq *s)
 /* admission                                                           */
 /* ------------------------------------------------------------------ */
 
+/* Whether s may run now: its model attached and its adapter on the device.
+ * A failed load emits the request's ERROR and returns -1. */
+static int ready(wk_engine *e, seq *s)
+{
+	model_slot *ms = &e->slots[s->model];
+	char err[768];
+	loom_err code = LOOM_EIO;
+	wk_res_state st;
+
+	if (ms->failed) {
+		wk_engine_emit_error(e, s->sub.req, ms->err_code ? ms->err_code : LOOM_EIO, "%s",
+				     ms->err);
+		return -1;
+	}
+	if (!ms->m)
+		return 0;
+	if (!s->ad || s->ad_dev)
+		return 1;
+	st = wk_res_adapter_state(e->res, s->ad, &s->ad_dev, &code, err, sizeof err);
+	if (st == WK_RES_FAILED) {
+		wk_engine_emit_error(e, s->sub.req, code ? code : LOOM_EIO, "%s", err);
+		return -1;
+	}
+	return st == WK_RES_READY;
+}
+
 void wk_sched_admit(wk_engine *e)
 {
 	seq **pp = &e->wait_head, *prev = NULL;
-	int n_blocked = 0;
+	int n_blocked = 0, n_attached = 0;
 
 	for (int i = 0; i < e->n_models; i++) {
 		e->slots[i].blocked = false;
 		e->slots[i].pledged = 0;
+		n_attached += e->slots[i].m != NULL || e->slots[i].failed;
 	}
-	while (*pp && e->n_running < e->max_seqs && n_blocked < e->n_models) {
+	while (*pp && e->n_running < e->max_seqs && n_blocked < n_attached) {
 		seq *s = *pp;
 		model_slot *ms = &e->slots[s->model];
-		int bs = wk_kvpool_block_size(ms->pool);
-		int need = (int)((seq_ctx(s) + (uint32_t)bs - 1) / (uint32_t)bs);
+		int ok = ms->blocked ? 0 : ready(e, s);
 
-		if (!ms->blocked && wk_kvpool_free_blocks(ms->pool) - ms->pledged < need) {
-			ms->blocked = true;
-			n_blocked++;
+		if (ok > 0) {
+			int bs = wk_kvpool_block_size(ms->pool);
+			int need = (int)((seq_ctx(s) + (uint32_t)bs - 1) / (uint32_t)bs);
+			if (wk_kvpool_free_blocks(ms->pool) - ms->pledged < need) {
+				ms->blocked = true;
+				n_blocked++;
+				ok = 0;
+			}
 		}
-		if (ms->blocked) {
+		if (ok == 0) {
 			prev = s;
 			pp = &s->next;
 			continue;
 		}
-		ms->pledged += need;
 		*pp = s->next;
 		if (e->wait_tail == s)
 			e->wait_tail = prev;
 		e->n_waiting--;
 		s->next = NULL;
+		if (ok < 0) {
+			wk_engine_seq_free(e, s);
+			continue;
+		}
+		ms->pledged += (int)((seq_ctx(s) + (uint32_t)wk_kvpool_block_size(ms->pool) - 1) /
+				     (uint32_t)wk_kvpool_block_size(ms->pool));
+		if (!s->kv.pool)
+			wk_kv_init(&s->kv, ms->pool);
 		e->running[e->n_running++] = s;
 	}
 }
@@ -173,9 +213,9 @@ static int plan(wk_engine *e, int n)
 	for (int a = 0; a < n; a++) {
 		if (!e->bseq[a])
 			continue;
-		adref *g = e->bseq[a]->ad;
+		const wk_res_ad *g = e->bseq[a]->ad;
 		e->seg_start[nseg] = T;
-		e->seg_ad[nseg++] = g ? g->a : NULL;
+		e->seg_ad[nseg++] = g ? e->bseq[a]->ad_dev : NULL;
 		any |= g != NULL;
 		for (int b = a; b < n; b++) {
 			seq *s = e->bseq[b];

@@ -532,8 +532,12 @@ static void test_disconnect_cancels(void **state)
 	loom_msg_stats st;
 
 	submit(50, "stories260k", "", once_upon, 5, 400, true);
-	recv_msg(&m); /* its first STEP: it is running */
-	loom_msg_fini(&m);
+	for (bool running = false; !running;) { /* its first STEP: it is running */
+		recv_msg(&m);
+		running = m.type == LOOM_MSG_STEP && m.u.step.n_items > 0 &&
+			  m.u.step.items[0].req == 50;
+		loom_msg_fini(&m);
+	}
 	nng_close(sock);
 	dial();
 	for (int k = 0; k < 100; k++) {
