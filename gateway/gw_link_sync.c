@@ -240,7 +240,15 @@ bool lk_sync(lk_worker *w, const loom_msg_hello *h, uint32_t pipe)
 		goto unlock; /* gone, or its first HELLO will sync it */
 	char (*models)[LOOM_NAME_MAX] = h ? h->models : w->models;
 	uint32_t n_models = h ? h->n_models : w->n_models;
-	size_t max = l->n_mods + l->n_ads;
+	/* most HELLOs find nothing to send: allocate only when something is */
+	size_t max = 0;
+	for (size_t i = 0; i < l->n_mods; i++)
+		max += l->mods[i]->sent[w->idx] != pipe;
+	for (size_t i = 0; i < l->n_ads; i++) {
+		const char *base = l->ads[i]->msg.u.adapter.base_model;
+		max += l->ads[i]->sent[w->idx] != pipe &&
+		       (listed(models, n_models, base) || find_item(l->mods, l->n_mods, base) >= 0);
+	}
 	if (max && !(todo = loom_malloc(max * sizeof *todo))) {
 		LOOM_WARN("worker %s: out of memory announcing models and adapters", w->url);
 		ok = false;
