@@ -73,6 +73,7 @@ struct gw_admin_req {
 	size_t base_len;
 	bool base_long;
 	size_t total;
+	size_t dropped;            /* body bytes read and dropped after a refusal */
 	int up_status;             /* first upload problem: its status, 0 = none */
 	char up_msg[512];
 };
@@ -495,26 +496,34 @@ static void drop_upload(gw_admin_req *x)
 
 /* ---- bodies ---- */
 
-void gw_admin_body(gw_admin_req *x, const void *data, size_t n)
+static bool drop(gw_admin_req *x, size_t n)
 {
-	if (x->decided || !n)
-		return;
+	x->dropped += n;
+	return x->dropped <= GW_ADMIN_DRAIN_MAX;
+}
+
+bool gw_admin_body(gw_admin_req *x, const void *data, size_t n)
+{
+	if (!n)
+		return true;
+	if (x->decided)
+		return drop(x, n);
 	if (x->upload) {
 		if (x->up_status)
-			return;
+			return drop(x, n);
 		x->total += n;
 		if (x->total > x->a->max_upload) {
 			up_fail(x, 413, "the upload is larger than %zu bytes (--max-upload-bytes)",
 				x->a->max_upload);
-			return;
+			return drop(x, n);
 		}
 		if (gw_mp_feed(x->mp, data, n) && !x->up_status)
 			up_fail(x, 400, "%s", loom_errmsg());
-		return;
+		return true;
 	}
 	if (x->too_big || x->len + n > x->a->max_body) {
 		x->too_big = true;
-		return;
+		return drop(x, n);
 	}
 	if (x->len + n + 1 > x->cap) {
 		size_t cap = x->cap ? x->cap : 1024;
@@ -523,7 +532,7 @@ void gw_admin_body(gw_admin_req *x, const void *data, size_t n)
 		char *p = loom_realloc(x->body, cap);
 		if (!p) {
 			decide_err(x, 500, "server_error", NULL, "out of memory reading the body");
-			return;
+			return true;
 		}
 		x->body = p;
 		x->cap = cap;
@@ -531,6 +540,7 @@ void gw_admin_body(gw_admin_req *x, const void *data, size_t n)
 	memcpy(x->body + x->len, data, n);
 	x->len += n;
 	x->body[x->len] = '\0';
+	return true;
 }
 
 /* ---- JSON bodies ---- */

@@ -85,8 +85,11 @@ typedef struct gw_admin_req gw_admin_req;
 bool gw_admin_begin(gw_admin *a, const gw_admin_in *in, gw_admin_req **out);
 bool gw_admin_decided(const gw_admin_req *x);
 /* More body bytes (streamed into the upload, or kept for JSON). Problems
- * (too large, a malformed upload) are remembered for the reply. */
-void gw_admin_body(gw_admin_req *x, const void *data, size_t n);
+ * (too large, a malformed upload) are remembered for the reply and later
+ * bytes dropped; false once more than GW_ADMIN_DRAIN_MAX bytes were dropped
+ * (the caller then closes the connection instead of reading on). */
+#define GW_ADMIN_DRAIN_MAX (64ull << 20)
+bool gw_admin_body(gw_admin_req *x, const void *data, size_t n);
 /* The body is complete: runs the route and fills *out (caller frees body). */
 void gw_admin_finish(gw_admin_req *x, gw_reply *out);
 /* Frees the state and anything an unfinished upload left on disk. NULL is fine. */

@@ -584,9 +584,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		size_t n = *upload_size;
 		*upload_size = 0;
 		if (x->rt == R_ADMIN) {
-			if (x->adm)
-				gw_admin_body(x->adm, upload, n);
-			return MHD_YES;
+			/* past a refusal, a body that goes on and on closes the connection */
+			return !x->adm || gw_admin_body(x->adm, upload, n) ? MHD_YES : MHD_NO;
 		}
 		return body_append(s, x, upload, n) ? MHD_YES : MHD_NO;
 	}

@@ -202,6 +202,17 @@ static void test_routes_and_auth(void **state)
 	assert_int_equal(status_of(&c), 200);
 	c.auth = NULL;
 	assert_int_equal(status_of(&c), 401);
+	/* a refused request whose body goes on and on: the connection is dropped */
+	gw_admin_in in = {.method = "POST", .url = "/admin/adapters", .authorization = "Bearer x",
+			  .peer = (const struct sockaddr *)&lo, .content_length = -1};
+	gw_admin_req *x;
+	assert_true(gw_admin_begin(tok_admin, &in, &x));
+	assert_true(gw_admin_decided(x));
+	char *junk = loom_calloc(1, GW_ADMIN_DRAIN_MAX / 2 + 1);
+	assert_true(gw_admin_body(x, junk, GW_ADMIN_DRAIN_MAX / 2 + 1));
+	assert_false(gw_admin_body(x, junk, GW_ADMIN_DRAIN_MAX / 2 + 1));
+	loom_free(junk);
+	gw_admin_req_free(x);
 	/* an undeclared body over the cap */
 	static char big[6000];
 	memset(big, ' ', sizeof big - 1);
