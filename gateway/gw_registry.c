@@ -361,6 +361,31 @@ static loom_err input_fail(void)
 	return loom_fail(LOOM_EINVAL, "%s", msg);
 }
 
+/* A replaced model keeps its adapters: refused when its shapes change under them. */
+static loom_err shapes_kept(gw_registry *r, const char *name, const loom_model_config *c)
+{
+	loom_err rc = LOOM_OK;
+	size_t users = 0;
+	gw_models_rdlock(r->models);
+	const gw_model *old = NULL;
+	for (size_t i = 0; i < gw_models_count_locked(r->models); i++)
+		if (!strcmp(gw_models_at_locked(r->models, i)->name, name))
+			old = gw_models_at_locked(r->models, i);
+	for (size_t i = 0; old && i < gw_models_adapter_count_locked(r->models); i++)
+		users += gw_models_adapter_at_locked(r->models, i)->base == old;
+	if (users) {
+		const loom_model_config *o = &old->cfg;
+		if (o->hidden != c->hidden || o->ffn != c->ffn || o->n_layers != c->n_layers ||
+		    o->n_heads != c->n_heads || o->n_kv_heads != c->n_kv_heads ||
+		    o->head_dim != c->head_dim)
+			rc = loom_fail(LOOM_EBUSY, "model '%s': the new folder has other shapes, and %zu "
+				       "adapter(s) were made for the old ones: delete them first",
+				       name, users);
+	}
+	gw_models_unlock(r->models);
+	return rc;
+}
+
 loom_err gw_registry_import_model(gw_registry *r, const char *name, const char *dir,
 				  gw_chat_tmpl tmpl, gw_reg_mode mode, bool *changed)
 {
@@ -405,6 +430,8 @@ loom_err gw_registry_import_model(gw_registry *r, const char *name, const char *
 		rc = input_fail();
 		goto out;
 	}
+	if ((rc = shapes_kept(r, name, &cfg)))
+		goto out;
 	memset(&rec, 0, sizeof rec);
 	loom_sha256(bundle, bundle_len, rec.sha);
 	loom_sha256(text, text_len, rec.tokenizer_sha);

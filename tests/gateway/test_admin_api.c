@@ -431,6 +431,31 @@ static void test_models_routes(void **state)
 	assert_int_equal(status_of(&p), 400);
 	call d = {.method = "DELETE", .url = "/admin/models/nope"};
 	assert_int_equal(status_of(&d), 404);
+	/* another model under the name: 409 without replace; with replace, 409 while
+	 * adapters made for the old shapes use it */
+	assert_int_equal(lt_sh("cp -r %s %s/baby", lt_shared_path("models/babyllama105"), allowed), 0);
+	snprintf(body, sizeof body, "{\"name\":\"keep\",\"path\":\"%s/a1\"}", allowed);
+	call k = {.method = "POST", .url = "/admin/adapters", .body = body};
+	assert_int_equal(status_of(&k), 201);
+	char mb[PATH_MAX + 100];
+	snprintf(mb, sizeof mb, "{\"name\":\"stories\",\"path\":\"%s/baby\"}", allowed);
+	call m = {.method = "POST", .url = "/admin/models", .body = mb};
+	assert_int_equal(status_of(&m), 409);
+	m.replace = "true";
+	assert_int_equal(run(&m, &r), 409);
+	assert_non_null(strstr(r.body, "other shapes"));
+	loom_free(r.body);
+	call kd = {.method = "DELETE", .url = "/admin/adapters/keep"};
+	assert_int_equal(status_of(&kd), 200);
+	/* a new model by its own name; deleted again */
+	snprintf(mb, sizeof mb, "{\"name\":\"baby\",\"path\":\"%s/baby\"}", allowed);
+	m.replace = NULL;
+	assert_int_equal(run(&m, &r), 201);
+	assert_non_null(strstr(r.body, "\"vocab\":105"));
+	loom_free(r.body);
+	call bd = {.method = "DELETE", .url = "/admin/models/baby"};
+	assert_int_equal(status_of(&bd), 200);
+	assert_int_equal(status_of(&bd), 404);
 }
 
 static void test_shapes(void **state)
