@@ -272,7 +272,17 @@ static int start_residency(const args *a, st_store **store, wk_res **res)
 			   .model_budget = (uint64_t)a->model_mb << 20 };
 
 	if (a->store) {
-		if (st_open(a->store, a->own_store ? ST_NOSWEEP : ST_RDONLY, store)) {
+		/* the gateway may be creating its store right now: a missing one
+		 * is waited for (30 s) */
+		loom_err rc;
+		for (int k = 0; (rc = st_open(a->store, a->own_store ? ST_NOSWEEP : ST_RDONLY,
+					     store)) == LOOM_ENOTFOUND && !a->own_store && k < 300 &&
+				 !quit_sig; k++) {
+			if (k == 0)
+				LOOM_INFO("waiting for the store %s: %s", a->store, loom_errmsg());
+			usleep(100000);
+		}
+		if (rc) {
 			LOOM_ERROR("cannot open the store %s: %s", a->store, loom_errmsg());
 			return -1;
 		}
@@ -283,15 +293,20 @@ static int start_residency(const args *a, st_store **store, wk_res **res)
 		LOOM_ERROR("%s", loom_errmsg());
 		return -1;
 	}
+	/* the operator's folders first: a store record of the same name keeps
+	 * the folder as the source */
+	for (int i = 0; i < a->n_models; i++) {
+		if (wk_res_model_add_dir(*res, a->names[i], a->dirs[i])) {
+			LOOM_ERROR("cannot load model '%s': %s", a->names[i], loom_errmsg());
+			return -1;
+		}
+	}
 	if (*store) {
 		st_model_each(*store, list_model, *res);
 		st_adapter_each(*store, list_adapter, *res);
 	}
 	for (int i = 0; i < a->n_models; i++) {
-		int mi;
-		if (wk_res_model_add_dir(*res, a->names[i], a->dirs[i]) ||
-		    (mi = wk_res_model_find(*res, a->names[i])) < 0 ||
-		    wk_res_model_preload(*res, mi)) {
+		if (wk_res_model_preload(*res, wk_res_model_find(*res, a->names[i]))) {
 			LOOM_ERROR("cannot load model '%s': %s", a->names[i], loom_errmsg());
 			return -1;
 		}

@@ -140,8 +140,7 @@ loom_err wk_res_blob_get(wk_res *r, const uint8_t sha[32], bool verify, st_view 
 			return LOOM_OK;
 		}
 		if (rc != LOOM_ENOTFOUND || !r->own_store)
-			return loom_fail(rc, "blob %s in the store %s: %s", hex, st_dir(r->store),
-					 loom_errmsg());
+			return rc; /* the store's message names the blob and the store */
 	}
 	/* an own store that lacks it, or no store at all: ask the gateway */
 	pthread_mutex_lock(&r->mu);
@@ -151,8 +150,11 @@ loom_err wk_res_blob_get(wk_res *r, const uint8_t sha[32], bool verify, st_view 
 	if (!fetch)
 		return loom_fail(LOOM_ENOTFOUND, "blob %s: not in %s and no gateway to fetch it "
 				 "from", hex, r->store ? st_dir(r->store) : "a store (none given)");
-	if ((rc = fetch(fctx, hex, &b, &n)))
-		return loom_fail(rc, "blob %s: fetching it from the gateway: %s", hex, loom_errmsg());
+	if ((rc = fetch(fctx, hex, &b, &n))) {
+		char why[512];
+		snprintf(why, sizeof why, "%s", loom_errmsg()); /* loom_fail reuses its buffer */
+		return loom_fail(rc, "blob %s: fetching it from the gateway: %s", hex, why);
+	}
 	loom_sha256(b, n, got);
 	if (memcmp(got, sha, 32)) {
 		loom_sha256_hex(got, got_hex);

@@ -315,8 +315,11 @@ loom_err wk_res_model_add_blob(wk_res *r, const char *name, const uint8_t sha[32
 		pthread_mutex_unlock(&r->mu);
 		return rc;
 	}
-	if (rc)
-		return loom_fail(rc, "model %s: blob %s: %s", name, hex, loom_errmsg());
+	if (rc) {
+		char why[512];
+		snprintf(why, sizeof why, "%s", loom_errmsg()); /* loom_fail reuses its buffer */
+		return loom_fail(rc, "model %s: blob %s: %s", name, hex, why);
+	}
 	rc = loom_bundle_open(v.data, v.len, name, &f, &cfg);
 	loom_st_close(f);
 	st_view_release(&v);
