@@ -152,7 +152,7 @@ static inline void *fake_main(void *arg)
 				f->blob_total = b->total;
 				f->blob_offset = b->offset;
 				f->blob_len = b->len;
-				if (f->blob_buf && b->offset + b->len <= f->blob_cap)
+				if (f->blob_buf && b->len && b->offset + b->len <= f->blob_cap)
 					memcpy(f->blob_buf + b->offset, b->data, b->len);
 				pthread_mutex_unlock(&f->mu);
 			} else if (m.type == LOOM_MSG_MODEL) {
