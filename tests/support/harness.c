@@ -254,11 +254,34 @@ int lt_stack_start(lt_stack *s, const char *const *models, int n_workers,
 	return lt_stack_start2(s, models, n_workers, extra_gw_args, NULL);
 }
 
+/* Value following flag in a NULL-terminated argv fragment, or NULL. */
+static const char *arg_value(const char *const *args, const char *flag)
+{
+	for (int j = 0; args && args[j]; j++)
+		if (!strcmp(args[j], flag))
+			return args[j + 1];
+	return NULL;
+}
+
+static int has_arg(const char *const *args, const char *flag)
+{
+	for (int j = 0; args && args[j]; j++)
+		if (!strcmp(args[j], flag))
+			return 1;
+	return 0;
+}
+
+/*
+ * The gateway starts first: it creates the store (its own --store, else
+ * DIR/store in the stack's temp dir) that the workers then open read-only
+ * with the same --store, unless the caller gives workers --store or
+ * --own-store itself.
+ */
 int lt_stack_start2(lt_stack *s, const char *const *models, int n_workers,
 		    const char *const *extra_gw_args, const char *const *extra_wk_args)
 {
 	char *argv[64];
-	char log[600], url[160];
+	char log[600], url[160], store[600];
 	int argc, i, j;
 	long deadline;
 	static int stack_seq; /* two stacks in one second must not share ipc paths */
@@ -268,29 +291,16 @@ int lt_stack_start2(lt_stack *s, const char *const *models, int n_workers,
 		return -1;
 	s->dir = lt_tmpdir("stack");
 	s->n_workers = n_workers;
-	for (i = 0; i < n_workers; i++) {
+	for (i = 0; i < n_workers; i++)
 		/* ipc paths must fit sun_path (~107 bytes): keep them in /tmp */
 		snprintf(s->worker_url[i], sizeof s->worker_url[i], "ipc:///tmp/loom-t%d-%ld-%d-%d.ipc",
 			 (int)getpid(), (long)time(NULL) % 100000, stack_seq, i);
-		argc = 0;
-		argv[argc++] = (char *)lt_bin_path("loom-worker");
-		argv[argc++] = "--listen";
-		argv[argc++] = s->worker_url[i];
-		for (j = 0; models[j] && argc < 40; j++) {
-			argv[argc++] = "--model";
-			argv[argc++] = (char *)models[j];
-		}
-		for (j = 0; extra_wk_args && extra_wk_args[j] && argc < 62; j++)
-			argv[argc++] = (char *)extra_wk_args[j];
-		argv[argc] = NULL;
-		char bin[512];
-		snprintf(bin, sizeof bin, "%s", argv[0]);
-		argv[0] = bin;
-		snprintf(log, sizeof log, "%s/worker%d.log", s->dir, i);
-		if (lt_spawn(&s->wk[i], log, argv) != 0)
-			goto fail;
-	}
 	stack_seq++;
+	if (arg_value(extra_gw_args, "--store"))
+		snprintf(store, sizeof store, "%s", arg_value(extra_gw_args, "--store"));
+	else
+		snprintf(store, sizeof store, "%s/store", s->dir);
+
 	s->port = lt_free_port();
 	snprintf(s->url, sizeof s->url, "http://127.0.0.1:%d", s->port);
 	{
@@ -301,6 +311,10 @@ int lt_stack_start2(lt_stack *s, const char *const *models, int n_workers,
 		argv[argc++] = bin;
 		argv[argc++] = "--port";
 		argv[argc++] = port;
+		if (!has_arg(extra_gw_args, "--store")) {
+			argv[argc++] = "--store";
+			argv[argc++] = store;
+		}
 		for (i = 0; i < n_workers; i++) {
 			argv[argc++] = "--worker";
 			argv[argc++] = s->worker_url[i];
@@ -314,6 +328,41 @@ int lt_stack_start2(lt_stack *s, const char *const *models, int n_workers,
 		argv[argc] = NULL;
 		snprintf(log, sizeof log, "%s/gateway.log", s->dir);
 		if (lt_spawn(&s->gw, log, argv) != 0)
+			goto fail;
+	}
+	/* the store exists once the gateway has opened it */
+	{
+		char mdb[700];
+		snprintf(mdb, sizeof mdb, "%s/data.mdb", store);
+		deadline = now_ms() + 30000;
+		while (access(mdb, F_OK) != 0 && now_ms() < deadline) {
+			if (waitpid(s->gw.pid, NULL, WNOHANG) == s->gw.pid) {
+				s->gw.pid = 0;
+				goto fail;
+			}
+			usleep(20000);
+		}
+	}
+	for (i = 0; i < n_workers; i++) {
+		char bin[512];
+		argc = 0;
+		snprintf(bin, sizeof bin, "%s", lt_bin_path("loom-worker"));
+		argv[argc++] = bin;
+		argv[argc++] = "--listen";
+		argv[argc++] = s->worker_url[i];
+		if (!has_arg(extra_wk_args, "--store") && !has_arg(extra_wk_args, "--own-store")) {
+			argv[argc++] = "--store";
+			argv[argc++] = store;
+		}
+		for (j = 0; models[j] && argc < 40; j++) {
+			argv[argc++] = "--model";
+			argv[argc++] = (char *)models[j];
+		}
+		for (j = 0; extra_wk_args && extra_wk_args[j] && argc < 62; j++)
+			argv[argc++] = (char *)extra_wk_args[j];
+		argv[argc] = NULL;
+		snprintf(log, sizeof log, "%s/worker%d.log", s->dir, i);
+		if (lt_spawn(&s->wk[i], log, argv) != 0)
 			goto fail;
 	}
 	deadline = now_ms() + 60000;

@@ -76,7 +76,10 @@ typedef struct lt_stack {
  */
 int lt_stack_start(lt_stack *s, const char *const *models, int n_workers,
 		   const char *const *extra_gw_args);
-/* Same, with extra_wk_args (NULL-terminated or NULL) given to every worker. */
+/* Same, with extra_wk_args (NULL-terminated or NULL) given to every worker.
+ * The gateway starts first with --store (the caller's, else one in the
+ * stack's temp dir); workers get the same --store (read-only) unless
+ * extra_wk_args gives --store or --own-store. */
 int lt_stack_start2(lt_stack *s, const char *const *models, int n_workers,
 		    const char *const *extra_gw_args, const char *const *extra_wk_args);
 /* Stops everything (SIGTERM, then SIGKILL) and removes nothing (logs stay). */
