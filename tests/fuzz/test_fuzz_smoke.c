@@ -61,27 +61,33 @@ typedef struct smoke_target {
 	int (*fn)(const uint8_t *data, size_t size);
 	void (*seeds)(fuzz_seeds *s);
 	const fuzz_word *dict;
-	const char *skip; /* non-NULL: a reported crash in product code, not fixed yet */
+	const char *skip;           /* non-NULL: a reported crash in product code, not fixed yet */
+	const char *skip_sanitized; /* the same, for a report only sanitizer builds see */
 } smoke_target;
 
 #define TARGET(n) #n, fuzz_##n, fuzz_##n##_seeds, fuzz_##n##_dict
 
 static const smoke_target targets[] = {
-	{ TARGET(proto), NULL },
-	{ TARGET(safetensors), NULL },
-	{ TARGET(bundle), NULL },
-	{ TARGET(tokenizer_json), NULL },
-	{ TARGET(tokenizer_input), NULL },
-	{ TARGET(openai_body), NULL },
-	{ TARGET(peft_config), NULL },
-	{ TARGET(adapter_blob), NULL },
+	{ TARGET(proto), NULL,
+	  "UBSan: common/proto.c get_name() passes the NULL via.str.ptr of an empty msgpack str "
+	  "to memchr()/memcpy() (nonnull-attribute; any message with an empty name field, e.g. "
+	  "SUBMIT without adapter; common/test_proto trips it too). Reported, not fixed yet" },
+	{ TARGET(safetensors), NULL, NULL },
+	{ TARGET(bundle), NULL, NULL },
+	{ TARGET(tokenizer_json), NULL, NULL },
+	{ TARGET(tokenizer_input), NULL, NULL },
+	{ TARGET(openai_body), NULL, NULL },
+	{ TARGET(peft_config), NULL, NULL },
+	{ TARGET(adapter_blob), NULL, NULL },
 };
 
-/* UBSan (sanitizer builds): stop at the first report instead of going on. */
+/* UBSan (sanitizer builds): stop at the first report, by abort() so that the
+ * SIGABRT handler below saves the input (gcc's libubsan runs no death
+ * callback of ASan's). */
 const char *__ubsan_default_options(void);
 const char *__ubsan_default_options(void)
 {
-	return "halt_on_error=1:print_stacktrace=1";
+	return "halt_on_error=1:abort_on_error=1:print_stacktrace=1";
 }
 
 /* ---- the input being run, for the crash handler ---- */
@@ -479,8 +485,8 @@ static void run_target(void **state)
 	double budget = budget_s(), t0;
 	mbuf m;
 
-	if (t->skip) {
-		print_message("SKIPPED %s: %s\n", t->name, t->skip);
+	if (t->skip || (SMOKE_ASAN && t->skip_sanitized)) {
+		print_message("SKIPPED %s: %s\n", t->name, t->skip ? t->skip : t->skip_sanitized);
 		skip();
 	}
 	if (!selected(t->name))
