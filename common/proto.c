@@ -3,7 +3,7 @@
  *
  * Wire layout (every message is one msgpack array, [type, version, ...]):
  *   SUBMIT [1, v, req, model, adapter, [prompt_ids], sampling, slo_class,
- *           ttft_deadline_ms, tpot_target_ms]
+ *           ttft_deadline_ms, tpot_target_ms, n_generated]
  *          sampling = [temperature, top_p, top_k, seed, max_tokens,
  *                      ignore_eos, [stop_ids]]
  *   CANCEL [2, v, req]
@@ -43,7 +43,7 @@
 
 /* Arity (array length including type and version) per message type. */
 enum {
-	ARITY_SUBMIT = 10,
+	ARITY_SUBMIT = 11,
 	ARITY_CANCEL = 3,
 	ARITY_PING = 3,
 	ARITY_HELLO = 8,
@@ -164,6 +164,9 @@ static loom_err validate(const loom_msg *m)
 		    (rc = check_array(s->sampling.stop_ids, s->sampling.n_stop_ids,
 				      LOOM_PROTO_MAX_IDS, t, "sampling.stop_ids")))
 			return rc;
+		if (s->n_generated > s->n_prompt)
+			return loom_fail(LOOM_EINVAL, "proto: SUBMIT.n_generated %" PRIu32
+					 " exceeds n_prompt %" PRIu32, s->n_generated, s->n_prompt);
 		break;
 	}
 	case LOOM_MSG_CANCEL:
@@ -285,6 +288,7 @@ static int pack_body(msgpack_packer *pk, const loom_msg *m)
 		r |= pack_str(pk, s->slo_class);
 		r |= msgpack_pack_uint32(pk, s->ttft_deadline_ms);
 		r |= msgpack_pack_uint32(pk, s->tpot_target_ms);
+		r |= msgpack_pack_uint32(pk, s->n_generated);
 		break;
 	}
 	case LOOM_MSG_CANCEL:
@@ -699,8 +703,11 @@ static loom_err dec_submit(const dctx *d, const msgpack_object *f, loom_msg_subm
 			  &s->sampling.stop_ids)) ||
 	    (rc = get_name(d, &f[7], "slo_class", s->slo_class, sizeof s->slo_class)) ||
 	    (rc = get_u32(d, &f[8], "ttft_deadline_ms", &s->ttft_deadline_ms)) ||
-	    (rc = get_u32(d, &f[9], "tpot_target_ms", &s->tpot_target_ms)))
+	    (rc = get_u32(d, &f[9], "tpot_target_ms", &s->tpot_target_ms)) ||
+	    (rc = get_u32(d, &f[10], "n_generated", &s->n_generated)))
 		return rc;
+	if (s->n_generated > s->n_prompt)
+		return bad(d, "n_generated", "more than the prompt ids");
 	return LOOM_OK;
 }
 

@@ -75,6 +75,12 @@ typedef struct loom_msg_submit {
 	char slo_class[32];
 	uint32_t ttft_deadline_ms;    /* 0 = none */
 	uint32_t tpot_target_ms;      /* 0 = none */
+	/* Resumption (a request moved off a lost worker): the last n_generated
+	 * of prompt_ids are tokens this request already produced. The worker
+	 * prefills all of prompt_ids, samples the next token at output position
+	 * n_generated (so seeds continue), counts them against max_tokens and
+	 * reports n_prompt - n_generated as the prompt length. 0 = a new request. */
+	uint32_t n_generated;
 } loom_msg_submit;
 
 typedef struct loom_msg_cancel {

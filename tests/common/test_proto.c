@@ -62,6 +62,7 @@ static int sample(int i, loom_msg *m)
 		strcpy(m->u.submit.slo_class, "interactive");
 		m->u.submit.ttft_deadline_ms = 500;
 		m->u.submit.tpot_target_ms = 50;
+		m->u.submit.n_generated = 1;
 		return 1;
 	case 1: /* empty arrays, zeros, max-length names */
 		m->type = LOOM_MSG_SUBMIT;
@@ -212,6 +213,7 @@ static void assert_msg_equal(const loom_msg *a, const loom_msg *b)
 		assert_ids_equal(x->sampling.stop_ids, y->sampling.stop_ids, x->sampling.n_stop_ids);
 		assert_string_equal(x->slo_class, y->slo_class);
 		assert_int_equal(x->ttft_deadline_ms, y->ttft_deadline_ms);
+		assert_int_equal(x->n_generated, y->n_generated);
 		assert_int_equal(x->tpot_target_ms, y->tpot_target_ms);
 		break;
 	}
@@ -558,9 +560,9 @@ static void test_bad_fields(void **state)
 	}
 
 	/* SUBMIT variants: a wrong field in each position of the message */
-	for (int v = 0; v < 9; v++) {
+	for (int v = 0; v < 11; v++) {
 		pb_init(&p);
-		msgpack_pack_array(&p.pk, 10);
+		msgpack_pack_array(&p.pk, 11);
 		msgpack_pack_uint32(&p.pk, LOOM_MSG_SUBMIT);
 		msgpack_pack_uint32(&p.pk, LOOM_PROTO_VERSION);
 		msgpack_pack_uint64(&p.pk, 5);
@@ -601,10 +603,15 @@ static void test_bad_fields(void **state)
 			msgpack_pack_uint64(&p.pk, (uint64_t)UINT32_MAX + 1);
 		else
 			msgpack_pack_uint32(&p.pk, 0);
+		if (v == 9)
+			pk_str(&p.pk, "0", 1);            /* n_generated must be an integer */
+		else
+			msgpack_pack_uint32(&p.pk, v == 10 ? 3 : 0); /* 3 > the 2 prompt ids */
 		static const char *const needles[] = { "model", "adapter", "prompt_ids",
 						      "prompt_ids", "sampling", "temperature",
 						      "ignore_eos", "ttft_deadline_ms",
-						      "tpot_target_ms" };
+						      "tpot_target_ms", "n_generated",
+						      "n_generated" };
 		expect_reject(&p, needles[v]);
 	}
 
