@@ -11,7 +11,8 @@
  * plain outside) -> 403, a DoRA adapter -> 400 with its reason (path and
  * upload), residency shown per adapter, /admin/workers and /metrics, a second
  * base model registered, served and deleted (409 while adapters use a
- * model), and the Bearer token (none / wrong -> 401, right -> 201, also from
+ * model), a stream in flight when its adapter is deleted finishing while new
+ * requests 404, and the Bearer token (none / wrong -> 401, right -> 201, also from
  * LOOM_ADMIN_TOKEN), with non-loopback clients refused (403) when no token
  * is configured (when this host has a non-loopback address).
  */
@@ -25,6 +26,8 @@
 #include <ifaddrs.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 
 #include "tests/gateway/admin_stack.h"
 
@@ -432,6 +435,80 @@ static void test_models(void **state)
 	assert_int_equal(ad_json(&node, "GET", "/admin/models/baby", NULL, NULL, NULL), 404);
 }
 
+/* A request in flight when its adapter is deleted finishes; the next one 404s. */
+typedef struct stream_ctx {
+	const char *url;
+	char *buf;
+	size_t len;
+	atomic_int got_data;
+	atomic_int done;
+	long status;
+} stream_ctx;
+
+static size_t stream_sink(void *d, size_t sz, size_t nm, void *ud)
+{
+	stream_ctx *s = ud;
+	size_t add = sz * nm;
+	char *p = loom_realloc(s->buf, s->len + add + 1);
+	if (!p)
+		return 0;
+	memcpy(p + s->len, d, add);
+	s->len += add;
+	p[s->len] = '\0';
+	s->buf = p;
+	atomic_store(&s->got_data, 1);
+	return add;
+}
+
+static void *stream_main(void *arg)
+{
+	stream_ctx *s = arg;
+	CURL *c = curl_easy_init();
+	struct curl_slist *hs = curl_slist_append(NULL, "Content-Type: application/json");
+	curl_easy_setopt(c, CURLOPT_URL, s->url);
+	curl_easy_setopt(c, CURLOPT_POSTFIELDS,
+			 "{\"model\":\"fly\",\"prompt\":\"Once upon a time\",\"max_tokens\":400,"
+			 "\"temperature\":0,\"ignore_eos\":true,\"stream\":true}");
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hs);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 60000L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, stream_sink);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, s);
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &s->status);
+	curl_slist_free_all(hs);
+	curl_easy_cleanup(c);
+	atomic_store(&s->got_data, 1);
+	atomic_store(&s->done, 1);
+	return NULL;
+}
+
+static void test_delete_in_flight(void **state)
+{
+	(void)state;
+	char body[3 * PATH_MAX], url[128], ids[256];
+	snprintf(body, sizeof body, "{\"name\":\"fly\",\"path\":\"%s/a1\"}", allowed);
+	assert_int_equal(ad_json(&node, "POST", "/admin/adapters", body, NULL, NULL), 201);
+	snprintf(url, sizeof url, "%s/v1/completions", node.url);
+	stream_ctx s = {.url = url};
+	atomic_init(&s.got_data, 0);
+	atomic_init(&s.done, 0);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, stream_main, &s), 0);
+	while (!atomic_load(&s.got_data))
+		usleep(1000);
+	assert_int_equal(ad_json(&node, "DELETE", "/admin/adapters/fly", NULL, NULL, NULL), 200);
+	assert_false(atomic_load(&s.done)); /* 400 tokens take longer than a DELETE */
+	assert_int_equal(ad_complete(&node, "fly", 4, ids, sizeof ids), 404);
+	pthread_join(th, NULL);
+	assert_int_equal(s.status, 200);
+	assert_non_null(s.buf);
+	assert_non_null(strstr(s.buf, "\"finish_reason\":\"length\""));
+	assert_non_null(strstr(s.buf, "data: [DONE]"));
+	assert_null(strstr(s.buf, "\"error\""));
+	loom_free(s.buf);
+}
+
 /* A non-loopback address of this host, or false. */
 static bool other_address(char *ip, size_t n)
 {
@@ -521,6 +598,7 @@ int main(void)
 		cmocka_unit_test(test_bad_adapter),
 		cmocka_unit_test(test_residency_and_metrics),
 		cmocka_unit_test(test_models),
+		cmocka_unit_test(test_delete_in_flight),
 		cmocka_unit_test(test_auth),
 	};
 	signal(SIGPIPE, SIG_IGN);
