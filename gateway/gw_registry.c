@@ -507,14 +507,18 @@ loom_err gw_registry_import_adapter(gw_registry *r, const char *name, const char
 		rc = loom_fail(LOOM_EEXIST, "adapter '%s': a model already has that name", name);
 		goto out;
 	}
-	if ((rc = gw_models_adapter_base(r->models, name, base, &bm))) {
-		rc = input_fail();
-		goto out;
-	}
 	had = gw_models_adapter_get(r->models, name, &old) == LOOM_OK;
 	if (had && mode == GW_REG_CREATE) {
 		rc = loom_fail(LOOM_EEXIST, "adapter '%s' already exists (add ?replace=true to make a "
 			       "new version)", name);
+		goto out;
+	}
+	/* a new version keeps its base unless told otherwise (the table changes only
+	 * under r->mu, so old.base is still listed) */
+	if (!base && had)
+		base = old.base->name;
+	if ((rc = gw_models_adapter_base(r->models, name, base, &bm))) {
+		rc = input_fail();
 		goto out;
 	}
 	if ((rc = ad_adapter_load(dir, name, &bm->cfg, &ad))) {

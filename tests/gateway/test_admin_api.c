@@ -453,6 +453,19 @@ static void test_models_routes(void **state)
 	assert_int_equal(run(&m, &r), 201);
 	assert_non_null(strstr(r.body, "\"vocab\":105"));
 	loom_free(r.body);
+	/* two models: a new adapter must name its base; a new version keeps it */
+	snprintf(body, sizeof body, "{\"name\":\"k2\",\"path\":\"%s/a1\"}", allowed);
+	assert_int_equal(status_of(&k), 400);
+	snprintf(body, sizeof body, "{\"name\":\"k2\",\"base_model\":\"stories\",\"path\":\"%s/a1\"}",
+		 allowed);
+	assert_int_equal(status_of(&k), 201);
+	snprintf(body, sizeof body, "{\"name\":\"k2\",\"path\":\"%s/a2\"}", allowed);
+	k.replace = "true";
+	assert_int_equal(run(&k, &r), 200);
+	assert_non_null(strstr(r.body, "\"base_model\":\"stories\""));
+	loom_free(r.body);
+	call k2d = {.method = "DELETE", .url = "/admin/adapters/k2"};
+	assert_int_equal(status_of(&k2d), 200);
 	call bd = {.method = "DELETE", .url = "/admin/models/baby"};
 	assert_int_equal(status_of(&bd), 200);
 	assert_int_equal(status_of(&bd), 404);
