@@ -1,8 +1,9 @@
 /*
  * gateway/gw_admin.c — admin routes: matching, authentication, bodies (JSON
  * kept in memory up to max_body; multipart uploads go to gw_admin_upload.c),
- * and the handlers, which call the registry and shape replies. A refusal known early (auth, route,
- * declared size) is "decided" at gw_admin_begin and the body is dropped.
+ * and the handlers, which call the registry and shape replies. A refusal
+ * known early (auth, route, declared size) is "decided" at gw_admin_begin and
+ * the body is dropped.
  */
 #include "gw_admin_int.h"
 
