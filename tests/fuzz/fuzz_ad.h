@@ -89,7 +89,8 @@ static inline void fuzz_ad_write_weights(const char *dir, int v)
 				}
 				snprintf(names[n], sizeof names[n],
 					 "base_model.model.model.layers.%d.%s.%s.lora_%c.weight", l,
-					 t <= AD_O ? "self_attn" : "mlp", ad_target_name(t), ab ? 'B' : 'A');
+					 t <= AD_O ? "self_attn" : "mlp", ad_target_name(t),
+					 ab ? 'B' : 'A');
 				memset(&ts[n], 0, sizeof ts[n]);
 				ts[n].name = names[n];
 				ts[n].dtype = LOOM_DT_F32;
@@ -139,7 +140,8 @@ static inline const char *fuzz_ad_config(int v)
 		       "\"modules_to_save\": null, \"fan_in_fan_out\": false}";
 	default:
 		return "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"target_modules\": "
-		       "\"model\\\\.layers\\\\.(0\\\\.self_attn\\\\.q_proj|1\\\\.(self_attn\\\\.v_proj|mlp\\\\.down_proj))\", "
+		       "\"model\\\\.layers\\\\.(0\\\\.self_attn\\\\.q_proj|"
+		       "1\\\\.(self_attn\\\\.v_proj|mlp\\\\.down_proj))\", "
 		       "\"rank_pattern\": {\"v_proj\": 2, \"layers.1.mlp.down_proj\": 3}, "
 		       "\"alpha_pattern\": {\"down_proj\": 1.5}}";
 	}
@@ -158,7 +160,8 @@ static inline void fuzz_ad_check(const ad_adapter *a, const loom_model_config *b
 			int din, dout;
 			ad_target_dims(b, t, &din, &dout);
 			FUZZ_CHECK(a->d_in[t] == din && a->d_out[t] == dout, "target %d dims", t);
-			FUZZ_CHECK(m->rank >= 0 && m->rank <= a->max_rank, "layer %d target %d rank %d (max %d)",
+			FUZZ_CHECK(m->rank >= 0 && m->rank <= a->max_rank,
+				   "layer %d target %d rank %d (max %d)",
 				   l, t, m->rank, a->max_rank);
 			if (!m->rank)
 				continue;
@@ -166,7 +169,8 @@ static inline void fuzz_ad_check(const ad_adapter *a, const loom_model_config *b
 			FUZZ_CHECK(isfinite(m->scale), "layer %d target %d scale %g", l, t, m->scale);
 			FUZZ_CHECK(m->a && m->bt, "layer %d target %d without weights", l, t);
 			for (size_t i = 0; i < (size_t)m->rank * (size_t)din; i++)
-				FUZZ_CHECK(isfinite(m->a[i]), "layer %d target %d A[%zu] not finite", l, t, i);
+				FUZZ_CHECK(isfinite(m->a[i]), "layer %d target %d A[%zu] not finite",
+					   l, t, i);
 			for (size_t i = 0; i < (size_t)m->rank * (size_t)dout; i++)
 				FUZZ_CHECK(isfinite(m->bt[i]), "layer %d target %d Bt[%zu] not finite", l, t,
 					   i);

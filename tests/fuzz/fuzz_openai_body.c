@@ -210,7 +210,8 @@ void fuzz_openai_body_seeds(fuzz_seeds *s)
 	fuzz_seed_str(s, "{\"model\":\"m\",\"prompt\":\"abababab caf\\u00e9 \\ud83d\\ude42\","
 			 "\"stop\":[\"abab\",\"ba\",\"\\u00e9\"]}");
 	fuzz_seed_str(s, "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
-			 "{\"role\":\"user\",\"content\":\"Hi\"},{\"role\":\"assistant\",\"content\":\"Hello\"},"
+			 "{\"role\":\"user\",\"content\":\"Hi\"},"
+			 "{\"role\":\"assistant\",\"content\":\"Hello\"},"
 			 "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Tell \"},"
 			 "{\"type\":\"text\",\"text\":\"me a story\"}]}],\"max_tokens\":32,"
 			 "\"stop\":[\"</s>\"],\"stream\":false}");

@@ -40,7 +40,7 @@ int fuzz_proto(const uint8_t *data, size_t size)
 	FUZZ_CHECK(rc == LOOM_OK, "second encode of %s failed: %s", loom_msg_type_name(m1.type),
 		   loom_errmsg());
 	FUZZ_CHECK(n1 == n2 && memcmp(b1, b2, n1) == 0,
-		   "%s: encode(decode(encode(decode(x)))) differs from encode(decode(x)) (%zu vs %zu bytes)",
+		   "%s: encode(decode(encode(decode(x)))) != encode(decode(x)) (%zu vs %zu bytes)",
 		   loom_msg_type_name(m1.type), n1, n2);
 	loom_free(b1);
 	loom_free(b2);

@@ -61,7 +61,7 @@ static void fuzz_ti_text(int which, const char *text, size_t len)
 			size_t blen;
 			if (loom_tok_decode(t, ids, n, false, &back, &blen) == LOOM_OK) {
 				FUZZ_CHECK(blen == len && memcmp(back, text, len) == 0,
-					   "tokenizer %d: decode(encode(x)) != x (%zu bytes -> %zu ids -> %zu bytes)",
+					   "tokenizer %d: decode(encode(x)) != x (%zu bytes, %zu ids, %zu back)",
 					   which, len, n, blen);
 				loom_free(back);
 			}
@@ -84,7 +84,8 @@ static void fuzz_ti_ids(int which, const uint8_t *data, size_t size)
 	if (!ids)
 		return;
 	for (size_t i = 0; i < cap; i++) {
-		int32_t id = (int32_t)((data[2 * i] | (unsigned)data[2 * i + 1] << 8) % (unsigned)(nv + 16));
+		unsigned v = data[2 * i] | (unsigned)data[2 * i + 1] << 8;
+		int32_t id = (int32_t)(v % (unsigned)(nv + 16));
 		char *s;
 		size_t len;
 		loom_err rc = loom_tok_decode(t, &id, 1, false, &s, &len);
@@ -125,7 +126,8 @@ void fuzz_tokenizer_input_seeds(fuzz_seeds *s)
 		" it's 123456 don't we'll I'M",
 		"<s>Hi</s> <unk> <|endoftext|> [INST] <<SYS>>",
 		"tabs\tand\nnewlines\r\n\n\n  x",
-		"caf\xc3\xa9 na\xc3\xafve \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e \xf0\x9f\x99\x82\xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd",
+		"caf\xc3\xa9 na\xc3\xafve \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e "
+		"\xf0\x9f\x99\x82\xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd",
 		"\xe2\x96\x81\xe2\x96\x81x \xef\xbf\xbd \xc2\xa0nbsp",
 		"zero\0byte",
 		"",

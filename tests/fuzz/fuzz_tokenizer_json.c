@@ -99,15 +99,18 @@ void fuzz_tokenizer_json_seeds(fuzz_seeds *s)
 	}
 	/* the smaller shapes the loader accepts */
 	fuzz_seed_str(s, "{\"added_tokens\":[{\"id\":4,\"content\":\"<x>\",\"lstrip\":true,\"rstrip\":true,"
-			 "\"normalized\":false,\"special\":true}],\"normalizer\":null,\"pre_tokenizer\":null,"
+			 "\"normalized\":false,\"special\":true}],"
+			 "\"normalizer\":null,\"pre_tokenizer\":null,"
 			 "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\" \":2,\"ab\":3},"
 			 "\"merges\":[[\"a\",\"b\"]]}}");
 	fuzz_seed_str(s, "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2,\"<unk>\":3},"
 			 "\"merges\":[\"a b\"],\"unk_token\":\"<unk>\"},"
 			 "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":["
 			 "{\"type\":\"Digits\",\"individual_digits\":true},"
-			 "{\"type\":\"Metaspace\",\"replacement\":\"\xe2\x96\x81\",\"prepend_scheme\":\"always\",\"split\":true}]},"
-			 "\"decoder\":{\"type\":\"Metaspace\",\"replacement\":\"\xe2\x96\x81\",\"prepend_scheme\":\"always\",\"split\":true}}");
+			 "{\"type\":\"Metaspace\",\"replacement\":\"\xe2\x96\x81\","
+			 "\"prepend_scheme\":\"always\",\"split\":true}]},"
+			 "\"decoder\":{\"type\":\"Metaspace\",\"replacement\":\"\xe2\x96\x81\","
+			 "\"prepend_scheme\":\"always\",\"split\":true}}");
 }
 
 const fuzz_word fuzz_tokenizer_json_dict[] = {

@@ -38,6 +38,7 @@
 
 #include "tests/fuzz/fuzz_adapter_blob.c"
 #include "tests/fuzz/fuzz_bundle.c"
+#include "tests/fuzz/fuzz_multipart.c"
 #include "tests/fuzz/fuzz_openai_body.c"
 #include "tests/fuzz/fuzz_peft_config.c"
 #include "tests/fuzz/fuzz_proto.c"
@@ -79,6 +80,7 @@ static const smoke_target targets[] = {
 	{ TARGET(openai_body), NULL, NULL },
 	{ TARGET(peft_config), NULL, NULL },
 	{ TARGET(adapter_blob), NULL, NULL },
+	{ TARGET(multipart), NULL, NULL },
 };
 
 /* UBSan (sanitizer builds): stop at the first report, by abort() so that the
@@ -200,8 +202,8 @@ void *realloc(void *p, size_t n)
 	void *r = __libc_realloc(p, n);
 	if (!p && r)
 		__atomic_add_fetch(&live_blocks, 1, __ATOMIC_RELAXED);
-	else if (p && !n && !r)
-		__atomic_sub_fetch(&live_blocks, 1, __ATOMIC_RELAXED); /* glibc: realloc(p, 0) frees */
+	else if (p && !n && !r) /* glibc: realloc(p, 0) frees */
+		__atomic_sub_fetch(&live_blocks, 1, __ATOMIC_RELAXED);
 	return r;
 }
 
@@ -291,7 +293,8 @@ static void run_one(const smoke_target *t, const uint8_t *data, size_t size, lon
 	if (grew && run_copy(t, data, size) && run_copy(t, data, size)) {
 		st->leaks_suspected++;
 		save_current("leak (more live heap blocks after each run)");
-		fail_msg("%s: input %ld leaks (more live heap blocks after each of 3 runs)", t->name, index);
+		fail_msg("%s: input %ld leaks (more live heap blocks after each of 3 runs)",
+			 t->name, index);
 	}
 }
 
