@@ -449,12 +449,7 @@ void wk_res_model_acquire(wk_res *r, int i)
 	mo->refs++;
 	mo->lru = wk_res_tick(r);
 	switch (mo->state) {
-	case MS_FAILED:
-		/* the pins before it learn of the failure first; alone, it
-		 * makes a fresh try */
-		if (mo->refs == 1)
-			model_queue(r, mo);
-		break;
+	case MS_FAILED: /* a new request makes a new attempt; the waiting join it */
 	case MS_OFF:
 		model_queue(r, mo);
 		break;
@@ -777,7 +772,9 @@ wk_res_ad *wk_res_adapter_acquire(wk_res *r, int model, const char *name)
 			r->device_hits++;
 		} else {
 			r->device_misses++;
-			if (e->state == AS_IDLE || (e->state == AS_FAILED && e->refs == 1))
+			/* after a failure a new request makes a new attempt (the
+			 * requests still waiting join it) */
+			if (e->state == AS_IDLE || e->state == AS_FAILED)
 				wk_res_queue(r, e);
 		}
 	}
