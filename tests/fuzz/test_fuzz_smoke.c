@@ -293,8 +293,8 @@ static void run_one(const smoke_target *t, const uint8_t *data, size_t size, lon
 	if (grew && run_copy(t, data, size) && run_copy(t, data, size)) {
 		st->leaks_suspected++;
 		save_current("leak (more live heap blocks after each run)");
-		fail_msg("%s: input %ld leaks (more live heap blocks after each of 3 runs)",
-			 t->name, index);
+		fail_msg("%s: %s %ld leaks (more live heap blocks after each of 3 runs)", t->name,
+			 index < 0 ? "seed" : "mutant", index < 0 ? -index - 1 : index);
 	}
 }
 
