@@ -247,9 +247,9 @@ static void test_bad_adapter_refused(void **state)
 			       "true/' %s/dora/adapter_config.json && grep -q '\"use_dora\": *true' "
 			       "%s/dora/adapter_config.json", tmp, tmp, tmp, tmp), 0);
 	snprintf(cmd, sizeof cmd,
-		 "%s --port %d --worker ipc:///tmp/loom-nothing-%d.ipc --model stories=%s "
-		 "--adapter dora=%s/dora > %s/bad.log 2>&1",
-		 lt_bin_path("loom-gateway"), lt_free_port(), (int)getpid(), abs, tmp, tmp);
+		 "%s --port %d --store %s/badstore --worker ipc:///tmp/loom-nothing-%d.ipc "
+		 "--model stories=%s --adapter dora=%s/dora > %s/bad.log 2>&1",
+		 lt_bin_path("loom-gateway"), lt_free_port(), tmp, (int)getpid(), abs, tmp, tmp);
 	int rc = lt_sh("%s", cmd);
 	lt_sh("cat %s/bad.log >&2", tmp);
 	assert_true(rc != 0);

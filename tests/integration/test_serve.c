@@ -146,7 +146,7 @@ static void test_serve_demo(void **state)
 	char *dir = lt_tmpdir("serve");
 	char cmd[256];
 	int p = lt_free_port();
-	snprintf(cmd, sizeof cmd, "exec scripts/serve --port %d", p);
+	snprintf(cmd, sizeof cmd, "exec scripts/serve --port %d --store %s/store", p, dir);
 	serve_and_check(dir, p, cmd);
 	loom_free(dir);
 }
@@ -165,7 +165,7 @@ static void test_serve_model_adapter(void **state)
 			       "--targets q_proj,v_proj >/dev/null",
 			       model, dir, lt_bin_path("loom-mkmodel"), model, dir), 0);
 	snprintf(cmd, sizeof cmd,
-		 "cd %s && exec %s/scripts/serve --port %d --workers 2 --model stories "
+		 "cd %s && exec %s/scripts/serve --port %d --workers 2 --store store --model stories "
 		 "--adapter tales=myad@stories",
 		 dir, root, p);
 	serve_and_check(dir, p, cmd);
