@@ -32,9 +32,11 @@
 typedef struct wk_link wk_link;
 
 /*
- * Opens the socket and listens on url. worker_id and the model names
- * (models[0..n_models), each shorter than LOOM_NAME_MAX) are copied for
- * HELLO. Errors (bad URL, address in use) name the URL and nng's reason.
+ * Opens the socket and listens on url. worker_id is copied for HELLO; the
+ * model names (models[0..n_models), each shorter than LOOM_NAME_MAX) are
+ * only checked and kept for older callers: HELLO lists the models of the
+ * engine's residency. Errors (bad URL, address in use) name the URL and
+ * nng's reason.
  * *out owned by the caller, released with wk_link_destroy.
  */
 loom_err wk_link_create(const char *url, const char *worker_id, const char *const *models,
