@@ -5,6 +5,9 @@
  * shards with an index) into a temp dir, with one thing wrong or one variant
  * to accept, and checks the loaded floats or the error: a non-zero loom_err
  * whose message names the file and, where one is at fault, the tensor.
+ * wk_model_load_bundle: the bundle of a folder (and of the real
+ * stories260k) loads the same floats as the folder; a cut bundle is an
+ * error naming the bundle; wk_model_weight_bytes predicts arena_bytes.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +20,7 @@
 #include <cmocka.h>
 
 #include "common/alloc.h"
+#include "common/bundle.h"
 #include "common/dtype.h"
 #include "common/safetensors.h"
 #include "tests/support/harness.h"
@@ -276,6 +280,57 @@ static void test_alloc_failures(void **state)
 	loom_free(dir);
 }
 
+static void assert_same_model(const wk_model *a, const wk_model *b)
+{
+	assert_int_equal(a->arena_bytes, b->arena_bytes);
+	assert_int_equal(a->arena_bytes, wk_model_weight_bytes(&a->cfg));
+	assert_memory_equal(a->arena, b->arena, a->arena_bytes);
+	assert_int_equal(a->cfg.vocab, b->cfg.vocab);
+	assert_int_equal(a->cfg.n_layers, b->cfg.n_layers);
+	assert_int_equal(a->cfg.tied, b->cfg.tied);
+	assert_true((a->lm_head == a->embed) == (b->lm_head == b->embed));
+}
+
+/* A bundle loads what its folder loads; every cut of it is an error. */
+static void test_bundle(void **state)
+{
+	(void)state;
+	static const spec sp = {.label = "bundle", .dtype = LOOM_DT_BF16, .write_lm_head = 1,
+				.shards = 1};
+	char *dir = lt_tmpdir("model_bundle");
+	wk_model *f = NULL, *b = NULL;
+	void *buf;
+	size_t len;
+
+	make_folder(dir, &sp);
+	assert_int_equal(wk_model_load(dir, "m", &f), LOOM_OK);
+	assert_int_equal(loom_bundle_from_dir(dir, &buf, &len), LOOM_OK);
+	assert_int_equal(wk_model_load_bundle(buf, len, "m", &b), LOOM_OK);
+	assert_string_equal(b->name, "m");
+	assert_same_model(f, b);
+	wk_model_destroy(b);
+	for (size_t cut = 0; cut < len; cut += len / 97 + 1) {
+		b = (wk_model *)1;
+		assert_true(wk_model_load_bundle(buf, cut, "cut", &b) != LOOM_OK);
+		assert_null(b);
+		assert_non_null(strstr(loom_errmsg(), "cut"));
+	}
+	wk_model_destroy(f);
+	loom_free(buf);
+	free_tensors();
+	/* the real model */
+	assert_int_equal(wk_model_load(lt_shared_path("models/stories260k"), "s", &f), LOOM_OK);
+	assert_int_equal(loom_bundle_from_dir(lt_shared_path("models/stories260k"), &buf, &len),
+			 LOOM_OK);
+	assert_int_equal(wk_model_load_bundle(buf, len, "s", &b), LOOM_OK);
+	assert_same_model(f, b);
+	wk_model_destroy(b);
+	wk_model_destroy(f);
+	loom_free(buf);
+	lt_sh("rm -rf '%s'", dir);
+	loom_free(dir);
+}
+
 #define W(l, s) "model.layers." #l "." s
 static const spec cases[] = {
 	{.label = "f32 tied", .dtype = LOOM_DT_F32, .tied = 1},
@@ -312,7 +367,7 @@ static const spec cases[] = {
 
 int main(void)
 {
-	struct CMUnitTest tests[sizeof cases / sizeof cases[0] + 1];
+	struct CMUnitTest tests[sizeof cases / sizeof cases[0] + 2];
 	size_t n = 0;
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		tests[n] = (struct CMUnitTest){cases[i].label, run_case, NULL, NULL,
@@ -320,5 +375,6 @@ int main(void)
 		n++;
 	}
 	tests[n++] = (struct CMUnitTest){"alloc failures", test_alloc_failures, NULL, NULL, NULL};
+	tests[n++] = (struct CMUnitTest){"bundle", test_bundle, NULL, NULL, NULL};
 	return _cmocka_run_group_tests("worker/model_load", tests, n, NULL, NULL);
 }
