@@ -253,10 +253,17 @@ static bool is_live(const wk_engine *e, uint64_t req)
 	return false;
 }
 
+/* Prompt tokens of s proper: a resumed request's prompt_ids end with the
+ * n_generated tokens it already produced (checked < n_prompt first). */
+static uint32_t own_prompt(const loom_msg_submit *s)
+{
+	return s->n_prompt - s->n_generated;
+}
+
 /* KV positions s can ever hold: the last sampled token is never fed. */
 static uint64_t max_positions(const loom_msg_submit *s, uint32_t limit)
 {
-	return (uint64_t)s->n_prompt + limit - 1;
+	return (uint64_t)own_prompt(s) + limit - 1;
 }
 
 /* Checks a request (its pins already taken by submit); on a problem emits
@@ -268,7 +275,7 @@ static int validate(wk_engine *e, const cmd *cm)
 	int mi = cm->model;
 	const loom_model_config *c;
 	uint64_t slots;
-	uint32_t limit;
+	uint32_t limit, np;
 
 	if (mi < 0 || mi >= e->n_models) {
 		wk_engine_emit_error(e, s->req, LOOM_ENOTFOUND,
@@ -285,6 +292,12 @@ static int validate(wk_engine *e, const cmd *cm)
 		wk_engine_emit_error(e, s->req, LOOM_EINVAL, "empty prompt");
 		return -1;
 	}
+	if (s->n_generated >= s->n_prompt) {
+		wk_engine_emit_error(e, s->req, LOOM_EINVAL,
+				     "n_generated %" PRIu32 " leaves no prompt of the %" PRIu32
+				     " prompt ids", s->n_generated, s->n_prompt);
+		return -1;
+	}
 	for (uint32_t i = 0; i < s->n_prompt; i++) {
 		if (s->prompt_ids[i] < 0 || s->prompt_ids[i] >= c->vocab) {
 			wk_engine_emit_error(e, s->req, LOOM_EINVAL,
@@ -294,22 +307,28 @@ static int validate(wk_engine *e, const cmd *cm)
 			return -1;
 		}
 	}
-	if ((uint64_t)s->n_prompt + sp->max_tokens > (uint64_t)c->max_ctx ||
-	    s->n_prompt >= (uint32_t)c->max_ctx) {
+	np = own_prompt(s);
+	if ((uint64_t)np + sp->max_tokens > (uint64_t)c->max_ctx || np >= (uint32_t)c->max_ctx) {
 		wk_engine_emit_error(e, s->req, LOOM_ERANGE,
 				     "prompt (%" PRIu32 " tokens) + max_tokens (%" PRIu32
 				     ") exceeds the context of '%s' (%d tokens)",
-				     s->n_prompt, sp->max_tokens, s->model, c->max_ctx);
+				     np, sp->max_tokens, s->model, c->max_ctx);
 		return -1;
 	}
-	limit = sp->max_tokens ? sp->max_tokens : (uint32_t)c->max_ctx - s->n_prompt;
+	limit = sp->max_tokens ? sp->max_tokens : (uint32_t)c->max_ctx - np;
+	if (s->n_generated >= limit) {
+		wk_engine_emit_error(e, s->req, LOOM_EINVAL,
+				     "resumed request already produced %" PRIu32
+				     " tokens, its whole limit of %" PRIu32, s->n_generated, limit);
+		return -1;
+	}
 	slots = (uint64_t)e->slots[mi].kv_blocks * WK_KV_BLOCK;
 	if (max_positions(s, limit) > slots) {
 		wk_engine_emit_error(e, s->req, LOOM_ERANGE,
 				     "prompt (%" PRIu32 " tokens) + max_tokens (%" PRIu32
 				     ") needs %" PRIu64 " KV positions, more than the whole KV "
 				     "cache of '%s' (%" PRIu64 " positions; see --kv-blocks)",
-				     s->n_prompt, limit, max_positions(s, limit), s->model, slots);
+				     np, limit, max_positions(s, limit), s->model, slots);
 		return -1;
 	}
 	if (!(sp->temperature >= 0.0f) || !isfinite(sp->temperature)) {
@@ -349,6 +368,7 @@ static void accept_submit(wk_engine *e, cmd *c)
 {
 	int mi = validate(e, c);
 	const loom_model_config *cfg;
+	uint32_t k = c->sub.n_generated;
 	seq *s;
 
 	if (mi < 0) {
@@ -356,6 +376,10 @@ static void accept_submit(wk_engine *e, cmd *c)
 		return;
 	}
 	s = loom_calloc(1, sizeof *s);
+	if (s && k > 0 && !(s->gen = loom_malloc((size_t)k * sizeof *s->gen))) {
+		loom_free(s);
+		s = NULL;
+	}
 	if (!s) {
 		wk_engine_emit_error(e, c->sub.req, LOOM_ENOMEM,
 				     "worker out of memory queueing the request");
@@ -370,6 +394,14 @@ static void accept_submit(wk_engine *e, cmd *c)
 	s->ad = c->ad;
 	c->ad = NULL;
 	c->model = -1;
+	/* resumption: the tokens already produced become generated ones, so
+	 * the context is the same, sampling goes on at position k and items
+	 * report the prompt proper (prompt_ids keeps its tail, unused) */
+	if (k > 0) {
+		s->sub.n_prompt -= k;
+		memcpy(s->gen, s->sub.prompt_ids + s->sub.n_prompt, (size_t)k * sizeof *s->gen);
+		s->n_gen = s->cap_gen = k;
+	}
 	s->limit = s->sub.sampling.max_tokens ? s->sub.sampling.max_tokens
 					      : (uint32_t)cfg->max_ctx - s->sub.n_prompt;
 	wait_push_back(e, s);

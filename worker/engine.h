@@ -32,6 +32,12 @@
  * (EINVAL), prompt + max_tokens over the context or more KV positions than
  * the model's whole pool (ERANGE), a req id already live (EEXIST).
  * max_tokens 0 means "until the context is full".
+ * Resumption: a SUBMIT with n_generated k > 0 (a request moved off a lost
+ * worker) has prompt_ids = prompt ++ its first k tokens; they become the
+ * sequence's generated tokens, so the whole context is prefilled, sampling
+ * goes on at output position k (same seed stream: the remaining tokens
+ * equal an uncut run's), k counts against max_tokens and items report
+ * n_prompt - k. k >= n_prompt or k >= the token limit: EINVAL.
  * Finish: STOP when the sampled id is an EOS id of the model (unless
  * ignore_eos) or one of stop_ids (that id is the item's last id); LENGTH at
  * max_tokens or a full context; ABORT (empty item) when canceled by req.
