@@ -4,7 +4,8 @@
  * iterations' admission, preemption, batch plan and sampling).
  *
  * Data: an inbox (singly linked command list, under mu) filled by any
- * thread; on the engine thread a FIFO of waiting sequences (no KV blocks)
+ * thread; on the engine thread a list of waiting sequences (no KV blocks;
+ * deadline order, sched.c)
  * and an array of admitted ones (running[], admission order, each holding
  * blocks of its model's pool). The workload is tens of running sequences
  * and possibly thousands waiting, so running[] is scanned every iteration
@@ -97,23 +98,20 @@ wk_res *wk_engine_residency(wk_engine *e)
 	return e->res;
 }
 
-void wk_engine_wait_push_front(wk_engine *e, seq *s)
+void wk_engine_wait_insert(wk_engine *e, seq *s)
 {
-	s->next = e->wait_head;
-	e->wait_head = s;
-	if (!e->wait_tail)
-		e->wait_tail = s;
-	e->n_waiting++;
-}
+	seq **pp = &e->wait_head;
 
-static void wait_push_back(wk_engine *e, seq *s)
-{
-	s->next = NULL;
-	if (e->wait_tail)
-		e->wait_tail->next = s;
-	else
-		e->wait_head = s;
-	e->wait_tail = s;
+	/* the common case, FCFS arrivals of one class, appends at once */
+	if (e->wait_tail && !wk_sched_before(s, e->wait_tail))
+		pp = &e->wait_tail->next;
+	while (*pp && !wk_sched_before(s, *pp))
+		pp = &(*pp)->next;
+	s->next = *pp;
+	*pp = s;
+	if (!s->next)
+		e->wait_tail = s;
+	s->waiting = true;
 	e->n_waiting++;
 }
 
@@ -164,6 +162,7 @@ loom_err wk_engine_submit_from(wk_engine *e, const loom_msg_submit *s, uint64_t 
 	c->owner = owner;
 	c->sub = *s;
 	c->model = -1;
+	c->arrival_ms = now_ms();
 	c->sub.prompt_ids = dup_ids(s->prompt_ids, s->n_prompt, &fail);
 	c->sub.sampling.stop_ids = dup_ids(s->sampling.stop_ids, s->sampling.n_stop_ids, &fail);
 	if (fail) {
@@ -226,6 +225,22 @@ void wk_engine_stats(wk_engine *e, loom_msg_stats *out)
 	out->queued += e->inbox_submits;
 	out->queued_tokens += e->inbox_tokens;
 	pthread_mutex_unlock(&e->mu);
+}
+
+void wk_engine_sched_info(wk_engine *e, wk_sched_info *out)
+{
+	pthread_mutex_lock(&e->mu);
+	*out = e->snap_sched;
+	pthread_mutex_unlock(&e->mu);
+}
+
+void wk_engine_set_step_model(wk_engine *e, double a, double b)
+{
+	e->fit_frozen = b > 0;
+	if (b > 0) {
+		e->fit_a = a;
+		e->fit_b = b;
+	}
 }
 
 uint64_t wk_engine_preemptions(wk_engine *e)
@@ -404,7 +419,8 @@ static void accept_submit(wk_engine *e, cmd *c)
 	}
 	s->limit = s->sub.sampling.max_tokens ? s->sub.sampling.max_tokens
 					      : (uint32_t)cfg->max_ctx - s->sub.n_prompt;
-	wait_push_back(e, s);
+	wk_sched_classify(e, s, c->arrival_ms);
+	wk_engine_wait_insert(e, s);
 }
 
 /* Removes from the waiting list every seq matching (req or owner); frees
@@ -497,6 +513,7 @@ static int iterate(wk_engine *e)
 	drain(e);
 	wk_engine_models_sync(e);
 	wk_sched_admit(e);
+	wk_sched_begin(e);
 	/* with nothing running, whatever waits waits for a load */
 	e->stalled = e->n_running == 0 && e->n_waiting > 0;
 	if (e->n_running > 0) {
@@ -511,9 +528,7 @@ static int iterate(wk_engine *e)
 			e->emit(e->ctx, &m);
 		}
 		compact_running(e);
-		double ms = now_ms() - t0;
-		e->step_ms = e->steps ? 0.8 * e->step_ms + 0.2 * ms : ms;
-		e->steps++;
+		wk_sched_end(e, now_ms() - t0);
 	}
 	wk_sched_publish_stats(e);
 	return (int)e->n_waiting + e->n_running;
@@ -615,6 +630,7 @@ loom_err wk_engine_create(wk_model *const *models, int n_models, const wk_engine
 	e->kv_blocks_opt = opts ? opts->kv_blocks : 0;
 	e->kv_mb_opt = opts ? opts->kv_mb : 0;
 	e->manual = opts && opts->manual;
+	e->it_cap = -1;
 	e->emit = emit;
 	e->ctx = ctx;
 	pthread_mutex_init(&e->mu, NULL);

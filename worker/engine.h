@@ -15,10 +15,20 @@
  * produced a token or finished, and retires finished sequences. An idle
  * engine sleeps on a condition variable.
  *
+ * SLO scheduling (sched.c): the waiting queue and the prefill chunks are in
+ * TTFT-deadline order (arrival + ttft_deadline_ms, earliest first; requests
+ * without one after, FCFS). The iteration's prefill tokens are capped so
+ * the predicted step time (a + b * tokens, fitted online over the last
+ * iterations) stays within the smallest tpot_target_ms of the running
+ * decodes; WK_MIN_CHUNK prefill tokens are always allowed when nothing
+ * decodes or when the decodes alone already exceed it.
+ *
  * KV: one pool per model of kv_blocks blocks of WK_KV_BLOCK positions. When
- * a reservation fails, the most recently admitted running sequence of that
- * model is preempted by recompute (vLLM's policy): its blocks are released
- * and it goes back to the front of the waiting queue; readmitted, it
+ * a reservation fails, a running sequence of that model not yet in this
+ * iteration's batch is preempted by recompute: batch-class ones (no TTFT
+ * deadline, no TPOT target) before interactive ones, newest first within
+ * a class; its blocks are released and it goes back to the waiting queue
+ * (in scheduling order); readmitted, it
  * prefills prompt + generated tokens again and samples on at the same output
  * position (same seed stream), so its tokens do not change. Nothing fails
  * because the cache is full.
@@ -156,6 +166,25 @@ void wk_engine_stats(wk_engine *e, loom_msg_stats *out);
 /* Sequences preempted (KV released, recomputed later) so far; published
  * with the STATS snapshot after each iteration. */
 uint64_t wk_engine_preemptions(wk_engine *e);
+
+/* The scheduler's view (published with STATS after each iteration). */
+typedef struct wk_sched_info {
+	double step_ms;            /* mean iteration time (EMA, weight 0.2) */
+	double fit_a, fit_b;       /* step_ms ~ fit_a + fit_b * tokens (ms, ms/token) */
+	int fit_n;                 /* iterations the fit is over (0 = no model yet) */
+	int last_decode;           /* decode tokens of the last iteration */
+	int last_prefill;          /* prefill tokens of the last iteration */
+	int last_cap;              /* its prefill cap from TPOT targets, -1 = none */
+	uint64_t queued_tokens_slo;   /* tokens to prefill of requests with a TTFT
+				       * deadline or TPOT target (waiting + running) */
+	uint64_t queued_tokens_batch; /* the same for the others */
+} wk_sched_info;
+
+void wk_engine_sched_info(wk_engine *e, wk_sched_info *out);
+
+/* Tests (manual mode): fixes the step-time model to a + b * tokens ms (no
+ * more fitting); b <= 0 goes back to fitting from the next iteration. */
+void wk_engine_set_step_model(wk_engine *e, double a, double b);
 
 /*
  * Manual mode only: runs one iteration (drain inbox, admit, forward,

@@ -22,6 +22,9 @@
 
 enum { CMD_SUBMIT, CMD_CANCEL, CMD_CANCEL_OWNER };
 
+#define WK_FIT_WINDOW 64   /* iterations the step-time model is fitted on */
+#define WK_MIN_CHUNK 16    /* prefill tokens an iteration may always take */
+
 typedef struct cmd {
 	struct cmd *next;
 	int kind;
@@ -30,6 +33,7 @@ typedef struct cmd {
 	loom_msg_submit sub;  /* SUBMIT: owns prompt_ids and stop_ids */
 	int model;            /* SUBMIT: residency model index (pinned), -1 = unknown */
 	wk_res_ad *ad;        /* SUBMIT: pinned adapter entry, NULL = none/unknown */
+	double arrival_ms;    /* SUBMIT: when submitted (CLOCK_MONOTONIC) */
 } cmd;
 
 /*
@@ -54,6 +58,12 @@ typedef struct seq {
 	uint32_t n_preempted; /* times it lost its KV */
 	uint8_t finish;       /* loom_finish once decided */
 	bool dead;            /* to be freed without an item (error, cancel) */
+	/* scheduling (sched.c): deadline order, then arrival order */
+	double deadline_ms;   /* arrival + ttft_deadline_ms; INFINITY = none */
+	uint64_t order;       /* arrival number: FCFS among equal deadlines */
+	bool batch;           /* no TTFT deadline and no TPOT target: preempted first */
+	bool waiting;         /* on the waiting list (not running) */
+	bool in_batch;        /* scheduled in the batch being built */
 } seq;
 
 static inline uint32_t seq_ctx(const seq *s)
@@ -132,6 +142,18 @@ struct wk_engine {
 	bool stalled;         /* last iteration: everything waiting on loads */
 	double step_ms;
 	uint64_t steps, tokens_out, preemptions;
+	uint64_t n_arrived;   /* seq order numbers handed out */
+	/* step-time model (sched.c): step_ms ~ fit_a + fit_b * tokens, least
+	 * squares over the last WK_FIT_WINDOW iterations (tokens, ms) */
+	double fit_x[WK_FIT_WINDOW], fit_y[WK_FIT_WINDOW];
+	int fit_n, fit_pos;
+	double fit_a, fit_b;
+	bool fit_frozen;      /* wk_engine_set_step_model: tests */
+	/* this iteration (sched.c) */
+	int it_prefill_cap;   /* prefill tokens still allowed; INT32_MAX = no cap */
+	int it_cap;           /* the cap it started with, -1 = none */
+	int it_prefill, it_decode;
+	wk_sched_info snap_sched; /* shared: under mu */
 };
 
 /* engine_models.c: slots follow the residency (engine thread) */
@@ -149,10 +171,22 @@ void wk_engine_emit_error(wk_engine *e, uint64_t req, loom_err code, const char 
 	__attribute__((format(printf, 4, 5)));
 /* Frees s: its blocks, its adapter ref, its arrays. */
 void wk_engine_seq_free(wk_engine *e, seq *s);
-void wk_engine_wait_push_front(wk_engine *e, seq *s);
+/* Puts s on the waiting list in scheduling order (deadline, then arrival;
+ * sched.c wk_sched_before). */
+void wk_engine_wait_insert(wk_engine *e, seq *s);
 
 /* sched.c: one iteration's admission and model batches */
+/* Whether a is scheduled before b: a TTFT deadline before none, earlier
+ * deadlines first, then arrival order. */
+bool wk_sched_before(const seq *a, const seq *b);
+/* Sets s's deadline, order and class from its SUBMIT (arrival time given). */
+void wk_sched_classify(wk_engine *e, seq *s, double arrival_ms);
 void wk_sched_admit(wk_engine *e);
+/* After admission: this iteration's prefill token cap from the step-time
+ * model and the running decodes' TPOT targets. */
+void wk_sched_begin(wk_engine *e);
+/* After the forward passes: feeds the step-time model. */
+void wk_sched_end(wk_engine *e, double ms);
 /* Schedules, runs and samples model mi's batch; appends STEP items. */
 void wk_sched_run_model(wk_engine *e, int mi, int *n_items);
 void wk_sched_publish_stats(wk_engine *e);

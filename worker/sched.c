@@ -3,7 +3,10 @@
  * reservation with preemption by recompute, the batch plan (sequences
  * grouped by adapter into segments), the forward and sampling.
  *
- * Policy (vLLM's, iteration-level):
+ * Policy (vLLM's iteration-level batching, ordered by SLO):
+ *  - order: the waiting queue is kept in TTFT-deadline order (arrival +
+ *    ttft_deadline_ms, earliest first; no deadline after, FCFS by arrival);
+ *    a preempted sequence goes back to its place in that order.
  *  - admission: the waiting queue in order; a sequence whose model is not
  *    resident or whose adapter is not on the device yet is passed over
  *    (it waits, nobody else does); one whose load failed gets an ERROR. A
@@ -11,18 +14,27 @@
  *    those promised to sequences admitted before it in this pass, hold its
  *    whole pending context; the first one of a model that does not fit
  *    blocks that model's later ones (FIFO per model), other models go on.
- *  - per model, running sequences in admission order: decodes (1 pending
- *    token) always get a slot, prefill chunks share what is left of
- *    max_batch_tokens. Before a sequence joins the batch its blocks are
- *    reserved; when the pool is short, the most recently admitted running
- *    sequence of the model after it is preempted (blocks released, back to
- *    the front of the waiting queue), and when none is left the sequence
- *    preempts itself. The oldest sequence therefore always runs: a request
- *    never needs more than the whole pool (engine.c refuses those).
- * Work per iteration: O(running) plus O(batch^2) for grouping (batch <=
+ *  - per model, candidates interactive class first (a TTFT deadline or a
+ *    TPOT target), then batch; decodes (1 pending token) before prefills;
+ *    then deadline order. Decodes always get a slot, prefill chunks share
+ *    what is left of max_batch_tokens and of the iteration's prefill cap:
+ *    with interactive decodes running, a + b * tokens (the step-time model,
+ *    least squares over the last WK_FIT_WINDOW iterations) must stay within
+ *    their smallest tpot_target_ms (WK_MIN_CHUNK allowed when the decodes
+ *    alone exceed it; no cap before 4 iterations were measured). Before a
+ *    sequence joins the batch its blocks are reserved; when the pool is
+ *    short a sequence not in the batch yet is preempted, batch class first,
+ *    newest first (blocks released, back to the waiting queue), and when
+ *    it is the sequence itself (or none is left) it preempts itself. The
+ *    first candidate therefore always runs: a request never needs more
+ *    than the whole pool (engine.c refuses those).
+ * Work per iteration: O(running^2) for ordering candidates and O(batch^2)
+ * for grouping (batch <=
  * max_seqs, adapters few).
  */
 #include <inttypes.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -34,6 +46,26 @@
 static uint32_t pending(const seq *s)
 {
 	return seq_ctx(s) - (uint32_t)s->kv.len;
+}
+
+/* ------------------------------------------------------------------ */
+/* order                                                               */
+/* ------------------------------------------------------------------ */
+
+bool wk_sched_before(const seq *a, const seq *b)
+{
+	if (a->deadline_ms < b->deadline_ms)
+		return true;
+	if (a->deadline_ms > b->deadline_ms)
+		return false;
+	return a->order < b->order;
+}
+
+void wk_sched_classify(wk_engine *e, seq *s, double arrival_ms)
+{
+	s->deadline_ms = s->sub.ttft_deadline_ms ? arrival_ms + s->sub.ttft_deadline_ms : INFINITY;
+	s->order = e->n_arrived++;
+	s->batch = s->sub.ttft_deadline_ms == 0 && s->sub.tpot_target_ms == 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -100,6 +132,7 @@ void wk_sched_admit(wk_engine *e)
 			e->wait_tail = prev;
 		e->n_waiting--;
 		s->next = NULL;
+		s->waiting = false;
 		if (ok < 0) {
 			wk_engine_seq_free(e, s);
 			continue;
@@ -116,83 +149,122 @@ void wk_sched_admit(wk_engine *e)
 /* preemption                                                          */
 /* ------------------------------------------------------------------ */
 
-/* Running index of model mi's most recently admitted sequence after
- * index after, or -1. */
-static int victim(const wk_engine *e, int mi, int after)
+/* Model mi's running sequence to preempt for more blocks: one not in the
+ * batch being built, batch class before interactive, newest first; NULL
+ * when none is left. */
+static seq *victim(const wk_engine *e, int mi)
 {
-	for (int j = e->n_running - 1; j > after; j--)
-		if (e->running[j]->model == mi && !e->running[j]->dead)
-			return j;
-	return -1;
+	seq *best = NULL;
+
+	for (int j = 0; j < e->n_running; j++) {
+		seq *s = e->running[j];
+		if (s->model != mi || s->dead || s->in_batch)
+			continue;
+		if (!best || (s->batch && !best->batch) ||
+		    (s->batch == best->batch && s->order > best->order))
+			best = s;
+	}
+	return best;
 }
 
-/* Releases running[idx]'s blocks and puts it at the front of the waiting
- * queue: it will prefill prompt + generated tokens again. */
-static void preempt(wk_engine *e, int idx)
+/* Releases s's blocks, takes it out of running[] and puts it back on the
+ * waiting queue: it will prefill prompt + generated tokens again. */
+static void preempt(wk_engine *e, seq *s)
 {
-	seq *s = e->running[idx];
+	int idx = 0;
 
+	while (idx < e->n_running && e->running[idx] != s)
+		idx++;
 	memmove(&e->running[idx], &e->running[idx + 1],
 		(size_t)(e->n_running - idx - 1) * sizeof *e->running);
 	e->n_running--;
-	LOOM_DEBUG("engine: KV of '%s' full: request %" PRIu64 " preempted after %" PRIu32
-		   " tokens (%d blocks back)", e->slots[s->model].m->name, s->sub.req, s->n_gen,
-		   s->kv.n_blocks);
+	LOOM_DEBUG("engine: KV of '%s' full: %s request %" PRIu64 " preempted after %" PRIu32
+		   " tokens (%d blocks back)", e->slots[s->model].m->name,
+		   s->batch ? "batch" : "interactive", s->sub.req, s->n_gen, s->kv.n_blocks);
 	wk_kv_release(&s->kv);
 	s->n_preempted++;
 	e->preemptions++;
-	wk_engine_wait_push_front(e, s);
+	wk_engine_wait_insert(e, s);
 }
 
-/* Picks model mi's sequences for this iteration into bseq/bchunk (running
- * order) with their blocks reserved. Returns how many. */
+/* Order of the candidates of one model's batch: interactive before batch
+ * class (so their blocks are reserved first), decodes before prefills,
+ * then deadline and arrival order. */
+static bool cand_before(const seq *a, const seq *b)
+{
+	bool da = pending(a) == 1, db = pending(b) == 1;
+
+	if (a->batch != b->batch)
+		return !a->batch;
+	if (da != db)
+		return da;
+	return wk_sched_before(a, b);
+}
+
+/* Picks model mi's sequences for this iteration into bseq/bchunk with
+ * their blocks reserved. Returns how many. */
 static int schedule(wk_engine *e, int mi)
 {
-	int n = 0, budget = e->max_batch_tokens, i = 0;
+	int n = 0, nc = 0, budget = e->max_batch_tokens;
+	seq **cand = e->pseq; /* free until plan() */
 
 	for (int k = 0; k < e->n_running; k++) {
 		seq *s = e->running[k];
-		if (s->model == mi && !s->dead && pending(s) == 1)
+		if (s->model != mi)
+			continue;
+		s->in_batch = false;
+		if (s->dead)
+			continue;
+		if (pending(s) == 1)
 			budget--;
+		/* insertion sort: tens of sequences */
+		int j = nc++;
+		while (j > 0 && cand_before(s, cand[j - 1])) {
+			cand[j] = cand[j - 1];
+			j--;
+		}
+		cand[j] = s;
 	}
 	if (budget < 0)
 		budget = 0;
-	while (i < e->n_running) {
-		seq *s = e->running[i];
+	if (budget > e->it_prefill_cap)
+		budget = e->it_prefill_cap;
+	for (int k = 0; k < nc; k++) {
+		seq *s = cand[k], *v;
 		uint32_t pend;
-		int chunk, v;
+		int chunk;
 		loom_err rc;
 
-		if (s->model != mi || s->dead) {
-			i++;
+		if (s->waiting) /* preempted for an earlier candidate */
 			continue;
-		}
 		pend = pending(s);
 		chunk = pend == 1 ? 1 : pend < (uint32_t)budget ? (int)pend : budget;
-		if (chunk == 0) {
-			i++;
+		if (chunk == 0)
 			continue;
-		}
-		while ((rc = wk_kv_reserve(&s->kv, chunk)) == LOOM_EBUSY &&
-		       (v = victim(e, mi, i)) >= 0)
+		while ((rc = wk_kv_reserve(&s->kv, chunk)) == LOOM_EBUSY && (v = victim(e, mi)) &&
+		       v != s)
 			preempt(e, v);
 		if (rc == LOOM_EBUSY) {
-			preempt(e, i); /* the next sequence moved into index i */
+			preempt(e, s);
 			continue;
 		}
 		if (rc) {
 			s->dead = true;
 			wk_engine_emit_error(e, s->sub.req, rc, "cannot grow the KV cache: %s",
 					     loom_errmsg());
-			i++;
 			continue;
 		}
-		if (pend > 1)
+		if (pend > 1) {
 			budget -= chunk;
+			e->it_prefill_cap -= chunk;
+			e->it_prefill += chunk;
+		} else {
+			e->it_decode++;
+		}
+		s->in_batch = true;
 		e->bseq[n] = s;
 		e->bchunk[n] = chunk;
 		n++;
-		i++;
 	}
 	return n;
 }
@@ -321,6 +393,86 @@ void wk_sched_run_model(wk_engine *e, int mi, int *n_items)
 }
 
 /* ------------------------------------------------------------------ */
+/* step-time model and the iteration's prefill cap                     */
+/* ------------------------------------------------------------------ */
+
+/* Least squares of ms on tokens over the window. With (almost) one token
+ * count in the window the slope cannot be seen: the last slope is kept
+ * and only the intercept follows. The slope is never negative. */
+static void fit(wk_engine *e)
+{
+	double sx = 0, sy = 0, sxx = 0, sxy = 0, n = e->fit_n, mx, my, vx;
+
+	for (int i = 0; i < e->fit_n; i++) {
+		sx += e->fit_x[i];
+		sy += e->fit_y[i];
+	}
+	mx = sx / n;
+	my = sy / n;
+	for (int i = 0; i < e->fit_n; i++) {
+		double dx = e->fit_x[i] - mx;
+		sxx += dx * dx;
+		sxy += dx * (e->fit_y[i] - my);
+	}
+	vx = sxx / n;
+	if (vx > 1.0 && e->fit_n >= 3)
+		e->fit_b = sxy / sxx;
+	if (e->fit_b < 0)
+		e->fit_b = 0;
+	e->fit_a = my - e->fit_b * mx;
+	if (e->fit_a < 0) {
+		/* keep a + b * mx = my with a >= 0 */
+		e->fit_a = 0;
+		e->fit_b = mx > 0 ? my / mx : 0;
+	}
+}
+
+void wk_sched_begin(wk_engine *e)
+{
+	int decodes = 0;
+	uint32_t tpot = 0;
+
+	e->it_prefill = e->it_decode = 0;
+	e->it_prefill_cap = INT32_MAX;
+	e->it_cap = -1;
+	for (int i = 0; i < e->n_running; i++) {
+		const seq *s = e->running[i];
+		if (s->dead || pending(s) != 1)
+			continue;
+		decodes++;
+		if (s->sub.tpot_target_ms && (!tpot || s->sub.tpot_target_ms < tpot))
+			tpot = s->sub.tpot_target_ms;
+	}
+	if (!tpot || e->fit_b <= 0 || (!e->fit_frozen && e->fit_n < 4))
+		return; /* nothing to protect, or no model yet */
+	/* a + b * (decodes + cap) <= tpot */
+	double room = ((double)tpot - e->fit_a) / e->fit_b - decodes;
+	int cap = room <= 0 ? 0 : room >= INT32_MAX ? INT32_MAX : (int)floor(room);
+	/* the decodes alone miss it already: holding prefills back would only
+	 * delay everyone else */
+	if (cap < WK_MIN_CHUNK && e->fit_a + e->fit_b * decodes > (double)tpot)
+		cap = WK_MIN_CHUNK;
+	e->it_prefill_cap = cap;
+	e->it_cap = cap;
+}
+
+void wk_sched_end(wk_engine *e, double ms)
+{
+	int tokens = e->it_prefill + e->it_decode;
+
+	e->step_ms = e->steps ? 0.8 * e->step_ms + 0.2 * ms : ms;
+	e->steps++;
+	if (tokens == 0 || e->fit_frozen)
+		return;
+	e->fit_x[e->fit_pos] = tokens;
+	e->fit_y[e->fit_pos] = ms;
+	e->fit_pos = (e->fit_pos + 1) % WK_FIT_WINDOW;
+	if (e->fit_n < WK_FIT_WINDOW)
+		e->fit_n++;
+	fit(e);
+}
+
+/* ------------------------------------------------------------------ */
 /* stats                                                               */
 /* ------------------------------------------------------------------ */
 
@@ -334,14 +486,25 @@ static uint32_t to_prefill(const seq *s)
 void wk_sched_publish_stats(wk_engine *e)
 {
 	loom_msg_stats st = { 0 };
+	wk_sched_info si = { 0 };
 	uint64_t total = 0, free_slots = 0;
 
 	st.queued = e->n_waiting;
 	st.running = (uint32_t)e->n_running;
 	for (const seq *s = e->wait_head; s; s = s->next)
-		st.queued_tokens += to_prefill(s);
-	for (int i = 0; i < e->n_running; i++)
-		st.queued_tokens += to_prefill(e->running[i]);
+		*(s->batch ? &si.queued_tokens_batch : &si.queued_tokens_slo) += to_prefill(s);
+	for (int i = 0; i < e->n_running; i++) {
+		const seq *s = e->running[i];
+		*(s->batch ? &si.queued_tokens_batch : &si.queued_tokens_slo) += to_prefill(s);
+	}
+	st.queued_tokens = si.queued_tokens_batch + si.queued_tokens_slo;
+	si.step_ms = e->step_ms;
+	si.fit_a = e->fit_a;
+	si.fit_b = e->fit_b;
+	si.fit_n = e->fit_frozen ? WK_FIT_WINDOW : e->fit_n;
+	si.last_decode = e->it_decode;
+	si.last_prefill = e->it_prefill;
+	si.last_cap = e->it_cap;
 	for (int i = 0; i < e->n_models; i++) {
 		const wk_kvpool *p = e->slots[i].pool;
 		if (!p)
@@ -357,5 +520,6 @@ void wk_sched_publish_stats(wk_engine *e)
 	pthread_mutex_lock(&e->mu);
 	e->snap = st;
 	e->snap_preemptions = e->preemptions;
+	e->snap_sched = si;
 	pthread_mutex_unlock(&e->mu);
 }
