@@ -13,7 +13,7 @@
  *   STEP   [5, v, [[req, [ids], finish, n_prompt], ...]]
  *   ERROR  [6, v, req, code, message]
  *   STATS  [7, v, queued, running, queued_tokens, kv_free, kv_total,
- *           step_ms, steps, tokens_out]
+ *           step_ms, steps, tokens_out, fit_a_ms, fit_b_ms, queued_tokens_slo]
  *   ADAPTER [8, v, name, base_model, path, sha]
  *   MODEL  [9, v, name, path, sha]
  *   FETCH  [10, v, sha, offset]
@@ -49,7 +49,7 @@ enum {
 	ARITY_HELLO = 8,
 	ARITY_STEP = 3,
 	ARITY_ERROR = 5,
-	ARITY_STATS = 10,
+	ARITY_STATS = 13,
 	ARITY_ADAPTER = 6,
 	ARITY_MODEL = 5,
 	ARITY_FETCH = 4,
@@ -353,6 +353,9 @@ static int pack_body(msgpack_packer *pk, const loom_msg *m)
 		r |= msgpack_pack_float(pk, s->step_ms);
 		r |= msgpack_pack_uint64(pk, s->steps);
 		r |= msgpack_pack_uint64(pk, s->tokens_out);
+		r |= msgpack_pack_float(pk, s->fit_a_ms);
+		r |= msgpack_pack_float(pk, s->fit_b_ms);
+		r |= msgpack_pack_uint64(pk, s->queued_tokens_slo);
 		break;
 	}
 	case LOOM_MSG_ADAPTER: {
@@ -918,7 +921,10 @@ static loom_err dec_stats(const dctx *d, const msgpack_object *f, loom_msg_stats
 	    (rc = get_u32(d, &f[6], "kv_total", &s->kv_total)) ||
 	    (rc = get_f32(d, &f[7], "step_ms", &s->step_ms)) ||
 	    (rc = get_u64(d, &f[8], "steps", &s->steps)) ||
-	    (rc = get_u64(d, &f[9], "tokens_out", &s->tokens_out)))
+	    (rc = get_u64(d, &f[9], "tokens_out", &s->tokens_out)) ||
+	    (rc = get_f32(d, &f[10], "fit_a_ms", &s->fit_a_ms)) ||
+	    (rc = get_f32(d, &f[11], "fit_b_ms", &s->fit_b_ms)) ||
+	    (rc = get_u64(d, &f[12], "queued_tokens_slo", &s->queued_tokens_slo)))
 		return rc;
 	return LOOM_OK;
 }

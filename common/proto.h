@@ -129,6 +129,9 @@ typedef struct loom_msg_stats {
 	float step_ms;                /* mean iteration time, recent window */
 	uint64_t steps;               /* iterations so far */
 	uint64_t tokens_out;          /* tokens generated so far */
+	float fit_a_ms, fit_b_ms;     /* step time ~ a + b * tokens (ms); 0, 0 = no fit yet */
+	uint64_t queued_tokens_slo;   /* of queued_tokens: those of requests with a
+				       * TTFT deadline or TPOT target */
 } loom_msg_stats;
 
 /* Makes adapter `name` of base model `base_model` known to the worker. Until

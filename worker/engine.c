@@ -224,6 +224,9 @@ void wk_engine_stats(wk_engine *e, loom_msg_stats *out)
 	*out = e->snap;
 	out->queued += e->inbox_submits;
 	out->queued_tokens += e->inbox_tokens;
+	out->fit_a_ms = e->snap_sched.fit_n ? (float)e->snap_sched.fit_a : 0.f;
+	out->fit_b_ms = e->snap_sched.fit_n ? (float)e->snap_sched.fit_b : 0.f;
+	out->queued_tokens_slo = e->snap_sched.queued_tokens_slo;
 	pthread_mutex_unlock(&e->mu);
 }
 

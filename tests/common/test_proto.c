@@ -122,7 +122,8 @@ static int sample(int i, loom_msg *m)
 		m->type = LOOM_MSG_STATS;
 		m->u.stats = (loom_msg_stats){ .queued = 3, .running = 64, .queued_tokens = 1ull << 33,
 			.kv_free = 100, .kv_total = UINT32_MAX, .step_ms = 12.5f, .steps = UINT64_MAX,
-			.tokens_out = 0 };
+			.tokens_out = 0, .fit_a_ms = 1.5f, .fit_b_ms = 0.25f,
+			.queued_tokens_slo = 1ull << 32 };
 		return 1;
 	case 12:
 		m->type = LOOM_MSG_STATS;
@@ -297,6 +298,9 @@ static void assert_msg_equal(const loom_msg *a, const loom_msg *b)
 		assert_int_equal(a->u.stats.running, b->u.stats.running);
 		assert_true(a->u.stats.queued_tokens == b->u.stats.queued_tokens);
 		assert_int_equal(a->u.stats.kv_free, b->u.stats.kv_free);
+		assert_true(same_float(a->u.stats.fit_a_ms, b->u.stats.fit_a_ms));
+		assert_true(same_float(a->u.stats.fit_b_ms, b->u.stats.fit_b_ms));
+		assert_true(a->u.stats.queued_tokens_slo == b->u.stats.queued_tokens_slo);
 		assert_int_equal(a->u.stats.kv_total, b->u.stats.kv_total);
 		assert_true(same_float(a->u.stats.step_ms, b->u.stats.step_ms));
 		assert_true(a->u.stats.steps == b->u.stats.steps);
@@ -313,7 +317,7 @@ static void test_round_trip_all(void **state)
 {
 	(void)state;
 	loom_msg m, d;
-	int seen[8] = { 0 };
+	int seen[LOOM_MSG_RESIDENCY + 1] = { 0 };
 
 	for (int i = 0; sample(i, &m); i++) {
 		void *buf;
@@ -327,7 +331,7 @@ static void test_round_trip_all(void **state)
 		assert_int_equal(d.type, 0);
 		loom_free(buf);
 	}
-	for (int t = LOOM_MSG_SUBMIT; t <= LOOM_MSG_STATS; t++)
+	for (int t = LOOM_MSG_SUBMIT; t <= LOOM_MSG_RESIDENCY; t++)
 		assert_true(seen[t]);
 }
 
