@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 #include "common/log.h"
 #include "gw_openai.h"
 #include "gw_policy.h"
+#include "gw_req.h"
 
 /* ---- creation ---- */
 
@@ -62,6 +64,7 @@ loom_err gw_admin_create(const gw_admin_opts *o, gw_admin **out)
 	a->reg = o->reg;
 	a->models = o->models;
 	a->link = o->link;
+	a->slo = o->slo;
 	*out = a;
 	return LOOM_OK;
 }
@@ -623,6 +626,47 @@ static void delete_model(gw_admin_req *x, gw_reply *r)
 		deleted(r, x->name, "model");
 }
 
+/* This process's resident set (bytes) from /proc/self/statm; -1 when unknown. */
+static long long rss_bytes(void)
+{
+	long long pages = -1, res = -1;
+	FILE *f = fopen("/proc/self/statm", "r");
+	if (!f)
+		return -1;
+	if (fscanf(f, "%lld %lld", &pages, &res) != 2)
+		res = -1;
+	fclose(f);
+	return res < 0 ? -1 : res * sysconf(_SC_PAGESIZE);
+}
+
+/* The whole /metrics text (loom_malloc'ed; NULL = out of memory). */
+static char *metrics(gw_admin *a, const gw_worker_info *w, size_t n)
+{
+	gw_link_counters c = {0};
+	if (a->link)
+		gw_link_get_counters(a->link, &c);
+	struct mallinfo2 mi = mallinfo2();
+	char *parts[3] = {
+		gw_admin_metrics_text(w, n, a->link ? gw_link_inflight(a->link) : 0,
+				      gw_models_count(a->models), gw_models_adapter_count(a->models)),
+		gw_admin_gateway_metrics_text(&c, gw_req_tracked(), rss_bytes(),
+					      (long long)mi.uordblks),
+		a->slo ? gw_slo_metrics_text(a->slo) : loom_strdup(""),
+	};
+	char *all = NULL;
+	if (parts[0] && parts[1] && parts[2]) {
+		size_t l0 = strlen(parts[0]), l1 = strlen(parts[1]), l2 = strlen(parts[2]);
+		if ((all = loom_malloc(l0 + l1 + l2 + 1))) {
+			memcpy(all, parts[0], l0);
+			memcpy(all + l0, parts[1], l1);
+			memcpy(all + l0 + l1, parts[2], l2 + 1);
+		}
+	}
+	for (int i = 0; i < 3; i++)
+		loom_free(parts[i]);
+	return all;
+}
+
 static void list_reply(gw_admin *a, route rt, gw_reply *r)
 {
 	gw_worker_info *w;
@@ -637,9 +681,7 @@ static void list_reply(gw_admin *a, route rt, gw_reply *r)
 	} else if (rt == A_WORKERS) {
 		body = gw_admin_workers_json(w, n);
 	} else {
-		body = gw_admin_metrics_text(w, n, a->link ? gw_link_inflight(a->link) : 0,
-					     gw_models_count(a->models),
-					     gw_models_adapter_count(a->models));
+		body = metrics(a, w, n);
 		ctype = "text/plain; version=0.0.4; charset=utf-8";
 	}
 	gw_link_workers_free(w, n);

@@ -11,7 +11,8 @@
  *   GET    /admin/workers
  *   POST   /v1/load_lora_adapter      {"lora_name","lora_path"}   (vLLM)
  *   POST   /v1/unload_lora_adapter    {"lora_name"}               (vLLM)
- *   GET    /metrics                   (Prometheus text; no authentication)
+ *   GET    /metrics                   (Prometheus text; no authentication: workers,
+ *                                      gateway memory and queue, SLO classes via gw_slo)
  * the admin authentication (gw_policy: Bearer token, else loopback only:
  * 401 / 403), the folder rule for path imports (403 outside every allowed
  * directory), the 409 / ?replace=true rule, streaming uploads into a temp
@@ -34,6 +35,7 @@
 #include "gw_link.h"
 #include "gw_models.h"
 #include "gw_registry.h"
+#include "gw_slo.h"
 
 typedef struct gw_admin_opts {
 	const char *token;               /* NULL or "" = loopback clients only */
@@ -46,6 +48,7 @@ typedef struct gw_admin_opts {
 	gw_registry *reg;                /* NULL: registry routes answer 503 */
 	gw_models *models;
 	gw_link *link;                   /* may be NULL (no workers: empty lists) */
+	gw_slo *slo;                     /* /metrics per-class figures; NULL = none */
 } gw_admin_opts;
 
 typedef struct gw_admin gw_admin;
@@ -110,8 +113,13 @@ char *gw_admin_adapters_json(gw_models *m, const gw_worker_info *w, size_t n_w);
 char *gw_admin_models_json(gw_models *m, const gw_worker_info *w, size_t n_w);
 /* GET /admin/workers. */
 char *gw_admin_workers_json(const gw_worker_info *w, size_t n_w);
-/* /metrics in Prometheus' text format 0.0.4. */
+/* /metrics in Prometheus' text format 0.0.4: the registry and the workers
+ * (liveness, load, STATS, residency, the router's step model and predictions). */
 char *gw_admin_metrics_text(const gw_worker_info *w, size_t n_w, size_t inflight,
 			    size_t n_models, size_t n_adapters);
+/* The gateway's own families: batch queue, resumed / lost requests, link
+ * entries, requests tracked, heap bytes in use and RSS (-1 = unknown). */
+char *gw_admin_gateway_metrics_text(const gw_link_counters *c, long tracked, long long rss,
+				    long long heap);
 
 #endif

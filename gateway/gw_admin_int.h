@@ -33,6 +33,7 @@ struct gw_admin {
 	gw_registry *reg;
 	gw_models *models;
 	gw_link *link;
+	gw_slo *slo;            /* may be NULL */
 };
 
 enum part { P_NONE, P_CONFIG, P_MODEL, P_BASE, P_SKIP };

@@ -358,7 +358,94 @@ char *gw_admin_metrics_text(const gw_worker_info *w, size_t n_w, size_t inflight
 		put(&t, "loom_worker_budget_bytes{%s,tier=\"model\"} %llu\n", lab[i],
 		    (unsigned long long)r->model_budget);
 	}
+	family(&t, "loom_worker_resident_items", "gauge",
+	       "Adapters / models resident on the worker, per tier (RESIDENCY).");
+	for (size_t i = 0; i < n_w; i++) {
+		if (!w[i].has_residency)
+			continue;
+		unsigned cnt[2][3] = {{0}};
+		for (uint32_t k = 0; k < w[i].res.n; k++)
+			if (w[i].res.items[k].kind < 2 && w[i].res.items[k].tier < 3)
+				cnt[w[i].res.items[k].kind][w[i].res.items[k].tier]++;
+		for (int kind = 0; kind < 2; kind++)
+			for (int tier = LOOM_TIER_HOST; tier <= LOOM_TIER_DEVICE; tier++)
+				put(&t, "loom_worker_resident_items{%s,kind=\"%s\",tier=\"%s\"} %u\n",
+				    lab[i], kind ? "model" : "adapter",
+				    tier == LOOM_TIER_HOST ? "host" : "device", cnt[kind][tier]);
+	}
+	family(&t, "loom_worker_queued_tokens", "gauge",
+	       "Prompt tokens waiting to be prefilled on the worker (STATS).");
+	for (size_t i = 0; i < n_w; i++)
+		if (w[i].has_stats)
+			put(&t, "loom_worker_queued_tokens{%s} %llu\n", lab[i],
+			    (unsigned long long)w[i].stats.queued_tokens);
+	family(&t, "loom_worker_kv_free_tokens", "gauge", "Free KV cache positions (STATS).");
+	for (size_t i = 0; i < n_w; i++)
+		if (w[i].has_stats)
+			put(&t, "loom_worker_kv_free_tokens{%s} %u\n", lab[i], w[i].stats.kv_free);
+	family(&t, "loom_worker_step_seconds", "gauge", "Mean recent iteration time (STATS).");
+	for (size_t i = 0; i < n_w; i++)
+		if (w[i].has_stats)
+			put(&t, "loom_worker_step_seconds{%s} %.6f\n", lab[i], w[i].stats.step_ms / 1000.0);
+	family(&t, "loom_worker_step_model_seconds", "gauge",
+	       "The router's fit of iteration time = fixed + per_token * tokens.");
+	for (size_t i = 0; i < n_w; i++) {
+		if (!w[i].step_samples)
+			continue;
+		put(&t, "loom_worker_step_model_seconds{%s,term=\"fixed\"} %.6f\n", lab[i],
+		    w[i].step_a_ms / 1000.0);
+		put(&t, "loom_worker_step_model_seconds{%s,term=\"per_token\"} %.9f\n", lab[i],
+		    w[i].step_b_ms / 1000.0);
+	}
+	family(&t, "loom_worker_predicted_ttft_seconds", "gauge",
+	       "The router's predicted time to first token of a 1-token request sent now.");
+	for (size_t i = 0; i < n_w; i++)
+		if (w[i].live)
+			put(&t, "loom_worker_predicted_ttft_seconds{%s} %.6f\n", lab[i],
+			    w[i].predicted_ttft_ms / 1000.0);
+	family(&t, "loom_worker_batch_in_flight", "gauge",
+	       "Requests of classes without a TTFT target (batch) routed to the worker.");
+	for (size_t i = 0; i < n_w; i++)
+		put(&t, "loom_worker_batch_in_flight{%s} %u\n", lab[i], w[i].batch_inflight);
 	loom_free(lab);
+	if (t.oom || !t.p) {
+		loom_free(t.p);
+		return NULL;
+	}
+	return t.p;
+}
+
+char *gw_admin_gateway_metrics_text(const gw_link_counters *c, long tracked, long long rss,
+				    long long heap)
+{
+	text t = {0};
+	family(&t, "loom_gateway_batch_queue_length", "gauge",
+	       "Requests waiting in the gateway's batch queue for a worker with room.");
+	put(&t, "loom_gateway_batch_queue_length %zu\n", c->queued);
+	family(&t, "loom_gateway_batch_queue_capacity", "gauge", "--batch-queue.");
+	put(&t, "loom_gateway_batch_queue_capacity %zu\n", c->queue_cap);
+	family(&t, "loom_gateway_slo_routing", "gauge", "1 with SLO routing, 0 with --no-slo.");
+	put(&t, "loom_gateway_slo_routing %d\n", c->no_slo ? 0 : 1);
+	family(&t, "loom_gateway_requests_resumed_total", "counter",
+	       "Requests resumed on another worker after their worker was lost.");
+	put(&t, "loom_gateway_requests_resumed_total %llu\n", (unsigned long long)c->resumed);
+	family(&t, "loom_gateway_requests_lost_total", "counter",
+	       "Requests failed because their worker was lost and no other could take them.");
+	put(&t, "loom_gateway_requests_lost_total %llu\n", (unsigned long long)c->lost);
+	family(&t, "loom_gateway_link_entries", "gauge",
+	       "Requests the worker links hold (in flight, queued, being moved).");
+	put(&t, "loom_gateway_link_entries %zu\n", c->entries);
+	family(&t, "loom_gateway_requests_tracked", "gauge",
+	       "Generation requests alive in the gateway (every per-request structure).");
+	put(&t, "loom_gateway_requests_tracked %ld\n", tracked);
+	if (heap >= 0) {
+		family(&t, "loom_gateway_heap_bytes", "gauge", "Heap bytes in use (malloc).");
+		put(&t, "loom_gateway_heap_bytes %lld\n", heap);
+	}
+	if (rss >= 0) {
+		family(&t, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+		put(&t, "process_resident_memory_bytes %lld\n", rss);
+	}
 	if (t.oom || !t.p) {
 		loom_free(t.p);
 		return NULL;

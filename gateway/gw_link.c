@@ -5,10 +5,11 @@
  * l->mu, held only briefly and never across an nng send or a gw_req call.
  * The table is a chained hash on the request id (a few hundred entries in
  * flight; 1024 buckets). Each entry remembers the worker and the pipe the
- * request went out on, so a dead pipe fails exactly its own requests.
- * Requests taken out of the table on a worker's death are parked on
- * l->to_fail and failed by the heartbeat thread (pipe callbacks must not
- * block).
+ * request went out on, so a dead pipe loses exactly its own requests, and
+ * keeps what it needs to be sent again (lk_job). Requests taken out of the
+ * table on a worker's death are parked on l->to_move and resumed elsewhere
+ * (or failed) by the heartbeat thread (gw_link_move.c; pipe callbacks must
+ * not block), which also feeds the batch queue to workers with room.
  * Announcements (gw_link_sync.c): the receive thread sends what a HELLO's
  * worker lacks before it applies that HELLO (liveness, model list), so a
  * SUBMIT naming an adapter is only ever routed after its ADAPTER was queued
@@ -22,7 +23,9 @@
 #include <nng/nng.h>
 #include <nng/protocol/pair1/pair.h>
 #include <pthread.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -37,13 +40,9 @@
 /* Messages queued per worker, so that non-blocking CANCEL/PING sends survive a
  * worker that is briefly slow to read. */
 #define SEND_QUEUE 1024
-
-/* Routing costs: one request in flight weighs COST_INFLIGHT; an adapter not
- * on the worker's device tier, or a model to swap in, adds the rest. */
-#define COST_INFLIGHT 4
-#define COST_AD_HOST 1
-#define COST_AD_COLD 3
-#define COST_MODEL_SWAP 6
+#define BATCH_QUEUE_DEFAULT 256
+#define BATCH_PER_WORKER_DEFAULT 4
+#define ROOM_MS_DEFAULT 250
 
 int64_t gw_link_now_ms(void)
 {
@@ -52,13 +51,12 @@ int64_t gw_link_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Under mu. */
-static bool is_live(const lk_worker *w, int64_t now)
+bool lk_is_live(const lk_worker *w, int64_t now)
 {
 	return w->pipe && w->last_answer_ms && now - w->last_answer_ms < DEAD_MS;
 }
 
-static bool serves(const lk_worker *w, const char *model)
+bool lk_serves(const lk_worker *w, const char *model)
 {
 	for (uint32_t i = 0; i < w->n_models; i++)
 		if (!strcmp(w->models[i], model))
@@ -76,19 +74,44 @@ static lk_entry **slot(gw_link *l, uint64_t id)
 	return pp;
 }
 
-static lk_entry *detach(gw_link *l, uint64_t id)
+/* Uncounts e from its worker (or the queue). */
+static void uncount(gw_link *l, lk_entry *e)
+{
+	if (e->worker < 0) {
+		lk_queue_unlink(l, e);
+		return;
+	}
+	lk_worker *w = &l->w[e->worker];
+	if (w->inflight)
+		w->inflight--;
+	if (e->job.queueable && w->batch_inflight)
+		w->batch_inflight--;
+	if (l->q_head)
+		pthread_cond_signal(&l->cv); /* room for the batch queue, maybe */
+}
+
+lk_entry *lk_detach(gw_link *l, uint64_t id)
 {
 	lk_entry **pp = slot(l, id), *e = *pp;
 	if (e) {
 		*pp = e->next;
 		e->next = NULL;
-		if (l->w[e->worker].inflight)
-			l->w[e->worker].inflight--;
+		uncount(l, e);
 	}
 	return e;
 }
 
-/* Moves every entry sent on (worker, pipe) — pipe 0 = any — to to_fail. */
+void lk_entry_free(lk_entry *e)
+{
+	if (!e)
+		return;
+	gw_req_release(e->req);
+	loom_free(e->job.sub.prompt_ids);
+	loom_free(e->job.sub.sampling.stop_ids);
+	loom_free(e);
+}
+
+/* Moves every entry sent on (worker, pipe) — pipe 0 = any — to to_move. */
 static size_t detach_worker(gw_link *l, int widx, uint32_t pipe)
 {
 	size_t n = 0;
@@ -98,32 +121,26 @@ static size_t detach_worker(gw_link *l, int widx, uint32_t pipe)
 			lk_entry *e = *pp;
 			if (e->worker == widx && (!pipe || e->pipe == pipe)) {
 				*pp = e->next;
-				e->next = l->to_fail;
-				l->to_fail = e;
+				uncount(l, e);
+				e->next = l->to_move;
+				l->to_move = e;
 				n++;
-				if (l->w[widx].inflight)
-					l->w[widx].inflight--;
 			} else {
 				pp = &e->next;
 			}
 		}
 	}
+	if (n)
+		pthread_cond_signal(&l->cv);
 	return n;
 }
 
 /* ---- sending ---- */
 
-int gw_link_send(lk_worker *w, const loom_msg *m, int flags)
+int gw_link_send_buf(lk_worker *w, const void *buf, size_t len, int flags)
 {
-	void *buf = NULL;
-	size_t len = 0;
 	nng_msg *msg = NULL;
 	int rv;
-	if (loom_msg_encode(m, &buf, &len) != LOOM_OK) {
-		LOOM_WARN("worker %s: cannot encode %s: %s", w->url, loom_msg_type_name(m->type),
-			  loom_errmsg());
-		return NNG_EINVAL;
-	}
 	if ((rv = nng_msg_alloc(&msg, 0)) == 0 && (rv = nng_msg_append(msg, buf, len)) == 0) {
 		rv = nng_sendmsg(w->sock, msg, flags);
 		if (rv == 0)
@@ -131,11 +148,24 @@ int gw_link_send(lk_worker *w, const loom_msg *m, int flags)
 	}
 	if (msg)
 		nng_msg_free(msg);
+	return rv;
+}
+
+int gw_link_send(lk_worker *w, const loom_msg *m, int flags)
+{
+	void *buf = NULL;
+	size_t len = 0;
+	if (loom_msg_encode(m, &buf, &len) != LOOM_OK) {
+		LOOM_WARN("worker %s: cannot encode %s: %s", w->url, loom_msg_type_name(m->type),
+			  loom_errmsg());
+		return NNG_EINVAL;
+	}
+	int rv = gw_link_send_buf(w, buf, len, flags);
 	loom_free(buf);
 	return rv;
 }
 
-static void send_cancel(lk_worker *w, uint64_t id)
+void lk_send_cancel(lk_worker *w, uint64_t id)
 {
 	loom_msg m = {.type = LOOM_MSG_CANCEL, .u.cancel.req = id};
 	pthread_mutex_lock(&w->l->mu);
@@ -165,14 +195,15 @@ static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 		w->synced = false;
 		w->ping_now = true;
 		w->live_after_seq = 0;
+		lk_perf_reset(w);
 		pthread_cond_signal(&l->cv);
 	} else if (ev == NNG_PIPE_EV_REM_POST) {
-		/* the pipe may already have been replaced: fail what went out on it either way */
+		/* the pipe may already have been replaced: move what went out on it either way */
 		size_t n = detach_worker(l, w->idx, id);
 		if (id == w->pipe) {
 			if ((n || w->was_live) && !l->closed) /* not at shutdown */
-				LOOM_WARN("worker %s: connection lost (%zu request(s) in flight failed)",
-					  w->url, n);
+				LOOM_WARN("worker %s: connection lost (%zu request(s) in flight to "
+					  "resume elsewhere)", w->url, n);
 			w->pipe = 0;
 			w->last_answer_ms = 0;
 			w->was_live = false;
@@ -202,6 +233,7 @@ static void on_hello(lk_worker *w, loom_msg_hello *h, uint32_t pipe)
 		w->last_answer_ms = gw_link_now_ms();
 		w->was_live = true;
 	}
+	lk_perf_hello(w, h->ping_seq);
 	snprintf(w->id, sizeof w->id, "%s", h->worker_id);
 	snprintf(w->backend, sizeof w->backend, "%s", h->backend);
 	loom_free(w->models);
@@ -230,13 +262,13 @@ static void on_step(lk_worker *w, const loom_msg_step *s)
 		gw_step_result res = gw_req_on_step(r, it->ids, it->n_ids, it->finish);
 		if (res != GW_STEP_MORE) {
 			pthread_mutex_lock(&l->mu);
-			e = detach(l, it->req);
+			e = *slot(l, it->req);
+			e = e && e->worker == w->idx ? lk_detach(l, it->req) : NULL;
 			pthread_mutex_unlock(&l->mu);
 			if (e) {
 				if (res == GW_STEP_STOPPED)
-					send_cancel(w, it->req);
-				gw_req_release(e->req);
-				loom_free(e);
+					lk_send_cancel(w, it->req);
+				lk_entry_free(e);
 			}
 		}
 		gw_req_release(r);
@@ -259,7 +291,7 @@ static void on_error(lk_worker *w, const loom_msg_error *er)
 	pthread_mutex_lock(&l->mu);
 	lk_entry *e = *slot(l, er->req);
 	if (e && e->worker == w->idx)
-		e = detach(l, er->req);
+		e = lk_detach(l, er->req);
 	else
 		e = NULL;
 	pthread_mutex_unlock(&l->mu);
@@ -268,8 +300,7 @@ static void on_error(lk_worker *w, const loom_msg_error *er)
 	bool client = er->code == LOOM_EINVAL || er->code == LOOM_ERANGE;
 	gw_req_fail(e->req, client ? 400 : 500, client ? "invalid_request_error" : "server_error",
 		    "%s", er->message && *er->message ? er->message : loom_strerror((loom_err)er->code));
-	gw_req_release(e->req);
-	loom_free(e);
+	lk_entry_free(e);
 }
 
 static void *rx_main(void *arg)
@@ -287,16 +318,23 @@ static void *rx_main(void *arg)
 			continue;
 		}
 		uint32_t pipe = (uint32_t)nng_pipe_id(nng_msg_get_pipe(msg));
+		loom_msg m;
+		if (loom_msg_decode(nng_msg_body(msg), nng_msg_len(msg), &m) != LOOM_OK) {
+			LOOM_WARN("worker %s: dropped a bad message: %s", w->url, loom_errmsg());
+			loom_msg_fini(&m);
+			nng_msg_free(msg);
+			continue;
+		}
+		/* deliveries hold rx_mu from the pipe check on: a request moved off a lost
+		 * worker waits for them (gw_link_move.c), so its ids are final */
+		bool deliver = m.type == LOOM_MSG_STEP || m.type == LOOM_MSG_ERROR;
+		if (deliver)
+			pthread_mutex_lock(&w->rx_mu);
 		pthread_mutex_lock(&l->mu);
 		bool current = pipe == w->pipe && !l->stopping;
 		pthread_mutex_unlock(&l->mu);
 		if (!current) {
-			nng_msg_free(msg);
-			continue; /* a late message from a pipe already declared dead */
-		}
-		loom_msg m;
-		if (loom_msg_decode(nng_msg_body(msg), nng_msg_len(msg), &m) != LOOM_OK) {
-			LOOM_WARN("worker %s: dropped a bad message: %s", w->url, loom_errmsg());
+			/* a late message from a pipe already declared dead */
 		} else {
 			switch (m.type) {
 			case LOOM_MSG_HELLO: on_hello(w, &m.u.hello, pipe); break;
@@ -306,6 +344,7 @@ static void *rx_main(void *arg)
 				pthread_mutex_lock(&l->mu);
 				w->stats = m.u.stats;
 				w->has_stats = true;
+				lk_perf_stats(w, &m.u.stats);
 				pthread_mutex_unlock(&l->mu);
 				break;
 			case LOOM_MSG_FETCH: lk_on_fetch(w, &m.u.fetch); break;
@@ -315,6 +354,8 @@ static void *rx_main(void *arg)
 					  loom_msg_type_name(m.type));
 			}
 		}
+		if (deliver)
+			pthread_mutex_unlock(&w->rx_mu);
 		loom_msg_fini(&m);
 		nng_msg_free(msg);
 	}
@@ -322,25 +363,6 @@ static void *rx_main(void *arg)
 }
 
 /* ---- heartbeat ---- */
-
-static void fail_parked(gw_link *l)
-{
-	pthread_mutex_lock(&l->mu);
-	lk_entry *e = l->to_fail;
-	l->to_fail = NULL;
-	pthread_mutex_unlock(&l->mu);
-	while (e) {
-		lk_entry *next = e->next;
-		lk_worker *w = &l->w[e->worker];
-		gw_req_fail(e->req, 502, "server_error",
-			    "worker %s failed while generating (connection lost or not answering)",
-			    w->url);
-		send_cancel(w, e->id); /* harmless if the worker is gone; frees it if it only hung */
-		gw_req_release(e->req);
-		loom_free(e);
-		e = next;
-	}
-}
 
 static void *hb_main(void *arg)
 {
@@ -354,8 +376,8 @@ static void *hb_main(void *arg)
 				continue;
 			if (w->was_live && now - w->last_answer_ms >= DEAD_MS) {
 				size_t n = detach_worker(l, w->idx, 0);
-				LOOM_WARN("worker %s: no answer for %d ms (%zu request(s) in flight failed)",
-					  w->url, DEAD_MS, n);
+				LOOM_WARN("worker %s: no answer for %d ms (%zu request(s) in flight to "
+					  "resume elsewhere)", w->url, DEAD_MS, n);
 				w->was_live = false;
 			}
 			if (w->ping_now || now - w->last_ping_ms >= PING_MS) {
@@ -367,11 +389,16 @@ static void *hb_main(void *arg)
 				pthread_mutex_lock(&l->mu);
 			}
 		}
-		if (l->to_fail) {
+		if (l->to_move) {
 			pthread_mutex_unlock(&l->mu);
-			fail_parked(l);
+			lk_move_parked(l);
 			pthread_mutex_lock(&l->mu);
 			continue;
+		}
+		if (l->q_head) {
+			pthread_mutex_unlock(&l->mu);
+			lk_dispatch_queue(l);
+			pthread_mutex_lock(&l->mu);
 		}
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -432,6 +459,10 @@ loom_err gw_link_create_opts(const gw_link_opts *o, gw_link **out)
 	pthread_mutex_init(&l->mu, NULL);
 	pthread_cond_init(&l->cv, NULL);
 	l->store = o->store;
+	l->no_slo = o->no_slo;
+	l->q_cap = o->batch_queue ? o->batch_queue : BATCH_QUEUE_DEFAULT;
+	l->batch_per_worker = o->batch_per_worker ? o->batch_per_worker : BATCH_PER_WORKER_DEFAULT;
+	l->room_ms = o->room_ms ? o->room_ms : ROOM_MS_DEFAULT;
 	l->w = loom_calloc(o->n_urls ? o->n_urls : 1, sizeof *l->w);
 	if (!l->w) {
 		rc = loom_fail(LOOM_ENOMEM, "out of memory creating worker links");
@@ -442,6 +473,7 @@ loom_err gw_link_create_opts(const gw_link_opts *o, gw_link **out)
 		l->w[i].l = l;
 		l->w[i].idx = (int)i;
 		pthread_mutex_init(&l->w[i].send_mu, NULL);
+		pthread_mutex_init(&l->w[i].rx_mu, NULL);
 	}
 	if ((rc = lk_tables_init(l, o)))
 		goto fail;
@@ -477,15 +509,21 @@ void gw_link_close_all(gw_link *l)
 	l->closed = true;
 	for (size_t i = 0; i < l->n; i++)
 		detach_worker(l, (int)i, 0);
-	lk_entry *e = l->to_fail;
-	l->to_fail = NULL;
+	while (l->q_head) {
+		lk_entry *q = l->q_head;
+		lk_detach(l, q->id);
+		q->next = l->to_move;
+		l->to_move = q;
+	}
+	lk_entry *e = l->to_move;
+	l->to_move = NULL;
 	pthread_mutex_unlock(&l->mu);
 	while (e) {
 		lk_entry *next = e->next;
-		send_cancel(&l->w[e->worker], e->id);
+		if (e->worker >= 0)
+			lk_send_cancel(&l->w[e->worker], e->id);
 		gw_req_close(e->req);
-		gw_req_release(e->req);
-		loom_free(e);
+		lk_entry_free(e);
 		e = next;
 	}
 }
@@ -508,13 +546,14 @@ void gw_link_destroy(gw_link *l)
 		if (w->rx_started)
 			pthread_join(w->rx, NULL);
 	}
-	fail_parked(l); /* anything a late pipe event parked */
+	gw_link_close_all(l); /* anything a late pipe event parked */
 	for (size_t i = 0; i < l->n; i++) {
 		lk_worker *w = &l->w[i];
 		loom_free(w->url);
 		loom_free(w->models);
 		loom_free(w->res.items);
 		pthread_mutex_destroy(&w->send_mu);
+		pthread_mutex_destroy(&w->rx_mu);
 	}
 	lk_tables_fini(l);
 	loom_free(l->w);
@@ -523,19 +562,207 @@ void gw_link_destroy(gw_link *l)
 	loom_free(l);
 }
 
-/* Under mu: what routing r to w costs (lower is better). */
-static int route_cost(const lk_worker *w, const loom_msg_submit *sub, const char *sha)
+/* ---- submitting ---- */
+
+/* A new entry for r whose job is a copy of sub (prompt and stop ids too). */
+static loom_err new_entry(gw_req *r, const loom_msg_submit *sub, const char *sha, lk_entry **out)
 {
-	int cost = (int)w->inflight * COST_INFLIGHT;
-	if (!w->has_res)
-		return cost;
-	if (sub->adapter[0]) {
-		int t = lk_adapter_tier(w, sub->adapter, sha);
-		cost += t == LOOM_TIER_DEVICE ? 0 : t == LOOM_TIER_HOST ? COST_AD_HOST : COST_AD_COLD;
+	*out = NULL;
+	lk_entry *e = loom_calloc(1, sizeof *e);
+	if (!e)
+		return loom_fail(LOOM_ENOMEM, "out of memory routing a request");
+	e->id = sub->req;
+	e->job.sub = *sub;
+	e->job.sub.prompt_ids = NULL;
+	e->job.sub.sampling.stop_ids = NULL;
+	if (sub->n_prompt) {
+		e->job.sub.prompt_ids = loom_malloc(sub->n_prompt * sizeof *sub->prompt_ids);
+		if (!e->job.sub.prompt_ids)
+			goto oom;
+		memcpy(e->job.sub.prompt_ids, sub->prompt_ids, sub->n_prompt * sizeof *sub->prompt_ids);
 	}
-	if (lk_model_tier(w, sub->model) != LOOM_TIER_DEVICE)
-		cost += COST_MODEL_SWAP;
-	return cost;
+	if (sub->sampling.n_stop_ids) {
+		size_t n = sub->sampling.n_stop_ids * sizeof *sub->sampling.stop_ids;
+		if (!(e->job.sub.sampling.stop_ids = loom_malloc(n)))
+			goto oom;
+		memcpy(e->job.sub.sampling.stop_ids, sub->sampling.stop_ids, n);
+	}
+	snprintf(e->job.sha, sizeof e->job.sha, "%s", sha ? sha : "");
+	e->req = r;
+	gw_req_hold(r);
+	*out = e;
+	return LOOM_OK;
+oom:
+	lk_entry_free(e);
+	return loom_fail(LOOM_ENOMEM, "out of memory routing a request");
+}
+
+loom_err lk_encode_submit(gw_link *l, const lk_entry *e, const int32_t *gen, uint32_t n_gen,
+			  void **buf, size_t *len)
+{
+	(void)l;
+	loom_msg m = {.type = LOOM_MSG_SUBMIT, .u.submit = e->job.sub};
+	loom_msg_submit *s = &m.u.submit;
+	int32_t *ids = NULL;
+	if (n_gen) {
+		ids = loom_malloc((s->n_prompt + n_gen) * sizeof *ids);
+		if (!ids)
+			return loom_fail(LOOM_ENOMEM, "out of memory resuming a request");
+		if (s->n_prompt)
+			memcpy(ids, s->prompt_ids, s->n_prompt * sizeof *ids);
+		memcpy(ids + s->n_prompt, gen, n_gen * sizeof *ids);
+		s->prompt_ids = ids;
+		s->n_prompt += n_gen;
+		s->n_generated = n_gen;
+	}
+	if (e->job.slo) {
+		s->tpot_target_ms = e->job.tpot_ms;
+		s->ttft_deadline_ms = 0;
+		if (e->job.ttft_ms && !n_gen) {
+			int64_t left = e->job.ttft_ms - (gw_link_now_ms() - e->job.arrival_ms);
+			s->ttft_deadline_ms = left < 1 ? 1 : (uint32_t)left;
+		}
+	}
+	loom_err rc = loom_msg_encode(&m, buf, len);
+	loom_free(ids);
+	return rc;
+}
+
+void lk_table_insert(gw_link *l, lk_entry *e, int widx, uint32_t n_prompt)
+{
+	lk_entry **pp = &l->table[e->id % GW_LINK_BUCKETS];
+	e->next = *pp;
+	*pp = e;
+	e->worker = -1;
+	if (widx >= 0)
+		lk_assign(l, e, widx, n_prompt);
+}
+
+void lk_assign(gw_link *l, lk_entry *e, int widx, uint32_t n_prompt)
+{
+	lk_worker *w = &l->w[widx];
+	e->worker = widx;
+	e->pipe = w->pipe;
+	w->inflight++;
+	if (e->job.queueable)
+		w->batch_inflight++;
+	lk_perf_submitted(w, n_prompt);
+}
+
+/* Under mu: takes id out of the table when it is still the entry sent to
+ * (widx, pipe); NULL when something else (a worker loss, a cancel) took it. */
+static lk_entry *detach_if_on(gw_link *l, uint64_t id, int widx, uint32_t pipe)
+{
+	lk_entry *e = *slot(l, id);
+	return e && e->worker == widx && e->pipe == pipe ? lk_detach(l, id) : NULL;
+}
+
+/* Routes e (under mu, not in the table yet): *admit and, for LATE, *retry_s. */
+static int route_new(gw_link *l, lk_entry *e, gw_admit *admit, uint32_t *retry_s)
+{
+	const lk_job *j = &e->job;
+	double best_pred;
+	int widx;
+	if (!j->slo) {
+		widx = lk_route_plain(l, &j->sub, j->sha);
+		*admit = widx >= 0 ? GW_ADMIT_SENT : GW_ADMIT_NO_WORKER;
+		return widx;
+	}
+	double budget = -1;
+	if (j->ttft_ms) {
+		budget = (double)j->ttft_ms - (double)(gw_link_now_ms() - j->arrival_ms);
+		if (budget < 0)
+			budget = 0;
+	}
+	widx = lk_route_slo(l, j, j->sub.n_prompt, budget, &best_pred);
+	if (widx >= 0) {
+		*admit = GW_ADMIT_SENT;
+	} else if (best_pred < 0) {
+		*admit = GW_ADMIT_NO_WORKER;
+	} else if (j->queueable) {
+		*admit = l->q_len >= l->q_cap ? GW_ADMIT_FULL : GW_ADMIT_QUEUED;
+	} else {
+		/* the backlog must drain by the excess before a fresh request fits */
+		double s = ceil((best_pred - (double)j->ttft_ms) / 1000.0);
+		*retry_s = s < 1 ? 1 : s > 3600 ? 3600 : (uint32_t)s;
+		*admit = GW_ADMIT_LATE;
+		LOOM_DEBUG("request %llu (%s): refused, predicted TTFT %.0f ms > budget %.0f ms",
+			   (unsigned long long)e->id, j->sub.slo_class, best_pred, budget);
+	}
+	return widx;
+}
+
+static loom_err submit(gw_link *l, gw_req *r, loom_msg_submit *sub, const char *sha,
+		       const gw_link_slo *slo, gw_admit *admit, uint32_t *retry_s)
+{
+	lk_entry *e;
+	void *buf = NULL;
+	size_t len = 0;
+	loom_err rc;
+	*admit = GW_ADMIT_ERROR;
+	sub->req = gw_req_id(r);
+	if (slo && l->no_slo) {
+		/* all of it off: the workers see no class either */
+		sub->slo_class[0] = '\0';
+		sub->ttft_deadline_ms = 0;
+		sub->tpot_target_ms = 0;
+	} else if (slo) {
+		snprintf(sub->slo_class, sizeof sub->slo_class, "%s", slo->name);
+	}
+	if ((rc = new_entry(r, sub, sha, &e)))
+		return rc;
+	if (slo && !l->no_slo) {
+		e->job.slo = true;
+		e->job.queueable = slo->ttft_ms == 0;
+		e->job.ttft_ms = slo->ttft_ms;
+		e->job.tpot_ms = slo->tpot_ms;
+		e->job.priority = slo->priority;
+		e->job.arrival_ms = slo->arrival_ms ? slo->arrival_ms : gw_link_now_ms();
+	}
+	pthread_mutex_lock(&l->mu);
+	int widx = l->closed ? -1 : route_new(l, e, admit, retry_s);
+	if (l->closed)
+		*admit = GW_ADMIT_NO_WORKER;
+	if (widx < 0) {
+		bool closed = l->closed;
+		if (*admit == GW_ADMIT_QUEUED) {
+			lk_table_insert(l, e, -1, 0);
+			lk_queue_push(l, e);
+			pthread_mutex_unlock(&l->mu);
+			return LOOM_OK;
+		}
+		pthread_mutex_unlock(&l->mu);
+		lk_entry_free(e);
+		if (closed)
+			return loom_fail(LOOM_EBUSY, "the gateway is shutting down");
+		if (*admit == GW_ADMIT_FULL)
+			return loom_fail(LOOM_EBUSY, "the batch queue is full (%zu requests waiting); "
+					 "retry later", l->q_cap);
+		if (*admit == GW_ADMIT_LATE)
+			return loom_fail(LOOM_EBUSY, "no worker can give the first token within the "
+					 "'%s' class's %u ms; retry in %u s", sub->slo_class,
+					 slo->ttft_ms, *retry_s);
+		return loom_fail(LOOM_EBUSY, "no live worker serves model '%s'", sub->model);
+	}
+	lk_table_insert(l, e, widx, sub->n_prompt);
+	lk_worker *w = &l->w[widx];
+	uint32_t pipe = e->pipe;
+	rc = lk_encode_submit(l, e, NULL, 0, &buf, &len);
+	pthread_mutex_unlock(&l->mu);
+	int rv = rc ? NNG_ENOMEM : gw_link_send_buf(w, buf, len, 0);
+	loom_free(buf);
+	if (rv == 0)
+		return LOOM_OK;
+	pthread_mutex_lock(&l->mu);
+	e = detach_if_on(l, sub->req, widx, pipe);
+	pthread_mutex_unlock(&l->mu);
+	if (!e)
+		return LOOM_OK; /* the worker's loss already took it: r reports what becomes of it */
+	lk_entry_free(e);
+	if (rc)
+		return loom_fail(rc, "cannot encode the request: %s", loom_errmsg());
+	return loom_fail(LOOM_ECLOSED, "cannot send the request to worker %s: %s", w->url,
+			 nng_strerror(rv));
 }
 
 loom_err gw_link_submit(gw_link *l, gw_req *r, loom_msg_submit *sub)
@@ -545,68 +772,28 @@ loom_err gw_link_submit(gw_link *l, gw_req *r, loom_msg_submit *sub)
 
 loom_err gw_link_submit_to(gw_link *l, gw_req *r, loom_msg_submit *sub, const char *adapter_sha)
 {
-	uint64_t id = gw_req_id(r);
-	lk_entry *e = loom_calloc(1, sizeof *e);
-	if (!e)
-		return loom_fail(LOOM_ENOMEM, "out of memory routing a request");
-	sub->req = id;
-	pthread_mutex_lock(&l->mu);
-	int64_t now = gw_link_now_ms();
-	int best = -1, best_cost = 0;
-	for (size_t i = 0; !l->closed && i < l->n; i++) {
-		lk_worker *w = &l->w[i];
-		if (!is_live(w, now) || !serves(w, sub->model))
-			continue;
-		int c = route_cost(w, sub, adapter_sha);
-		if (best < 0 || c < best_cost) {
-			best = (int)i;
-			best_cost = c;
-		}
-	}
-	if (best < 0) {
-		bool closed = l->closed;
-		pthread_mutex_unlock(&l->mu);
-		loom_free(e);
-		return closed ? loom_fail(LOOM_EBUSY, "the gateway is shutting down")
-			      : loom_fail(LOOM_EBUSY, "no live worker serves model '%s'", sub->model);
-	}
-	lk_worker *w = &l->w[best];
-	e->id = id;
-	e->req = r;
-	e->worker = best;
-	e->pipe = w->pipe;
-	gw_req_hold(r);
-	lk_entry **pp = &l->table[id % GW_LINK_BUCKETS];
-	e->next = *pp;
-	*pp = e;
-	w->inflight++;
-	pthread_mutex_unlock(&l->mu);
+	gw_admit admit;
+	uint32_t retry;
+	return submit(l, r, sub, adapter_sha, NULL, &admit, &retry);
+}
 
-	loom_msg m = {.type = LOOM_MSG_SUBMIT, .u.submit = *sub};
-	int rv = gw_link_send(w, &m, 0);
-	if (rv == 0)
-		return LOOM_OK;
-	pthread_mutex_lock(&l->mu);
-	e = detach(l, id);
-	pthread_mutex_unlock(&l->mu);
-	if (!e)
-		return LOOM_OK; /* the worker's failure already took it: r reports it */
-	gw_req_release(e->req);
-	loom_free(e);
-	return loom_fail(LOOM_ECLOSED, "cannot send the request to worker %s: %s", w->url,
-			 nng_strerror(rv));
+loom_err gw_link_submit_slo(gw_link *l, gw_req *r, loom_msg_submit *sub, const char *adapter_sha,
+			    const gw_link_slo *slo, gw_admit *admit, uint32_t *retry_after_s)
+{
+	*retry_after_s = 0;
+	return submit(l, r, sub, adapter_sha, slo, admit, retry_after_s);
 }
 
 void gw_link_cancel(gw_link *l, uint64_t id)
 {
 	pthread_mutex_lock(&l->mu);
-	lk_entry *e = detach(l, id);
+	lk_entry *e = lk_detach(l, id);
 	pthread_mutex_unlock(&l->mu);
 	if (!e)
 		return;
-	send_cancel(&l->w[e->worker], id);
-	gw_req_release(e->req);
-	loom_free(e);
+	if (e->worker >= 0)
+		lk_send_cancel(&l->w[e->worker], id);
+	lk_entry_free(e);
 }
 
 bool gw_link_model_ready(gw_link *l, const char *model)
@@ -615,7 +802,7 @@ bool gw_link_model_ready(gw_link *l, const char *model)
 	pthread_mutex_lock(&l->mu);
 	int64_t now = gw_link_now_ms();
 	for (size_t i = 0; !ok && i < l->n; i++)
-		ok = is_live(&l->w[i], now) && serves(&l->w[i], model);
+		ok = lk_is_live(&l->w[i], now) && lk_serves(&l->w[i], model);
 	pthread_mutex_unlock(&l->mu);
 	return ok;
 }
@@ -631,6 +818,23 @@ bool gw_link_wait_model(gw_link *l, const char *model, int timeout_ms)
 		struct timespec ts = {0, 10 * 1000000L};
 		nanosleep(&ts, NULL);
 	}
+}
+
+void gw_link_get_counters(gw_link *l, gw_link_counters *out)
+{
+	memset(out, 0, sizeof *out);
+	pthread_mutex_lock(&l->mu);
+	out->queued = l->q_len;
+	out->queue_cap = l->q_cap;
+	out->resumed = l->n_resumed;
+	out->lost = l->n_lost;
+	out->no_slo = l->no_slo;
+	for (size_t b = 0; b < GW_LINK_BUCKETS; b++)
+		for (const lk_entry *e = l->table[b]; e; e = e->next)
+			out->entries++;
+	for (const lk_entry *e = l->to_move; e; e = e->next)
+		out->entries++;
+	pthread_mutex_unlock(&l->mu);
 }
 
 size_t gw_link_inflight(gw_link *l)
@@ -660,10 +864,16 @@ loom_err gw_link_workers(gw_link *l, gw_worker_info **out, size_t *n)
 		snprintf(x->id, sizeof x->id, "%s", w->id);
 		snprintf(x->backend, sizeof x->backend, "%s", w->backend);
 		x->connected = w->pipe != 0;
-		x->live = is_live(w, now);
+		x->live = lk_is_live(w, now);
 		x->inflight = w->inflight;
 		x->has_stats = w->has_stats;
 		x->stats = w->stats;
+		x->batch_inflight = w->batch_inflight;
+		x->step_samples = w->perf.samples;
+		x->step_a_ms = w->perf.a_ms;
+		x->step_b_ms = w->perf.b_ms;
+		x->predicted_ttft_ms = lk_predict_ttft(w, "", "", "", 1);
+		x->pending_tokens = w->perf.pend_tokens;
 		if (w->n_models) {
 			x->models = loom_malloc(w->n_models * sizeof *x->models);
 			if (!x->models) {

@@ -10,8 +10,27 @@
  * adapter and the model are already resident, then the fewest requests in
  * flight), the models and adapters workers must know, and the request
  * table (request id -> gw_req) that STEP / ERROR messages are delivered
- * through. A worker that dies (pipe gone) or stops answering fails its
- * in-flight requests with 502; late messages from a dead pipe are dropped.
+ * through; late messages from a dead pipe are dropped.
+ *
+ * SLO routing (gw_link_submit_slo; gw_link_route.c): for each live worker
+ * serving the model, a predicted TTFT (its queued prompt tokens through a
+ * step-time model fitted online from its STATS, plus adapter / model load
+ * when not resident, plus the request's own prefill); the request goes to a
+ * worker whose prediction meets its remaining TTFT budget, preferring the
+ * adapter's residency, then the lowest prediction. When none can, a request
+ * with a TTFT target is refused (GW_ADMIT_LATE, with a Retry-After from the
+ * predictions); one without (batch) waits in a bounded queue (GW_ADMIT_FULL
+ * when full) until a worker has room: predicted TTFT under room_ms and
+ * fewer than batch_per_worker such requests there. With opts.no_slo every
+ * request goes at once to the least loaded worker (the plain router).
+ *
+ * Worker loss: a worker whose pipe goes, or that answers no PING for a
+ * second, loses its requests to the heartbeat thread, which resumes each on
+ * another live worker from the last token the gateway received: SUBMIT
+ * with prompt_ids = the original prompt + the ids generated so far,
+ * n_generated = their count, the same sampling (seed) and max_tokens; the
+ * client's stream just goes on. Only when no live worker serves the model
+ * does the request fail (502).
  *
  * Announcements: the link keeps a table of models (MODEL messages) and
  * adapters (ADAPTER messages). On each new connection, after the worker's
@@ -70,6 +89,11 @@ typedef struct gw_link_opts {
 	const gw_link_adapter *adapters;
 	size_t n_adapters;
 	st_store *store;               /* answers FETCH; borrowed, may be NULL */
+	bool no_slo;                   /* plain least-loaded routing, no refusals, no queue */
+	size_t batch_queue;            /* requests the batch queue holds (0 = 256) */
+	uint32_t batch_per_worker;     /* queued-class requests in flight per worker (0 = 4) */
+	uint32_t room_ms;              /* a queued request goes to a worker predicted to give
+					* its first token within this (0 = 250) */
 } gw_link_opts;
 
 /* Dials every url (non-blocking) and starts the threads. */
@@ -109,6 +133,34 @@ loom_err gw_link_submit(gw_link *l, gw_req *r, loom_msg_submit *sub);
 /* The same, preferring workers where the adapter version adapter_sha (hex,
  * may be NULL or "") and the model are resident (RESIDENCY), then load. */
 loom_err gw_link_submit_to(gw_link *l, gw_req *r, loom_msg_submit *sub, const char *adapter_sha);
+/* The SLO class of a request, as the router sees it (borrowed). */
+typedef struct gw_link_slo {
+	const char *name;          /* SUBMIT.slo_class */
+	uint32_t ttft_ms;          /* 0 = no TTFT target: waits in the batch queue for room */
+	uint32_t tpot_ms;          /* SUBMIT.tpot_target_ms; 0 = none */
+	int priority;              /* batch queue order: higher first */
+	int64_t arrival_ms;        /* gw_link_now_ms() when the request arrived */
+} gw_link_slo;
+
+typedef enum gw_admit {
+	GW_ADMIT_SENT,       /* routed to a worker */
+	GW_ADMIT_QUEUED,     /* waits in the batch queue; its end arrives through r */
+	GW_ADMIT_NO_WORKER,  /* no live worker serves the model, or shutting down (503) */
+	GW_ADMIT_LATE,       /* no worker can meet the TTFT deadline (503 + Retry-After) */
+	GW_ADMIT_FULL,       /* the batch queue is full (429) */
+	GW_ADMIT_ERROR,      /* out of memory (500) or the send failed (502): see the code */
+} gw_admit;
+
+/*
+ * Admits r by its class (see above). sub as for gw_link_submit (its
+ * slo_class, ttft_deadline_ms and tpot_target_ms are filled here: the
+ * remaining TTFT budget when sent; all empty with no_slo). LOOM_OK with
+ * *admit SENT or QUEUED: the request's end arrives through r. Otherwise
+ * LOOM_EBUSY (NO_WORKER, LATE, FULL; *retry_after_s set for LATE, seconds
+ * >= 1), LOOM_ENOMEM or LOOM_ECLOSED (ERROR), with a message.
+ */
+loom_err gw_link_submit_slo(gw_link *l, gw_req *r, loom_msg_submit *sub, const char *adapter_sha,
+			    const gw_link_slo *slo, gw_admit *admit, uint32_t *retry_after_s);
 /* Removes request id from the table, if still there, and sends CANCEL to its worker. */
 void gw_link_cancel(gw_link *l, uint64_t id);
 /* True when at least one live worker serves model. */
@@ -131,6 +183,12 @@ typedef struct gw_worker_info {
 	loom_msg_stats stats;
 	bool has_residency;
 	loom_msg_residency res;         /* items owned */
+	/* the router's view */
+	uint32_t batch_inflight;        /* queued-class requests routed there */
+	double step_a_ms, step_b_ms;    /* fitted step time = a + b * tokens */
+	uint32_t step_samples;          /* STATS samples behind the fit (0 = prior) */
+	double predicted_ttft_ms;       /* for a 1-token base-model request now */
+	uint64_t pending_tokens;        /* prompt tokens sent that STATS does not show yet */
 } gw_worker_info;
 
 /* A snapshot of every worker. *out (free with gw_link_workers_free) has *n entries. */
@@ -138,5 +196,15 @@ loom_err gw_link_workers(gw_link *l, gw_worker_info **out, size_t *n);
 void gw_link_workers_free(gw_worker_info *v, size_t n);
 /* Requests in flight on all workers. */
 size_t gw_link_inflight(gw_link *l);
+
+typedef struct gw_link_counters {
+	size_t queued;          /* in the batch queue now */
+	size_t queue_cap;
+	size_t entries;         /* requests the link holds (in flight + queued + being moved) */
+	uint64_t resumed;       /* requests resumed on another worker after a worker loss */
+	uint64_t lost;          /* requests failed because no live worker could take them */
+	bool no_slo;
+} gw_link_counters;
+void gw_link_get_counters(gw_link *l, gw_link_counters *out);
 
 #endif

@@ -8,7 +8,11 @@
  * MODEL/ADAPTER messages sent to one worker: whoever sends them (the
  * receive thread on a HELLO, or gw_link_put_*) takes send_mu first, then
  * picks what to send under mu, so the worker receives versions in the
- * order the table took them. Lock order: send_mu before mu.
+ * order the table took them. w->rx_mu is held by a worker's receive thread
+ * while it delivers a STEP or ERROR; taking and dropping it (a barrier)
+ * after entries left the table guarantees no delivery for them is still
+ * under way, so the tokens a moved request has are final. Lock order:
+ * rx_mu before send_mu before mu.
  */
 #ifndef GW_LINK_INT_H
 #define GW_LINK_INT_H
@@ -21,13 +25,49 @@
 
 #define GW_LINK_BUCKETS 1024
 
+/* What a request needs to be sent again (elsewhere, or later). */
+typedef struct lk_job {
+	loom_msg_submit sub;      /* as first built; prompt_ids / stop_ids owned (the
+				   * original prompt: generated ids are appended per move) */
+	char sha[LOOM_SHA_HEX];   /* adapter version to prefer, "" = any */
+	bool slo;                 /* routed by prediction (gw_link_submit_slo, SLO on) */
+	bool queueable;           /* no TTFT target: waits in the batch queue for room */
+	uint32_t ttft_ms, tpot_ms;
+	int priority;
+	int64_t arrival_ms;
+	uint32_t moves;           /* times resumed on another worker */
+} lk_job;
+
 typedef struct lk_entry {
 	uint64_t id;
 	gw_req *req;      /* holds a reference */
-	int worker;
+	int worker;       /* -1 while in the batch queue */
 	uint32_t pipe;
-	struct lk_entry *next;
+	struct lk_entry *next;           /* hash chain, or the to_move list */
+	struct lk_entry *qprev, *qnext;  /* batch queue (worker -1) */
+	lk_job job;
 } lk_entry;
+
+/* The router's view of one worker (under mu): a fit of step time against
+ * tokens per step, updated from successive STATS, and the submits sent
+ * since that STATS cannot reflect yet. */
+#define LK_PEND_SLOTS 8
+typedef struct lk_perf {
+	double s1, sx, sy, sxx, sxy;  /* decayed sums over (tokens per step, step_ms) */
+	double a_ms, b_ms;            /* step_ms ~= a_ms + b_ms * tokens */
+	uint32_t samples;
+	bool has_prev;                /* prev_* hold the previous STATS */
+	uint64_t prev_steps, prev_tokens_out, prev_queued_tokens;
+	uint64_t arrived;             /* prompt tokens that reached the worker since prev */
+	struct {
+		uint64_t seq;         /* w->ping_seq when sent; reflected by STATS answering a later PING */
+		uint64_t tokens;
+		uint32_t reqs;
+	} pend[LK_PEND_SLOTS];
+	uint64_t pend_tokens;         /* sums over pend[] */
+	uint32_t pend_reqs;
+	uint64_t stats_seq;           /* the PING the last HELLO answered (its STATS follows) */
+} lk_perf;
 
 /* A model or adapter workers are told about. */
 typedef struct lk_item {
@@ -45,6 +85,7 @@ typedef struct lk_worker {
 	pthread_t rx;
 	bool rx_started;
 	pthread_mutex_t send_mu;  /* see above */
+	pthread_mutex_t rx_mu;    /* see above */
 	/* under l->mu */
 	uint32_t pipe;            /* current pipe id, 0 = none */
 	int64_t connected_ms;
@@ -65,6 +106,8 @@ typedef struct lk_worker {
 	loom_msg_residency res;   /* items owned */
 	uint64_t live_after_seq;  /* a HELLO answering a PING up to this seq cannot make the
 				   * worker live (that PING went out before its announcements) */
+	uint32_t batch_inflight;  /* queueable requests routed here, not finished */
+	lk_perf perf;
 } lk_worker;
 
 struct gw_link {
@@ -73,7 +116,16 @@ struct gw_link {
 	lk_worker *w;
 	size_t n;
 	lk_entry *table[GW_LINK_BUCKETS];
-	lk_entry *to_fail;        /* detached entries waiting for gw_req_fail */
+	lk_entry *to_move;        /* detached from a lost worker: resumed elsewhere or failed
+				   * by the heartbeat thread */
+	/* batch queue (under mu): priority first, then arrival */
+	lk_entry *q_head, *q_tail;
+	size_t q_len, q_cap;
+	bool no_slo;              /* plain least-loaded routing, no refusals, no queue */
+	uint32_t room_ms;         /* a queued request goes to a worker whose predicted TTFT
+				   * is at most this */
+	uint32_t batch_per_worker;
+	uint64_t n_resumed, n_lost;
 	pthread_t hb;
 	bool hb_started;
 	bool stopping;            /* threads exit */
@@ -89,6 +141,60 @@ struct gw_link {
 int64_t gw_link_now_ms(void);
 /* Encodes and sends m to w (flags: 0 or NNG_FLAG_NONBLOCK); nng's code. */
 int gw_link_send(lk_worker *w, const loom_msg *m, int flags);
+/* Sends len bytes already encoded (buf stays the caller's); nng's code. */
+int gw_link_send_buf(lk_worker *w, const void *buf, size_t len, int flags);
+/* Under mu: w is connected and answered a PING in the last second. */
+bool lk_is_live(const lk_worker *w, int64_t now);
+bool lk_serves(const lk_worker *w, const char *model);
+
+/* gw_link.c: the table (under mu) */
+/* Enters e (job filled, req held) in the table on worker widx and counts it
+ * there (inflight, batch_inflight, pending prompt tokens: n_prompt). */
+void lk_table_insert(gw_link *l, lk_entry *e, int widx, uint32_t n_prompt);
+/* Counts e (in the table, worker -1) on worker widx: worker, pipe, inflight,
+ * batch_inflight, pending prompt tokens. */
+void lk_assign(gw_link *l, lk_entry *e, int widx, uint32_t n_prompt);
+/* Takes request id out of the table (and the batch queue), uncounting it; NULL if absent. */
+lk_entry *lk_detach(gw_link *l, uint64_t id);
+/* Not under mu: drops the entry's reference and frees it. */
+void lk_entry_free(lk_entry *e);
+/* Not under mu: CANCEL id on w when w is connected (non-blocking). */
+void lk_send_cancel(lk_worker *w, uint64_t id);
+/* Under mu: the SUBMIT of e for now, with the n_gen ids gen generated so far
+ * appended, encoded into *buf / *len (loom_malloc'ed). */
+loom_err lk_encode_submit(gw_link *l, const lk_entry *e, const int32_t *gen, uint32_t n_gen,
+			  void **buf, size_t *len);
+
+/* gw_link_move.c (heartbeat thread, not under mu) */
+/* Resumes each request on l->to_move on another live worker, or fails it. */
+void lk_move_parked(gw_link *l);
+/* Sends queued requests to workers that have room. */
+void lk_dispatch_queue(gw_link *l);
+
+/* gw_link_route.c (all under mu) */
+/* Predicted time to first token (ms) on w of a request for model / adapter
+ * (sha: the version, may be "") with n_prompt tokens to prefill. */
+double lk_predict_ttft(const lk_worker *w, const char *model, const char *adapter,
+		       const char *sha, uint32_t n_prompt);
+/* The worker for job j (-1 = none), by the SLO rules: a queueable job needs a
+ * worker with room; another one a worker whose prediction meets its budget
+ * (budget_ms < 0: any). Prefers adapter residency, then the lowest
+ * prediction; *best_pred gets the lowest prediction of all candidates
+ * (the deadline met or not; -1 when no live worker serves the model). */
+int lk_route_slo(gw_link *l, const lk_job *j, uint32_t n_prompt, double budget_ms,
+		 double *best_pred);
+/* Least loaded with adapter/model residency as tie-breaks (the --no-slo router). */
+int lk_route_plain(gw_link *l, const loom_msg_submit *sub, const char *sha);
+/* A SUBMIT of n_prompt tokens went to w (counted until a STATS reflects it). */
+void lk_perf_submitted(lk_worker *w, uint32_t n_prompt);
+/* A HELLO answering PING seq, then the STATS that follows it. */
+void lk_perf_hello(lk_worker *w, uint64_t seq);
+void lk_perf_stats(lk_worker *w, const loom_msg_stats *st);
+/* A new pipe: the worker's state starts over. */
+void lk_perf_reset(lk_worker *w);
+/* Batch queue: inserts e (worker -1) by priority, then arrival. */
+void lk_queue_push(gw_link *l, lk_entry *e);
+void lk_queue_unlink(gw_link *l, lk_entry *e);
 
 /* gw_link_sync.c */
 void lk_item_free(lk_item *it);

@@ -438,6 +438,18 @@ static bool parse_sampling(json_t *root, gw_params *p, gw_api_err *e)
 			return wrong_type(e, "stream_options.include_usage", "a boolean", iu);
 		p->include_usage = iu && json_is_true(iu);
 	}
+	json_t *slo = field(root, "slo_class");
+	if (slo) {
+		if (!json_is_string(slo))
+			return wrong_type(e, "slo_class", "a string", slo);
+		if (json_string_length(slo) == 0 || json_string_length(slo) >= sizeof p->slo_class ||
+		    strlen(json_string_value(slo)) != json_string_length(slo)) {
+			gw_api_err_set(e, 400, BAD, "slo_class", NULL, "'slo_class' must be 1..%zu bytes "
+				       "without NUL characters", sizeof p->slo_class - 1);
+			return false;
+		}
+		memcpy(p->slo_class, json_string_value(slo), json_string_length(slo) + 1);
+	}
 	return parse_stop(root, p, e) && parse_unsupported(root, p, e);
 }
 

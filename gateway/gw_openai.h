@@ -66,6 +66,7 @@ typedef struct gw_params {
 	bool ignore_eos;
 	bool return_token_ids;
 	bool add_special;       /* tokenize: add_special_tokens, default true */
+	char slo_class[64];     /* "slo_class" (loom extension); "" = not given */
 } gw_params;
 
 /*

@@ -4,6 +4,8 @@
  * Invariant (under mu): `suspended` is true exactly when this code suspended
  * r->conn and nobody resumed it yet; wake() resumes only then, so every
  * MHD_resume_connection matches one MHD_suspend_connection.
+ * `recorded` turns true at the one place the SLO outcome is written: the
+ * first transition out of ST_RUNNING (end()), or the last release.
  */
 #include "gw_req.h"
 
@@ -48,9 +50,16 @@ struct gw_req {
 	struct MHD_Connection *conn;
 	bool suspended;
 	bool closing;
+	/* SLO accounting */
+	gw_slo *slo;
+	int slo_class;
+	int64_t arrival_ms;
+	int64_t first_ms;    /* first token (stream: first chunk with text); 0 = none yet */
+	bool recorded;
 };
 
 static atomic_uint_fast64_t next_id = 1;
+static atomic_long n_tracked;
 static uint32_t id_nonce; /* random per process, makes response ids unique across restarts */
 static pthread_once_t nonce_once = PTHREAD_ONCE_INIT;
 
@@ -58,6 +67,37 @@ static void nonce_init(void)
 {
 	if (getrandom(&id_nonce, sizeof id_nonce, 0) != sizeof id_nonce)
 		id_nonce = (uint32_t)time(NULL);
+}
+
+int64_t gw_req_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+long gw_req_tracked(void)
+{
+	return atomic_load(&n_tracked);
+}
+
+/* Under mu (or from the last release): writes the SLO outcome once. */
+static void record(gw_req *r, int status)
+{
+	if (r->recorded || !r->slo)
+		return;
+	r->recorded = true;
+	int64_t now = gw_req_now_ms();
+	gw_slo_outcome o = {.status = status, .tokens = r->n_ids};
+	if (r->first_ms) {
+		o.has_ttft = true;
+		o.ttft_ms = (double)(r->first_ms - r->arrival_ms);
+		if (r->n_ids >= 2) {
+			o.has_tpot = true;
+			o.tpot_ms = (double)(now - r->first_ms) / (double)(r->n_ids - 1);
+		}
+	}
+	gw_slo_record(r->slo, r->slo_class, &o);
 }
 
 loom_err gw_req_create(const gw_req_opts *o, gw_req **out)
@@ -70,7 +110,11 @@ loom_err gw_req_create(const gw_req_opts *o, gw_req **out)
 		return loom_fail(LOOM_ENOMEM, "out of memory creating a request");
 	pthread_mutex_init(&r->mu, NULL);
 	atomic_init(&r->refs, 1);
+	atomic_fetch_add(&n_tracked, 1);
 	r->id = atomic_fetch_add(&next_id, 1);
+	r->slo = o->slo;
+	r->slo_class = o->slo_class;
+	r->arrival_ms = o->arrival_ms ? o->arrival_ms : gw_req_now_ms();
 	snprintf(r->id_str, sizeof r->id_str, "%s-%08x%016llx",
 		 o->api == GW_API_CHAT ? "chatcmpl" : "cmpl", id_nonce, (unsigned long long)r->id);
 	r->created = (long long)time(NULL);
@@ -108,6 +152,8 @@ void gw_req_release(gw_req *r)
 {
 	if (!r || atomic_fetch_sub(&r->refs, 1) != 1)
 		return;
+	if (r->state == ST_RUNNING)
+		record(r, 500); /* never ended: a miss */
 	gw_stream_destroy(r->out);
 	gw_model_release(r->model);
 	loom_free(r->prompt_ids);
@@ -115,6 +161,7 @@ void gw_req_release(gw_req *r)
 	loom_free(r->sse);
 	pthread_mutex_destroy(&r->mu);
 	loom_free(r);
+	atomic_fetch_sub(&n_tracked, 1);
 }
 
 uint64_t gw_req_id(const gw_req *r)
@@ -182,6 +229,8 @@ static void stream_step(gw_req *r, const int32_t *ids, size_t n, bool done)
 {
 	gw_result res = result_base(r);
 	res.text = gw_stream_take(r->out, &res.text_len);
+	if (res.text_len && !r->first_ms)
+		r->first_ms = gw_req_now_ms();
 	res.ids = ids;
 	res.n_ids = n;
 	res.finish = done ? r->finish : NULL;
@@ -228,6 +277,7 @@ static void fail_locked(gw_req *r, int status, const char *type, const char *msg
 	if (r->state != ST_RUNNING)
 		return;
 	r->state = ST_ERROR;
+	record(r, status);
 	gw_api_err_set(&r->err, status, type, NULL, NULL, "%s", msg);
 	if (r->stream) {
 		if (r->api == GW_API_CHAT && !r->sent_first) {
@@ -268,6 +318,8 @@ gw_step_result gw_req_on_step(gw_req *r, const int32_t *ids, size_t n, int finis
 		r->state = ST_OK;
 		ret = (stopped && finish == LOOM_FINISH_NONE) ? GW_STEP_STOPPED : GW_STEP_DONE;
 	}
+	if (!r->stream && n && !r->first_ms)
+		r->first_ms = gw_req_now_ms();
 	if (r->stream) {
 		stream_step(r, ids, n, done);
 		if (r->sse_oom && !done) {
@@ -275,6 +327,8 @@ gw_step_result gw_req_on_step(gw_req *r, const int32_t *ids, size_t n, int finis
 			ret = GW_STEP_STOPPED;
 		}
 	}
+	if (done)
+		record(r, 200);
 	if (done || r->stream)
 		wake(r);
 out:
@@ -323,6 +377,27 @@ bool gw_req_park(gw_req *r, struct MHD_Connection *c)
 	}
 	pthread_mutex_unlock(&r->mu);
 	return done;
+}
+
+loom_err gw_req_generated(gw_req *r, int32_t **ids, size_t *n)
+{
+	loom_err rc = LOOM_OK;
+	*ids = NULL;
+	*n = 0;
+	pthread_mutex_lock(&r->mu);
+	if (r->state != ST_RUNNING) {
+		rc = LOOM_ECANCELED;
+	} else if (r->n_ids) {
+		*ids = loom_malloc(r->n_ids * sizeof **ids);
+		if (*ids) {
+			memcpy(*ids, r->ids, r->n_ids * sizeof **ids);
+			*n = r->n_ids;
+		} else {
+			rc = loom_fail(LOOM_ENOMEM, "out of memory resuming a request");
+		}
+	}
+	pthread_mutex_unlock(&r->mu);
+	return rc == LOOM_ECANCELED ? loom_fail(rc, "the request already ended") : rc;
 }
 
 char *gw_req_result(gw_req *r, int *status)

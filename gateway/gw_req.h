@@ -11,6 +11,10 @@
  * MHD_suspend/resume are called under it so a wake-up is never lost.
  * Lifetime: reference counted (gw_req_hold / gw_req_release); the creator,
  * the link's request table and an SSE response each hold one.
+ * SLO accounting: a request created with a gw_slo records its outcome there
+ * exactly once, when it ends (or, never ended, when its last reference goes):
+ * TTFT from opts.arrival_ms to the first token (a stream: the first chunk
+ * with text), TPOT, tokens, status.
  * Must not: know workers or sockets (gw_link does), parse JSON (gw_openai).
  */
 #ifndef GW_REQ_H
@@ -24,6 +28,7 @@
 #include "common/err.h"
 #include "gw_models.h"
 #include "gw_openai.h"
+#include "gw_slo.h"
 
 struct MHD_Connection;
 
@@ -41,7 +46,15 @@ typedef struct gw_req_opts {
 	size_t n_stops;
 	const int32_t *prompt_ids;   /* copied (usage, prompt_token_ids) */
 	size_t n_prompt;
+	gw_slo *slo;                 /* borrowed, must outlive the request; NULL = no accounting */
+	int slo_class;               /* index in slo */
+	int64_t arrival_ms;          /* gw_req_now_ms() when the request arrived; 0 = at create */
 } gw_req_opts;
+
+/* CLOCK_MONOTONIC in ms (the clock of arrival_ms; the same as gw_link_now_ms). */
+int64_t gw_req_now_ms(void);
+/* Requests alive in this process (created and not yet freed). */
+long gw_req_tracked(void);
 
 /* Creates a request with a fresh process-unique id; *out holds one reference. */
 loom_err gw_req_create(const gw_req_opts *o, gw_req **out);
@@ -68,6 +81,11 @@ void gw_req_fail(gw_req *r, int status, const char *type, const char *fmt, ...)
 void gw_req_close(gw_req *r);
 
 bool gw_req_done(gw_req *r);
+
+/* The ids generated so far, for resuming the request elsewhere: *ids
+ * (loom_malloc'ed, caller frees; NULL when n is 0) and *n. LOOM_ECANCELED
+ * when the request already ended (nothing to resume). */
+loom_err gw_req_generated(gw_req *r, int32_t **ids, size_t *n);
 
 /* MHD thread, non-stream: true when the request already ended; otherwise the
  * connection is suspended (inside the access handler) until it ends. */

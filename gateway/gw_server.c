@@ -54,6 +54,7 @@ typedef struct conn_ctx {
 	bool too_big;
 	gw_req *req;           /* generation in flight (one reference), or NULL */
 	gw_admin_req *adm;     /* R_ADMIN: the admin request's state */
+	int64_t arrival_ms;    /* gw_req_now_ms() at the handler's first call */
 	struct MHD_Connection *conn;
 	struct conn_ctx *prev, *next; /* on s->active while req is set */
 } conn_ctx;
@@ -63,6 +64,8 @@ struct gw_server {
 	gw_models *models;
 	gw_link *link;
 	gw_admin *admin;       /* NULL: no admin routes */
+	gw_slo *slo;           /* the classes (borrowed, or own_slo) */
+	gw_slo *own_slo;
 	size_t max_body;
 	int port;
 	pthread_mutex_t mu;
@@ -157,6 +160,32 @@ static enum MHD_Result reply_errf(struct MHD_Connection *c, int status, const ch
 	va_end(ap);
 	gw_api_err_set(&e, status, type, param, code, "%s", msg);
 	return reply(c, status, gw_openai_error_json(&e), allow);
+}
+
+/* A refusal with a Retry-After header (seconds). */
+static enum MHD_Result reply_retry(struct MHD_Connection *c, int status, uint32_t retry_s,
+				   const char *msg)
+{
+	gw_api_err e;
+	char ra[16];
+	gw_api_err_set(&e, status, status == 429 ? "rate_limit_error" : "service_unavailable", NULL,
+		       NULL, "%s", msg);
+	char *body = gw_openai_error_json(&e);
+	if (!body)
+		return reply(c, 500, NULL, NULL);
+	struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), body,
+								    MHD_RESPMEM_MUST_COPY);
+	loom_free(body);
+	if (!resp)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	if (retry_s) {
+		snprintf(ra, sizeof ra, "%u", retry_s);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+	}
+	enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
+	MHD_destroy_response(resp);
+	return ret;
 }
 
 static enum MHD_Result reply_literal(struct MHD_Connection *c, int status, const char *json)
@@ -358,6 +387,26 @@ static void deactivate(gw_server *s, conn_ctx *x)
 	pthread_mutex_unlock(&s->mu);
 }
 
+/* The request's SLO class: body "slo_class", else the X-Loom-SLO-Class
+ * header, else the default. -1 and *e (400 naming slo_class) when unknown. */
+static int find_class(gw_server *s, struct MHD_Connection *c, const gw_params *p, gw_api_err *e)
+{
+	const char *name = p->slo_class[0] ? p->slo_class
+					   : MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+									 "X-Loom-SLO-Class");
+	if (!name || !*name)
+		return gw_slo_default(s->slo);
+	int i = gw_slo_find(s->slo, name);
+	if (i < 0) {
+		char known[512];
+		gw_slo_names(s->slo, known, sizeof known);
+		gw_api_err_set(e, 400, "invalid_request_error", "slo_class", NULL,
+			       "unknown slo_class '%.64s'%s (known: %s)", name,
+			       p->slo_class[0] ? "" : " in the X-Loom-SLO-Class header", known);
+	}
+	return i;
+}
+
 static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_ctx *x, gw_api api)
 {
 	gw_params p;
@@ -370,12 +419,14 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 	gw_model *m = NULL;
 	bool is_ad = false;
 	gw_adapter ad;
-	if (gw_openai_parse(api, x->body, x->len, &p, &e) ||
+	int cls = -1;
+	if (gw_openai_parse(api, x->body, x->len, &p, &e) || (cls = find_class(s, c, &p, &e)) < 0 ||
 	    !(m = find_model(s, &p, &e, &is_ad, &ad)) ||
 	    !build_prompt(m, &p, &ids, &n, &max_tokens, &e)) {
 		ret = reply_err(c, &e);
 		goto out;
 	}
+	const gw_slo_class *sc = gw_slo_at(s->slo, (size_t)cls);
 	gw_req_opts o = {
 		.api = api,
 		.model = m,
@@ -387,6 +438,9 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 		.n_stops = p.n_stop,
 		.prompt_ids = ids,
 		.n_prompt = n,
+		.slo = s->slo,
+		.slo_class = cls,
+		.arrival_ms = x->arrival_ms,
 	};
 	if (gw_req_create(&o, &r)) {
 		ret = reply_errf(c, 500, "server_error", NULL, NULL, NULL, "%s", loom_errmsg());
@@ -409,17 +463,27 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 	snprintf(sub.model, sizeof sub.model, "%s", m->name);
 	if (is_ad)
 		snprintf(sub.adapter, sizeof sub.adapter, "%s", ad.name);
-	snprintf(sub.slo_class, sizeof sub.slo_class, "interactive");
+	gw_link_slo slo = {.name = sc->name, .ttft_ms = sc->ttft_ms, .tpot_ms = sc->tpot_ms,
+			   .priority = sc->priority, .arrival_ms = x->arrival_ms};
+	gw_admit admit;
+	uint32_t retry_s = 0;
 	activate(s, x, c, r); /* x takes the creator's reference */
-	loom_err rc = gw_link_submit_to(s->link, r, &sub, is_ad ? ad.sha : NULL);
+	loom_err rc = gw_link_submit_slo(s->link, r, &sub, is_ad ? ad.sha : NULL, &slo, &admit,
+					 &retry_s);
 	if (rc) {
+		int status = admit == GW_ADMIT_FULL ? 429
+			   : rc == LOOM_EBUSY ? 503 : rc == LOOM_ECLOSED ? 502 : 500;
+		char msg[512];
+		snprintf(msg, sizeof msg, "%s", loom_errmsg());
 		deactivate(s, x);
-		x->req = NULL;
-		ret = rc == LOOM_EBUSY
-			      ? reply_errf(c, 503, "service_unavailable", NULL, NULL, NULL, "%s",
-					   loom_errmsg())
-			      : reply_errf(c, rc == LOOM_ECLOSED ? 502 : 500, "server_error", NULL,
-					   NULL, NULL, "%s", loom_errmsg());
+		gw_req_fail(r, status, "server_error", "%s", msg); /* accounted as a miss */
+		x->req = NULL; /* r still holds the creator's reference, dropped at out */
+		if (admit == GW_ADMIT_LATE || admit == GW_ADMIT_FULL)
+			ret = reply_retry(c, status, admit == GW_ADMIT_LATE ? retry_s : 1, msg);
+		else if (status == 503)
+			ret = reply_errf(c, 503, "service_unavailable", NULL, NULL, NULL, "%s", msg);
+		else
+			ret = reply_errf(c, status, "server_error", NULL, NULL, NULL, "%s", msg);
 		goto out;
 	}
 	r = NULL;
@@ -560,6 +624,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		if (!x)
 			return MHD_NO;
 		*con_cls = x;
+		x->arrival_ms = gw_req_now_ms();
 		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 							     MHD_HTTP_HEADER_CONTENT_LENGTH);
 		unsigned long long want = cl ? strtoull(cl, NULL, 10) : 0;
@@ -691,6 +756,12 @@ loom_err gw_server_start(const gw_server_opts *o, gw_server **out)
 	s->models = o->models;
 	s->link = o->link;
 	s->admin = o->admin;
+	s->slo = o->slo;
+	if (!s->slo) {
+		if ((rc = gw_slo_create(&s->own_slo)))
+			goto fail;
+		s->slo = s->own_slo;
+	}
 	s->max_body = o->max_body;
 	snprintf(port, sizeof port, "%d", o->port);
 	int gai = getaddrinfo(o->host, port, &hints, &ai);
@@ -730,6 +801,7 @@ fail:
 		freeaddrinfo(ai);
 	if (s->d)
 		MHD_stop_daemon(s->d);
+	gw_slo_destroy(s->own_slo);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	loom_free(s);
@@ -768,6 +840,7 @@ void gw_server_stop(gw_server *s)
 		usleep(10000);
 	}
 	MHD_stop_daemon(s->d);
+	gw_slo_destroy(s->own_slo);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	loom_free(s);

@@ -13,6 +13,10 @@
  * answer on the second call (keep-alive) and never block waiting for tokens:
  * a waiting connection is suspended and the link thread resumes it. A client
  * that goes away cancels its request on the worker.
+ * SLO: a request's class is its body's "slo_class", else the header
+ * X-Loom-SLO-Class, else the table's default; an unknown class is a 400
+ * naming slo_class. gw_link admits it: a 503 with Retry-After when no
+ * worker can meet its TTFT deadline, a 429 when the batch queue is full.
  * Must not: talk to nng directly or shape JSON itself (gw_openai does).
  */
 #ifndef GW_SERVER_H
@@ -24,6 +28,7 @@
 #include "gw_admin.h"
 #include "gw_link.h"
 #include "gw_models.h"
+#include "gw_slo.h"
 
 typedef struct gw_server gw_server;
 
@@ -35,6 +40,7 @@ typedef struct gw_server_opts {
 	gw_models *models;    /* borrowed, must outlive the server */
 	gw_link *link;        /* borrowed, must outlive the server */
 	gw_admin *admin;      /* borrowed; NULL = no admin routes */
+	gw_slo *slo;          /* borrowed, must outlive the server; NULL = the default classes */
 } gw_server_opts;
 
 loom_err gw_server_start(const gw_server_opts *o, gw_server **out);

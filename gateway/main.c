@@ -8,6 +8,8 @@
  * registered earlier are served again; --model / --adapter / --config
  * register theirs into it (an unchanged folder keeps its version, a changed
  * one becomes a new version). Workers load them by content hash.
+ * SLO classes: the defaults (interactive, batch), then the config's
+ * "slo_classes", then --slo-class flags, each replacing a class by name.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -26,6 +28,7 @@
 #include "gateway/gw_models.h"
 #include "gateway/gw_registry.h"
 #include "gateway/gw_server.h"
+#include "gateway/gw_slo.h"
 
 #define MAX_ITEMS 64
 
@@ -49,6 +52,11 @@ typedef struct opts {
 	size_t n_adapter_dirs;
 	const char *model_dirs[MAX_ITEMS];
 	size_t n_model_dirs;
+	const char *slo_classes[MAX_ITEMS]; /* "NAME=TTFT:TPOT:PRIO" */
+	size_t n_slo_classes;
+	bool no_slo;
+	size_t batch_queue;
+	uint32_t batch_per_worker;
 	const char *config;
 } opts;
 
@@ -61,6 +69,8 @@ static void usage(FILE *f)
 		"                    [--adapter-dir DIR ...] [--model-dir DIR ...]\n"
 		"                    [--max-body-bytes N (1048576)] [--max-upload-bytes N (1 GiB)]\n"
 		"                    [--threads N (2)] [--chat-template NAME=plain|chatml|llama2|zephyr]\n"
+		"                    [--slo-class NAME=TTFT_MS:TPOT_MS:PRIORITY ...] [--no-slo]\n"
+		"                    [--batch-queue N (256)] [--batch-per-worker N (4)]\n"
 		"                    [--config FILE]\n"
 		"  --store DIR: the registry (LMDB): models and adapters registered earlier are\n"
 		"               served again; --model/--adapter register into it\n"
@@ -72,9 +82,20 @@ static void usage(FILE *f)
 		"                 /v1/load_lora_adapter may import (none: path imports refused)\n"
 		"  --model-dir: a folder whose model sub-folders POST /admin/models may import\n"
 		"               (as may the --adapter-dir folders)\n"
+		"  --slo-class: add or replace an SLO class (targets in ms, 0 or 'none' = no\n"
+		"               target); defaults interactive=1000:200:1 and batch=none:none:0.\n"
+		"               Requests name theirs in \"slo_class\" or X-Loom-SLO-Class\n"
+		"               (default interactive); one that no worker can serve within its\n"
+		"               TTFT target gets 503 + Retry-After, a class without a TTFT\n"
+		"               target waits in the batch queue (429 when full)\n"
+		"  --no-slo: route every request at once to the least loaded worker (no\n"
+		"            refusals, no queue, no deadlines sent to workers), for comparison\n"
+		"  --batch-per-worker: requests without a TTFT target in flight per worker\n"
 		"  --config FILE: JSON {\"models\":{\"NAME\":{\"path\":DIR,\"chat_template\":\"chatml\"}},\n"
 		"                 \"adapters\":{\"NAME\":{\"path\":DIR,\"base\":BASE}},\n"
-		"                 \"workers\":[URL,...]} (same meaning as the flags)\n");
+		"                 \"workers\":[URL,...],\n"
+		"                 \"slo_classes\":{\"NAME\":{\"ttft_ms\":N|null,\"tpot_ms\":N|null,\n"
+		"                                  \"priority\":N}}} (same meaning as the flags)\n");
 }
 
 static int usage_error(const char *fmt, const char *arg)
@@ -109,6 +130,7 @@ static const char **list_of(opts *o, const char *flag, size_t **n)
 		{"--chat-template", offsetof(opts, templates), offsetof(opts, n_templates)},
 		{"--adapter-dir", offsetof(opts, adapter_dirs), offsetof(opts, n_adapter_dirs)},
 		{"--model-dir", offsetof(opts, model_dirs), offsetof(opts, n_model_dirs)},
+		{"--slo-class", offsetof(opts, slo_classes), offsetof(opts, n_slo_classes)},
 	};
 	for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++) {
 		if (!strcmp(flag, tab[i].flag)) {
@@ -128,6 +150,10 @@ static int parse_args(int argc, char **argv, opts *o)
 			usage(stdout);
 			exit(0);
 		}
+		if (!strcmp(a, "--no-slo")) {
+			o->no_slo = true;
+			continue;
+		}
 		char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
 		char flag[64];
 		if (eq && (size_t)(eq - a) < sizeof flag) {
@@ -140,7 +166,8 @@ static int parse_args(int argc, char **argv, opts *o)
 		static const char *const known[] = {
 			"--host", "--port", "--worker", "--model", "--max-body-bytes", "--threads",
 			"--chat-template", "--config", "--adapter", "--store", "--admin-token",
-			"--adapter-dir", "--model-dir", "--max-upload-bytes"};
+			"--adapter-dir", "--model-dir", "--max-upload-bytes", "--slo-class",
+			"--batch-queue", "--batch-per-worker"};
 		bool ok = false;
 		for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
 			ok |= !strcmp(flag, known[k]);
@@ -173,6 +200,14 @@ static int parse_args(int argc, char **argv, opts *o)
 			if (!parse_num(val, 1, 256, &v))
 				return usage_error("--threads '%s': expected 1..256", val);
 			o->threads = (int)v;
+		} else if (!strcmp(flag, "--batch-queue")) {
+			if (!parse_num(val, 1, 1 << 20, &v))
+				return usage_error("--batch-queue '%s': expected 1..1048576", val);
+			o->batch_queue = (size_t)v;
+		} else if (!strcmp(flag, "--batch-per-worker")) {
+			if (!parse_num(val, 1, 65536, &v))
+				return usage_error("--batch-per-worker '%s': expected 1..65536", val);
+			o->batch_per_worker = (uint32_t)v;
 		} else if (!strcmp(flag, "--config")) {
 			o->config = val;
 		} else if (!strcmp(flag, "--store")) {
@@ -257,7 +292,7 @@ static int config_adapters(const char *path, json_t *ads, spec *specs, size_t *n
 /* Loads the --config file: models (into mspecs), adapters (into aspecs) and
  * workers (appended to urls). Returns 0 or prints one line and returns 1. */
 static int load_config(const char *path, json_t **keep, const char **urls, size_t *n_urls,
-		       spec *mspecs, size_t *n_m, spec *aspecs, size_t *n_a)
+		       spec *mspecs, size_t *n_m, spec *aspecs, size_t *n_a, gw_slo *slo)
 {
 	json_error_t je;
 	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
@@ -274,9 +309,21 @@ static int load_config(const char *path, json_t **keep, const char **urls, size_
 	const char *key;
 	json_t *v;
 	json_object_foreach(root, key, v) {
-		if (strcmp(key, "models") && strcmp(key, "workers") && strcmp(key, "adapters")) {
+		if (strcmp(key, "models") && strcmp(key, "workers") && strcmp(key, "adapters") &&
+		    strcmp(key, "slo_classes")) {
 			fprintf(stderr, "loom-gateway: %s: unknown key '%s' (expected models, adapters, "
-				"workers)\n", path, key);
+				"workers, slo_classes)\n", path, key);
+			return 1;
+		}
+	}
+	json_t *sc = json_object_get(root, "slo_classes");
+	if (sc) {
+		char *text = json_dumps(sc, JSON_ENCODE_ANY);
+		loom_err rc = text ? gw_slo_load_json(slo, text, path)
+				   : loom_fail(LOOM_ENOMEM, "out of memory");
+		free(text);
+		if (rc) {
+			fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
 			return 1;
 		}
 	}
@@ -433,6 +480,7 @@ int main(int argc, char **argv)
 	gw_link *link = NULL;
 	gw_server *srv = NULL;
 	gw_admin *admin = NULL;
+	gw_slo *slo = NULL;
 	json_t *config = NULL;
 	const char *urls[2 * MAX_ITEMS];
 	size_t n_urls = 0;
@@ -466,8 +514,19 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
-	if (o.config && load_config(o.config, &config, urls, &n_urls, mspecs, &n_m, aspecs, &n_a))
+	if (gw_slo_create(&slo)) {
+		fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
 		goto out;
+	}
+	if (o.config &&
+	    load_config(o.config, &config, urls, &n_urls, mspecs, &n_m, aspecs, &n_a, slo))
+		goto out;
+	for (size_t i = 0; i < o.n_slo_classes; i++) {
+		if (gw_slo_parse_arg(slo, o.slo_classes[i], "--slo-class")) {
+			status = usage_error("%s", loom_errmsg());
+			goto out;
+		}
+	}
 	for (size_t i = 0; i < o.n_workers; i++)
 		urls[n_urls++] = o.workers[i];
 	if (n_urls == 0) {
@@ -522,6 +581,12 @@ int main(int argc, char **argv)
 	}
 	lo.urls = urls;
 	lo.n_urls = n_urls;
+	lo.no_slo = o.no_slo;
+	lo.batch_queue = o.batch_queue;
+	lo.batch_per_worker = o.batch_per_worker;
+	/* a batch request starts only where an interactive one would still meet a
+	 * quarter of the tightest TTFT target */
+	lo.room_ms = gw_slo_min_ttft(slo) / 4;
 	if (gw_link_create_opts(&lo, &link)) {
 		fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
 		goto out;
@@ -536,21 +601,29 @@ int main(int argc, char **argv)
 			    .max_body = o.max_body,
 			    .reg = reg,
 			    .models = models,
-			    .link = link};
+			    .link = link,
+			    .slo = slo};
 	if (gw_admin_create(&ao, &admin)) {
 		fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
 		goto out;
 	}
 	gw_server_opts so = {.host = o.host, .port = o.port, .max_body = o.max_body,
-			     .threads = o.threads, .models = models, .link = link, .admin = admin};
+			     .threads = o.threads, .models = models, .link = link, .admin = admin,
+			     .slo = slo};
 	if (gw_server_start(&so, &srv)) {
 		fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
 		goto out;
 	}
 	log_registry(models);
-	LOOM_INFO("gateway listening on http://%s:%d (store %s, admin %s)", o.host,
+	LOOM_INFO("gateway listening on http://%s:%d (store %s, admin %s, %s)", o.host,
 		  gw_server_port(srv), o.store,
-		  o.admin_token && *o.admin_token ? "by token" : "from loopback only");
+		  o.admin_token && *o.admin_token ? "by token" : "from loopback only",
+		  o.no_slo ? "plain least-loaded routing (--no-slo)" : "SLO routing");
+	for (size_t i = 0; i < gw_slo_count(slo); i++) {
+		const gw_slo_class *c = gw_slo_at(slo, i);
+		LOOM_INFO("SLO class %s: TTFT %u ms, TPOT %u ms (0 = none), priority %d", c->name,
+			  c->ttft_ms, c->tpot_ms, c->priority);
+	}
 
 	int sig = 0;
 	sigwait(&sigs, &sig);
@@ -567,6 +640,7 @@ out:
 	gw_registry_link_opts_fini(&lo);
 	gw_registry_close(reg);
 	gw_models_destroy(models);
+	gw_slo_destroy(slo);
 	json_decref(config);
 	specs_free(mspecs, n_m);
 	specs_free(aspecs, n_a);

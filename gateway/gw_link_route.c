@@ -1,0 +1,261 @@
+/*
+ * gateway/gw_link_route.c — the router: a per-worker model of step time,
+ * TTFT predictions, the choice of a worker, and the batch queue's order.
+ *
+ * The step-time model. Every STATS (one per PING, i.e. every 200 ms) gives
+ * the worker's mean recent iteration time (step_ms) and its counters. Between
+ * two STATS the worker ran d_steps iterations that produced d_out tokens and
+ * prefilled (queued_tokens before + prompt tokens that arrived - queued_tokens
+ * now) tokens; their sum over d_steps is the interval's tokens per step x,
+ * and (x, step_ms) is one sample of step_ms = a + b * x, fitted by least
+ * squares with exponential forgetting (DECAY per sample), so the model
+ * follows a machine whose speed changes (other load, another batch mix).
+ * Until samples spread over x, a and b come from a prior.
+ *
+ * The prediction for a request of P prompt tokens on a worker with Q
+ * tokens waiting to be prefilled (STATS queued_tokens + submits STATS does
+ * not show yet) and R sequences decoding or waiting: the Q + P tokens go
+ * through in ceil((Q + P) / CHUNK) iterations (the worker's default token
+ * budget per iteration), each costing a + b * R for the decodes riding along,
+ * plus b per prefilled token, plus the load of the adapter / model when it is
+ * not on the worker's device tier (the worker's measured mean cold-load time
+ * from RESIDENCY: all of it from the store tier, a quarter from host RAM).
+ * Cost: O(workers) per request, under the link mutex.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "gw_link_int.h"
+
+#define DECAY 0.9
+#define PRIOR_A_MS 5.0
+#define PRIOR_B_MS 0.2
+#define CHUNK 256.0
+#define COLD_DEFAULT_MS 100.0
+
+/* Routing costs of the plain router: one request in flight weighs
+ * COST_INFLIGHT; an adapter not on the worker's device tier, or a model to
+ * swap in, adds the rest. */
+#define COST_INFLIGHT 4
+#define COST_AD_HOST 1
+#define COST_AD_COLD 3
+#define COST_MODEL_SWAP 6
+
+/* ---- the step-time model ---- */
+
+static void refit(lk_perf *p)
+{
+	double det = p->s1 * p->sxx - p->sx * p->sx;
+	double my = p->sy / p->s1, mx = p->sx / p->s1;
+	double b = det > 1e-6 * p->s1 * p->s1 ? (p->s1 * p->sxy - p->sx * p->sy) / det : -1;
+	double a = b >= 0 ? my - b * mx : -1;
+	if (b < 0 || a < 0) {
+		/* no spread in x yet (or a fit through noise): split the mean step
+		 * evenly between its fixed part and its tokens */
+		a = my / 2;
+		b = mx > 1 ? my / 2 / mx : my / 2;
+	}
+	p->a_ms = a;
+	p->b_ms = b;
+}
+
+void lk_perf_reset(lk_worker *w)
+{
+	memset(&w->perf, 0, sizeof w->perf);
+}
+
+void lk_perf_submitted(lk_worker *w, uint32_t n_prompt)
+{
+	lk_perf *p = &w->perf;
+	int k = (int)(w->ping_seq % LK_PEND_SLOTS);
+	if (p->pend[k].seq != w->ping_seq) {
+		/* a slot still held by an older PING keeps counting under the new one */
+		p->pend[k].seq = w->ping_seq;
+	}
+	p->pend[k].tokens += n_prompt;
+	p->pend[k].reqs++;
+	p->pend_tokens += n_prompt;
+	p->pend_reqs++;
+}
+
+void lk_perf_hello(lk_worker *w, uint64_t seq)
+{
+	if (seq)
+		w->perf.stats_seq = seq;
+}
+
+void lk_perf_stats(lk_worker *w, const loom_msg_stats *st)
+{
+	lk_perf *p = &w->perf;
+	/* submits sent before the PING this STATS answers are in it now */
+	for (int k = 0; k < LK_PEND_SLOTS; k++) {
+		if (!p->pend[k].reqs || p->pend[k].seq >= p->stats_seq)
+			continue;
+		p->arrived += p->pend[k].tokens;
+		p->pend_tokens -= p->pend[k].tokens;
+		p->pend_reqs -= p->pend[k].reqs;
+		p->pend[k].tokens = 0;
+		p->pend[k].reqs = 0;
+	}
+	if (p->has_prev && st->steps > p->prev_steps && st->step_ms > 0) {
+		double d_steps = (double)(st->steps - p->prev_steps);
+		double d_out = st->tokens_out >= p->prev_tokens_out
+				       ? (double)(st->tokens_out - p->prev_tokens_out) : 0;
+		double pre = (double)p->prev_queued_tokens + (double)p->arrived -
+			     (double)st->queued_tokens;
+		double x = (d_out + (pre > 0 ? pre : 0)) / d_steps, y = st->step_ms;
+		p->s1 = p->s1 * DECAY + 1;
+		p->sx = p->sx * DECAY + x;
+		p->sy = p->sy * DECAY + y;
+		p->sxx = p->sxx * DECAY + x * x;
+		p->sxy = p->sxy * DECAY + x * y;
+		p->samples++;
+		refit(p);
+	}
+	p->arrived = 0; /* from now on measured against this STATS's queued_tokens */
+	p->has_prev = true;
+	p->prev_steps = st->steps;
+	p->prev_tokens_out = st->tokens_out;
+	p->prev_queued_tokens = st->queued_tokens;
+}
+
+/* ---- predictions ---- */
+
+static double cold_ms(const lk_worker *w)
+{
+	return w->res.cold_loads ? w->res.cold_load_ms / (double)w->res.cold_loads
+				 : COLD_DEFAULT_MS;
+}
+
+static double load_ms(const lk_worker *w, const char *model, const char *adapter,
+		      const char *sha)
+{
+	double ms = 0;
+	if (!w->has_res)
+		return 0;
+	if (adapter && adapter[0]) {
+		int t = lk_adapter_tier(w, adapter, sha);
+		ms += t == LOOM_TIER_DEVICE ? 0 : t == LOOM_TIER_HOST ? cold_ms(w) / 4 : cold_ms(w);
+	}
+	int t = lk_model_tier(w, model);
+	ms += t == LOOM_TIER_DEVICE ? 0 : t == LOOM_TIER_HOST ? cold_ms(w) / 4 : cold_ms(w);
+	return ms;
+}
+
+double lk_predict_ttft(const lk_worker *w, const char *model, const char *adapter,
+		       const char *sha, uint32_t n_prompt)
+{
+	const lk_perf *p = &w->perf;
+	double a = p->samples ? p->a_ms : PRIOR_A_MS, b = p->samples ? p->b_ms : PRIOR_B_MS;
+	double q = (double)p->pend_tokens, run = (double)p->pend_reqs;
+	if (w->has_stats) {
+		q += (double)w->stats.queued_tokens;
+		run += (double)w->stats.running + (double)w->stats.queued;
+	}
+	double tokens = q + (double)n_prompt;
+	double steps = ceil(tokens / CHUNK);
+	if (steps < 1)
+		steps = 1;
+	return steps * (a + b * run) + b * tokens + load_ms(w, model, adapter, sha);
+}
+
+/* Under mu: how resident the request's adapter (or, without one, its model) is. */
+static int residency(const lk_worker *w, const loom_msg_submit *sub, const char *sha)
+{
+	if (!w->has_res)
+		return LOOM_TIER_STORE;
+	return sub->adapter[0] ? lk_adapter_tier(w, sub->adapter, sha) : lk_model_tier(w, sub->model);
+}
+
+int lk_route_slo(gw_link *l, const lk_job *j, uint32_t n_prompt, double budget_ms,
+		 double *best_pred)
+{
+	int64_t now = gw_link_now_ms();
+	int best = -1, best_tier = -1;
+	double best_ms = 0;
+	*best_pred = -1;
+	for (size_t i = 0; !l->closed && i < l->n; i++) {
+		const lk_worker *w = &l->w[i];
+		if (!lk_is_live(w, now) || !lk_serves(w, j->sub.model))
+			continue;
+		double ms = lk_predict_ttft(w, j->sub.model, j->sub.adapter, j->sha, n_prompt);
+		if (*best_pred < 0 || ms < *best_pred)
+			*best_pred = ms;
+		if (j->queueable ? (ms > l->room_ms || w->batch_inflight >= l->batch_per_worker)
+				 : (budget_ms >= 0 && ms > budget_ms))
+			continue;
+		int tier = residency(w, &j->sub, j->sha);
+		if (best < 0 || tier > best_tier || (tier == best_tier && ms < best_ms)) {
+			best = (int)i;
+			best_tier = tier;
+			best_ms = ms;
+		}
+	}
+	return best;
+}
+
+/* Under mu: what routing sub to w costs in the plain router (lower is better). */
+static int route_cost(const lk_worker *w, const loom_msg_submit *sub, const char *sha)
+{
+	int cost = (int)w->inflight * COST_INFLIGHT;
+	if (!w->has_res)
+		return cost;
+	if (sub->adapter[0]) {
+		int t = lk_adapter_tier(w, sub->adapter, sha);
+		cost += t == LOOM_TIER_DEVICE ? 0 : t == LOOM_TIER_HOST ? COST_AD_HOST : COST_AD_COLD;
+	}
+	if (lk_model_tier(w, sub->model) != LOOM_TIER_DEVICE)
+		cost += COST_MODEL_SWAP;
+	return cost;
+}
+
+int lk_route_plain(gw_link *l, const loom_msg_submit *sub, const char *sha)
+{
+	int64_t now = gw_link_now_ms();
+	int best = -1, best_cost = 0;
+	for (size_t i = 0; !l->closed && i < l->n; i++) {
+		const lk_worker *w = &l->w[i];
+		if (!lk_is_live(w, now) || !lk_serves(w, sub->model))
+			continue;
+		int c = route_cost(w, sub, sha);
+		if (best < 0 || c < best_cost) {
+			best = (int)i;
+			best_cost = c;
+		}
+	}
+	return best;
+}
+
+/* ---- the batch queue ---- */
+
+void lk_queue_push(gw_link *l, lk_entry *e)
+{
+	lk_entry *after = l->q_tail;
+	while (after && after->job.priority < e->job.priority)
+		after = after->qprev;
+	e->qprev = after;
+	e->qnext = after ? after->qnext : l->q_head;
+	if (e->qnext)
+		e->qnext->qprev = e;
+	else
+		l->q_tail = e;
+	if (after)
+		after->qnext = e;
+	else
+		l->q_head = e;
+	l->q_len++;
+}
+
+void lk_queue_unlink(gw_link *l, lk_entry *e)
+{
+	if (e->qprev)
+		e->qprev->qnext = e->qnext;
+	else
+		l->q_head = e->qnext;
+	if (e->qnext)
+		e->qnext->qprev = e->qprev;
+	else
+		l->q_tail = e->qprev;
+	e->qprev = e->qnext = NULL;
+	l->q_len--;
+}
