@@ -126,6 +126,8 @@ struct gw_link {
 				   * is at most this */
 	uint32_t batch_per_worker;
 	uint64_t n_resumed, n_lost;
+	double prior_a_ms, prior_b_ms;  /* step model of a worker without samples yet: the
+					 * running mean of the fitted ones (0 = none yet) */
 	pthread_t hb;
 	bool hb_started;
 	bool stopping;            /* threads exit */

@@ -10,7 +10,9 @@
  * and (x, step_ms) is one sample of step_ms = a + b * x, fitted by least
  * squares with exponential forgetting (DECAY per sample), so the model
  * follows a machine whose speed changes (other load, another batch mix).
- * Until samples spread over x, a and b come from a prior.
+ * Until samples spread over x, the mean step is split evenly between a and
+ * b; a worker with no sample yet borrows the running mean of the others'
+ * fits (or a fixed prior), so a fresh worker looks neither free nor slow.
  *
  * The prediction for a request of P prompt tokens on a worker with Q
  * tokens waiting to be prefilled (STATS queued_tokens + submits STATS does
@@ -111,6 +113,14 @@ void lk_perf_stats(lk_worker *w, const loom_msg_stats *st)
 		p->sxy = p->sxy * DECAY + x * y;
 		p->samples++;
 		refit(p);
+		gw_link *l = w->l;
+		if (l->prior_a_ms <= 0 && l->prior_b_ms <= 0) {
+			l->prior_a_ms = p->a_ms;
+			l->prior_b_ms = p->b_ms;
+		} else {
+			l->prior_a_ms = 0.9 * l->prior_a_ms + 0.1 * p->a_ms;
+			l->prior_b_ms = 0.9 * l->prior_b_ms + 0.1 * p->b_ms;
+		}
 	}
 	p->arrived = 0; /* from now on measured against this STATS's queued_tokens */
 	p->has_prev = true;
@@ -137,8 +147,10 @@ static double load_ms(const lk_worker *w, const char *model, const char *adapter
 		int t = lk_adapter_tier(w, adapter, sha);
 		ms += t == LOOM_TIER_DEVICE ? 0 : t == LOOM_TIER_HOST ? cold_ms(w) / 4 : cold_ms(w);
 	}
-	int t = lk_model_tier(w, model);
-	ms += t == LOOM_TIER_DEVICE ? 0 : t == LOOM_TIER_HOST ? cold_ms(w) / 4 : cold_ms(w);
+	if (model && model[0]) {
+		int t = lk_model_tier(w, model);
+		ms += t == LOOM_TIER_DEVICE ? 0 : t == LOOM_TIER_HOST ? cold_ms(w) / 4 : cold_ms(w);
+	}
 	return ms;
 }
 
@@ -146,7 +158,10 @@ double lk_predict_ttft(const lk_worker *w, const char *model, const char *adapte
 		       const char *sha, uint32_t n_prompt)
 {
 	const lk_perf *p = &w->perf;
-	double a = p->samples ? p->a_ms : PRIOR_A_MS, b = p->samples ? p->b_ms : PRIOR_B_MS;
+	const gw_link *l = w->l;
+	bool prior = l->prior_a_ms > 0 || l->prior_b_ms > 0;
+	double a = p->samples ? p->a_ms : prior ? l->prior_a_ms : PRIOR_A_MS;
+	double b = p->samples ? p->b_ms : prior ? l->prior_b_ms : PRIOR_B_MS;
 	double q = (double)p->pend_tokens, run = (double)p->pend_reqs;
 	if (w->has_stats) {
 		q += (double)w->stats.queued_tokens;
