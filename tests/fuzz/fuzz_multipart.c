@@ -145,7 +145,7 @@ int fuzz_multipart(const uint8_t *data, size_t size)
 		FUZZ_CHECK(rc[m] == rc[0], "fed %s the result is %d, fed whole %d",
 			   m == 1 ? "bytewise" : "in pieces", rc[m], rc[0]);
 		FUZZ_CHECK(
-			logs[m].n == logs[0].n && memcmp(logs[m].b, logs[0].b, logs[0].n) == 0,
+			logs[m].n == logs[0].n && (!logs[0].n || memcmp(logs[m].b, logs[0].b, logs[0].n) == 0),
 			"fed %s the callbacks differ from fed whole (%zu vs %zu bytes of events)",
 			m == 1 ? "bytewise" : "in pieces", logs[m].n, logs[0].n);
 	}
