@@ -86,6 +86,7 @@ static void uncount(gw_link *l, lk_entry *e)
 		w->inflight--;
 	if (e->job.queueable && w->batch_inflight)
 		w->batch_inflight--;
+	lk_perf_load(w);
 	if (l->q_head)
 		pthread_cond_signal(&l->cv); /* room for the batch queue, maybe */
 }
@@ -264,6 +265,8 @@ static void on_step(lk_worker *w, const loom_msg_step *s)
 			pthread_mutex_lock(&l->mu);
 			e = *slot(l, it->req);
 			e = e && e->worker == w->idx ? lk_detach(l, it->req) : NULL;
+			if (e && res == GW_STEP_DONE)
+				lk_perf_finished(w, e->sent_ms);
 			pthread_mutex_unlock(&l->mu);
 			if (e) {
 				if (res == GW_STEP_STOPPED)
@@ -643,10 +646,12 @@ void lk_assign(gw_link *l, lk_entry *e, int widx, uint32_t n_prompt)
 	lk_worker *w = &l->w[widx];
 	e->worker = widx;
 	e->pipe = w->pipe;
+	e->sent_ms = gw_link_now_ms();
 	w->inflight++;
 	if (e->job.queueable)
 		w->batch_inflight++;
 	lk_perf_submitted(w, n_prompt);
+	lk_perf_load(w);
 }
 
 /* Under mu: takes id out of the table when it is still the entry sent to

@@ -45,6 +45,7 @@ typedef struct lk_entry {
 	uint32_t pipe;
 	struct lk_entry *next;           /* hash chain, or the to_move list */
 	struct lk_entry *qprev, *qnext;  /* batch queue (worker -1) */
+	int64_t sent_ms;                 /* when it went to its worker */
 	lk_job job;
 } lk_entry;
 
@@ -67,6 +68,11 @@ typedef struct lk_perf {
 	uint64_t pend_tokens;         /* sums over pend[] */
 	uint32_t pend_reqs;
 	uint64_t stats_seq;           /* the PING the last HELLO answered (its STATS follows) */
+	uint32_t slots;               /* sequences it runs at once: the most seen running
+				       * while others waited (0 = never saturated yet) */
+	double dur_ms;                /* mean time a request spends there (send -> end) */
+	uint32_t ia_peak;             /* most requests with a TTFT target there at once ... */
+	int64_t ia_peak_ms;           /* ... in the window that began then */
 } lk_perf;
 
 /* A model or adapter workers are told about. */
@@ -194,6 +200,10 @@ void lk_perf_hello(lk_worker *w, uint64_t seq);
 void lk_perf_stats(lk_worker *w, const loom_msg_stats *st);
 /* A new pipe: the worker's state starts over. */
 void lk_perf_reset(lk_worker *w);
+/* A request that went to w at sent_ms has ended there. */
+void lk_perf_finished(lk_worker *w, int64_t sent_ms);
+/* The count of requests with a TTFT target on w changed (or time passed). */
+void lk_perf_load(lk_worker *w);
 /* Batch queue: inserts e (worker -1) by priority, then arrival. */
 void lk_queue_push(gw_link *l, lk_entry *e);
 void lk_queue_unlink(gw_link *l, lk_entry *e);

@@ -22,6 +22,17 @@
  * plus b per prefilled token, plus the load of the adapter / model when it is
  * not on the worker's device tier (the worker's measured mean cold-load time
  * from RESIDENCY: all of it from the store tier, a quarter from host RAM).
+ * A worker also runs a bounded number of sequences at once: the most it was
+ * seen running while others waited (STATS) is its slot count, and when the
+ * requests the gateway has in flight there fill it, the request first waits
+ * for (excess + 1) of them to end, one every mean request duration / slots
+ * (durations measured here, send to end).
+ *
+ * Room for a request without a TTFT target (batch): its predicted TTFT is
+ * under room_ms, fewer than batch_per_worker such requests run there, and,
+ * once the slot count is known, the batch requests there plus the most
+ * requests with a TTFT target seen there at once in the last PEAK_MS plus
+ * this one fit in the slots — the slots interactive traffic needs stay free.
  * Cost: O(workers) per request, under the link mutex.
  */
 #include <math.h>
@@ -34,6 +45,7 @@
 #define PRIOR_B_MS 0.2
 #define CHUNK 256.0
 #define COLD_DEFAULT_MS 100.0
+#define PEAK_MS 5000
 
 /* Routing costs of the plain router: one request in flight weighs
  * COST_INFLIGHT; an adapter not on the worker's device tier, or a model to
@@ -80,6 +92,24 @@ void lk_perf_submitted(lk_worker *w, uint32_t n_prompt)
 	p->pend_reqs++;
 }
 
+void lk_perf_finished(lk_worker *w, int64_t sent_ms)
+{
+	double d = (double)(gw_link_now_ms() - sent_ms);
+	lk_perf *p = &w->perf;
+	p->dur_ms = p->dur_ms > 0 ? 0.8 * p->dur_ms + 0.2 * d : d;
+}
+
+void lk_perf_load(lk_worker *w)
+{
+	lk_perf *p = &w->perf;
+	int64_t now = gw_link_now_ms();
+	uint32_t ia = w->inflight - w->batch_inflight;
+	if (ia >= p->ia_peak || now - p->ia_peak_ms > PEAK_MS) {
+		p->ia_peak = ia;
+		p->ia_peak_ms = now;
+	}
+}
+
 void lk_perf_hello(lk_worker *w, uint64_t seq)
 {
 	if (seq)
@@ -89,6 +119,8 @@ void lk_perf_hello(lk_worker *w, uint64_t seq)
 void lk_perf_stats(lk_worker *w, const loom_msg_stats *st)
 {
 	lk_perf *p = &w->perf;
+	if (st->queued > 0 && st->running > p->slots)
+		p->slots = st->running;
 	/* submits sent before the PING this STATS answers are in it now */
 	for (int k = 0; k < LK_PEND_SLOTS; k++) {
 		if (!p->pend[k].reqs || p->pend[k].seq >= p->stats_seq)
@@ -171,7 +203,21 @@ double lk_predict_ttft(const lk_worker *w, const char *model, const char *adapte
 	double steps = ceil(tokens / CHUNK);
 	if (steps < 1)
 		steps = 1;
-	return steps * (a + b * run) + b * tokens + load_ms(w, model, adapter, sha);
+	double ms = steps * (a + b * run) + b * tokens + load_ms(w, model, adapter, sha);
+	if (p->slots && w->inflight + 1 > p->slots && p->dur_ms > 0)
+		ms += (double)(w->inflight + 1 - p->slots) * p->dur_ms / (double)p->slots;
+	return ms;
+}
+
+/* Under mu: w can start a request without a TTFT target now. */
+static bool has_room(gw_link *l, lk_worker *w, double pred_ms)
+{
+	if (pred_ms > l->room_ms || w->batch_inflight >= l->batch_per_worker)
+		return false;
+	lk_perf_load(w); /* let an old peak expire */
+	uint32_t ia = w->inflight - w->batch_inflight;
+	uint32_t keep = w->perf.ia_peak > ia ? w->perf.ia_peak : ia;
+	return !w->perf.slots || w->batch_inflight + keep + 1 <= w->perf.slots;
 }
 
 /* Under mu: how resident the request's adapter (or, without one, its model) is. */
@@ -190,14 +236,13 @@ int lk_route_slo(gw_link *l, const lk_job *j, uint32_t n_prompt, double budget_m
 	double best_ms = 0;
 	*best_pred = -1;
 	for (size_t i = 0; !l->closed && i < l->n; i++) {
-		const lk_worker *w = &l->w[i];
+		lk_worker *w = &l->w[i];
 		if (!lk_is_live(w, now) || !lk_serves(w, j->sub.model))
 			continue;
 		double ms = lk_predict_ttft(w, j->sub.model, j->sub.adapter, j->sha, n_prompt);
 		if (*best_pred < 0 || ms < *best_pred)
 			*best_pred = ms;
-		if (j->queueable ? (ms > l->room_ms || w->batch_inflight >= l->batch_per_worker)
-				 : (budget_ms >= 0 && ms > budget_ms))
+		if (j->queueable ? !has_room(l, w, ms) : (budget_ms >= 0 && ms > budget_ms))
 			continue;
 		int tier = residency(w, &j->sub, j->sha);
 		if (best < 0 || tier > best_tier || (tier == best_tier && ms < best_ms)) {
