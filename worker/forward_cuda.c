@@ -1,0 +1,729 @@
+/*
+ * worker/forward_cuda.c — the forward pass on the CUDA op table (see
+ * forward_cuda.h).
+ *
+ * A step: pack the batch (tokens, positions, cu_q, KV lengths, block
+ * tables, SGMV metadata) into pinned staging, one async copy, then per
+ * layer: RMSNorm -> fused q|k|v GEMM -> LoRA q,k,v (one shrink, one expand
+ * into the fused row) -> RoPE over q and k heads of the fused row -> KV
+ * write -> paged attention (the decode kernel when every sequence brings
+ * one token, else the prefill kernel) -> o GEMM added into the F32 residual
+ * -> LoRA o -> RMSNorm -> fused gate|up GEMM -> LoRA gate,up -> SiLU*mul ->
+ * down GEMM into the residual -> LoRA down; then the rows that need logits
+ * are gathered (kn_cuda_embed over the residual as a table), normed, and
+ * the LM head writes F32 logits, copied back once. Everything runs on the
+ * context's compute stream; the step ends with one stream sync (logits).
+ * Adapters are uploaded on first use (synchronously, between steps, while
+ * the compute stream is idle) into contiguous pages of the adapter pool;
+ * an adapter's slot is identified by its ad_adapter pointer, name and size.
+ */
+#include "forward_cuda.h"
+
+#ifndef LOOM_HAVE_CUDA
+
+loom_err wk_cuda_fwd_create(const wk_model *m, const wk_kvpool *pool,
+			    const wk_cuda_fwd_opts *o, wk_cuda_fwd **out)
+{
+	(void)m, (void)pool, (void)o;
+	*out = NULL;
+	return loom_fail(LOOM_EUNSUPPORTED, "this build has no CUDA backend (built with "
+			 "LOOM_CUDA=OFF or without nvcc)");
+}
+
+void wk_cuda_fwd_destroy(wk_cuda_fwd *f)
+{
+	(void)f;
+}
+
+loom_err wk_cuda_forward(wk_cuda_fwd *f, const wk_batch *b, float *logits)
+{
+	(void)f, (void)b, (void)logits;
+	return loom_fail(LOOM_EUNSUPPORTED, "this build has no CUDA backend");
+}
+
+#else
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../common/alloc.h"
+#include "../common/dtype.h"
+#include "../kernels/cuda/kn_cuda.h"
+#include "forward_lora.h"
+
+enum { G_QKV, G_GU, G_O, G_DOWN, G_N };
+static const int g_t0[G_N] = {AD_Q, AD_GATE, AD_O, AD_DOWN};
+static const int g_nt[G_N] = {3, 2, 1, 1};
+
+typedef struct dlayer {
+	float *attn_norm, *ffn_norm; /* F32 [d] */
+	void *wqkv;                  /* BF16 [qdim + 2 kvdim, d] */
+	void *wo;                    /* BF16 [d, qdim] */
+	void *wgu;                   /* BF16 [2 ffn, d] */
+	void *wdown;                 /* BF16 [d, ffn] */
+} dlayer;
+
+typedef struct aslot {
+	const ad_adapter *ad;        /* NULL = free */
+	char name[128];
+	size_t bytes;
+	int first, n_pages;
+	int rsum[G_N];               /* largest total rank of a group over layers */
+	uint64_t last_use;
+} aslot;
+
+struct wk_cuda_fwd {
+	const wk_model *m;
+	const wk_kvpool *pool;
+	kn_cuda_ctx *ctx;
+	void *st;
+	kn_cuda_arena *aw, *akv, *aad, *asc;
+	kn_cuda_pages *pages;
+	int d, qdim, kvdim, ffn, qkvw, vocab, L;
+	int max_tokens, max_seqs, n_slots, bt_cap, ws_ctx;
+	void *embed, *lm_head;
+	float *final_norm;
+	dlayer *layers;
+	kn_cuda_kv kv;
+	float *x, *xl, *logits_d, *lv;
+	void *xn, *qkv, *att, *gu, *act, *attn_ws, *meta_d;
+	size_t lv_bytes, attn_ws_bytes, meta_bytes, lmeta_bytes;
+	void *meta_h;                /* pinned, meta_bytes */
+	float *logits_h;             /* pinned [max_tokens, vocab] */
+	kn_cuda_lora_desc *tab_h[G_N], *tab_d[G_N];
+	aslot *slots;
+	int32_t *seg_slot;           /* [max_seqs] */
+	uint64_t tick;
+};
+
+#define BF 2 /* bytes of a BF16 */
+
+static void *col(void *p, size_t elems)
+{
+	return (char *)p + elems * BF;
+}
+
+/* Group g's input width and slice output widths. */
+static void group_dims(const loom_model_config *c, int g, int *d_in, int n_out[3])
+{
+	for (int s = 0; s < g_nt[g]; s++) {
+		int di;
+		ad_target_dims(c, g_t0[g] + s, &di, &n_out[s]);
+		*d_in = di;
+	}
+}
+
+/* ---- set-up ---- */
+
+typedef struct piece {
+	const float *src;
+	size_t n;
+} piece;
+
+/* Converts the pieces to BF16 (in host tmp) and copies them, one after the
+ * other, into a new allocation of arena a. */
+static loom_err upload(kn_cuda_arena *a, uint16_t *tmp, const piece *p, int np, void **out)
+{
+	size_t n = 0;
+	for (int i = 0; i < np; i++) {
+		for (size_t j = 0; j < p[i].n; j++)
+			tmp[n + j] = loom_f32_to_bf16(p[i].src[j]);
+		n += p[i].n;
+	}
+	loom_err rc = kn_cuda_arena_alloc(a, n * BF, out);
+	return rc ? rc : kn_cuda_memcpy(*out, tmp, n * BF);
+}
+
+static loom_err upload_f32(kn_cuda_arena *a, const float *src, size_t n, float **out)
+{
+	void *p;
+	loom_err rc = kn_cuda_arena_alloc(a, n * sizeof(float), &p);
+	if (rc)
+		return rc;
+	*out = p;
+	return kn_cuda_memcpy(p, src, n * sizeof(float));
+}
+
+static size_t up256(size_t n)
+{
+	return (n + 255) & ~(size_t)255;
+}
+
+static loom_err upload_model(wk_cuda_fwd *f)
+{
+	const wk_model *m = f->m;
+	size_t d = (size_t)f->d, big = (size_t)f->vocab * d;
+	size_t per_layer = up256((size_t)f->qkvw * d * BF) + up256(d * f->qdim * BF) +
+			   up256((size_t)2 * f->ffn * d * BF) + up256(d * f->ffn * BF) +
+			   2 * up256(d * 4);
+	if ((size_t)2 * f->ffn * d > big)
+		big = (size_t)2 * f->ffn * d;
+	if ((size_t)f->qkvw * d > big)
+		big = (size_t)f->qkvw * d;
+	size_t total = (size_t)f->L * per_layer + 2 * up256(f->vocab * d * BF) + up256(d * 4) +
+		       4096;
+	loom_err rc = kn_cuda_arena_create("weights", total, &f->aw);
+	if (rc)
+		return rc;
+	uint16_t *tmp = loom_malloc(big * BF);
+	if (!tmp)
+		return loom_fail(LOOM_ENOMEM, "cuda forward: out of host memory for the upload");
+	piece e = {m->embed, f->vocab * d};
+	rc = upload(f->aw, tmp, &e, 1, &f->embed);
+	if (!rc && m->lm_head == m->embed) {
+		f->lm_head = f->embed;
+	} else if (!rc) {
+		piece h = {m->lm_head, f->vocab * d};
+		rc = upload(f->aw, tmp, &h, 1, &f->lm_head);
+	}
+	if (!rc)
+		rc = upload_f32(f->aw, m->final_norm, d, &f->final_norm);
+	for (int l = 0; l < f->L && !rc; l++) {
+		const wk_layer *w = &m->layers[l];
+		dlayer *dl = &f->layers[l];
+		piece qkv[3] = {{w->wq, (size_t)f->qdim * d}, {w->wk, (size_t)f->kvdim * d},
+				{w->wv, (size_t)f->kvdim * d}};
+		piece o = {w->wo, d * f->qdim};
+		piece gu[2] = {{w->w_gate, (size_t)f->ffn * d}, {w->w_up, (size_t)f->ffn * d}};
+		piece dn = {w->w_down, d * f->ffn};
+		if ((rc = upload_f32(f->aw, w->attn_norm, d, &dl->attn_norm)) ||
+		    (rc = upload_f32(f->aw, w->ffn_norm, d, &dl->ffn_norm)) ||
+		    (rc = upload(f->aw, tmp, qkv, 3, &dl->wqkv)) ||
+		    (rc = upload(f->aw, tmp, &o, 1, &dl->wo)) ||
+		    (rc = upload(f->aw, tmp, gu, 2, &dl->wgu)))
+			break;
+		rc = upload(f->aw, tmp, &dn, 1, &dl->wdown);
+	}
+	loom_free(tmp);
+	return rc;
+}
+
+/* Offsets in the per-step metadata block (bytes): the SGMV metadata first,
+ * then int32 tokens, pos, cu_q, ctx_len, last rows, block tables (last, so
+ * a step copies only the prefix it filled). */
+typedef struct meta_off {
+	size_t tok, pos, cuq, ctx, last, bt;
+} meta_off;
+
+static meta_off meta_layout(const wk_cuda_fwd *f)
+{
+	meta_off o;
+	size_t T = (size_t)f->max_tokens, S = (size_t)f->max_seqs;
+	o.tok = f->lmeta_bytes;
+	o.pos = o.tok + 4 * T;
+	o.cuq = o.pos + 4 * T;
+	o.ctx = o.cuq + 4 * (S + 1);
+	o.last = o.ctx + 4 * S;
+	o.bt = up256(o.last + 4 * T);
+	return o;
+}
+
+static loom_err alloc_scratch(wk_cuda_fwd *f, const wk_cuda_fwd_opts *o)
+{
+	size_t T = (size_t)f->max_tokens, d = (size_t)f->d;
+	f->lv_bytes = kn_cuda_lora_v_bytes(f->max_tokens, KN_CUDA_LORA_MAX_RSTRIDE,
+					   KN_CUDA_LORA_MAX_KSPLIT);
+	f->ws_ctx = f->kv.n_blocks * f->kv.block_size;
+	if (f->ws_ctx > f->m->cfg.max_ctx)
+		f->ws_ctx = f->m->cfg.max_ctx;
+	for (;;) {
+		f->attn_ws_bytes = kn_cuda_attn_decode_ws_bytes(f->max_seqs, f->m->cfg.n_heads,
+								 f->m->cfg.head_dim, f->ws_ctx);
+		if (f->attn_ws_bytes <= ((size_t)256 << 20) || f->ws_ctx <= 256)
+			break;
+		f->ws_ctx /= 2; /* longer contexts take the prefill kernel */
+	}
+	f->lmeta_bytes = up256(kn_cuda_lora_meta_bytes(f->max_tokens, f->max_seqs));
+	f->bt_cap = f->kv.n_blocks;
+	f->meta_bytes = meta_layout(f).bt + (size_t)4 * f->max_seqs * f->bt_cap;
+	struct {
+		void **p;
+		size_t n;
+	} bufs[] = {
+		{(void **)&f->x, T * d * 4},        {(void **)&f->xl, T * d * 4},
+		{(void **)&f->logits_d, T * f->vocab * 4}, {(void **)&f->lv, f->lv_bytes},
+		{&f->xn, T * d * BF},               {&f->qkv, T * f->qkvw * BF},
+		{&f->att, T * f->qdim * BF},        {&f->gu, T * 2 * f->ffn * BF},
+		{&f->act, T * f->ffn * BF},         {&f->attn_ws, f->attn_ws_bytes},
+		{&f->meta_d, f->meta_bytes},
+	};
+	size_t total = 4096;
+	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+		total += up256(bufs[i].n);
+	loom_err rc = kn_cuda_arena_create("scratch", total, &f->asc);
+	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0] && !rc; i++)
+		rc = kn_cuda_arena_alloc(f->asc, bufs[i].n, bufs[i].p);
+	if (!rc)
+		rc = kn_cuda_host_alloc(f->meta_bytes, &f->meta_h);
+	if (!rc)
+		rc = kn_cuda_host_alloc(T * f->vocab * 4, (void **)&f->logits_h);
+	if (rc)
+		return rc;
+
+	/* adapter pool: descriptor tables, then pages */
+	f->n_slots = o->adapter_slots > 0 ? o->adapter_slots : 32;
+	size_t mb = o->adapter_mb ? o->adapter_mb : 256;
+	size_t tab = (size_t)f->n_slots * f->L * sizeof(kn_cuda_lora_desc);
+	size_t page = (size_t)1 << 20;
+	int n_pages = (int)(mb * ((size_t)1 << 20) / page);
+	rc = kn_cuda_arena_create("adapters", G_N * up256(tab) + (size_t)n_pages * page + 4096,
+				  &f->aad);
+	for (int g = 0; g < G_N && !rc; g++) {
+		f->tab_h[g] = loom_calloc((size_t)f->n_slots * f->L, sizeof(kn_cuda_lora_desc));
+		if (!f->tab_h[g])
+			return loom_fail(LOOM_ENOMEM, "cuda forward: out of host memory");
+		if (!(rc = kn_cuda_arena_alloc(f->aad, tab, (void **)&f->tab_d[g])))
+			rc = kn_cuda_memcpy(f->tab_d[g], f->tab_h[g], tab);
+	}
+	if (!rc)
+		rc = kn_cuda_pages_create(f->aad, page, n_pages, &f->pages);
+	if (rc)
+		return rc;
+	f->slots = loom_calloc((size_t)f->n_slots, sizeof *f->slots);
+	f->seg_slot = loom_calloc((size_t)f->max_seqs + 1, sizeof *f->seg_slot);
+	if (!f->slots || !f->seg_slot)
+		return loom_fail(LOOM_ENOMEM, "cuda forward: out of host memory");
+	return LOOM_OK;
+}
+
+loom_err wk_cuda_fwd_create(const wk_model *m, const wk_kvpool *pool,
+			    const wk_cuda_fwd_opts *o, wk_cuda_fwd **out)
+{
+	*out = NULL;
+	const loom_model_config *c = &m->cfg;
+	if (!o || o->max_tokens < 1 || o->max_seqs < 1)
+		return loom_fail(LOOM_EINVAL, "cuda forward: max_tokens and max_seqs must be >= 1");
+	if (!wk_kvpool_fits(pool, c))
+		return loom_fail(LOOM_EINVAL, "cuda forward: the kv pool was made for another "
+				 "model shape than \"%s\"", m->name);
+	wk_cuda_fwd *f = loom_calloc(1, sizeof *f);
+	if (!f)
+		return loom_fail(LOOM_ENOMEM, "cuda forward: out of memory");
+	f->m = m;
+	f->pool = pool;
+	f->d = c->hidden;
+	f->qdim = c->n_heads * c->head_dim;
+	f->kvdim = c->n_kv_heads * c->head_dim;
+	f->ffn = c->ffn;
+	f->qkvw = f->qdim + 2 * f->kvdim;
+	f->vocab = c->vocab;
+	f->L = c->n_layers;
+	f->max_tokens = o->max_tokens;
+	f->max_seqs = o->max_seqs;
+	loom_err rc = LOOM_OK;
+	f->layers = loom_calloc((size_t)f->L, sizeof *f->layers);
+	if (!f->layers) {
+		rc = loom_fail(LOOM_ENOMEM, "cuda forward: out of memory");
+		goto out;
+	}
+	if ((rc = kn_cuda_ctx_create(o->device, 0, &f->ctx)))
+		goto out;
+	f->st = kn_cuda_ctx_stream(f->ctx);
+	if ((rc = upload_model(f)))
+		goto out;
+	f->kv = (kn_cuda_kv){.dt = KN_CUDA_BF16, .n_blocks = wk_kvpool_n_blocks(pool),
+			     .n_layers = f->L, .block_size = wk_kvpool_block_size(pool),
+			     .n_kv_heads = c->n_kv_heads, .head_dim = c->head_dim};
+	size_t kvb = kn_cuda_kv_bytes(&f->kv);
+	if ((rc = kn_cuda_arena_create("kv", 2 * up256(kvb) + 4096, &f->akv)) ||
+	    (rc = kn_cuda_arena_alloc(f->akv, kvb, &f->kv.k)) ||
+	    (rc = kn_cuda_arena_alloc(f->akv, kvb, &f->kv.v)))
+		goto out;
+	rc = alloc_scratch(f, o);
+out:
+	if (rc) {
+		wk_cuda_fwd_destroy(f);
+		return rc;
+	}
+	*out = f;
+	return LOOM_OK;
+}
+
+void wk_cuda_fwd_destroy(wk_cuda_fwd *f)
+{
+	if (!f)
+		return;
+	if (f->ctx)
+		kn_cuda_ctx_sync(f->ctx);
+	kn_cuda_pages_destroy(f->pages);
+	kn_cuda_arena_destroy(f->aad);
+	kn_cuda_arena_destroy(f->asc);
+	kn_cuda_arena_destroy(f->akv);
+	kn_cuda_arena_destroy(f->aw);
+	kn_cuda_host_free(f->meta_h);
+	kn_cuda_host_free(f->logits_h);
+	for (int g = 0; g < G_N; g++)
+		loom_free(f->tab_h[g]);
+	loom_free(f->slots);
+	loom_free(f->seg_slot);
+	loom_free(f->layers);
+	kn_cuda_ctx_destroy(f->ctx);
+	loom_free(f);
+}
+
+/* ---- adapters ---- */
+
+/* Bytes adapter a takes in the pool (each block 256-aligned). */
+static size_t adapter_bytes(const wk_cuda_fwd *f, const ad_adapter *a)
+{
+	size_t n = 0;
+	for (int l = 0; l < f->L; l++)
+		for (int t = 0; t < AD_N_TARGETS; t++) {
+			const ad_module *md = ad_mod(a, l, t);
+			if (md->rank > 0)
+				n += up256((size_t)md->rank * a->d_in[t] * BF) +
+				     up256((size_t)md->rank * a->d_out[t] * BF);
+		}
+	return n;
+}
+
+static bool slot_is(const aslot *s, const ad_adapter *a)
+{
+	return s->ad == a && s->bytes == a->bytes && !strcmp(s->name, a->name);
+}
+
+static void slot_free(wk_cuda_fwd *f, int i)
+{
+	aslot *s = &f->slots[i];
+	if (s->ad && s->n_pages)
+		kn_cuda_pages_free(f->pages, s->first, s->n_pages);
+	s->ad = NULL;
+	s->n_pages = 0;
+}
+
+/* The LRU slot not used in this step (-1: none). */
+static int slot_victim(const wk_cuda_fwd *f)
+{
+	int v = -1;
+	for (int i = 0; i < f->n_slots; i++) {
+		const aslot *s = &f->slots[i];
+		if (s->last_use == f->tick)
+			continue;
+		if (!s->ad)
+			return i;
+		if (v < 0 || s->last_use < f->slots[v].last_use)
+			v = i;
+	}
+	return v;
+}
+
+/* Uploads a into slot i: weights to pages, descriptors to the tables. */
+static loom_err slot_load(wk_cuda_fwd *f, int i, const ad_adapter *a)
+{
+	aslot *s = &f->slots[i];
+	size_t bytes = adapter_bytes(f, a), page = kn_cuda_pages_page_bytes(f->pages);
+	int n = (int)((bytes + page - 1) / page);
+	void *dev = NULL;
+	loom_err rc = LOOM_OK;
+	if (n < 1)
+		n = 1;
+	while ((rc = kn_cuda_pages_alloc(f->pages, n, &s->first, &dev)) == LOOM_EBUSY) {
+		int v = -1;
+		for (int j = 0; j < f->n_slots; j++)
+			if (f->slots[j].ad && f->slots[j].last_use != f->tick &&
+			    (v < 0 || f->slots[j].last_use < f->slots[v].last_use))
+				v = j;
+		if (v < 0)
+			return loom_fail(LOOM_EBUSY, "cuda forward: adapter \"%s\" (%zu bytes) does "
+					 "not fit the adapter pool beside this step's adapters",
+					 a->name, bytes);
+		slot_free(f, v);
+	}
+	if (rc)
+		return rc;
+	s->n_pages = n;
+	uint16_t *host = loom_malloc(bytes ? bytes : 1);
+	if (!host) {
+		kn_cuda_pages_free(f->pages, s->first, n);
+		s->n_pages = 0;
+		return loom_fail(LOOM_ENOMEM, "cuda forward: out of host memory for adapter \"%s\"",
+				 a->name);
+	}
+	size_t off = 0;
+	memset(s->rsum, 0, sizeof s->rsum);
+	for (int g = 0; g < G_N; g++)
+		for (int l = 0; l < f->L; l++) {
+			kn_cuda_lora_desc *dsc = &f->tab_h[g][(size_t)i * f->L + l];
+			memset(dsc, 0, sizeof *dsc);
+			int rs = 0;
+			for (int k = 0; k < g_nt[g]; k++) { /* packed A rows of the group */
+				const ad_module *md = ad_mod(a, l, g_t0[g] + k);
+				if (md->rank <= 0)
+					continue;
+				size_t na = (size_t)md->rank * a->d_in[g_t0[g] + k];
+				if (!dsc->a)
+					dsc->a = (char *)dev + off;
+				for (size_t j = 0; j < na; j++)
+					host[off / BF + j] = loom_f32_to_bf16(md->a[j]);
+				off += na * BF;
+				rs += md->rank;
+			}
+			off = up256(off);
+			for (int k = 0; k < g_nt[g]; k++) {
+				const ad_module *md = ad_mod(a, l, g_t0[g] + k);
+				if (md->rank <= 0)
+					continue;
+				size_t nb = (size_t)md->rank * a->d_out[g_t0[g] + k];
+				dsc->bt[k] = (char *)dev + off;
+				dsc->rank[k] = md->rank;
+				dsc->scale[k] = md->scale;
+				for (size_t j = 0; j < nb; j++)
+					host[off / BF + j] = loom_f32_to_bf16(md->bt[j]);
+				off = up256(off + nb * BF);
+			}
+			if (rs > s->rsum[g])
+				s->rsum[g] = rs;
+		}
+	rc = off > bytes ? loom_fail(LOOM_EINTERNAL, "cuda forward: adapter layout overflow")
+			 : kn_cuda_memcpy(dev, host, off);
+	loom_free(host);
+	for (int g = 0; g < G_N && !rc; g++)
+		rc = kn_cuda_memcpy(f->tab_d[g] + (size_t)i * f->L, f->tab_h[g] + (size_t)i * f->L,
+				    (size_t)f->L * sizeof(kn_cuda_lora_desc));
+	if (rc) {
+		kn_cuda_pages_free(f->pages, s->first, n);
+		s->n_pages = 0;
+		return rc;
+	}
+	s->ad = a;
+	s->bytes = a->bytes;
+	snprintf(s->name, sizeof s->name, "%s", a->name);
+	return LOOM_OK;
+}
+
+/* Maps each segment's adapter to a slot (loading it when new); rsum: the
+ * r_stride of each group for this step (0 = no adapter adapts the group). */
+static loom_err map_adapters(wk_cuda_fwd *f, const wk_batch *b, int rsum[G_N])
+{
+	memset(rsum, 0, G_N * sizeof *rsum);
+	for (int i = 0; i < b->n_segs; i++) {
+		const ad_adapter *a = b->seg_adapter[i];
+		int sl = -1;
+		if (a) {
+			for (int j = 0; j < f->n_slots && sl < 0; j++)
+				if (slot_is(&f->slots[j], a))
+					sl = j;
+			if (sl < 0) {
+				sl = slot_victim(f);
+				if (sl < 0)
+					return loom_fail(LOOM_EBUSY, "cuda forward: more than %d adapters "
+							 "in one step", f->n_slots);
+				slot_free(f, sl);
+				loom_err rc = slot_load(f, sl, a);
+				if (rc)
+					return rc;
+			}
+			f->slots[sl].last_use = f->tick;
+			for (int g = 0; g < G_N; g++)
+				if (f->slots[sl].rsum[g] > rsum[g])
+					rsum[g] = f->slots[sl].rsum[g];
+		}
+		f->seg_slot[i] = sl;
+	}
+	for (int g = 0; g < G_N; g++)
+		if (rsum[g] > KN_CUDA_LORA_MAX_RSTRIDE)
+			return loom_fail(LOOM_EUNSUPPORTED, "cuda forward: total LoRA rank %d of a "
+					 "module group exceeds %d", rsum[g],
+					 KN_CUDA_LORA_MAX_RSTRIDE);
+	return LOOM_OK;
+}
+
+/* ---- the step ---- */
+
+static loom_err check_batch(const wk_cuda_fwd *f, const wk_batch *b, int *max_ctx, int *max_q)
+{
+	const wk_model *m = f->m;
+	if (b->n_seqs < 0 || (b->n_seqs > 0 && (!b->seq_start || !b->kv)))
+		return loom_fail(LOOM_EINVAL, "wk_forward: bad batch (n_seqs %d)", b->n_seqs);
+	if (b->n_seqs > 0 && b->seq_start[0] != 0)
+		return loom_fail(LOOM_EINVAL, "wk_forward: seq_start[0] is %d, not 0",
+				 b->seq_start[0]);
+	*max_ctx = *max_q = 0;
+	for (int s = 0; s < b->n_seqs; s++) {
+		int n = b->seq_start[s + 1] - b->seq_start[s];
+		const wk_kv *kv = b->kv[s];
+		if (n <= 0)
+			return loom_fail(LOOM_EINVAL, "wk_forward: sequence %d has no tokens", s);
+		if (!kv || kv->pool != f->pool)
+			return loom_fail(LOOM_EINVAL, "wk_forward: sequence %d's kv cache is not on "
+					 "the pool the cuda forward mirrors", s);
+		if (kv->len < 0 || n > kv->capacity - kv->len)
+			return loom_fail(LOOM_ERANGE, "wk_forward: sequence %d: %d tokens after %d "
+					 "overflow its kv capacity %d", s, n, kv->len, kv->capacity);
+		for (int r = 0; r < s; r++)
+			if (b->kv[r] == kv)
+				return loom_fail(LOOM_EINVAL, "wk_forward: sequences %d and %d share "
+						 "one kv cache", r, s);
+		if (kv->len + n > *max_ctx)
+			*max_ctx = kv->len + n;
+		if (n > *max_q)
+			*max_q = n;
+	}
+	int T = b->n_seqs > 0 ? b->seq_start[b->n_seqs] : 0;
+	if (T > f->max_tokens || b->n_seqs > f->max_seqs)
+		return loom_fail(LOOM_ERANGE, "wk_forward: %d tokens of %d sequences exceed the "
+				 "cuda forward's %d tokens / %d sequences", T, b->n_seqs,
+				 f->max_tokens, f->max_seqs);
+	if (T > 0 && !b->tokens)
+		return loom_fail(LOOM_EINVAL, "wk_forward: %d tokens but no token array", T);
+	for (int t = 0; t < T; t++)
+		if (b->tokens[t] < 0 || b->tokens[t] >= m->cfg.vocab)
+			return loom_fail(LOOM_EINVAL, "wk_forward: token %d at row %d is outside the "
+					 "vocabulary [0, %d)", b->tokens[t], t, m->cfg.vocab);
+	return wk_lora_check(m, b);
+}
+
+typedef struct step {
+	int T, R;
+	kn_cuda_attn_batch ab;
+	bool decode;
+	const void *lmeta;
+	int n_chunks;
+	int rsum[G_N];
+} step;
+
+static loom_err lora(wk_cuda_fwd *f, const step *s, int g, int l, const void *x, int ldx,
+		     void *y, kn_cuda_dtype ydt, int ldy)
+{
+	if (!s->lmeta || s->rsum[g] == 0 || s->n_chunks == 0)
+		return LOOM_OK;
+	kn_cuda_lora_group grp = {.table = f->tab_d[g], .n_slots = f->n_slots, .n_layers = f->L,
+				  .n_slices = g_nt[g], .dt = KN_CUDA_BF16};
+	group_dims(&f->m->cfg, g, &grp.d_in, grp.n_out);
+	int ks = kn_cuda_lora_ksplit(grp.d_in, s->n_chunks, kn_cuda_ctx_sm_count(f->ctx));
+	if (kn_cuda_lora_v_bytes(s->T, s->rsum[g], ks) > f->lv_bytes)
+		return loom_fail(LOOM_ERANGE, "cuda forward: LoRA v buffer too small");
+	loom_err rc = kn_cuda_lora_shrink(f->lv, s->T, s->rsum[g], ks, x, ldx, &grp, l, s->lmeta,
+					  s->n_chunks, f->st);
+	return rc ? rc : kn_cuda_lora_expand(y, ydt, ldy, f->lv, s->T, s->rsum[g], ks, &grp, l,
+					     s->lmeta, s->n_chunks, f->st);
+}
+
+static loom_err layer(wk_cuda_fwd *f, const step *s, int l, const int32_t *pos)
+{
+	const loom_model_config *c = &f->m->cfg;
+	const dlayer *w = &f->layers[l];
+	int T = s->T, d = f->d;
+	float scale = (float)(1.0 / sqrt((double)c->head_dim));
+	const kn_cuda_dtype B = KN_CUDA_BF16, F = KN_CUDA_F32;
+	loom_err rc;
+	if ((rc = kn_cuda_rmsnorm(f->xn, B, d, f->x, F, d, w->attn_norm, F, T, d, c->rms_eps,
+				  f->st)) ||
+	    (rc = kn_cuda_gemm(f->ctx, f->qkv, B, f->qkvw, f->xn, B, d, w->wqkv, B, d, T, f->qkvw,
+			       d, 1.0f, 0.0f, f->st)) ||
+	    (rc = lora(f, s, G_QKV, l, f->xn, d, f->qkv, B, f->qkvw)) ||
+	    (rc = kn_cuda_rope(f->qkv, B, f->qkvw, T, c->n_heads + c->n_kv_heads, c->head_dim, pos,
+			       c->rope_theta, f->st)) ||
+	    (rc = kn_cuda_kv_write(&f->kv, l, &s->ab, col(f->qkv, f->qdim),
+				   col(f->qkv, (size_t)f->qdim + f->kvdim), B, f->qkvw, f->st)))
+		return rc;
+	if (s->decode)
+		rc = kn_cuda_attn_decode(f->att, B, f->qdim, f->qkv, B, f->qkvw, &f->kv, l, &s->ab,
+					 c->n_heads, scale, f->attn_ws, f->attn_ws_bytes, f->st);
+	else
+		rc = kn_cuda_attn_prefill(f->att, B, f->qdim, f->qkv, B, f->qkvw, &f->kv, l, &s->ab,
+					  c->n_heads, scale, f->st);
+	if (rc ||
+	    (rc = kn_cuda_gemm(f->ctx, f->x, F, d, f->att, B, f->qdim, w->wo, B, f->qdim, T, d,
+			       f->qdim, 1.0f, 1.0f, f->st)) ||
+	    (rc = lora(f, s, G_O, l, f->att, f->qdim, f->x, F, d)) ||
+	    (rc = kn_cuda_rmsnorm(f->xn, B, d, f->x, F, d, w->ffn_norm, F, T, d, c->rms_eps,
+				  f->st)) ||
+	    (rc = kn_cuda_gemm(f->ctx, f->gu, B, 2 * f->ffn, f->xn, B, d, w->wgu, B, d, T,
+			       2 * f->ffn, d, 1.0f, 0.0f, f->st)) ||
+	    (rc = lora(f, s, G_GU, l, f->xn, d, f->gu, B, 2 * f->ffn)) ||
+	    (rc = kn_cuda_silu_mul(f->act, B, f->ffn, f->gu, col(f->gu, f->ffn), B, 2 * f->ffn, T,
+				   f->ffn, f->st)) ||
+	    (rc = kn_cuda_gemm(f->ctx, f->x, F, d, f->act, B, f->ffn, w->wdown, B, f->ffn, T, d,
+			       f->ffn, 1.0f, 1.0f, f->st)))
+		return rc;
+	return lora(f, s, G_DOWN, l, f->act, f->ffn, f->x, F, d);
+}
+
+loom_err wk_cuda_forward(wk_cuda_fwd *f, const wk_batch *b, float *logits)
+{
+	int max_ctx = 0, max_q = 0;
+	loom_err rc = check_batch(f, b, &max_ctx, &max_q);
+	if (rc || b->n_seqs == 0)
+		return rc;
+	const loom_model_config *c = &f->m->cfg;
+	step s = {.T = b->seq_start[b->n_seqs]};
+	s.R = b->all_logits ? s.T : b->n_seqs;
+	f->tick++;
+
+	/* pack the step's metadata */
+	meta_off o = meta_layout(f);
+	char *h = f->meta_h, *dv = f->meta_d;
+	int32_t *tok = (int32_t *)(h + o.tok), *pos = (int32_t *)(h + o.pos);
+	int32_t *cuq = (int32_t *)(h + o.cuq), *ctx = (int32_t *)(h + o.ctx);
+	int32_t *last = (int32_t *)(h + o.last), *bt = (int32_t *)(h + o.bt);
+	int bts = 1;
+	for (int q = 0; q < b->n_seqs; q++)
+		if (b->kv[q]->n_blocks > bts)
+			bts = b->kv[q]->n_blocks;
+	memcpy(tok, b->tokens, (size_t)s.T * sizeof *tok);
+	for (int q = 0; q < b->n_seqs; q++) {
+		int t0 = b->seq_start[q], n = b->seq_start[q + 1] - t0;
+		const wk_kv *kv = b->kv[q];
+		for (int t = 0; t < n; t++)
+			pos[t0 + t] = kv->len + t;
+		cuq[q] = t0;
+		ctx[q] = kv->len + n;
+		if (!b->all_logits)
+			last[q] = t0 + n - 1;
+		memcpy(bt + (size_t)q * bts, kv->blocks, (size_t)kv->n_blocks * sizeof *bt);
+		for (int j = kv->n_blocks; j < bts; j++)
+			bt[(size_t)q * bts + j] = -1;
+	}
+	cuq[b->n_seqs] = s.T;
+	if (b->all_logits)
+		for (int t = 0; t < s.T; t++)
+			last[t] = t;
+	if (b->n_segs > 0) {
+		if ((rc = map_adapters(f, b, s.rsum)) ||
+		    (rc = kn_cuda_lora_meta_pack(h, f->lmeta_bytes, b->seg_start, f->seg_slot,
+						 b->n_segs, &s.n_chunks)))
+			return rc;
+		s.lmeta = dv;
+	}
+	size_t used = o.bt + (size_t)4 * b->n_seqs * bts;
+	if ((rc = kn_cuda_memcpy_async(dv, h, used, f->st)))
+		return rc;
+	s.ab = (kn_cuda_attn_batch){.n_seqs = b->n_seqs, .n_tokens = s.T, .max_q_len = max_q,
+				    .max_ctx_len = max_ctx, .cu_q = (const int32_t *)(dv + o.cuq),
+				    .ctx_len = (const int32_t *)(dv + o.ctx),
+				    .block_tables = (const int32_t *)(dv + o.bt), .bt_stride = bts};
+	s.decode = max_q == 1 && max_ctx <= f->ws_ctx;
+
+	int d = f->d;
+	const kn_cuda_dtype B = KN_CUDA_BF16, F = KN_CUDA_F32;
+	rc = kn_cuda_embed(f->x, F, d, f->embed, B, f->vocab, (const int32_t *)(dv + o.tok), s.T,
+			   d, f->st);
+	for (int l = 0; l < f->L && !rc; l++)
+		rc = layer(f, &s, l, (const int32_t *)(dv + o.pos));
+	/* logits rows: gather (the residual as an embedding table), norm, head */
+	if (!rc)
+		rc = kn_cuda_embed(f->xl, F, d, f->x, F, s.T, (const int32_t *)(dv + o.last), s.R, d,
+				   f->st);
+	if (!rc)
+		rc = kn_cuda_rmsnorm(f->xn, B, d, f->xl, F, d, f->final_norm, F, s.R, d, c->rms_eps,
+				     f->st);
+	if (!rc)
+		rc = kn_cuda_gemm(f->ctx, f->logits_d, F, f->vocab, f->xn, B, d, f->lm_head, B, d,
+				  s.R, f->vocab, d, 1.0f, 0.0f, f->st);
+	size_t lb = (size_t)s.R * f->vocab * sizeof(float);
+	if (!rc)
+		rc = kn_cuda_memcpy_async(f->logits_h, f->logits_d, lb, f->st);
+	loom_err rs = kn_cuda_stream_sync(f->st); /* also frees the staging for the next step */
+	if (!rc)
+		rc = rs;
+	if (rc)
+		return rc;
+	memcpy(logits, f->logits_h, lb);
+	for (int q = 0; q < b->n_seqs; q++)
+		b->kv[q]->len += b->seq_start[q + 1] - b->seq_start[q];
+	return LOOM_OK;
+}
+
+#endif

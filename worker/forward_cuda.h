@@ -1,0 +1,49 @@
+/*
+ * worker/forward_cuda.h — the LLaMA forward pass on the CUDA backend
+ * (kernels/cuda/kn_cuda.h), with the contract of wk_forward (forward.h).
+ *
+ * Owns, per model: a CUDA context, the base weights uploaded once to a
+ * "weights" arena as BF16 (q|k|v and gate|up fused into one GEMM each; norms
+ * kept F32), a device KV pool with the host pool's shape and block ids (the
+ * host wk_kvpool keeps the accounting and block tables; the device pool is
+ * the storage), an adapter pool (pages of an "adapters" arena, slots with
+ * SGMV descriptor tables, LRU over adapters not in the current batch), and
+ * a "scratch" arena for the activations of max_tokens rows. Every device
+ * allocation happens in wk_cuda_fwd_create: a step allocates nothing.
+ * Per step: the batch metadata is packed into pinned staging and copied
+ * once; logits come back to host memory (the host sampler draws).
+ * Numerics: activations BF16, residual stream F32, GEMMs BF16 in / F32
+ * accumulate, attention softmax F32, KV cache BF16.
+ * Built with LOOM_HAVE_CUDA only; without it create fails with
+ * LOOM_EUNSUPPORTED ("this build has no CUDA backend").
+ * Threading: one thread at a time per wk_cuda_fwd (the engine thread).
+ */
+#ifndef WK_FORWARD_CUDA_H
+#define WK_FORWARD_CUDA_H
+
+#include "../common/err.h"
+#include "forward.h"
+
+typedef struct wk_cuda_fwd wk_cuda_fwd;
+
+typedef struct wk_cuda_fwd_opts {
+	int device;          /* CUDA device index (0) */
+	int max_tokens;      /* rows of one step (all sequences' tokens) */
+	int max_seqs;        /* sequences of one step */
+	int adapter_slots;   /* adapters resident on the device at once; 0 = 32 */
+	size_t adapter_mb;   /* adapter pool MiB; 0 = 256 */
+} wk_cuda_fwd_opts;
+
+/* Uploads m (borrowed; must outlive the forward) and sizes the device KV
+ * pool like pool (borrowed: its blocks are the ids the batches use).
+ * *out owned by the caller (wk_cuda_fwd_destroy). */
+loom_err wk_cuda_fwd_create(const wk_model *m, const wk_kvpool *pool,
+			    const wk_cuda_fwd_opts *o, wk_cuda_fwd **out);
+void wk_cuda_fwd_destroy(wk_cuda_fwd *f);
+
+/* wk_forward's contract on the device (logits: host memory, F32). Also
+ * LOOM_ERANGE when the batch exceeds max_tokens / max_seqs, LOOM_EBUSY when
+ * the adapters of one batch do not fit the adapter pool. */
+loom_err wk_cuda_forward(wk_cuda_fwd *f, const wk_batch *b, float *logits);
+
+#endif
