@@ -5,7 +5,7 @@
  *   loom-worker --listen URL [--model [NAME=]DIR ...] [--store DIR | --own-store DIR]
  *               [--host-cache-mb N] [--device-adapter-mb N] [--device-model-mb N]
  *               [--id NAME] [--threads N] [--max-batch-tokens N] [--max-seqs N]
- *               [--kv-blocks N | --kv-mb N]
+ *               [--kv-blocks N | --kv-mb N] [--backend cpu|cuda]
  *
  * Exit: 0 after a signal, 1 when a model or the listen address fails,
  * 2 on bad flags.
@@ -24,6 +24,7 @@
 #include "../common/alloc.h"
 #include "../common/log.h"
 #include "../store/store.h"
+#include "backend.h"
 #include "engine.h"
 #include "kv.h"
 #include "link.h"
@@ -35,11 +36,11 @@
 static const char usage[] =
 	"usage: loom-worker --listen URL [--model [NAME=]DIR ...] [--store DIR | --own-store DIR] "
 	"[--host-cache-mb N] [--device-adapter-mb N] [--device-model-mb N] [--id NAME] "
-	"[--threads N] [--max-batch-tokens N] [--max-seqs N] [--kv-blocks N | --kv-mb N]\n";
+	"[--threads N] [--max-batch-tokens N] [--max-seqs N] [--kv-blocks N | --kv-mb N] [--backend cpu|cuda]\n";
 
 static const char help[] =
 	"\n"
-	"Serves LLaMA-family models to a loom-gateway over nng pair1 (CPU backend).\n"
+	"Serves LLaMA-family models to a loom-gateway over nng pair1.\n"
 	"\n"
 	"  --listen URL            ipc:// or tcp:// address the gateway dials (required)\n"
 	"  --model [NAME=]DIR      a Hugging Face model folder; NAME defaults to the folder's\n"
@@ -58,6 +59,8 @@ static const char help[] =
 	"                          request for another model swaps out the least recently used\n"
 	"                          idle one\n"
 	"  --id NAME               worker id reported in HELLO (default worker-PID)\n"
+	"  --backend cpu|cuda      where the forward runs (default: cuda when this build has\n"
+	"                          the CUDA backend and a device is found, else cpu)\n"
 	"  --threads N             OpenBLAS threads (default 1)\n"
 	"  --max-batch-tokens N    tokens per model per iteration: every decode plus prefill\n"
 	"                          chunks up to this budget (default 256)\n"
@@ -78,6 +81,7 @@ static const char help[] =
 typedef struct args {
 	const char *listen;
 	const char *id;
+	const char *backend;  /* --backend, NULL = default */
 	int threads;
 	int max_batch_tokens;
 	int max_seqs;
@@ -172,6 +176,7 @@ static int parse_args(int argc, char **argv, args *a)
 		{ "host-cache-mb", required_argument, NULL, 'H' },
 		{ "device-adapter-mb", required_argument, NULL, 'D' },
 		{ "device-model-mb", required_argument, NULL, 'M' },
+		{ "backend", required_argument, NULL, 'B' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -181,6 +186,7 @@ static int parse_args(int argc, char **argv, args *a)
 		switch (c) {
 		case 'l': a->listen = optarg; break;
 		case 'i': a->id = optarg; break;
+		case 'B': a->backend = optarg; break;
 		case 'm':
 			if ((rc = add_model(a, optarg)))
 				return rc;
@@ -332,6 +338,19 @@ int main(int argc, char **argv)
 	rc = parse_args(argc, argv, &a);
 	if (rc)
 		return rc < 0 ? 0 : rc;
+	wk_backend_kind backend;
+	if (wk_backend_pick(a.backend, &backend)) {
+		fprintf(stderr, "loom-worker: %s\n", loom_errmsg());
+		return 2;
+	}
+	/* The engine drives wk_fwd (backend.h) once sched.c / engine_models.c call it;
+	 * until then only the CPU forward serves. */
+	if (backend == WK_BACKEND_CUDA && a.backend) {
+		fprintf(stderr, "loom-worker: --backend cuda: the engine does not drive the CUDA "
+			"forward yet (worker/backend.h is not wired into the scheduler)\n");
+		return 2;
+	}
+	backend = WK_BACKEND_CPU;
 	if (!a.id) {
 		snprintf(idbuf, sizeof idbuf, "worker-%ld", (long)getpid());
 		a.id = idbuf;
@@ -366,8 +385,8 @@ int main(int argc, char **argv)
 		LOOM_ERROR("%s", loom_errmsg());
 		goto out;
 	}
-	LOOM_INFO("worker %s listening on %s (models: %s; host cache %d MiB, device adapter pool "
-		  "%d MiB, device models %s%s)", a.id, a.listen, n ? list : "none yet", a.host_mb,
+	LOOM_INFO("worker %s listening on %s (backend %s; models: %s; host cache %d MiB, device adapter pool "
+		  "%d MiB, device models %s%s)", a.id, a.listen, wk_backend_name(backend), n ? list : "none yet", a.host_mb,
 		  a.device_mb, a.model_mb ? "limited" : "unlimited", a.store ? "" : "; no store");
 	for (int i = 0; i < n; i++) {
 		loom_model_config cfg;
