@@ -38,7 +38,8 @@ char *loom_strndup(const char *s, size_t n)
 	char *d = loom_malloc(n + 1);
 	if (!d)
 		return NULL;
-	memcpy(d, s, n);
+	if (n)
+		memcpy(d, s, n);
 	d[n] = '\0';
 	return d;
 }

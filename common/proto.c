@@ -638,9 +638,11 @@ static loom_err get_name(const dctx *d, const msgpack_object *o, const char *fie
 		return loom_fail(LOOM_EPROTO, "proto: %s field '%s': string of %" PRIu32
 				 " bytes exceeds the limit of %zu",
 				 d->msg, field, o->via.str.size, cap - 1);
-	if (memchr(o->via.str.ptr, '\0', o->via.str.size))
+	/* msgpack-c leaves ptr NULL for an empty string: never hand it to mem*() */
+	if (o->via.str.size && memchr(o->via.str.ptr, '\0', o->via.str.size))
 		return bad(d, field, "string contains a NUL byte");
-	memcpy(dst, o->via.str.ptr, o->via.str.size);
+	if (o->via.str.size)
+		memcpy(dst, o->via.str.ptr, o->via.str.size);
 	dst[o->via.str.size] = '\0';
 	return LOOM_OK;
 }
@@ -782,7 +784,7 @@ static loom_err get_text(const dctx *d, const msgpack_object *m, const char *fie
 		return bad(d, field, "expected a string");
 	if (m->via.str.size >= LOOM_PROTO_MAX_STR)
 		return bad(d, field, "string too long");
-	if (memchr(m->via.str.ptr, '\0', m->via.str.size))
+	if (m->via.str.size && memchr(m->via.str.ptr, '\0', m->via.str.size))
 		return bad(d, field, "string contains a NUL byte");
 	*out = loom_strndup(m->via.str.ptr, m->via.str.size);
 	if (!*out)

@@ -209,7 +209,7 @@ static loom_err push_ids(loom_tok *t, int32_t **arr, size_t *n, json_t *ids, con
 	*arr = p;
 	json_array_foreach(ids, i, v) {
 		json_int_t id = json_integer_value(v);
-		if (!json_is_integer(v) || id < 0 || id >= t->n_vocab)
+		if (!json_is_integer(v) || id < 0 || id >= t->n_vocab || (t->flags[id] & TK_HOLE))
 			return loom_fail(LOOM_EFORMAT, "%s: post_processor special token \"%.40s\" has an id outside the vocab",
 					 t->name, name);
 		p[(*n)++] = (int32_t)id;

@@ -802,6 +802,23 @@ static void threads(void **state)
 	loom_tok_free(t);
 }
 
+/* A post-processor special token whose id no token has (a hole in the id
+ * range) is refused at load; it would make encode emit an id decode refuses
+ * (found by fuzz/tokenizer_json). */
+static void template_hole_id(void **state)
+{
+	(void)state;
+	static const char j[] =
+		"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"c\":2},\"merges\":[]},"
+		"\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":"
+		"{\"id\":\"<s>\",\"type_id\":0}},{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}],"
+		"\"special_tokens\":{\"<s>\":{\"id\":\"<s>\",\"ids\":[1],\"tokens\":[\"<s>\"]}}}}";
+	loom_tok *t = NULL;
+	assert_int_equal(loom_tok_load_json(j, sizeof j - 1, "hole.json", &t), LOOM_EFORMAT);
+	assert_null(t);
+	assert_non_null(strstr(loom_errmsg(), "outside the vocab"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -824,6 +841,7 @@ int main(void)
 		cmocka_unit_test(alloc_faults),
 		cmocka_unit_test(speed),
 		cmocka_unit_test(threads),
+		cmocka_unit_test(template_hole_id),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
