@@ -765,7 +765,7 @@ static loom_err submit(gw_link *l, gw_req *r, loom_msg_submit *sub, const char *
 		return LOOM_OK; /* the worker's loss already took it: r reports what becomes of it */
 	lk_entry_free(e);
 	if (rc)
-		return loom_fail(rc, "cannot encode the request: %s", loom_errmsg());
+		return rc; /* lk_encode_submit said why */
 	return loom_fail(LOOM_ECLOSED, "cannot send the request to worker %s: %s", w->url,
 			 nng_strerror(rv));
 }

@@ -46,6 +46,7 @@
 #define CHUNK 256.0
 #define COLD_DEFAULT_MS 100.0
 #define PEAK_MS 5000
+#define PRIOR_SAMPLES 4 /* a fit lends itself to fresh workers from this many samples */
 
 /* Routing costs of the plain router: one request in flight weighs
  * COST_INFLIGHT; an adapter not on the worker's device tier, or a model to
@@ -146,12 +147,14 @@ void lk_perf_stats(lk_worker *w, const loom_msg_stats *st)
 		p->samples++;
 		refit(p);
 		gw_link *l = w->l;
-		if (l->prior_a_ms <= 0 && l->prior_b_ms <= 0) {
+		if (p->samples < PRIOR_SAMPLES) {
+			/* too few to lend */
+		} else if (l->prior_a_ms <= 0 && l->prior_b_ms <= 0) {
 			l->prior_a_ms = p->a_ms;
 			l->prior_b_ms = p->b_ms;
 		} else {
-			l->prior_a_ms = 0.9 * l->prior_a_ms + 0.1 * p->a_ms;
-			l->prior_b_ms = 0.9 * l->prior_b_ms + 0.1 * p->b_ms;
+			l->prior_a_ms = 0.5 * l->prior_a_ms + 0.5 * p->a_ms;
+			l->prior_b_ms = 0.5 * l->prior_b_ms + 0.5 * p->b_ms;
 		}
 	}
 	p->arrived = 0; /* from now on measured against this STATS's queued_tokens */

@@ -143,8 +143,11 @@ loom_err gw_slo_parse_arg(gw_slo *s, const char *spec, const char *what)
 				 "or 'none', the priority an integer 0..1000", what, spec);
 	c.priority = (int)prio;
 	loom_err rc = gw_slo_put(s, &c);
-	if (rc)
-		return loom_fail(rc, "%s: %s", what, loom_errmsg());
+	if (rc) {
+		char why[256];
+		snprintf(why, sizeof why, "%s", loom_errmsg()); /* the detail is rewritten below */
+		return loom_fail(rc, "%s '%s': %s", what, spec, why);
+	}
 	return LOOM_OK;
 }
 
@@ -203,8 +206,9 @@ loom_err gw_slo_load_json(gw_slo *s, const char *json, const char *where)
 		c.priority = x ? (int)json_integer_value(x) : 0;
 		snprintf(c.name, sizeof c.name, "%s", name);
 		if (strlen(name) >= sizeof c.name || (rc = gw_slo_put(s, &c))) {
-			rc = loom_fail(LOOM_EINVAL, "%s: slo_classes.%s: %s", where, name,
-				       rc ? loom_errmsg() : "name too long");
+			char why[256];
+			snprintf(why, sizeof why, "%s", rc ? loom_errmsg() : "name too long");
+			rc = loom_fail(LOOM_EINVAL, "%s: slo_classes.%s: %s", where, name, why);
 			goto out;
 		}
 	}

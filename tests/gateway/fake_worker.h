@@ -1,8 +1,9 @@
 /*
  * tests/gateway/fake_worker.h — a scripted stand-in for loom-worker, for the
  * gateway's tests: a real nng pair1 socket listening in the test process that
- * answers PINGs with HELLO+STATS (unless told to stay silent), records the
- * SUBMITs, CANCELs and ADAPTERs it gets, optionally answers each SUBMIT with one STEP,
+ * answers PINGs with HELLO+STATS (the STATS the test set in `stats`; unless
+ * told to stay silent), records the SUBMITs (the last one's prompt ids too),
+ * CANCELs and ADAPTERs it gets, optionally answers each SUBMIT with one STEP,
  * and lets the test send STEP / ERROR messages itself. Header-only (static inline
  * functions) so that each test program that needs it includes it.
  */
@@ -36,8 +37,10 @@ typedef struct fake {
 	int n_submits;
 	uint64_t cancels[MAXREC];
 	int n_cancels;
-	loom_msg_submit last;   /* copy of the last SUBMIT's scalars (ids not kept) */
+	loom_msg_submit last;   /* copy of the last SUBMIT's scalars (ids: last_prompt) */
 	uint32_t last_n_prompt;
+	int32_t last_prompt[512]; /* its first 512 prompt ids */
+	loom_msg_stats stats;   /* sent with every HELLO (under mu) */
 	char model[LOOM_NAME_MAX];
 	/* ADAPTER messages, in arrival order, with the number of SUBMITs seen before each */
 	char ad_name[MAXREC][LOOM_NAME_MAX];
@@ -105,7 +108,9 @@ static inline void *fake_main(void *arg)
 				h.u.hello.n_models = nn;
 				h.u.hello.models = names;
 				send_to_gateway(f, &h);
-				loom_msg st = {.type = LOOM_MSG_STATS};
+				pthread_mutex_lock(&f->mu);
+				loom_msg st = {.type = LOOM_MSG_STATS, .u.stats = f->stats};
+				pthread_mutex_unlock(&f->mu);
 				send_to_gateway(f, &st);
 				pthread_mutex_lock(&f->mu);
 				loom_msg rs = {.type = LOOM_MSG_RESIDENCY, .u.residency = f->res};
@@ -121,6 +126,8 @@ static inline void *fake_main(void *arg)
 				f->last.prompt_ids = NULL;
 				f->last.sampling.stop_ids = NULL;
 				f->last_n_prompt = m.u.submit.n_prompt;
+				for (uint32_t k = 0; k < m.u.submit.n_prompt && k < 512; k++)
+					f->last_prompt[k] = m.u.submit.prompt_ids[k];
 				pthread_mutex_unlock(&f->mu);
 				if (f->n_auto) {
 					loom_step_item it = {.req = m.u.submit.req, .n_ids = f->n_auto,

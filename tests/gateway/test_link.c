@@ -3,8 +3,9 @@
  * workers: real nng pair1 sockets in this process that answer PINGs (or
  * stop answering), record SUBMIT/CANCEL and send STEP/ERROR on demand.
  * Covers routing, delivery, stop strings -> CANCEL, ERROR status mapping,
- * a worker that dies (socket closed) or hangs (no PING answers), late
- * messages, shutdown, and ADAPTER announcements (before the worker is live,
+ * a worker that dies (socket closed: its requests resume on the other one)
+ * or hangs (no PING answers; alone, so its request fails), late messages,
+ * shutdown, and ADAPTER announcements (before the worker is live,
  * only for the models it serves, again after a reconnect; live only once it
  * has loaded them, however long that takes).
  */
@@ -197,6 +198,9 @@ static void test_routing_and_delivery(void **state)
 	fake_kill(&b);
 }
 
+/* A worker that dies: its requests resume on the other worker from the last
+ * token received (SUBMIT with prompt + ids so far, n_generated), and the
+ * client sees one whole answer; with no worker left a request fails (502). */
 static void test_worker_dies(void **state)
 {
 	(void)state;
@@ -207,40 +211,77 @@ static void test_worker_dies(void **state)
 	usleep(400 * 1000);
 	assert_true(gw_link_model_ready(l, "stories"));
 	gw_req *r1 = new_req(false, NULL), *r2 = new_req(true, NULL);
-	assert_int_equal(submit(l, r1, "stories"), LOOM_OK);
-	assert_int_equal(submit(l, r2, "stories"), LOOM_OK);
+	int32_t prompt[] = {1, 403, 407, 261, 378};
+	loom_msg_submit sub = {.n_prompt = 5, .prompt_ids = prompt};
+	snprintf(sub.model, sizeof sub.model, "stories");
+	sub.sampling.max_tokens = 16;
+	sub.sampling.seed = 77;
+	sub.sampling.temperature = 0.5f;
+	assert_int_equal(gw_link_submit(l, r1, &sub), LOOM_OK);
+	assert_int_equal(gw_link_submit(l, r2, &sub), LOOM_OK);
 	WAIT_FOR(a.n_submits == 1 && b.n_submits == 1, 2000);
 	gw_req *on_a = fake_count(&a, false, gw_req_id(r1)) ? r1 : r2;
 	gw_req *on_b = on_a == r1 ? r2 : r1;
+	/* two tokens from a, then it dies */
+	int32_t s1[] = {432, 383}, s2[] = {286, 2};
+	step(&a, gw_req_id(on_a), s1, 2, LOOM_FINISH_NONE);
+	usleep(100 * 1000);
 	int64_t t0 = now_ms();
 	fake_kill(&a);
-	WAIT_FOR(gw_req_done(on_a), 2000);
+	WAIT_FOR(fake_count(&b, false, gw_req_id(on_a)) == 1, 2000);
 	assert_true(now_ms() - t0 < 1000); /* the pipe event, not the heartbeat */
-	assert_false(gw_req_done(on_b));
+	assert_false(gw_req_done(on_a));
+	pthread_mutex_lock(&b.mu);
+	assert_int_equal(b.last.req, gw_req_id(on_a));
+	assert_int_equal(b.last.n_generated, 2);
+	assert_int_equal(b.last_n_prompt, 7);
+	assert_memory_equal(b.last_prompt, prompt, sizeof prompt);
+	assert_int_equal(b.last_prompt[5], 432);
+	assert_int_equal(b.last_prompt[6], 383);
+	assert_true(b.last.sampling.seed == 77 && b.last.sampling.max_tokens == 16);
+	assert_true(b.last.sampling.temperature == 0.5f);
+	pthread_mutex_unlock(&b.mu);
+	/* b goes on from there; the client gets one answer without a seam */
+	step(&b, gw_req_id(on_a), s2, 2, LOOM_FINISH_STOP);
+	WAIT_FOR(gw_req_done(on_a), 2000);
 	int st;
 	if (on_a == r1) {
 		json_t *j = result(r1, &st);
-		assert_int_equal(st, 502);
-		assert_non_null(json_object_get(j, "error"));
+		assert_int_equal(st, 200);
+		json_t *c = json_array_get(json_object_get(j, "choices"), 0);
+		assert_string_equal(json_string_value(json_object_get(c, "text")), ", there was");
+		assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "usage"),
+								    "completion_tokens")), 4);
 		json_decref(j);
 	} else {
-		char buf[4096];
+		char buf[8192];
 		ssize_t n = gw_req_sse_read(r2, buf, sizeof buf - 1);
 		assert_true(n > 0);
 		buf[n] = '\0';
-		assert_non_null(strstr(buf, "data: {\"error\":"));
+		assert_null(strstr(buf, "\"error\""));
+		assert_non_null(strstr(buf, "\"text\":\",\""));
+		assert_non_null(strstr(buf, "\"text\":\" there\""));
+		assert_non_null(strstr(buf, "\"text\":\" was\""));
 		assert_non_null(strstr(buf, "data: [DONE]\n\n"));
 	}
-	/* the other worker keeps serving, and takes new work */
-	assert_true(gw_link_model_ready(l, "stories"));
+	assert_false(gw_req_done(on_b));
+	/* the last worker dies: nobody can take its requests */
 	gw_req *r3 = new_req(false, NULL);
 	assert_int_equal(submit(l, r3, "stories"), LOOM_OK);
 	WAIT_FOR(fake_count(&b, false, gw_req_id(r3)) == 1, 2000);
 	fake_kill(&b);
 	WAIT_FOR(gw_req_done(on_b) && gw_req_done(r3), 2000);
+	json_t *j = result(r3, &st);
+	assert_int_equal(st, 502);
+	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(j, "error"),
+								 "message")), "no other live worker"));
+	json_decref(j);
 	WAIT_FOR(!gw_link_model_ready(l, "stories"), 2000);
 	gw_req *r4 = new_req(false, NULL);
 	assert_int_equal(submit(l, r4, "stories"), LOOM_EBUSY);
+	gw_link_counters c;
+	gw_link_get_counters(l, &c);
+	assert_true(c.resumed == 1 && c.lost == 2 && c.entries == 0);
 	gw_link_destroy(l);
 	gw_req_release(r1);
 	gw_req_release(r2);
