@@ -230,6 +230,11 @@ void wk_engine_stats(wk_engine *e, loom_msg_stats *out)
 	pthread_mutex_unlock(&e->mu);
 }
 
+wk_backend_kind wk_engine_backend(const wk_engine *e)
+{
+	return e->backend;
+}
+
 void wk_engine_sched_info(wk_engine *e, wk_sched_info *out)
 {
 	pthread_mutex_lock(&e->mu);
@@ -632,6 +637,7 @@ loom_err wk_engine_create(wk_model *const *models, int n_models, const wk_engine
 	e->max_seqs = opts && opts->max_seqs > 0 ? opts->max_seqs : 64;
 	e->kv_blocks_opt = opts ? opts->kv_blocks : 0;
 	e->kv_mb_opt = opts ? opts->kv_mb : 0;
+	e->backend = opts ? opts->backend : WK_BACKEND_CPU;
 	e->manual = opts && opts->manual;
 	e->it_cap = -1;
 	e->emit = emit;

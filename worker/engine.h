@@ -79,6 +79,7 @@
 #include "../common/err.h"
 #include "../adapters/adapter.h"
 #include "../common/proto.h"
+#include "backend.h"
 #include "model.h"
 #include "residency.h"
 
@@ -97,7 +98,11 @@ typedef struct wk_engine_opts {
 	wk_res *res;          /* borrowed residency (outlives the engine); NULL = a
 				 private one without budgets holding just the
 				 lent models */
+	wk_backend_kind backend; /* WK_BACKEND_CPU (0, the default) or _CUDA */
 } wk_engine_opts;
+
+/* The backend the engine's forward passes run on. */
+wk_backend_kind wk_engine_backend(const wk_engine *e);
 
 /* Receives each STEP / ERROR the engine produces; m is valid only during
  * the call. Must not call back into the engine's step. */

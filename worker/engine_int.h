@@ -85,7 +85,7 @@ typedef struct model_slot {
 	loom_model_config cfg;
 	int kv_blocks;        /* pool size once attached */
 	wk_model *m;          /* NULL = not attached (borrowed from the residency) */
-	wk_scratch *scratch;
+	wk_fwd *fwd;          /* the backend's forward state (backend.h) */
 	wk_kvpool *pool;      /* this model's KV blocks */
 	float *logits;        /* [max_seqs, vocab] */
 	bool failed;          /* the residency could not load it; err says why */
@@ -101,6 +101,7 @@ struct wk_engine {
 	wk_res *res;          /* borrowed, or owned when own_res */
 	bool own_res;
 	int kv_blocks_opt, kv_mb_opt;
+	wk_backend_kind backend;  /* where every model slot's forward runs */
 	int max_batch_tokens;
 	int max_seqs;
 	bool manual;

@@ -66,14 +66,15 @@ loom_err wk_engine_attach(wk_engine *e, int mi, wk_model *m)
 		e->sample_scratch = p;
 		e->sample_bytes = need;
 	}
-	if ((rc = wk_scratch_create(m, &ms->scratch)))
-		goto out;
 	if ((rc = wk_kvpool_create(m, ms->kv_blocks, WK_KV_BLOCK, &ms->pool))) {
 		char why[256];
 		snprintf(why, sizeof why, "%s", loom_errmsg());
 		rc = loom_fail(rc, "engine: KV cache of '%s': %s", m->name, why);
 		goto out;
 	}
+	if ((rc = wk_fwd_create(e->backend, m, ms->pool, e->max_batch_tokens + e->max_seqs,
+				e->max_seqs, &ms->fwd)))
+		goto out;
 	ms->logits = loom_malloc((size_t)e->max_seqs * (size_t)m->cfg.vocab * sizeof(float));
 	if (!ms->logits) {
 		rc = loom_fail(LOOM_ENOMEM, "engine: out of memory for the logits of '%s'", m->name);
@@ -93,10 +94,10 @@ void wk_engine_detach(wk_engine *e, int mi)
 {
 	model_slot *ms = &e->slots[mi];
 
-	wk_scratch_destroy(ms->scratch);
+	wk_fwd_destroy(ms->fwd);
 	wk_kvpool_destroy(ms->pool);
 	loom_free(ms->logits);
-	ms->scratch = NULL;
+	ms->fwd = NULL;
 	ms->pool = NULL;
 	ms->logits = NULL;
 	ms->m = NULL;

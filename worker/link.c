@@ -98,7 +98,8 @@ static void answer_ping(wk_link *l, wk_engine *e, uint64_t seq)
 	wk_res *res = wk_engine_residency(e);
 
 	snprintf(h.u.hello.worker_id, sizeof h.u.hello.worker_id, "%s", l->worker_id);
-	snprintf(h.u.hello.backend, sizeof h.u.hello.backend, "cpu");
+	snprintf(h.u.hello.backend, sizeof h.u.hello.backend, "%s",
+		 wk_backend_name(wk_engine_backend(e)));
 	h.u.hello.proto_version = LOOM_PROTO_VERSION;
 	h.u.hello.ping_seq = seq;
 	h.u.hello.device_mem = l->device_mem;

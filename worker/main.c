@@ -343,14 +343,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "loom-worker: %s\n", loom_errmsg());
 		return 2;
 	}
-	/* The engine drives wk_fwd (backend.h) once sched.c / engine_models.c call it;
-	 * until then only the CPU forward serves. */
-	if (backend == WK_BACKEND_CUDA && a.backend) {
-		fprintf(stderr, "loom-worker: --backend cuda: the engine does not drive the CUDA "
-			"forward yet (worker/backend.h is not wired into the scheduler)\n");
-		return 2;
-	}
-	backend = WK_BACKEND_CPU;
 	if (!a.id) {
 		snprintf(idbuf, sizeof idbuf, "worker-%ld", (long)getpid());
 		a.id = idbuf;
@@ -378,7 +370,7 @@ int main(int argc, char **argv)
 	/* blobs an own store lacks, or every blob without a store: from the gateway */
 	if (a.own_store || !a.store)
 		wk_res_set_fetch(res, wk_link_fetch, link);
-	wk_engine_opts eo = { .max_batch_tokens = a.max_batch_tokens, .max_seqs = a.max_seqs,
+	wk_engine_opts eo = { .backend = backend, .max_batch_tokens = a.max_batch_tokens, .max_seqs = a.max_seqs,
 			      .kv_blocks = a.kv_blocks, .kv_mb = a.kv_mb, .res = res };
 	if (wk_engine_create(NULL, 0, &eo, wk_link_emit, link, &engine) ||
 	    wk_link_start(link, engine)) {

@@ -372,7 +372,7 @@ void wk_sched_run_model(wk_engine *e, int mi, int *n_items)
 	b = (wk_batch){ .n_seqs = n, .seq_start = e->seq_start, .tokens = e->tokens,
 			.kv = e->kvs, .all_logits = 0, .n_segs = nseg,
 			.seg_start = e->seg_start, .seg_adapter = e->seg_ad };
-	rc = wk_forward(ms->m, &b, ms->scratch, ms->logits);
+	rc = wk_fwd_run(ms->fwd, &b, ms->logits);
 	if (rc) {
 		char why[256];
 		snprintf(why, sizeof why, "%s", loom_errmsg());
