@@ -156,6 +156,8 @@ bool lk_is_live(const lk_worker *w, int64_t now);
 bool lk_serves(const lk_worker *w, const char *model);
 
 /* gw_link.c: the table (under mu) */
+/* The chain slot holding request id (*slot is NULL when absent). */
+lk_entry **lk_slot(gw_link *l, uint64_t id);
 /* Enters e (job filled, req held) in the table on worker widx and counts it
  * there (inflight, batch_inflight, pending prompt tokens: n_prompt). */
 void lk_table_insert(gw_link *l, lk_entry *e, int widx, uint32_t n_prompt);
@@ -168,6 +170,8 @@ lk_entry *lk_detach(gw_link *l, uint64_t id);
 void lk_entry_free(lk_entry *e);
 /* Not under mu: CANCEL id on w when w is connected (non-blocking). */
 void lk_send_cancel(lk_worker *w, uint64_t id);
+
+/* gw_link_submit.c */
 /* Under mu: the SUBMIT of e for now, with the n_gen ids gen generated so far
  * appended, encoded into *buf / *len (loom_malloc'ed). */
 loom_err lk_encode_submit(gw_link *l, const lk_entry *e, const int32_t *gen, uint32_t n_gen,

@@ -32,9 +32,7 @@ static void fail_if_on(gw_link *l, uint64_t id, int widx, uint32_t pipe, int sta
 		       const char *msg)
 {
 	pthread_mutex_lock(&l->mu);
-	lk_entry *e = NULL;
-	for (e = l->table[id % GW_LINK_BUCKETS]; e && e->id != id; e = e->next)
-		;
+	lk_entry *e = *lk_slot(l, id);
 	e = e && e->worker == widx && e->pipe == pipe ? lk_detach(l, id) : NULL;
 	pthread_mutex_unlock(&l->mu);
 	if (!e)
