@@ -403,6 +403,17 @@ char *gw_admin_metrics_text(const gw_worker_info *w, size_t n_w, size_t inflight
 		if (w[i].live)
 			put(&t, "loom_worker_predicted_ttft_seconds{%s} %.6f\n", lab[i],
 			    w[i].predicted_ttft_ms / 1000.0);
+	family(&t, "loom_worker_slots", "gauge",
+	       "Sequences the worker runs at once, as the router learned it (most running while "
+	       "others waited).");
+	for (size_t i = 0; i < n_w; i++)
+		if (w[i].slots)
+			put(&t, "loom_worker_slots{%s} %u\n", lab[i], w[i].slots);
+	family(&t, "loom_worker_request_seconds", "gauge",
+	       "Mean time a request spends on the worker, send to end (the router's measure).");
+	for (size_t i = 0; i < n_w; i++)
+		if (w[i].request_ms > 0)
+			put(&t, "loom_worker_request_seconds{%s} %.6f\n", lab[i], w[i].request_ms / 1000.0);
 	family(&t, "loom_worker_batch_in_flight", "gauge",
 	       "Requests of classes without a TTFT target (batch) routed to the worker.");
 	for (size_t i = 0; i < n_w; i++)

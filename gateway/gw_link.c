@@ -1,5 +1,6 @@
 /*
- * gateway/gw_link.c — worker sockets, heartbeat, routing and request table.
+ * gateway/gw_link.c — worker sockets, heartbeat and the request table.
+ * (Admission and SUBMITs: gw_link_submit.c; the router: gw_link_route.c.)
  *
  * All shared state (workers' liveness, models, counters, the table) is under
  * l->mu, held only briefly and never across an nng send or a gw_req call.
@@ -677,6 +678,8 @@ loom_err gw_link_workers(gw_link *l, gw_worker_info **out, size_t *n)
 		x->step_b_ms = w->perf.b_ms;
 		x->predicted_ttft_ms = lk_predict_ttft(w, "", "", "", 1);
 		x->pending_tokens = w->perf.pend_tokens;
+		x->slots = w->perf.slots;
+		x->request_ms = w->perf.dur_ms;
 		if (w->n_models) {
 			x->models = loom_malloc(w->n_models * sizeof *x->models);
 			if (!x->models) {

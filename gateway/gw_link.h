@@ -189,6 +189,8 @@ typedef struct gw_worker_info {
 	uint32_t step_samples;          /* STATS samples behind the fit (0 = prior) */
 	double predicted_ttft_ms;       /* for a 1-token base-model request now */
 	uint64_t pending_tokens;        /* prompt tokens sent that STATS does not show yet */
+	uint32_t slots;                 /* sequences it runs at once, as learned (0 = unknown) */
+	double request_ms;              /* mean time a request spends there (0 = none yet) */
 } gw_worker_info;
 
 /* A snapshot of every worker. *out (free with gw_link_workers_free) has *n entries. */
