@@ -365,7 +365,7 @@ static void test_undisturbed_reference(void **state)
 	expect_same(again);
 	/* the last references go just after the responses are written */
 	settled(&base_heap, &base_rss);
-	assert_true(base_heap > 0 && base_rss > 0);
+	assert_true(base_heap >= 0 && base_rss > 0);
 }
 
 static void test_sigkill_mid_stream(void **state)
@@ -400,6 +400,12 @@ static void test_memory_back_to_baseline(void **state)
 	settled(&heap, &rss);
 	fprintf(stderr, "gateway memory: heap %.0f -> %.0f bytes, RSS %.0f -> %.0f bytes\n",
 		base_heap, heap, base_rss, rss);
+	if (base_heap == 0) {
+		/* a sanitizer's allocator: malloc statistics read 0 and freed memory sits
+		 * in its quarantine; it checks leaks itself at exit */
+		fprintf(stderr, "not glibc's malloc: heap and RSS not compared\n");
+		return;
+	}
 	/* the same requests ran before the baseline: what they allocate is freed again */
 	assert_true(heap <= base_heap + 256 * 1024);
 	assert_true(rss <= base_rss + 4 * 1024 * 1024);
