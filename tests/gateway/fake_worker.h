@@ -227,6 +227,15 @@ static inline void fake_kill(fake *f)
 	unlink(path);
 }
 
+/* SUBMITs received so far (read under the fake's mutex). */
+static inline int fake_nsub(fake *f)
+{
+	pthread_mutex_lock(&f->mu);
+	int n = f->n_submits;
+	pthread_mutex_unlock(&f->mu);
+	return n;
+}
+
 static inline int fake_count(fake *f, bool cancels, uint64_t id)
 {
 	int n = 0;

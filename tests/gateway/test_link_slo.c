@@ -125,8 +125,8 @@ static void test_routes_by_prediction(void **state)
 		assert_int_equal(admit(l, r[i], &interactive, NULL, &ad, &retry), LOOM_OK);
 		assert_int_equal(ad, GW_ADMIT_SENT);
 	}
-	WAIT_FOR(b.n_submits == 3, 2000);
-	assert_int_equal(a.n_submits, 0);
+	WAIT_FOR(fake_nsub(&b) == 3, 2000);
+	assert_int_equal(fake_nsub(&a), 0);
 	pthread_mutex_lock(&b.mu);
 	assert_string_equal(b.last.slo_class, "interactive");
 	assert_true(b.last.ttft_deadline_ms > 900 && b.last.ttft_deadline_ms <= 1000);
@@ -154,8 +154,8 @@ static void test_routes_by_prediction(void **state)
 		x[i] = new_req(false);
 		assert_int_equal(admit(l, x[i], &interactive, "ad", &ad, &retry), LOOM_OK);
 	}
-	WAIT_FOR(a.n_submits == 3, 2000); /* a holds "ad" on its device: all there */
-	assert_int_equal(b.n_submits, 3);
+	WAIT_FOR(fake_nsub(&a) == 3, 2000); /* a holds "ad" on its device: all there */
+	assert_int_equal(fake_nsub(&b), 3);
 	gw_link_destroy(l);
 	for (int i = 0; i < 3; i++) {
 		gw_req_release(r[i]);
@@ -195,14 +195,14 @@ static void test_refusal_and_batch_queue(void **state)
 	assert_int_equal(c.queued, 2);
 	assert_int_equal(c.queue_cap, 2);
 	usleep(300 * 1000);
-	assert_int_equal(a.n_submits, 0);
+	assert_int_equal(fake_nsub(&a), 0);
 	/* a client that leaves while queued: gone from the queue, never sent */
 	gw_link_cancel(l, gw_req_id(rb[1]));
 	gw_link_get_counters(l, &c);
 	assert_int_equal(c.queued, 1);
 	/* the backlog clears: the queued one goes */
 	set_stats(&a, 0, 0, 0);
-	WAIT_FOR(a.n_submits == 1, 2000);
+	WAIT_FOR(fake_nsub(&a) == 1, 2000);
 	assert_int_equal(fake_count(&a, false, gw_req_id(rb[0])), 1);
 	pthread_mutex_lock(&a.mu);
 	assert_string_equal(a.last.slo_class, "batch");
@@ -253,7 +253,7 @@ static void test_batch_cap_per_worker(void **state)
 	gw_req *ri = new_req(false);
 	assert_int_equal(admit(l, ri, &interactive, NULL, &ad[0], &retry), LOOM_OK);
 	assert_int_equal(ad[0], GW_ADMIT_SENT);
-	WAIT_FOR(a.n_submits == 3, 2000);
+	WAIT_FOR(fake_nsub(&a) == 3, 2000);
 	int32_t ids[] = {432};
 	step(&a, gw_req_id(r[0]), ids, 1, LOOM_FINISH_LENGTH);
 	WAIT_FOR(fake_count(&a, false, gw_req_id(r[2])) == 1, 2000); /* its place freed */
@@ -278,7 +278,7 @@ static void test_no_slo(void **state)
 	assert_int_equal(ad, GW_ADMIT_SENT);
 	assert_int_equal(admit(l, r[1], &batch, NULL, &ad, &retry), LOOM_OK);
 	assert_int_equal(ad, GW_ADMIT_SENT);
-	WAIT_FOR(a.n_submits == 2, 2000);
+	WAIT_FOR(fake_nsub(&a) == 2, 2000);
 	pthread_mutex_lock(&a.mu);
 	assert_string_equal(a.last.slo_class, "");
 	assert_int_equal(a.last.ttft_deadline_ms, 0);
@@ -308,7 +308,7 @@ static void test_hung_worker_request_moves(void **state)
 	set_stats(&b, 0, 5000, 4); /* a looks better */
 	usleep(300 * 1000);
 	assert_int_equal(admit(l, r, &interactive, NULL, &ad, &retry), LOOM_OK);
-	WAIT_FOR(a.n_submits == 1, 2000);
+	WAIT_FOR(fake_nsub(&a) == 1, 2000);
 	int32_t s1[] = {432}, s2[] = {383}, s3[] = {286};
 	step(&a, gw_req_id(r), s1, 1, LOOM_FINISH_NONE);
 	usleep(50 * 1000);

@@ -175,7 +175,7 @@ static void test_class_from_body_or_header(void **state)
 	assert_int_equal(post(&g, body, "batch", NULL, NULL), 200);
 	assert_string_equal(last_class(&w), "interactive");
 	/* unknown: 400 naming slo_class, nothing sent */
-	int before = w.n_submits;
+	int before = fake_nsub(&w);
 	snprintf(body, sizeof body, "%s,\"slo_class\":\"gold\"}", base);
 	assert_int_equal(post(&g, body, NULL, NULL, &b), 400);
 	assert_non_null(strstr(b, "\"param\":\"slo_class\""));
@@ -189,7 +189,7 @@ static void test_class_from_body_or_header(void **state)
 	assert_int_equal(post(&g, body, NULL, NULL, &b), 400);
 	assert_non_null(strstr(b, "\"param\":\"slo_class\""));
 	loom_free(b);
-	assert_int_equal(w.n_submits, before);
+	assert_int_equal(fake_nsub(&w), before);
 	assert_int_equal(lt_stop(&g.p, SIGTERM, 5000), 0);
 	fake_kill(&w);
 }
@@ -251,13 +251,13 @@ static void test_refusals_and_queue(void **state)
 	assert_non_null(strstr(b, "queue is full"));
 	loom_free(h);
 	loom_free(b);
-	assert_int_equal(w.n_submits, 0);
+	assert_int_equal(fake_nsub(&w), 0);
 	/* room again: the queued one is sent and completes */
 	set_stats(&w, 0, 0, 0);
 	pthread_join(th, NULL);
 	assert_int_equal(x.status, 200);
 	loom_free(x.body);
-	assert_int_equal(w.n_submits, 1);
+	assert_int_equal(fake_nsub(&w), 1);
 	assert_true(metric(&g, "\nloom_slo_refused_total{class=\"interactive\",status=\"503\"} ") == 1);
 	assert_true(metric(&g, "\nloom_slo_refused_total{class=\"batch\",status=\"429\"} ") == 1);
 	assert_true(metric(&g, "\nloom_slo_requests_total{class=\"batch\"} ") == 2);
@@ -280,7 +280,9 @@ static void test_no_slo(void **state)
 	assert_int_equal(post(&g, "{\"model\":\"s\",\"prompt\":\"hi\",\"slo_class\":\"batch\"}", NULL,
 			      NULL, NULL), 200);
 	assert_string_equal(last_class(&w), "");
+	pthread_mutex_lock(&w.mu);
 	assert_int_equal(w.last.ttft_deadline_ms, 0);
+	pthread_mutex_unlock(&w.mu);
 	assert_true(metric(&g, "\nloom_gateway_slo_routing ") == 0);
 	assert_true(metric(&g, "\nloom_slo_requests_total{class=\"batch\"} ") == 1);
 	assert_int_equal(lt_stop(&g.p, SIGTERM, 5000), 0);
@@ -304,7 +306,9 @@ static void test_classes_configured(void **state)
 	assert_int_equal(post(&g, "{\"model\":\"s\",\"prompt\":\"hi\",\"max_tokens\":1,"
 			      "\"slo_class\":\"gold\"}", NULL, NULL, NULL), 200);
 	assert_string_equal(last_class(&w), "gold");
+	pthread_mutex_lock(&w.mu);
 	assert_true(w.last.ttft_deadline_ms > 0 && w.last.ttft_deadline_ms <= 250);
+	pthread_mutex_unlock(&w.mu);
 	assert_int_equal(lt_stop(&g.p, SIGTERM, 5000), 0);
 	fake_kill(&w);
 	/* bad ones stop the start: a usage error (2) for a flag, 1 for the config */
