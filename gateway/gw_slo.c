@@ -420,8 +420,8 @@ char *gw_slo_metrics_text(gw_slo *s)
 	counters(&t, a, c, s->n, "loom_slo_met_total",
 		 "Requests that succeeded within both targets.", offsetof(gw_slo_figures, met));
 	family(&t, "loom_slo_refused_total", "counter",
-	       "Requests refused at admission: 503 (no worker can meet the deadline), 429 (queue "
-	       "full).");
+	       "Requests refused at admission: 503 (no worker can meet the TTFT deadline, or none "
+	       "serves the model), 429 (the batch queue is full).");
 	for (size_t i = 0; i < s->n; i++) {
 		put(&t, "loom_slo_refused_total{class=\"%s\",status=\"503\"} %llu\n", c[i].name,
 		    (unsigned long long)a[i].f.refused_503);
