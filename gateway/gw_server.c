@@ -817,9 +817,10 @@ void gw_server_stop(gw_server *s)
 {
 	if (!s)
 		return;
+	/* the listen socket is ours after quiesce, but the pool threads drop it from
+	 * their epoll sets on their next turn: closing it before MHD_stop_daemon
+	 * made that fail (MHD panics, the process aborts) */
 	MHD_socket lfd = MHD_quiesce_daemon(s->d);
-	if (lfd != MHD_INVALID_SOCKET)
-		close(lfd);
 	pthread_mutex_lock(&s->mu);
 	s->stopping = true;
 	pthread_cond_signal(&s->cv);
@@ -840,6 +841,8 @@ void gw_server_stop(gw_server *s)
 		usleep(10000);
 	}
 	MHD_stop_daemon(s->d);
+	if (lfd != MHD_INVALID_SOCKET)
+		close(lfd);
 	gw_slo_destroy(s->own_slo);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
