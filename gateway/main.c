@@ -30,7 +30,7 @@
 #include "gateway/gw_server.h"
 #include "gateway/gw_slo.h"
 
-#define MAX_ITEMS 64
+#define MAX_ITEMS 1024 /* of each repeatable flag (e.g. --adapter), and adapters in --config */
 
 typedef struct opts {
 	const char *host;
