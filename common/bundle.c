@@ -275,70 +275,6 @@ out:
 	return rc;
 }
 
-/* generation_config text: its eos_token_id (an integer or a list of them)
- * replaces the config's, as loom_model_config_load does for a folder. */
-static loom_err apply_generation(const char *label, const char *text, loom_model_config *c)
-{
-	json_error_t jerr;
-	json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr), *v, *e = NULL;
-	int32_t ids[LOOM_MAX_EOS];
-	size_t n = 0, i;
-	loom_err rc = LOOM_OK;
-
-	if (!root)
-		return loom_fail(LOOM_EFORMAT, "%s: not valid JSON: %s (line %d)", label, jerr.text,
-				 jerr.line);
-	if (!json_is_object(root)) {
-		rc = loom_fail(LOOM_EFORMAT, "%s: not a JSON object", label);
-		goto out;
-	}
-	v = json_object_get(root, "eos_token_id");
-	if (!v || json_is_null(v))
-		goto out;
-	if (json_is_integer(v)) {
-		e = v;
-		v = NULL;
-	}
-	if (v && !json_is_array(v)) {
-		rc = loom_fail(LOOM_EFORMAT,
-			       "%s: field \"eos_token_id\" must be an integer or a list of integers",
-			       label);
-		goto out;
-	}
-	if (v && json_array_size(v) > LOOM_MAX_EOS) {
-		rc = loom_fail(LOOM_ERANGE, "%s: field \"eos_token_id\" lists %zu ids (at most %d)",
-			       label, json_array_size(v), LOOM_MAX_EOS);
-		goto out;
-	}
-	for (i = 0; v ? i < json_array_size(v) : i < 1; i++) {
-		if (v)
-			e = json_array_get(v, i);
-		if (!json_is_integer(e)) {
-			rc = loom_fail(LOOM_EFORMAT,
-				       "%s: field \"eos_token_id\" must be an integer or a list of "
-				       "integers",
-				       label);
-			goto out;
-		}
-		json_int_t id = json_integer_value(e);
-		if (id < 0 || id >= c->vocab) {
-			rc = loom_fail(LOOM_EINVAL,
-				       "%s: field \"eos_token_id\" (%lld) is not below the vocab size "
-				       "(%d)",
-				       label, (long long)id, c->vocab);
-			goto out;
-		}
-		ids[n++] = (int32_t)id;
-	}
-	if (n) {
-		c->n_eos = (int)n;
-		memcpy(c->eos_ids, ids, n * sizeof *ids);
-	}
-out:
-	json_decref(root);
-	return rc;
-}
-
 loom_err loom_bundle_open(const void *buf, size_t len, const char *name, loom_st_file **f,
 			  loom_model_config *cfg)
 {
@@ -364,7 +300,7 @@ loom_err loom_bundle_open(const void *buf, size_t len, const char *name, loom_st
 		goto out;
 	if ((text = loom_st_meta(sf, META_GENERATION))) {
 		snprintf(label, sizeof label, "%s: " META_GENERATION, name);
-		if ((rc = apply_generation(label, text, &c)))
+		if ((rc = loom_model_config_apply_generation(text, strlen(text), label, &c)))
 			goto out;
 	}
 	*f = sf;

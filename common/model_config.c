@@ -339,17 +339,17 @@ static loom_err join(const char *dir, const char *name, char **out)
 	return LOOM_OK;
 }
 
-/* generation_config.json: only eos_token_id matters; it overrides config.json's. */
-static loom_err load_generation(const char *path, loom_model_config *c)
+/* generation_config.json: only eos_token_id matters; it overrides config.json's.
+ * Takes root (NULL when it did not parse: jerr says why). */
+static loom_err apply_generation(const char *path, json_t *root, const json_error_t *jerr,
+				 loom_model_config *c)
 {
-	json_error_t jerr;
 	loom_model_config g;
 	loom_err rc = LOOM_OK;
-	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
 
 	if (!root)
-		return loom_fail(LOOM_EFORMAT, "%s: not valid JSON: %s (line %d)", path, jerr.text,
-				 jerr.line);
+		return loom_fail(LOOM_EFORMAT, "%s: not valid JSON: %s (line %d)", path, jerr->text,
+				 jerr->line);
 	if (!json_is_object(root)) {
 		rc = loom_fail(LOOM_EFORMAT, "%s: not a JSON object", path);
 		goto out;
@@ -371,6 +371,21 @@ static loom_err load_generation(const char *path, loom_model_config *c)
 out:
 	json_decref(root);
 	return rc;
+}
+
+static loom_err load_generation(const char *path, loom_model_config *c)
+{
+	json_error_t jerr;
+	return apply_generation(path, json_load_file(path, JSON_REJECT_DUPLICATES, &jerr), &jerr,
+				c);
+}
+
+loom_err loom_model_config_apply_generation(const char *json, size_t len, const char *path,
+					    loom_model_config *c)
+{
+	json_error_t jerr;
+	return apply_generation(path, json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr), &jerr,
+				c);
 }
 
 loom_err loom_model_config_load(const char *dir, loom_model_config *out)

@@ -43,6 +43,12 @@ typedef struct loom_model_config {
  * Errors name the file and the field. */
 loom_err loom_model_config_load(const char *dir, loom_model_config *out);
 
+/* Applies generation_config.json text already in memory to *c (its
+ * eos_token_id, an integer or a list, replaces c's EOS ids; checked
+ * against c->vocab). path is used in messages. */
+loom_err loom_model_config_apply_generation(const char *json, size_t len, const char *path,
+					    loom_model_config *c);
+
 /* Parses config JSON text already in memory; path is used in messages. */
 loom_err loom_model_config_parse(const char *json, size_t len, const char *path,
 				 loom_model_config *out);
