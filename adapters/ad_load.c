@@ -37,9 +37,6 @@
 #define ALIGN_FLOATS 16 /* 64 bytes */
 #define PREFIX "base_model.model."
 
-static const char *const target_names[AD_N_TARGETS] = { "q_proj",    "k_proj",  "v_proj",
-							"o_proj",    "gate_proj", "up_proj",
-							"down_proj" };
 
 /* Arena order of the A blocks; a new aligned block starts before each
  * entry whose flag is set. */
@@ -49,31 +46,6 @@ static const struct {
 	{ AD_Q, 1 },	{ AD_K, 0 },  { AD_V, 0 },    { AD_GATE, 1 },
 	{ AD_UP, 0 },	{ AD_O, 1 },  { AD_DOWN, 1 },
 };
-
-const char *ad_target_name(int t)
-{
-	return t >= 0 && t < AD_N_TARGETS ? target_names[t] : NULL;
-}
-
-const char *ad_target_block(int t)
-{
-	return t >= AD_GATE ? "mlp" : "self_attn";
-}
-
-void ad_target_dims(const loom_model_config *c, int t, int *d_in, int *d_out)
-{
-	int q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
-	switch (t) {
-	case AD_Q: *d_in = c->hidden; *d_out = q; break;
-	case AD_K:
-	case AD_V: *d_in = c->hidden; *d_out = kv; break;
-	case AD_O: *d_in = q; *d_out = c->hidden; break;
-	case AD_GATE:
-	case AD_UP: *d_in = c->hidden; *d_out = c->ffn; break;
-	case AD_DOWN: *d_in = c->ffn; *d_out = c->hidden; break;
-	default: *d_in = *d_out = 0; break;
-	}
-}
 
 /* The two tensors of one (layer, target), from the file. */
 typedef struct pair {
@@ -179,8 +151,8 @@ static loom_err parse_name(const char *dir, const char *name, int n_layers, int 
 	int mlen = (int)(end - mod);
 	*t = -1;
 	for (int i = 0; i < AD_N_TARGETS; i++)
-		if ((size_t)mlen == strlen(target_names[i]) &&
-		    memcmp(mod, target_names[i], (size_t)mlen) == 0)
+		if ((size_t)mlen == strlen(ad_target_name(i)) &&
+		    memcmp(mod, ad_target_name(i), (size_t)mlen) == 0)
 			*t = i;
 	if (*t < 0)
 		return loom_fail(LOOM_EUNSUPPORTED,
@@ -206,7 +178,7 @@ static loom_err parse_name(const char *dir, const char *name, int n_layers, int 
 		return loom_fail(LOOM_EUNSUPPORTED,
 				 "%s: adapter for another architecture: tensor %s: module path "
 				 "\"%.*s\" is not LLaMA's model.layers.<n>.%s.%s",
-				 dir, name, (int)(end - mp), mp, blk, target_names[*t]);
+				 dir, name, (int)(end - mp), mp, blk, ad_target_name(*t));
 	if (l >= n_layers)
 		return loom_fail(LOOM_EINVAL,
 				 "%s: tensor %s is for layer %ld, but the base model has %d layers "
@@ -265,7 +237,7 @@ static loom_err check_tensor(loader *ld, const loom_tensor *x, int l, int t, int
 			 "%s: tensor %s has shape %s, expected [%lld,%lld] (rank %d from %s; the "
 			 "base model's %s maps %d -> %d)",
 			 ld->dir, x->name, shp, (long long)d0, (long long)d1, s->rank,
-			 s->rank_pattern ? "rank_pattern" : "\"r\"", target_names[t], d_in, d_out);
+			 s->rank_pattern ? "rank_pattern" : "\"r\"", ad_target_name(t), d_in, d_out);
 }
 
 static size_t align_up(size_t n)
@@ -289,7 +261,7 @@ static loom_err check_pair(loader *ld, int l, int t)
 				 "%s: tensor %s is for model.layers.%d.%s.%s, which "
 				 "adapter_config.json does not target (target_modules, "
 				 "layers_to_transform, exclude_modules)",
-				 ld->dir, p->a->name, l, ad_target_block(t), target_names[t]);
+				 ld->dir, p->a->name, l, ad_target_block(t), ad_target_name(t));
 	ad_target_dims(ld->base, t, &d_in, &d_out);
 	if ((rc = check_tensor(ld, p->a, l, t, s->rank, d_in)) ||
 	    (rc = check_tensor(ld, p->b, l, t, d_out, s->rank)))

@@ -29,95 +29,6 @@ struct wk_lora_ws {
 	kn_lora_seg *exp; /* [3][cap_segs] expand descriptors per target of a group */
 };
 
-/* Input and output widths of target t in the base model. */
-static void target_dims(const loom_model_config *c, int t, int *d_in, int *d_out)
-{
-	int q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
-	switch (t) {
-	case AD_Q:
-		*d_in = c->hidden, *d_out = q;
-		break;
-	case AD_K:
-	case AD_V:
-		*d_in = c->hidden, *d_out = kv;
-		break;
-	case AD_O:
-		*d_in = q, *d_out = c->hidden;
-		break;
-	case AD_DOWN:
-		*d_in = c->ffn, *d_out = c->hidden;
-		break;
-	default: /* gate, up */
-		*d_in = c->hidden, *d_out = c->ffn;
-		break;
-	}
-}
-
-static const char *const tname[AD_N_TARGETS] = {"q_proj", "k_proj", "v_proj", "o_proj",
-						"gate_proj", "up_proj", "down_proj"};
-
-/* One adapter against the model; i is the segment for messages. */
-static loom_err check_adapter(const loom_model_config *c, const ad_adapter *a, int i)
-{
-	if (a->n_layers != c->n_layers || !a->mods)
-		return loom_fail(LOOM_EINVAL, "wk_forward: segment %d: adapter \"%s\" has %d layers, "
-				 "the model %d", i, a->name, a->n_layers, c->n_layers);
-	for (int t = 0; t < AD_N_TARGETS; t++) {
-		int din, dout, used = 0;
-		target_dims(c, t, &din, &dout);
-		for (int l = 0; l < a->n_layers; l++) {
-			const ad_module *md = ad_mod(a, l, t);
-			if (md->rank < 0 || (md->rank > 0 && (!md->a || !md->bt)))
-				return loom_fail(LOOM_EINVAL, "wk_forward: segment %d: adapter \"%s\" "
-						 "layer %d %s: %s %d", i, a->name, l, tname[t],
-						 md->rank < 0 ? "negative rank" : "no weights for rank",
-						 md->rank);
-			used |= md->rank > 0;
-		}
-		if (used && (a->d_in[t] != din || a->d_out[t] != dout))
-			return loom_fail(LOOM_EINVAL, "wk_forward: segment %d: adapter \"%s\" %s is "
-					 "%d -> %d, the model's is %d -> %d", i, a->name, tname[t],
-					 a->d_in[t], a->d_out[t], din, dout);
-	}
-	return LOOM_OK;
-}
-
-loom_err wk_lora_check(const wk_model *m, const wk_batch *b)
-{
-	int S = b->n_segs;
-	if (S == 0)
-		return LOOM_OK;
-	if (S < 0 || !b->seg_start || !b->seg_adapter)
-		return loom_fail(LOOM_EINVAL, "wk_forward: bad segments (n_segs %d%s)", S,
-				 S < 0 ? "" : ", missing seg_start or seg_adapter");
-	int T = b->n_seqs > 0 ? b->seq_start[b->n_seqs] : 0;
-	if (b->seg_start[0] != 0 || b->seg_start[S] != T)
-		return loom_fail(LOOM_EINVAL, "wk_forward: segments cover [%d, %d), the batch "
-				 "[0, %d)", b->seg_start[0], b->seg_start[S], T);
-	int q = 0; /* walks seq_start along the segment boundaries */
-	for (int i = 0; i < S; i++) {
-		int s0 = b->seg_start[i], s1 = b->seg_start[i + 1];
-		if (s1 < s0)
-			return loom_fail(LOOM_EINVAL, "wk_forward: segment %d ends at %d before it "
-					 "starts at %d", i, s1, s0);
-		while (q < b->n_seqs && b->seq_start[q] < s1)
-			q++;
-		if ((b->n_seqs > 0 ? b->seq_start[q] : 0) != s1)
-			return loom_fail(LOOM_EINVAL, "wk_forward: segment %d ends at row %d, inside "
-					 "a sequence (segments hold whole sequences)", i, s1);
-		const ad_adapter *a = b->seg_adapter[i];
-		if (!a)
-			continue;
-		int seen = 0;
-		for (int j = 0; j < i && !seen; j++)
-			seen = b->seg_adapter[j] == a;
-		loom_err rc = seen ? LOOM_OK : check_adapter(&m->cfg, a, i);
-		if (rc)
-			return rc;
-	}
-	return LOOM_OK;
-}
-
 /* Group sizes by first target: q,k,v / o / gate,up / down. */
 static int largest_slice_sum(const ad_adapter *a)
 {
@@ -204,7 +115,7 @@ void wk_lora_add(wk_lora_ws *ws, const wk_model *m, const wk_batch *b, int l, in
 		return;
 	int d_in = 0, d_out[3] = {0, 0, 0};
 	for (int k = 0; k < nt; k++)
-		target_dims(&m->cfg, t0 + k, &d_in, &d_out[k]);
+		ad_target_dims(&m->cfg, t0 + k, &d_in, &d_out[k]);
 	int ns = 0, ne[3] = {0, 0, 0};
 	kn_lora_seg *exp[3] = {ws->exp, ws->exp + S, ws->exp + 2 * (size_t)S};
 	for (int i = 0; i < S; i++) {
