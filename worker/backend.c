@@ -112,3 +112,10 @@ loom_err wk_fwd_run(wk_fwd *f, const wk_batch *b, float *logits)
 		return wk_cuda_forward(f->cuda, b, logits);
 	return wk_forward(f->m, b, f->cpu, logits);
 }
+
+loom_err wk_fwd_prefetch(wk_fwd *f, const ad_adapter *a)
+{
+	if (f->kind == WK_BACKEND_CUDA)
+		return wk_cuda_fwd_prefetch(f->cuda, a);
+	return LOOM_OK;
+}

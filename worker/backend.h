@@ -50,4 +50,11 @@ wk_backend_kind wk_fwd_kind(const wk_fwd *f);
 /* wk_forward's contract (forward.h) on f's backend; logits in host memory. */
 loom_err wk_fwd_run(wk_fwd *f, const wk_batch *b, float *logits);
 
+/* A hint that adapter a (borrowed, as for a batch) will run soon: the CUDA
+ * backend starts its upload on the copy stream (wk_cuda_fwd_prefetch); the
+ * CPU backend reads adapters where they are and does nothing. A refusal
+ * (pool busy with the latest step's adapters) is not an error: the step
+ * that uses a loads it. Returns LOOM_OK or the reason it was not started. */
+loom_err wk_fwd_prefetch(wk_fwd *f, const ad_adapter *a);
+
 #endif

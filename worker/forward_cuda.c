@@ -13,9 +13,18 @@
  * are gathered (kn_cuda_embed over the residual as a table), normed, and
  * the LM head writes F32 logits, copied back once. Everything runs on the
  * context's compute stream; the step ends with one stream sync (logits).
- * Adapters are uploaded on first use (synchronously, between steps, while
- * the compute stream is idle) into contiguous pages of the adapter pool;
- * an adapter's slot is identified by its ad_adapter pointer, name and size.
+ * Adapters are uploaded into contiguous pages of the adapter pool on the
+ * context's copy stream, when a batch first uses them or earlier through
+ * wk_cuda_fwd_prefetch: converted to BF16 chunk by chunk into one half of
+ * a pinned staging buffer while the other half's copy runs, each half's
+ * reuse waiting for its own copy (an event: the host waits for the DMA,
+ * never for compute). The slot's descriptor rows follow on the same
+ * stream and a "ready" event is recorded; the first step that uses the
+ * slot makes the compute stream wait for that event (no device-wide sync)
+ * before its first LoRA kernel. Safety: loads happen between steps (a step
+ * ends with a stream sync) and never evict a slot of the latest step; the
+ * copy stream orders a slot's reloads after its earlier copies.
+ * An adapter's slot is identified by its ad_adapter pointer, name and size.
  */
 #include "forward_cuda.h"
 
@@ -38,6 +47,24 @@ void wk_cuda_fwd_destroy(wk_cuda_fwd *f)
 loom_err wk_cuda_forward(wk_cuda_fwd *f, const wk_batch *b, float *logits)
 {
 	(void)f, (void)b, (void)logits;
+	return loom_fail(LOOM_EUNSUPPORTED, "this build has no CUDA backend");
+}
+
+loom_err wk_cuda_fwd_prefetch(wk_cuda_fwd *f, const ad_adapter *a)
+{
+	(void)f, (void)a;
+	return loom_fail(LOOM_EUNSUPPORTED, "this build has no CUDA backend");
+}
+
+int wk_cuda_fwd_resident(const wk_cuda_fwd *f, const ad_adapter *a)
+{
+	(void)f, (void)a;
+	return 0;
+}
+
+loom_err wk_cuda_fwd_sync(wk_cuda_fwd *f)
+{
+	(void)f;
 	return loom_fail(LOOM_EUNSUPPORTED, "this build has no CUDA backend");
 }
 
@@ -71,7 +98,18 @@ typedef struct aslot {
 	int first, n_pages;
 	int rsum[G_N];               /* largest total rank of a group over layers */
 	uint64_t last_use;
+	kn_cuda_event *ready;        /* recorded on the copy stream after the load */
+	bool pending;                /* loaded since the compute stream last waited */
 } aslot;
+
+/* One half of the pinned upload staging. The emulator build of the tests
+ * sets a tiny one, so that their adapters cross many half boundaries. */
+#ifndef WK_CUDA_STAGE_BYTES
+#define WK_CUDA_STAGE_BYTES (4 << 20)
+#endif
+#define STAGE_BYTES ((size_t)WK_CUDA_STAGE_BYTES)
+_Static_assert(WK_CUDA_STAGE_BYTES % 256 == 0 && WK_CUDA_STAGE_BYTES > 0,
+	       "the staging half must be a multiple of 256 bytes");
 
 struct wk_cuda_fwd {
 	const wk_model *m;
@@ -95,6 +133,12 @@ struct wk_cuda_fwd {
 	aslot *slots;
 	int32_t *seg_slot;           /* [max_seqs] */
 	uint64_t tick;
+	void *cst;                   /* the context's copy stream */
+	char *stage;                 /* pinned, 2 * STAGE_BYTES */
+	kn_cuda_event *stage_ev[2];  /* each half's last copy */
+	bool stage_busy[2];          /* a copy from that half was queued */
+	int stage_half;              /* the half being filled */
+	bool need_wait;              /* this step uses a pending slot */
 };
 
 #define BF 2 /* bytes of a BF16 */
@@ -284,7 +328,13 @@ static loom_err alloc_scratch(wk_cuda_fwd *f, const wk_cuda_fwd_opts *o)
 	f->seg_slot = loom_calloc((size_t)f->max_seqs + 1, sizeof *f->seg_slot);
 	if (!f->slots || !f->seg_slot)
 		return loom_fail(LOOM_ENOMEM, "cuda forward: out of host memory");
-	return LOOM_OK;
+	for (int i = 0; i < f->n_slots && !rc; i++)
+		rc = kn_cuda_event_create(0, &f->slots[i].ready);
+	for (int h = 0; h < 2 && !rc; h++)
+		rc = kn_cuda_event_create(0, &f->stage_ev[h]);
+	if (!rc)
+		rc = kn_cuda_host_alloc(2 * STAGE_BYTES, (void **)&f->stage);
+	return rc;
 }
 
 loom_err wk_cuda_fwd_create(const wk_model *m, const wk_kvpool *pool,
@@ -320,6 +370,7 @@ loom_err wk_cuda_fwd_create(const wk_model *m, const wk_kvpool *pool,
 	if ((rc = kn_cuda_ctx_create(o->device, 0, &f->ctx)))
 		goto out;
 	f->st = kn_cuda_ctx_stream(f->ctx);
+	f->cst = kn_cuda_ctx_copy_stream(f->ctx);
 	if ((rc = upload_model(f)))
 		goto out;
 	f->kv = (kn_cuda_kv){.dt = KN_CUDA_BF16, .n_blocks = wk_kvpool_n_blocks(pool),
@@ -353,6 +404,11 @@ void wk_cuda_fwd_destroy(wk_cuda_fwd *f)
 	kn_cuda_arena_destroy(f->aw);
 	kn_cuda_host_free(f->meta_h);
 	kn_cuda_host_free(f->logits_h);
+	kn_cuda_host_free(f->stage);
+	for (int h = 0; h < 2; h++)
+		kn_cuda_event_destroy(f->stage_ev[h]);
+	for (int i = 0; f->slots && i < f->n_slots; i++)
+		kn_cuda_event_destroy(f->slots[i].ready);
 	for (int g = 0; g < G_N; g++)
 		loom_free(f->tab_h[g]);
 	loom_free(f->slots);
@@ -392,23 +448,102 @@ static void slot_free(wk_cuda_fwd *f, int i)
 	s->n_pages = 0;
 }
 
-/* The LRU slot not used in this step (-1: none). */
+/* A free slot, else the LRU slot not used in the latest step (-1: none). */
 static int slot_victim(const wk_cuda_fwd *f)
 {
 	int v = -1;
 	for (int i = 0; i < f->n_slots; i++) {
 		const aslot *s = &f->slots[i];
-		if (s->last_use == f->tick)
-			continue;
 		if (!s->ad)
 			return i;
+		if (s->last_use == f->tick)
+			continue;
 		if (v < 0 || s->last_use < f->slots[v].last_use)
 			v = i;
 	}
 	return v;
 }
 
-/* Uploads a into slot i: weights to pages, descriptors to the tables. */
+/* ---- the copy-stream upload of one adapter ---- */
+
+typedef struct upl {
+	wk_cuda_fwd *f;
+	char *dev;      /* destination (the slot's pages) */
+	size_t cap;     /* bytes there */
+	size_t sent;    /* bytes queued so far (a multiple of STAGE_BYTES) */
+	size_t fill;    /* bytes in the current staging half */
+	loom_err rc;
+} upl;
+
+static char *stage_half(const upl *u)
+{
+	return u->f->stage + (size_t)u->f->stage_half * STAGE_BYTES;
+}
+
+/* Waits until the current staging half's previous copy is done. */
+static void stage_claim(upl *u)
+{
+	wk_cuda_fwd *f = u->f;
+	if (!u->rc && f->stage_busy[f->stage_half]) {
+		u->rc = kn_cuda_event_sync(f->stage_ev[f->stage_half]);
+		f->stage_busy[f->stage_half] = false;
+	}
+}
+
+/* Queues the current half's bytes on the copy stream; switches halves. */
+static void upl_flush(upl *u)
+{
+	wk_cuda_fwd *f = u->f;
+	if (u->rc || u->fill == 0)
+		return;
+	if ((u->rc = kn_cuda_memcpy_async(u->dev + u->sent, stage_half(u), u->fill, f->cst)) ||
+	    (u->rc = kn_cuda_event_record(f->stage_ev[f->stage_half], f->cst)))
+		return;
+	f->stage_busy[f->stage_half] = true;
+	u->sent += u->fill;
+	u->fill = 0;
+	f->stage_half ^= 1;
+	stage_claim(u);
+}
+
+static size_t upl_off(const upl *u)
+{
+	return u->sent + u->fill;
+}
+
+/* Appends n F32 values as BF16. */
+static void upl_put(upl *u, const float *src, size_t n)
+{
+	if (!u->rc && upl_off(u) + n * BF > u->cap)
+		u->rc = loom_fail(LOOM_EINTERNAL, "cuda forward: adapter layout overflow");
+	while (n > 0 && !u->rc) {
+		size_t k = (STAGE_BYTES - u->fill) / BF;
+		if (k > n)
+			k = n;
+		uint16_t *dst = (uint16_t *)(stage_half(u) + u->fill);
+		for (size_t j = 0; j < k; j++)
+			dst[j] = loom_f32_to_bf16(src[j]);
+		u->fill += k * BF, src += k, n -= k;
+		if (u->fill == STAGE_BYTES)
+			upl_flush(u);
+	}
+}
+
+/* Zero bytes up to the next 256-byte boundary (it fits the half: halves
+ * are multiples of 256 bytes and sent is a multiple of the half). */
+static void upl_align(upl *u)
+{
+	size_t pad = up256(upl_off(u)) - upl_off(u);
+	if (!u->rc && pad) {
+		memset(stage_half(u) + u->fill, 0, pad);
+		u->fill += pad;
+		if (u->fill == STAGE_BYTES)
+			upl_flush(u);
+	}
+}
+
+/* Uploads a into slot i on the copy stream: weights to pages, descriptors
+ * to the tables, then the slot's ready event. */
 static loom_err slot_load(wk_cuda_fwd *f, int i, const ad_adapter *a)
 {
 	aslot *s = &f->slots[i];
@@ -433,14 +568,8 @@ static loom_err slot_load(wk_cuda_fwd *f, int i, const ad_adapter *a)
 	if (rc)
 		return rc;
 	s->n_pages = n;
-	uint16_t *host = loom_malloc(bytes ? bytes : 1);
-	if (!host) {
-		kn_cuda_pages_free(f->pages, s->first, n);
-		s->n_pages = 0;
-		return loom_fail(LOOM_ENOMEM, "cuda forward: out of host memory for adapter \"%s\"",
-				 a->name);
-	}
-	size_t off = 0;
+	upl u = {.f = f, .dev = dev, .cap = (size_t)n * page};
+	stage_claim(&u);
 	memset(s->rsum, 0, sizeof s->rsum);
 	for (int g = 0; g < G_N; g++)
 		for (int l = 0; l < f->L; l++) {
@@ -451,36 +580,34 @@ static loom_err slot_load(wk_cuda_fwd *f, int i, const ad_adapter *a)
 				const ad_module *md = ad_mod(a, l, g_t0[g] + k);
 				if (md->rank <= 0)
 					continue;
-				size_t na = (size_t)md->rank * a->d_in[g_t0[g] + k];
 				if (!dsc->a)
-					dsc->a = (char *)dev + off;
-				for (size_t j = 0; j < na; j++)
-					host[off / BF + j] = loom_f32_to_bf16(md->a[j]);
-				off += na * BF;
+					dsc->a = (char *)dev + upl_off(&u);
+				upl_put(&u, md->a, (size_t)md->rank * a->d_in[g_t0[g] + k]);
 				rs += md->rank;
 			}
-			off = up256(off);
+			upl_align(&u);
 			for (int k = 0; k < g_nt[g]; k++) {
 				const ad_module *md = ad_mod(a, l, g_t0[g] + k);
 				if (md->rank <= 0)
 					continue;
-				size_t nb = (size_t)md->rank * a->d_out[g_t0[g] + k];
-				dsc->bt[k] = (char *)dev + off;
+				dsc->bt[k] = (char *)dev + upl_off(&u);
 				dsc->rank[k] = md->rank;
 				dsc->scale[k] = md->scale;
-				for (size_t j = 0; j < nb; j++)
-					host[off / BF + j] = loom_f32_to_bf16(md->bt[j]);
-				off = up256(off + nb * BF);
+				upl_put(&u, md->bt, (size_t)md->rank * a->d_out[g_t0[g] + k]);
+				upl_align(&u);
 			}
 			if (rs > s->rsum[g])
 				s->rsum[g] = rs;
 		}
-	rc = off > bytes ? loom_fail(LOOM_EINTERNAL, "cuda forward: adapter layout overflow")
-			 : kn_cuda_memcpy(dev, host, off);
-	loom_free(host);
+	upl_flush(&u);
+	rc = u.rc;
+	/* pageable source: the call returns once tab_h is staged by the driver */
 	for (int g = 0; g < G_N && !rc; g++)
-		rc = kn_cuda_memcpy(f->tab_d[g] + (size_t)i * f->L, f->tab_h[g] + (size_t)i * f->L,
-				    (size_t)f->L * sizeof(kn_cuda_lora_desc));
+		rc = kn_cuda_memcpy_async(f->tab_d[g] + (size_t)i * f->L,
+					  f->tab_h[g] + (size_t)i * f->L,
+					  (size_t)f->L * sizeof(kn_cuda_lora_desc), f->cst);
+	if (!rc)
+		rc = kn_cuda_event_record(s->ready, f->cst);
 	if (rc) {
 		kn_cuda_pages_free(f->pages, s->first, n);
 		s->n_pages = 0;
@@ -488,6 +615,7 @@ static loom_err slot_load(wk_cuda_fwd *f, int i, const ad_adapter *a)
 	}
 	s->ad = a;
 	s->bytes = a->bytes;
+	s->pending = true;
 	snprintf(s->name, sizeof s->name, "%s", a->name);
 	return LOOM_OK;
 }
@@ -515,6 +643,7 @@ static loom_err map_adapters(wk_cuda_fwd *f, const wk_batch *b, int rsum[G_N])
 					return rc;
 			}
 			f->slots[sl].last_use = f->tick;
+			f->need_wait |= f->slots[sl].pending;
 			for (int g = 0; g < G_N; g++)
 				if (f->slots[sl].rsum[g] > rsum[g])
 					rsum[g] = f->slots[sl].rsum[g];
@@ -527,6 +656,42 @@ static loom_err map_adapters(wk_cuda_fwd *f, const wk_batch *b, int rsum[G_N])
 					 "module group exceeds %d", rsum[g],
 					 KN_CUDA_LORA_MAX_RSTRIDE);
 	return LOOM_OK;
+}
+
+loom_err wk_cuda_fwd_prefetch(wk_cuda_fwd *f, const ad_adapter *a)
+{
+	if (!a)
+		return LOOM_OK;
+	for (int j = 0; j < f->n_slots; j++)
+		if (slot_is(&f->slots[j], a)) {
+			f->slots[j].last_use = f->tick;
+			return LOOM_OK;
+		}
+	loom_err rc = wk_lora_check_adapter(f->m, a, "cuda prefetch");
+	if (rc)
+		return rc;
+	int sl = slot_victim(f);
+	if (sl < 0)
+		return loom_fail(LOOM_EBUSY, "cuda prefetch: all %d adapter slots hold adapters of "
+				 "the latest step", f->n_slots);
+	slot_free(f, sl);
+	if ((rc = slot_load(f, sl, a)))
+		return rc;
+	f->slots[sl].last_use = f->tick;
+	return LOOM_OK;
+}
+
+int wk_cuda_fwd_resident(const wk_cuda_fwd *f, const ad_adapter *a)
+{
+	for (int j = 0; a && j < f->n_slots; j++)
+		if (slot_is(&f->slots[j], a))
+			return 1;
+	return 0;
+}
+
+loom_err wk_cuda_fwd_sync(wk_cuda_fwd *f)
+{
+	return kn_cuda_ctx_sync(f->ctx);
 }
 
 /* ---- the step ---- */
@@ -588,6 +753,18 @@ static loom_err lora(wk_cuda_fwd *f, const step *s, int g, int l, const void *x,
 {
 	if (!s->lmeta || s->rsum[g] == 0 || s->n_chunks == 0)
 		return LOOM_OK;
+	if (f->need_wait) { /* adapters this step loaded or prefetched */
+		for (int i = 0; i < f->n_slots; i++) {
+			aslot *sl = &f->slots[i];
+			if (sl->ad && sl->pending && sl->last_use == f->tick) {
+				loom_err rc = kn_cuda_stream_wait(f->st, sl->ready);
+				if (rc)
+					return rc;
+				sl->pending = false;
+			}
+		}
+		f->need_wait = false;
+	}
 	kn_cuda_lora_group grp = {.table = f->tab_d[g], .n_slots = f->n_slots, .n_layers = f->L,
 				  .n_slices = g_nt[g], .dt = KN_CUDA_BF16};
 	group_dims(&f->m->cfg, g, &grp.d_in, grp.n_out);
@@ -651,6 +828,7 @@ loom_err wk_cuda_forward(wk_cuda_fwd *f, const wk_batch *b, float *logits)
 	step s = {.T = b->seq_start[b->n_seqs]};
 	s.R = b->all_logits ? s.T : b->n_seqs;
 	f->tick++;
+	f->need_wait = false;
 
 	/* pack the step's metadata */
 	meta_off o = meta_layout(f);

@@ -7,9 +7,10 @@
  * kept F32), a device KV pool with the host pool's shape and block ids (the
  * host wk_kvpool keeps the accounting and block tables; the device pool is
  * the storage), an adapter pool (pages of an "adapters" arena, slots with
- * SGMV descriptor tables, LRU over adapters not in the current batch), and
- * a "scratch" arena for the activations of max_tokens rows. Every device
- * allocation happens in wk_cuda_fwd_create: a step allocates nothing.
+ * SGMV descriptor tables, LRU over adapters not in the current batch,
+ * filled on the copy stream: wk_cuda_fwd_prefetch), and a "scratch" arena
+ * for the activations of max_tokens rows. Every device allocation happens
+ * in wk_cuda_fwd_create: a step allocates nothing.
  * Per step: the batch metadata is packed into pinned staging and copied
  * once; logits come back to host memory (the host sampler draws).
  * Numerics: activations BF16, residual stream F32, GEMMs BF16 in / F32
@@ -45,5 +46,20 @@ void wk_cuda_fwd_destroy(wk_cuda_fwd *f);
  * LOOM_ERANGE when the batch exceeds max_tokens / max_seqs, LOOM_EBUSY when
  * the adapters of one batch do not fit the adapter pool. */
 loom_err wk_cuda_forward(wk_cuda_fwd *f, const wk_batch *b, float *logits);
+
+/* Starts uploading adapter a (borrowed; must stay valid while the forward
+ * may use it, as for a batch) to the adapter pool on the copy stream, so
+ * that the step that first uses it finds it there or waits only for the
+ * rest of its copy. Returns once the host part (BF16 conversion into the
+ * pinned staging) is done; the copies overlap whatever the compute stream
+ * runs next. Call between steps (same thread as wk_cuda_forward). Already
+ * resident: marks it recently used. Never evicts an adapter of the latest
+ * step: LOOM_EBUSY then (nothing changed; the step that needs it loads
+ * it). LOOM_EINVAL when a does not fit the model's shapes. */
+loom_err wk_cuda_fwd_prefetch(wk_cuda_fwd *f, const ad_adapter *a);
+/* Whether a holds a slot of the adapter pool (loaded or loading). */
+int wk_cuda_fwd_resident(const wk_cuda_fwd *f, const ad_adapter *a);
+/* Waits for both streams (tests and benchmarks; never inside serving). */
+loom_err wk_cuda_fwd_sync(wk_cuda_fwd *f);
 
 #endif

@@ -24,6 +24,9 @@ typedef struct wk_lora_ws wk_lora_ws;
  * weights). LOOM_EINVAL naming the segment and the field; changes nothing.
  * Call after the sequences themselves were checked. */
 loom_err wk_lora_check(const wk_model *m, const wk_batch *b);
+/* The adapter part of wk_lora_check for one adapter outside a batch (a
+ * prefetch); who starts the messages ("cuda prefetch"). */
+loom_err wk_lora_check_adapter(const wk_model *m, const ad_adapter *a, const char *who);
 
 /* Makes *ws (created on first use) big enough for the checked batch b, so
  * that wk_lora_add cannot fail. No-op when b has no adapter. */

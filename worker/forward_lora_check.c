@@ -6,27 +6,30 @@
  */
 #include "forward_lora.h"
 
-/* One adapter against the model; i is the segment for messages. */
-static loom_err check_adapter(const loom_model_config *c, const ad_adapter *a, int i)
+#include <stdio.h>
+
+/* One adapter against the model; who ("wk_forward: segment 3") starts the
+ * messages. */
+static loom_err check_adapter(const loom_model_config *c, const ad_adapter *a, const char *who)
 {
 	if (a->n_layers != c->n_layers || !a->mods)
-		return loom_fail(LOOM_EINVAL, "wk_forward: segment %d: adapter \"%s\" has %d layers, "
-				 "the model %d", i, a->name, a->n_layers, c->n_layers);
+		return loom_fail(LOOM_EINVAL, "%s: adapter \"%s\" has %d layers, the model %d",
+				 who, a->name, a->n_layers, c->n_layers);
 	for (int t = 0; t < AD_N_TARGETS; t++) {
 		int din, dout, used = 0;
 		ad_target_dims(c, t, &din, &dout);
 		for (int l = 0; l < a->n_layers; l++) {
 			const ad_module *md = ad_mod(a, l, t);
 			if (md->rank < 0 || (md->rank > 0 && (!md->a || !md->bt)))
-				return loom_fail(LOOM_EINVAL, "wk_forward: segment %d: adapter \"%s\" "
-						 "layer %d %s: %s %d", i, a->name, l, ad_target_name(t),
+				return loom_fail(LOOM_EINVAL, "%s: adapter \"%s\" layer %d %s: %s %d",
+						 who, a->name, l, ad_target_name(t),
 						 md->rank < 0 ? "negative rank" : "no weights for rank",
 						 md->rank);
 			used |= md->rank > 0;
 		}
 		if (used && (a->d_in[t] != din || a->d_out[t] != dout))
-			return loom_fail(LOOM_EINVAL, "wk_forward: segment %d: adapter \"%s\" %s is "
-					 "%d -> %d, the model's is %d -> %d", i, a->name, ad_target_name(t),
+			return loom_fail(LOOM_EINVAL, "%s: adapter \"%s\" %s is %d -> %d, the model's "
+					 "is %d -> %d", who, a->name, ad_target_name(t),
 					 a->d_in[t], a->d_out[t], din, dout);
 	}
 	return LOOM_OK;
@@ -61,9 +64,16 @@ loom_err wk_lora_check(const wk_model *m, const wk_batch *b)
 		int seen = 0;
 		for (int j = 0; j < i && !seen; j++)
 			seen = b->seg_adapter[j] == a;
-		loom_err rc = seen ? LOOM_OK : check_adapter(&m->cfg, a, i);
+		char who[48];
+		snprintf(who, sizeof who, "wk_forward: segment %d", i);
+		loom_err rc = seen ? LOOM_OK : check_adapter(&m->cfg, a, who);
 		if (rc)
 			return rc;
 	}
 	return LOOM_OK;
+}
+
+loom_err wk_lora_check_adapter(const wk_model *m, const ad_adapter *a, const char *who)
+{
+	return check_adapter(&m->cfg, a, who);
 }

@@ -95,6 +95,11 @@ static int ready(wk_engine *e, seq *s)
 		wk_engine_emit_error(e, s->sub.req, code ? code : LOOM_EIO, "%s", err);
 		return -1;
 	}
+	/* once, when it becomes ready: the CUDA backend starts the upload on its
+	 * copy stream now, overlapping the steps before this one runs (a refusal
+	 * only means the step that uses it will load it) */
+	if (st == WK_RES_READY && ms->fwd)
+		(void)wk_fwd_prefetch(ms->fwd, s->ad_dev);
 	return st == WK_RES_READY;
 }
 

@@ -13,15 +13,17 @@
  * 32, rank 16, q,k,v,o), built in memory (scale alpha/r = 2), sharing host
  * arrays the same way; each is uploaded to the adapter pool separately.
  *
+ * Between the base and the LoRA modes every adapter is sent to the device
+ * pool with wk_cuda_fwd_prefetch (BF16 conversion on the host, copies on the
+ * copy stream), timed to the end of the copies.
  * For each mode — "base" (no adapter), "lora-identical" (every sequence the
  * same adapter: one segment), "lora-distinct" (sequence i its own adapter,
  * --batch segments) — fresh sequences are prefilled with the same random
- * prompts (chunks of whole sequences up to --prefill-tokens rows per step;
- * the first steps of a LoRA mode also upload its adapters), then --warmup
- * decode steps and --steps timed decode steps of --batch tokens run. A step
- * is timed on the host around wk_cuda_forward, which includes the metadata
- * copy, every kernel, the logits copy back and the stream sync: what the
- * engine waits for. The next token of each sequence is the argmax of its
+ * prompts (chunks of whole sequences up to --prefill-tokens rows per step),
+ * then --warmup decode steps and --steps timed decode steps of --batch
+ * tokens run. A step is timed on the host around wk_cuda_forward, which
+ * includes the metadata copy, every kernel, the logits copy back and the
+ * stream sync: what the engine waits for. The next token of each sequence is the argmax of its
  * logits (untimed). Reported per mode: step milliseconds (median, p10, p90,
  * mean), decode tokens/s (batch / median), prefill tokens/s, and the bytes a
  * step must read (weights + KV context + unique adapter bytes) over the
@@ -582,7 +584,20 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < (size_t)B * o.prompt; i++)
 		b.prompts[i] = (int32_t)(3 + rng_next() % (uint64_t)(o.vocab - 3));
 	const ad_adapter *const *mix[3] = {NULL, ad_ident, ad_dist};
+	double load_host_ms = 0, load_ms = 0;
 	for (int i = 0; i < 3; i++) {
+		if (i == 1) { /* every adapter to the pool on the copy stream, timed */
+			double tp = now_ms();
+			for (int a = 0; a < o.adapters && !rc; a++)
+				rc = wk_cuda_fwd_prefetch(b.f, &ha.ad[a]);
+			load_host_ms = now_ms() - tp;
+			if (rc || (rc = wk_cuda_fwd_sync(b.f)))
+				goto out;
+			load_ms = now_ms() - tp;
+			fprintf(stderr, "decode-bench: %d adapters prefetched in %.1f ms (host part "
+				"%.1f ms), %.2f GB/s\n", o.adapters, load_ms, load_host_ms,
+				o.adapters * (double)ha.ad[0].bytes / 2 / load_ms / 1e6);
+		}
 		if ((rc = run_mode(&b, &res[i], mix[i])))
 			goto out;
 		fprintf(stderr, "decode-bench: %-14s step %.3f ms (p10 %.3f, p90 %.3f), %.0f tok/s, "
@@ -607,13 +622,15 @@ int main(int argc, char **argv)
 		"\"ffn\": %d, \"vocab\": %d, \"dtype\": \"bf16\", \"weight_upload_ms\": %.0f},\n"
 		"  \"batch\": %d, \"prompt\": %d, \"warmup_steps\": %d, \"timed_steps\": %d,\n"
 		"  \"adapters\": {\"count\": %d, \"rank\": %d, \"targets_mask\": %u, "
-		"\"bf16_bytes_each\": %.0f},\n"
+		"\"bf16_bytes_each\": %.0f, \"prefetch_all_ms\": %.2f, "
+		"\"prefetch_host_ms\": %.2f, \"prefetch_GBps\": %.2f},\n"
 		"  \"lora_vs_base_first_logits_max_abs_diff\": [%.4g, %.4g],\n"
 		"  \"lora_distinct_over_base\": %.4f,\n  \"lora_identical_over_base\": %.4f,\n"
 		"  \"modes\": [\n",
 		dev.name, dev.sm_count, o.hidden, o.layers, o.heads, o.kv_heads, o.ffn, o.vocab,
 		upload_ms, B, o.prompt, o.warmup, o.steps, o.adapters, o.rank, o.targets,
-		(double)ha.ad[0].bytes / 2, diff_ident, diff_dist, res[2].med / res[0].med,
+		(double)ha.ad[0].bytes / 2, load_ms, load_host_ms,
+		o.adapters * (double)ha.ad[0].bytes / 2 / load_ms / 1e6, diff_ident, diff_dist, res[2].med / res[0].med,
 		res[1].med / res[0].med);
 	for (int i = 0; i < 3; i++)
 		json_mode(out, &res[i], B, B * o.prompt, i == 2);

@@ -148,8 +148,10 @@ static double check_rows(const float *cpu, const float *gpu, int rows, int vocab
 }
 
 /* Runs N_SEQ sequences (adapters per sequence: ads, NULL = base) through
- * prefill and N_GEN greedy decode steps on both backends. */
-static void run_case(const ad_adapter *const ads[N_SEQ], double k)
+ * prefill and N_GEN greedy decode steps on both backends; prefetch: the
+ * adapters are first sent to the pool with wk_cuda_fwd_prefetch (copy
+ * stream) instead of being loaded by the first step. */
+static void run_case_opt(const ad_adapter *const ads[N_SEQ], double k, int prefetch)
 {
 	if (!E.present)
 		skip();
@@ -162,6 +164,11 @@ static void run_case(const ad_adapter *const ads[N_SEQ], double k)
 			      .adapter_mb = 16};
 	if (wk_cuda_fwd_create(E.m, pool, &o, &cf))
 		fail_msg("wk_cuda_fwd_create: %s", loom_errmsg());
+	for (int s = 0; s < N_SEQ && prefetch; s++) {
+		if (ads[s] && wk_cuda_fwd_prefetch(cf, ads[s]))
+			fail_msg("wk_cuda_fwd_prefetch: %s", loom_errmsg());
+		assert_int_equal(wk_cuda_fwd_resident(cf, ads[s]), ads[s] != NULL);
+	}
 	wk_scratch *sc = NULL;
 	assert_int_equal(wk_scratch_create(E.m, &sc), LOOM_OK);
 	wk_kv kc[N_SEQ], kg[N_SEQ];
@@ -241,6 +248,11 @@ static void run_case(const ad_adapter *const ads[N_SEQ], double k)
 	wk_kvpool_destroy(pool);
 }
 
+static void run_case(const ad_adapter *const ads[N_SEQ], double k)
+{
+	run_case_opt(ads, k, 0);
+}
+
 static void test_base(void **state)
 {
 	(void)state;
@@ -268,12 +280,85 @@ static void test_mixed_base(void **state)
 		skip();
 }
 
+static void test_prefetched(void **state)
+{
+	(void)state;
+	const ad_adapter *ads[N_SEQ] = {E.ad[0], NULL, E.ad[1]};
+	if (!E.present)
+		skip();
+	run_case_opt(ads, K_LORA, 1);
+}
+
+/* One adapter slot: a prefetch never evicts the latest step's adapter
+ * (EBUSY, nothing changed), refuses an adapter of another shape (EINVAL),
+ * and the step that needs the refused adapter loads it (evicting the old
+ * one) with logits equal to the CPU's. */
+static void test_prefetch_refusals(void **state)
+{
+	(void)state;
+	if (!E.present)
+		skip();
+	E.k = K_LORA;
+	const int V = E.m->cfg.vocab;
+	wk_kvpool *pool = NULL;
+	assert_int_equal(wk_kvpool_create(E.m, 16, WK_KV_BLOCK, &pool), LOOM_OK);
+	wk_cuda_fwd *cf = NULL;
+	wk_cuda_fwd_opts o = {.max_tokens = 16, .max_seqs = 1, .adapter_slots = 1,
+			      .adapter_mb = 4};
+	if (wk_cuda_fwd_create(E.m, pool, &o, &cf))
+		fail_msg("wk_cuda_fwd_create: %s", loom_errmsg());
+	wk_scratch *sc = NULL;
+	assert_int_equal(wk_scratch_create(E.m, &sc), LOOM_OK);
+	wk_kv kc, kg;
+	wk_kv *pc = &kc, *pg = &kg;
+	wk_kv_init(&kc, pool), wk_kv_init(&kg, pool);
+	assert_int_equal(wk_kv_reserve(&kc, 8), LOOM_OK);
+	assert_int_equal(wk_kv_reserve(&kg, 8), LOOM_OK);
+	float *lc = loom_malloc((size_t)V * sizeof(float)), *lg = loom_malloc((size_t)V * sizeof(float));
+	assert_non_null(lc);
+	assert_non_null(lg);
+	for (int it = 0; it < 2; it++) {
+		const ad_adapter *ad = E.ad[it];
+		int32_t tok[1] = {5 + it}, seq[2] = {0, 1}, seg[2] = {0, 1};
+		wk_batch b = {.n_seqs = 1, .seq_start = seq, .tokens = tok, .kv = &pc, .n_segs = 1,
+			      .seg_start = seg, .seg_adapter = &ad};
+		assert_int_equal(wk_forward(E.m, &b, sc, lc), LOOM_OK);
+		b.kv = &pg;
+		if (wk_cuda_forward(cf, &b, lg))
+			fail_msg("cuda forward: %s", loom_errmsg());
+		check_rows(lc, lg, 1, V, "refusals");
+		assert_int_equal(wk_cuda_fwd_resident(cf, ad), 1);
+		if (it == 0) {
+			/* the only slot holds the latest step's adapter */
+			assert_int_equal(wk_cuda_fwd_prefetch(cf, E.ad[1]), LOOM_EBUSY);
+			assert_non_null(strstr(loom_errmsg(), "latest step"));
+			assert_int_equal(wk_cuda_fwd_resident(cf, E.ad[1]), 0);
+			assert_int_equal(wk_cuda_fwd_prefetch(cf, E.ad[0]), LOOM_OK);
+			ad_adapter bad = *E.ad[1];
+			bad.n_layers = E.m->cfg.n_layers + 1;
+			assert_int_equal(wk_cuda_fwd_prefetch(cf, &bad), LOOM_EINVAL);
+			assert_non_null(strstr(loom_errmsg(), "cuda prefetch"));
+			assert_int_equal(wk_cuda_fwd_resident(cf, E.ad[0]), 1);
+		}
+	}
+	assert_int_equal(wk_cuda_fwd_resident(cf, E.ad[0]), 0); /* evicted by the step */
+	assert_int_equal(wk_cuda_fwd_sync(cf), LOOM_OK);
+	wk_kv_fini(&kc), wk_kv_fini(&kg);
+	loom_free(lc);
+	loom_free(lg);
+	wk_scratch_destroy(sc);
+	wk_cuda_fwd_destroy(cf);
+	wk_kvpool_destroy(pool);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_base),
 		cmocka_unit_test(test_two_adapters),
 		cmocka_unit_test(test_mixed_base),
+		cmocka_unit_test(test_prefetched),
+		cmocka_unit_test(test_prefetch_refusals),
 	};
 	return cmocka_run_group_tests_name("gpu/test_e2e", tests, group_setup, group_teardown);
 }
