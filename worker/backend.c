@@ -69,7 +69,7 @@ loom_err wk_backend_pick(const char *req, wk_backend_kind *out)
 }
 
 loom_err wk_fwd_create(wk_backend_kind k, const wk_model *m, const wk_kvpool *pool,
-		       int max_tokens, int max_seqs, wk_fwd **out)
+		       int max_tokens, int max_seqs, size_t adapter_mb, wk_fwd **out)
 {
 	*out = NULL;
 	wk_fwd *f = loom_calloc(1, sizeof *f);
@@ -79,7 +79,9 @@ loom_err wk_fwd_create(wk_backend_kind k, const wk_model *m, const wk_kvpool *po
 	f->m = m;
 	loom_err rc;
 	if (k == WK_BACKEND_CUDA) {
-		wk_cuda_fwd_opts o = {.max_tokens = max_tokens, .max_seqs = max_seqs};
+		wk_cuda_fwd_opts o = {.max_tokens = max_tokens, .max_seqs = max_seqs,
+				      .adapter_slots = max_seqs > 32 ? max_seqs : 32,
+				      .adapter_mb = adapter_mb};
 		rc = wk_cuda_fwd_create(m, pool, &o, &f->cuda);
 	} else {
 		rc = wk_scratch_create(m, &f->cpu);

@@ -41,9 +41,12 @@ typedef struct wk_fwd wk_fwd;
 /* The forward of model m (borrowed, outlives the handle) over pool
  * (borrowed; the CUDA backend mirrors its shape and block ids on the
  * device) for steps of at most max_tokens rows and max_seqs sequences.
- * *out owned by the caller (wk_fwd_destroy). */
+ * adapter_mb: the CUDA backend's device adapter pool (the worker passes
+ * --device-adapter-mb, the budget the residency counts adapters against;
+ * 0 = 256), with max(32, max_seqs) slots. *out owned by the caller
+ * (wk_fwd_destroy). */
 loom_err wk_fwd_create(wk_backend_kind k, const wk_model *m, const wk_kvpool *pool,
-		       int max_tokens, int max_seqs, wk_fwd **out);
+		       int max_tokens, int max_seqs, size_t adapter_mb, wk_fwd **out);
 void wk_fwd_destroy(wk_fwd *f);
 wk_backend_kind wk_fwd_kind(const wk_fwd *f);
 

@@ -72,8 +72,14 @@ loom_err wk_engine_attach(wk_engine *e, int mi, wk_model *m)
 		rc = loom_fail(rc, "engine: KV cache of '%s': %s", m->name, why);
 		goto out;
 	}
+	/* the CUDA adapter pool gets the residency's device budget: every
+	 * adapter the residency counts as on the device fits it (the budget
+	 * counts F32 bytes, the pool holds BF16) */
+	wk_res_stats rs;
+	wk_res_stats_get(e->res, &rs);
+	size_t ad_mb = rs.device_budget == WK_RES_UNLIMITED ? 0 : (size_t)(rs.device_budget >> 20);
 	if ((rc = wk_fwd_create(e->backend, m, ms->pool, e->max_batch_tokens + e->max_seqs,
-				e->max_seqs, &ms->fwd)))
+				e->max_seqs, ad_mb, &ms->fwd)))
 		goto out;
 	ms->logits = loom_malloc((size_t)e->max_seqs * (size_t)m->cfg.vocab * sizeof(float));
 	if (!ms->logits) {
