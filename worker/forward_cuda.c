@@ -542,8 +542,34 @@ static void upl_align(upl *u)
 	}
 }
 
+/* Sends what is staged and continues at another destination. */
+static void upl_retarget(upl *u, void *dev, size_t cap)
+{
+	upl_flush(u);
+	u->dev = dev;
+	u->cap = cap;
+	u->sent = 0;
+}
+
+/* Appends n raw bytes. */
+static void upl_bytes(upl *u, const void *src, size_t n)
+{
+	if (!u->rc && upl_off(u) + n > u->cap)
+		u->rc = loom_fail(LOOM_EINTERNAL, "cuda forward: adapter table overflow");
+	while (n > 0 && !u->rc) {
+		size_t k = STAGE_BYTES - u->fill;
+		if (k > n)
+			k = n;
+		memcpy(stage_half(u) + u->fill, src, k);
+		u->fill += k, src = (const char *)src + k, n -= k;
+		if (u->fill == STAGE_BYTES)
+			upl_flush(u);
+	}
+}
+
 /* Uploads a into slot i on the copy stream: weights to pages, descriptors
- * to the tables, then the slot's ready event. */
+ * to the tables (through the pinned staging too: a copy from pageable
+ * memory may synchronize with the stream), then the slot's ready event. */
 static loom_err slot_load(wk_cuda_fwd *f, int i, const ad_adapter *a)
 {
 	aslot *s = &f->slots[i];
@@ -599,13 +625,13 @@ static loom_err slot_load(wk_cuda_fwd *f, int i, const ad_adapter *a)
 			if (rs > s->rsum[g])
 				s->rsum[g] = rs;
 		}
+	size_t tb = (size_t)f->L * sizeof(kn_cuda_lora_desc);
+	for (int g = 0; g < G_N; g++) {
+		upl_retarget(&u, f->tab_d[g] + (size_t)i * f->L, tb);
+		upl_bytes(&u, f->tab_h[g] + (size_t)i * f->L, tb);
+	}
 	upl_flush(&u);
 	rc = u.rc;
-	/* pageable source: the call returns once tab_h is staged by the driver */
-	for (int g = 0; g < G_N && !rc; g++)
-		rc = kn_cuda_memcpy_async(f->tab_d[g] + (size_t)i * f->L,
-					  f->tab_h[g] + (size_t)i * f->L,
-					  (size_t)f->L * sizeof(kn_cuda_lora_desc), f->cst);
 	if (!rc)
 		rc = kn_cuda_event_record(s->ready, f->cst);
 	if (rc) {
