@@ -81,7 +81,7 @@ loom_err wk_fwd_create(wk_backend_kind k, const wk_model *m, const wk_kvpool *po
 	if (k == WK_BACKEND_CUDA) {
 		wk_cuda_fwd_opts o = {.max_tokens = max_tokens, .max_seqs = max_seqs,
 				      .adapter_slots = max_seqs > 32 ? max_seqs : 32,
-				      .adapter_mb = adapter_mb};
+				      .adapter_mb = adapter_mb, .defer_weights = 1};
 		rc = wk_cuda_fwd_create(m, pool, &o, &f->cuda);
 	} else {
 		rc = wk_scratch_create(m, &f->cpu);
@@ -119,5 +119,13 @@ loom_err wk_fwd_prefetch(wk_fwd *f, const ad_adapter *a)
 {
 	if (f->kind == WK_BACKEND_CUDA)
 		return wk_cuda_fwd_prefetch(f->cuda, a);
+	return LOOM_OK;
+}
+
+loom_err wk_fwd_load(wk_fwd *f, size_t budget, int *done)
+{
+	if (f->kind == WK_BACKEND_CUDA)
+		return wk_cuda_fwd_load(f->cuda, budget, done);
+	*done = 1;
 	return LOOM_OK;
 }

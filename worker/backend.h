@@ -50,6 +50,13 @@ loom_err wk_fwd_create(wk_backend_kind k, const wk_model *m, const wk_kvpool *po
 void wk_fwd_destroy(wk_fwd *f);
 wk_backend_kind wk_fwd_kind(const wk_fwd *f);
 
+/* The CUDA backend creates the forward with its weights still on the host
+ * and sends them piecewise: each call sends up to budget more bytes on the
+ * copy stream (overlapping other models' steps) and sets *done = 1 once
+ * they are all on the device; wk_fwd_run refuses until then (LOOM_EBUSY).
+ * The CPU backend reads the host weights: always done. */
+loom_err wk_fwd_load(wk_fwd *f, size_t budget, int *done);
+
 /* wk_forward's contract (forward.h) on f's backend; logits in host memory. */
 loom_err wk_fwd_run(wk_fwd *f, const wk_batch *b, float *logits);
 

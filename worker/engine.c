@@ -556,7 +556,7 @@ static void *engine_main(void *arg)
 	pthread_mutex_lock(&e->mu);
 	for (;;) {
 		while (!e->stop && !e->inbox_head && !e->wake && e->n_running == 0 &&
-		       (e->n_waiting == 0 || e->stalled)) {
+		       e->n_loading == 0 && (e->n_waiting == 0 || e->stalled)) {
 			if (e->n_waiting == 0) {
 				pthread_cond_wait(&e->cv, &e->mu);
 				continue;

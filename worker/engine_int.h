@@ -76,6 +76,11 @@ static inline int32_t seq_token(const seq *s, uint32_t i)
 	return i < s->sub.n_prompt ? s->sub.prompt_ids[i] : s->gen[i - s->sub.n_prompt];
 }
 
+/* Device bytes of base weights sent per engine iteration while a model is
+ * uploading (CUDA backend): about 10-20 ms of BF16 conversion on the engine
+ * thread, so the other models' steps keep going between the pieces. */
+#define WK_ENGINE_LOAD_BUDGET ((size_t)32 << 20)
+
 /* One model the residency lists. Attached (m set, KV pool and buffers
  * allocated) while the model is resident; the engine thread attaches and
  * detaches (engine_models.c). name, cfg and kv_blocks are known from the
@@ -85,6 +90,8 @@ typedef struct model_slot {
 	loom_model_config cfg;
 	int kv_blocks;        /* pool size once attached */
 	wk_model *m;          /* NULL = not attached (borrowed from the residency) */
+	wk_model *loading;    /* attached but its device weights still uploading
+				 (the CUDA backend: wk_fwd_load each iteration) */
 	wk_fwd *fwd;          /* the backend's forward state (backend.h) */
 	wk_kvpool *pool;      /* this model's KV blocks */
 	float *logits;        /* [max_seqs, vocab] */
@@ -141,6 +148,7 @@ struct wk_engine {
 	void *sample_scratch;
 	size_t sample_bytes;
 	bool stalled;         /* last iteration: everything waiting on loads */
+	int n_loading;        /* slots whose weights are uploading: no sleeping */
 	double step_ms;
 	uint64_t steps, tokens_out, preemptions;
 	uint64_t n_arrived;   /* seq order numbers handed out */

@@ -2,7 +2,10 @@
  * worker/engine_models.c — the engine's model slots follow the residency:
  * a slot per listed model (name, config and KV size known at once), its KV
  * pool and batch buffers allocated when the model becomes resident
- * (attach) and freed when the residency evicts it (detach). Engine thread
+ * (attach) and freed when the residency evicts it (detach). On the CUDA
+ * backend an attached model's weights then go to the device piecewise,
+ * WK_ENGINE_LOAD_BUDGET bytes per iteration on the copy stream, while the
+ * other models keep serving; its requests wait until the upload is done. Engine thread
  * only (or the caller of wk_engine_create / wk_engine_step).
  */
 #include <stdio.h>
@@ -86,6 +89,14 @@ loom_err wk_engine_attach(wk_engine *e, int mi, wk_model *m)
 		rc = loom_fail(LOOM_ENOMEM, "engine: out of memory for the logits of '%s'", m->name);
 		goto out;
 	}
+	int done = 0;
+	if ((rc = wk_fwd_load(ms->fwd, WK_ENGINE_LOAD_BUDGET, &done)))
+		goto out;
+	if (!done) { /* wk_engine_models_sync sends the rest, iteration by iteration */
+		ms->loading = m;
+		e->n_loading++;
+		return LOOM_OK;
+	}
 	ms->m = m;
 	LOOM_DEBUG("engine: '%s' attached: KV cache of %d blocks x %d positions (%zu MiB)",
 		   m->name, ms->kv_blocks, WK_KV_BLOCK,
@@ -100,6 +111,9 @@ void wk_engine_detach(wk_engine *e, int mi)
 {
 	model_slot *ms = &e->slots[mi];
 
+	if (ms->loading)
+		e->n_loading--;
+	ms->loading = NULL;
 	wk_fwd_destroy(ms->fwd);
 	wk_kvpool_destroy(ms->pool);
 	loom_free(ms->logits);
@@ -116,6 +130,23 @@ void wk_engine_models_sync(wk_engine *e)
 		wk_model *m = NULL;
 		wk_res_state st;
 
+		if (ms->loading) {
+			int done = 0;
+			if (wk_fwd_load(ms->fwd, WK_ENGINE_LOAD_BUDGET, &done)) {
+				ms->err_code = LOOM_EIO;
+				snprintf(ms->err, sizeof ms->err, "engine: uploading '%s' to the "
+					 "device: %s", ms->name, loom_errmsg());
+				LOOM_ERROR("%s", ms->err);
+				wk_engine_detach(e, i);
+				ms->failed = true;
+			} else if (done) {
+				ms->m = ms->loading;
+				ms->loading = NULL;
+				e->n_loading--;
+				LOOM_DEBUG("engine: '%s' attached (weights on the device)", ms->name);
+			}
+			continue;
+		}
 		if (ms->m) {
 			ms->failed = false;
 			if (wk_res_model_begin_detach(e->res, i)) {

@@ -50,6 +50,13 @@ loom_err wk_cuda_forward(wk_cuda_fwd *f, const wk_batch *b, float *logits)
 	return loom_fail(LOOM_EUNSUPPORTED, "this build has no CUDA backend");
 }
 
+loom_err wk_cuda_fwd_load(wk_cuda_fwd *f, size_t budget, int *done)
+{
+	(void)f, (void)budget;
+	*done = 0;
+	return loom_fail(LOOM_EUNSUPPORTED, "this build has no CUDA backend");
+}
+
 loom_err wk_cuda_fwd_prefetch(wk_cuda_fwd *f, const ad_adapter *a)
 {
 	(void)f, (void)a;
@@ -90,6 +97,16 @@ typedef struct dlayer {
 	void *wgu;                   /* BF16 [2 ffn, d] */
 	void *wdown;                 /* BF16 [d, ffn] */
 } dlayer;
+
+/* A piece of the base weights to upload: up to three F32 host arrays, one
+ * after the other, into one device allocation, as BF16 (norms: F32). */
+typedef struct wpiece {
+	void *dst;
+	const float *src[3];
+	size_t n[3];
+	size_t elems;
+	bool f32;
+} wpiece;
 
 typedef struct aslot {
 	const ad_adapter *ad;        /* NULL = free */
@@ -139,6 +156,11 @@ struct wk_cuda_fwd {
 	bool stage_busy[2];          /* a copy from that half was queued */
 	int stage_half;              /* the half being filled */
 	bool need_wait;              /* this step uses a pending slot */
+	wpiece *wp;                  /* [n_wp] the weights upload, in order */
+	int n_wp, wp_cur;            /* next piece to send */
+	size_t wp_off;               /* elements of wp[wp_cur] already sent */
+	kn_cuda_event *w_ev;         /* recorded after the last weights copy */
+	bool w_queued, w_ready;      /* all weights queued / known copied */
 };
 
 #define BF 2 /* bytes of a BF16 */
@@ -160,86 +182,63 @@ static void group_dims(const loom_model_config *c, int g, int *d_in, int n_out[3
 
 /* ---- set-up ---- */
 
-typedef struct piece {
-	const float *src;
-	size_t n;
-} piece;
-
-/* Converts the pieces to BF16 (in host tmp) and copies them, one after the
- * other, into a new allocation of arena a. */
-static loom_err upload(kn_cuda_arena *a, uint16_t *tmp, const piece *p, int np, void **out)
-{
-	size_t n = 0;
-	for (int i = 0; i < np; i++) {
-		for (size_t j = 0; j < p[i].n; j++)
-			tmp[n + j] = loom_f32_to_bf16(p[i].src[j]);
-		n += p[i].n;
-	}
-	loom_err rc = kn_cuda_arena_alloc(a, n * BF, out);
-	return rc ? rc : kn_cuda_memcpy(*out, tmp, n * BF);
-}
-
-static loom_err upload_f32(kn_cuda_arena *a, const float *src, size_t n, float **out)
-{
-	void *p;
-	loom_err rc = kn_cuda_arena_alloc(a, n * sizeof(float), &p);
-	if (rc)
-		return rc;
-	*out = p;
-	return kn_cuda_memcpy(p, src, n * sizeof(float));
-}
-
 static size_t up256(size_t n)
 {
 	return (n + 255) & ~(size_t)255;
 }
 
-static loom_err upload_model(wk_cuda_fwd *f)
+/* Appends a piece of up to three sources (NULL-terminated) to the upload
+ * list, allocating its device memory: *dst. */
+static loom_err add_piece(wk_cuda_fwd *f, void **dst, bool f32, const float *s0, size_t n0,
+			  const float *s1, size_t n1, const float *s2, size_t n2)
+{
+	wpiece *p = &f->wp[f->n_wp++];
+	*p = (wpiece){.src = {s0, s1, s2}, .n = {n0, s1 ? n1 : 0, s2 ? n2 : 0}, .f32 = f32};
+	p->elems = p->n[0] + p->n[1] + p->n[2];
+	loom_err rc = kn_cuda_arena_alloc(f->aw, p->elems * (f32 ? 4 : BF), &p->dst);
+	*dst = p->dst;
+	return rc;
+}
+
+/* Lays out the weights arena and the list of pieces wk_cuda_fwd_load
+ * sends into it (nothing is copied here). */
+static loom_err plan_model(wk_cuda_fwd *f)
 {
 	const wk_model *m = f->m;
-	size_t d = (size_t)f->d, big = (size_t)f->vocab * d;
-	size_t per_layer = up256((size_t)f->qkvw * d * BF) + up256(d * f->qdim * BF) +
-			   up256((size_t)2 * f->ffn * d * BF) + up256(d * f->ffn * BF) +
-			   2 * up256(d * 4);
-	if ((size_t)2 * f->ffn * d > big)
-		big = (size_t)2 * f->ffn * d;
-	if ((size_t)f->qkvw * d > big)
-		big = (size_t)f->qkvw * d;
+	size_t d = (size_t)f->d, q = (size_t)f->qdim, kv = (size_t)f->kvdim, ff = (size_t)f->ffn;
+	size_t per_layer = up256((size_t)f->qkvw * d * BF) + up256(d * q * BF) +
+			   up256(2 * ff * d * BF) + up256(d * ff * BF) + 2 * up256(d * 4);
 	size_t total = (size_t)f->L * per_layer + 2 * up256(f->vocab * d * BF) + up256(d * 4) +
 		       4096;
 	loom_err rc = kn_cuda_arena_create("weights", total, &f->aw);
 	if (rc)
 		return rc;
-	uint16_t *tmp = loom_malloc(big * BF);
-	if (!tmp)
-		return loom_fail(LOOM_ENOMEM, "cuda forward: out of host memory for the upload");
-	piece e = {m->embed, f->vocab * d};
-	rc = upload(f->aw, tmp, &e, 1, &f->embed);
-	if (!rc && m->lm_head == m->embed) {
+	f->wp = loom_calloc(3 + 6 * (size_t)f->L, sizeof *f->wp);
+	if (!f->wp)
+		return loom_fail(LOOM_ENOMEM, "cuda forward: out of host memory");
+	size_t vd = (size_t)f->vocab * d;
+	rc = add_piece(f, &f->embed, false, m->embed, vd, NULL, 0, NULL, 0);
+	if (!rc && m->lm_head != m->embed)
+		rc = add_piece(f, &f->lm_head, false, m->lm_head, vd, NULL, 0, NULL, 0);
+	else
 		f->lm_head = f->embed;
-	} else if (!rc) {
-		piece h = {m->lm_head, f->vocab * d};
-		rc = upload(f->aw, tmp, &h, 1, &f->lm_head);
-	}
 	if (!rc)
-		rc = upload_f32(f->aw, m->final_norm, d, &f->final_norm);
+		rc = add_piece(f, (void **)&f->final_norm, true, m->final_norm, d, NULL, 0, NULL, 0);
 	for (int l = 0; l < f->L && !rc; l++) {
 		const wk_layer *w = &m->layers[l];
 		dlayer *dl = &f->layers[l];
-		piece qkv[3] = {{w->wq, (size_t)f->qdim * d}, {w->wk, (size_t)f->kvdim * d},
-				{w->wv, (size_t)f->kvdim * d}};
-		piece o = {w->wo, d * f->qdim};
-		piece gu[2] = {{w->w_gate, (size_t)f->ffn * d}, {w->w_up, (size_t)f->ffn * d}};
-		piece dn = {w->w_down, d * f->ffn};
-		if ((rc = upload_f32(f->aw, w->attn_norm, d, &dl->attn_norm)) ||
-		    (rc = upload_f32(f->aw, w->ffn_norm, d, &dl->ffn_norm)) ||
-		    (rc = upload(f->aw, tmp, qkv, 3, &dl->wqkv)) ||
-		    (rc = upload(f->aw, tmp, &o, 1, &dl->wo)) ||
-		    (rc = upload(f->aw, tmp, gu, 2, &dl->wgu)))
+		if ((rc = add_piece(f, (void **)&dl->attn_norm, true, w->attn_norm, d, NULL, 0,
+				    NULL, 0)) ||
+		    (rc = add_piece(f, (void **)&dl->ffn_norm, true, w->ffn_norm, d, NULL, 0, NULL,
+				    0)) ||
+		    (rc = add_piece(f, &dl->wqkv, false, w->wq, q * d, w->wk, kv * d, w->wv,
+				    kv * d)) ||
+		    (rc = add_piece(f, &dl->wo, false, w->wo, d * q, NULL, 0, NULL, 0)) ||
+		    (rc = add_piece(f, &dl->wgu, false, w->w_gate, ff * d, w->w_up, ff * d, NULL,
+				    0)))
 			break;
-		rc = upload(f->aw, tmp, &dn, 1, &dl->wdown);
+		rc = add_piece(f, &dl->wdown, false, w->w_down, d * ff, NULL, 0, NULL, 0);
 	}
-	loom_free(tmp);
 	return rc;
 }
 
@@ -371,7 +370,7 @@ loom_err wk_cuda_fwd_create(const wk_model *m, const wk_kvpool *pool,
 		goto out;
 	f->st = kn_cuda_ctx_stream(f->ctx);
 	f->cst = kn_cuda_ctx_copy_stream(f->ctx);
-	if ((rc = upload_model(f)))
+	if ((rc = plan_model(f)))
 		goto out;
 	f->kv = (kn_cuda_kv){.dt = KN_CUDA_BF16, .n_blocks = wk_kvpool_n_blocks(pool),
 			     .n_layers = f->L, .block_size = wk_kvpool_block_size(pool),
@@ -381,7 +380,14 @@ loom_err wk_cuda_fwd_create(const wk_model *m, const wk_kvpool *pool,
 	    (rc = kn_cuda_arena_alloc(f->akv, kvb, &f->kv.k)) ||
 	    (rc = kn_cuda_arena_alloc(f->akv, kvb, &f->kv.v)))
 		goto out;
-	rc = alloc_scratch(f, o);
+	if ((rc = alloc_scratch(f, o)) || (rc = kn_cuda_event_create(0, &f->w_ev)))
+		goto out;
+	if (!o->defer_weights) { /* everything now, then wait for the copies */
+		int done = 0;
+		if (!(rc = wk_cuda_fwd_load(f, SIZE_MAX, &done)) && !done &&
+		    !(rc = kn_cuda_event_sync(f->w_ev)))
+			rc = wk_cuda_fwd_load(f, SIZE_MAX, &done);
+	}
 out:
 	if (rc) {
 		wk_cuda_fwd_destroy(f);
@@ -405,6 +411,8 @@ void wk_cuda_fwd_destroy(wk_cuda_fwd *f)
 	kn_cuda_host_free(f->meta_h);
 	kn_cuda_host_free(f->logits_h);
 	kn_cuda_host_free(f->stage);
+	kn_cuda_event_destroy(f->w_ev);
+	loom_free(f->wp);
 	for (int h = 0; h < 2; h++)
 		kn_cuda_event_destroy(f->stage_ev[h]);
 	for (int i = 0; f->slots && i < f->n_slots; i++)
@@ -565,6 +573,61 @@ static void upl_bytes(upl *u, const void *src, size_t n)
 		if (u->fill == STAGE_BYTES)
 			upl_flush(u);
 	}
+}
+
+loom_err wk_cuda_fwd_load(wk_cuda_fwd *f, size_t budget, int *done)
+{
+	*done = 0;
+	if (f->w_ready) {
+		*done = 1;
+		return LOOM_OK;
+	}
+	loom_err rc;
+	if (!f->w_queued) {
+		upl u = {.f = f};
+		stage_claim(&u);
+		while (f->wp_cur < f->n_wp && budget > 0 && !u.rc) {
+			const wpiece *p = &f->wp[f->wp_cur];
+			size_t es = p->f32 ? 4 : BF, e = f->wp_off;
+			upl_retarget(&u, (char *)p->dst + e * es, (p->elems - e) * es);
+			for (int k = 0; k < 3 && budget >= es && !u.rc; k++) {
+				if (e >= p->n[k]) { /* this source was sent before */
+					e -= p->n[k];
+					continue;
+				}
+				size_t take = p->n[k] - e;
+				if (take > budget / es)
+					take = budget / es;
+				if (p->f32)
+					upl_bytes(&u, p->src[k] + e, take * 4);
+				else
+					upl_put(&u, p->src[k] + e, take);
+				f->wp_off += take;
+				budget -= take * es;
+				e = 0;
+			}
+			if (f->wp_off == p->elems) {
+				f->wp_cur++;
+				f->wp_off = 0;
+			} else if (budget < es) {
+				budget = 0;
+			}
+		}
+		upl_flush(&u);
+		if (u.rc)
+			return u.rc;
+		if (f->wp_cur < f->n_wp)
+			return LOOM_OK;
+		if ((rc = kn_cuda_event_record(f->w_ev, f->cst)))
+			return rc;
+		f->w_queued = true;
+	}
+	int q = 0;
+	if ((rc = kn_cuda_event_query(f->w_ev, &q)))
+		return rc;
+	f->w_ready = q != 0;
+	*done = q != 0;
+	return LOOM_OK;
 }
 
 /* Uploads a into slot i on the copy stream: weights to pages, descriptors
@@ -847,6 +910,9 @@ static loom_err layer(wk_cuda_fwd *f, const step *s, int l, const int32_t *pos)
 loom_err wk_cuda_forward(wk_cuda_fwd *f, const wk_batch *b, float *logits)
 {
 	int max_ctx = 0, max_q = 0;
+	if (!f->w_ready)
+		return loom_fail(LOOM_EBUSY, "cuda forward: the weights of \"%s\" are still "
+				 "uploading (wk_cuda_fwd_load)", f->m->name);
 	loom_err rc = check_batch(f, b, &max_ctx, &max_q);
 	if (rc || b->n_seqs == 0)
 		return rc;

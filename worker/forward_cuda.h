@@ -2,7 +2,8 @@
  * worker/forward_cuda.h — the LLaMA forward pass on the CUDA backend
  * (kernels/cuda/kn_cuda.h), with the contract of wk_forward (forward.h).
  *
- * Owns, per model: a CUDA context, the base weights uploaded once to a
+ * Owns, per model: a CUDA context, the base weights uploaded once (at
+ * create, or piecewise on the copy stream: wk_cuda_fwd_load) to a
  * "weights" arena as BF16 (q|k|v and gate|up fused into one GEMM each; norms
  * kept F32), a device KV pool with the host pool's shape and block ids (the
  * host wk_kvpool keeps the accounting and block tables; the device pool is
@@ -33,6 +34,9 @@ typedef struct wk_cuda_fwd_opts {
 	int max_seqs;        /* sequences of one step */
 	int adapter_slots;   /* adapters resident on the device at once; 0 = 32 */
 	size_t adapter_mb;   /* adapter pool MiB; 0 = 256 */
+	int defer_weights;   /* 1: create only plans the weights upload, which
+				wk_cuda_fwd_load then sends piecewise; 0: create
+				uploads them all and waits for the copies */
 } wk_cuda_fwd_opts;
 
 /* Uploads m (borrowed; must outlive the forward) and sizes the device KV
@@ -41,6 +45,14 @@ typedef struct wk_cuda_fwd_opts {
 loom_err wk_cuda_fwd_create(const wk_model *m, const wk_kvpool *pool,
 			    const wk_cuda_fwd_opts *o, wk_cuda_fwd **out);
 void wk_cuda_fwd_destroy(wk_cuda_fwd *f);
+
+/* Sends up to budget more bytes (device bytes: BF16 weights, F32 norms)
+ * of the base weights on the copy stream: BF16 conversion into the pinned
+ * staging on this thread, copies overlapping whatever the compute streams
+ * run (the engine calls it once per iteration while other models serve).
+ * *done = 1 once every copy is known complete (an event query: it never
+ * waits for the device). Until then wk_cuda_forward answers LOOM_EBUSY. */
+loom_err wk_cuda_fwd_load(wk_cuda_fwd *f, size_t budget, int *done);
 
 /* wk_forward's contract on the device (logits: host memory, F32). Also
  * LOOM_ERANGE when the batch exceeds max_tokens / max_seqs, LOOM_EBUSY when

@@ -149,8 +149,10 @@ static double check_rows(const float *cpu, const float *gpu, int rows, int vocab
 
 /* Runs N_SEQ sequences (adapters per sequence: ads, NULL = base) through
  * prefill and N_GEN greedy decode steps on both backends; prefetch: the
- * adapters are first sent to the pool with wk_cuda_fwd_prefetch (copy
- * stream) instead of being loaded by the first step. */
+ * base weights are sent piecewise (defer_weights, wk_cuda_fwd_load with an
+ * odd 1001-byte budget, so pieces split inside and across their sources)
+ * and the adapters go to the pool with wk_cuda_fwd_prefetch (copy stream)
+ * instead of being loaded by the first step. */
 static void run_case_opt(const ad_adapter *const ads[N_SEQ], double k, int prefetch)
 {
 	if (!E.present)
@@ -161,9 +163,31 @@ static void run_case_opt(const ad_adapter *const ads[N_SEQ], double k, int prefe
 	assert_int_equal(wk_kvpool_create(E.m, 64, WK_KV_BLOCK, &pool), LOOM_OK);
 	wk_cuda_fwd *cf = NULL;
 	wk_cuda_fwd_opts o = {.max_tokens = N_SEQ * MAX_LEN, .max_seqs = N_SEQ, .adapter_slots = 4,
-			      .adapter_mb = 16};
+			      .adapter_mb = 16, .defer_weights = prefetch};
 	if (wk_cuda_fwd_create(E.m, pool, &o, &cf))
 		fail_msg("wk_cuda_fwd_create: %s", loom_errmsg());
+	if (prefetch) {
+		int32_t t1[1] = {1}, s1[2] = {0, 1};
+		wk_kv k1;
+		wk_kv *p1 = &k1;
+		wk_kv_init(&k1, pool);
+		assert_int_equal(wk_kv_reserve(&k1, 1), LOOM_OK);
+		wk_batch b1 = {.n_seqs = 1, .seq_start = s1, .tokens = t1, .kv = &p1};
+		float *l1 = loom_malloc((size_t)V * sizeof(float));
+		assert_non_null(l1);
+		assert_int_equal(wk_cuda_forward(cf, &b1, l1), LOOM_EBUSY);
+		assert_non_null(strstr(loom_errmsg(), "still uploading"));
+		assert_int_equal(k1.len, 0);
+		int done = 0, calls = 0;
+		while (!done) {
+			if (wk_cuda_fwd_load(cf, 1001, &done))
+				fail_msg("wk_cuda_fwd_load: %s", loom_errmsg());
+			assert_true(++calls < 1000000);
+		}
+		assert_true(calls > 100);
+		wk_kv_fini(&k1);
+		loom_free(l1);
+	}
 	for (int s = 0; s < N_SEQ && prefetch; s++) {
 		if (ads[s] && wk_cuda_fwd_prefetch(cf, ads[s]))
 			fail_msg("wk_cuda_fwd_prefetch: %s", loom_errmsg());
