@@ -102,6 +102,15 @@ static bool slot_is(const aslot *s, const ad_adapter *a)
 	return s->ad == a && s->bytes == a->bytes && !strcmp(s->name, a->name);
 }
 
+/* The slot holding a (-1: none). */
+static int slot_find(const wk_cuda_fwd *f, const ad_adapter *a)
+{
+	for (int j = 0; a && j < f->n_slots; j++)
+		if (slot_is(&f->slots[j], a))
+			return j;
+	return -1;
+}
+
 static void slot_free(wk_cuda_fwd *f, int i)
 {
 	aslot *s = &f->slots[i];
@@ -111,20 +120,27 @@ static void slot_free(wk_cuda_fwd *f, int i)
 	s->n_pages = 0;
 }
 
-/* A free slot, else the LRU slot not used in the latest step (-1: none). */
-static int slot_victim(const wk_cuda_fwd *f)
+/* The least recently used occupied slot not used in the latest step (-1:
+ * none). */
+static int slot_lru(const wk_cuda_fwd *f)
 {
 	int v = -1;
 	for (int i = 0; i < f->n_slots; i++) {
 		const aslot *s = &f->slots[i];
-		if (!s->ad)
-			return i;
-		if (s->last_use == f->tick)
-			continue;
-		if (v < 0 || s->last_use < f->slots[v].last_use)
+		if (s->ad && s->last_use != f->tick &&
+		    (v < 0 || s->last_use < f->slots[v].last_use))
 			v = i;
 	}
 	return v;
+}
+
+/* A free slot, else slot_lru. */
+static int slot_victim(const wk_cuda_fwd *f)
+{
+	for (int i = 0; i < f->n_slots; i++)
+		if (!f->slots[i].ad)
+			return i;
+	return slot_lru(f);
 }
 
 /* ---- the copy-stream upload of one adapter ---- */
@@ -298,11 +314,7 @@ static loom_err slot_load(wk_cuda_fwd *f, int i, const ad_adapter *a)
 	if (n < 1)
 		n = 1;
 	while ((rc = kn_cuda_pages_alloc(f->pages, n, &s->first, &dev)) == LOOM_EBUSY) {
-		int v = -1;
-		for (int j = 0; j < f->n_slots; j++)
-			if (f->slots[j].ad && f->slots[j].last_use != f->tick &&
-			    (v < 0 || f->slots[j].last_use < f->slots[v].last_use))
-				v = j;
+		int v = slot_lru(f);
 		if (v < 0)
 			return loom_fail(LOOM_EBUSY, "cuda forward: adapter \"%s\" (%zu bytes) does "
 					 "not fit the adapter pool beside this step's adapters",
@@ -364,6 +376,25 @@ static loom_err slot_load(wk_cuda_fwd *f, int i, const ad_adapter *a)
 	return LOOM_OK;
 }
 
+/* The slot of a, loaded into a victim slot when a is not resident, marked
+ * used now. busy: the LOOM_EBUSY message (%d: the slot count) when every
+ * slot holds an adapter of the latest step. */
+static loom_err slot_acquire(wk_cuda_fwd *f, const ad_adapter *a, const char *busy, int *out)
+{
+	int sl = slot_find(f, a);
+	if (sl < 0) {
+		if ((sl = slot_victim(f)) < 0)
+			return loom_fail(LOOM_EBUSY, busy, f->n_slots);
+		slot_free(f, sl);
+		loom_err rc = slot_load(f, sl, a);
+		if (rc)
+			return rc;
+	}
+	f->slots[sl].last_use = f->tick;
+	*out = sl;
+	return LOOM_OK;
+}
+
 loom_err wk_cuda_map_adapters(wk_cuda_fwd *f, const wk_batch *b, int rsum[G_N])
 {
 	memset(rsum, 0, G_N * sizeof *rsum);
@@ -371,20 +402,10 @@ loom_err wk_cuda_map_adapters(wk_cuda_fwd *f, const wk_batch *b, int rsum[G_N])
 		const ad_adapter *a = b->seg_adapter[i];
 		int sl = -1;
 		if (a) {
-			for (int j = 0; j < f->n_slots && sl < 0; j++)
-				if (slot_is(&f->slots[j], a))
-					sl = j;
-			if (sl < 0) {
-				sl = slot_victim(f);
-				if (sl < 0)
-					return loom_fail(LOOM_EBUSY, "cuda forward: more than %d adapters "
-							 "in one step", f->n_slots);
-				slot_free(f, sl);
-				loom_err rc = slot_load(f, sl, a);
-				if (rc)
-					return rc;
-			}
-			f->slots[sl].last_use = f->tick;
+			loom_err rc = slot_acquire(f, a, "cuda forward: more than %d adapters in one "
+						   "step", &sl);
+			if (rc)
+				return rc;
 			f->need_wait |= f->slots[sl].pending;
 			for (int g = 0; g < G_N; g++)
 				if (f->slots[sl].rsum[g] > rsum[g])
@@ -404,31 +425,17 @@ loom_err wk_cuda_fwd_prefetch(wk_cuda_fwd *f, const ad_adapter *a)
 {
 	if (!a)
 		return LOOM_OK;
-	for (int j = 0; j < f->n_slots; j++)
-		if (slot_is(&f->slots[j], a)) {
-			f->slots[j].last_use = f->tick;
-			return LOOM_OK;
-		}
-	loom_err rc = wk_lora_check_adapter(f->m, a, "cuda prefetch");
-	if (rc)
-		return rc;
-	int sl = slot_victim(f);
-	if (sl < 0)
-		return loom_fail(LOOM_EBUSY, "cuda prefetch: all %d adapter slots hold adapters of "
-				 "the latest step", f->n_slots);
-	slot_free(f, sl);
-	if ((rc = slot_load(f, sl, a)))
-		return rc;
-	f->slots[sl].last_use = f->tick;
-	return LOOM_OK;
+	int sl = slot_find(f, a);
+	loom_err rc = LOOM_OK;
+	if (sl < 0) /* a batch's adapters are checked with the batch; this one alone */
+		rc = wk_lora_check_adapter(f->m, a, "cuda prefetch");
+	return rc ? rc : slot_acquire(f, a, "cuda prefetch: all %d adapter slots hold adapters "
+				      "of the latest step", &sl);
 }
 
 int wk_cuda_fwd_resident(const wk_cuda_fwd *f, const ad_adapter *a)
 {
-	for (int j = 0; a && j < f->n_slots; j++)
-		if (slot_is(&f->slots[j], a))
-			return 1;
-	return 0;
+	return slot_find(f, a) >= 0;
 }
 
 loom_err wk_cuda_fwd_sync(wk_cuda_fwd *f)

@@ -50,6 +50,7 @@
 #include <time.h>
 
 #include "adapters/adapter.h"
+#include "bench/bn_stats.h"
 #include "common/alloc.h"
 #include "common/err.h"
 #include "kernels/cuda/kn_cuda.h"
@@ -237,14 +238,6 @@ static int cmp_double(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* Linear-interpolated percentile of sorted v[n]. */
-static double pct(const double *v, int n, double p)
-{
-	double r = p / 100.0 * (n - 1);
-	int i = (int)r;
-	return i + 1 < n ? v[i] + (r - i) * (v[i + 1] - v[i]) : v[n - 1];
-}
-
 /* ---- one mode ---- */
 
 typedef struct bench {
@@ -354,9 +347,9 @@ static loom_err run_mode(bench *b, mode_result *r, const ad_adapter *const *ad)
 			t[it - o->warmup] = ms;
 	}
 	qsort(t, (size_t)o->steps, sizeof *t, cmp_double);
-	r->med = pct(t, o->steps, 50);
-	r->p10 = pct(t, o->steps, 10);
-	r->p90 = pct(t, o->steps, 90);
+	r->med = bn_percentile(t, (size_t)o->steps, 50);
+	r->p10 = bn_percentile(t, (size_t)o->steps, 10);
+	r->p90 = bn_percentile(t, (size_t)o->steps, 90);
 	r->mean = 0;
 	for (int i = 0; i < o->steps; i++)
 		r->mean += t[i] / o->steps;

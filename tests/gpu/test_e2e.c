@@ -147,6 +147,16 @@ static double check_rows(const float *cpu, const float *gpu, int rows, int vocab
 	return worst;
 }
 
+/* A KV pool of n_blocks for the model (*pool) and a CUDA forward over it. */
+static wk_cuda_fwd *open_cuda(int n_blocks, const wk_cuda_fwd_opts *o, wk_kvpool **pool)
+{
+	wk_cuda_fwd *cf = NULL;
+	assert_int_equal(wk_kvpool_create(E.m, n_blocks, WK_KV_BLOCK, pool), LOOM_OK);
+	if (wk_cuda_fwd_create(E.m, *pool, o, &cf))
+		fail_msg("wk_cuda_fwd_create: %s", loom_errmsg());
+	return cf;
+}
+
 /* Runs N_SEQ sequences (adapters per sequence: ads, NULL = base) through
  * prefill and N_GEN greedy decode steps on both backends; prefetch: the
  * base weights are sent piecewise (defer_weights, wk_cuda_fwd_load with an
@@ -160,12 +170,9 @@ static void run_case_opt(const ad_adapter *const ads[N_SEQ], double k, int prefe
 	E.k = k;
 	const int V = E.m->cfg.vocab;
 	wk_kvpool *pool = NULL;
-	assert_int_equal(wk_kvpool_create(E.m, 64, WK_KV_BLOCK, &pool), LOOM_OK);
-	wk_cuda_fwd *cf = NULL;
 	wk_cuda_fwd_opts o = {.max_tokens = N_SEQ * MAX_LEN, .max_seqs = N_SEQ, .adapter_slots = 4,
 			      .adapter_mb = 16, .defer_weights = prefetch};
-	if (wk_cuda_fwd_create(E.m, pool, &o, &cf))
-		fail_msg("wk_cuda_fwd_create: %s", loom_errmsg());
+	wk_cuda_fwd *cf = open_cuda(64, &o, &pool);
 	if (prefetch) {
 		int32_t t1[1] = {1}, s1[2] = {0, 1};
 		wk_kv k1;
@@ -325,12 +332,9 @@ static void test_prefetch_refusals(void **state)
 	E.k = K_LORA;
 	const int V = E.m->cfg.vocab;
 	wk_kvpool *pool = NULL;
-	assert_int_equal(wk_kvpool_create(E.m, 16, WK_KV_BLOCK, &pool), LOOM_OK);
-	wk_cuda_fwd *cf = NULL;
 	wk_cuda_fwd_opts o = {.max_tokens = 16, .max_seqs = 1, .adapter_slots = 1,
 			      .adapter_mb = 4};
-	if (wk_cuda_fwd_create(E.m, pool, &o, &cf))
-		fail_msg("wk_cuda_fwd_create: %s", loom_errmsg());
+	wk_cuda_fwd *cf = open_cuda(16, &o, &pool);
 	wk_scratch *sc = NULL;
 	assert_int_equal(wk_scratch_create(E.m, &sc), LOOM_OK);
 	wk_kv kc, kg;
