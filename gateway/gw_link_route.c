@@ -28,6 +28,13 @@
  * for (excess + 1) of them to end, one every mean request duration / slots
  * (durations measured here, send to end).
  *
+ * The choice: among the workers that meet the request's TTFT budget, the
+ * most resident tier first, then the lowest prediction; predictions within
+ * the fits' noise of the lowest (TIE_FRAC, TIE_MS) count as equal, and among
+ * those the worker with the fewest requests in flight wins, so a burst of
+ * requests spreads over equal workers instead of piling onto the one whose
+ * fit happens to read a millisecond faster.
+ *
  * Room for a request without a TTFT target (batch): its predicted TTFT is
  * under room_ms, fewer than batch_per_worker such requests run there, and,
  * once the slot count is known, the batch requests there plus the most
@@ -47,6 +54,12 @@
 #define COLD_DEFAULT_MS 100.0
 #define PEAK_MS 5000
 #define PRIOR_SAMPLES 4 /* a fit lends itself to fresh workers from this many samples */
+/* Two predictions closer than TIE_FRAC of the smaller, or TIE_MS, are equal
+ * for the choice: the fits carry that much noise (a sample taken while the
+ * machine was busy elsewhere), and on equal terms the worker with fewer
+ * requests in flight gets the request, so that a burst spreads. */
+#define TIE_FRAC 0.15
+#define TIE_MS 3.0
 
 /* Routing costs of the plain router: one request in flight weighs
  * COST_INFLIGHT; an adapter not on the worker's device tier, or a model to
@@ -231,30 +244,56 @@ static int residency(const lk_worker *w, const loom_msg_submit *sub, const char 
 	return sub->adapter[0] ? lk_adapter_tier(w, sub->adapter, sha) : lk_model_tier(w, sub->model);
 }
 
+/* Predictions a and b are equal for the choice of a worker. */
+static bool same_ms(double a, double b)
+{
+	double band = TIE_FRAC * (a < b ? a : b);
+	return fabs(a - b) <= (band > TIE_MS ? band : TIE_MS);
+}
+
+/* Under mu: -1 when w does not serve j (dead, another model); else its
+ * predicted TTFT and residency tier, and 1 when it can take j now. */
+static int candidate(gw_link *l, lk_worker *w, const lk_job *j, uint32_t n_prompt,
+		     double budget_ms, int64_t now, double *ms, int *tier)
+{
+	if (!lk_is_live(w, now) || !lk_serves(w, j->sub.model))
+		return -1;
+	*ms = lk_predict_ttft(w, j->sub.model, j->sub.adapter, j->sha, n_prompt);
+	*tier = residency(w, &j->sub, j->sha);
+	return j->queueable ? has_room(l, w, *ms) : budget_ms < 0 || *ms <= budget_ms;
+}
+
 int lk_route_slo(gw_link *l, const lk_job *j, uint32_t n_prompt, double budget_ms,
 		 double *best_pred)
 {
 	int64_t now = gw_link_now_ms();
-	int best = -1, best_tier = -1;
-	double best_ms = 0;
+	int best = -1, best_tier = -1, tier;
+	double best_ms = 0, ms;
 	*best_pred = -1;
 	for (size_t i = 0; !l->closed && i < l->n; i++) {
-		lk_worker *w = &l->w[i];
-		if (!lk_is_live(w, now) || !lk_serves(w, j->sub.model))
-			continue;
-		double ms = lk_predict_ttft(w, j->sub.model, j->sub.adapter, j->sha, n_prompt);
-		if (*best_pred < 0 || ms < *best_pred)
+		int c = candidate(l, &l->w[i], j, n_prompt, budget_ms, now, &ms, &tier);
+		if (c >= 0 && (*best_pred < 0 || ms < *best_pred))
 			*best_pred = ms;
-		if (j->queueable ? !has_room(l, w, ms) : (budget_ms >= 0 && ms > budget_ms))
-			continue;
-		int tier = residency(w, &j->sub, j->sha);
-		if (best < 0 || tier > best_tier || (tier == best_tier && ms < best_ms)) {
+		if (c > 0 && (best < 0 || tier > best_tier || (tier == best_tier && ms < best_ms))) {
 			best = (int)i;
 			best_tier = tier;
 			best_ms = ms;
 		}
 	}
-	return best;
+	/* among those as resident and as fast within the fits' noise, the least loaded */
+	int pick = best;
+	double pick_ms = best_ms;
+	for (size_t i = 0; best >= 0 && i < l->n; i++) {
+		if (candidate(l, &l->w[i], j, n_prompt, budget_ms, now, &ms, &tier) <= 0 ||
+		    tier != best_tier || !same_ms(ms, best_ms))
+			continue;
+		uint32_t in = l->w[i].inflight, in_pick = l->w[pick].inflight;
+		if (in < in_pick || (in == in_pick && ms < pick_ms)) {
+			pick = (int)i;
+			pick_ms = ms;
+		}
+	}
+	return pick;
 }
 
 /* Under mu: what routing sub to w costs in the plain router (lower is better). */

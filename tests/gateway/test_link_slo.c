@@ -8,7 +8,8 @@
  * per-worker cap on batch requests, --no-slo (no refusal, no class sent), a
  * hung worker's request moving to the other one (late steps from the hung
  * one dropped). White-box: the step-time fit and the prediction formula
- * (gw_link_int.h) on hand-made STATS.
+ * (gw_link_int.h) on hand-made STATS, and a burst spreading over workers
+ * whose predictions differ by less than the fits' noise.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -416,6 +417,70 @@ static void test_step_model(void **state)
 	assert_true(fabs(lk_predict_ttft(&w, "", "", "", 32) - (want + 2 * 800.0 / 8)) < 1e-6);
 }
 
+/* A burst on two workers whose fits differ by less than their noise spreads
+ * over both (fewer in flight wins a near tie); a worker clearly faster, or
+ * holding the adapter, still takes the burst. White-box on lk_route_slo. */
+static void test_burst_spreads(void **state)
+{
+	(void)state;
+	gw_link l;
+	lk_worker w[2];
+	char models[1][LOOM_NAME_MAX] = {"stories"};
+	memset(&l, 0, sizeof l);
+	memset(w, 0, sizeof w);
+	l.w = w;
+	l.n = 2;
+	int64_t now = gw_link_now_ms();
+	for (int i = 0; i < 2; i++) {
+		w[i].l = &l;
+		w[i].pipe = 1;
+		w[i].last_answer_ms = now;
+		w[i].models = models;
+		w[i].n_models = 1;
+		w[i].perf.samples = 8;
+		w[i].perf.b_ms = 0.02; /* a tiny model: a sequence more costs next to nothing */
+	}
+	lk_job j;
+	memset(&j, 0, sizeof j);
+	snprintf(j.sub.model, sizeof j.sub.model, "stories");
+	double best;
+	int count[2];
+	/* worker 0 is 1 ms faster per step: within the noise band */
+	w[0].perf.a_ms = 6.0;
+	w[1].perf.a_ms = 7.0;
+	count[0] = count[1] = 0;
+	for (int k = 0; k < 6; k++) {
+		int i = lk_route_slo(&l, &j, 5, 1000, &best);
+		assert_true(i == 0 || i == 1);
+		assert_true(fabs(best - lk_predict_ttft(&w[0], "stories", "", "", 5)) < 1e-9 ||
+			    fabs(best - lk_predict_ttft(&w[1], "stories", "", "", 5)) < 1e-9);
+		w[i].inflight++;
+		lk_perf_submitted(&w[i], 5);
+		count[i]++;
+	}
+	assert_int_equal(count[0], 3);
+	assert_int_equal(count[1], 3);
+	/* worker 1 is three times slower: the burst goes to worker 0 */
+	for (int i = 0; i < 2; i++) {
+		memset(w[i].perf.pend, 0, sizeof w[i].perf.pend);
+		w[i].perf.pend_tokens = 0;
+		w[i].perf.pend_reqs = 0;
+		w[i].inflight = 0;
+	}
+	w[1].perf.a_ms = 21.0;
+	count[0] = count[1] = 0;
+	for (int k = 0; k < 6; k++) {
+		int i = lk_route_slo(&l, &j, 5, 1000, &best);
+		w[i].inflight++;
+		lk_perf_submitted(&w[i], 5);
+		count[i]++;
+	}
+	assert_int_equal(count[0], 6);
+	/* no worker meets the budget: none */
+	assert_int_equal(lk_route_slo(&l, &j, 5, 1, &best), -1);
+	assert_true(best > 1);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -438,6 +503,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_step_model),
+		cmocka_unit_test(test_burst_spreads),
 		cmocka_unit_test(test_routes_by_prediction),
 		cmocka_unit_test(test_refusal_and_batch_queue),
 		cmocka_unit_test(test_batch_cap_per_worker),

@@ -4,14 +4,14 @@
  * stories260k model. A set of requests — greedy ones with different
  * prompts, streaming and not, and one seeded sampled one — first runs
  * undisturbed (the reference token ids, via return_token_ids); then the same
- * set runs again, all at once, and one worker is SIGKILLed while they
- * stream: every request must complete with exactly the reference ids, no
+ * set runs again, all at once, and a worker with requests on it is SIGKILLed
+ * while they stream: every request must complete with exactly the reference ids, no
  * error event, no duplicate and no gap, and at least one of them must have
  * been resumed mid-generation. Afterwards the gateway's per-request
  * structures are all freed (/metrics: requests tracked and link entries back
  * to 0, heap and RSS back near their baseline). The killed worker restarts
- * and rejoins; then the other one is frozen (SIGSTOP: its socket stays up but
- * it answers no PING) with requests on it, which move after a second and
+ * and rejoins, taking its share of the set again; then a worker is frozen
+ * (SIGSTOP: its socket stays up but it answers no PING) with requests on it, which move after a second and
  * complete the same way, and it rejoins when thawed (SIGCONT).
  */
 #include <stdarg.h>
@@ -264,6 +264,33 @@ static void wait_both_busy(void)
 	fail_msg("the requests never ran on both workers");
 }
 
+/* The worker to take down while the set runs: prefer if it has requests in
+ * flight and so has the other (the router spreads a burst over equal
+ * workers), else, after a second, whichever one has some (the router may
+ * rightly prefer one worker, e.g. while the machine is loaded). */
+static int wait_victim(int prefer)
+{
+	int64_t t0 = now_ms();
+	while (now_ms() < t0 + 10000) {
+		char *t = metrics();
+		bool busy[2];
+		for (int i = 0; i < 2; i++)
+			busy[i] = metric_in(t, "loom_worker_requests_in_flight", wlabel(i)) >= 1;
+		loom_free(t);
+		if (busy[0] && busy[1])
+			return prefer;
+		if (now_ms() > t0 + 1000 && (busy[0] || busy[1])) {
+			fprintf(stderr, "the requests run on worker %d alone\n", busy[0] ? 0 : 1);
+			return busy[0] ? 0 : 1;
+		}
+		usleep(5 * 1000);
+	}
+	fail_msg("no request ever ran on a worker");
+	return -1;
+}
+
+static int killed = -1; /* the worker the SIGKILL case took down */
+
 /* Every run matches the reference exactly. */
 static void expect_same(const run *runs)
 {
@@ -375,22 +402,22 @@ static void test_sigkill_mid_stream(void **state)
 	pthread_t th[N_REQ];
 	double resumed0 = metric("loom_gateway_requests_resumed_total", NULL);
 	start_all(runs, th);
-	wait_both_busy();
-	usleep(60 * 1000); /* some tokens out on both */
+	killed = wait_victim(0);
+	usleep(60 * 1000); /* some tokens out */
 	int64_t t0 = now_ms();
-	assert_int_equal(kill(stack.wk[0].pid, SIGKILL), 0);
+	assert_int_equal(kill(stack.wk[killed].pid, SIGKILL), 0);
 	join_all(th);
-	fprintf(stderr, "worker 0 killed; the %d requests completed %lld ms later\n", N_REQ,
-		(long long)(now_ms() - t0));
-	lt_stop(&stack.wk[0], SIGKILL, 1000); /* reap it */
+	fprintf(stderr, "worker %d killed; the %d requests completed %lld ms later\n", killed,
+		N_REQ, (long long)(now_ms() - t0));
+	lt_stop(&stack.wk[killed], SIGKILL, 1000); /* reap it */
 	expect_same(runs);
 	double resumed = metric("loom_gateway_requests_resumed_total", NULL) - resumed0;
-	fprintf(stderr, "%g request(s) resumed on worker 1, %d of them mid-stream\n", resumed,
-		resumed_mid_stream());
+	fprintf(stderr, "%g request(s) resumed on worker %d, %d of them mid-stream\n", resumed,
+		1 - killed, resumed_mid_stream());
 	assert_true(resumed >= 1);
 	assert_true(resumed_mid_stream() >= 1);
 	assert_true(metric("loom_gateway_requests_lost_total", NULL) == 0);
-	wait_up(0, false, 3000);
+	wait_up(killed, false, 3000);
 }
 
 static void test_memory_back_to_baseline(void **state)
@@ -417,11 +444,12 @@ static void test_restarted_worker_rejoins(void **state)
 	char bin[512], store[600], log[600];
 	snprintf(bin, sizeof bin, "%s", lt_bin_path("loom-worker"));
 	snprintf(store, sizeof store, "%s/store", stack.dir);
-	snprintf(log, sizeof log, "%s/worker0-restarted.log", stack.dir);
-	char *argv[] = {bin, "--listen", stack.worker_url[0], "--store", store, "--model",
+	assert_true(killed == 0 || killed == 1);
+	snprintf(log, sizeof log, "%s/worker%d-restarted.log", stack.dir, killed);
+	char *argv[] = {bin, "--listen", stack.worker_url[killed], "--store", store, "--model",
 			model_arg, NULL};
-	assert_int_equal(lt_spawn(&stack.wk[0], log, argv), 0);
-	wait_up(0, true, 20000);
+	assert_int_equal(lt_spawn(&stack.wk[killed], log, argv), 0);
+	wait_up(killed, true, 20000);
 	/* it takes work again: the set spreads over both */
 	static run runs[N_REQ];
 	pthread_t th[N_REQ];
@@ -438,20 +466,20 @@ static void test_frozen_worker_loses_its_requests(void **state)
 	pthread_t th[N_REQ];
 	double resumed0 = metric("loom_gateway_requests_resumed_total", NULL);
 	start_all(runs, th);
-	wait_both_busy();
+	int v = wait_victim(1);
 	usleep(60 * 1000);
 	int64_t t0 = now_ms();
-	assert_int_equal(kill(stack.wk[1].pid, SIGSTOP), 0);
+	assert_int_equal(kill(stack.wk[v].pid, SIGSTOP), 0);
 	join_all(th);
 	int64_t dt = now_ms() - t0;
-	kill(stack.wk[1].pid, SIGCONT);
-	fprintf(stderr, "worker 1 frozen; the %d requests completed %lld ms later\n", N_REQ,
+	kill(stack.wk[v].pid, SIGCONT);
+	fprintf(stderr, "worker %d frozen; the %d requests completed %lld ms later\n", v, N_REQ,
 		(long long)dt);
 	expect_same(runs);
 	assert_true(metric("loom_gateway_requests_resumed_total", NULL) - resumed0 >= 1);
 	assert_true(dt >= 900); /* the ones on the frozen worker waited for the heartbeat */
 	/* thawed, it answers PINGs again and is live */
-	wait_up(1, true, 5000);
+	wait_up(v, true, 5000);
 	double heap, rss;
 	settled(&heap, &rss);
 }
