@@ -30,6 +30,7 @@
 #define AD_ADAPTER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/err.h"
 #include "common/model_config.h"
@@ -55,6 +56,7 @@ typedef struct ad_module {
 	float scale;     /* alpha/r or alpha/sqrt(r) */
 	const float *a;  /* [rank, d_in] */
 	const float *bt; /* [rank, d_out] (B transposed) */
+	const uint16_t *a16, *bt16; /* the same as BF16, in a BF16 adapter (a, bt NULL) */
 } ad_module;
 
 typedef struct ad_adapter {
@@ -68,6 +70,7 @@ typedef struct ad_adapter {
 	int base_rank;                /* config "r" */
 	float base_alpha;             /* config "lora_alpha" */
 	int use_rslora;
+	int bf16;                     /* 1: A and Bt held as BF16 only (a16, bt16) */
 	size_t bytes;                 /* bytes of A and Bt held */
 	void *arena;
 } ad_adapter;
@@ -82,6 +85,12 @@ static inline const ad_module *ad_mod(const ad_adapter *a, int layer, int t)
 loom_err ad_adapter_load(const char *dir, const char *name, const loom_model_config *base,
 			 ad_adapter **out);
 void ad_adapter_destroy(ad_adapter *a);
+
+/* A BF16 copy of a float32 adapter (values rounded to nearest even), the
+ * form the CUDA forward reads: every module's A and Bt as BF16 (a16, bt16;
+ * a and bt NULL), 64-byte aligned, bf16 = 1, bytes = the BF16 bytes held.
+ * The CPU forward does not take it. *out is owned by the caller. */
+loom_err ad_adapter_to_bf16(const ad_adapter *src, ad_adapter **out);
 
 /*
  * The adapter blob: loom's layout as bytes, what the store keeps (content

@@ -151,7 +151,7 @@ static loom_err check_batch(const wk_model *m, const wk_batch *b, int *max_ctx)
 		if (b->tokens[t] < 0 || b->tokens[t] >= m->cfg.vocab)
 			return loom_fail(LOOM_EINVAL, "wk_forward: token %d at row %d is outside the "
 					 "vocabulary [0, %d)", b->tokens[t], t, m->cfg.vocab);
-	return wk_lora_check(m, b);
+	return wk_lora_check(m, b, 0);
 }
 
 /* Attention block of layer l: x += o_proj(attn(rope(q), rope(k), v)). */

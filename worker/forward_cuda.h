@@ -62,8 +62,9 @@ loom_err wk_cuda_forward(wk_cuda_fwd *f, const wk_batch *b, float *logits);
 /* Starts uploading adapter a (borrowed; must stay valid while the forward
  * may use it, as for a batch) to the adapter pool on the copy stream, so
  * that the step that first uses it finds it there or waits only for the
- * rest of its copy. Returns once the host part (BF16 conversion into the
- * pinned staging) is done; the copies overlap whatever the compute stream
+ * rest of its copy. a is a BF16 adapter (ad_adapter_to_bf16: what a CUDA
+ * worker's residency holds; its bytes are copied into the pinned staging)
+ * or a float32 one (converted into it). Returns once that host part is done; the copies overlap whatever the compute stream
  * runs next. Call between steps (same thread as wk_cuda_forward). Already
  * resident: marks it recently used. Never evicts an adapter of the latest
  * step: LOOM_EBUSY then (nothing changed; the step that needs it loads

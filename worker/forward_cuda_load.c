@@ -4,7 +4,8 @@
  * slots of the adapter pool (on first use or wk_cuda_fwd_prefetch).
  *
  * Everything goes through one writer: values are converted to BF16 chunk by
- * chunk into one half of a pinned staging buffer while the other half's
+ * chunk (or copied, from an adapter the residency's loader already held as
+ * BF16: ad_adapter_to_bf16) into one half of a pinned staging buffer while the other half's
  * copy runs on the copy stream, each half's reuse waiting for its own copy
  * (an event: the host waits for the DMA, never for compute). An adapter's
  * descriptor rows follow through the staging too (a copy from pageable
@@ -234,7 +235,7 @@ static void upl_retarget(upl *u, void *dev, size_t cap)
 static void upl_bytes(upl *u, const void *src, size_t n)
 {
 	if (!u->rc && upl_off(u) + n > u->cap)
-		u->rc = loom_fail(LOOM_EINTERNAL, "cuda forward: adapter table overflow");
+		u->rc = loom_fail(LOOM_EINTERNAL, "cuda forward: upload past its destination");
 	while (n > 0 && !u->rc) {
 		size_t k = STAGE_BYTES - u->fill;
 		if (k > n)
@@ -244,6 +245,16 @@ static void upl_bytes(upl *u, const void *src, size_t n)
 		if (u->fill == STAGE_BYTES)
 			upl_flush(u);
 	}
+}
+
+/* Appends n values of one of a's matrices: copied as they are from a BF16
+ * adapter (the residency's loader converted them), converted from float32. */
+static void upl_mod(upl *u, const ad_adapter *a, const float *f32, const uint16_t *b16, size_t n)
+{
+	if (a->bf16)
+		upl_bytes(u, b16, n * BF);
+	else
+		upl_put(u, f32, n);
 }
 
 loom_err wk_cuda_fwd_load(wk_cuda_fwd *f, size_t budget, int *done)
@@ -338,7 +349,7 @@ static loom_err slot_load(wk_cuda_fwd *f, int i, const ad_adapter *a)
 					continue;
 				if (!dsc->a)
 					dsc->a = (char *)dev + upl_off(&u);
-				upl_put(&u, md->a, (size_t)md->rank * a->d_in[g_t0[g] + k]);
+				upl_mod(&u, a, md->a, md->a16, (size_t)md->rank * a->d_in[g_t0[g] + k]);
 				rs += md->rank;
 			}
 			upl_align(&u);
@@ -349,7 +360,8 @@ static loom_err slot_load(wk_cuda_fwd *f, int i, const ad_adapter *a)
 				dsc->bt[k] = (char *)dev + upl_off(&u);
 				dsc->rank[k] = md->rank;
 				dsc->scale[k] = md->scale;
-				upl_put(&u, md->bt, (size_t)md->rank * a->d_out[g_t0[g] + k]);
+				upl_mod(&u, a, md->bt, md->bt16,
+					(size_t)md->rank * a->d_out[g_t0[g] + k]);
 				upl_align(&u);
 			}
 			if (rs > s->rsum[g])
@@ -428,7 +440,7 @@ loom_err wk_cuda_fwd_prefetch(wk_cuda_fwd *f, const ad_adapter *a)
 	int sl = slot_find(f, a);
 	loom_err rc = LOOM_OK;
 	if (sl < 0) /* a batch's adapters are checked with the batch; this one alone */
-		rc = wk_lora_check_adapter(f->m, a, "cuda prefetch");
+		rc = wk_lora_check_adapter(f->m, a, "cuda prefetch", 1);
 	return rc ? rc : slot_acquire(f, a, "cuda prefetch: all %d adapter slots hold adapters "
 				      "of the latest step", &sl);
 }

@@ -6,21 +6,27 @@
  */
 #include "forward_lora.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 
 /* One adapter against the model; who ("wk_forward: segment 3") starts the
- * messages. */
-static loom_err check_adapter(const loom_model_config *c, const ad_adapter *a, const char *who)
+ * messages; bf16_ok: the forward reads BF16 adapters too. */
+static loom_err check_adapter(const loom_model_config *c, const ad_adapter *a, const char *who,
+			      int bf16_ok)
 {
 	if (a->n_layers != c->n_layers || !a->mods)
 		return loom_fail(LOOM_EINVAL, "%s: adapter \"%s\" has %d layers, the model %d",
 				 who, a->name, a->n_layers, c->n_layers);
+	if (a->bf16 && !bf16_ok)
+		return loom_fail(LOOM_EINVAL, "%s: adapter \"%s\" is held as BF16 (the CUDA "
+				 "forward's form); this forward reads float32", who, a->name);
 	for (int t = 0; t < AD_N_TARGETS; t++) {
 		int din, dout, used = 0;
 		ad_target_dims(c, t, &din, &dout);
 		for (int l = 0; l < a->n_layers; l++) {
 			const ad_module *md = ad_mod(a, l, t);
-			if (md->rank < 0 || (md->rank > 0 && (!md->a || !md->bt)))
+			bool held = a->bf16 ? md->a16 && md->bt16 : md->a && md->bt;
+			if (md->rank < 0 || (md->rank > 0 && !held))
 				return loom_fail(LOOM_EINVAL, "%s: adapter \"%s\" layer %d %s: %s %d",
 						 who, a->name, l, ad_target_name(t),
 						 md->rank < 0 ? "negative rank" : "no weights for rank",
@@ -35,7 +41,7 @@ static loom_err check_adapter(const loom_model_config *c, const ad_adapter *a, c
 	return LOOM_OK;
 }
 
-loom_err wk_lora_check(const wk_model *m, const wk_batch *b)
+loom_err wk_lora_check(const wk_model *m, const wk_batch *b, int bf16_ok)
 {
 	int S = b->n_segs;
 	if (S == 0)
@@ -66,14 +72,15 @@ loom_err wk_lora_check(const wk_model *m, const wk_batch *b)
 			seen = b->seg_adapter[j] == a;
 		char who[48];
 		snprintf(who, sizeof who, "wk_forward: segment %d", i);
-		loom_err rc = seen ? LOOM_OK : check_adapter(&m->cfg, a, who);
+		loom_err rc = seen ? LOOM_OK : check_adapter(&m->cfg, a, who, bf16_ok);
 		if (rc)
 			return rc;
 	}
 	return LOOM_OK;
 }
 
-loom_err wk_lora_check_adapter(const wk_model *m, const ad_adapter *a, const char *who)
+loom_err wk_lora_check_adapter(const wk_model *m, const ad_adapter *a, const char *who,
+			       int bf16_ok)
 {
-	return check_adapter(&m->cfg, a, who);
+	return check_adapter(&m->cfg, a, who, bf16_ok);
 }

@@ -269,13 +269,16 @@ static int list_adapter(void *ctx, const st_adapter_rec *r)
 	return 0;
 }
 
-/* Opens the store (if any), makes the residency, registers the store's
- * records and the --model folders, loads what fits the model budget. */
-static int start_residency(const args *a, st_store **store, wk_res **res)
+/* Opens the store (if any), makes the residency (adapters on the device
+ * tier as BF16 for the CUDA backend), registers the store's records and the
+ * --model folders, loads what fits the model budget. */
+static int start_residency(const args *a, wk_backend_kind backend, st_store **store,
+			   wk_res **res)
 {
 	wk_res_opts ro = { .host_budget = (uint64_t)a->host_mb << 20,
 			   .device_budget = (uint64_t)a->device_mb << 20,
-			   .model_budget = (uint64_t)a->model_mb << 20 };
+			   .model_budget = (uint64_t)a->model_mb << 20,
+			   .adapter_bf16 = backend == WK_BACKEND_CUDA };
 
 	if (a->store) {
 		/* the gateway may be creating its store right now: a missing one
@@ -357,7 +360,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	openblas_set_num_threads(a.threads);
 
-	if (start_residency(&a, &store, &res))
+	if (start_residency(&a, backend, &store, &res))
 		goto out;
 	n = wk_res_model_names(res, names, WK_RES_MAX_MODELS);
 	for (int i = 0; i < n; i++)

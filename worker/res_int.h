@@ -54,7 +54,8 @@ struct wk_res_ad {
 	int refs;             /* pins (sequences) */
 	int state;
 	bool retry;           /* deferred once: host hit/miss already counted */
-	uint64_t size;        /* blob bytes, once read (0 = not known yet) */
+	uint64_t size;        /* device tier bytes (wk_res_dev_bytes of the blob), once read
+			       * (0 = not known yet) */
 	ad_adapter *dev;      /* device tier (owned) */
 	uint64_t dev_bytes;   /* counted in device_bytes (0 for SRC_GIVEN) */
 	uint64_t dev_lru;
@@ -125,6 +126,7 @@ struct wk_res {
 	uint64_t host_bytes, device_bytes, model_bytes;
 	st_store *store;
 	bool own_store;
+	bool adapter_bf16;        /* the device tier holds adapters as BF16 (the CUDA forward's) */
 	wk_res_fetch_fn fetch;
 	void *fetch_ctx;
 	wk_res_wake_fn wake;

@@ -283,14 +283,17 @@ static void load_adapter(wk_res *r, wk_res_ad *e)
 			}
 		}
 	}
-	e->size = len;
-	if (r->device_budget != WK_RES_UNLIMITED && len > r->device_budget) {
-		snprintf(why, sizeof why, "%zu bytes, more than the whole device adapter pool (%llu "
-			 "bytes, --device-adapter-mb)", len, (unsigned long long)r->device_budget);
+	/* a BF16 copy holds the float32 blob's weights in half its bytes */
+	uint64_t need = r->adapter_bf16 ? (len + 1) / 2 : len;
+	e->size = need;
+	if (r->device_budget != WK_RES_UNLIMITED && need > r->device_budget) {
+		snprintf(why, sizeof why, "%llu bytes, more than the whole device adapter pool (%llu "
+			 "bytes, --device-adapter-mb)", (unsigned long long)need,
+			 (unsigned long long)r->device_budget);
 		ad_fail(r, e, name, LOOM_ERANGE, why);
 		goto done;
 	}
-	if (!device_room(r, len)) {
+	if (!device_room(r, need)) {
 		/* every resident adapter is pinned: wait for a release */
 		e->state = AS_WAIT_ROOM;
 		e->retry = true;
@@ -298,20 +301,27 @@ static void load_adapter(wk_res *r, wk_res_ad *e)
 		r->deferred = e;
 		goto done;
 	}
-	r->device_bytes += len;
+	r->device_bytes += need;
 	pthread_mutex_unlock(&r->mu);
 	rc = ad_adapter_from_blob(data, len, name, &cfg, 1, &a);
+	if (!rc && r->adapter_bf16) {
+		/* converted here, on the loader thread, not on the engine's */
+		ad_adapter *b = NULL;
+		rc = ad_adapter_to_bf16(a, &b);
+		ad_adapter_destroy(a);
+		a = b;
+	}
 	if (rc)
 		snprintf(why, sizeof why, "%s", loom_errmsg());
 	pthread_mutex_lock(&r->mu);
 	if (rc) {
-		r->device_bytes -= len;
+		r->device_bytes -= need;
 		ad_fail(r, e, name, rc, why);
 		goto done;
 	}
 	e->dev = a;
 	e->retry = false;
-	e->dev_bytes = len;
+	e->dev_bytes = need;
 	e->dev_lru = wk_res_tick(r);
 	e->state = AS_READY;
 	if (e->refs == 0 && r->deferred)

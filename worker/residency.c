@@ -133,6 +133,7 @@ loom_err wk_res_create(const wk_res_opts *opts, wk_res **out)
 	if (opts) {
 		r->store = opts->store;
 		r->own_store = opts->own_store;
+		r->adapter_bf16 = opts->adapter_bf16;
 		r->fetch = opts->fetch;
 		r->fetch_ctx = opts->fetch_ctx;
 	}

@@ -66,6 +66,9 @@ typedef struct wk_res_opts {
 	uint64_t model_budget;  /* bytes of resident base models; 0 = unlimited */
 	st_store *store;        /* borrowed, may be NULL (path mode only) */
 	bool own_store;         /* store is this worker's own: fetch what it lacks */
+	bool adapter_bf16;      /* the device tier holds adapters as BF16 copies made
+				 * by the loader (ad_adapter_to_bf16), the CUDA
+				 * forward's form; it counts them at half the blob */
 	wk_res_fetch_fn fetch;  /* with own_store */
 	void *fetch_ctx;
 } wk_res_opts;

@@ -14,8 +14,11 @@
  * arrays the same way; each is uploaded to the adapter pool separately.
  *
  * Between the base and the LoRA modes every adapter is sent to the device
- * pool with wk_cuda_fwd_prefetch (BF16 conversion on the host, copies on the
- * copy stream), timed to the end of the copies.
+ * pool with wk_cuda_fwd_prefetch (through the pinned staging, copies on the
+ * copy stream), timed to the end of the copies. The adapters are BF16 copies,
+ * as a CUDA worker's residency hands them over (ad_adapter_to_bf16 on its
+ * loader thread); --f32-adapters hands over float32 ones instead, converted
+ * on upload (the engine thread's cost before).
  * For each mode — "base" (no adapter), "lora-identical" (every sequence the
  * same adapter: one segment), "lora-distinct" (sequence i its own adapter,
  * --batch segments) — fresh sequences are prefilled with the same random
@@ -37,7 +40,7 @@
  *          [--kv-heads N] [--ffn N] [--vocab N] [--batch N] [--prompt N]
  *          [--steps N] [--warmup N] [--adapters N] [--rank N]
  *          [--targets q,k,v,o,gate,up,down] [--prefill-tokens N]
- *          [--seed N] [--device N] [--json PATH]
+ *          [--seed N] [--device N] [--f32-adapters] [--json PATH]
  * Exit: 0 done, 1 a failure (one line on stderr), 2 no CUDA device / no
  * CUDA backend in this build, or a bad argument.
  */
@@ -52,6 +55,7 @@
 #include "adapters/adapter.h"
 #include "bench/bn_stats.h"
 #include "common/alloc.h"
+#include "common/dtype.h"
 #include "common/err.h"
 #include "kernels/cuda/kn_cuda.h"
 #include "worker/forward_cuda.h"
@@ -66,6 +70,7 @@ typedef struct opts {
 	unsigned targets;
 	uint64_t seed;
 	const char *json;
+	int f32_adapters;        /* hand the forward float32 adapters (converted on upload) */
 } opts;
 
 typedef struct mode_result {
@@ -168,8 +173,19 @@ typedef struct host_adapters {
 	ad_adapter *ad;         /* [n] */
 	ad_module *mods;        /* [n * layers * AD_N_TARGETS] */
 	float *a[AD_N_TARGETS], *bt[AD_N_TARGETS];
+	uint16_t *a16[AD_N_TARGETS], *bt16[AD_N_TARGETS]; /* their BF16 copies */
+	size_t bf16_bytes;      /* one adapter's A and Bt as BF16 */
 	int n;
 } host_adapters;
+
+/* A BF16 copy of n floats (NULL: out of memory). */
+static uint16_t *to_bf16(const float *x, size_t n)
+{
+	uint16_t *y = loom_malloc(n * sizeof *y);
+	for (size_t i = 0; y && i < n; i++)
+		y[i] = loom_f32_to_bf16(x[i]);
+	return y;
+}
 
 static loom_err adapters_build(const opts *o, const loom_model_config *c, host_adapters *h)
 {
@@ -186,9 +202,11 @@ static loom_err adapters_build(const opts *o, const loom_model_config *c, host_a
 			continue;
 		int din, dout;
 		ad_target_dims(c, t, &din, &dout);
-		h->a[t] = rand_array((size_t)o->rank * din, sqrtf(3.0f / (float)din));
-		h->bt[t] = rand_array((size_t)o->rank * dout, 0.05f);
-		if (!h->a[t] || !h->bt[t])
+		size_t na = (size_t)o->rank * din, nb = (size_t)o->rank * dout;
+		h->a[t] = rand_array(na, sqrtf(3.0f / (float)din));
+		h->bt[t] = rand_array(nb, 0.05f);
+		if (!h->a[t] || !h->bt[t] || !(h->a16[t] = to_bf16(h->a[t], na)) ||
+		    !(h->bt16[t] = to_bf16(h->bt[t], nb)))
 			return loom_fail(LOOM_ENOMEM, "decode-bench: out of host memory for adapters");
 		bytes += (size_t)o->layers * o->rank * (size_t)(din + dout) * sizeof(float);
 	}
@@ -200,16 +218,23 @@ static loom_err adapters_build(const opts *o, const loom_model_config *c, host_a
 		a->targets = o->targets;
 		a->max_rank = a->base_rank = o->rank;
 		a->base_alpha = 2.0f * (float)o->rank;
-		a->bytes = bytes;
+		/* as a CUDA worker's residency hands them over: BF16 copies made
+		 * off the engine thread (unless --f32-adapters) */
+		a->bf16 = !o->f32_adapters;
+		a->bytes = a->bf16 ? bytes / 2 : bytes;
 		for (int t = 0; t < AD_N_TARGETS; t++) {
 			ad_target_dims(c, t, &a->d_in[t], &a->d_out[t]);
 			if (!(o->targets & (1u << t)))
 				continue;
 			for (int l = 0; l < o->layers; l++)
-				a->mods[l * AD_N_TARGETS + t] = (ad_module){
-					.rank = o->rank, .scale = 2.0f, .a = h->a[t], .bt = h->bt[t]};
+				a->mods[l * AD_N_TARGETS + t] = a->bf16 ?
+					(ad_module){.rank = o->rank, .scale = 2.0f, .a16 = h->a16[t],
+						    .bt16 = h->bt16[t]} :
+					(ad_module){.rank = o->rank, .scale = 2.0f, .a = h->a[t],
+						    .bt = h->bt[t]};
 		}
 	}
+	h->bf16_bytes = bytes / 2;
 	return LOOM_OK;
 }
 
@@ -218,6 +243,8 @@ static void adapters_free(host_adapters *h)
 	for (int t = 0; t < AD_N_TARGETS; t++) {
 		loom_free(h->a[t]);
 		loom_free(h->bt[t]);
+		loom_free(h->a16[t]);
+		loom_free(h->bt16[t]);
 	}
 	loom_free(h->ad);
 	loom_free(h->mods);
@@ -454,6 +481,8 @@ static int parse_args(int argc, char **argv, opts *o)
 		} else if (!strcmp(a, "--seed") && v) {
 			o->seed = strtoull(v, NULL, 10);
 			i++;
+		} else if (!strcmp(a, "--f32-adapters")) {
+			o->f32_adapters = 1;
 		} else if (!strcmp(a, "--json") && v) {
 			o->json = v;
 			i++;
@@ -589,7 +618,7 @@ int main(int argc, char **argv)
 			load_ms = now_ms() - tp;
 			fprintf(stderr, "decode-bench: %d adapters prefetched in %.1f ms (host part "
 				"%.1f ms), %.2f GB/s\n", o.adapters, load_ms, load_host_ms,
-				o.adapters * (double)ha.ad[0].bytes / 2 / load_ms / 1e6);
+				o.adapters * (double)ha.bf16_bytes / load_ms / 1e6);
 		}
 		if ((rc = run_mode(&b, &res[i], mix[i])))
 			goto out;
@@ -615,15 +644,15 @@ int main(int argc, char **argv)
 		"\"ffn\": %d, \"vocab\": %d, \"dtype\": \"bf16\", \"weight_upload_ms\": %.0f},\n"
 		"  \"batch\": %d, \"prompt\": %d, \"warmup_steps\": %d, \"timed_steps\": %d,\n"
 		"  \"adapters\": {\"count\": %d, \"rank\": %d, \"targets_mask\": %u, "
-		"\"bf16_bytes_each\": %.0f, \"prefetch_all_ms\": %.2f, "
+		"\"host_dtype\": \"%s\", \"bf16_bytes_each\": %.0f, \"prefetch_all_ms\": %.2f, "
 		"\"prefetch_host_ms\": %.2f, \"prefetch_GBps\": %.2f},\n"
 		"  \"lora_vs_base_first_logits_max_abs_diff\": [%.4g, %.4g],\n"
 		"  \"lora_distinct_over_base\": %.4f,\n  \"lora_identical_over_base\": %.4f,\n"
 		"  \"modes\": [\n",
 		dev.name, dev.sm_count, o.hidden, o.layers, o.heads, o.kv_heads, o.ffn, o.vocab,
 		upload_ms, B, o.prompt, o.warmup, o.steps, o.adapters, o.rank, o.targets,
-		(double)ha.ad[0].bytes / 2, load_ms, load_host_ms,
-		o.adapters * (double)ha.ad[0].bytes / 2 / load_ms / 1e6, diff_ident, diff_dist, res[2].med / res[0].med,
+		o.f32_adapters ? "f32" : "bf16", (double)ha.bf16_bytes, load_ms, load_host_ms,
+		o.adapters * (double)ha.bf16_bytes / load_ms / 1e6, diff_ident, diff_dist, res[2].med / res[0].med,
 		res[1].med / res[0].med);
 	for (int i = 0; i < 3; i++)
 		json_mode(out, &res[i], B, B * o.prompt, i == 2);

@@ -6,7 +6,8 @@
  * corrupted byte of the header, the module table and the offsets is an
  * error (never a crash; each blob sits in an exact-size allocation so a
  * sanitizer build sees any over-read), a blob for another base model is
- * refused, NaN weights are refused, allocation failures unwind.
+ * refused, NaN weights are refused, allocation failures unwind; the BF16
+ * copy (ad_adapter_to_bf16) rounds each value as loom_f32_to_bf16 does.
  *
  * Adapters are made here with loom-mkmodel adapter for stories260k.
  */
@@ -24,6 +25,7 @@
 
 #include "adapters/adapter.h"
 #include "common/alloc.h"
+#include "common/dtype.h"
 #include "common/model_config.h"
 #include "tests/support/harness.h"
 
@@ -343,6 +345,77 @@ static void alloc_failures(void **state)
 	loom_free(blob);
 }
 
+/* The BF16 copy (ad_adapter_to_bf16): every value rounded to nearest even
+ * (exact for an adapter made from BF16 tensors, within half a BF16 step
+ * otherwise), ranks, scales and shapes kept, half the bytes, 64-byte
+ * aligned, float32 pointers gone; a BF16 adapter is not converted twice;
+ * allocation failures unwind. */
+static void check_bf16(const ad_adapter *src, bool exact)
+{
+	ad_adapter *b = NULL;
+	assert_int_equal(ad_adapter_to_bf16(src, &b), LOOM_OK);
+	assert_int_equal(b->bf16, 1);
+	assert_int_equal(b->bytes * 2, src->bytes);
+	assert_int_equal(b->n_layers, src->n_layers);
+	assert_int_equal(b->targets, src->targets);
+	assert_int_equal(b->max_rank, src->max_rank);
+	assert_string_equal(b->name, src->name);
+	size_t n = 0;
+	for (int l = 0; l < src->n_layers; l++)
+		for (int t = 0; t < AD_N_TARGETS; t++) {
+			const ad_module *m = ad_mod(src, l, t), *d = ad_mod(b, l, t);
+			assert_int_equal(d->rank, m->rank);
+			assert_true(d->scale == m->scale);
+			assert_null(d->a);
+			assert_null(d->bt);
+			if (m->rank == 0) {
+				assert_null(d->a16);
+				continue;
+			}
+			assert_int_equal((uintptr_t)d->a16 % 64, 0);
+			assert_int_equal((uintptr_t)d->bt16 % 64, 0);
+			size_t na = (size_t)m->rank * src->d_in[t];
+			size_t nb = (size_t)m->rank * src->d_out[t];
+			for (size_t i = 0; i < na + nb; i++) {
+				float v = i < na ? m->a[i] : m->bt[i - na];
+				uint16_t h = i < na ? d->a16[i] : d->bt16[i - na];
+				float back = loom_bf16_to_f32(h);
+				assert_int_equal(h, loom_f32_to_bf16(v));
+				if (exact)
+					assert_true(back == v);
+				else
+					assert_true(fabsf(back - v) <= fabsf(v) * (1.0f / 256));
+			}
+			n += na + nb;
+		}
+	assert_int_equal(n * 2, b->bytes);
+	ad_adapter *again = NULL;
+	assert_int_equal(ad_adapter_to_bf16(b, &again), LOOM_EINVAL);
+	assert_null(again);
+	ad_adapter_destroy(b);
+}
+
+static void bf16_copy(void **state)
+{
+	(void)state;
+	check_bf16(full, false);
+	check_bf16(sparse, true); /* made from BF16 tensors */
+	bool ok = false;
+	for (long n = 1; n < 10 && !ok; n++) {
+		ad_adapter *b = NULL;
+		loom_alloc_fail_after(n);
+		loom_err rc = ad_adapter_to_bf16(full, &b);
+		loom_alloc_fail_reset();
+		ok = rc == LOOM_OK;
+		if (!ok) {
+			assert_int_equal(rc, LOOM_ENOMEM);
+			assert_null(b);
+		}
+		ad_adapter_destroy(b);
+	}
+	assert_true(ok);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -353,6 +426,7 @@ int main(void)
 		cmocka_unit_test(corruptions),
 		cmocka_unit_test(wrong_base_and_values),
 		cmocka_unit_test(alloc_failures),
+		cmocka_unit_test(bf16_copy),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

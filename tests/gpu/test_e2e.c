@@ -2,7 +2,8 @@
  * tests/gpu/test_e2e.c — the CUDA forward (worker/forward_cuda.h) against
  * the CPU forward (worker/forward.h) on the real stories260k model, base and
  * with two random adapters (loom-mkmodel adapter, all seven targets, ranks
- * 8 and 4) in one batch.
+ * 8 and 4) in one batch, as loaded (float32, converted on upload) and as
+ * BF16 copies (ad_adapter_to_bf16, what a CUDA worker's residency holds).
  *
  * Greedy tokens: the CPU generates greedily; the CUDA forward is fed the
  * same tokens (teacher forcing, so one near-tie cannot derail the rest) and
@@ -56,6 +57,8 @@ static struct {
 	int present;
 	wk_model *m;
 	ad_adapter *ad[2];
+	ad_adapter *ad16[2]; /* their BF16 copies (ad_adapter_to_bf16), as a CUDA worker's
+			      * residency holds them */
 	char *dir;
 	double k;      /* logits tolerance of the running case (see run_case) */
 } E;
@@ -87,7 +90,8 @@ static int group_setup(void **state)
 			  "%s",
 			  lt_bin_path("loom-mkmodel"), model, out, rank[i], 11 + i,
 			  TARGETS) != 0 ||
-		    ad_adapter_load(out, nm, &E.m->cfg, &E.ad[i])) {
+		    ad_adapter_load(out, nm, &E.m->cfg, &E.ad[i]) ||
+		    ad_adapter_to_bf16(E.ad[i], &E.ad16[i])) {
 			fprintf(stderr, "test_e2e: adapter %d: %s\n", i, loom_errmsg());
 			return -1;
 		}
@@ -100,8 +104,10 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
 	(void)state;
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < 2; i++) {
 		ad_adapter_destroy(E.ad[i]);
+		ad_adapter_destroy(E.ad16[i]);
+	}
 	wk_model_destroy(E.m);
 	if (E.dir)
 		lt_sh("rm -rf '%s'", E.dir);
@@ -163,7 +169,19 @@ static wk_cuda_fwd *open_cuda(int n_blocks, const wk_cuda_fwd_opts *o, wk_kvpool
  * odd 1001-byte budget, so pieces split inside and across their sources)
  * and the adapters go to the pool with wk_cuda_fwd_prefetch (copy stream)
  * instead of being loaded by the first step. */
-static void run_case_opt(const ad_adapter *const ads[N_SEQ], double k, int prefetch)
+/* The BF16 copy of E's adapter a (NULL stays NULL). */
+static const ad_adapter *as_bf16(const ad_adapter *a)
+{
+	for (int i = 0; i < 2; i++)
+		if (a == E.ad[i])
+			return E.ad16[i];
+	return a;
+}
+
+/* ads: each sequence's adapter; the CPU forward reads them as loaded, the
+ * CUDA forward too or (bf16) their BF16 copies. prefetch: base weights
+ * uploaded in small budgets and adapters prefetched before the first step. */
+static void run_case_opt(const ad_adapter *const ads[N_SEQ], double k, int prefetch, int bf16)
 {
 	if (!E.present)
 		skip();
@@ -195,10 +213,13 @@ static void run_case_opt(const ad_adapter *const ads[N_SEQ], double k, int prefe
 		wk_kv_fini(&k1);
 		loom_free(l1);
 	}
+	const ad_adapter *gads[N_SEQ]; /* the CUDA forward's */
+	for (int s = 0; s < N_SEQ; s++)
+		gads[s] = bf16 ? as_bf16(ads[s]) : ads[s];
 	for (int s = 0; s < N_SEQ && prefetch; s++) {
-		if (ads[s] && wk_cuda_fwd_prefetch(cf, ads[s]))
+		if (gads[s] && wk_cuda_fwd_prefetch(cf, gads[s]))
 			fail_msg("wk_cuda_fwd_prefetch: %s", loom_errmsg());
-		assert_int_equal(wk_cuda_fwd_resident(cf, ads[s]), ads[s] != NULL);
+		assert_int_equal(wk_cuda_fwd_resident(cf, gads[s]), gads[s] != NULL);
 	}
 	wk_scratch *sc = NULL;
 	assert_int_equal(wk_scratch_create(E.m, &sc), LOOM_OK);
@@ -212,11 +233,13 @@ static void run_case_opt(const ad_adapter *const ads[N_SEQ], double k, int prefe
 	}
 	/* segments: consecutive sequences with one adapter */
 	int32_t seg_start[N_SEQ + 1], seq_start[N_SEQ + 1];
-	const ad_adapter *seg_ad[N_SEQ];
+	const ad_adapter *seg_ad[N_SEQ], *seg_gad[N_SEQ];
 	int n_segs = 0;
 	for (int s = 0; s < N_SEQ; s++)
-		if (s == 0 || ads[s] != ads[s - 1])
-			seg_ad[n_segs] = ads[s], seg_start[n_segs++] = s; /* in sequences for now */
+		if (s == 0 || ads[s] != ads[s - 1]) {
+			seg_ad[n_segs] = ads[s], seg_gad[n_segs] = gads[s];
+			seg_start[n_segs++] = s; /* in sequences for now */
+		}
 	int32_t seg_seq[N_SEQ + 1];
 	memcpy(seg_seq, seg_start, sizeof seg_start);
 	seg_seq[n_segs] = N_SEQ;
@@ -247,6 +270,7 @@ static void run_case_opt(const ad_adapter *const ads[N_SEQ], double k, int prefe
 		if (wk_forward(E.m, &b, sc, lc))
 			fail_msg("cpu forward: %s", loom_errmsg());
 		b.kv = pg;
+		b.seg_adapter = seg_gad;
 		if (wk_cuda_forward(cf, &b, lg))
 			fail_msg("cuda forward (step %d): %s", it, loom_errmsg());
 		int R = it == 0 ? T : N_SEQ;
@@ -281,7 +305,7 @@ static void run_case_opt(const ad_adapter *const ads[N_SEQ], double k, int prefe
 
 static void run_case(const ad_adapter *const ads[N_SEQ], double k)
 {
-	run_case_opt(ads, k, 0);
+	run_case_opt(ads, k, 0, 0);
 }
 
 static void test_base(void **state)
@@ -317,7 +341,20 @@ static void test_prefetched(void **state)
 	const ad_adapter *ads[N_SEQ] = {E.ad[0], NULL, E.ad[1]};
 	if (!E.present)
 		skip();
-	run_case_opt(ads, K_LORA, 1);
+	run_case_opt(ads, K_LORA, 1, 0);
+}
+
+/* The adapters as a CUDA worker's residency hands them over: BF16 copies,
+ * sent to the device as they are (no conversion on the engine thread);
+ * plain and prefetched. */
+static void test_bf16_adapters(void **state)
+{
+	(void)state;
+	const ad_adapter *ads[N_SEQ] = {E.ad[1], E.ad[0], E.ad[0]};
+	if (!E.present)
+		skip();
+	run_case_opt(ads, K_LORA, 0, 1);
+	run_case_opt(ads, K_LORA, 1, 1);
 }
 
 /* One adapter slot: a prefetch never evicts the latest step's adapter
@@ -387,6 +424,7 @@ int main(void)
 		cmocka_unit_test(test_mixed_base),
 		cmocka_unit_test(test_prefetched),
 		cmocka_unit_test(test_prefetch_refusals),
+		cmocka_unit_test(test_bf16_adapters),
 	};
 	return cmocka_run_group_tests_name("gpu/test_e2e", tests, group_setup, group_teardown);
 }

@@ -597,6 +597,8 @@ static void test_bad_segments(void **state)
 	no_w->mods[1 * AD_N_TARGETS + AD_UP].bt = NULL;
 	ad_adapter *neg = hand_adapter("negative", &s8, 1, 1);
 	neg->mods[AD_V].rank = -2;
+	ad_adapter *half = NULL; /* the CUDA forward's form */
+	assert_int_equal(ad_adapter_to_bf16(A, &half), LOOM_OK);
 
 	wk_kv *kv[2];
 	wk_scratch *s = NULL;
@@ -620,6 +622,7 @@ static void test_bad_segments(void **state)
 		{"dims", "down_proj", 1, {0, 5}, {wrong_dim}},
 		{"no weights", "no weights for rank 8", 1, {0, 5}, {no_w}},
 		{"negative rank", "negative rank -2", 2, {0, 3, 5}, {A, neg}},
+		{"bf16 on the cpu", "held as BF16", 2, {0, 3, 5}, {A, half}},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		wk_batch b = {.n_seqs = 2, .seq_start = ss, .tokens = tok, .kv = kv,
@@ -649,6 +652,7 @@ static void test_bad_segments(void **state)
 	hand_free(wrong_dim);
 	hand_free(no_w);
 	hand_free(neg);
+	ad_adapter_destroy(half);
 }
 
 /* After one step has grown the scratch, a same-shaped LoRA step allocates

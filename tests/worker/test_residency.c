@@ -5,6 +5,8 @@
  *    (checked after every step and by a thread sampling all along);
  *  - pins prevent eviction: a load waits for room instead, then proceeds;
  *  - an adapter larger than the device pool is refused (ERANGE);
+ *  - the CUDA backend's device tier (adapter_bf16): BF16 copies made by the
+ *    loader, each value rounded from the blob, counted at half the blob;
  *  - prefetch at submit: the adapter reaches the device before the engine
  *    runs a single iteration;
  *  - counters add up (device hits + misses = acquires, host misses = cold
@@ -32,6 +34,7 @@
 
 #include "adapters/adapter.h"
 #include "common/alloc.h"
+#include "common/dtype.h"
 #include "common/sha256.h"
 #include "store/store.h"
 #include "tests/support/harness.h"
@@ -278,6 +281,62 @@ static void too_big_for_the_pool(void **state)
 	assert_int_equal(wk_res_adapter_state(r, h, NULL, &code, err, sizeof err), WK_RES_FAILED);
 	assert_int_equal(code, LOOM_ENOTFOUND);
 	wk_res_adapter_release(r, h);
+	wk_res_destroy(r);
+}
+
+/* adapter_bf16 (the CUDA backend's residency): the loader hands out BF16
+ * copies, each value rounded from the blob's float32, counted at half the
+ * blob: a pool of 1.5 blobs holds three, and a fourth pinned one waits. */
+static void bf16_device_tier(void **state)
+{
+	(void)state;
+	uint64_t half = (blob_len + 1) / 2;
+	wk_res_opts o = { .host_budget = 8 * (uint64_t)blob_len, .device_budget = 3 * half,
+			  .store = store, .adapter_bf16 = true };
+	wk_res *r;
+	char nm[16];
+	assert_int_equal(wk_res_create(&o, &r), LOOM_OK);
+	assert_int_equal(wk_res_model_lend(r, model), LOOM_OK);
+	for (int k = 0; k < 4; k++) {
+		ad_name(k, nm, sizeof nm);
+		assert_int_equal(wk_res_adapter_add_blob(r, "stories260k", nm, shas[k]), LOOM_OK);
+	}
+	wk_res_ad *h[3];
+	for (int k = 0; k < 3; k++) {
+		h[k] = pin(r, k);
+		const ad_adapter *a = NULL;
+		assert_int_equal(wk_res_adapter_state(r, h[k], &a, NULL, NULL, 0), WK_RES_READY);
+		assert_int_equal(a->bf16, 1);
+		/* the oracle: the blob read as float32, every value rounded */
+		st_view v;
+		ad_adapter *f = NULL;
+		assert_int_equal(st_blob_get(store, shas[k], 1, &v), LOOM_OK);
+		assert_int_equal(ad_adapter_from_blob(v.data, v.len, "f", &model->cfg, 1, &f),
+				 LOOM_OK);
+		st_view_release(&v);
+		for (int l = 0; l < f->n_layers; l++)
+			for (int t = 0; t < AD_N_TARGETS; t++) {
+				const ad_module *fm = ad_mod(f, l, t), *bm = ad_mod(a, l, t);
+				assert_int_equal(bm->rank, fm->rank);
+				for (int i = 0; i < fm->rank * f->d_in[t]; i++)
+					assert_int_equal(bm->a16[i], loom_f32_to_bf16(fm->a[i]));
+				for (int i = 0; i < fm->rank * f->d_out[t]; i++)
+					assert_int_equal(bm->bt16[i], loom_f32_to_bf16(fm->bt[i]));
+			}
+		ad_adapter_destroy(f);
+	}
+	wk_res_stats st;
+	wk_res_stats_get(r, &st);
+	assert_int_equal(st.device_bytes, 3 * half);
+	wk_res_ad *d = wk_res_adapter_acquire(r, 0, "ad03");
+	usleep(100000);
+	assert_int_equal(wk_res_adapter_state(r, d, NULL, NULL, NULL, 0), WK_RES_LOADING);
+	wk_res_adapter_release(r, h[0]);
+	assert_int_equal(wait_state(r, d, WK_RES_READY), WK_RES_READY);
+	check_budgets(r);
+	wk_res_adapter_release(r, h[1]);
+	wk_res_adapter_release(r, h[2]);
+	wk_res_adapter_release(r, d);
 	wk_res_destroy(r);
 }
 
@@ -710,6 +769,7 @@ int main(void)
 		cmocka_unit_test(lru_order),
 		cmocka_unit_test(pins_prevent_eviction),
 		cmocka_unit_test(too_big_for_the_pool),
+		cmocka_unit_test(bf16_device_tier),
 		cmocka_unit_test(counters_add_up),
 		cmocka_unit_test(prefetch_at_submit),
 		cmocka_unit_test(engine_serves_through_small_pools),
