@@ -4,9 +4,9 @@
  * slots of the adapter pool (on first use or wk_cuda_fwd_prefetch).
  *
  * Everything goes through one writer: values are converted to BF16 chunk by
- * chunk (or copied, from an adapter the residency's loader already held as
- * BF16: ad_adapter_to_bf16) into one half of a pinned staging buffer while the other half's
- * copy runs on the copy stream, each half's reuse waiting for its own copy
+ * chunk (or copied, from an adapter the residency's loader already holds as
+ * BF16: ad_adapter_to_bf16) into one half of a pinned staging buffer while
+ * the other half's copy runs on the copy stream, each half's reuse waiting for its own copy
  * (an event: the host waits for the DMA, never for compute). An adapter's
  * descriptor rows follow through the staging too (a copy from pageable
  * memory may synchronize with the stream) and a "ready" event is recorded;

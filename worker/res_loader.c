@@ -303,9 +303,12 @@ static void load_adapter(wk_res *r, wk_res_ad *e)
 	}
 	r->device_bytes += need;
 	pthread_mutex_unlock(&r->mu);
-	rc = ad_adapter_from_blob(data, len, name, &cfg, 1, &a);
+	/* the BF16 copy is converted straight from the blob (a zero-copy view:
+	 * data stays valid until done), here on the loader thread, not on the
+	 * engine's */
+	rc = ad_adapter_from_blob(data, len, name, &cfg,
+				  !r->adapter_bf16 || (uintptr_t)data % sizeof(float), &a);
 	if (!rc && r->adapter_bf16) {
-		/* converted here, on the loader thread, not on the engine's */
 		ad_adapter *b = NULL;
 		rc = ad_adapter_to_bf16(a, &b);
 		ad_adapter_destroy(a);

@@ -652,8 +652,8 @@ int main(int argc, char **argv)
 		dev.name, dev.sm_count, o.hidden, o.layers, o.heads, o.kv_heads, o.ffn, o.vocab,
 		upload_ms, B, o.prompt, o.warmup, o.steps, o.adapters, o.rank, o.targets,
 		o.f32_adapters ? "f32" : "bf16", (double)ha.bf16_bytes, load_ms, load_host_ms,
-		o.adapters * (double)ha.bf16_bytes / load_ms / 1e6, diff_ident, diff_dist, res[2].med / res[0].med,
-		res[1].med / res[0].med);
+		o.adapters * (double)ha.bf16_bytes / load_ms / 1e6, diff_ident, diff_dist,
+		res[2].med / res[0].med, res[1].med / res[0].med);
 	for (int i = 0; i < 3; i++)
 		json_mode(out, &res[i], B, B * o.prompt, i == 2);
 	fprintf(out, "  ]\n}\n");
