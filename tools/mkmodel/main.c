@@ -4,9 +4,16 @@
  *   loom-mkmodel model --out DIR [--hidden 64] [--ffn 172] [--layers 2] [--heads 4]
  *        [--kv-heads 2] [--vocab 512] [--ctx 256] [--dtype f32|f16|bf16] [--tied]
  *        [--tokenizer sp|bytelevel] [--seed 1] [--rope-theta 10000] [--rms-eps 1e-5]
- *        [--shards 1]
+ *        [--shards 1] [--family llama|llama3|qwen2|qwen3|mistral|gemma2] [--head-dim N]
+ *        [--rope-scaling linear|dynamic|yarn|llama3] [--rope-factor F]
+ *        [--rope-original-max N] [--sliding-window N] [--max-window-layers N]
+ *        [--attention-bias] [--mlp-bias] [--tokenizer-json PATH] [--tokenizer-config PATH]
  *   loom-mkmodel adapter --model DIR --out DIR [--rank 8] [--alpha 16]
  *        [--targets q_proj,v_proj] [--dtype f32] [--seed 1] [--rslora] [--layers 0,2]
+ *
+ * --family picks the Hugging Face family whose config fields and tensors are
+ * written (mk_model.h); its defaults (tokenizer shape, rope_theta, rms_eps,
+ * tied, head_dim, windows) apply to whatever flags leave out.
  *
  * Exit status: 0 done; 2 usage error (one line on stderr); 1 I/O or other
  * failure (one line naming the path). Options take "--name value" or
@@ -26,7 +33,11 @@ static const char usage[] =
 	"usage: loom-mkmodel model --out DIR [--hidden 64] [--ffn 172] [--layers 2] [--heads 4]\n"
 	"           [--kv-heads 2] [--vocab 512] [--ctx 256] [--dtype f32|f16|bf16] [--tied]\n"
 	"           [--tokenizer sp|bytelevel] [--seed 1] [--rope-theta 10000] [--rms-eps 1e-5]\n"
-	"           [--shards 1]\n"
+	"           [--shards 1] [--family llama|llama3|qwen2|qwen3|mistral|gemma2]\n"
+	"           [--head-dim N] [--rope-scaling linear|dynamic|yarn|llama3] [--rope-factor F]\n"
+	"           [--rope-original-max N] [--sliding-window N] [--max-window-layers N]\n"
+	"           [--attention-bias] [--mlp-bias] [--tokenizer-json PATH]\n"
+	"           [--tokenizer-config PATH]\n"
 	"       loom-mkmodel adapter --model DIR --out DIR [--rank 8] [--alpha 16]\n"
 	"           [--targets q_proj,v_proj] [--dtype f32] [--seed 1] [--rslora]\n"
 	"           [--layers 0,2]\n";
@@ -75,6 +86,27 @@ static int parse_pos_double(const char *opt, const char *s, double *out)
 	*out = v;
 	return 0;
 }
+
+/* names[i] -> i (the enum's order); families and ropes below. */
+static int parse_enum(const char *opt, const char *s, const char *const *names, int n, int *out)
+{
+	for (int i = 0; i < n; i++)
+		if (names[i] && strcmp(s, names[i]) == 0) {
+			*out = i;
+			return 0;
+		}
+	char list[256];
+	size_t o = 0;
+	for (int i = 0; i < n; i++)
+		if (names[i])
+			o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", o ? ", " : "",
+					      names[i]);
+	return bad_usage("%s must be one of %s, got \"%s\"", opt, list, s);
+}
+
+/* In mk_family / mk_rope order. */
+static const char *const families[] = { "llama", "llama3", "qwen2", "qwen3", "mistral", "gemma2" };
+static const char *const ropes[] = { NULL, "linear", "dynamic", "yarn", "llama3" };
 
 static int parse_dtype(const char *s, loom_dtype *out)
 {
@@ -145,7 +177,8 @@ static int next_arg(int argc, char **argv, int i, struct arg *a, int *rc)
 
 static int is_flag(const char *name)
 {
-	return strcmp(name, "--tied") == 0 || strcmp(name, "--rslora") == 0;
+	return strcmp(name, "--tied") == 0 || strcmp(name, "--rslora") == 0 ||
+	       strcmp(name, "--attention-bias") == 0 || strcmp(name, "--mlp-bias") == 0;
 }
 
 /* Checks value presence for a; returns 0 or a usage status. */
@@ -170,7 +203,7 @@ static int cmd_model(int argc, char **argv)
 {
 	mk_model_opts o = { .hidden = 64, .ffn = 172, .layers = 2, .heads = 4, .kv_heads = 2,
 			    .vocab = 512, .ctx = 256, .shards = 1, .dtype = LOOM_DT_F32,
-			    .tok = MK_TOK_SP, .seed = 1, .rope_theta = 10000.0, .rms_eps = 1e-5 };
+			    .tok = MK_TOK_SP, .seed = 1, .max_window_layers = -1 };
 	const int big = 1 << 20;
 	struct arg a;
 	int rc;
@@ -195,8 +228,10 @@ static int cmd_model(int argc, char **argv)
 			rc = parse_int(a.name, a.val, 1, big, &o.heads);
 		else if (strcmp(a.name, "--kv-heads") == 0)
 			rc = parse_int(a.name, a.val, 1, big, &o.kv_heads);
-		else if (strcmp(a.name, "--vocab") == 0)
+		else if (strcmp(a.name, "--vocab") == 0) {
 			rc = parse_int(a.name, a.val, 1, 1 << 24, &o.vocab);
+			o.vocab_set = true;
+		}
 		else if (strcmp(a.name, "--ctx") == 0)
 			rc = parse_int(a.name, a.val, 1, 1 << 24, &o.ctx);
 		else if (strcmp(a.name, "--shards") == 0)
@@ -206,6 +241,7 @@ static int cmd_model(int argc, char **argv)
 		else if (strcmp(a.name, "--tied") == 0)
 			o.tied = true;
 		else if (strcmp(a.name, "--tokenizer") == 0) {
+			o.tok_set = true;
 			if (strcmp(a.val, "sp") == 0)
 				o.tok = MK_TOK_SP;
 			else if (strcmp(a.val, "bytelevel") == 0)
@@ -218,6 +254,28 @@ static int cmd_model(int argc, char **argv)
 			rc = parse_pos_double(a.name, a.val, &o.rope_theta);
 		else if (strcmp(a.name, "--rms-eps") == 0)
 			rc = parse_pos_double(a.name, a.val, &o.rms_eps);
+		else if (strcmp(a.name, "--family") == 0)
+			rc = parse_enum(a.name, a.val, families, 6, (int *)&o.family);
+		else if (strcmp(a.name, "--head-dim") == 0)
+			rc = parse_int(a.name, a.val, 2, big, &o.head_dim);
+		else if (strcmp(a.name, "--rope-scaling") == 0)
+			rc = parse_enum(a.name, a.val, ropes, 5, (int *)&o.rope);
+		else if (strcmp(a.name, "--rope-factor") == 0)
+			rc = parse_pos_double(a.name, a.val, &o.rope_factor);
+		else if (strcmp(a.name, "--rope-original-max") == 0)
+			rc = parse_int(a.name, a.val, 1, 1 << 24, &o.rope_orig_max);
+		else if (strcmp(a.name, "--sliding-window") == 0)
+			rc = parse_int(a.name, a.val, 1, 1 << 24, &o.sliding_window);
+		else if (strcmp(a.name, "--max-window-layers") == 0)
+			rc = parse_int(a.name, a.val, 0, 4096, &o.max_window_layers);
+		else if (strcmp(a.name, "--attention-bias") == 0)
+			o.attn_bias = true;
+		else if (strcmp(a.name, "--mlp-bias") == 0)
+			o.mlp_bias = true;
+		else if (strcmp(a.name, "--tokenizer-json") == 0)
+			o.tokenizer_json = a.val;
+		else if (strcmp(a.name, "--tokenizer-config") == 0)
+			o.tokenizer_config = a.val;
 		else
 			rc = bad_usage("unknown option %s for model", a.name);
 		if (rc)
@@ -225,6 +283,10 @@ static int cmd_model(int argc, char **argv)
 	}
 	if (!o.out || !o.out[0])
 		return bad_usage("model needs --out DIR");
+	if (o.tokenizer_config && !o.tokenizer_json)
+		return bad_usage("--tokenizer-config needs --tokenizer-json");
+	if (o.tokenizer_json && o.tok_set)
+		return bad_usage("--tokenizer and --tokenizer-json exclude each other");
 	return finish(mk_model_write(&o));
 }
 

@@ -31,4 +31,23 @@ typedef enum mk_tok_kind {
 loom_err mk_tokenizer_json(mk_tok_kind kind, int vocab, char **json, size_t *len, int32_t *bos,
 			   int32_t *eos);
 
+#define MK_MAX_EOS 8
+
+/*
+ * Reads a real tokenizer.json (json_path) and, when config_path is not
+ * NULL, its tokenizer_config.json, to copy them into a model folder.
+ * *text: json_path's bytes, loom_malloc'ed (caller frees). *n_ids: one past
+ * the highest id in model.vocab and added_tokens. *bos: the id of
+ * tokenizer_config's bos_token, else of a usual BOS piece (<s>,
+ * <|begin_of_text|>, <bos>), else -1. eos[0..*n_eos): tokenizer_config's
+ * eos_token first, then every usual end-of-sequence/turn piece present
+ * (</s>, <|end_of_text|>, <|eom_id|>, <|eot_id|>, <|endoftext|>,
+ * <|im_end|>, <eos>, <end_of_turn>), at most MK_MAX_EOS. mk_tokcopy.c.
+ */
+loom_err mk_tokenizer_read(const char *json_path, const char *config_path, char **text,
+			   size_t *len, int *n_ids, int32_t *bos, int32_t *eos, int *n_eos);
+
+/* Reads a whole file; *buf is loom_malloc'ed and NUL-terminated. */
+loom_err mk_read_file(const char *path, char **buf, size_t *len);
+
 #endif

@@ -1,11 +1,13 @@
 /*
- * tools/mkmodel/mk_model.c — random LLaMA folders and PEFT LoRA adapters.
+ * tools/mkmodel/mk_model.c — random model folders (every family of
+ * mk_model.h; their config.json in mk_config.c) and PEFT LoRA adapters.
  *
  * Weights: every tensor draws from its own xoshiro256** stream seeded by
  * (--seed, tensor name), so a tensor's values do not depend on dtype,
  * sharding or which other tensors exist. Scales keep a forward pass sane:
  * projections ~ N(0, 1/fan_in); o_proj and down_proj further / sqrt(2 L) so
- * the residual stream stays O(1) after L layers; norms 1 + N(0, 0.05^2);
+ * the residual stream stays O(1) after L layers; norms 1 + N(0, 0.05^2)
+ * (Gemma 2, whose norms scale by 1 + w: N(0, 0.1^2)); biases N(0, 0.3^2);
  * embeddings and lm_head ~ N(0, (2/sqrt(hidden))^2), which puts logits
  * (normalised hidden . row) at a standard deviation of about 2: peaked but
  * not degenerate, tied or not.
@@ -30,7 +32,6 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
-#include "common/model_config.h"
 #include "common/safetensors.h"
 
 /* ---- random numbers ---- */
@@ -233,46 +234,35 @@ static loom_err write_json(const char *dir, const char *name, json_t *root, size
 	return rc;
 }
 
-static const char *torch_dtype(loom_dtype dt)
-{
-	return dt == LOOM_DT_F16 ? "float16" : dt == LOOM_DT_BF16 ? "bfloat16" : "float32";
-}
-
 /* ---- models ---- */
 
-static loom_err write_config(const mk_model_opts *o, int32_t bos, int32_t eos)
-{
-	json_t *c = json_object();
-	loom_err rc;
+/* Most tensors one layer can have (7 projections, 4 attention and 3 MLP
+ * biases, 4 norms, q_norm and k_norm). */
+#define MK_PER_LAYER 20
 
-	json_object_set_new(c, "architectures", json_pack("[s]", "LlamaForCausalLM"));
-	json_object_set_new(c, "model_type", json_string("llama"));
-	json_object_set_new(c, "hidden_size", json_integer(o->hidden));
-	json_object_set_new(c, "intermediate_size", json_integer(o->ffn));
-	json_object_set_new(c, "num_hidden_layers", json_integer(o->layers));
-	json_object_set_new(c, "num_attention_heads", json_integer(o->heads));
-	json_object_set_new(c, "num_key_value_heads", json_integer(o->kv_heads));
-	json_object_set_new(c, "vocab_size", json_integer(o->vocab));
-	json_object_set_new(c, "max_position_embeddings", json_integer(o->ctx));
-	json_object_set_new(c, "rms_norm_eps", json_real(o->rms_eps));
-	json_object_set_new(c, "rope_theta", json_real(o->rope_theta));
-	json_object_set_new(c, "hidden_act", json_string("silu"));
-	json_object_set_new(c, "tie_word_embeddings", json_boolean(o->tied));
-	json_object_set_new(c, "bos_token_id", json_integer(bos));
-	json_object_set_new(c, "eos_token_id", json_integer(eos));
-	json_object_set_new(c, "torch_dtype", json_string(torch_dtype(o->dtype)));
-	rc = write_json(o->out, "config.json", c, 0);
-	json_decref(c);
-	return rc;
+static void spec_layer(spec *s, size_t *n, int layer, const char *suffix, int64_t rows,
+		       int64_t cols, double mean, double std)
+{
+	char nm[128];
+	snprintf(nm, sizeof nm, "model.layers.%d.%s", layer, suffix);
+	spec_set(&s[(*n)++], nm, rows, cols, mean, std);
 }
 
-/* The HF tensor list of a LLaMA with o's shapes, in HF's usual order. */
+/* The HF tensor list of o's family and shapes, in HF's usual order. The
+ * plain llama family keeps exactly its old list. */
 static size_t model_specs(const mk_model_opts *o, spec *s)
 {
-	const int hd = o->hidden / o->heads, L = o->layers;
+	const int hd = o->head_dim, L = o->layers;
+	const mk_family f = o->family;
+	const bool gemma = f == MK_FAM_GEMMA2;
 	const double d = o->hidden, res = 1.0 / sqrt(2.0 * L);
 	const double emb = 2.0 / sqrt(d);
-	char nm[128];
+	/* Gemma 2: norms are x (1 + w), so w is drawn around 0; q and k are
+	 * drawn 4x larger so that attention logits reach the soft cap (50) */
+	const double norm_mean = gemma ? 0.0 : 1.0, norm_std = gemma ? 0.1 : 0.05;
+	const double qk_gain = gemma ? 4.0 : 1.0, bias_std = 0.3;
+	const bool qkv_bias = f == MK_FAM_QWEN2 || o->attn_bias, o_bias = o->attn_bias;
+	char nm[64]; /* a layer tensor's name after "model.layers.N." */
 	size_t n = 0;
 
 	spec_set(&s[n++], "model.embed_tokens.weight", o->vocab, o->hidden, 0, emb);
@@ -288,15 +278,33 @@ static size_t model_specs(const mk_model_opts *o, spec *s)
 					 o->hidden, o->hidden, o->ffn };
 		for (int k = 0; k < 7; k++) {
 			double std = 1.0 / sqrt((double)cols[k]) * (k == 3 || k == 6 ? res : 1.0);
-			snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", i, sub[k]);
-			spec_set(&s[n++], nm, rows[k], cols[k], 0, std);
+			if (k < 2)
+				std *= qk_gain;
+			snprintf(nm, sizeof nm, "%s.weight", sub[k]);
+			spec_layer(s, &n, i, nm, rows[k], cols[k], 0, std);
+			bool bias = k < 3 ? qkv_bias : k == 3 ? o_bias : o->mlp_bias;
+			if (bias) {
+				snprintf(nm, sizeof nm, "%s.bias", sub[k]);
+				spec_layer(s, &n, i, nm, rows[k], 0, 0, bias_std);
+			}
 		}
-		snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", i);
-		spec_set(&s[n++], nm, o->hidden, 0, 1.0, 0.05);
-		snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", i);
-		spec_set(&s[n++], nm, o->hidden, 0, 1.0, 0.05);
+		if (f == MK_FAM_QWEN3) {
+			spec_layer(s, &n, i, "self_attn.q_norm.weight", hd, 0, 1.0, 0.1);
+			spec_layer(s, &n, i, "self_attn.k_norm.weight", hd, 0, 1.0, 0.1);
+		}
+		spec_layer(s, &n, i, "input_layernorm.weight", o->hidden, 0, norm_mean, norm_std);
+		spec_layer(s, &n, i, "post_attention_layernorm.weight", o->hidden, 0, norm_mean,
+			   norm_std);
+		if (gemma) {
+			spec_layer(s, &n, i, "pre_feedforward_layernorm.weight", o->hidden, 0,
+				   norm_mean, norm_std);
+			spec_layer(s, &n, i, "post_feedforward_layernorm.weight", o->hidden, 0,
+				   norm_mean, norm_std);
+		}
 	}
-	spec_set(&s[n++], "model.norm.weight", o->hidden, 0, 1.0, 0.05);
+	/* Gemma 2: a final norm of about 1 + 7 = 8 puts logits (tied, about 2
+	 * before it) well into the final soft cap (30) */
+	spec_set(&s[n++], "model.norm.weight", o->hidden, 0, gemma ? 7.0 : 1.0, norm_std);
 	if (!o->tied)
 		spec_set(&s[n++], "lm_head.weight", o->vocab, o->hidden, 0, emb);
 	return n;
@@ -352,35 +360,103 @@ out:
 	return rc;
 }
 
-loom_err mk_model_write(const mk_model_opts *o)
+/* Checks what the shape flags must satisfy for o's family (resolved). */
+static loom_err check_shape(const mk_model_opts *o, const mk_model_opts *given)
 {
-	char *tok = NULL;
-	size_t tok_len = 0, n;
-	int32_t bos = -1, eos = -1;
-	spec *specs = NULL;
-	char path[4200];
-	loom_err rc;
-
-	if (o->hidden % o->heads != 0 || (o->hidden / o->heads) % 2 != 0)
+	const mk_family f = o->family;
+	if (!given->head_dim && (o->hidden % o->heads != 0 || (o->hidden / o->heads) % 2 != 0))
 		return loom_fail(LOOM_EINVAL, "--hidden %d must be a multiple of 2 x --heads %d",
 				 o->hidden, o->heads);
+	if (o->head_dim % 2 != 0)
+		return loom_fail(LOOM_EINVAL, "--head-dim %d must be even (rotary halves)",
+				 o->head_dim);
 	if (o->kv_heads > o->heads || o->heads % o->kv_heads != 0)
 		return loom_fail(LOOM_EINVAL, "--heads %d must be a multiple of --kv-heads %d",
 				 o->heads, o->kv_heads);
-	size_t n_tensors = 2 + 9 * (size_t)o->layers + (o->tied ? 0 : 1);
-	if (o->shards < 1 || (size_t)o->shards > n_tensors || o->shards > 99999)
-		return loom_fail(LOOM_EINVAL, "--shards %d must be between 1 and %zu (the tensor count)",
-				 o->shards, n_tensors);
-	if ((rc = mk_tokenizer_json(o->tok, o->vocab, &tok, &tok_len, &bos, &eos)))
+	if (o->attn_bias && (f == MK_FAM_QWEN2 || f == MK_FAM_MISTRAL))
+		return loom_fail(LOOM_EINVAL, "--attention-bias: the %s family has fixed biases",
+				 f == MK_FAM_QWEN2 ? "qwen2" : "mistral");
+	if (o->mlp_bias && f != MK_FAM_LLAMA && f != MK_FAM_LLAMA3)
+		return loom_fail(LOOM_EINVAL, "--mlp-bias is a llama option (mlp_bias)");
+	if (given->sliding_window && (f == MK_FAM_LLAMA || f == MK_FAM_LLAMA3))
+		return loom_fail(LOOM_EINVAL, "--sliding-window: llama has no sliding window "
+				 "(mistral, qwen2, qwen3, gemma2 do)");
+	if (o->rope != MK_ROPE_NONE && f == MK_FAM_GEMMA2)
+		return loom_fail(LOOM_EINVAL, "--rope-scaling: gemma2 has no rope_scaling");
+	if (o->max_window_layers > o->layers)
+		return loom_fail(LOOM_EINVAL, "--max-window-layers %d is beyond --layers %d",
+				 o->max_window_layers, o->layers);
+	return LOOM_OK;
+}
+
+/* The EOS ids a family lists: the tokenizer's EOS, then (llama3: 3 in all,
+ * gemma2: 2, like their real configs) the highest other ids. */
+static int eos_list(const mk_model_opts *o, int32_t bos, int32_t eos, int32_t *out)
+{
+	int want = o->family == MK_FAM_LLAMA3 ? 3 : o->family == MK_FAM_GEMMA2 ? 2 : 1, n = 0;
+	if (eos >= 0)
+		out[n++] = eos;
+	for (int32_t id = o->vocab - 1; id >= 0 && n < want; id--)
+		if (id != bos && id != eos)
+			out[n++] = id;
+	return n;
+}
+
+loom_err mk_model_write(const mk_model_opts *given)
+{
+	mk_model_opts ro, *o = &ro;
+	char *tok = NULL, *tok_cfg = NULL;
+	size_t tok_len = 0, cfg_len = 0, n;
+	int32_t bos = -1, eos[MK_MAX_EOS];
+	int n_eos = 0;
+	spec *specs = NULL;
+	json_t *cfg = NULL;
+	char path[4200];
+	loom_err rc;
+
+	mk_model_resolve(given, o);
+	if ((rc = check_shape(o, given)))
 		return rc;
-	if ((rc = mkdir_p(o->out)) || (rc = write_file(o->out, "tokenizer.json", tok, tok_len)) ||
-	    (rc = write_config(o, bos, eos)))
-		goto out;
-	if (!(specs = loom_calloc(n_tensors, sizeof *specs))) {
+	if (o->tokenizer_json) {
+		int n_ids = 0;
+		if ((rc = mk_tokenizer_read(o->tokenizer_json, o->tokenizer_config, &tok, &tok_len,
+					    &n_ids, &bos, eos, &n_eos)))
+			return rc;
+		if (!o->vocab_set)
+			o->vocab = n_ids;
+		if (o->vocab < n_ids) {
+			rc = loom_fail(LOOM_EINVAL, "--vocab %d is smaller than the %d ids of %s",
+				       o->vocab, n_ids, o->tokenizer_json);
+			goto out;
+		}
+		if (o->family != MK_FAM_LLAMA3 && o->family != MK_FAM_GEMMA2 && n_eos > 1)
+			n_eos = 1;
+	} else {
+		int32_t e = -1;
+		if ((rc = mk_tokenizer_json(o->tok, o->vocab, &tok, &tok_len, &bos, &e)))
+			return rc;
+		n_eos = eos_list(o, bos, e, eos);
+	}
+	if (!(specs = loom_calloc(3 + MK_PER_LAYER * (size_t)o->layers, sizeof *specs))) {
 		rc = loom_fail(LOOM_ENOMEM, "out of memory");
 		goto out;
 	}
 	n = model_specs(o, specs);
+	if (o->shards < 1 || (size_t)o->shards > n || o->shards > 99999) {
+		rc = loom_fail(LOOM_EINVAL, "--shards %d must be between 1 and %zu (the tensor count)",
+			       o->shards, n);
+		goto out;
+	}
+	if (o->tokenizer_config && (rc = mk_read_file(o->tokenizer_config, &tok_cfg, &cfg_len)))
+		goto out;
+	if (!(cfg = mk_config_json(o, bos, eos, n_eos))) {
+		rc = loom_fail(LOOM_ENOMEM, "config.json: out of memory");
+		goto out;
+	}
+	if ((rc = mkdir_p(o->out)) || (rc = write_file(o->out, "tokenizer.json", tok, tok_len)) ||
+	    (tok_cfg && (rc = write_file(o->out, "tokenizer_config.json", tok_cfg, cfg_len))) ||
+	    (rc = write_json(o->out, "config.json", cfg, 0)))
+		goto out;
 	if (o->shards == 1) {
 		join(path, sizeof path, o->out, "model.safetensors");
 		rc = write_specs(path, specs, n, o->dtype, o->seed);
@@ -388,7 +464,9 @@ loom_err mk_model_write(const mk_model_opts *o)
 		rc = write_shards(o, specs, n);
 	}
 out:
+	json_decref(cfg);
 	loom_free(specs);
+	loom_free(tok_cfg);
 	loom_free(tok);
 	return rc;
 }
@@ -411,10 +489,11 @@ int mk_target_known(const char *name)
 	return 0;
 }
 
-/* in/out features of target t in model c. */
-static void target_dims(const loom_model_config *c, const char *t, int64_t *in, int64_t *out)
+/* in/out features of target t in model c (q is n_heads x head_dim, which
+ * differs from hidden in Qwen3 and Gemma 2). */
+static void target_dims(const mk_base_shape *c, const char *t, int64_t *in, int64_t *out)
 {
-	int64_t q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
+	int64_t q = (int64_t)c->heads * c->head_dim, kv = (int64_t)c->kv_heads * c->head_dim;
 	*in = c->hidden;
 	if (strcmp(t, "q_proj") == 0) {
 		*out = q;
@@ -481,23 +560,23 @@ static loom_err write_adapter_config(const mk_adapter_opts *o)
 
 loom_err mk_adapter_write(const mk_adapter_opts *o)
 {
-	loom_model_config c;
+	mk_base_shape c;
 	spec *specs = NULL;
 	char path[4200], nm[128];
 	size_t n = 0;
 	loom_err rc;
 
-	if ((rc = loom_model_config_load(o->model, &c))) {
+	if ((rc = mk_base_shape_load(o->model, &c))) {
 		char msg[512];
 		snprintf(msg, sizeof msg, "%s", loom_errmsg());
 		/* a bad model is not a usage error: keep EINVAL for our options */
 		return rc == LOOM_EINVAL ? loom_fail(LOOM_EFORMAT, "%s", msg) : rc;
 	}
 	for (int i = 0; i < o->n_layers; i++)
-		if (o->layers[i] < 0 || o->layers[i] >= c.n_layers)
+		if (o->layers[i] < 0 || o->layers[i] >= c.layers)
 			return loom_fail(LOOM_EINVAL, "--layers: layer %d is not in the model's 0..%d",
-					 o->layers[i], c.n_layers - 1);
-	int nl = o->n_layers ? o->n_layers : c.n_layers;
+					 o->layers[i], c.layers - 1);
+	int nl = o->n_layers ? o->n_layers : c.layers;
 	if (!(specs = loom_calloc((size_t)nl * (size_t)o->n_targets * 2 + 1, sizeof *specs)))
 		return loom_fail(LOOM_ENOMEM, "out of memory");
 	double scale = o->alpha / (o->rslora ? sqrt((double)o->rank) : (double)o->rank);
