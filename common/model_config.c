@@ -1,13 +1,13 @@
 /*
- * common/model_config.c — parse a Hugging Face LLaMA-family config.json.
+ * common/model_config.c — parse a Hugging Face config.json: sizes, EOS and
+ * BOS ids, files; the family and its layer description are model_family.c's.
  *
- * Accepted: model_type / architectures of llama or mistral, hidden_act silu,
- * no rope_scaling, no attention/mlp biases. Wrong JSON types are
- * LOOM_EFORMAT, impossible values LOOM_EINVAL, valid-but-unhandled models
- * LOOM_EUNSUPPORTED; every message names the file and the field.
- * generation_config.json, when present, overrides the EOS ids.
+ * Wrong JSON types are LOOM_EFORMAT, impossible values LOOM_EINVAL,
+ * valid-but-unhandled models LOOM_EUNSUPPORTED; every message names the file
+ * and the field. generation_config.json, when present, overrides the EOS ids.
  */
 #include "model_config.h"
+#include "model_config_int.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -18,12 +18,9 @@
 
 #include "alloc.h"
 
-static const char *const supported_types[] = { "llama", "mistral" };
-static const char *const supported_archs[] = { "LlamaForCausalLM", "MistralForCausalLM" };
-
 /* v absent or null: *out untouched, *present = 0. */
-static loom_err get_int(const char *path, json_t *root, const char *key, int required,
-			int positive, int *out)
+loom_err loom_mc_int(const char *path, json_t *root, const char *key, int required, int positive,
+		     int *out)
 {
 	json_t *v = json_object_get(root, key);
 	if (!v || json_is_null(v)) {
@@ -44,7 +41,7 @@ static loom_err get_int(const char *path, json_t *root, const char *key, int req
 	return LOOM_OK;
 }
 
-static loom_err get_num(const char *path, json_t *root, const char *key, float *out)
+loom_err loom_mc_num(const char *path, json_t *root, const char *key, float *out)
 {
 	json_t *v = json_object_get(root, key);
 	if (!v || json_is_null(v))
@@ -58,7 +55,7 @@ static loom_err get_num(const char *path, json_t *root, const char *key, float *
 	return LOOM_OK;
 }
 
-static loom_err get_bool(const char *path, json_t *root, const char *key, bool *out)
+loom_err loom_mc_bool(const char *path, json_t *root, const char *key, bool *out)
 {
 	json_t *v = json_object_get(root, key);
 	if (!v || json_is_null(v))
@@ -105,121 +102,28 @@ static loom_err get_eos(const char *path, json_t *root, loom_model_config *c)
 	return LOOM_OK;
 }
 
-static int in_list(const char *s, const char *const *list, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(s, list[i]) == 0)
-			return 1;
-	return 0;
-}
-
-#define N_OF(a) (sizeof(a) / sizeof *(a))
-
-static loom_err check_arch(const char *path, json_t *root, loom_model_config *c)
-{
-	json_t *mt = json_object_get(root, "model_type");
-	json_t *ar = json_object_get(root, "architectures");
-
-	if (mt && !json_is_null(mt)) {
-		if (!json_is_string(mt))
-			return loom_fail(LOOM_EFORMAT, "%s: field \"model_type\" must be a string", path);
-		if (!in_list(json_string_value(mt), supported_types, N_OF(supported_types)))
-			return loom_fail(LOOM_EUNSUPPORTED,
-					 "%s: field \"model_type\" is \"%.40s\"; supported: llama, "
-					 "mistral",
-					 path, json_string_value(mt));
-		snprintf(c->model_type, sizeof c->model_type, "%s", json_string_value(mt));
-	}
-	if (ar && !json_is_null(ar)) {
-		size_t i;
-		json_t *e;
-		int ok = 0;
-		if (!json_is_array(ar))
-			return loom_fail(LOOM_EFORMAT, "%s: field \"architectures\" must be a list of "
-				       "strings", path);
-		json_array_foreach(ar, i, e) {
-			if (!json_is_string(e))
-				return loom_fail(LOOM_EFORMAT,
-						 "%s: field \"architectures\" must be a list of strings",
-						 path);
-			if (in_list(json_string_value(e), supported_archs, N_OF(supported_archs))) {
-				ok = 1;
-				if (!c->model_type[0])
-					snprintf(c->model_type, sizeof c->model_type, "%s",
-						 strncmp(json_string_value(e), "Mistral", 7) == 0
-							 ? "mistral"
-							 : "llama");
-			}
-		}
-		if (!ok) {
-			e = json_array_get(ar, 0);
-			return loom_fail(LOOM_EUNSUPPORTED,
-					 "%s: field \"architectures\" (%.40s) names no supported "
-					 "architecture; supported: LlamaForCausalLM, MistralForCausalLM",
-					 path, e ? json_string_value(e) : "empty list");
-		}
-	}
-	if (!c->model_type[0])
-		return loom_fail(LOOM_EFORMAT,
-				 "%s: fields \"model_type\" and \"architectures\" are both missing", path);
-	return LOOM_OK;
-}
-
-/* Features we do not implement: refuse rather than compute something else. */
-static loom_err check_features(const char *path, json_t *root)
-{
-	json_t *v = json_object_get(root, "rope_scaling");
-	if (v && !json_is_null(v))
-		return loom_fail(LOOM_EUNSUPPORTED,
-				 "%s: field \"rope_scaling\" is set; rope scaling is not supported "
-				 "yet (only plain rotary embeddings)",
-				 path);
-	v = json_object_get(root, "hidden_act");
-	if (v && !json_is_null(v)) {
-		if (!json_is_string(v))
-			return loom_fail(LOOM_EFORMAT, "%s: field \"hidden_act\" must be a string", path);
-		if (strcmp(json_string_value(v), "silu") != 0)
-			return loom_fail(LOOM_EUNSUPPORTED,
-					 "%s: field \"hidden_act\" is \"%.32s\"; only silu is supported",
-					 path, json_string_value(v));
-	}
-	static const char *const biases[] = { "attention_bias", "mlp_bias" };
-	for (size_t i = 0; i < N_OF(biases); i++) {
-		v = json_object_get(root, biases[i]);
-		if (v && !json_is_null(v) && !json_is_boolean(v))
-			return loom_fail(LOOM_EFORMAT, "%s: field \"%s\" must be true or false", path,
-					 biases[i]);
-		if (json_is_true(v))
-			return loom_fail(LOOM_EUNSUPPORTED,
-					 "%s: field \"%s\" is true; biases are not supported", path,
-					 biases[i]);
-	}
-	return LOOM_OK;
-}
-
 static loom_err parse_root(const char *path, json_t *root, loom_model_config *c)
 {
 	loom_err rc;
-	int window = 0;
 
-	if ((rc = check_arch(path, root, c)) || (rc = check_features(path, root)))
+	if ((rc = loom_mc_family(path, root, c)))
 		return rc;
-	if ((rc = get_int(path, root, "hidden_size", 1, 1, &c->hidden)) ||
-	    (rc = get_int(path, root, "intermediate_size", 1, 1, &c->ffn)) ||
-	    (rc = get_int(path, root, "num_hidden_layers", 1, 1, &c->n_layers)) ||
-	    (rc = get_int(path, root, "num_attention_heads", 1, 1, &c->n_heads)) ||
-	    (rc = get_int(path, root, "vocab_size", 1, 1, &c->vocab)))
+	c->tied = loom_mc_tied_default(c->model_type);
+	if ((rc = loom_mc_int(path, root, "hidden_size", 1, 1, &c->hidden)) ||
+	    (rc = loom_mc_int(path, root, "intermediate_size", 1, 1, &c->ffn)) ||
+	    (rc = loom_mc_int(path, root, "num_hidden_layers", 1, 1, &c->n_layers)) ||
+	    (rc = loom_mc_int(path, root, "num_attention_heads", 1, 1, &c->n_heads)) ||
+	    (rc = loom_mc_int(path, root, "vocab_size", 1, 1, &c->vocab)))
 		return rc;
 	c->n_kv_heads = c->n_heads;
 	c->head_dim = 0;
-	if ((rc = get_int(path, root, "num_key_value_heads", 0, 1, &c->n_kv_heads)) ||
-	    (rc = get_int(path, root, "head_dim", 0, 1, &c->head_dim)) ||
-	    (rc = get_int(path, root, "max_position_embeddings", 0, 1, &c->max_ctx)) ||
-	    (rc = get_int(path, root, "sliding_window", 0, 1, &window)) ||
-	    (rc = get_num(path, root, "rms_norm_eps", &c->rms_eps)) ||
-	    (rc = get_num(path, root, "rope_theta", &c->rope_theta)) ||
-	    (rc = get_bool(path, root, "tie_word_embeddings", &c->tied)) ||
-	    (rc = get_int(path, root, "bos_token_id", 0, 0, &c->bos_id)) || (rc = get_eos(path, root, c)))
+	if ((rc = loom_mc_int(path, root, "num_key_value_heads", 0, 1, &c->n_kv_heads)) ||
+	    (rc = loom_mc_int(path, root, "head_dim", 0, 1, &c->head_dim)) ||
+	    (rc = loom_mc_int(path, root, "max_position_embeddings", 0, 1, &c->max_ctx)) ||
+	    (rc = loom_mc_num(path, root, "rms_norm_eps", &c->rms_eps)) ||
+	    (rc = loom_mc_num(path, root, "rope_theta", &c->rope_theta)) ||
+	    (rc = loom_mc_bool(path, root, "tie_word_embeddings", &c->tied)) ||
+	    (rc = loom_mc_int(path, root, "bos_token_id", 0, 0, &c->bos_id)) || (rc = get_eos(path, root, c)))
 		return rc;
 	if (c->bos_id < -1)
 		return loom_fail(LOOM_EINVAL, "%s: field \"bos_token_id\" is negative", path);
@@ -239,9 +143,11 @@ static loom_err parse_root(const char *path, json_t *root, loom_model_config *c)
 				 "%s: field \"num_attention_heads\" (%d) is not divisible by "
 				 "\"num_key_value_heads\" (%d)",
 				 path, c->n_heads, c->n_kv_heads);
-	/* Within the window, sliding-window attention equals full attention. */
-	if (window > 0 && window < c->max_ctx)
-		c->max_ctx = window;
+	if (c->n_layers > LOOM_MAX_LAYERS)
+		return loom_fail(LOOM_EUNSUPPORTED, "%s: field \"num_hidden_layers\" (%d) exceeds "
+			       "loom's limit of %d layers", path, c->n_layers, LOOM_MAX_LAYERS);
+	if ((rc = loom_mc_layers(path, root, c)))
+		return rc;
 	for (int i = 0; i < c->n_eos; i++)
 		if (c->eos_ids[i] >= c->vocab)
 			return loom_fail(LOOM_EINVAL, "%s: field \"eos_token_id\" (%d) is not below "

@@ -36,12 +36,14 @@ void kn_gemm(float *y, const float *x, const float *w, int M, int N, int K, int 
 void kn_rmsnorm(float *y, const float *x, const float *w, int rows, int d, float eps);
 
 /*
- * RoPE tables for HF's LlamaRotaryEmbedding: for row t and i < head_dim/2,
- * angle = pos[t] * theta^(-2i/head_dim); cos_t/sin_t are [rows, head_dim/2].
- * Computed in double, stored as float. head_dim must be even.
+ * RoPE tables for HF's rotary embeddings: for row t and i < half (=
+ * head_dim/2), angle = pos[t] * inv_freq[i]; cos_t/sin_t are [rows, half],
+ * cos(angle) * mscale and sin(angle) * mscale (mscale: YaRN's attention
+ * factor, else 1). Computed in double, stored as float. inv_freq comes from
+ * the model's RoPE schedule (loom_rope_freqs).
  */
-void kn_rope_table(float *cos_t, float *sin_t, const int32_t *pos, int rows, int head_dim,
-		   float theta);
+void kn_rope_table(float *cos_t, float *sin_t, const int32_t *pos, int rows, int half,
+		   const double *inv_freq, double mscale);
 
 /*
  * Rotates x[rows, n_heads*head_dim] in place, rotate-half convention: for
@@ -56,6 +58,20 @@ void kn_rope_apply(float *x, int rows, int n_heads, int head_dim, const float *c
 /* gate[i] = silu(gate[i]) * up[i] for i < n (in place in gate). */
 void kn_silu_mul(float *gate, const float *up, size_t n);
 
+/* gate[i] = gelu(gate[i]) * up[i]: tanh approximation (HF's
+ * gelu_pytorch_tanh: 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))) when
+ * tanh_approx, else exact (0.5 g (1 + erf(g / sqrt 2))). */
+void kn_gelu_mul(float *gate, const float *up, size_t n, int tanh_approx);
+
+/* y[r, i] += b[i] for r < rows, i < n (a linear layer's bias). */
+void kn_add_bias(float *y, const float *b, int rows, int n);
+
+/* x[i] = cap * tanh(x[i] / cap) for i < n (logit soft-capping). */
+void kn_softcap(float *x, size_t n, float cap);
+
+/* x[i] *= s for i < n. */
+void kn_scale(float *x, size_t n, float s);
+
 /* out[n,d] = table[ids[i], :]. ids are trusted to be in range. */
 void kn_embed(float *out, const float *table, const int32_t *ids, int n, int d);
 
@@ -69,24 +85,26 @@ void kn_add(float *y, const float *x, size_t n);
  *        already holding the keys/values of these n_q tokens
  *   out: [n_q, n_heads*head_dim]
  * Query head j uses kv head j / (n_heads / n_kv_heads); query at position p
- * sees keys 0..p; scores scaled by `scale`, softmax with the max subtracted,
- * all in float. scores: caller scratch of pos0+n_q floats.
+ * sees keys 0..p, or p-window+1..p when window > 0 (sliding window); scores
+ * scaled by `scale`, then soft-capped to softcap*tanh(s/softcap) when
+ * softcap > 0, softmax with the max subtracted, all in float. scores: caller
+ * scratch of pos0+n_q floats.
  */
 void kn_attention(float *out, const float *q, int n_q, int pos0, const float *k,
 		  const float *v, int n_heads, int n_kv_heads, int head_dim, float scale,
-		  float *scores);
+		  int window, float softcap, float *scores);
 
 /*
  * kn_attention over a paged KV cache (worker/kv.h): the key row of position
  * p is k + blocks[p / block_size] * block_stride + (p % block_size) * kvdim
- * (kvdim = n_kv_heads*head_dim), likewise v. blocks must cover positions
- * 0 .. pos0+n_q-1. Same arithmetic in the same order as kn_attention, so
+ * (kvdim = n_kv_heads*head_dim), likewise v. blocks must cover the positions
+ * read (pos0+n_q-window .. pos0+n_q-1 with a window, else from 0). Same arithmetic in the same order as kn_attention, so
  * both give bit-identical outputs for the same cache contents.
  */
 void kn_attention_paged(float *out, const float *q, int n_q, int pos0, const float *k,
 			const float *v, const int32_t *blocks, int block_size,
 			size_t block_stride, int n_heads, int n_kv_heads, int head_dim,
-			float scale, float *scores);
+			float scale, int window, float softcap, float *scores);
 
 /*
  * LoRA over segments (KERNELS.md; Punica's SGMV, rank-exact, no padding).

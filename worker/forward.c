@@ -40,6 +40,8 @@ struct wk_scratch {
 	float *rsin;      /* [T, head_dim/2] */
 	int32_t *pos;     /* [T] position of each token in its sequence */
 	float *scores;    /* [cap_ctx] */
+	double *inv_freq; /* [half] RoPE inverse frequencies (all positions unless dynamic) */
+	double mscale;    /* RoPE cos/sin factor */
 	wk_lora_ws *lora;  /* LoRA shrink rows + descriptors (forward_lora.c), NULL until used */
 };
 
@@ -55,6 +57,12 @@ loom_err wk_scratch_create(const wk_model *m, wk_scratch **out)
 	s->kvdim = c->n_kv_heads * c->head_dim;
 	s->ffn = c->ffn;
 	s->half = c->head_dim / 2;
+	s->inv_freq = loom_calloc((size_t)s->half, sizeof *s->inv_freq);
+	if (!s->inv_freq) {
+		loom_free(s);
+		return loom_fail(LOOM_ENOMEM, "forward scratch: out of memory");
+	}
+	loom_rope_freqs(c, 0, s->inv_freq, &s->mscale);
 	*out = s;
 	return LOOM_OK;
 }
@@ -68,6 +76,7 @@ void wk_scratch_destroy(wk_scratch *s)
 	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
 		loom_free(*bufs[i]);
 	loom_free(s->pos);
+	loom_free(s->inv_freq);
 	wk_lora_ws_destroy(s->lora);
 	loom_free(s);
 }
@@ -154,7 +163,23 @@ static loom_err check_batch(const wk_model *m, const wk_batch *b, int *max_ctx)
 	return wk_lora_check(m, b, 0);
 }
 
-/* Attention block of layer l: x += o_proj(attn(rope(q), rope(k), v)). */
+/* A linear layer's bias, when the model has it. */
+static void bias(float *y, const float *b, int T, int n)
+{
+	if (b)
+		kn_add_bias(y, b, T, n);
+}
+
+/* Adds a block's output o ([T, d], scratch) to the residual x through the
+ * post-norm w (Gemma 2's sandwich norms). */
+static void post_norm_add(wk_scratch *s, const float *w, float eps, int T)
+{
+	kn_rmsnorm(s->xn, s->xn, w, T, s->d, eps);
+	kn_add(s->x, s->xn, (size_t)T * s->d);
+}
+
+/* Attention block of layer l: x += o_proj(attn(rope(norm_qk(q)), rope(norm_qk(k)), v)),
+ * the o_proj output normed first with sandwich norms. */
 static void attention_block(const wk_model *m, const wk_batch *b, wk_scratch *s, int l, int T)
 {
 	const loom_model_config *c = &m->cfg;
@@ -163,27 +188,64 @@ static void attention_block(const wk_model *m, const wk_batch *b, wk_scratch *s,
 	kn_gemm(s->q, s->xn, L->wq, T, s->qdim, s->d, 0);
 	kn_gemm(s->k, s->xn, L->wk, T, s->kvdim, s->d, 0);
 	kn_gemm(s->v, s->xn, L->wv, T, s->kvdim, s->d, 0);
+	bias(s->q, L->bq, T, s->qdim);
+	bias(s->k, L->bk, T, s->kvdim);
+	bias(s->v, L->bv, T, s->kvdim);
 	float *const qkv[3] = {s->q, s->k, s->v};
 	wk_lora_add(s->lora, m, b, l, AD_Q, 3, s->xn, qkv);
+	if (L->q_norm) {
+		kn_rmsnorm(s->q, s->q, L->q_norm, T * c->n_heads, c->head_dim, c->rms_eps);
+		kn_rmsnorm(s->k, s->k, L->k_norm, T * c->n_kv_heads, c->head_dim, c->rms_eps);
+	}
 	kn_rope_apply(s->q, T, c->n_heads, c->head_dim, s->rcos, s->rsin);
 	kn_rope_apply(s->k, T, c->n_kv_heads, c->head_dim, s->rcos, s->rsin);
 	wk_attn_batch(m, b, l, s->q, s->k, s->v, s->att, s->scores);
-	kn_gemm(s->x, s->att, L->wo, T, s->d, s->qdim, 1);
-	wk_lora_add(s->lora, m, b, l, AD_O, 1, s->att, &s->x);
+	float *o = L->post_attn_norm ? s->xn : s->x;
+	kn_gemm(o, s->att, L->wo, T, s->d, s->qdim, o == s->x);
+	bias(o, L->bo, T, s->d);
+	wk_lora_add(s->lora, m, b, l, AD_O, 1, s->att, &o);
+	if (L->post_attn_norm)
+		post_norm_add(s, L->post_attn_norm, c->rms_eps, T);
 }
 
-/* MLP block of layer l: x += down(silu(gate(xn)) * up(xn)). */
+/* MLP block of layer l: x += down(act(gate(xn)) * up(xn)), normed first with
+ * sandwich norms. */
 static void mlp_block(const wk_model *m, const wk_batch *b, wk_scratch *s, int l, int T)
 {
+	const loom_model_config *c = &m->cfg;
 	const wk_layer *L = &m->layers[l];
-	kn_rmsnorm(s->xn, s->x, L->ffn_norm, T, s->d, m->cfg.rms_eps);
+	kn_rmsnorm(s->xn, s->x, L->ffn_norm, T, s->d, c->rms_eps);
 	kn_gemm(s->gate, s->xn, L->w_gate, T, s->ffn, s->d, 0);
 	kn_gemm(s->up, s->xn, L->w_up, T, s->ffn, s->d, 0);
+	bias(s->gate, L->b_gate, T, s->ffn);
+	bias(s->up, L->b_up, T, s->ffn);
 	float *const gu[2] = {s->gate, s->up};
 	wk_lora_add(s->lora, m, b, l, AD_GATE, 2, s->xn, gu);
-	kn_silu_mul(s->gate, s->up, (size_t)T * s->ffn);
-	kn_gemm(s->x, s->gate, L->w_down, T, s->d, s->ffn, 1);
-	wk_lora_add(s->lora, m, b, l, AD_DOWN, 1, s->gate, &s->x);
+	if (c->act == LOOM_ACT_SILU)
+		kn_silu_mul(s->gate, s->up, (size_t)T * s->ffn);
+	else
+		kn_gelu_mul(s->gate, s->up, (size_t)T * s->ffn, c->act == LOOM_ACT_GELU_TANH);
+	float *o = L->post_ffn_norm ? s->xn : s->x;
+	kn_gemm(o, s->gate, L->w_down, T, s->d, s->ffn, o == s->x);
+	bias(o, L->b_down, T, s->d);
+	wk_lora_add(s->lora, m, b, l, AD_DOWN, 1, s->gate, &o);
+	if (L->post_ffn_norm)
+		post_norm_add(s, L->post_ffn_norm, c->rms_eps, T);
+}
+
+/* cos/sin of every row's position (a dynamic schedule per row). */
+static void rope_tables(const loom_model_config *c, wk_scratch *s, int T)
+{
+	if (!loom_rope_dynamic(c)) {
+		kn_rope_table(s->rcos, s->rsin, s->pos, T, s->half, s->inv_freq, s->mscale);
+		return;
+	}
+	for (int t = 0; t < T; t++) {
+		double ms;
+		loom_rope_freqs(c, s->pos[t], s->inv_freq, &ms);
+		kn_rope_table(s->rcos + (size_t)t * s->half, s->rsin + (size_t)t * s->half,
+			      s->pos + t, 1, s->half, s->inv_freq, ms);
+	}
 }
 
 loom_err wk_forward(const wk_model *m, const wk_batch *b, wk_scratch *s, float *logits)
@@ -206,8 +268,10 @@ loom_err wk_forward(const wk_model *m, const wk_batch *b, wk_scratch *s, float *
 	for (int q = 0; q < b->n_seqs; q++)
 		for (int t = b->seq_start[q]; t < b->seq_start[q + 1]; t++)
 			s->pos[t] = b->kv[q]->len + (t - b->seq_start[q]);
-	kn_rope_table(s->rcos, s->rsin, s->pos, T, c->head_dim, c->rope_theta);
+	rope_tables(c, s, T);
 	kn_embed(s->x, m->embed, b->tokens, T, s->d);
+	if (c->embed_scale != 1.0f)
+		kn_scale(s->x, (size_t)T * s->d, c->embed_scale);
 
 	for (int l = 0; l < c->n_layers; l++) {
 		attention_block(m, b, s, l, T);
@@ -228,5 +292,7 @@ loom_err wk_forward(const wk_model *m, const wk_batch *b, wk_scratch *s, float *
 		}
 	}
 	kn_gemm(logits, s->xn, m->lm_head, R, c->vocab, s->d, 0);
+	if (c->final_softcap > 0.0f)
+		kn_softcap(logits, (size_t)R * c->vocab, c->final_softcap);
 	return LOOM_OK;
 }

@@ -7,8 +7,6 @@
  */
 #include "forward_int.h"
 
-#include <math.h>
-
 #include "../kernels/kernels.h"
 #include "kv.h"
 
@@ -18,7 +16,7 @@ void wk_attn_batch(const wk_model *m, const wk_batch *b, int l, const float *q, 
 	const loom_model_config *c = &m->cfg;
 	size_t qdim = (size_t)c->n_heads * c->head_dim;
 	size_t kvdim = (size_t)c->n_kv_heads * c->head_dim;
-	float scale = (float)(1.0 / sqrt((double)c->head_dim));
+	int window = loom_layer_window(c, l);
 
 	for (int s = 0; s < b->n_seqs; s++) {
 		wk_kv *kv = b->kv[s];
@@ -29,6 +27,7 @@ void wk_attn_batch(const wk_model *m, const wk_batch *b, int l, const float *q, 
 		kn_attention_paged(att + (size_t)t0 * qdim, q + (size_t)t0 * qdim, n, kv->len,
 				   wk_kvpool_k(p, 0, l), wk_kvpool_v(p, 0, l), kv->blocks,
 				   wk_kvpool_block_size(p), wk_kvpool_block_floats(p), c->n_heads,
-				   c->n_kv_heads, c->head_dim, scale, scores);
+				   c->n_kv_heads, c->head_dim, c->attn_scale, window, c->attn_softcap,
+				   scores);
 	}
 }

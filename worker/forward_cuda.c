@@ -188,11 +188,45 @@ static loom_err alloc_scratch(wk_cuda_fwd *f, const wk_cuda_fwd_opts *o)
 	return rc;
 }
 
+/* The parts of the layer description (common/model_config.h) this forward
+ * does not compute yet: refused by name rather than computed as Llama. */
+static loom_err check_layers(const wk_model *m)
+{
+	const loom_model_config *c = &m->cfg;
+	const char *what = NULL;
+	if (c->qkv_bias || c->o_bias || c->mlp_bias)
+		what = "linear biases";
+	else if (c->qk_norm)
+		what = "q/k norms";
+	else if (c->sandwich_norms)
+		what = "sandwich norms";
+	else if (c->act != LOOM_ACT_SILU)
+		what = "a GELU MLP";
+	else if (c->embed_scale != 1.0f)
+		what = "a scaled embedding";
+	else if (c->attn_softcap > 0.0f || c->final_softcap > 0.0f)
+		what = "logit soft-capping";
+	else if (c->window > 0)
+		what = "sliding-window attention";
+	else if (c->rope.kind != LOOM_ROPE_DEFAULT)
+		what = "rope scaling";
+	else if (c->attn_scale != (float)(1.0 / sqrt((double)c->head_dim)))
+		what = "a query scale other than head_dim^-1/2";
+	if (what)
+		return loom_fail(LOOM_EUNSUPPORTED, "cuda forward: model \"%s\" (%s) uses %s, which "
+				 "the CUDA backend does not compute yet; serve it with --backend cpu",
+				 m->name, c->model_type, what);
+	return LOOM_OK;
+}
+
 loom_err wk_cuda_fwd_create(const wk_model *m, const wk_kvpool *pool,
 			    const wk_cuda_fwd_opts *o, wk_cuda_fwd **out)
 {
 	*out = NULL;
 	const loom_model_config *c = &m->cfg;
+	loom_err crc = check_layers(m);
+	if (crc)
+		return crc;
 	if (!o || o->max_tokens < 1 || o->max_seqs < 1)
 		return loom_fail(LOOM_EINVAL, "cuda forward: max_tokens and max_seqs must be >= 1");
 	if (!wk_kvpool_fits(pool, c))

@@ -11,6 +11,7 @@
  */
 #include "model.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,6 +27,7 @@ typedef struct wk_slot {
 	int ndim;
 	int64_t shape[2];
 	float **dst;
+	int norm; /* a norm weight: stored as 1 + w when cfg.norm_plus_one */
 	const loom_tensor *t;
 } wk_slot;
 
@@ -36,6 +38,7 @@ static void slot_set(wk_slot *s, const char *name, int64_t rows, int64_t cols, f
 	s->shape[0] = rows;
 	s->shape[1] = cols;
 	s->dst = dst;
+	s->norm = 0;
 	s->t = NULL;
 }
 
@@ -124,9 +127,51 @@ size_t wk_model_weight_bytes(const loom_model_config *c)
 	size_t d = (size_t)c->hidden, q = (size_t)c->n_heads * (size_t)c->head_dim;
 	size_t kvd = (size_t)c->n_kv_heads * (size_t)c->head_dim, f = (size_t)c->ffn;
 	size_t per_layer = 2 * d + q * d + 2 * kvd * d + d * q + 3 * f * d;
+	if (c->qkv_bias)
+		per_layer += q + 2 * kvd;
+	if (c->o_bias)
+		per_layer += d;
+	if (c->mlp_bias)
+		per_layer += 2 * f + d;
+	if (c->qk_norm)
+		per_layer += 2 * (size_t)c->head_dim;
+	if (c->sandwich_norms)
+		per_layer += 2 * d;
 	size_t n = (size_t)c->vocab * d * (c->tied ? 1 : 2) + d + per_layer * (size_t)c->n_layers;
 
 	return n * sizeof(float);
+}
+
+/* Optional tensors present in the file but not in the config's layer
+ * description would be silently dropped, computing another model: refused. */
+static loom_err check_unexpected(const wk_src *src, const loom_model_config *c)
+{
+	static const struct {
+		const char *suffix;
+		size_t flag; /* offset of the bool in loom_model_config that expects it */
+	} opt[] = {
+		{ "self_attn.q_proj.bias", offsetof(loom_model_config, qkv_bias) },
+		{ "self_attn.k_proj.bias", offsetof(loom_model_config, qkv_bias) },
+		{ "self_attn.v_proj.bias", offsetof(loom_model_config, qkv_bias) },
+		{ "self_attn.o_proj.bias", offsetof(loom_model_config, o_bias) },
+		{ "mlp.gate_proj.bias", offsetof(loom_model_config, mlp_bias) },
+		{ "mlp.down_proj.bias", offsetof(loom_model_config, mlp_bias) },
+		{ "self_attn.q_norm.weight", offsetof(loom_model_config, qk_norm) },
+		{ "pre_feedforward_layernorm.weight", offsetof(loom_model_config, sandwich_norms) },
+		{ "post_feedforward_layernorm.weight", offsetof(loom_model_config, sandwich_norms) },
+	};
+	char nm[96];
+	for (size_t i = 0; i < sizeof opt / sizeof *opt; i++) {
+		if (*(const bool *)((const char *)c + opt[i].flag))
+			continue;
+		snprintf(nm, sizeof nm, "model.layers.0.%s", opt[i].suffix);
+		if (src_find(src, nm))
+			return loom_fail(LOOM_EUNSUPPORTED,
+					 "%s: tensor %s is present but config.json (model_type %s) "
+					 "does not describe it; refusing to compute another model",
+					 src_where(src, nm), nm, c->model_type);
+	}
+	return LOOM_OK;
 }
 
 /* Fills m (name and cfg set, cfg checked) from src: checks every tensor,
@@ -134,7 +179,7 @@ size_t wk_model_weight_bytes(const loom_model_config *c)
 static loom_err load_tensors(wk_model *m, const wk_src *src, const char *label)
 {
 	const loom_model_config *c = &m->cfg;
-	size_t n_slots = 3 + 9 * (size_t)c->n_layers, n = 0, total = 0;
+	size_t n_slots = 3 + 20 * (size_t)c->n_layers, n = 0, total = 0;
 	wk_slot *slots = loom_calloc(n_slots, sizeof *slots);
 	loom_err rc = LOOM_OK;
 
@@ -147,6 +192,7 @@ static loom_err load_tensors(wk_model *m, const wk_src *src, const char *label)
 	int64_t kvd = (int64_t)c->n_kv_heads * c->head_dim, f = c->ffn;
 	slot_set(&slots[n++], "model.embed_tokens.weight", c->vocab, d, &m->embed);
 	slot_set(&slots[n++], "model.norm.weight", d, 0, &m->final_norm);
+	slots[n - 1].norm = 1;
 	int tied = c->tied;
 	if (!tied) {
 		slot_set(&slots[n++], "lm_head.weight", c->vocab, d, &m->lm_head);
@@ -162,19 +208,51 @@ static loom_err load_tensors(wk_model *m, const wk_src *src, const char *label)
 		wk_layer *L = &m->layers[l];
 		char nm[96];
 #define LAYER(suffix, rows, cols, field)                                        \
-	snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix);              \
-	slot_set(&slots[n++], nm, rows, cols, &L->field)
-		LAYER("input_layernorm.weight", d, 0, attn_norm);
+	do {                                                                   \
+		snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix);      \
+		slot_set(&slots[n++], nm, rows, cols, &L->field);              \
+	} while (0)
+#define NORM(suffix, rows, field)                                               \
+	do {                                                                   \
+		LAYER(suffix, rows, 0, field);                                 \
+		slots[n - 1].norm = 1;                                         \
+	} while (0)
+		NORM("input_layernorm.weight", d, attn_norm);
 		LAYER("self_attn.q_proj.weight", q, d, wq);
 		LAYER("self_attn.k_proj.weight", kvd, d, wk);
 		LAYER("self_attn.v_proj.weight", kvd, d, wv);
 		LAYER("self_attn.o_proj.weight", d, q, wo);
-		LAYER("post_attention_layernorm.weight", d, 0, ffn_norm);
 		LAYER("mlp.gate_proj.weight", f, d, w_gate);
 		LAYER("mlp.up_proj.weight", f, d, w_up);
 		LAYER("mlp.down_proj.weight", d, f, w_down);
+		if (c->sandwich_norms) {
+			NORM("post_attention_layernorm.weight", d, post_attn_norm);
+			NORM("pre_feedforward_layernorm.weight", d, ffn_norm);
+			NORM("post_feedforward_layernorm.weight", d, post_ffn_norm);
+		} else {
+			NORM("post_attention_layernorm.weight", d, ffn_norm);
+		}
+		if (c->qkv_bias) {
+			LAYER("self_attn.q_proj.bias", q, 0, bq);
+			LAYER("self_attn.k_proj.bias", kvd, 0, bk);
+			LAYER("self_attn.v_proj.bias", kvd, 0, bv);
+		}
+		if (c->o_bias)
+			LAYER("self_attn.o_proj.bias", d, 0, bo);
+		if (c->mlp_bias) {
+			LAYER("mlp.gate_proj.bias", f, 0, b_gate);
+			LAYER("mlp.up_proj.bias", f, 0, b_up);
+			LAYER("mlp.down_proj.bias", d, 0, b_down);
+		}
+		if (c->qk_norm) {
+			NORM("self_attn.q_norm.weight", c->head_dim, q_norm);
+			NORM("self_attn.k_norm.weight", c->head_dim, k_norm);
+		}
+#undef NORM
 #undef LAYER
 	}
+	if ((rc = check_unexpected(src, c)))
+		goto out;
 	for (size_t i = 0; i < n; i++) {
 		rc = slot_check(src, &slots[i]);
 		if (rc)
@@ -196,6 +274,9 @@ static loom_err load_tensors(wk_model *m, const wk_src *src, const char *label)
 				       src_where(src, slots[i].name), slots[i].name);
 			goto out;
 		}
+		if (slots[i].norm && c->norm_plus_one)
+			for (size_t j = 0; j < k; j++)
+				p[j] += 1.0f; /* Gemma: x * (1 + w), in float32 as HF computes it */
 		*slots[i].dst = p;
 		p += k;
 	}

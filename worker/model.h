@@ -5,7 +5,9 @@
  * model.safetensors or the shards of model.safetensors.index.json; F32, F16
  * and BF16 tensors) into float32 arrays for the CPU backend, checking every
  * tensor's name, dtype and shape against the config; tied or separate
- * lm_head. Immutable after load: many engine threads may read one model.
+ * lm_head; the optional tensors the layer description names (biases, q/k
+ * norms, Gemma 2's sandwich norms). Norm weights of a norm_plus_one family
+ * are stored as 1 + w, so every forward computes x / rms * w. Immutable after load: many engine threads may read one model.
  * Must not: keep the safetensors files open after load, or know about
  * requests. Errors name the file and the tensor (loom_fail).
  */
@@ -18,15 +20,23 @@
 #include "../common/model_config.h"
 
 typedef struct wk_layer {
-	float *attn_norm;   /* [d] */
+	float *attn_norm;   /* [d] input_layernorm */
 	float *wq;          /* [n_heads*head_dim, d]   (HF layout: out x in) */
 	float *wk;          /* [n_kv_heads*head_dim, d] */
 	float *wv;          /* [n_kv_heads*head_dim, d] */
 	float *wo;          /* [d, n_heads*head_dim] */
-	float *ffn_norm;    /* [d] */
+	float *ffn_norm;    /* [d] before the MLP: post_attention_layernorm, or
+			       pre_feedforward_layernorm with sandwich_norms */
 	float *w_gate;      /* [ffn, d] */
 	float *w_up;        /* [ffn, d] */
 	float *w_down;      /* [d, ffn] */
+	/* Optional, NULL unless the config's layer description has them. */
+	float *bq, *bk, *bv; /* [qdim], [kvdim], [kvdim]: q/k/v biases (qkv_bias) */
+	float *bo;           /* [d] (o_bias) */
+	float *b_gate, *b_up, *b_down; /* [ffn], [ffn], [d] (mlp_bias) */
+	float *q_norm, *k_norm;        /* [head_dim] per-head RMSNorm weights (qk_norm) */
+	float *post_attn_norm;         /* [d] on the attention output (sandwich_norms) */
+	float *post_ffn_norm;          /* [d] on the MLP output (sandwich_norms) */
 } wk_layer;
 
 typedef struct wk_model {

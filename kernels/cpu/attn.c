@@ -3,8 +3,10 @@
  * cache, contiguous (rows = positions, n_kv_heads*head_dim floats each) or
  * paged (rows of position p in block blocks[p / block_size]).
  *
- * One pass per (query token, head): scores over keys 0..p, max-subtracted
- * softmax, weighted sum of values. Work is O(n_q * p * n_heads * head_dim);
+ * One pass per (query token, head): scores over keys lo..p (lo = 0, or
+ * p - window + 1 with a sliding window), optionally soft-capped
+ * (cap * tanh(s / cap), Gemma 2), max-subtracted softmax, weighted sum of
+ * values. Work is O(n_q * p * n_heads * head_dim);
  * the result of a query depends only on its own row and the cache, so a
  * sequence gives the same output alone or inside any batch.
  */
@@ -14,27 +16,42 @@
 #include <math.h>
 #include <string.h>
 
-void kn_attention(float *out, const float *q, int n_q, int pos0, const float *k,
-		  const float *v, int n_heads, int n_kv_heads, int head_dim, float scale,
-		  float *scores)
+/* Key/value row j of a cache: contiguous (blocks NULL) or paged. */
+static inline const float *row(const float *base, const int32_t *blocks, int block_size,
+			       size_t block_stride, size_t kvdim, int j)
+{
+	if (!blocks)
+		return base + (size_t)j * kvdim;
+	return base + (size_t)blocks[j / block_size] * block_stride +
+	       (size_t)(j % block_size) * kvdim;
+}
+
+static void attend(float *out, const float *q, int n_q, int pos0, const float *k, const float *v,
+		   const int32_t *blocks, int block_size, size_t block_stride, int n_heads,
+		   int n_kv_heads, int head_dim, float scale, int window, float softcap,
+		   float *scores)
 {
 	assert(n_kv_heads > 0 && n_heads % n_kv_heads == 0);
 	int group = n_heads / n_kv_heads;
 	size_t qdim = (size_t)n_heads * head_dim;
 	size_t kvdim = (size_t)n_kv_heads * head_dim;
 	for (int t = 0; t < n_q; t++) {
-		int n_keys = pos0 + t + 1;
+		int p = pos0 + t, lo = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+		int n_keys = p + 1 - lo;
 		for (int h = 0; h < n_heads; h++) {
 			const float *qh = q + t * qdim + (size_t)h * head_dim;
 			size_t koff = (size_t)(h / group) * head_dim;
 			float *oh = out + t * qdim + (size_t)h * head_dim;
 			float mx = -INFINITY;
 			for (int j = 0; j < n_keys; j++) {
-				const float *kj = k + j * kvdim + koff;
+				const float *kj =
+					row(k, blocks, block_size, block_stride, kvdim, lo + j) + koff;
 				float dot = 0.0f;
 				for (int i = 0; i < head_dim; i++)
 					dot += qh[i] * kj[i];
 				dot *= scale;
+				if (softcap > 0.0f)
+					dot = softcap * tanhf(dot / softcap);
 				scores[j] = dot;
 				if (dot > mx)
 					mx = dot;
@@ -47,7 +64,8 @@ void kn_attention(float *out, const float *q, int n_q, int pos0, const float *k,
 			float inv = 1.0f / sum;
 			memset(oh, 0, sizeof(float) * (size_t)head_dim);
 			for (int j = 0; j < n_keys; j++) {
-				const float *vj = v + j * kvdim + koff;
+				const float *vj =
+					row(v, blocks, block_size, block_stride, kvdim, lo + j) + koff;
 				float w = scores[j] * inv;
 				for (int i = 0; i < head_dim; i++)
 					oh[i] += w * vj[i];
@@ -56,55 +74,22 @@ void kn_attention(float *out, const float *q, int n_q, int pos0, const float *k,
 	}
 }
 
+void kn_attention(float *out, const float *q, int n_q, int pos0, const float *k,
+		  const float *v, int n_heads, int n_kv_heads, int head_dim, float scale,
+		  int window, float softcap, float *scores)
+{
+	attend(out, q, n_q, pos0, k, v, NULL, 1, 0, n_heads, n_kv_heads, head_dim, scale, window,
+	       softcap, scores);
+}
+
 void kn_attention_paged(float *out, const float *q, int n_q, int pos0, const float *k,
 			const float *v, const int32_t *blocks, int block_size,
 			size_t block_stride, int n_heads, int n_kv_heads, int head_dim,
-			float scale, float *scores)
+			float scale, int window, float softcap, float *scores)
 {
-	assert(n_kv_heads > 0 && n_heads % n_kv_heads == 0 && block_size > 0);
-	int group = n_heads / n_kv_heads;
-	size_t qdim = (size_t)n_heads * head_dim;
-	size_t kvdim = (size_t)n_kv_heads * head_dim;
+	assert(blocks && block_size > 0);
 	/* The same arithmetic, in the same order, as kn_attention: only the
 	 * address of key/value row j changes. */
-	for (int t = 0; t < n_q; t++) {
-		int n_keys = pos0 + t + 1;
-		for (int h = 0; h < n_heads; h++) {
-			const float *qh = q + t * qdim + (size_t)h * head_dim;
-			size_t koff = (size_t)(h / group) * head_dim;
-			float *oh = out + t * qdim + (size_t)h * head_dim;
-			float mx = -INFINITY;
-			for (int j0 = 0; j0 < n_keys; j0 += block_size) {
-				const float *kb = k + (size_t)blocks[j0 / block_size] * block_stride;
-				int jn = n_keys - j0 < block_size ? n_keys - j0 : block_size;
-				for (int j = 0; j < jn; j++) {
-					const float *kj = kb + j * kvdim + koff;
-					float dot = 0.0f;
-					for (int i = 0; i < head_dim; i++)
-						dot += qh[i] * kj[i];
-					dot *= scale;
-					scores[j0 + j] = dot;
-					if (dot > mx)
-						mx = dot;
-				}
-			}
-			float sum = 0.0f;
-			for (int j = 0; j < n_keys; j++) {
-				scores[j] = expf(scores[j] - mx);
-				sum += scores[j];
-			}
-			float inv = 1.0f / sum;
-			memset(oh, 0, sizeof(float) * (size_t)head_dim);
-			for (int j0 = 0; j0 < n_keys; j0 += block_size) {
-				const float *vb = v + (size_t)blocks[j0 / block_size] * block_stride;
-				int jn = n_keys - j0 < block_size ? n_keys - j0 : block_size;
-				for (int j = 0; j < jn; j++) {
-					const float *vj = vb + j * kvdim + koff;
-					float w = scores[j0 + j] * inv;
-					for (int i = 0; i < head_dim; i++)
-						oh[i] += w * vj[i];
-				}
-			}
-		}
-	}
+	attend(out, q, n_q, pos0, k, v, blocks, block_size, block_stride, n_heads, n_kv_heads,
+	       head_dim, scale, window, softcap, scores);
 }

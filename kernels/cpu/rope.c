@@ -1,8 +1,10 @@
 /*
  * kernels/cpu/rope.c — rotary position embedding, Hugging Face rotate-half.
  *
- * HF LlamaRotaryEmbedding: inv_freq[i] = theta^(-2i/h), i < h/2; the cos/sin
- * of pos*inv_freq are repeated over both halves of the head, and
+ * HF LlamaRotaryEmbedding: inv_freq[i] = theta^(-2i/h), i < h/2, or a scaled
+ * schedule (common/model_config.h, loom_rope_freqs); the cos/sin of
+ * pos*inv_freq (times YaRN's attention factor) are repeated over both halves
+ * of the head, and
  * q' = q*cos + rotate_half(q)*sin with rotate_half(x) = [-x2, x1]. So x[i]
  * pairs with x[i+h/2] (not the interleaved pairs of Meta's original code).
  * Angles are computed in double: HF's float32 product pos*inv_freq loses
@@ -13,17 +15,14 @@
 #include <assert.h>
 #include <math.h>
 
-void kn_rope_table(float *cos_t, float *sin_t, const int32_t *pos, int rows, int head_dim,
-		   float theta)
+void kn_rope_table(float *cos_t, float *sin_t, const int32_t *pos, int rows, int half,
+		   const double *inv_freq, double mscale)
 {
-	assert(head_dim % 2 == 0);
-	int half = head_dim / 2;
 	for (int r = 0; r < rows; r++) {
 		for (int i = 0; i < half; i++) {
-			double inv_freq = pow((double)theta, -2.0 * i / head_dim);
-			double a = (double)pos[r] * inv_freq;
-			cos_t[(size_t)r * half + i] = (float)cos(a);
-			sin_t[(size_t)r * half + i] = (float)sin(a);
+			double a = (double)pos[r] * inv_freq[i];
+			cos_t[(size_t)r * half + i] = (float)(cos(a) * mscale);
+			sin_t[(size_t)r * half + i] = (float)(sin(a) * mscale);
 		}
 	}
 }

@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,6 +114,10 @@ static void defaults(void **state)
 	assert_int_equal(c.n_eos, 3);
 	assert_int_equal(c.eos_ids[2], 7);
 	assert_int_equal(parse_with("rope_scaling", "null", &c), LOOM_OK);
+	assert_int_equal(c.rope.kind, LOOM_ROPE_DEFAULT);
+	assert_true(c.embed_scale == 1.0f && c.attn_softcap == 0.0f && c.final_softcap == 0.0f);
+	assert_true(c.attn_scale == (float)(1.0 / sqrt(8.0)));
+	assert_int_equal(c.act, LOOM_ACT_SILU);
 	assert_int_equal(parse_with("head_dim", "16", &c), LOOM_OK); /* != hidden / heads: kept */
 	assert_int_equal(c.head_dim, 16);
 	assert_int_equal(parse_with("head_dim", "null", &c), LOOM_OK);
@@ -132,8 +137,109 @@ static void defaults(void **state)
 	assert_int_equal(loom_model_config_parse(mistral, strlen(mistral), "m/config.json", &c),
 			 LOOM_OK);
 	assert_string_equal(c.model_type, "mistral");
-	assert_int_equal(c.max_ctx, 4096);
+	assert_int_equal(c.max_ctx, 32768); /* windowed attention, not a shorter context */
+	assert_int_equal(c.window, 4096);
+	assert_int_equal(loom_layer_window(&c, 0), 4096);
 }
+
+/* The real configs of each family in ../shared/fixtures: the layer description. */
+static void real_families(void **state)
+{
+	(void)state;
+	loom_model_config c;
+
+	assert_int_equal(loom_model_config_load(lt_shared_path("fixtures/llama3.2-1b-instruct"), &c),
+			 LOOM_OK);
+	assert_string_equal(c.model_type, "llama");
+	assert_int_equal(c.rope.kind, LOOM_ROPE_LLAMA3);
+	assert_true(c.rope.factor == 32.0f && c.rope.orig_max == 8192);
+	assert_true(c.rope.low_freq_factor == 1.0f && c.rope.high_freq_factor == 4.0f);
+	assert_int_equal(c.max_ctx, 131072);
+	assert_true(c.tied);
+	assert_int_equal(c.n_eos, 3); /* generation_config.json: 128001, 128008, 128009 */
+	assert_int_equal(c.eos_ids[2], 128009);
+	assert_false(c.qkv_bias || c.o_bias || c.mlp_bias || c.qk_norm || c.sandwich_norms);
+	assert_int_equal(c.window, 0);
+
+	assert_int_equal(loom_model_config_load(lt_shared_path("fixtures/qwen2.5-0.5b-instruct"),
+						&c), LOOM_OK);
+	assert_string_equal(c.model_type, "qwen2");
+	assert_true(c.qkv_bias && !c.o_bias && !c.mlp_bias && !c.qk_norm);
+	assert_true(c.tied);
+	assert_true(c.rope_theta == 1000000.0f);
+	assert_int_equal(c.window, 0); /* use_sliding_window: false */
+	for (int l = 0; l < c.n_layers; l++)
+		assert_int_equal(loom_layer_window(&c, l), 0);
+	assert_int_equal(c.act, LOOM_ACT_SILU);
+
+	assert_int_equal(loom_model_config_load(
+				 lt_shared_path("fixtures/mistral-7b-instruct-v0.2"), &c), LOOM_OK);
+	assert_string_equal(c.model_type, "mistral");
+	assert_int_equal(c.window, 0); /* sliding_window: null */
+	assert_int_equal(c.max_ctx, 32768);
+	assert_false(c.tied);
+
+	assert_int_equal(loom_model_config_load(lt_shared_path("fixtures/gemma-2-2b-it"), &c),
+			 LOOM_OK);
+	assert_string_equal(c.model_type, "gemma2");
+	assert_int_equal(c.head_dim, 256);
+	assert_true(c.norm_plus_one && c.sandwich_norms && !c.qkv_bias);
+	assert_int_equal(c.act, LOOM_ACT_GELU_TANH);
+	assert_true(c.embed_scale == (float)sqrt(2304.0));
+	assert_true(c.attn_scale == (float)(1.0 / sqrt(256.0)));
+	assert_true(c.attn_softcap == 50.0f && c.final_softcap == 30.0f);
+	assert_int_equal(c.window, 4096);
+	assert_int_equal(loom_layer_window(&c, 0), 4096);
+	assert_int_equal(loom_layer_window(&c, 1), 0);
+	assert_int_equal(loom_layer_window(&c, 24), 4096);
+	assert_int_equal(loom_layer_window(&c, 25), 0);
+	assert_true(c.tied); /* Gemma2Config's default */
+	assert_int_equal(c.n_eos, 2);
+}
+
+/* Qwen3, Qwen2 with windows, layer_types, rope kinds: written out. */
+static void family_fields(void **state)
+{
+	(void)state;
+	loom_model_config c;
+	const char *qwen3 =
+		"{\"architectures\": [\"Qwen3ForCausalLM\"], \"model_type\": \"qwen3\","
+		" \"hidden_size\": 64, \"intermediate_size\": 8, \"num_hidden_layers\": 4,"
+		" \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 32,"
+		" \"vocab_size\": 32, \"attention_bias\": false, \"use_sliding_window\": true,"
+		" \"sliding_window\": 8, \"max_window_layers\": 2, \"rope_theta\": 1000000}";
+	assert_int_equal(loom_model_config_parse(qwen3, strlen(qwen3), "q/config.json", &c), LOOM_OK);
+	assert_true(c.qk_norm && !c.qkv_bias);
+	assert_int_equal(c.head_dim, 32);
+	assert_int_equal(loom_layer_window(&c, 0), 0);
+	assert_int_equal(loom_layer_window(&c, 1), 0);
+	assert_int_equal(loom_layer_window(&c, 2), 8);
+	assert_int_equal(loom_layer_window(&c, 3), 8);
+
+	assert_int_equal(parse_with("attention_bias", "true", &c), LOOM_OK);
+	assert_true(c.qkv_bias && c.o_bias && !c.mlp_bias);
+	assert_int_equal(parse_with("mlp_bias", "true", &c), LOOM_OK);
+	assert_true(c.mlp_bias);
+	assert_int_equal(parse_with("rope_scaling", "{\"type\": \"linear\", \"factor\": 2.0}", &c),
+			 LOOM_OK);
+	assert_int_equal(c.rope.kind, LOOM_ROPE_LINEAR);
+	assert_int_equal(c.max_ctx, 512); /* 256 * 2, as vLLM derives it */
+	assert_int_equal(parse_with("rope_scaling", "{\"rope_type\": \"dynamic\", \"factor\": 4}",
+				    &c), LOOM_OK);
+	assert_int_equal(c.rope.kind, LOOM_ROPE_DYNAMIC);
+	assert_int_equal(c.rope.orig_max, 256);
+	assert_int_equal(parse_with("rope_scaling",
+				    "{\"rope_type\": \"yarn\", \"factor\": 4.0, "
+				    "\"original_max_position_embeddings\": 128}", &c), LOOM_OK);
+	assert_int_equal(c.rope.kind, LOOM_ROPE_YARN);
+	assert_int_equal(c.rope.orig_max, 128);
+	assert_int_equal(c.max_ctx, 512);
+	assert_true(fabsf(c.rope.attn_factor - (float)(0.1 * log(4.0) + 1.0)) < 1e-7f);
+	assert_int_equal(parse_with("layer_types", "[\"sliding_attention\", \"full_attention\"]",
+				    &c), LOOM_EINVAL); /* no sliding_window to use */
+	assert_non_null(strstr(loom_errmsg(), "layer_types"));
+}
+
 
 static const struct bad_case {
 	const char *name;
@@ -167,17 +273,31 @@ static const struct bad_case {
 	{ "eos_negative", "eos_token_id", "-1", LOOM_EINVAL, "eos_token_id" },
 	{ "bos_string", "bos_token_id", "\"1\"", LOOM_EFORMAT, "bos_token_id" },
 	{ "model_type_gpt2", "model_type", "\"gpt2\"", LOOM_EUNSUPPORTED, "model_type" },
-	{ "model_type_qwen2", "model_type", "\"qwen2\"", LOOM_EUNSUPPORTED, "model_type" },
+	{ "model_type_phi3", "model_type", "\"phi3\"", LOOM_EUNSUPPORTED, "model_type" },
+	{ "model_type_vs_arch", "model_type", "\"qwen2\"", LOOM_EINVAL, "architectures" },
 	{ "model_type_number", "model_type", "3", LOOM_EFORMAT, "model_type" },
 	{ "arch_gpt2", "architectures", "[\"GPT2LMHeadModel\"]", LOOM_EUNSUPPORTED,
 	  "architectures" },
 	{ "arch_not_list", "architectures", "\"LlamaForCausalLM\"", LOOM_EFORMAT, "architectures" },
-	{ "rope_scaling", "rope_scaling", "{\"type\": \"linear\", \"factor\": 2.0}",
-	  LOOM_EUNSUPPORTED, "rope_scaling" },
-	{ "act_gelu", "hidden_act", "\"gelu\"", LOOM_EUNSUPPORTED, "hidden_act" },
+	{ "rope_longrope", "rope_scaling",
+	  "{\"type\": \"longrope\", \"factor\": 2.0, \"short_factor\": [1], \"long_factor\": [1]}",
+	  LOOM_EUNSUPPORTED, "rope_scaling.rope_type" },
+	{ "rope_no_factor", "rope_scaling", "{\"rope_type\": \"linear\"}", LOOM_EFORMAT,
+	  "rope_scaling.factor" },
+	{ "rope_factor_neg", "rope_scaling", "{\"rope_type\": \"linear\", \"factor\": -2}",
+	  LOOM_EINVAL, "rope_scaling.factor" },
+	{ "rope_llama3_partial", "rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 8}",
+	  LOOM_EFORMAT, "rope_scaling.original_max_position_embeddings" },
+	{ "rope_not_object", "rope_scaling", "2", LOOM_EFORMAT, "rope_scaling" },
+	{ "partial_rotary", "partial_rotary_factor", "0.5", LOOM_EUNSUPPORTED,
+	  "partial_rotary_factor" },
+	{ "act_relu", "hidden_act", "\"relu\"", LOOM_EUNSUPPORTED, "hidden_act" },
 	{ "act_number", "hidden_act", "1", LOOM_EFORMAT, "hidden_act" },
-	{ "attention_bias", "attention_bias", "true", LOOM_EUNSUPPORTED, "attention_bias" },
-	{ "mlp_bias", "mlp_bias", "true", LOOM_EUNSUPPORTED, "mlp_bias" },
+	{ "attention_bias_str", "attention_bias", "\"yes\"", LOOM_EFORMAT, "attention_bias" },
+	{ "llama_window", "sliding_window", "4096", LOOM_EUNSUPPORTED, "sliding_window" },
+	{ "llama_softcap", "final_logit_softcapping", "30.0", LOOM_EUNSUPPORTED,
+	  "final_logit_softcapping" },
+	{ "too_many_layers", "num_hidden_layers", "513", LOOM_EUNSUPPORTED, "num_hidden_layers" },
 };
 
 static void rejections(void **state)
@@ -266,7 +386,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(real_stories260k), cmocka_unit_test(real_babyllama105),
 		cmocka_unit_test(defaults),	    cmocka_unit_test(rejections),
-		cmocka_unit_test(generation_config),
+		cmocka_unit_test(generation_config), cmocka_unit_test(real_families),
+		cmocka_unit_test(family_fields),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

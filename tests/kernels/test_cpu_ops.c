@@ -146,7 +146,10 @@ static void test_rope(void **st)
 				double rot = i < half ? -xh[i + half] : xh[i - half];
 				ref[(r * heads + h) * hd + i] = xh[i] * cos(a) + rot * sin(a);
 			}
-	kn_rope_table(c, s, pos, rows, hd, theta);
+	double inv_freq[8];
+	for (int i = 0; i < half; i++)
+		inv_freq[i] = pow(theta, -2.0 * i / hd);
+	kn_rope_table(c, s, pos, rows, half, inv_freq, 1.0);
 	kn_rope_apply(x, rows, heads, hd, c, s);
 	expect_close("rope", x, ref, (size_t)rows * heads * hd, 1e-6, 1e-6);
 	free(x), free(c), free(s), free(ref);
@@ -183,7 +186,46 @@ static void test_embed_add(void **st)
 	free(table), free(out), free(y), free(x);
 }
 
-static void attn_case(int n_heads, int n_kv, int hd, int pos0, int n_q)
+/* window > 0: keys p-window+1..p only; softcap > 0: cap*tanh(s/cap) on the
+ * scaled scores (Gemma 2). */
+static void test_gelu_bias_softcap(void **st)
+{
+	(void)st;
+	size_t n = 1001;
+	float *g = rand_vec(n, 8.0), *u = rand_vec(n, 2.0), *g2 = malloc(sizeof(float) * n);
+	double *ref = malloc(sizeof(double) * n);
+	memcpy(g2, g, sizeof(float) * n);
+	for (size_t i = 0; i < n; i++) {
+		double x = g[i];
+		ref[i] = 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))) * u[i];
+	}
+	kn_gelu_mul(g, u, n, 1);
+	expect_close("gelu_tanh_mul", g, ref, n, 1e-5, 1e-6);
+	for (size_t i = 0; i < n; i++) {
+		double x = g2[i];
+		ref[i] = 0.5 * x * (1 + erf(x / sqrt(2.0))) * u[i];
+	}
+	kn_gelu_mul(g2, u, n, 0);
+	expect_close("gelu_mul", g2, ref, n, 1e-5, 1e-6);
+	/* bias over 3 rows of 7, soft-cap, scale */
+	float *y = rand_vec(21, 1.0), *b = rand_vec(7, 1.0), *z = rand_vec(21, 90.0);
+	for (int i = 0; i < 21; i++)
+		ref[i] = (double)y[i] + b[i % 7];
+	kn_add_bias(y, b, 3, 7);
+	expect_close("add_bias", y, ref, 21, 1e-7, 0);
+	for (int i = 0; i < 21; i++)
+		ref[i] = 30.0 * tanh((double)z[i] / 30.0);
+	kn_softcap(z, 21, 30.0f);
+	expect_close("softcap", z, ref, 21, 1e-6, 1e-6);
+	for (int i = 0; i < 21; i++)
+		ref[i] = (double)z[i] * 2.5;
+	kn_scale(z, 21, 2.5f);
+	expect_close("scale", z, ref, 21, 1e-7, 0);
+	free(g), free(g2), free(u), free(ref), free(y), free(b), free(z);
+}
+
+static void attn_case_opt(int n_heads, int n_kv, int hd, int pos0, int n_q, int window,
+			  double softcap)
 {
 	int ctx = pos0 + n_q, qdim = n_heads * hd, kvdim = n_kv * hd;
 	float *q = rand_vec((size_t)n_q * qdim, 2.0);
@@ -196,25 +238,44 @@ static void attn_case(int n_heads, int n_kv, int hd, int pos0, int n_q)
 		for (int h = 0; h < n_heads; h++) {
 			int g = h / (n_heads / n_kv), p = pos0 + t;
 			double mx = -INFINITY, sum = 0;
-			for (int j = 0; j <= p; j++) {
+			int lo = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+			for (int j = lo; j <= p; j++) {
 				double dot = 0;
 				for (int i = 0; i < hd; i++)
 					dot += (double)q[t * qdim + h * hd + i] * k[j * kvdim + g * hd + i];
 				sc[j] = dot * scale;
+				if (softcap > 0)
+					sc[j] = softcap * tanh(sc[j] / softcap);
 				mx = fmax(mx, sc[j]);
 			}
-			for (int j = 0; j <= p; j++)
+			for (int j = lo; j <= p; j++)
 				sum += (sc[j] = exp(sc[j] - mx));
-			for (int j = 0; j <= p; j++)
+			for (int j = lo; j <= p; j++)
 				for (int i = 0; i < hd; i++)
 					ref[t * qdim + h * hd + i] += sc[j] / sum * v[j * kvdim + g * hd + i];
 		}
-	kn_attention(out, q, n_q, pos0, k, v, n_heads, n_kv, hd, (float)scale, scores);
-	char what[80];
-	snprintf(what, sizeof what, "attention heads=%d kv=%d hd=%d pos0=%d n_q=%d", n_heads, n_kv,
-		 hd, pos0, n_q);
+	kn_attention(out, q, n_q, pos0, k, v, n_heads, n_kv, hd, (float)scale, window,
+		     (float)softcap, scores);
+	char what[120];
+	snprintf(what, sizeof what, "attention heads=%d kv=%d hd=%d pos0=%d n_q=%d window=%d cap=%g",
+		 n_heads, n_kv, hd, pos0, n_q, window, softcap);
 	expect_close(what, out, ref, (size_t)n_q * qdim, 1e-5, 1e-6);
 	free(q), free(k), free(v), free(out), free(scores), free(ref), free(sc);
+}
+
+static void attn_case(int n_heads, int n_kv, int hd, int pos0, int n_q)
+{
+	attn_case_opt(n_heads, n_kv, hd, pos0, n_q, 0, 0);
+}
+
+static void test_attention_window_softcap(void **st)
+{
+	(void)st;
+	attn_case_opt(8, 2, 16, 0, 12, 5, 0);   /* prefill crossing a window of 5 */
+	attn_case_opt(8, 2, 16, 20, 1, 7, 0);   /* decode far past the window */
+	attn_case_opt(4, 4, 8, 3, 6, 4, 0.5);   /* window and a cap the scores reach */
+	attn_case_opt(6, 1, 10, 9, 3, 0, 0.3);  /* soft-cap alone */
+	attn_case_opt(4, 2, 8, 0, 3, 16, 0);    /* window longer than the sequence */
 }
 
 static void test_attention_gqa(void **st)
@@ -237,6 +298,8 @@ int main(void)
 		cmocka_unit_test(test_silu_mul),
 		cmocka_unit_test(test_embed_add),
 		cmocka_unit_test(test_attention_gqa),
+		cmocka_unit_test(test_attention_window_softcap),
+		cmocka_unit_test(test_gelu_bias_softcap),
 	};
 	return cmocka_run_group_tests_name("kernels/cpu_ops", tests, NULL, NULL);
 }
