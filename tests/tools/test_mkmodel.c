@@ -1,4 +1,5 @@
-/* tests/tools/test_mkmodel.c — the real loom-mkmodel program: models, shards, adapters, bad args. */
+/* tests/tools/test_mkmodel.c — the real loom-mkmodel program: models of every family, shards,
+ * adapters, real tokenizers copied in, bad args. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -388,6 +389,288 @@ static void adapters(void **state)
 	loom_free(a2);
 }
 
+/* ---- families ---- */
+
+static double jnum(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+	if (!json_is_number(v))
+		fail_msg("config.json: \"%s\" is not a number", key);
+	return json_number_value(v);
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+	if (!s)
+		fail_msg("config.json: \"%s\" is not a string", key);
+	return s;
+}
+
+/* Mean of a 1-D tensor (norm weights). */
+static double tensor_mean(const loom_st_set *s, const char *name)
+{
+	const loom_tensor *t = loom_st_set_find(s, name);
+	if (!t)
+		fail_msg("tensor %s missing", name);
+	size_t n = loom_tensor_numel(t);
+	float *v = malloc(n * sizeof *v);
+	loom_to_f32(v, t->data, t->dtype, n);
+	double m = 0, sd = 0;
+	for (size_t i = 0; i < n; i++)
+		m += v[i] / (double)n;
+	for (size_t i = 0; i < n; i++)
+		sd += (v[i] - m) * (v[i] - m) / (double)n;
+	free(v);
+	assert_true(sd > 1e-6); /* random, not constant */
+	return m;
+}
+
+/* The layer tensors every family has; q is heads x head_dim wide. */
+static void expect_core(const loom_st_set *s, int layers, int64_t q, int64_t kv)
+{
+	char nm[128];
+	for (int i = 0; i < layers; i++) {
+		const struct {
+			const char *n;
+			int64_t r, c;
+		} w[] = {
+			{ "self_attn.q_proj.weight", q, 64 },  { "self_attn.k_proj.weight", kv, 64 },
+			{ "self_attn.v_proj.weight", kv, 64 }, { "self_attn.o_proj.weight", 64, q },
+			{ "mlp.gate_proj.weight", 96, 64 },    { "mlp.up_proj.weight", 96, 64 },
+			{ "mlp.down_proj.weight", 64, 96 },    { "input_layernorm.weight", 64, 0 },
+			{ "post_attention_layernorm.weight", 64, 0 },
+		};
+		for (size_t k = 0; k < sizeof w / sizeof *w; k++) {
+			snprintf(nm, sizeof nm, "model.layers.%d.%s", i, w[k].n);
+			expect_tensor(s, nm, LOOM_DT_F32, w[k].r, w[k].c);
+		}
+	}
+}
+
+static int count_tensors(const char *dir)
+{
+	char p[1100];
+	loom_st_file *f;
+	snprintf(p, sizeof p, "%s/model.safetensors", dir);
+	assert_int_equal(loom_st_open(p, &f), LOOM_OK);
+	int n = (int)loom_st_count(f);
+	loom_st_close(f);
+	return n;
+}
+
+#define FSHAPE "--hidden 64 --ffn 96 --layers 2 --heads 4 --kv-heads 2 --vocab 400"
+
+static void family_llama3_and_rope(void **state)
+{
+	(void)state;
+	char *d = sub("llama3"), *y = sub("yarn"), *b = sub("llama-bias");
+	loom_st_set *s;
+	assert_int_equal(mk("model --family llama3 --out '%s' " FSHAPE, d), 0);
+	json_t *c = load_json(d, "config.json");
+	assert_string_equal(jstr(c, "model_type"), "llama");
+	assert_int_equal(jnum(c, "head_dim"), 16);
+	assert_true(jnum(c, "rope_theta") == 500000.0);
+	json_t *rs = json_object_get(c, "rope_scaling");
+	assert_string_equal(jstr(rs, "rope_type"), "llama3");
+	assert_true(jnum(rs, "factor") == 8.0 && jnum(rs, "low_freq_factor") == 1.0 &&
+		    jnum(rs, "high_freq_factor") == 4.0);
+	assert_int_equal(jnum(rs, "original_max_position_embeddings"), 32);
+	json_t *eos = json_object_get(c, "eos_token_id");
+	assert_int_equal(json_array_size(eos), 3);
+	assert_true(json_is_false(json_object_get(c, "attention_bias")));
+	json_decref(c);
+	assert_int_equal(loom_st_set_open(d, &s), LOOM_OK); /* the same tensors as llama */
+	expect_core(s, 2, 64, 32);
+	expect_tensor(s, "lm_head.weight", LOOM_DT_F32, 400, 64);
+	loom_st_set_close(s);
+	assert_int_equal(count_tensors(d), 3 + 2 * 9);
+	/* byte-level tokenizer: <|begin_of_text|> is the BOS */
+	expect_tokenizer(d, 400, 398, 399, "<|begin_of_text|>", "<|end_of_text|>");
+
+	assert_int_equal(mk("model --out '%s' " FSHAPE " --rope-scaling yarn --rope-factor 4 "
+			    "--rope-original-max 64 --ctx 256",
+			    y),
+			 0);
+	c = load_json(y, "config.json");
+	rs = json_object_get(c, "rope_scaling");
+	assert_string_equal(jstr(rs, "rope_type"), "yarn");
+	assert_true(jnum(rs, "factor") == 4.0);
+	assert_int_equal(jnum(rs, "original_max_position_embeddings"), 64);
+	assert_null(json_object_get(c, "head_dim")); /* llama: only when it is not hidden/heads */
+	json_decref(c);
+
+	assert_int_equal(mk("model --out '%s' " FSHAPE " --attention-bias --mlp-bias", b), 0);
+	c = load_json(b, "config.json");
+	assert_true(json_is_true(json_object_get(c, "attention_bias")));
+	assert_true(json_is_true(json_object_get(c, "mlp_bias")));
+	json_decref(c);
+	assert_int_equal(loom_st_set_open(b, &s), LOOM_OK);
+	expect_tensor(s, "model.layers.1.self_attn.q_proj.bias", LOOM_DT_F32, 64, 0);
+	expect_tensor(s, "model.layers.1.self_attn.k_proj.bias", LOOM_DT_F32, 32, 0);
+	expect_tensor(s, "model.layers.1.self_attn.o_proj.bias", LOOM_DT_F32, 64, 0);
+	expect_tensor(s, "model.layers.1.mlp.gate_proj.bias", LOOM_DT_F32, 96, 0);
+	expect_tensor(s, "model.layers.1.mlp.down_proj.bias", LOOM_DT_F32, 64, 0);
+	loom_st_set_close(s);
+	loom_free(d);
+	loom_free(y);
+	loom_free(b);
+}
+
+static void family_qwen(void **state)
+{
+	(void)state;
+	char *q2 = sub("qwen2"), *q3 = sub("qwen3"), *a3 = sub("qwen3-lora");
+	loom_st_set *s;
+	char p[1100];
+
+	assert_int_equal(mk("model --family qwen2 --out '%s' " FSHAPE, q2), 0);
+	json_t *c = load_json(q2, "config.json");
+	assert_string_equal(jstr(c, "model_type"), "qwen2");
+	assert_string_equal(json_string_value(json_array_get(json_object_get(c, "architectures"), 0)),
+			    "Qwen2ForCausalLM");
+	assert_true(json_is_true(json_object_get(c, "tie_word_embeddings")));
+	assert_true(json_is_false(json_object_get(c, "use_sliding_window")));
+	assert_true(json_is_integer(json_object_get(c, "sliding_window")));
+	assert_true(json_is_integer(json_object_get(c, "max_window_layers")));
+	assert_true(jnum(c, "rope_theta") == 1e6);
+	json_decref(c);
+	assert_int_equal(loom_st_set_open(q2, &s), LOOM_OK);
+	expect_core(s, 2, 64, 32);
+	for (int l = 0; l < 2; l++) {
+		char nm[96];
+		snprintf(nm, sizeof nm, "model.layers.%d.self_attn.q_proj.bias", l);
+		expect_tensor(s, nm, LOOM_DT_F32, 64, 0);
+		assert_true(fabs(tensor_mean(s, nm)) < 0.3);
+		snprintf(nm, sizeof nm, "model.layers.%d.self_attn.k_proj.bias", l);
+		expect_tensor(s, nm, LOOM_DT_F32, 32, 0);
+		snprintf(nm, sizeof nm, "model.layers.%d.self_attn.v_proj.bias", l);
+		expect_tensor(s, nm, LOOM_DT_F32, 32, 0);
+		snprintf(nm, sizeof nm, "model.layers.%d.self_attn.o_proj.bias", l);
+		assert_null(loom_st_set_find(s, nm));
+	}
+	assert_null(loom_st_set_find(s, "lm_head.weight"));
+	loom_st_set_close(s);
+	assert_int_equal(count_tensors(q2), 2 + 2 * 12);
+
+	assert_int_equal(mk("model --family qwen3 --out '%s' " FSHAPE, q3), 0);
+	c = load_json(q3, "config.json");
+	assert_string_equal(jstr(c, "model_type"), "qwen3");
+	assert_string_equal(json_string_value(json_array_get(json_object_get(c, "architectures"), 0)),
+			    "Qwen3ForCausalLM");
+	assert_int_equal(jnum(c, "head_dim"), 32); /* != 64 / 4 */
+	assert_true(json_is_false(json_object_get(c, "attention_bias")));
+	json_decref(c);
+	assert_int_equal(loom_st_set_open(q3, &s), LOOM_OK);
+	expect_core(s, 2, 128, 64);
+	expect_tensor(s, "model.layers.0.self_attn.q_norm.weight", LOOM_DT_F32, 32, 0);
+	expect_tensor(s, "model.layers.1.self_attn.k_norm.weight", LOOM_DT_F32, 32, 0);
+	assert_true(fabs(tensor_mean(s, "model.layers.1.self_attn.k_norm.weight") - 1) < 0.1);
+	assert_null(loom_st_set_find(s, "model.layers.0.self_attn.q_proj.bias"));
+	loom_st_set_close(s);
+
+	/* an adapter's shapes follow head_dim, not hidden / heads */
+	assert_int_equal(mk("adapter --model '%s' --out '%s' --rank 4 "
+			    "--targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+			    q3, a3),
+			 0);
+	loom_st_file *f;
+	snprintf(p, sizeof p, "%s/adapter_model.safetensors", a3);
+	assert_int_equal(loom_st_open(p, &f), LOOM_OK);
+	expect_lora(f, 1, "self_attn", "q_proj", LOOM_DT_F32, 4, 64, 128);
+	expect_lora(f, 1, "self_attn", "k_proj", LOOM_DT_F32, 4, 64, 64);
+	expect_lora(f, 1, "self_attn", "o_proj", LOOM_DT_F32, 4, 128, 64);
+	expect_lora(f, 1, "mlp", "down_proj", LOOM_DT_F32, 4, 96, 64);
+	loom_st_close(f);
+	loom_free(q2);
+	loom_free(q3);
+	loom_free(a3);
+}
+
+static void family_mistral_gemma2(void **state)
+{
+	(void)state;
+	char *mi = sub("mistral"), *mi8 = sub("mistral8"), *g = sub("gemma2");
+	loom_st_set *s;
+
+	assert_int_equal(mk("model --family mistral --out '%s' " FSHAPE, mi), 0);
+	assert_int_equal(mk("model --family mistral --out '%s' " FSHAPE " --sliding-window 8", mi8),
+			 0);
+	json_t *c = load_json(mi, "config.json");
+	assert_string_equal(jstr(c, "model_type"), "mistral");
+	assert_string_equal(json_string_value(json_array_get(json_object_get(c, "architectures"), 0)),
+			    "MistralForCausalLM");
+	assert_int_equal(jnum(c, "sliding_window"), 16);
+	json_decref(c);
+	c = load_json(mi8, "config.json");
+	assert_int_equal(jnum(c, "sliding_window"), 8);
+	json_decref(c);
+	assert_int_equal(count_tensors(mi), 3 + 2 * 9);
+
+	assert_int_equal(mk("model --family gemma2 --out '%s' " FSHAPE, g), 0);
+	c = load_json(g, "config.json");
+	assert_string_equal(jstr(c, "model_type"), "gemma2");
+	assert_string_equal(json_string_value(json_array_get(json_object_get(c, "architectures"), 0)),
+			    "Gemma2ForCausalLM");
+	assert_int_equal(jnum(c, "head_dim"), 32);
+	assert_string_equal(jstr(c, "hidden_activation"), "gelu_pytorch_tanh");
+	assert_true(jnum(c, "query_pre_attn_scalar") != 32);
+	assert_true(jnum(c, "attn_logit_softcapping") == 50.0);
+	assert_true(jnum(c, "final_logit_softcapping") == 30.0);
+	assert_int_equal(jnum(c, "sliding_window"), 16);
+	assert_true(json_is_true(json_object_get(c, "tie_word_embeddings")));
+	assert_int_equal(json_array_size(json_object_get(c, "eos_token_id")), 2);
+	json_decref(c);
+	assert_int_equal(loom_st_set_open(g, &s), LOOM_OK);
+	expect_core(s, 2, 128, 64);
+	static const char *const norms[] = { "input_layernorm", "post_attention_layernorm",
+					     "pre_feedforward_layernorm",
+					     "post_feedforward_layernorm" };
+	for (size_t k = 0; k < 4; k++) {
+		char nm[96];
+		snprintf(nm, sizeof nm, "model.layers.1.%s.weight", norms[k]);
+		expect_tensor(s, nm, LOOM_DT_F32, 64, 0);
+		assert_true(fabs(tensor_mean(s, nm)) < 0.1); /* Gemma: x (1 + w), w around 0 */
+	}
+	assert_null(loom_st_set_find(s, "lm_head.weight"));
+	loom_st_set_close(s);
+	assert_int_equal(count_tensors(g), 2 + 2 * 11);
+	loom_free(mi);
+	loom_free(mi8);
+	loom_free(g);
+}
+
+/* A real tokenizer copied in: the files unchanged, vocab and special ids from them. */
+static void real_tokenizer(void **state)
+{
+	(void)state;
+	char *d = sub("llama3-real-tok"), tj[600], tc[600];
+	snprintf(tj, sizeof tj, "%s", lt_shared_path("fixtures/llama3.2-1b-instruct/tokenizer.json"));
+	snprintf(tc, sizeof tc, "%s",
+		 lt_shared_path("fixtures/llama3.2-1b-instruct/tokenizer_config.json"));
+	assert_int_equal(mk("model --family llama3 --out '%s' --hidden 64 --ffn 96 --layers 1 "
+			    "--heads 4 --kv-heads 2 --tied --dtype bf16 --tokenizer-json '%s' "
+			    "--tokenizer-config '%s'",
+			    d, tj, tc),
+			 0);
+	assert_int_equal(lt_sh("cmp -s '%s' '%s/tokenizer.json'", tj, d), 0);
+	assert_int_equal(lt_sh("cmp -s '%s' '%s/tokenizer_config.json'", tc, d), 0);
+	json_t *c = load_json(d, "config.json");
+	assert_int_equal(jnum(c, "vocab_size"), 128256);
+	assert_int_equal(jnum(c, "bos_token_id"), 128000);
+	json_t *eos = json_object_get(c, "eos_token_id");
+	int has_eot = 0, has_eot_text = 0;
+	size_t i;
+	json_t *v;
+	json_array_foreach(eos, i, v) {
+		has_eot |= json_integer_value(v) == 128009;      /* <|eot_id|> */
+		has_eot_text |= json_integer_value(v) == 128001; /* <|end_of_text|> */
+	}
+	assert_true(has_eot && has_eot_text);
+	json_decref(c);
+	loom_free(d);
+}
+
 /* Bad arguments: a non-zero exit and exactly one line on stderr. */
 static void bad_args(void **state)
 {
@@ -423,6 +706,18 @@ static void bad_args(void **state)
 		{ "adapter --model M --out X --layers 0,9", 2 },
 		{ "adapter --model M --out X --layers 1,,2", 2 },
 		{ "adapter --model /nonexistent/loom-model --out X", 1 },
+		{ "model --out X --family gpt2", 2 },
+		{ "model --out X --rope-scaling ntk", 2 },
+		{ "model --out X --rope-factor 0", 2 },
+		{ "model --out X --head-dim 7", 2 },
+		{ "model --out X --family qwen2 --attention-bias", 2 },
+		{ "model --out X --family mistral --mlp-bias", 2 },
+		{ "model --out X --sliding-window 8", 2 },
+		{ "model --out X --family gemma2 --rope-scaling linear", 2 },
+		{ "model --out X --family qwen2 --sliding-window 8 --max-window-layers 9", 2 },
+		{ "model --out X --tokenizer-config /dev/null", 2 },
+		{ "model --out X --tokenizer-json /nonexistent/tokenizer.json", 1 },
+		{ "model --out X --tokenizer-json /dev/null", 2 },
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
 		char args[512], err[1200], line[600];
@@ -477,6 +772,10 @@ int main(void)
 		cmocka_unit_test(tokenizers_and_tied),
 		cmocka_unit_test(deterministic_and_sharded),
 		cmocka_unit_test(adapters),
+		cmocka_unit_test(family_llama3_and_rope),
+		cmocka_unit_test(family_qwen),
+		cmocka_unit_test(family_mistral_gemma2),
+		cmocka_unit_test(real_tokenizer),
 		cmocka_unit_test(bad_args),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
