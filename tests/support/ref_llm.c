@@ -389,6 +389,9 @@ static int merge_adapter(ref_llm *r, const char *dir)
 	for (int l = 0; l < r->L && !rc; l++) {
 		ref_layer *L = &r->layers[l];
 		double *w[] = { L->wq, L->wk, L->wv, L->wo, L->wg, L->wu, L->wd };
+		const int64_t q = (int64_t)r->nh * r->hd, kv = (int64_t)r->nkv * r->hd;
+		const int64_t wout[] = { q, kv, kv, r->d, r->f, r->f, r->d };
+		const int64_t win[] = { r->d, r->d, r->d, q, r->d, r->d, r->f };
 		for (int m = 0; m < 7 && !rc; m++) {
 			char na[200], nb[200];
 			int64_t ar, ac, br, bc;
@@ -399,9 +402,11 @@ static int merge_adapter(ref_llm *r, const char *dir)
 			double *A = st_doubles(f, na, &ar, &ac), *B = st_doubles(f, nb, &br, &bc);
 			if (!A && !B)
 				continue;
-			/* W is [out = br, in = ac]; its numel was checked at load */
+			/* W is [out = br, in = ac] */
 			if (!A || !B || ar != (int64_t)rank || bc != ar) {
 				rc = err("%s: %s: A/B pair incomplete or rank != r", path, na);
+			} else if (br != wout[m] || ac != win[m]) {
+				rc = err("%s: %s: shape does not fit the model", path, na);
 			} else {
 				for (int64_t o = 0; o < br; o++)
 					for (int64_t i = 0; i < ac; i++) {

@@ -294,10 +294,8 @@ static void run_case(void **state)
 int main(void)
 {
 	struct CMUnitTest tests[sizeof cases / sizeof *cases];
-	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-		tests[i] = (struct CMUnitTest)cmocka_unit_test_prestate(run_case, (void *)&cases[i]);
-		tests[i].name = cases[i].name;
-	}
-	return _cmocka_run_group_tests("worker/families", tests, sizeof cases / sizeof *cases, NULL,
-				       NULL);
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+		tests[i] = (struct CMUnitTest){ .name = cases[i].name, .test_func = run_case,
+						.initial_state = (void *)&cases[i] };
+	return cmocka_run_group_tests_name("worker/families", tests, NULL, NULL);
 }
