@@ -1,10 +1,13 @@
 /*
  * tools/mkmodel/mk.h — pieces of loom-mkmodel, the random model/adapter writer.
  *
- * loom-mkmodel writes random-weight Hugging Face LLaMA folders and random
- * PEFT LoRA adapters for tests, the demo and benchmarks. This header joins
- * its files: main.c (CLI), mk_model.c (config.json + weights + adapters),
- * mk_tokenizer.c (a real, trained tokenizer.json of either shape).
+ * loom-mkmodel writes random-weight Hugging Face model folders (Llama,
+ * Llama 3, Qwen2, Qwen3, Mistral, Gemma 2) and random PEFT LoRA adapters
+ * for tests, the demo and benchmarks. This header joins its files: main.c
+ * (CLI), mk_model.c (weights + adapters), mk_config.c (each family's
+ * defaults and config.json), mk_tokenizer.c (a real, trained
+ * tokenizer.json of either shape), mk_tokcopy.c (a real tokenizer.json
+ * copied in instead).
  */
 #ifndef MK_H
 #define MK_H
