@@ -29,7 +29,7 @@ loom_err jj_err(jj_rs *rs, const char *fmt, ...)
 
 loom_err jj_oom(jj_rs *rs)
 {
-	if (rs->arena.limit && rs->arena.total + 65536 > rs->arena.limit)
+	if (rs->arena.over)
 		return jj_err(rs, "rendering needs more than %zu MiB", rs->arena.limit >> 20);
 	return loom_fail(LOOM_ENOMEM, "chat template: out of memory");
 }
@@ -369,7 +369,7 @@ static loom_err repeat(jj_rs *rs, const jv *seq, int64_t times, jv *out)
 static loom_err binary(jj_rs *rs, int op, const jv *a, const jv *b, jv *out)
 {
 	static const char *names[] = { ['+'] = "+", ['-'] = "-", ['*'] = "*", ['/'] = "/", ['%'] = "%" };
-	const char *opname = op < 128 && names[op] ? names[op] : op == JO_POW ? "** or pow()" : "//";
+	const char *opname = op < (int)(sizeof names / sizeof names[0]) && names[op] ? names[op] : op == JO_POW ? "** or pow()" : "//";
 	if (op == '~') {
 		jv x, y;
 		loom_err rc;
@@ -876,11 +876,12 @@ static loom_err exec_for(jj_rs *rs, jj_frame *f, const jj_node *n)
 		size_t k = 0;
 		if (!kept)
 			return jj_oom(rs);
+		jj_frame *tf = frame_new(rs, f);
+		if (!tf)
+			return jj_oom(rs);
 		for (size_t i = 0; i < count; i++) {
-			jj_frame *tf = frame_new(rs, f);
 			jv c;
-			if (!tf)
-				return jj_oom(rs);
+			tf->n = 0; /* nothing keeps a frame after its iteration: reuse it */
 			if ((rc = assign(rs, tf, n->b, &items[i])) || (rc = jj_eval(rs, tf, n->c, &c)))
 				return rc;
 			if (jv_truthy(&c))
@@ -898,11 +899,12 @@ static loom_err exec_for(jj_rs *rs, jj_frame *f, const jj_node *n)
 	loop->depth = outer && outer->t == JV_LOOP ? outer->loop->depth + 1 : 1;
 	jv lv = { .t = JV_LOOP };
 	lv.loop = loop;
+	jj_frame *it = frame_new(rs, f);
+	if (!it)
+		return jj_oom(rs);
 	for (size_t i = 0; i < count; i++) {
 		int ctl = 0;
-		jj_frame *it = frame_new(rs, f);
-		if (!it)
-			return jj_oom(rs);
+		it->n = 0; /* each iteration starts with an empty scope, in the same memory */
 		if (++rs->steps > JJ_MAX_STEPS)
 			return jj_err(rs, "template ran more than %llu steps",
 				      (unsigned long long)JJ_MAX_STEPS);
@@ -915,9 +917,6 @@ static loom_err exec_for(jj_rs *rs, jj_frame *f, const jj_node *n)
 	}
 	if (!count && n->orelse.n) {
 		int ctl = 0;
-		jj_frame *it = frame_new(rs, f);
-		if (!it)
-			return jj_oom(rs);
 		return exec_body(rs, it, &n->orelse, &ctl);
 	}
 	return LOOM_OK;

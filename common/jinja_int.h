@@ -39,6 +39,7 @@ typedef struct jj_arena {
 	jj_chunk *head;
 	size_t total; /* bytes of all chunks */
 	size_t limit; /* 0 = none */
+	bool over;    /* an allocation was refused for the limit */
 } jj_arena;
 
 /* Zeroed, 16-aligned; NULL when out of memory or past the limit. */

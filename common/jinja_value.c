@@ -28,8 +28,10 @@ void *jj_alloc(jj_arena *a, size_t n)
 	jj_chunk *c = a->head;
 	if (!c || c->cap - c->used < n) {
 		size_t cap = n > 65536 ? n : 65536;
-		if (a->limit && a->total + cap > a->limit)
+		if (a->limit && a->total + cap > a->limit) {
+			a->over = true;
 			return NULL;
+		}
 		c = loom_malloc(sizeof *c + cap);
 		if (!c)
 			return NULL;

@@ -3,12 +3,15 @@
 transformers does (its _compile_jinja_template), as the reference for
 common/jinja.c's output in tests/common/test_jinja.c.
 
-Usage: /usr/bin/python3 jinja_oracle.py TEMPLATE CONTEXT.json OUT
-Writes the rendering (UTF-8, byte for byte) to OUT and exits 0; when the
+Usage: /usr/bin/python3 jinja_oracle.py TEMPLATE CONTEXT.json OUT [CONTEXT.json OUT]...
+   or: /usr/bin/python3 jinja_oracle.py TEMPLATE DIR   (every DIR/NAME.json -> DIR/NAME.out)
+For each pair, writes the rendering (UTF-8, byte for byte) to OUT; when the
 template raises (raise_exception, a type error, an undefined value used),
-writes "TYPE: message" to OUT and exits 3. Needs Debian's python3-jinja2.
+writes "TYPE: message" to OUT.err instead. Exits 0; 3 when the template does
+not compile; 4 when jinja2 is missing (Debian's python3-jinja2 is needed).
 """
 import json
+import os
 import sys
 from datetime import datetime
 
@@ -36,25 +39,36 @@ def strftime_now(fmt):
 
 
 def main():
-    tpl_path, ctx_path, out_path = sys.argv[1:4]
+    tpl_path = sys.argv[1]
+    pairs = sys.argv[2:]
+    if len(pairs) == 1 and os.path.isdir(pairs[0]):
+        d = pairs[0]
+        pairs = []
+        for name in sorted(os.listdir(d)):
+            if name.endswith(".json"):
+                pairs += [os.path.join(d, name), os.path.join(d, name[:-5] + ".out")]
     with open(tpl_path, encoding="utf-8", newline="") as f:
         source = f.read()
-    with open(ctx_path, encoding="utf-8") as f:
-        ctx = json.load(f)
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
                                         extensions=[loopcontrols])
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
     try:
-        out = env.from_string(source).render(**ctx)
-        code = 0
-    except Exception as e:  # any template error: the C side must fail too
-        out = f"{type(e).__name__}: {e}"
-        code = 3
-    with open(out_path, "wb") as f:
-        f.write(out.encode("utf-8", "surrogatepass"))
-    sys.exit(code)
+        template = env.from_string(source)
+    except Exception as e:
+        sys.stderr.write(f"jinja_oracle: {type(e).__name__}: {e}\n")
+        sys.exit(3)
+    for ctx_path, out_path in zip(pairs[0::2], pairs[1::2]):
+        with open(ctx_path, encoding="utf-8") as f:
+            ctx = json.load(f)
+        try:
+            out, path = template.render(**ctx), out_path
+        except Exception as e:  # any template error: the C side must fail too
+            out, path = f"{type(e).__name__}: {e}", out_path + ".err"
+        with open(path, "wb") as f:
+            f.write(out.encode("utf-8", "surrogatepass"))
+    sys.exit(0)
 
 
 if __name__ == "__main__":
