@@ -19,9 +19,18 @@
 #include <sys/stat.h>
 
 #include "alloc.h"
+#include "textfile.h"
+#include "chat_source.h"
 
 #define META_CONFIG "loom.config"
 #define META_GENERATION "loom.generation_config"
+#define META_TOKCFG "loom.tokenizer_config"
+#define META_TEMPLATE "loom.chat_template"
+
+/* The folder's texts a bundle carries, in this order (NULL = absent). */
+static const char *const meta_keys[] = { META_CONFIG, META_GENERATION, META_TOKCFG,
+					  META_TEMPLATE };
+#define N_META (sizeof meta_keys / sizeof *meta_keys)
 #define MAX_TEXT (16u << 20)
 
 static char *join(const char *dir, const char *name)
@@ -31,43 +40,6 @@ static char *join(const char *dir, const char *name)
 	if (p)
 		snprintf(p, n, "%s/%s", dir, name);
 	return p;
-}
-
-/* Reads a small text file into a NUL-terminated loom_malloc'ed buffer. */
-static loom_err slurp(const char *path, char **text)
-{
-	FILE *fp = fopen(path, "rb");
-	char *buf = NULL;
-	long n;
-	loom_err rc = LOOM_OK;
-
-	*text = NULL;
-	if (!fp)
-		return loom_fail(errno == ENOENT ? LOOM_ENOTFOUND : LOOM_EIO, "%s: cannot open: %s",
-				 path, strerror(errno));
-	if (fseek(fp, 0, SEEK_END) != 0 || (n = ftell(fp)) < 0 || fseek(fp, 0, SEEK_SET) != 0) {
-		rc = loom_fail(LOOM_EIO, "%s: cannot read: %s", path, strerror(errno));
-		goto out;
-	}
-	if ((unsigned long)n > MAX_TEXT) {
-		rc = loom_fail(LOOM_EFORMAT, "%s: %ld bytes, larger than %u", path, n, MAX_TEXT);
-		goto out;
-	}
-	if (!(buf = loom_malloc((size_t)n + 1))) {
-		rc = loom_fail(LOOM_ENOMEM, "%s: out of memory", path);
-		goto out;
-	}
-	if (fread(buf, 1, (size_t)n, fp) != (size_t)n) {
-		rc = loom_fail(LOOM_EIO, "%s: read failed", path);
-		goto out;
-	}
-	buf[n] = '\0';
-	*text = buf;
-	buf = NULL;
-out:
-	loom_free(buf);
-	fclose(fp);
-	return rc;
 }
 
 static int exists(const char *path)
@@ -149,8 +121,8 @@ out:
 }
 
 /* Builds the padded header text (loom_malloc'ed) for ts in order. */
-static loom_err header(const char *dir, const loom_tensor *const *ts, size_t n, const char *config,
-		       const char *generation, char **text, size_t *len)
+static loom_err header(const char *dir, const loom_tensor *const *ts, size_t n,
+		       const char *const *texts, char **text, size_t *len)
 {
 	json_t *root = json_object(), *meta = json_object();
 	char *s = NULL;
@@ -164,9 +136,10 @@ static loom_err header(const char *dir, const loom_tensor *const *ts, size_t n, 
 		goto out;
 	}
 	/* json_object_set_new takes the value's reference even when it fails */
-	if (json_object_set_new(root, "__metadata__", meta) != 0 ||
-	    json_object_set_new(meta, META_CONFIG, json_string(config)) != 0 ||
-	    (generation && json_object_set_new(meta, META_GENERATION, json_string(generation)) != 0)) {
+	int bad = json_object_set_new(root, "__metadata__", meta) != 0;
+	for (size_t i = 0; i < N_META && !bad; i++)
+		bad = texts[i] && json_object_set_new(meta, meta_keys[i], json_string(texts[i])) != 0;
+	if (bad) {
 		rc = loom_fail(LOOM_EFORMAT, "%s: config texts are not valid UTF-8 (or out of memory)",
 			       dir);
 		goto out;
@@ -222,7 +195,9 @@ loom_err loom_bundle_from_dir(const char *dir, void **buf, size_t *len)
 	loom_st_set *set = NULL;
 	const loom_tensor **ts = NULL;
 	char *cpath = NULL, *gpath = NULL, *config = NULL, *generation = NULL, *hdr = NULL;
-	size_t n = 0, hlen = 0, total;
+	char *tokcfg = NULL, *jinja = NULL;
+	loom_chat_source chat = {0};
+	size_t n = 0, hlen = 0, tlen = 0, total;
 	unsigned char *out = NULL;
 	loom_err rc;
 
@@ -234,14 +209,16 @@ loom_err loom_bundle_from_dir(const char *dir, void **buf, size_t *len)
 		rc = loom_fail(LOOM_ENOMEM, "%s: out of memory", dir);
 		goto out;
 	}
-	if ((rc = slurp(cpath, &config)) ||
-	    (exists(gpath) && (rc = slurp(gpath, &generation))))
+	if ((rc = loom_text_read(cpath, MAX_TEXT, &config, &tlen)) ||
+	    (exists(gpath) && (rc = loom_text_read(gpath, MAX_TEXT, &generation, &tlen))) ||
+	    (rc = loom_chat_source_load_dir(dir, &chat, &tokcfg, &jinja)))
 		goto out;
 	if ((rc = gather(dir, &one, &set, &ts, &n)))
 		goto out;
 	if (n)
 		qsort(ts, n, sizeof *ts, by_name);
-	if ((rc = header(dir, ts, n, config, generation, &hdr, &hlen)))
+	const char *texts[N_META] = { config, generation, tokcfg, jinja };
+	if ((rc = header(dir, ts, n, texts, &hdr, &hlen)))
 		goto out;
 	total = 8 + hlen;
 	for (size_t i = 0; i < n; i++)
@@ -270,6 +247,9 @@ out:
 	loom_st_set_close(set);
 	loom_free(config);
 	loom_free(generation);
+	loom_free(tokcfg);
+	loom_free(jinja);
+	loom_chat_source_fini(&chat);
 	loom_free(cpath);
 	loom_free(gpath);
 	return rc;
@@ -309,4 +289,13 @@ loom_err loom_bundle_open(const void *buf, size_t len, const char *name, loom_st
 out:
 	loom_st_close(sf);
 	return rc;
+}
+
+loom_err loom_bundle_chat_source(const loom_st_file *f, const char *name, loom_chat_source *out)
+{
+	const char *tc = loom_st_meta(f, META_TOKCFG);
+	char label[512];
+	snprintf(label, sizeof label, "%s: " META_TOKCFG, name ? name : "(bundle)");
+	return loom_chat_source_parse(tc, tc ? strlen(tc) : 0, loom_st_meta(f, META_TEMPLATE), label,
+				      out);
 }

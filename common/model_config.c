@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "alloc.h"
+#include "textfile.h"
 
 /* v absent or null: *out untouched, *present = 0. */
 loom_err loom_mc_int(const char *path, json_t *root, const char *key, int required, int positive,
@@ -190,52 +191,6 @@ loom_err loom_model_config_parse(const char *json, size_t len, const char *path,
 	return rc;
 }
 
-/* Reads path into a NUL-terminated loom_malloc'ed buffer. */
-static loom_err slurp(const char *path, char **text, size_t *len)
-{
-	FILE *fp = fopen(path, "rb");
-	char *buf = NULL;
-	size_t cap = 0, n = 0;
-	loom_err rc = LOOM_OK;
-
-	*text = NULL;
-	if (!fp)
-		return loom_fail(errno == ENOENT ? LOOM_ENOTFOUND : LOOM_EIO, "%s: cannot open: %s",
-				 path, strerror(errno));
-	for (;;) {
-		if (n + 4096 + 1 > cap) {
-			cap = cap ? cap * 2 : 8192;
-			if (cap > (64u << 20)) {
-				rc = loom_fail(LOOM_EFORMAT, "%s: larger than 64 MiB", path);
-				goto out;
-			}
-			char *nb = loom_realloc(buf, cap);
-			if (!nb) {
-				rc = loom_fail(LOOM_ENOMEM, "%s: out of memory", path);
-				goto out;
-			}
-			buf = nb;
-		}
-		size_t r = fread(buf + n, 1, cap - n - 1, fp);
-		n += r;
-		if (r == 0) {
-			if (ferror(fp))
-				rc = loom_fail(LOOM_EIO, "%s: read failed", path);
-			break;
-		}
-	}
-	if (rc == LOOM_OK) {
-		buf[n] = '\0';
-		*text = buf;
-		*len = n;
-		buf = NULL;
-	}
-out:
-	loom_free(buf);
-	fclose(fp);
-	return rc;
-}
-
 static loom_err join(const char *dir, const char *name, char **out)
 {
 	size_t n = strlen(dir) + strlen(name) + 2;
@@ -302,7 +257,7 @@ loom_err loom_model_config_load(const char *dir, loom_model_config *out)
 	loom_model_config c;
 	loom_err rc;
 
-	if ((rc = join(dir, "config.json", &path)) || (rc = slurp(path, &text, &len)) ||
+	if ((rc = join(dir, "config.json", &path)) || (rc = loom_text_read(path, (size_t)64 << 20, &text, &len)) ||
 	    (rc = loom_model_config_parse(text, len, path, &c)) ||
 	    (rc = join(dir, "generation_config.json", &gpath)))
 		goto out;

@@ -47,7 +47,8 @@ typedef enum loom_rope_kind {
 typedef struct loom_rope_cfg {
 	loom_rope_kind kind;
 	float factor;          /* linear, dynamic, yarn, llama3 */
-	int orig_max;          /* original_max_position_embeddings (dynamic, yarn, llama3) */
+	int orig_max;          /* the trained context: original_max_position_embeddings (yarn,
+				  llama3), max_position_embeddings (dynamic, as HF) */
 	float low_freq_factor, high_freq_factor; /* llama3 */
 	float beta_fast, beta_slow;              /* yarn (defaults 32, 1) */
 	float attn_factor;     /* yarn: multiplies cos and sin; 1 otherwise */

@@ -310,8 +310,11 @@ static loom_err rope(const char *path, json_t *root, loom_model_config *c)
 		return loom_fail(LOOM_EINVAL, "%s: field \"rope_scaling.factor\" must be at least 1",
 				 path);
 	r->factor = f;
-	if ((rc = rope_num(path, rs, "original_max_position_embeddings", r->kind == LOOM_ROPE_LLAMA3,
-			   &om)))
+	/* Dynamic NTK scales past max_position_embeddings whatever
+	 * original_max_position_embeddings says (HF's _compute_dynamic_ntk_parameters). */
+	if (r->kind != LOOM_ROPE_DYNAMIC &&
+	    (rc = rope_num(path, rs, "original_max_position_embeddings",
+			   r->kind == LOOM_ROPE_LLAMA3, &om)))
 		return rc;
 	if (om > 0)
 		r->orig_max = (int)om;

@@ -561,7 +561,7 @@ static void post_model(gw_admin_req *x, gw_reply *r)
 	json_t *j;
 	const char *name, *path, *tname;
 	bool replace = x->replace;
-	gw_chat_tmpl tmpl = GW_TMPL_PLAIN;
+	gw_chat_tmpl tmpl = GW_TMPL_AUTO;
 	char abs[PATH_MAX], why[512];
 	if (!json_body(x, &j, r))
 		return;

@@ -8,29 +8,32 @@
 
 #include "common/alloc.h"
 
-static const char *const tmpl_names[] = {"plain", "chatml", "llama2", "zephyr"};
-static const char *const role_names[] = {"system", "user", "assistant"};
+static const char *const tmpl_names[] = {"plain", "chatml", "llama2", "zephyr", "model", "auto"};
+static const char *const role_names[] = {"system", "user", "assistant", "tool"};
+#define N_TMPL (sizeof tmpl_names / sizeof tmpl_names[0])
+#define N_ROLE (sizeof role_names / sizeof role_names[0])
 
 loom_err gw_chat_tmpl_parse(const char *name, gw_chat_tmpl *out)
 {
-	for (size_t i = 0; i < sizeof tmpl_names / sizeof tmpl_names[0]; i++) {
+	for (size_t i = 0; i < N_TMPL; i++) {
 		if (!strcmp(name, tmpl_names[i])) {
 			*out = (gw_chat_tmpl)i;
 			return LOOM_OK;
 		}
 	}
 	return loom_fail(LOOM_EINVAL,
-			 "unknown chat template '%s' (expected plain, chatml, llama2 or zephyr)", name);
+			 "unknown chat template '%s' (expected model, auto, plain, chatml, llama2 or "
+			 "zephyr)", name);
 }
 
 const char *gw_chat_tmpl_name(gw_chat_tmpl t)
 {
-	return (unsigned)t < 4 ? tmpl_names[t] : "?";
+	return (unsigned)t < N_TMPL ? tmpl_names[t] : "?";
 }
 
 loom_err gw_chat_role_parse(const char *name, gw_chat_role *out)
 {
-	for (size_t i = 0; i < 3; i++) {
+	for (size_t i = 0; i < N_ROLE; i++) {
 		if (!strcmp(name, role_names[i])) {
 			*out = (gw_chat_role)i;
 			return LOOM_OK;
@@ -40,13 +43,13 @@ loom_err gw_chat_role_parse(const char *name, gw_chat_role *out)
 		*out = GW_ROLE_SYSTEM;
 		return LOOM_OK;
 	}
-	return loom_fail(LOOM_EINVAL, "unknown role '%s' (expected system, user or assistant)",
+	return loom_fail(LOOM_EINVAL, "unknown role '%s' (expected system, user, assistant or tool)",
 			 name);
 }
 
 const char *gw_chat_role_name(gw_chat_role r)
 {
-	return (unsigned)r < 3 ? role_names[r] : "?";
+	return (unsigned)r < N_ROLE ? role_names[r] : "?";
 }
 
 typedef struct sbuf {
@@ -141,6 +144,11 @@ loom_err gw_chat_render(gw_chat_tmpl t, const gw_chat_msg *m, size_t n, char **o
 	*len = 0;
 	if (n == 0)
 		return loom_fail(LOOM_EINVAL, "no messages to render");
+	for (size_t i = 0; i < n; i++)
+		if (m[i].role == GW_ROLE_TOOL)
+			return loom_fail(LOOM_EINVAL, "the %s chat template has no tool role (message "
+					 "%zu); a model template that supports tools does",
+					 gw_chat_tmpl_name(t), i);
 	switch (t) {
 	case GW_TMPL_PLAIN:
 		for (size_t i = 0; i < n; i++) {
@@ -188,4 +196,34 @@ loom_err gw_chat_render(gw_chat_tmpl t, const gw_chat_msg *m, size_t n, char **o
 	*out = b.p;
 	*len = b.len;
 	return LOOM_OK;
+}
+
+loom_err gw_chat_render_jinja(const loom_jinja *t, const gw_chat_ctx *x, char **out, size_t *len)
+{
+	loom_err rc = LOOM_OK;
+	json_t *ctx = json_object();
+	*out = NULL;
+	*len = 0;
+	if (!ctx)
+		return loom_fail(LOOM_ENOMEM, "out of memory rendering a chat prompt");
+	if (x->kwargs) { /* first, so the request's own fields win */
+		const char *k;
+		json_t *v;
+		json_object_foreach((json_t *)x->kwargs, k, v)
+			if (json_object_set(ctx, k, v))
+				rc = LOOM_ENOMEM;
+	}
+	if (json_object_set(ctx, "messages", (json_t *)x->messages) ||
+	    (x->tools && json_object_set(ctx, "tools", (json_t *)x->tools)) ||
+	    json_object_set_new(ctx, "add_generation_prompt",
+				json_boolean(x->add_generation_prompt)) ||
+	    json_object_set_new(ctx, "bos_token", json_string(x->bos_token ? x->bos_token : "")) ||
+	    json_object_set_new(ctx, "eos_token", json_string(x->eos_token ? x->eos_token : "")))
+		rc = LOOM_ENOMEM;
+	if (rc)
+		rc = loom_fail(LOOM_ENOMEM, "out of memory rendering a chat prompt");
+	else
+		rc = loom_jinja_render(t, ctx, out, len);
+	json_decref(ctx);
+	return rc;
 }

@@ -8,6 +8,8 @@
  */
 #include "gw_models.h"
 
+#include "common/log.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -63,6 +65,10 @@ void gw_model_release(const gw_model *cmd)
 		return;
 	if (md->tok)
 		loom_tok_free(md->tok);
+	loom_jinja_free(md->jinja);
+	loom_free(md->jinja_error);
+	loom_free(md->bos_token);
+	loom_free(md->eos_token);
 	loom_free(md->dir);
 	loom_free(md);
 }
@@ -188,8 +194,57 @@ loom_err gw_model_create(const char *name, const loom_model_config *cfg, loom_to
 	md->tmpl = tmpl;
 	md->created = time(NULL);
 	atomic_init(&md->refs, 1);
+	loom_err rc = gw_model_set_chat(md, NULL);
+	if (rc) {
+		gw_model_release(md);
+		return rc;
+	}
 	*out = md;
 	return LOOM_OK;
+}
+
+loom_err gw_model_set_chat(gw_model *md, const loom_chat_source *src)
+{
+	loom_jinja *j = NULL;
+	char *err = NULL, *bos, *eos;
+	bool has = src && src->template_text;
+	loom_err crc = has ? loom_jinja_compile(src->template_text, strlen(src->template_text), &j)
+			   : LOOM_OK;
+	if (crc) {
+		if (crc == LOOM_ENOMEM)
+			return loom_fail(LOOM_ENOMEM, "out of memory compiling the chat template of "
+					 "model '%s'", md->name);
+		LOOM_WARN("model %s: its chat template cannot be used: %s", md->name, loom_errmsg());
+		err = loom_strdup(loom_errmsg());
+	}
+	bos = loom_strdup(src && src->bos_token ? src->bos_token : "");
+	eos = loom_strdup(src && src->eos_token ? src->eos_token : "");
+	if (!bos || !eos || (has && !j && !err)) {
+		loom_jinja_free(j);
+		loom_free(err), loom_free(bos), loom_free(eos);
+		return loom_fail(LOOM_ENOMEM, "out of memory loading model '%s'", md->name);
+	}
+	loom_jinja_free(md->jinja);
+	loom_free(md->jinja_error), loom_free(md->bos_token), loom_free(md->eos_token);
+	md->jinja = j;
+	md->jinja_error = err;
+	md->bos_token = bos;
+	md->eos_token = eos;
+	if (md->tmpl == GW_TMPL_AUTO)
+		md->tmpl = has ? GW_TMPL_MODEL : GW_TMPL_PLAIN;
+	return LOOM_OK;
+}
+
+loom_err gw_model_chat_from_dir(gw_model *md, const char *dir, gw_chat_tmpl tmpl)
+{
+	loom_chat_source src;
+	loom_err rc = loom_chat_source_load_dir(dir, &src, NULL, NULL);
+	if (rc)
+		return rc;
+	md->tmpl = tmpl;
+	rc = gw_model_set_chat(md, &src);
+	loom_chat_source_fini(&src);
+	return rc;
 }
 
 loom_err gw_models_add(gw_models *m, const char *name, const char *dir, gw_chat_tmpl tmpl)
@@ -232,6 +287,8 @@ loom_err gw_models_add(gw_models *m, const char *name, const char *dir, gw_chat_
 	rc = gw_model_create(name, &cfg, tok, tmpl, what, &md);
 	tok = NULL;
 	if (rc)
+		goto out;
+	if ((rc = gw_model_chat_from_dir(md, dir, tmpl)))
 		goto out;
 	if (!(md->dir = loom_strdup(dir))) {
 		rc = loom_fail(LOOM_ENOMEM, "out of memory loading model '%s'", name);
@@ -311,7 +368,9 @@ loom_err gw_models_set_template(gw_models *m, const char *name, gw_chat_tmpl tmp
 	wr(m);
 	gw_model *md = find_model(m, name, NULL);
 	if (md)
-		md->tmpl = tmpl;
+		md->tmpl = tmpl != GW_TMPL_AUTO		       ? tmpl
+			   : md->jinja || md->jinja_error ? GW_TMPL_MODEL
+							  : GW_TMPL_PLAIN;
 	else
 		rc = loom_fail(LOOM_ENOTFOUND, "--chat-template: no model named '%s'", name);
 	un(m);

@@ -29,6 +29,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "common/chat_source.h"
 #include "common/err.h"
 #include "common/model_config.h"
 #include "common/proto.h"
@@ -40,7 +41,11 @@ typedef struct gw_model {
 	char *dir;                /* folder it was loaded from, or NULL (from the store) */
 	loom_tok *tok;
 	loom_model_config cfg;
-	gw_chat_tmpl tmpl;
+	gw_chat_tmpl tmpl;        /* never GW_TMPL_AUTO once the model is created */
+	loom_jinja *jinja;        /* the model's own chat template, compiled; NULL if none */
+	char *jinja_error;        /* why the template it ships cannot be used, or NULL */
+	char *bos_token;          /* tokenizer_config's strings templates print ("" if none) */
+	char *eos_token;
 	time_t created;
 	char sha[LOOM_SHA_HEX];   /* store bundle, "" when not from the store */
 	uint64_t bytes;           /* bundle bytes (0 when not from the store) */
@@ -85,6 +90,19 @@ loom_err gw_model_create(const char *name, const loom_model_config *cfg, loom_to
 			 gw_chat_tmpl tmpl, const char *what_for, gw_model **out);
 
 /*
+ * Gives md (not yet in a table) its chat template from src: compiles the
+ * template text (a construct loom's Jinja lacks is logged as a warning
+ * naming it and kept in md->jinja_error, so chat requests get a 400 saying
+ * so, while completions still work), copies bos/eos, and resolves
+ * md->tmpl == GW_TMPL_AUTO to GW_TMPL_MODEL when src has a template, else
+ * GW_TMPL_PLAIN. src NULL = no template. LOOM_ENOMEM only.
+ */
+loom_err gw_model_set_chat(gw_model *md, const loom_chat_source *src);
+/* gw_model_set_chat with dir's tokenizer_config.json / chat_template.jinja
+ * (errors name the file), md->tmpl set to tmpl first. */
+loom_err gw_model_chat_from_dir(gw_model *md, const char *dir, gw_chat_tmpl tmpl);
+
+/*
  * Loads dir/config.json and dir/tokenizer.json as model name (NULL = the
  * folder's base name). Errors name the file; a name already taken by a
  * model or an adapter is LOOM_EEXIST.
@@ -99,7 +117,8 @@ loom_err gw_models_add(gw_models *m, const char *name, const char *dir, gw_chat_
 loom_err gw_models_put(gw_models *m, gw_model *md, bool replace);
 /* Removes model name: LOOM_ENOTFOUND, or LOOM_EBUSY while adapters use it. */
 loom_err gw_models_remove(gw_models *m, const char *name);
-/* Sets the chat template of a loaded model; LOOM_ENOTFOUND if none has that name. */
+/* Sets the chat template of a loaded model (GW_TMPL_AUTO resolves as in
+ * gw_model_set_chat); LOOM_ENOTFOUND if none has that name. */
 loom_err gw_models_set_template(gw_models *m, const char *name, gw_chat_tmpl tmpl);
 
 /* The model called name, or NULL (see the lifetime rule above). */

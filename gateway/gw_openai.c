@@ -236,6 +236,8 @@ static bool parse_content(json_t *c, size_t i, char **out, gw_api_err *e)
 	return true;
 }
 
+static bool chat_json(json_t *m, size_t i, const gw_chat_msg *msg, json_t *arr, gw_api_err *e);
+
 static bool parse_messages(json_t *root, gw_params *p, gw_api_err *e)
 {
 	json_t *v = field(root, "messages");
@@ -251,7 +253,8 @@ static bool parse_messages(json_t *root, gw_params *p, gw_api_err *e)
 		return false;
 	}
 	p->msgs = loom_calloc(n, sizeof *p->msgs);
-	if (!p->msgs)
+	p->chat_messages = json_array();
+	if (!p->msgs || !p->chat_messages)
 		return nomem(e);
 	for (size_t i = 0; i < n; i++) {
 		json_t *m = json_array_get(v, i);
@@ -264,7 +267,8 @@ static bool parse_messages(json_t *root, gw_params *p, gw_api_err *e)
 		if (!json_is_string(role) ||
 		    gw_chat_role_parse(json_string_value(role), &p->msgs[i].role) != LOOM_OK) {
 			gw_api_err_set(e, 400, BAD, "messages", NULL,
-				       "messages[%zu].role must be \"system\", \"user\" or \"assistant\"",
+				       "messages[%zu].role must be \"system\", \"user\", \"assistant\" "
+				       "or \"tool\"",
 				       i);
 			return false;
 		}
@@ -282,6 +286,108 @@ static bool parse_messages(json_t *root, gw_params *p, gw_api_err *e)
 			return false;
 		}
 		p->n_msgs = i + 1;
+		if (!chat_json(m, i, &p->msgs[i], p->chat_messages, e))
+			return false;
+	}
+	return true;
+}
+
+/* One tool call of an assistant message, copied with its arguments parsed
+ * into an object when they are a JSON object text (what templates expect:
+ * transformers users pass dicts; OpenAI clients send strings). */
+static json_t *tool_call_json(json_t *tc, size_t i, size_t k, gw_api_err *e)
+{
+	json_t *fn = json_object_get(tc, "function");
+	json_t *name = json_object_get(fn, "name"), *args = json_object_get(fn, "arguments");
+	if (!json_is_object(tc) || !json_is_object(fn) || !json_is_string(name) ||
+	    (args && !json_is_string(args) && !json_is_object(args))) {
+		gw_api_err_set(e, 400, BAD, "messages", NULL,
+			       "messages[%zu].tool_calls[%zu] must be {\"type\": \"function\", "
+			       "\"function\": {\"name\": string, \"arguments\": string}}", i, k);
+		return NULL;
+	}
+	json_t *out = json_deep_copy(tc);
+	if (!out)
+		return nomem(e), NULL;
+	if (json_is_string(args)) {
+		json_t *parsed = json_loadb(json_string_value(args), json_string_length(args), 0, NULL);
+		if (json_is_object(parsed))
+			json_object_set(json_object_get(out, "function"), "arguments", parsed);
+		json_decref(parsed);
+	}
+	return out;
+}
+
+/* The message as a model template sees it: role, content (a string), name,
+ * tool_calls, tool_call_id. Appended to arr. */
+static bool chat_json(json_t *m, size_t i, const gw_chat_msg *msg, json_t *arr, gw_api_err *e)
+{
+	json_t *o = json_object();
+	if (!o || json_array_append_new(arr, o) ||
+	    json_object_set_new(o, "role", json_string(gw_chat_role_name(msg->role))) ||
+	    json_object_set_new(o, "content", json_string(msg->content)))
+		return nomem(e);
+	static const char *const strs[] = { "name", "tool_call_id" };
+	for (size_t k = 0; k < sizeof strs / sizeof *strs; k++) {
+		json_t *v = field(m, strs[k]);
+		if (!v)
+			continue;
+		if (!json_is_string(v)) {
+			gw_api_err_set(e, 400, BAD, "messages", NULL,
+				       "messages[%zu].%s must be a string", i, strs[k]);
+			return false;
+		}
+		if (json_object_set(o, strs[k], v))
+			return nomem(e);
+	}
+	json_t *tcs = field(m, "tool_calls");
+	if (!tcs)
+		return true;
+	if (!json_is_array(tcs) || msg->role != GW_ROLE_ASSISTANT) {
+		gw_api_err_set(e, 400, BAD, "messages", NULL,
+			       "messages[%zu].tool_calls must be an array, on an assistant message", i);
+		return false;
+	}
+	json_t *copy = json_array(), *tc;
+	size_t k;
+	if (!copy || json_object_set_new(o, "tool_calls", copy))
+		return nomem(e);
+	json_array_foreach(tcs, k, tc) {
+		json_t *c = tool_call_json(tc, i, k, e);
+		if (!c || json_array_append_new(copy, c))
+			return c ? nomem(e) : false;
+	}
+	return true;
+}
+
+/* tools, chat_template_kwargs, add_generation_prompt (vLLM's names): what a
+ * model template is rendered with besides the messages. */
+static bool parse_chat_extras(json_t *root, gw_params *p, gw_api_err *e)
+{
+	json_t *t = field(root, "tools"), *kw = field(root, "chat_template_kwargs"), *x;
+	size_t i;
+	p->add_generation_prompt = true;
+	if (!get_bool(root, "add_generation_prompt", &p->add_generation_prompt, e))
+		return false;
+	if (t) {
+		if (!json_is_array(t))
+			return wrong_type(e, "tools", "an array", t);
+		json_array_foreach(t, i, x) {
+			json_t *fn = json_object_get(x, "function");
+			if (!json_is_object(x) || !json_is_object(fn) ||
+			    !json_is_string(json_object_get(fn, "name"))) {
+				gw_api_err_set(e, 400, BAD, "tools", NULL,
+					       "tools[%zu] must be {\"type\": \"function\", \"function\": "
+					       "{\"name\": string, ...}}", i);
+				return false;
+			}
+		}
+		p->tools = json_incref(t);
+	}
+	if (kw) {
+		if (!json_is_object(kw))
+			return wrong_type(e, "chat_template_kwargs", "an object", kw);
+		p->chat_kwargs = json_incref(kw);
 	}
 	return true;
 }
@@ -483,9 +589,23 @@ loom_err gw_openai_parse(gw_api api, const char *body, size_t len, gw_params *p,
 		ok = parse_prompt(root, "prompt", true, p, e) && parse_sampling(root, p, e);
 		break;
 	case GW_API_CHAT:
-		ok = parse_messages(root, p, e) && parse_sampling(root, p, e);
+		ok = parse_messages(root, p, e) && parse_chat_extras(root, p, e) &&
+		     parse_sampling(root, p, e);
 		break;
 	case GW_API_TOKENIZE:
+		/* vLLM's two shapes: {prompt} or {messages} (rendered as a chat
+		 * request would be; then no special tokens are added by default). */
+		if (field(root, "messages")) {
+			if (field(root, "prompt")) {
+				gw_api_err_set(e, 400, BAD, "messages", NULL,
+					       "give either 'prompt' or 'messages', not both");
+				break;
+			}
+			p->add_special_given = field(root, "add_special_tokens") != NULL;
+			ok = parse_messages(root, p, e) && parse_chat_extras(root, p, e) &&
+			     get_bool(root, "add_special_tokens", &p->add_special, e);
+			break;
+		}
 		ok = parse_prompt(root, "prompt", false, p, e) &&
 		     get_bool(root, "add_special_tokens", &p->add_special, e);
 		break;
@@ -519,6 +639,9 @@ void gw_params_fini(gw_params *p)
 	loom_free(p->msgs);
 	for (size_t i = 0; i < p->n_stop; i++)
 		loom_free(p->stop[i]);
+	json_decref(p->chat_messages);
+	json_decref(p->tools);
+	json_decref(p->chat_kwargs);
 	memset(p, 0, sizeof *p);
 }
 

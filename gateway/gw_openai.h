@@ -50,8 +50,12 @@ typedef struct gw_params {
 	char *prompt;           /* string prompt (completions, tokenize), or NULL */
 	int32_t *prompt_ids;    /* id prompt (completions) / tokens (detokenize), or NULL */
 	size_t n_prompt_ids;
-	gw_chat_msg *msgs;      /* chat */
+	gw_chat_msg *msgs;      /* chat, tokenize with messages */
 	size_t n_msgs;
+	json_t *chat_messages;  /* the same messages as a model template sees them */
+	json_t *tools;          /* chat: "tools", or NULL */
+	json_t *chat_kwargs;    /* "chat_template_kwargs", or NULL */
+	bool add_generation_prompt; /* default true */
 	bool has_max_tokens;
 	int64_t max_tokens;     /* >= 1 when has_max_tokens */
 	float temperature;      /* [0,2], default 1 */
@@ -66,6 +70,9 @@ typedef struct gw_params {
 	bool ignore_eos;
 	bool return_token_ids;
 	bool add_special;       /* tokenize: add_special_tokens, default true */
+	bool add_special_given; /* tokenize with messages: it was given (else the chat
+				   route's choice: none for a model template, which
+				   writes its own, the post-processor's for built-ins) */
 	char slo_class[64];     /* "slo_class" (loom extension); "" = not given */
 } gw_params;
 

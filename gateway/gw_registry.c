@@ -138,7 +138,10 @@ static loom_err model_from_rec(gw_registry *r, const st_model_rec *rec, gw_chat_
 		loom_tok_free(tok);
 		return rc;
 	}
+	loom_chat_source chat = {0};
 	rc = loom_bundle_open(v.data, v.len, rec->name, &f, &cfg);
+	if (!rc)
+		rc = loom_bundle_chat_source(f, rec->name, &chat);
 	if (f)
 		loom_st_close(f);
 	st_view_release(&v);
@@ -147,7 +150,13 @@ static loom_err model_from_rec(gw_registry *r, const st_model_rec *rec, gw_chat_
 		return rc;
 	}
 	snprintf(what, sizeof what, "model %s", rec->name);
-	if ((rc = gw_model_create(rec->name, &cfg, tok, tmpl, what, out)))
+	if (!(rc = gw_model_create(rec->name, &cfg, tok, tmpl, what, out)) &&
+	    (rc = gw_model_set_chat(*out, &chat))) {
+		gw_model_release(*out);
+		*out = NULL;
+	}
+	loom_chat_source_fini(&chat);
+	if (rc)
 		return rc;
 	hex(rec->sha, (*out)->sha);
 	(*out)->bytes = rec->bytes;
@@ -223,7 +232,7 @@ loom_err gw_registry_load(gw_registry *r, size_t *skipped)
 	for (size_t i = 0; i < ms.n; i++) {
 		const st_model_rec *rec = &((st_model_rec *)ms.v)[i];
 		gw_model *md;
-		if ((rc = model_from_rec(r, rec, GW_TMPL_PLAIN, &md)) ||
+		if ((rc = model_from_rec(r, rec, GW_TMPL_AUTO, &md)) ||
 		    (rc = gw_models_put(r->models, md, true))) {
 			LOOM_WARN("store %s: model %s skipped: %s", r->dir, rec->name, loom_errmsg());
 			bad++;
@@ -451,7 +460,7 @@ loom_err gw_registry_import_model(gw_registry *r, const char *name, const char *
 		*changed = true;
 	rc = gw_model_create(name, &cfg, tok, tmpl, dir, &md);
 	tok = NULL;
-	if (rc)
+	if (rc || (rc = gw_model_chat_from_dir(md, dir, tmpl)))
 		goto out;
 	hex(rec.sha, md->sha);
 	md->bytes = rec.bytes;

@@ -234,6 +234,36 @@ static gw_model *find_model(gw_server *s, const gw_params *p, gw_api_err *e, boo
 	return m;
 }
 
+/* The prompt text of a chat request (or /tokenize with messages), and
+ * whether its tokenization adds the post-processor's special tokens: a
+ * model's Jinja template writes them itself (apply_chat_template's
+ * add_special_tokens=False), the built-in styles do not. */
+static bool render_chat(const gw_model *m, const gw_params *p, char **text, size_t *len,
+			bool *add_special, gw_api_err *e)
+{
+	*add_special = m->tmpl != GW_TMPL_MODEL;
+	if (m->tmpl != GW_TMPL_MODEL) {
+		if (gw_chat_render(m->tmpl, p->msgs, p->n_msgs, text, len) == LOOM_OK)
+			return true;
+	} else if (!m->jinja) {
+		gw_api_err_set(e, 400, "invalid_request_error", "messages", NULL,
+			       "model '%s' has no usable chat template: %s", m->name,
+			       m->jinja_error ? m->jinja_error : "it ships none");
+		return false;
+	} else {
+		gw_chat_ctx cx = {.messages = p->chat_messages, .tools = p->tools,
+				  .kwargs = p->chat_kwargs,
+				  .add_generation_prompt = p->add_generation_prompt,
+				  .bos_token = m->bos_token, .eos_token = m->eos_token};
+		if (gw_chat_render_jinja(m->jinja, &cx, text, len) == LOOM_OK)
+			return true;
+	}
+	bool oom = strstr(loom_errmsg(), "out of memory") != NULL;
+	gw_api_err_set(e, oom ? 500 : 400, oom ? "server_error" : "invalid_request_error",
+		       "messages", NULL, "chat template of model '%s': %s", m->name, loom_errmsg());
+	return false;
+}
+
 static enum MHD_Result do_tokenize(gw_server *s, struct MHD_Connection *c, conn_ctx *x)
 {
 	gw_params p;
@@ -242,17 +272,24 @@ static enum MHD_Result do_tokenize(gw_server *s, struct MHD_Connection *c, conn_
 	size_t n = 0;
 	enum MHD_Result ret;
 	gw_model *m = NULL;
+	char *chat = NULL;
+	size_t chat_len = 0;
+	bool add = true;
 	if (gw_openai_parse(GW_API_TOKENIZE, x->body, x->len, &p, &e) ||
-	    !(m = find_model(s, &p, &e, NULL, NULL))) {
+	    !(m = find_model(s, &p, &e, NULL, NULL)) ||
+	    (p.n_msgs && !render_chat(m, &p, &chat, &chat_len, &add, &e))) {
 		ret = reply_err(c, &e);
-	} else if (loom_tok_encode(m->tok, p.prompt, strlen(p.prompt), p.add_special, &ids, &n)) {
-		ret = reply_errf(c, 400, "invalid_request_error", "prompt", NULL, NULL,
-				 "cannot tokenize 'prompt': %s", loom_errmsg());
+	} else if (loom_tok_encode(m->tok, chat ? chat : p.prompt, chat ? chat_len : strlen(p.prompt),
+				   !chat || p.add_special_given ? p.add_special : add, &ids, &n)) {
+		ret = reply_errf(c, 400, "invalid_request_error", chat ? "messages" : "prompt", NULL,
+				 NULL, "cannot tokenize the %s: %s", chat ? "rendered messages" :
+				 "'prompt'", loom_errmsg());
 	} else {
 		ret = reply(c, 200, gw_openai_tokens_json(ids, n, m->cfg.max_ctx), NULL);
 	}
 	gw_model_release(m);
 	loom_free(ids);
+	loom_free(chat);
 	gw_params_fini(&p);
 	return ret;
 }
@@ -289,18 +326,14 @@ static bool build_prompt(const gw_model *m, const gw_params *p, int32_t **ids, s
 {
 	char *chat = NULL;
 	size_t chat_len = 0;
+	bool add = true;
 	*ids = NULL;
 	*n = 0;
-	if (p->api == GW_API_CHAT) {
-		if (gw_chat_render(m->tmpl, p->msgs, p->n_msgs, &chat, &chat_len)) {
-			gw_api_err_set(e, 400, "invalid_request_error", "messages", NULL, "%s",
-				       loom_errmsg());
-			return false;
-		}
-	}
+	if (p->api == GW_API_CHAT && !render_chat(m, p, &chat, &chat_len, &add, e))
+		return false;
 	if (chat || p->prompt) {
 		const char *t = chat ? chat : p->prompt;
-		loom_err rc = loom_tok_encode(m->tok, t, chat ? chat_len : strlen(t), true, ids, n);
+		loom_err rc = loom_tok_encode(m->tok, t, chat ? chat_len : strlen(t), add, ids, n);
 		loom_free(chat);
 		if (rc) {
 			gw_api_err_set(e, rc == LOOM_ENOMEM ? 500 : 400,

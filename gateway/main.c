@@ -68,7 +68,8 @@ static void usage(FILE *f)
 		"                    [--store DIR (./loom-data)] [--admin-token TOKEN]\n"
 		"                    [--adapter-dir DIR ...] [--model-dir DIR ...]\n"
 		"                    [--max-body-bytes N (1048576)] [--max-upload-bytes N (1 GiB)]\n"
-		"                    [--threads N (2)] [--chat-template NAME=plain|chatml|llama2|zephyr]\n"
+		"                    [--threads N (2)]\n"
+		"                    [--chat-template NAME=model|auto|plain|chatml|llama2|zephyr]\n"
 		"                    [--slo-class NAME=TTFT_MS:TPOT_MS:PRIORITY ...] [--no-slo]\n"
 		"                    [--batch-queue N (256)] [--batch-per-worker N (4)]\n"
 		"                    [--config FILE]\n"
@@ -88,6 +89,10 @@ static void usage(FILE *f)
 		"               (default interactive); one that no worker can serve within its\n"
 		"               TTFT target gets 503 + Retry-After, a class without a TTFT\n"
 		"               target waits in the batch queue (429 when full)\n"
+		"  --chat-template: how model NAME renders chat messages: its own Jinja template\n"
+		"                   (model: tokenizer_config.json's chat_template or\n"
+		"                   chat_template.jinja), or a built-in style; auto (default):\n"
+		"                   the model's own when it ships one, else plain\n"
 		"  --no-slo: route every request at once to the least loaded worker (no\n"
 		"            refusals, no queue, no deadlines sent to workers), for comparison\n"
 		"  --batch-per-worker: requests without a TTFT target in flight per worker\n"
@@ -334,7 +339,7 @@ static int load_config(const char *path, json_t **keep, const char **urls, size_
 	}
 	json_object_foreach(models, key, v) {
 		json_t *p = json_object_get(v, "path"), *t = json_object_get(v, "chat_template");
-		gw_chat_tmpl tmpl = GW_TMPL_PLAIN;
+		gw_chat_tmpl tmpl = GW_TMPL_AUTO;
 		if (!json_is_object(v) || !json_is_string(p)) {
 			fprintf(stderr, "loom-gateway: %s: models.%s needs a string 'path'\n", path, key);
 			return 1;
@@ -535,6 +540,7 @@ int main(int argc, char **argv)
 	}
 	for (size_t i = 0; i < o.n_models; i++) {
 		spec *sp = &mspecs[n_m++];
+		sp->tmpl = GW_TMPL_AUTO;
 		if (gw_models_split_arg(o.models[i], &sp->name, &sp->dir)) {
 			status = usage_error("%s", loom_errmsg());
 			goto out;

@@ -40,6 +40,8 @@ static const chat_case cases[] = {
 	{"zephyr", GW_TMPL_ZEPHYR, {SYS, USR("Hi")}, 2,
 	 "<|system|>\nBe nice.</s>\n<|user|>\nHi</s>\n<|assistant|>\n"},
 	{"no messages", GW_TMPL_PLAIN, {USR("x")}, 0, NULL},
+	{"chatml has no tool role", GW_TMPL_CHATML, {USR("x"), {GW_ROLE_TOOL, (char *)"42"}}, 2,
+	 NULL},
 };
 
 static void test_render(void **state)
@@ -80,7 +82,13 @@ static void test_names(void **state)
 	assert_int_equal(r, GW_ROLE_ASSISTANT);
 	assert_int_equal(gw_chat_role_parse("developer", &r), LOOM_OK);
 	assert_int_equal(r, GW_ROLE_SYSTEM);
-	assert_int_equal(gw_chat_role_parse("tool", &r), LOOM_EINVAL);
+	assert_int_equal(gw_chat_role_parse("tool", &r), LOOM_OK);
+	assert_int_equal(r, GW_ROLE_TOOL);
+	assert_int_equal(gw_chat_role_parse("function", &r), LOOM_EINVAL);
+	assert_int_equal(gw_chat_tmpl_parse("model", &t), LOOM_OK);
+	assert_int_equal(t, GW_TMPL_MODEL);
+	assert_int_equal(gw_chat_tmpl_parse("auto", &t), LOOM_OK);
+	assert_int_equal(t, GW_TMPL_AUTO);
 }
 
 static void test_alloc_failure(void **state)
