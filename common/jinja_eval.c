@@ -7,7 +7,8 @@
  * for loop gets a fresh child frame, so a `set` inside a loop is gone when
  * the iteration ends (templates carry state out through namespace());
  * `if` opens no scope; a macro call runs in a frame whose parent is the top
- * level. Each evaluated node costs one step of JJ_MAX_STEPS.
+ * level. Each evaluated node costs one step of JJ_MAX_STEPS. Operators
+ * and slicing are in jinja_ops.c.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -83,8 +84,7 @@ static const jv *frame_get(const jj_frame *f, const char *name, size_t n)
 	return NULL;
 }
 
-static const char *hint(jj_rs *rs, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static const char *hint(jj_rs *rs, const char *fmt, ...)
+const char *jj_hint(jj_rs *rs, const char *fmt, ...)
 {
 	char msg[200];
 	va_list ap;
@@ -110,18 +110,18 @@ static loom_err lookup(jj_rs *rs, jj_frame *f, const char *name, size_t n, jv *o
 		out->i = id;
 		return LOOM_OK;
 	}
-	*out = jv_undef(hint(rs, "'%.*s' is undefined", (int)(n > 60 ? 60 : n), name));
+	*out = jv_undef(jj_hint(rs, "'%.*s' is undefined", (int)(n > 60 ? 60 : n), name));
 	return LOOM_OK;
 }
 
-static loom_err undefined_err(jj_rs *rs, const jv *v)
+loom_err jj_undefined_err(jj_rs *rs, const jv *v)
 {
 	return jj_err(rs, "%s", v->s ? v->s : "undefined value");
 }
 
 /* ---- attributes and items ---- */
 
-static const char *obj_repr(const jv *v)
+const char *jj_obj_repr(const jv *v)
 {
 	switch (v->t) {
 	case JV_NONE: return "None";
@@ -162,7 +162,7 @@ static loom_err loop_attr(jj_rs *rs, const jj_loop *l, const char *name, size_t 
 	else if (IS("nextitem"))
 		*out = i + 1 < len ? l->items[i + 1] : jv_undef("there is no next item");
 	else
-		*out = jv_undef(hint(rs, "'LoopContext object' has no attribute '%.*s'",
+		*out = jv_undef(jj_hint(rs, "'LoopContext object' has no attribute '%.*s'",
 				     (int)(n > 60 ? 60 : n), name));
 	return LOOM_OK;
 #undef IS
@@ -173,11 +173,11 @@ loom_err jj_getattr(jj_rs *rs, const jv *obj, const char *name, size_t n, jv *ou
 	int id;
 	const jv *v;
 	if (obj->t == JV_UNDEF)
-		return undefined_err(rs, obj);
+		return jj_undefined_err(rs, obj);
 	if (obj->t == JV_LOOP)
 		return loop_attr(rs, obj->loop, name, n, out);
 	if (n && name[0] == '_') {
-		*out = jv_undef(hint(rs, "access to attribute '%.*s' of '%s' object is unsafe.",
+		*out = jv_undef(jj_hint(rs, "access to attribute '%.*s' of '%s' object is unsafe.",
 				     (int)(n > 60 ? 60 : n), name, jv_type_name(obj)));
 		return LOOM_OK;
 	}
@@ -200,7 +200,7 @@ loom_err jj_getattr(jj_rs *rs, const jv *obj, const char *name, size_t n, jv *ou
 		*out = *v;
 		return LOOM_OK;
 	}
-	*out = jv_undef(hint(rs, "'%s' has no attribute '%.*s'", obj_repr(obj),
+	*out = jv_undef(jj_hint(rs, "'%s' has no attribute '%.*s'", jj_obj_repr(obj),
 			     (int)(n > 60 ? 60 : n), name));
 	return LOOM_OK;
 }
@@ -208,7 +208,7 @@ loom_err jj_getattr(jj_rs *rs, const jv *obj, const char *name, size_t n, jv *ou
 loom_err jj_getitem(jj_rs *rs, const jv *obj, const jv *key, jv *out)
 {
 	if (obj->t == JV_UNDEF)
-		return undefined_err(rs, obj);
+		return jj_undefined_err(rs, obj);
 	if (obj->t == JV_DICT || obj->t == JV_NS) {
 		const jv *v = jv_dict_get(obj->d, key);
 		if (v) {
@@ -232,7 +232,7 @@ loom_err jj_getitem(jj_rs *rs, const jv *obj, const jv *key, jv *out)
 			}
 			return LOOM_OK;
 		}
-		*out = jv_undef(hint(rs, "'%s' has no element %lld", obj_repr(obj),
+		*out = jv_undef(jj_hint(rs, "'%s' has no element %lld", jj_obj_repr(obj),
 				     (long long)(key->t == JV_INT ? key->i : key->b)));
 		return LOOM_OK;
 	}
@@ -243,295 +243,13 @@ loom_err jj_getitem(jj_rs *rs, const jv *obj, const jv *key, jv *out)
 	jj_buf b = { 0 };
 	loom_err rc = jv_repr_buf(rs, key, &b, 0);
 	if (!rc)
-		*out = jv_undef(hint(rs, "'%s' has no attribute %.80s", obj_repr(obj), b.p ? b.p : ""));
+		*out = jv_undef(jj_hint(rs, "'%s' has no attribute %.80s", jj_obj_repr(obj), b.p ? b.p : ""));
 	jj_buf_fini(&b);
 	return rc;
 }
 
-static loom_err slice_index(jj_rs *rs, const jv *v, int64_t *out, bool *given)
-{
-	*given = false;
-	if (!v || v->t == JV_NONE)
-		return LOOM_OK;
-	if (v->t != JV_INT && v->t != JV_BOOL)
-		return jj_err(rs, "slice indices must be integers or None");
-	*out = v->t == JV_INT ? v->i : v->b;
-	*given = true;
-	return LOOM_OK;
-}
-
-static loom_err do_slice(jj_rs *rs, const jv *obj, const jv *lo, const jv *hi, const jv *st,
-			 jv *out)
-{
-	int64_t a = 0, b = 0, step = 1, len;
-	bool ga, gb, gs;
-	loom_err rc;
-	if (obj->t == JV_UNDEF)
-		return undefined_err(rs, obj);
-	if ((rc = slice_index(rs, st, &step, &gs)) || (rc = slice_index(rs, lo, &a, &ga)) ||
-	    (rc = slice_index(rs, hi, &b, &gb)))
-		return rc;
-	if (!gs)
-		step = 1;
-	if (step == 0)
-		return jj_err(rs, "slice step cannot be zero");
-	if (obj->t != JV_LIST && obj->t != JV_STR) {
-		*out = jv_undef(hint(rs, "'%s' cannot be sliced", obj_repr(obj)));
-		return LOOM_OK;
-	}
-	const jv *items = NULL;
-	size_t n;
-	if (obj->t == JV_LIST) {
-		items = obj->l->v;
-		n = obj->l->n;
-	} else if ((rc = jv_iterate(rs, obj, &items, &n))) {
-		return rc;
-	}
-	len = (int64_t)n;
-	/* Python's PySlice_AdjustIndices */
-	if (!ga)
-		a = step < 0 ? len - 1 : 0;
-	else if (a < 0 && (a += len) < 0)
-		a = step < 0 ? -1 : 0;
-	else if (a >= len)
-		a = step < 0 ? len - 1 : len;
-	if (!gb)
-		b = step < 0 ? -1 : len;
-	else if (b < 0 && (b += len) < 0)
-		b = step < 0 ? -1 : 0;
-	else if (b >= len)
-		b = step < 0 ? len - 1 : len;
-	size_t cnt = 0;
-	jv *res = n ? jj_alloc(&rs->arena, n * sizeof *res) : NULL;
-	if (n && !res)
-		return jj_oom(rs);
-	for (int64_t i = a; step > 0 ? i < b : i > b; i += step)
-		res[cnt++] = items[i];
-	if (obj->t == JV_LIST)
-		return jv_make_list(rs, res, cnt, obj->l->tuple, out);
-	size_t bytes = 0;
-	for (size_t i = 0; i < cnt; i++)
-		bytes += res[i].n;
-	char *s = jj_alloc(&rs->arena, bytes + 1), *w = s;
-	if (!s)
-		return jj_oom(rs);
-	for (size_t i = 0; i < cnt; i++) {
-		memcpy(w, res[i].s, res[i].n);
-		w += res[i].n;
-	}
-	*out = jv_str(s, bytes);
-	return LOOM_OK;
-}
-
-/* ---- operators ---- */
-
 static bool numeric(const jv *v) { return v->t == JV_INT || v->t == JV_FLOAT || v->t == JV_BOOL; }
-static double fnum(const jv *v) { return v->t == JV_FLOAT ? v->f : v->t == JV_INT ? (double)v->i : v->b; }
 static int64_t inum(const jv *v) { return v->t == JV_INT ? v->i : v->b; }
-
-static loom_err type_err(jj_rs *rs, const char *op, const jv *a, const jv *b)
-{
-	if (a->t == JV_UNDEF)
-		return undefined_err(rs, a);
-	if (b->t == JV_UNDEF)
-		return undefined_err(rs, b);
-	if (a->t == JV_STR && !strcmp(op, "+"))
-		return jj_err(rs, "can only concatenate str (not \"%s\") to str", jv_type_name(b));
-	return jj_err(rs, "unsupported operand type(s) for %s: '%s' and '%s'", op, jv_type_name(a),
-		      jv_type_name(b));
-}
-
-static loom_err repeat(jj_rs *rs, const jv *seq, int64_t times, jv *out)
-{
-	size_t n = seq->t == JV_STR ? seq->n : seq->l->n;
-	if (times < 0)
-		times = 0;
-	if (n && (uint64_t)times > (size_t)LOOM_JINJA_MAX_OUTPUT / n)
-		return jj_err(rs, "repetition result too large");
-	size_t total = n * (size_t)times;
-	if (seq->t == JV_STR) {
-		char *s = jj_alloc(&rs->arena, total + 1);
-		if (!s)
-			return jj_oom(rs);
-		for (int64_t i = 0; i < times; i++)
-			memcpy(s + (size_t)i * n, seq->s, n);
-		*out = jv_str(s, total);
-		return LOOM_OK;
-	}
-	jv *items = total ? jj_alloc(&rs->arena, total * sizeof *items) : NULL;
-	if (total && !items)
-		return jj_oom(rs);
-	for (int64_t i = 0; i < times; i++)
-		memcpy(items + (size_t)i * n, seq->l->v, n * sizeof *items);
-	return jv_make_list(rs, items, total, seq->l->tuple, out);
-}
-
-static loom_err binary(jj_rs *rs, int op, const jv *a, const jv *b, jv *out)
-{
-	static const char *names[] = { ['+'] = "+", ['-'] = "-", ['*'] = "*", ['/'] = "/", ['%'] = "%" };
-	const char *opname = op < (int)(sizeof names / sizeof names[0]) && names[op] ? names[op] : op == JO_POW ? "** or pow()" : "//";
-	if (op == '~') {
-		jv x, y;
-		loom_err rc;
-		if ((rc = jv_to_str(rs, a, &x)) || (rc = jv_to_str(rs, b, &y)))
-			return rc;
-		return jv_concat(rs, x.s, x.n, y.s, y.n, out);
-	}
-	if (op == '+' && a->t == JV_STR && b->t == JV_STR)
-		return jv_concat(rs, a->s, a->n, b->s, b->n, out);
-	if (op == '+' && a->t == JV_LIST && b->t == JV_LIST && a->l->tuple == b->l->tuple) {
-		size_t n = a->l->n + b->l->n;
-		jv *items = n ? jj_alloc(&rs->arena, n * sizeof *items) : NULL;
-		if (n && !items)
-			return jj_oom(rs);
-		if (a->l->n)
-			memcpy(items, a->l->v, a->l->n * sizeof *items);
-		if (b->l->n)
-			memcpy(items + a->l->n, b->l->v, b->l->n * sizeof *items);
-		return jv_make_list(rs, items, n, a->l->tuple, out);
-	}
-	if (op == '*' && (a->t == JV_STR || a->t == JV_LIST) && (b->t == JV_INT || b->t == JV_BOOL))
-		return repeat(rs, a, inum(b), out);
-	if (op == '*' && (b->t == JV_STR || b->t == JV_LIST) && (a->t == JV_INT || a->t == JV_BOOL))
-		return repeat(rs, b, inum(a), out);
-	if (!numeric(a) || !numeric(b)) {
-		if (op == '%' && a->t == JV_STR)
-			return jj_err(rs, "unsupported: printf-style string formatting with '%%'");
-		return type_err(rs, opname, a, b);
-	}
-	bool fl = a->t == JV_FLOAT || b->t == JV_FLOAT;
-	if (op == '/') {
-		if (fnum(b) == 0)
-			return jj_err(rs, "division by zero");
-		*out = jv_float(fnum(a) / fnum(b));
-		return LOOM_OK;
-	}
-	if (fl) {
-		double x = fnum(a), y = fnum(b), r;
-		switch (op) {
-		case '+': r = x + y; break;
-		case '-': r = x - y; break;
-		case '*': r = x * y; break;
-		case JO_POW:
-			if (x == 0 && y < 0)
-				return jj_err(rs, "0.0 cannot be raised to a negative power");
-			r = pow(x, y);
-			break;
-		default: { /* // and %, as CPython's float_divmod */
-			if (y == 0)
-				return jj_err(rs, "float %s by zero", op == '%' ? "modulo" : "floor division");
-			double mod = fmod(x, y), div = (x - mod) / y;
-			if (mod != 0) {
-				if ((y < 0) != (mod < 0)) {
-					mod += y;
-					div -= 1.0;
-				}
-			} else {
-				mod = copysign(0.0, y);
-			}
-			double fd = copysign(0.0, x / y);
-			if (div != 0) {
-				fd = floor(div);
-				if (div - fd > 0.5)
-					fd += 1.0;
-			}
-			r = op == '%' ? mod : fd;
-			break;
-		}
-		}
-		*out = jv_float(r);
-		return LOOM_OK;
-	}
-	int64_t x = inum(a), y = inum(b), r;
-	switch (op) {
-	case '+':
-		if (__builtin_add_overflow(x, y, &r))
-			return jj_err(rs, "integer overflow");
-		break;
-	case '-':
-		if (__builtin_sub_overflow(x, y, &r))
-			return jj_err(rs, "integer overflow");
-		break;
-	case '*':
-		if (__builtin_mul_overflow(x, y, &r))
-			return jj_err(rs, "integer overflow");
-		break;
-	case JO_POW: {
-		if (y < 0) {
-			if (x == 0)
-				return jj_err(rs, "0.0 cannot be raised to a negative power");
-			*out = jv_float(pow((double)x, (double)y));
-			return LOOM_OK;
-		}
-		int64_t base = x;
-		r = 1;
-		while (y) {
-			if ((y & 1) && __builtin_mul_overflow(r, base, &r))
-				return jj_err(rs, "integer overflow");
-			y >>= 1;
-			if (y && __builtin_mul_overflow(base, base, &base))
-				return jj_err(rs, "integer overflow");
-		}
-		break;
-	}
-	default:
-		if (y == 0)
-			return jj_err(rs, "integer %s by zero", op == '%' ? "modulo" : "division or modulo");
-		if (x == INT64_MIN && y == -1)
-			return jj_err(rs, "integer overflow");
-		r = x % y;
-		if (r != 0 && ((r < 0) != (y < 0)))
-			r += y;
-		if (op == JO_FLOORDIV)
-			r = (x - r) / y;
-		break;
-	}
-	*out = jv_int(r);
-	return LOOM_OK;
-}
-
-static loom_err contains(jj_rs *rs, const jv *item, const jv *c, bool *out)
-{
-	switch (c->t) {
-	case JV_STR:
-		if (item->t != JV_STR)
-			return jj_err(rs, "'in <string>' requires string as left operand, not %s",
-				      jv_type_name(item));
-		*out = item->n == 0 || memmem(c->s, c->n, item->s, item->n) != NULL;
-		return LOOM_OK;
-	case JV_LIST:
-		*out = false;
-		for (size_t i = 0; i < c->l->n && !*out; i++)
-			*out = jv_equal(item, &c->l->v[i], 0);
-		return LOOM_OK;
-	case JV_DICT:
-	case JV_NS:
-		*out = jv_dict_get(c->d, item) != NULL;
-		return LOOM_OK;
-	case JV_UNDEF:
-		return undefined_err(rs, c);
-	default:
-		return jj_err(rs, "argument of type '%s' is not iterable", jv_type_name(c));
-	}
-}
-
-static loom_err compare(jj_rs *rs, int op, const jv *a, const jv *b, bool *out)
-{
-	loom_err rc = LOOM_OK;
-	switch (op) {
-	case JO_EQ: *out = jv_equal(a, b, 0); break;
-	case JO_NE: *out = !jv_equal(a, b, 0); break;
-	case '<': rc = jv_less(rs, a, b, out); break;
-	case '>': rc = jv_less(rs, b, a, out); break;
-	case JO_LE: rc = jv_less(rs, b, a, out); *out = !*out; break;
-	case JO_GE: rc = jv_less(rs, a, b, out); *out = !*out; break;
-	default: /* in, not in */
-		rc = contains(rs, a, b, out);
-		if (op != 512)
-			*out = !*out;
-	}
-	return rc;
-}
 
 /* ---- calls ---- */
 
@@ -603,7 +321,7 @@ static loom_err call_macro(jj_rs *rs, const jj_node *m, const jj_args *a, jv *ou
 			if ((rc = jj_eval(rs, f, def, &v)))
 				return rc;
 		} else
-			v = jv_undef(hint(rs, "parameter '%.*s' was not provided", (int)prm->name_n,
+			v = jv_undef(jj_hint(rs, "parameter '%.*s' was not provided", (int)prm->name_n,
 					  prm->name));
 		if ((rc = frame_set(rs, f, prm->name, prm->name_n, &v)))
 			return rc;
@@ -635,7 +353,7 @@ loom_err jj_call_value(jj_rs *rs, jj_frame *f, const jv *fn, const jv *args, siz
 	case JV_MACRO: return call_macro(rs, fn->macro, &a, out);
 	case JV_FUNC: return jj_call_func(rs, (int)fn->i, &a, out);
 	case JV_METHOD: return jj_call_method(rs, &fn->m->obj, fn->m->id, NULL, &a, out);
-	case JV_UNDEF: return undefined_err(rs, fn);
+	case JV_UNDEF: return jj_undefined_err(rs, fn);
 	default: return jj_err(rs, "'%s' object is not callable", jv_type_name(fn));
 	}
 }
@@ -649,7 +367,7 @@ static loom_err eval_call(jj_rs *rs, jj_frame *f, const jj_node *n, jv *out)
 		if ((rc = jj_eval(rs, f, n->a->a, &obj)))
 			return rc;
 		if (obj.t == JV_UNDEF)
-			return undefined_err(rs, &obj);
+			return jj_undefined_err(rs, &obj);
 		if (obj.t == JV_STR || obj.t == JV_DICT || obj.t == JV_LIST || obj.t == JV_LOOP) {
 			if ((rc = eval_args(rs, f, n, &ea)))
 				return rc;
@@ -745,7 +463,7 @@ loom_err jj_eval(jj_rs *rs, jj_frame *f, const jj_node *n, jv *out)
 		    (n->d && (rc = jj_eval(rs, f, n->d, &st))))
 			return rc;
 		rs->line = n->line;
-		return do_slice(rs, &a, n->b ? &lo : NULL, n->c ? &hi : NULL, n->d ? &st : NULL, out);
+		return jj_slice(rs, &a, n->b ? &lo : NULL, n->c ? &hi : NULL, n->d ? &st : NULL, out);
 	}
 	case N_CALL:
 		rc = eval_call(rs, f, n, out);
@@ -776,7 +494,7 @@ loom_err jj_eval(jj_rs *rs, jj_frame *f, const jj_node *n, jv *out)
 			return rc;
 		rs->line = n->line;
 		if (a.t == JV_UNDEF)
-			return undefined_err(rs, &a);
+			return jj_undefined_err(rs, &a);
 		if (!numeric(&a))
 			return jj_err(rs, "bad operand type for unary %c: '%s'", n->kind == N_NEG ? '-' : '+',
 				      jv_type_name(&a));
@@ -793,7 +511,7 @@ loom_err jj_eval(jj_rs *rs, jj_frame *f, const jj_node *n, jv *out)
 		if ((rc = jj_eval(rs, f, n->a, &a)) || (rc = jj_eval(rs, f, n->b, &b)))
 			return rc;
 		rs->line = n->line;
-		return binary(rs, n->op, &a, &b, out);
+		return jj_binary(rs, n->op, &a, &b, out);
 	case N_AND:
 	case N_OR:
 		if ((rc = jj_eval(rs, f, n->a, &a)))
@@ -811,7 +529,7 @@ loom_err jj_eval(jj_rs *rs, jj_frame *f, const jj_node *n, jv *out)
 			if ((rc = jj_eval(rs, f, n->args.v[i], &b)))
 				return rc;
 			rs->line = n->line;
-			if ((rc = compare(rs, n->ops[i], &a, &b, &r)))
+			if ((rc = jj_compare(rs, n->ops[i], &a, &b, &r)))
 				return rc;
 			if (!r) {
 				*out = jv_bool(false);
@@ -846,7 +564,7 @@ static loom_err assign(jj_rs *rs, jj_frame *f, const jj_node *target, const jv *
 	size_t n;
 	loom_err rc;
 	if (v->t == JV_UNDEF)
-		return undefined_err(rs, v);
+		return jj_undefined_err(rs, v);
 	if ((rc = jv_iterate(rs, v, &items, &n)))
 		return rc;
 	if (n != target->args.n)

@@ -282,7 +282,24 @@ loom_err jj_getattr(jj_rs *rs, const jv *obj, const char *name, size_t n, jv *ou
 /* obj[key] as jinja2's getitem does (item, then attribute for strings keys). */
 loom_err jj_getitem(jj_rs *rs, const jv *obj, const jv *key, jv *out);
 
-/* builtins (jinja_builtin.c) */
+/* An undefined value's hint, formatted into the render arena. */
+const char *jj_hint(jj_rs *rs, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Fails with the hint of undefined value v. */
+loom_err jj_undefined_err(jj_rs *rs, const jv *v);
+/* "dict object", "None", ... as jinja2 names objects in messages. */
+const char *jj_obj_repr(const jv *v);
+
+/* operators (jinja_ops.c) */
+#define JJ_CMP_IN 512    /* N_CMP ops beyond the JO_* comparisons */
+#define JJ_CMP_NOTIN 513
+/* a op b for + - * / // % ** ~ */
+loom_err jj_binary(jj_rs *rs, int op, const jv *a, const jv *b, jv *out);
+/* a op b for == != < > <= >= in, not in */
+loom_err jj_compare(jj_rs *rs, int op, const jv *a, const jv *b, bool *out);
+/* obj[lo:hi:st], each NULL when not given */
+loom_err jj_slice(jj_rs *rs, const jv *obj, const jv *lo, const jv *hi, const jv *st, jv *out);
+
+/* builtins (jinja_builtin.c, jinja_tests.c, jinja_methods.c) */
 typedef struct jj_args {
 	const jv *pos;
 	size_t n_pos;

@@ -544,7 +544,7 @@ static loom_err parse_math(ps *p, int level, jj_node **out)
 	return LOOM_OK;
 }
 
-enum { CMP_IN = 512, CMP_NOTIN };
+
 
 static loom_err parse_compare(ps *p, jj_node **out)
 {
@@ -562,10 +562,10 @@ static loom_err parse_compare(ps *p, jj_node **out)
 			op = c->op;
 			next(p);
 		} else if (is_name(c, "in")) {
-			op = CMP_IN;
+			op = JJ_CMP_IN;
 			next(p);
 		} else if (is_name(c, "not") && is_name(peek(p), "in")) {
-			op = CMP_NOTIN;
+			op = JJ_CMP_NOTIN;
 			next(p);
 			next(p);
 		} else {
