@@ -230,6 +230,13 @@ loom_err gw_model_set_chat(gw_model *md, const loom_chat_source *src)
 	md->jinja_error = err;
 	md->bos_token = bos;
 	md->eos_token = eos;
+	md->n_extra_eos = 0;
+	int32_t id = *eos && md->tok ? loom_tok_id(md->tok, eos) : -1;
+	for (int i = 0; id >= 0 && i < md->cfg.n_eos; i++)
+		if (md->cfg.eos_ids[i] == id)
+			id = -1;
+	if (id >= 0)
+		md->extra_eos[md->n_extra_eos++] = id;
 	if (md->tmpl == GW_TMPL_AUTO)
 		md->tmpl = has ? GW_TMPL_MODEL : GW_TMPL_PLAIN;
 	return LOOM_OK;

@@ -46,6 +46,9 @@ typedef struct gw_model {
 	char *jinja_error;        /* why the template it ships cannot be used, or NULL */
 	char *bos_token;          /* tokenizer_config's strings templates print ("" if none) */
 	char *eos_token;
+	int32_t extra_eos[2];     /* eos_token's id when config/generation_config do not
+				     list it (an instruct model's end-of-turn): a stop id */
+	int n_extra_eos;
 	time_t created;
 	char sha[LOOM_SHA_HEX];   /* store bundle, "" when not from the store */
 	uint64_t bytes;           /* bundle bytes (0 when not from the store) */

@@ -489,6 +489,9 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 			.seed = p.seed,
 			.max_tokens = max_tokens,
 			.ignore_eos = p.ignore_eos,
+			/* the tokenizer's eos_token when the configs do not list it */
+			.n_stop_ids = p.ignore_eos ? 0 : (uint32_t)m->n_extra_eos,
+			.stop_ids = (int32_t *)m->extra_eos,
 		},
 	};
 	if (!p.has_seed && getrandom(&sub.sampling.seed, sizeof sub.sampling.seed, 0) < 0)

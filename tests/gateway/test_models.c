@@ -392,9 +392,82 @@ static void test_changes(void **state)
 	gw_models_destroy(m);
 }
 
+/* A folder with stories260k's files and the given tokenizer_config.json. */
+static char *chat_folder(const char *tag, const char *tokcfg)
+{
+	char *dir = lt_tmpdir(tag);
+	char p[PATH_MAX + 64];
+	assert_int_equal(lt_sh("for f in config.json model.safetensors tokenizer.json; do ln -s "
+			       "%s/$f %s/$f; done", stories, dir), 0);
+	snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
+	FILE *fp = fopen(p, "w");
+	assert_non_null(fp);
+	fputs(tokcfg, fp);
+	fclose(fp);
+	return dir;
+}
+
+/* The model's own template: found, compiled, used by default; its
+ * eos_token becomes a stop id when the configs do not list it; a template
+ * loom cannot compile leaves the model loadable with the reason kept. */
+static void test_model_template(void **state)
+{
+	(void)state;
+	gw_models *m;
+	assert_int_equal(gw_models_create(&m), LOOM_OK);
+	char *good = chat_folder("tmpl-good", "{\"bos_token\": {\"content\": \"<s>\"},"
+				 " \"eos_token\": \"<s>\", \"chat_template\": \"{{ bos_token }}"
+				 "{% for m in messages %}[{{ m.role }}] {{ m.content }}{% endfor %}\"}");
+	assert_int_equal(gw_models_add(m, "g", good, GW_TMPL_AUTO), LOOM_OK);
+	const gw_model *md = gw_models_find(m, "g");
+	assert_int_equal(md->tmpl, GW_TMPL_MODEL);
+	assert_non_null(md->jinja);
+	assert_string_equal(md->bos_token, "<s>");
+	assert_int_equal(md->n_extra_eos, 1); /* "<s>" is id 1; config.json's EOS is 2 */
+	assert_int_equal(md->extra_eos[0], 1);
+	json_t *msgs = json_loads("[{\"role\":\"user\",\"content\":\"hi\"}]", 0, NULL);
+	gw_chat_ctx cx = {.messages = msgs, .add_generation_prompt = 1,
+			  .bos_token = md->bos_token, .eos_token = md->eos_token};
+	char *out;
+	size_t len;
+	assert_int_equal(gw_chat_render_jinja(md->jinja, &cx, &out, &len), LOOM_OK);
+	assert_string_equal(out, "<s>[user] hi");
+	loom_free(out);
+	json_decref(msgs);
+	assert_int_equal(gw_models_set_template(m, "g", GW_TMPL_CHATML), LOOM_OK);
+	assert_int_equal(gw_models_find(m, "g")->tmpl, GW_TMPL_CHATML);
+	assert_int_equal(gw_models_set_template(m, "g", GW_TMPL_AUTO), LOOM_OK);
+	assert_int_equal(gw_models_find(m, "g")->tmpl, GW_TMPL_MODEL);
+
+	char *bad = chat_folder("tmpl-bad", "{\"chat_template\": \"{{ x | wordwrap }}\"}");
+	assert_int_equal(gw_models_add(m, "b", bad, GW_TMPL_AUTO), LOOM_OK);
+	md = gw_models_find(m, "b");
+	assert_int_equal(md->tmpl, GW_TMPL_MODEL);
+	assert_null(md->jinja);
+	assert_non_null(strstr(md->jinja_error, "wordwrap"));
+	assert_int_equal(md->n_extra_eos, 0);
+
+	char *none = chat_folder("tmpl-none", "{\"eos_token\": \"</s>\"}"); /* = config's */
+	assert_int_equal(gw_models_add(m, "n", none, GW_TMPL_AUTO), LOOM_OK);
+	assert_int_equal(gw_models_find(m, "n")->tmpl, GW_TMPL_PLAIN);
+	assert_int_equal(gw_models_find(m, "n")->n_extra_eos, 0);
+
+	char *broken = chat_folder("tmpl-broken", "{\"chat_template\": 3}");
+	assert_int_equal(gw_models_add(m, "x", broken, GW_TMPL_AUTO), LOOM_EFORMAT);
+	assert_non_null(strstr(loom_errmsg(), "tokenizer_config.json"));
+	assert_non_null(strstr(loom_errmsg(), "chat_template"));
+	gw_models_destroy(m);
+	char *dirs[] = { good, bad, none, broken };
+	for (int i = 0; i < 4; i++) {
+		lt_sh("rm -rf '%s'", dirs[i]);
+		loom_free(dirs[i]);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_model_template),
 		cmocka_unit_test(test_split_arg),
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_check),
