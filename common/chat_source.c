@@ -71,7 +71,8 @@ loom_err loom_chat_source_parse(const char *tc, size_t tc_len, const char *jinja
 
 	memset(out, 0, sizeof *out);
 	if (tc) {
-		root = json_loadb(tc, tc_len, 0, &je);
+		/* JSON_DECODE_INT_AS_REAL: Mistral's and Gemma's model_max_length is 1e30 */
+		root = json_loadb(tc, tc_len, JSON_DECODE_INT_AS_REAL, &je);
 		if (!root)
 			return loom_fail(LOOM_EFORMAT, "%s: not valid JSON: %s (line %d)", label,
 					 je.text, je.line);

@@ -111,7 +111,9 @@ loom_err mk_tokenizer_read(const char *json_path, const char *config_path, char 
 		goto out;
 	}
 	if (config_path) {
-		if (!(cfg = json_load_file(config_path, 0, &e)) || !json_is_object(cfg)) {
+		/* INT_AS_REAL: Mistral's and Gemma's model_max_length is 1e30 */
+		cfg = json_load_file(config_path, JSON_DECODE_INT_AS_REAL, &e);
+		if (!cfg || !json_is_object(cfg)) {
 			rc = loom_fail(LOOM_EINVAL, "%s: not a tokenizer_config.json: %s",
 				       config_path, cfg ? "not an object" : e.text);
 			goto out;
