@@ -16,14 +16,17 @@
  * Must not: know about models or requests.
  *
  * Also accepted: the Metaspace pre-tokenizer/decoder form of SentencePiece
- * files, Digits, an NFC normalizer (applied as identity, with a warning).
+ * files, Digits, an NFC normalizer (Qwen2/2.5/3; tokenizer_nfc.c).
  * Other components are refused at load (LOOM_EUNSUPPORTED), never ignored.
  * Encoding matches Hugging Face tokenizers (checked against its Rust library
- * on the fixtures), including where it matches "normalized": true added
+ * on the fixtures, and by tests/common/test_tokenizer_real.c against an
+ * independent reference encoder over a corpus), including where it matches "normalized": true added
  * tokens (in the normalized text). Known differences: skip_special drops
  * every special added token (HF 0.23 keeps "normalized": true ones); with no
  * decoder, pieces are concatenated (HF joins them with spaces); truncation and
- * padding sections are ignored; \p{L}/\p{N} follow PCRE2's Unicode tables.
+ * padding sections are ignored; \p{L}/\p{N} follow PCRE2's Unicode tables
+ * and NFC the Unicode version of tokenizer_nfc_tab.h, so characters added in
+ * recent Unicode versions may split or normalize differently.
  */
 #ifndef LOOM_TOKENIZER_H
 #define LOOM_TOKENIZER_H

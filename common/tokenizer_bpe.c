@@ -159,6 +159,15 @@ static loom_err normalize(tk_enc *e, const char *s, size_t n)
 		if (st->kind == TK_NORM_PREPEND) {
 			if (buf_add(tmp, st->with, st->with_len) || buf_add(tmp, cur->p, cur->len))
 				return oom(e);
+		} else if (st->kind == TK_NORM_NFC) {
+			char *nfc;
+			size_t nfc_len;
+			if (tk_nfc(cur->p, cur->len, &nfc, &nfc_len))
+				return oom(e);
+			loom_err rc = buf_add(tmp, nfc, nfc_len);
+			loom_free(nfc);
+			if (rc)
+				return oom(e);
 		} else {
 			size_t j = 0, from = 0;
 			while (j + st->pat_len <= cur->len) {

@@ -9,7 +9,6 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "log.h"
 #include "tokenizer_int.h"
 
 /* GPT-2's split regex, as the ByteLevel pre-tokenizer uses it (use_regex). */
@@ -59,13 +58,15 @@ static loom_err norm_step(loom_tok *t, json_t *n)
 				return rc;
 		return LOOM_OK;
 	}
-	if (!strcmp(ty, "NFC")) {
-		LOOM_WARN("%s: NFC normalizer applied as identity (input is taken as already NFC)", t->name);
-		return LOOM_OK;
-	}
 	if (t->n_norm == TK_MAX_STEPS)
 		return loom_fail(LOOM_EUNSUPPORTED, "%s: more than %d normalizer steps", t->name, TK_MAX_STEPS);
 	tk_norm *s = &t->norm[t->n_norm];
+	if (!strcmp(ty, "NFC")) {
+		s->kind = TK_NORM_NFC;
+		s->pat = s->with = NULL;
+		t->n_norm++;
+		return LOOM_OK;
+	}
 	if (!strcmp(ty, "Prepend")) {
 		json_t *p = json_object_get(n, "prepend");
 		if (!json_is_string(p))

@@ -88,7 +88,7 @@ typedef struct tk_added_set {
 } tk_added_set;
 
 /* One normalizer step, applied in order to each text segment. */
-typedef enum { TK_NORM_PREPEND, TK_NORM_REPLACE } tk_norm_kind;
+typedef enum { TK_NORM_PREPEND, TK_NORM_REPLACE, TK_NORM_NFC } tk_norm_kind;
 typedef struct tk_norm {
 	tk_norm_kind kind;
 	char *pat;      /* REPLACE: literal pattern (loom_malloc'ed) */
@@ -182,6 +182,10 @@ loom_err tk_load_decoder(struct loom_tok *t, struct json_t *dec);
 void tk_config_fini(struct loom_tok *t);
 /* Fills t->dec / t->dec_off from the pieces and the decoder flags. */
 loom_err tk_build_dec(struct loom_tok *t);
+/* Unicode NFC of n bytes of valid UTF-8 (tokenizer_nfc.c). *out is
+ * loom_malloc'ed and NUL-terminated (caller frees); LOOM_ENOMEM on failure
+ * (no message set: the caller names the tokenizer). */
+loom_err tk_nfc(const char *s, size_t n, char **out, size_t *out_len);
 /* Runs the normalizer over s; *out is loom_malloc'ed (tokenizer_bpe.c). */
 loom_err tk_normalize(const struct loom_tok *t, const char *s, size_t n, char **out, size_t *out_len);
 
