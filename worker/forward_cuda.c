@@ -3,16 +3,27 @@
  * forward_cuda.h).
  *
  * A step: pack the batch (tokens, positions, cu_q, KV lengths, block
- * tables, SGMV metadata) into pinned staging, one async copy, then per
- * layer: RMSNorm -> fused q|k|v GEMM -> LoRA q,k,v (one shrink, one expand
- * into the fused row) -> RoPE over q and k heads of the fused row -> KV
- * write -> paged attention (the decode kernel when every sequence brings
- * one token, else the prefill kernel) -> o GEMM added into the F32 residual
- * -> LoRA o -> RMSNorm -> fused gate|up GEMM -> LoRA gate,up -> SiLU*mul ->
- * down GEMM into the residual -> LoRA down; then the rows that need logits
- * are gathered (kn_cuda_embed over the residual as a table), normed, and
- * the LM head writes F32 logits, copied back once. Everything runs on the
- * context's compute stream; the step ends with one stream sync (logits).
+ * tables, SGMV metadata; per-row RoPE frequencies for a dynamic schedule)
+ * into pinned staging, one async copy, then embed (times the embedding
+ * scale) and per layer: RMSNorm -> fused q|k|v GEMM (+ fused q|k|v bias) ->
+ * LoRA q,k,v (one shrink, one expand into the fused row) -> per-head q and
+ * k norms (Qwen3) -> RoPE over q and k heads of the fused row -> KV write
+ * -> paged attention (the decode kernel when every sequence brings one
+ * token, else the prefill kernel; the layer's sliding window, the model's
+ * query scale and score soft-cap) -> o GEMM added into the F32 residual
+ * (+ o bias) -> LoRA o -> RMSNorm -> fused gate|up GEMM (+ bias) -> LoRA
+ * gate,up -> SiLU*mul or GELU*mul -> down GEMM into the residual (+ bias)
+ * -> LoRA down; with sandwich norms (Gemma 2) the o and down outputs go to
+ * an F32 temporary, are normed, then added to the residual. Then the rows
+ * that need logits are gathered (kn_cuda_embed over the residual as a
+ * table), normed, the LM head writes F32 logits (soft-capped when the
+ * model says so), copied back once. Everything runs on the context's
+ * compute stream; the step ends with one stream sync (logits).
+ * RoPE: the model's inverse frequencies (loom_rope_freqs) are computed on
+ * the host and uploaded once at create; a dynamic (NTK) schedule, whose
+ * frequencies depend on the position, ships one row of frequencies per
+ * token with the step's metadata (the static table for positions below
+ * orig_max), i.e. half * 8 bytes per token more in the step's one copy.
  * Uploads (base weights, adapters, both on the copy stream) live in
  * forward_cuda_load.c; a step waits on an adapter slot's "ready" event
  * before its first LoRA kernel when the slot was loaded since the last
@@ -69,7 +80,6 @@ loom_err wk_cuda_fwd_sync(wk_cuda_fwd *f)
 
 #else
 
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -101,6 +111,14 @@ typedef struct meta_off {
 	size_t tok, pos, cuq, ctx, last, bt;
 } meta_off;
 
+/* Bytes of per-row RoPE frequencies a step may carry (dynamic schedules). */
+static size_t rope_rows_bytes(const wk_cuda_fwd *f)
+{
+	if (!loom_rope_dynamic(&f->m->cfg))
+		return 0;
+	return (size_t)f->max_tokens * (f->m->cfg.head_dim / 2) * sizeof(double);
+}
+
 static meta_off meta_layout(const wk_cuda_fwd *f)
 {
 	meta_off o;
@@ -131,7 +149,8 @@ static loom_err alloc_scratch(wk_cuda_fwd *f, const wk_cuda_fwd_opts *o)
 	}
 	f->lmeta_bytes = up256(kn_cuda_lora_meta_bytes(f->max_tokens, f->max_seqs));
 	f->bt_cap = f->kv.n_blocks;
-	f->meta_bytes = meta_layout(f).bt + (size_t)4 * f->max_seqs * f->bt_cap;
+	f->meta_bytes = up256(meta_layout(f).bt + (size_t)4 * f->max_seqs * f->bt_cap) +
+			rope_rows_bytes(f);
 	struct {
 		void **p;
 		size_t n;
@@ -146,9 +165,21 @@ static loom_err alloc_scratch(wk_cuda_fwd *f, const wk_cuda_fwd_opts *o)
 	size_t total = 4096;
 	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
 		total += up256(bufs[i].n);
+	size_t half = (size_t)f->m->cfg.head_dim / 2;
+	total += up256(half * sizeof(double));
 	loom_err rc = kn_cuda_arena_create("scratch", total, &f->asc);
 	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0] && !rc; i++)
 		rc = kn_cuda_arena_alloc(f->asc, bufs[i].n, bufs[i].p);
+	/* the RoPE frequencies of every position (dynamic: below orig_max), once */
+	f->rope_h = loom_calloc(half, sizeof *f->rope_h);
+	if (!rc && !f->rope_h)
+		rc = loom_fail(LOOM_ENOMEM, "cuda forward: out of host memory");
+	if (!rc)
+		loom_rope_freqs(&f->m->cfg, 0, f->rope_h, &f->rope_mscale);
+	if (!rc)
+		rc = kn_cuda_arena_alloc(f->asc, half * sizeof(double), (void **)&f->rope_d);
+	if (!rc)
+		rc = kn_cuda_memcpy(f->rope_d, f->rope_h, half * sizeof(double));
 	if (!rc)
 		rc = kn_cuda_host_alloc(f->meta_bytes, &f->meta_h);
 	if (!rc)
@@ -188,10 +219,19 @@ static loom_err alloc_scratch(wk_cuda_fwd *f, const wk_cuda_fwd_opts *o)
 	return rc;
 }
 
-/* The parts of the layer description (common/model_config.h) this forward
- * does not compute yet: refused by name rather than computed as Llama. */
+/* The optional tensors come in the groups the fused uploads assume
+ * (worker/model.c loads them so; a hand-built model might not). */
 static loom_err check_layers(const wk_model *m)
 {
+	for (int l = 0; l < m->cfg.n_layers; l++) {
+		const wk_layer *w = &m->layers[l];
+		if (!w->bq != !w->bk || !w->bq != !w->bv || !w->b_gate != !w->b_up ||
+		    !w->q_norm != !w->k_norm)
+			return loom_fail(LOOM_EINVAL, "cuda forward: model \"%s\" layer %d has only "
+					 "part of its q/k/v biases, gate/up biases or q/k norms",
+					 m->name, l);
+	}
+	/* not proven against the CPU forward yet: refused by name */
 	const loom_model_config *c = &m->cfg;
 	const char *what = NULL;
 	if (c->qkv_bias || c->o_bias || c->mlp_bias)
@@ -210,8 +250,6 @@ static loom_err check_layers(const wk_model *m)
 		what = "sliding-window attention";
 	else if (c->rope.kind != LOOM_ROPE_DEFAULT)
 		what = "rope scaling";
-	else if (c->attn_scale != (float)(1.0 / sqrt((double)c->head_dim)))
-		what = "a query scale other than head_dim^-1/2";
 	if (what)
 		return loom_fail(LOOM_EUNSUPPORTED, "cuda forward: model \"%s\" (%s) uses %s, which "
 				 "the CUDA backend does not compute yet; serve it with --backend cpu",
@@ -297,6 +335,7 @@ void wk_cuda_fwd_destroy(wk_cuda_fwd *f)
 	kn_cuda_host_free(f->meta_h);
 	kn_cuda_host_free(f->logits_h);
 	kn_cuda_host_free(f->stage);
+	loom_free(f->rope_h);
 	kn_cuda_event_destroy(f->w_ev);
 	loom_free(f->wp);
 	for (int h = 0; h < 2; h++)
@@ -359,6 +398,7 @@ static loom_err check_batch(const wk_cuda_fwd *f, const wk_batch *b, int *max_ct
 
 typedef struct step {
 	int T, R;
+	const double *rope_rows; /* device [T, head_dim/2] (dynamic RoPE), else NULL */
 	kn_cuda_attn_batch ab;
 	bool decode;
 	const void *lmeta;
@@ -395,45 +435,124 @@ static loom_err lora(wk_cuda_fwd *f, const step *s, int g, int l, const void *x,
 					     s->lmeta, s->n_chunks, f->st);
 }
 
-static loom_err layer(wk_cuda_fwd *f, const step *s, int l, const int32_t *pos)
+/* y[T, n] (ld ldy, ydt) += b, when the layer has that bias. */
+static loom_err bias(wk_cuda_fwd *f, void *y, kn_cuda_dtype ydt, int ldy, const float *b, int T,
+		     int n)
+{
+	return b ? kn_cuda_add_bias(y, ydt, ldy, b, KN_CUDA_F32, T, n, f->st) : LOOM_OK;
+}
+
+/* Where a block's output projection writes: the F32 residual x, or with a
+ * post-norm (sandwich norms) the F32 temporary xl, which post_add normalizes
+ * and adds to x. */
+static float *block_out(wk_cuda_fwd *f, const float *post_norm)
+{
+	return post_norm ? f->xl : f->x;
+}
+
+static loom_err post_add(wk_cuda_fwd *f, const float *post_norm, int T)
+{
+	if (!post_norm)
+		return LOOM_OK;
+	const kn_cuda_dtype F = KN_CUDA_F32;
+	loom_err rc = kn_cuda_rmsnorm(f->xl, F, f->d, f->xl, F, f->d, post_norm, F, T, f->d,
+				      f->m->cfg.rms_eps, f->st);
+	return rc ? rc : kn_cuda_add(f->x, F, f->xl, F, (size_t)T * f->d, f->st);
+}
+
+/* Attention block of layer l: x += o_proj(attn(rope(norm_qk(q)), rope(norm_qk(k)), v)). */
+static loom_err attention(wk_cuda_fwd *f, const step *s, int l, const int32_t *pos)
 {
 	const loom_model_config *c = &f->m->cfg;
 	const dlayer *w = &f->layers[l];
-	int T = s->T, d = f->d;
-	float scale = (float)(1.0 / sqrt((double)c->head_dim));
+	int T = s->T, d = f->d, hd = c->head_dim;
 	const kn_cuda_dtype B = KN_CUDA_BF16, F = KN_CUDA_F32;
+	float *o = block_out(f, w->post_attn_norm);
 	loom_err rc;
 	if ((rc = kn_cuda_rmsnorm(f->xn, B, d, f->x, F, d, w->attn_norm, F, T, d, c->rms_eps,
 				  f->st)) ||
 	    (rc = kn_cuda_gemm(f->ctx, f->qkv, B, f->qkvw, f->xn, B, d, w->wqkv, B, d, T, f->qkvw,
 			       d, 1.0f, 0.0f, f->st)) ||
-	    (rc = lora(f, s, G_QKV, l, f->xn, d, f->qkv, B, f->qkvw)) ||
-	    (rc = kn_cuda_rope(f->qkv, B, f->qkvw, T, c->n_heads + c->n_kv_heads, c->head_dim, pos,
-			       c->rope_theta, f->st)) ||
+	    (rc = bias(f, f->qkv, B, f->qkvw, w->bqkv, T, f->qkvw)) ||
+	    (rc = lora(f, s, G_QKV, l, f->xn, d, f->qkv, B, f->qkvw)))
+		return rc;
+	if (w->qk_norm &&
+	    ((rc = kn_cuda_head_rmsnorm(f->qkv, B, f->qkvw, T, c->n_heads, hd, w->qk_norm, F,
+					c->rms_eps, f->st)) ||
+	     (rc = kn_cuda_head_rmsnorm(col(f->qkv, f->qdim), B, f->qkvw, T, c->n_kv_heads, hd,
+					w->qk_norm + hd, F, c->rms_eps, f->st))))
+		return rc;
+	const double *inv = s->rope_rows ? s->rope_rows : f->rope_d;
+	if ((rc = kn_cuda_rope(f->qkv, B, f->qkvw, T, c->n_heads + c->n_kv_heads, hd, pos, inv,
+			       s->rope_rows ? hd / 2 : 0, f->rope_mscale, f->st)) ||
 	    (rc = kn_cuda_kv_write(&f->kv, l, &s->ab, col(f->qkv, f->qdim),
 				   col(f->qkv, (size_t)f->qdim + f->kvdim), B, f->qkvw, f->st)))
 		return rc;
+	int win = loom_layer_window(c, l);
 	if (s->decode)
 		rc = kn_cuda_attn_decode(f->att, B, f->qdim, f->qkv, B, f->qkvw, &f->kv, l, &s->ab,
-					 c->n_heads, scale, f->attn_ws, f->attn_ws_bytes, f->st);
+					 c->n_heads, c->attn_scale, win, c->attn_softcap, f->attn_ws,
+					 f->attn_ws_bytes, f->st);
 	else
 		rc = kn_cuda_attn_prefill(f->att, B, f->qdim, f->qkv, B, f->qkvw, &f->kv, l, &s->ab,
-					  c->n_heads, scale, f->st);
+					  c->n_heads, c->attn_scale, win, c->attn_softcap, f->st);
 	if (rc ||
-	    (rc = kn_cuda_gemm(f->ctx, f->x, F, d, f->att, B, f->qdim, w->wo, B, f->qdim, T, d,
-			       f->qdim, 1.0f, 1.0f, f->st)) ||
-	    (rc = lora(f, s, G_O, l, f->att, f->qdim, f->x, F, d)) ||
-	    (rc = kn_cuda_rmsnorm(f->xn, B, d, f->x, F, d, w->ffn_norm, F, T, d, c->rms_eps,
+	    (rc = kn_cuda_gemm(f->ctx, o, F, d, f->att, B, f->qdim, w->wo, B, f->qdim, T, d,
+			       f->qdim, 1.0f, o == f->x ? 1.0f : 0.0f, f->st)) ||
+	    (rc = bias(f, o, F, d, w->bo, T, d)) ||
+	    (rc = lora(f, s, G_O, l, f->att, f->qdim, o, F, d)))
+		return rc;
+	return post_add(f, w->post_attn_norm, T);
+}
+
+/* MLP block of layer l: x += down(act(gate(xn)) * up(xn)). */
+static loom_err mlp(wk_cuda_fwd *f, const step *s, int l)
+{
+	const loom_model_config *c = &f->m->cfg;
+	const dlayer *w = &f->layers[l];
+	int T = s->T, d = f->d;
+	const kn_cuda_dtype B = KN_CUDA_BF16, F = KN_CUDA_F32;
+	float *o = block_out(f, w->post_ffn_norm);
+	loom_err rc;
+	if ((rc = kn_cuda_rmsnorm(f->xn, B, d, f->x, F, d, w->ffn_norm, F, T, d, c->rms_eps,
 				  f->st)) ||
 	    (rc = kn_cuda_gemm(f->ctx, f->gu, B, 2 * f->ffn, f->xn, B, d, w->wgu, B, d, T,
 			       2 * f->ffn, d, 1.0f, 0.0f, f->st)) ||
-	    (rc = lora(f, s, G_GU, l, f->xn, d, f->gu, B, 2 * f->ffn)) ||
-	    (rc = kn_cuda_silu_mul(f->act, B, f->ffn, f->gu, col(f->gu, f->ffn), B, 2 * f->ffn, T,
-				   f->ffn, f->st)) ||
-	    (rc = kn_cuda_gemm(f->ctx, f->x, F, d, f->act, B, f->ffn, w->wdown, B, f->ffn, T, d,
-			       f->ffn, 1.0f, 1.0f, f->st)))
+	    (rc = bias(f, f->gu, B, 2 * f->ffn, w->bgu, T, 2 * f->ffn)) ||
+	    (rc = lora(f, s, G_GU, l, f->xn, d, f->gu, B, 2 * f->ffn)))
 		return rc;
-	return lora(f, s, G_DOWN, l, f->act, f->ffn, f->x, F, d);
+	if (c->act == LOOM_ACT_SILU)
+		rc = kn_cuda_silu_mul(f->act, B, f->ffn, f->gu, col(f->gu, f->ffn), B, 2 * f->ffn, T,
+				      f->ffn, f->st);
+	else
+		rc = kn_cuda_gelu_mul(f->act, B, f->ffn, f->gu, col(f->gu, f->ffn), B, 2 * f->ffn, T,
+				      f->ffn, c->act == LOOM_ACT_GELU_TANH, f->st);
+	if (rc ||
+	    (rc = kn_cuda_gemm(f->ctx, o, F, d, f->act, B, f->ffn, w->wdown, B, f->ffn, T, d,
+			       f->ffn, 1.0f, o == f->x ? 1.0f : 0.0f, f->st)) ||
+	    (rc = bias(f, o, F, d, w->bdown, T, d)) ||
+	    (rc = lora(f, s, G_DOWN, l, f->act, f->ffn, o, F, d)))
+		return rc;
+	return post_add(f, w->post_ffn_norm, T);
+}
+
+/* Per-row RoPE frequencies of a dynamic schedule into host rows[T, half]:
+ * the static table up to orig_max, loom_rope_freqs past it. */
+static loom_err rope_rows(const wk_cuda_fwd *f, const int32_t *pos, int T, double *rows)
+{
+	const loom_model_config *c = &f->m->cfg;
+	size_t half = (size_t)c->head_dim / 2;
+	for (int t = 0; t < T; t++) {
+		double *r = rows + (size_t)t * half, ms = f->rope_mscale;
+		if (pos[t] + 1 <= c->rope.orig_max)
+			memcpy(r, f->rope_h, half * sizeof *r);
+		else
+			loom_rope_freqs(c, pos[t], r, &ms);
+		if (ms != f->rope_mscale) /* kn_cuda_rope takes one factor for all rows */
+			return loom_fail(LOOM_EINTERNAL, "cuda forward: a rope schedule whose cos/sin "
+					 "factor depends on the position");
+	}
+	return LOOM_OK;
 }
 
 loom_err wk_cuda_forward(wk_cuda_fwd *f, const wk_batch *b, float *logits)
@@ -487,6 +606,13 @@ loom_err wk_cuda_forward(wk_cuda_fwd *f, const wk_batch *b, float *logits)
 		s.lmeta = dv;
 	}
 	size_t used = o.bt + (size_t)4 * b->n_seqs * bts;
+	if (loom_rope_dynamic(c)) { /* after the block tables this step filled */
+		size_t ro = up256(used);
+		if ((rc = rope_rows(f, pos, s.T, (double *)(h + ro))))
+			return rc;
+		s.rope_rows = (const double *)(dv + ro);
+		used = ro + (size_t)s.T * (c->head_dim / 2) * sizeof(double);
+	}
 	if ((rc = kn_cuda_memcpy_async(dv, h, used, f->st)))
 		return rc;
 	s.ab = (kn_cuda_attn_batch){.n_seqs = b->n_seqs, .n_tokens = s.T, .max_q_len = max_q,
@@ -499,8 +625,11 @@ loom_err wk_cuda_forward(wk_cuda_fwd *f, const wk_batch *b, float *logits)
 	const kn_cuda_dtype B = KN_CUDA_BF16, F = KN_CUDA_F32;
 	rc = kn_cuda_embed(f->x, F, d, f->embed, B, f->vocab, (const int32_t *)(dv + o.tok), s.T,
 			   d, f->st);
+	if (!rc && c->embed_scale != 1.0f)
+		rc = kn_cuda_scale(f->x, F, (size_t)s.T * d, c->embed_scale, f->st);
 	for (int l = 0; l < f->L && !rc; l++)
-		rc = layer(f, &s, l, (const int32_t *)(dv + o.pos));
+		if (!(rc = attention(f, &s, l, (const int32_t *)(dv + o.pos))))
+			rc = mlp(f, &s, l);
 	/* logits rows: gather (the residual as an embedding table), norm, head */
 	if (!rc)
 		rc = kn_cuda_embed(f->xl, F, d, f->x, F, s.T, (const int32_t *)(dv + o.last), s.R, d,
@@ -511,6 +640,9 @@ loom_err wk_cuda_forward(wk_cuda_fwd *f, const wk_batch *b, float *logits)
 	if (!rc)
 		rc = kn_cuda_gemm(f->ctx, f->logits_d, F, f->vocab, f->xn, B, d, f->lm_head, B, d,
 				  s.R, f->vocab, d, 1.0f, 0.0f, f->st);
+	if (!rc && c->final_softcap > 0.0f)
+		rc = kn_cuda_softcap(f->logits_d, F, (size_t)s.R * f->vocab, c->final_softcap,
+				     f->st);
 	size_t lb = (size_t)s.R * f->vocab * sizeof(float);
 	if (!rc)
 		rc = kn_cuda_memcpy_async(f->logits_h, f->logits_d, lb, f->st);

@@ -23,6 +23,14 @@ typedef struct dlayer {
 	void *wo;                    /* BF16 [d, qdim] */
 	void *wgu;                   /* BF16 [2 ffn, d] */
 	void *wdown;                 /* BF16 [d, ffn] */
+	/* Optional (NULL unless the layer description has them), F32. */
+	float *bqkv;                 /* [qdim + 2 kvdim] fused q|k|v bias */
+	float *bo;                   /* [d] */
+	float *bgu;                  /* [2 ffn] fused gate|up bias */
+	float *bdown;                /* [d] */
+	float *qk_norm;              /* [2 head_dim]: q_norm | k_norm */
+	float *post_attn_norm;       /* [d] (sandwich norms) */
+	float *post_ffn_norm;        /* [d] (sandwich norms) */
 } dlayer;
 
 /* A piece of the base weights to upload: up to three F32 host arrays, one
@@ -66,6 +74,10 @@ struct wk_cuda_fwd {
 	int max_tokens, max_seqs, n_slots, bt_cap, ws_ctx;
 	void *embed, *lm_head;
 	float *final_norm;
+	double *rope_d;              /* device [head_dim/2]: inv_freq of every position
+				      * (a dynamic schedule: of positions < orig_max) */
+	double *rope_h;              /* host copy of rope_d */
+	double rope_mscale;          /* the schedule's cos/sin factor */
 	dlayer *layers;
 	kn_cuda_kv kv;
 	float *x, *xl, *logits_d, *lv;

@@ -42,18 +42,49 @@ static loom_err add_piece(wk_cuda_fwd *f, void **dst, bool f32, const float *s0,
 	return rc;
 }
 
+/* The optional F32 vectors of layer w (the layer description's biases and
+ * norms): where each goes and its up-to-three sources. */
+typedef struct opt_vec {
+	float **dst;
+	const float *src[3];
+	size_t n[3];
+} opt_vec;
+
+static int layer_opts(wk_cuda_fwd *f, const wk_layer *w, dlayer *dl, opt_vec v[7])
+{
+	size_t d = (size_t)f->d, q = (size_t)f->qdim, kv = (size_t)f->kvdim, ff = (size_t)f->ffn;
+	size_t hd = (size_t)f->m->cfg.head_dim;
+	const opt_vec all[7] = {
+		{&dl->bqkv, {w->bq, w->bk, w->bv}, {q, kv, kv}},
+		{&dl->bo, {w->bo}, {d}},
+		{&dl->bgu, {w->b_gate, w->b_up}, {ff, ff}},
+		{&dl->bdown, {w->b_down}, {d}},
+		{&dl->qk_norm, {w->q_norm, w->k_norm}, {hd, hd}},
+		{&dl->post_attn_norm, {w->post_attn_norm}, {d}},
+		{&dl->post_ffn_norm, {w->post_ffn_norm}, {d}},
+	};
+	int n = 0;
+	for (int i = 0; i < 7; i++)
+		if (all[i].src[0])
+			v[n++] = all[i];
+	return n;
+}
+
 loom_err wk_cuda_plan_model(wk_cuda_fwd *f)
 {
 	const wk_model *m = f->m;
 	size_t d = (size_t)f->d, q = (size_t)f->qdim, kv = (size_t)f->kvdim, ff = (size_t)f->ffn;
+	/* the optional vectors of a layer: at most 7 of at most 3 x max(qkvw, 2 ffn) floats */
+	size_t wide = (size_t)f->qkvw > 2 * ff ? (size_t)f->qkvw : 2 * ff;
 	size_t per_layer = up256((size_t)f->qkvw * d * BF) + up256(d * q * BF) +
-			   up256(2 * ff * d * BF) + up256(d * ff * BF) + 2 * up256(d * 4);
+			   up256(2 * ff * d * BF) + up256(d * ff * BF) + 2 * up256(d * 4) +
+			   7 * up256((wide + d + 2 * (size_t)m->cfg.head_dim) * 4);
 	size_t total = (size_t)f->L * per_layer + 2 * up256(f->vocab * d * BF) + up256(d * 4) +
 		       4096;
 	loom_err rc = kn_cuda_arena_create("weights", total, &f->aw);
 	if (rc)
 		return rc;
-	f->wp = loom_calloc(3 + 6 * (size_t)f->L, sizeof *f->wp);
+	f->wp = loom_calloc(3 + 13 * (size_t)f->L, sizeof *f->wp);
 	if (!f->wp)
 		return loom_fail(LOOM_ENOMEM, "cuda forward: out of host memory");
 	size_t vd = (size_t)f->vocab * d;
@@ -75,9 +106,14 @@ loom_err wk_cuda_plan_model(wk_cuda_fwd *f)
 				    kv * d)) ||
 		    (rc = add_piece(f, &dl->wo, false, w->wo, d * q, NULL, 0, NULL, 0)) ||
 		    (rc = add_piece(f, &dl->wgu, false, w->w_gate, ff * d, w->w_up, ff * d, NULL,
-				    0)))
+				    0)) ||
+		    (rc = add_piece(f, &dl->wdown, false, w->w_down, d * ff, NULL, 0, NULL, 0)))
 			break;
-		rc = add_piece(f, &dl->wdown, false, w->w_down, d * ff, NULL, 0, NULL, 0);
+		opt_vec v[7];
+		int n = layer_opts(f, w, dl, v);
+		for (int i = 0; i < n && !rc; i++)
+			rc = add_piece(f, (void **)v[i].dst, true, v[i].src[0], v[i].n[0], v[i].src[1],
+				       v[i].n[1], v[i].src[2], v[i].n[2]);
 	}
 	return rc;
 }

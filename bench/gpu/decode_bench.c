@@ -128,6 +128,12 @@ static loom_err model_build(const opts *o, host_model *h)
 				 .head_dim = o->hidden / o->heads, .vocab = o->vocab,
 				 .max_ctx = 4096, .rms_eps = 1e-5f, .rope_theta = 10000.0f,
 				 .tied = false, .bos_id = 1, .n_eos = 1, .eos_ids = {2}};
+	/* the layer description of plain Llama, as common/model_family.c fills it */
+	c->act = LOOM_ACT_SILU;
+	c->embed_scale = 1.0f;
+	c->attn_scale = (float)(1.0 / sqrt((double)c->head_dim));
+	c->rope = (loom_rope_cfg){.kind = LOOM_ROPE_DEFAULT, .factor = 1.0f, .attn_factor = 1.0f,
+				  .orig_max = c->max_ctx};
 	snprintf(c->model_type, sizeof c->model_type, "llama");
 	size_t d = (size_t)o->hidden, q = (size_t)c->n_heads * c->head_dim,
 	       kv = (size_t)c->n_kv_heads * c->head_dim, f = (size_t)o->ffn;

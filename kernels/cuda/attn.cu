@@ -17,7 +17,11 @@
  * position with the causal mask kv_pos <= q_pos, online softmax in fp32
  * (exponent base 0 for a row with only -inf so far: no NaN). Tiles are
  * mapped to sequences by binary search on cu_q[s] / rows_per_tile + s.
- * Query rows sit on grid.x everywhere (no 65535 limit on tokens). */
+ * Query rows sit on grid.x everywhere (no 65535 limit on tokens).
+ * Both kernels take a sliding window W (0 = none: query at position p sees
+ * keys p-W+1..p; decode splits start at the first visible key, prefill
+ * skips the key tiles before its first row's window) and a soft-cap of
+ * the scaled scores (cap * tanh(s / cap) before the softmax; 0 = none). */
 #include "kn_cuda_int.cuh"
 
 #define KVW_THREADS 128
@@ -37,6 +41,13 @@ struct kv_args {
 	const void *k, *v;
 	int n_blocks, bs, kv_dim, hd;
 	int64_t block_stride, layer_off;
+};
+
+/* What a score goes through: times scale, soft-capped (softcap > 0), and
+ * masked outside the sliding window (window > 0). */
+struct attn_mask {
+	float scale, softcap;
+	int window;
 };
 
 struct batch_args {
@@ -116,7 +127,7 @@ kv_write_kernel(kv_args kv, batch_args b, const void *k, const void *v, int sdt,
 template <typename KT>
 __global__ void __launch_bounds__(DEC_THREADS)
 attn_decode_kernel(void *out, int odt, int64_t ldo, const void *q, int qdt, int64_t ldq,
-		   kv_args kv, batch_args b, int G, int hgroups, float scale, int nsplit,
+		   kv_args kv, batch_args b, int G, int hgroups, attn_mask mk, int nsplit,
 		   float *ws_o, float *ws_ml)
 {
 	__shared__ float qs[DEC_G * HD_MAX];
@@ -132,15 +143,15 @@ attn_decode_kernel(void *out, int odt, int64_t ldo, const void *q, int qdt, int6
 	int n_heads = G * (kv.kv_dim / hd);
 	int s, pos, kv_len;
 	row_pos(b, kv, t, &s, &pos, &kv_len);
-	int p0 = sp * DEC_PART;
+	int p0 = (mk.window > 0 ? max(0, pos - mk.window + 1) : 0) + sp * DEC_PART;
 	int np = max(0, min(kv_len, p0 + DEC_PART) - p0);
 	const KT *kc = (const KT *)kv.k, *vc = (const KT *)kv.v;
 	int64_t head_off = (int64_t)kvh * hd;
 
 	for (int i = threadIdx.x; i < gn * hd; i += DEC_THREADS) {
 		int g = i / hd, d = i % hd;
-		qs[g * HD_MAX + d] =
-			kn_ld(q, qdt, (int64_t)t * ldq + (int64_t)(kvh * G + g0 + g) * hd + d) * scale;
+		int64_t o = (int64_t)t * ldq + (int64_t)(kvh * G + g0 + g) * hd + d;
+		qs[g * HD_MAX + d] = kn_ld(q, qdt, o) * mk.scale;
 	}
 	for (int i = threadIdx.x; i < np; i += DEC_THREADS) {
 		int64_t r = kv_row(kv, b, s, p0 + i);
@@ -170,6 +181,8 @@ attn_decode_kernel(void *out, int odt, int64_t ldo, const void *q, int qdt, int6
 			float v = dot[g];
 			for (int off = 16; off > 0; off >>= 1)
 				v += __shfl_xor_sync(0xffffffffu, v, off);
+			if (mk.softcap > 0.f)
+				v = mk.softcap * tanhf(v / mk.softcap);
 			if (lane == 0 && g < gn)
 				sc[g * DEC_PART + i] = r >= 0 ? v : -INFINITY;
 		}
@@ -272,7 +285,7 @@ __host__ __device__ static inline size_t pf_smem(int hd)
 template <typename KT, int HDV>
 __global__ void __launch_bounds__(PF_THREADS)
 attn_prefill_kernel(void *out, int odt, int64_t ldo, const void *q, int qdt, int64_t ldq,
-		    kv_args kv, batch_args b, int G, int gpb, int tpt, int hgroups, float scale)
+		    kv_args kv, batch_args b, int G, int gpb, int tpt, int hgroups, attn_mask mk)
 {
 	extern __shared__ __align__(16) unsigned char pf_raw[];
 	int hd = kv.hd;
@@ -303,6 +316,8 @@ attn_prefill_kernel(void *out, int odt, int64_t ldo, const void *q, int qdt, int
 	int pos_base = b.ctx_len[s] - q_len + tok0; /* position of the tile's first row */
 	int64_t cap = (int64_t)b.bt_stride * kv.bs;
 	int kv_end = (int)max((int64_t)0, min((int64_t)pos_base + ntok, cap));
+	/* the first key any row of the tile sees (its first row's window) */
+	int kv_begin = mk.window > 0 ? max(0, pos_base - mk.window + 1) : 0;
 	int64_t head_off = (int64_t)kvh * hd;
 
 	/* this thread's row and key columns */
@@ -317,7 +332,7 @@ attn_prefill_kernel(void *out, int odt, int64_t ldo, const void *q, int qdt, int
 		float v = 0.f;
 		if (tk < ntok && g < gn)
 			v = kn_ld(q, qdt, (int64_t)(q_begin + tok0 + tk) * ldq +
-					       (int64_t)(kvh * G + g0 + g) * hd + d) * scale;
+					       (int64_t)(kvh * G + g0 + g) * hd + d) * mk.scale;
 		qs[rr * (hd + 1) + d] = v;
 	}
 
@@ -328,7 +343,7 @@ attn_prefill_kernel(void *out, int odt, int64_t ldo, const void *q, int qdt, int
 	for (int j = 0; j < HDV / PF_TPR; j++)
 		acc[j] = 0.f;
 
-	for (int kt = 0; kt < kv_end; kt += PF_BK) {
+	for (int kt = kv_begin; kt < kv_end; kt += PF_BK) {
 		int nk = min(PF_BK, kv_end - kt);
 		__syncthreads(); /* previous tile's ks/vs/ps fully consumed (and qs written) */
 		if (threadIdx.x < nk) {
@@ -350,12 +365,13 @@ attn_prefill_kernel(void *out, int odt, int64_t ldo, const void *q, int qdt, int
 		for (int cc = 0; cc < PF_CPT; cc++) {
 			int c = c8 + PF_TPR * cc;
 			float v = -INFINITY;
-			if (rvalid && c < nk && koff[c] >= 0 && kt + c <= rpos) {
+			if (rvalid && c < nk && koff[c] >= 0 && kt + c <= rpos &&
+			    (mk.window <= 0 || kt + c > rpos - mk.window)) {
 				float dot = 0.f;
 				const float *qr = qs + r * (hd + 1), *kr = ks + c * (hd + 1);
 				for (int d = 0; d < hd; d++)
 					dot = fmaf(qr[d], kr[d], dot);
-				v = dot;
+				v = mk.softcap > 0.f ? mk.softcap * tanhf(dot / mk.softcap) : dot;
 			}
 			sv[cc] = v;
 			tmax = fmaxf(tmax, v);
@@ -499,6 +515,14 @@ static loom_err check_attn(const char *op, const kn_cuda_kv *kv, int n_heads, kn
 	return LOOM_OK;
 }
 
+static loom_err check_mask(const char *op, int window, float softcap)
+{
+	if (window < 0 || !(softcap >= 0.f))
+		return loom_fail(LOOM_EINVAL, "%s: window %d softcap %g (>= 0; 0 = none)", op,
+				 window, (double)softcap);
+	return LOOM_OK;
+}
+
 static int decode_splits(int max_ctx_len)
 {
 	return max_ctx_len <= DEC_PART ? 1 : (max_ctx_len + DEC_PART - 1) / DEC_PART;
@@ -516,24 +540,29 @@ extern "C" size_t kn_cuda_attn_decode_ws_bytes(int n_tokens, int n_heads, int he
 extern "C" loom_err kn_cuda_attn_decode(void *out, kn_cuda_dtype odt, int ldo, const void *q,
 					kn_cuda_dtype qdt, int ldq, const kn_cuda_kv *kv,
 					int layer, const kn_cuda_attn_batch *b, int n_heads,
-					float scale, void *ws, size_t ws_bytes, void *stream)
+					float scale, int window, float softcap, void *ws,
+					size_t ws_bytes, void *stream)
 {
 	kv_args ka = {};
 	batch_args ba = {};
 	loom_err rc = check_kv("attn decode", kv, layer, b, &ka, &ba);
 	if (!rc)
 		rc = check_attn("attn decode", kv, n_heads, odt, ldo, qdt, ldq, out, q);
+	if (!rc)
+		rc = check_mask("attn decode", window, softcap);
 	if (rc)
 		return rc;
 	if (b->n_tokens == 0)
 		return LOOM_OK;
 	int G = n_heads / kv->n_kv_heads;
 	int hgroups = (G + DEC_G - 1) / DEC_G;
-	int ns = decode_splits(b->max_ctx_len);
+	/* a window bounds the keys a row sees: fewer splits, less workspace */
+	attn_mask mk = {scale, softcap, window};
+	int span = window > 0 && window < b->max_ctx_len ? window : b->max_ctx_len;
+	int ns = decode_splits(span);
 	if (ns > 65535)
 		return loom_fail(LOOM_ERANGE, "attn decode: context %d too long", b->max_ctx_len);
-	size_t need = kn_cuda_attn_decode_ws_bytes(b->n_tokens, n_heads, kv->head_dim,
-						   b->max_ctx_len);
+	size_t need = kn_cuda_attn_decode_ws_bytes(b->n_tokens, n_heads, kv->head_dim, span);
 	if (need > 0 && (!ws || ws_bytes < need))
 		return loom_fail(LOOM_EINVAL, "attn decode: workspace of %zu bytes, %zu needed",
 				 ws ? ws_bytes : 0, need);
@@ -546,10 +575,10 @@ extern "C" loom_err kn_cuda_attn_decode(void *out, kn_cuda_dtype odt, int ldo, c
 	cudaStream_t st = (cudaStream_t)stream;
 	if (kv->dt == KN_CUDA_BF16)
 		attn_decode_kernel<__nv_bfloat16><<<grid, DEC_THREADS, 0, st>>>(
-			out, odt, ldo, q, qdt, ldq, ka, ba, G, hgroups, scale, ns, ws_o, ws_ml);
+			out, odt, ldo, q, qdt, ldq, ka, ba, G, hgroups, mk, ns, ws_o, ws_ml);
 	else
 		attn_decode_kernel<__half><<<grid, DEC_THREADS, 0, st>>>(
-			out, odt, ldo, q, qdt, ldq, ka, ba, G, hgroups, scale, ns, ws_o, ws_ml);
+			out, odt, ldo, q, qdt, ldq, ka, ba, G, hgroups, mk, ns, ws_o, ws_ml);
 	if ((rc = kn_cu_launched("attn decode launch")) != LOOM_OK || ns == 1)
 		return rc;
 	attn_merge_kernel<<<dim3((unsigned)b->n_tokens, (unsigned)n_heads), DEC_THREADS, 0, st>>>(
@@ -560,7 +589,7 @@ extern "C" loom_err kn_cuda_attn_decode(void *out, kn_cuda_dtype odt, int ldo, c
 template <typename KT, int HDV>
 static loom_err launch_prefill(dim3 grid, size_t smem, cudaStream_t st, void *out, int odt,
 			       int64_t ldo, const void *q, int qdt, int64_t ldq, kv_args ka,
-			       batch_args ba, int G, int gpb, int tpt, int hgroups, float scale)
+			       batch_args ba, int G, int gpb, int tpt, int hgroups, attn_mask mk)
 {
 	if (smem > 48 * 1024) {
 		loom_err rc = kn_cu_check(cudaFuncSetAttribute(attn_prefill_kernel<KT, HDV>,
@@ -570,21 +599,22 @@ static loom_err launch_prefill(dim3 grid, size_t smem, cudaStream_t st, void *ou
 			return rc;
 	}
 	attn_prefill_kernel<KT, HDV><<<grid, PF_THREADS, smem, st>>>(out, odt, ldo, q, qdt, ldq, ka,
-								     ba, G, gpb, tpt, hgroups,
-								     scale);
+								     ba, G, gpb, tpt, hgroups, mk);
 	return kn_cu_launched("attn prefill launch");
 }
 
 extern "C" loom_err kn_cuda_attn_prefill(void *out, kn_cuda_dtype odt, int ldo, const void *q,
 					 kn_cuda_dtype qdt, int ldq, const kn_cuda_kv *kv,
 					 int layer, const kn_cuda_attn_batch *b, int n_heads,
-					 float scale, void *stream)
+					 float scale, int window, float softcap, void *stream)
 {
 	kv_args ka = {};
 	batch_args ba = {};
 	loom_err rc = check_kv("attn prefill", kv, layer, b, &ka, &ba);
 	if (!rc)
 		rc = check_attn("attn prefill", kv, n_heads, odt, ldo, qdt, ldq, out, q);
+	if (!rc)
+		rc = check_mask("attn prefill", window, softcap);
 	if (rc)
 		return rc;
 	if (b->n_tokens == 0)
@@ -609,18 +639,14 @@ extern "C" loom_err kn_cuda_attn_prefill(void *out, kn_cuda_dtype odt, int ldo, 
 	cudaStream_t st = (cudaStream_t)stream;
 	int hd = kv->head_dim;
 	bool bf = kv->dt == KN_CUDA_BF16;
+	attn_mask mk = {scale, softcap, window};
+#define PF_ARGS grid, smem, st, out, odt, ldo, q, qdt, ldq, ka, ba, G, gpb, tpt, hgroups, mk
 	if (hd <= 64)
-		return bf ? launch_prefill<__nv_bfloat16, 64>(grid, smem, st, out, odt, ldo, q, qdt,
-							     ldq, ka, ba, G, gpb, tpt, hgroups, scale)
-			  : launch_prefill<__half, 64>(grid, smem, st, out, odt, ldo, q, qdt, ldq, ka,
-						      ba, G, gpb, tpt, hgroups, scale);
+		return bf ? launch_prefill<__nv_bfloat16, 64>(PF_ARGS)
+			  : launch_prefill<__half, 64>(PF_ARGS);
 	if (hd <= 128)
-		return bf ? launch_prefill<__nv_bfloat16, 128>(grid, smem, st, out, odt, ldo, q, qdt,
-							      ldq, ka, ba, G, gpb, tpt, hgroups, scale)
-			  : launch_prefill<__half, 128>(grid, smem, st, out, odt, ldo, q, qdt, ldq, ka,
-						       ba, G, gpb, tpt, hgroups, scale);
-	return bf ? launch_prefill<__nv_bfloat16, 256>(grid, smem, st, out, odt, ldo, q, qdt, ldq,
-						      ka, ba, G, gpb, tpt, hgroups, scale)
-		  : launch_prefill<__half, 256>(grid, smem, st, out, odt, ldo, q, qdt, ldq, ka, ba,
-					       G, gpb, tpt, hgroups, scale);
+		return bf ? launch_prefill<__nv_bfloat16, 128>(PF_ARGS)
+			  : launch_prefill<__half, 128>(PF_ARGS);
+	return bf ? launch_prefill<__nv_bfloat16, 256>(PF_ARGS) : launch_prefill<__half, 256>(PF_ARGS);
+#undef PF_ARGS
 }

@@ -6,8 +6,10 @@
  * lifetime class: base weights, KV pool, adapter pool, scratch; nothing is
  * allocated on the device while serving); pinned host staging; events; and
  * the device ops of the forward pass: cuBLAS GEMM, segmented LoRA
- * shrink/expand (SGMV), paged attention (decode and prefill), KV writes,
- * RMSNorm, RoPE, SiLU*mul, embedding gather, residual add, casts, sampling.
+ * shrink/expand (SGMV), paged attention (decode and prefill, sliding window,
+ * soft-capped scores), KV writes, RMSNorm (rows and per head), RoPE from
+ * host-computed frequencies, SiLU*mul and GELU*mul, bias add, embedding
+ * gather, residual add, scale, soft-cap, casts, sampling.
  * Built only when nvcc is found (LOOM_CUDA).
  * Must not: exit, print, or allocate device memory outside the arena and
  * context constructors. Every launcher takes a stream (a cudaStream_t passed
@@ -299,21 +301,26 @@ loom_err kn_cuda_kv_write(const kn_cuda_kv *kv, int layer, const kn_cuda_attn_ba
  * Causal GQA attention over the paged cache (whose rows for this step are
  * already written). q: device [n_tokens, ldq] of qdt, head j at columns
  * j*head_dim; out: device [n_tokens, ldo] of odt. Query head j uses KV head
- * j / (n_heads / n_kv_heads). Scores times scale, softmax in F32.
+ * j / (n_heads / n_kv_heads). Scores times scale, then soft-capped to
+ * softcap * tanh(s / softcap) when softcap > 0 (Gemma 2), softmax in F32.
+ * window > 0: a sliding window, the query at position p sees keys
+ * p-window+1 .. p only (0: keys 0 .. p); the kernels read no key outside it.
  * _decode: one CTA per (query row, KV head, KV split of 256 positions),
  *   splits merged in a second pass; best for one query row per sequence.
- *   ws: device scratch of kn_cuda_attn_decode_ws_bytes bytes.
+ *   ws: device scratch of kn_cuda_attn_decode_ws_bytes bytes (for
+ *   max_ctx_len; a window needs no more).
  * _prefill: 16-row tiles of (query row, head) pairs, online softmax over
  *   32-key tiles; best for prompts. Both accept any batch.
  */
 size_t kn_cuda_attn_decode_ws_bytes(int n_tokens, int n_heads, int head_dim, int max_ctx_len);
 loom_err kn_cuda_attn_decode(void *out, kn_cuda_dtype odt, int ldo, const void *q,
 			     kn_cuda_dtype qdt, int ldq, const kn_cuda_kv *kv, int layer,
-			     const kn_cuda_attn_batch *b, int n_heads, float scale, void *ws,
-			     size_t ws_bytes, void *stream);
+			     const kn_cuda_attn_batch *b, int n_heads, float scale, int window,
+			     float softcap, void *ws, size_t ws_bytes, void *stream);
 loom_err kn_cuda_attn_prefill(void *out, kn_cuda_dtype odt, int ldo, const void *q,
 			      kn_cuda_dtype qdt, int ldq, const kn_cuda_kv *kv, int layer,
-			      const kn_cuda_attn_batch *b, int n_heads, float scale, void *stream);
+			      const kn_cuda_attn_batch *b, int n_heads, float scale, int window,
+			      float softcap, void *stream);
 
 /* ---- elementwise ops (dtypes: F32, BF16, F16 in any combination) ---- */
 
@@ -327,19 +334,45 @@ loom_err kn_cuda_rmsnorm(void *y, kn_cuda_dtype ydt, int ldy, const void *x, kn_
 			 int ldx, const void *w, kn_cuda_dtype wdt, int rows, int d, float eps,
 			 void *stream);
 
+/* Per-head RMSNorm in place (Qwen3's q_norm / k_norm): for row t and head
+ * h < n_heads, the head_dim values at x[t, h*head_dim ..] are divided by
+ * their rms (F32, + eps) and multiplied by w[0 .. head_dim). x: device
+ * [rows, ldx] (e.g. the q or the k columns of a fused q|k|v row); w: device
+ * [head_dim]. */
+loom_err kn_cuda_head_rmsnorm(void *x, kn_cuda_dtype dt, int ldx, int rows, int n_heads,
+			      int head_dim, const void *w, kn_cuda_dtype wdt, float eps,
+			      void *stream);
+
 /* RoPE in place, HF rotate-half: for row t, head h < n_heads and i < hd/2,
- * angle = pos[t] * theta^(-2i/hd) (in double), x[i], x[i+hd/2] rotated.
- * x: device [rows, ldx]; head h at columns h*head_dim (pass n_heads =
- * n_q + n_kv on a fused q|k|v row to rotate q and k at once). pos: device
- * int32 [rows]. head_dim even. */
+ * angle = pos[t] * inv_freq[t * inv_ld + i] (in double), cos and sin times
+ * mscale (YaRN's attention factor, else 1) rounded to float, x[i], x[i+hd/2]
+ * rotated. x: device [rows, ldx]; head h at columns h*head_dim (pass
+ * n_heads = n_q + n_kv on a fused q|k|v row to rotate q and k at once).
+ * pos: device int32 [rows]. inv_freq: device double, the model's inverse
+ * frequencies (loom_rope_freqs): [hd/2] shared by every row when inv_ld =
+ * 0, else [rows, inv_ld >= hd/2], one schedule per row (dynamic NTK, where
+ * the frequencies depend on the position). head_dim even. */
 loom_err kn_cuda_rope(void *x, kn_cuda_dtype dt, int ldx, int rows, int n_heads, int head_dim,
-		      const int32_t *pos, float theta, void *stream);
+		      const int32_t *pos, const double *inv_freq, int inv_ld, double mscale,
+		      void *stream);
 
 /* out[t, i] = silu(gate[t, i]) * up[t, i], i < n; gate and up: device rows
  * with leading dimension ldi (e.g. the halves of a fused gate|up GEMM). */
 loom_err kn_cuda_silu_mul(void *out, kn_cuda_dtype odt, int ldo, const void *gate,
 			  const void *up, kn_cuda_dtype idt, int ldi, int rows, int n,
 			  void *stream);
+
+/* The same with GeGLU: out = gelu(gate) * up, gelu the tanh approximation
+ * (HF gelu_pytorch_tanh: 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))))
+ * when tanh_approx, else exact (0.5 g (1 + erf(g / sqrt 2))). */
+loom_err kn_cuda_gelu_mul(void *out, kn_cuda_dtype odt, int ldo, const void *gate,
+			  const void *up, kn_cuda_dtype idt, int ldi, int rows, int n,
+			  int tanh_approx, void *stream);
+
+/* y[t, i] += b[i] for t < rows, i < n (a linear layer's bias; in F32, then
+ * rounded to ydt). y: device [rows, ldy]; b: device [n]. */
+loom_err kn_cuda_add_bias(void *y, kn_cuda_dtype ydt, int ldy, const void *b,
+			  kn_cuda_dtype bdt, int rows, int n, void *stream);
 
 /* out[i, :] = table[ids[i], :] (d columns); ids outside [0, vocab) give a
  * row of zeros. ids: device int32 [n]. */
@@ -350,6 +383,10 @@ loom_err kn_cuda_embed(void *out, kn_cuda_dtype odt, int ldo, const void *table,
 /* y[i] += x[i] (in F32, then rounded to ydt), i < n. */
 loom_err kn_cuda_add(void *y, kn_cuda_dtype ydt, const void *x, kn_cuda_dtype xdt, size_t n,
 		     void *stream);
+/* x[i] *= s, i < n (e.g. Gemma's embedding scale). */
+loom_err kn_cuda_scale(void *x, kn_cuda_dtype dt, size_t n, float s, void *stream);
+/* x[i] = cap * tanh(x[i] / cap), i < n (final-logit soft-capping); cap > 0. */
+loom_err kn_cuda_softcap(void *x, kn_cuda_dtype dt, size_t n, float cap, void *stream);
 /* dst[i] = src[i] converted (round to nearest even), i < n. */
 loom_err kn_cuda_cast(void *dst, kn_cuda_dtype ddt, const void *src, kn_cuda_dtype sdt,
 		      size_t n, void *stream);

@@ -9,11 +9,17 @@
  * in another (both through kn_cuda_kv_write, from a fused q|k|v buffer),
  * fills layer 0 with other values (a wrong layer offset shows), runs both
  * attention kernels into a poisoned output with padded rows, and compares
- * with softmax(q k^T * scale) v in float64 over the same rounded values.
+ * with softmax(q k^T * scale) v in float64 over the same rounded values;
+ * with a sliding window W only keys p-W+1..p count (the cache slots before
+ * every window of a sequence are poisoned again after the writes, so a
+ * kernel that reads one fails), with a soft-cap the scaled scores become
+ * cap * tanh(s / cap) before the softmax.
  * Shapes: context 1, decode at and just past block boundaries, chunked
  * prefill (context before the chunk), prompts of 3, 7, 133, decode over
  * 600 positions (split KV + merge), GQA ratios 1, 2, 4, 8, 12, head_dim 8
- * (stories260k), 32, 64, 128, 256, block sizes 1, 16, 32.
+ * (stories260k), 32, 64, 128, 256, block sizes 1, 16, 32; windows shorter
+ * than, equal to and longer than contexts (decode with split KV inside the
+ * window, prefill tiles crossing it), soft-caps with large scores.
  */
 #include "gpu_test.h"
 
@@ -25,7 +31,11 @@
 	X(test_attn_stories_hd8)                                                               \
 	X(test_attn_hd256_gqa2)                                                                \
 	X(test_attn_gqa12_partial_groups)                                                      \
-	X(test_attn_block_size_1)
+	X(test_attn_block_size_1)                                                              \
+	X(test_attn_window)                                                                    \
+	X(test_attn_window_long_decode)                                                        \
+	X(test_attn_softcap)                                                                   \
+	X(test_attn_softcap_window_gemma)
 
 #ifdef LOOM_HAVE_CUDA
 
@@ -39,7 +49,17 @@ typedef struct acfg {
 	int n_kv, G, hd, bs;
 	int n_seqs;
 	int q_len[MAX_SEQS], ctx[MAX_SEQS];
+	int window;      /* 0 = none */
+	float softcap;   /* 0 = none */
+	float scale;     /* 0 = head_dim^-1/2 */
 } acfg;
+
+/* The first position sequence i's rows see (its first query row's window). */
+static int first_key(const acfg *c, int i)
+{
+	int p = c->ctx[i] - c->q_len[i] - c->window + 1;
+	return c->window > 0 && p > 0 ? p : 0;
+}
 
 typedef struct abuild {
 	int T, nh, kvd, ldq, ldo, bt_stride, n_blocks, max_q, max_ctx;
@@ -171,6 +191,15 @@ static void *build(const acfg *c, abuild *a)
 				       2 * a->kvd, gt.stream));
 	}
 	free(hh);
+	/* positions before every window of a sequence: poison again */
+	for (int i = 0; i < c->n_seqs; i++)
+		for (int p = 0; p < first_key(c, i); p++) {
+			size_t blk = (size_t)a->bt[i * a->bt_stride + p / c->bs];
+			size_t off = ((blk * N_LAYERS + LAYER) * c->bs + (size_t)(p % c->bs)) *
+				     (size_t)a->kvd * es;
+			gt_poison((char *)a->kv.k + off, (size_t)a->kvd * es);
+			gt_poison((char *)a->kv.v + off, (size_t)a->kvd * es);
+		}
 
 	/* this step: fused q|k|v rows; q in qdt, k and v in the kv dtype */
 	int32_t ctx[MAX_SEQS];
@@ -234,7 +263,9 @@ static double *reference(const acfg *c, const abuild *a, float scale)
 				int kvh = h / c->G;
 				const double *q = a->qv + (size_t)t * a->ldq + (size_t)h * c->hd;
 				double mx = -INFINITY, sum = 0;
-				for (int k = 0; k <= pos; k++) {
+				int lo = c->window > 0 && pos - c->window + 1 > 0 ? pos - c->window + 1
+										   : 0;
+				for (int k = lo; k <= pos; k++) {
 					const double *kr =
 						k < hist ? a->hk + a->hoff[s] + (size_t)k * a->kvd
 							 : a->qv + (size_t)(a->cu[s] + k - hist) * a->ldq +
@@ -243,16 +274,18 @@ static double *reference(const acfg *c, const abuild *a, float scale)
 					for (int d = 0; d < c->hd; d++)
 						dot += q[d] * kr[kvh * c->hd + d];
 					p[k] = dot * scale;
+					if (c->softcap > 0)
+						p[k] = c->softcap * tanh(p[k] / c->softcap);
 					if (p[k] > mx)
 						mx = p[k];
 				}
-				for (int k = 0; k <= pos; k++) {
+				for (int k = lo; k <= pos; k++) {
 					p[k] = exp(p[k] - mx);
 					sum += p[k];
 				}
 				for (int d = 0; d < c->hd; d++) {
 					double o = 0;
-					for (int k = 0; k <= pos; k++) {
+					for (int k = lo; k <= pos; k++) {
 						const double *vr =
 							k < hist ? a->hv + a->hoff[s] + (size_t)k * a->kvd
 								 : a->qv + (size_t)(a->cu[s] + k - hist) *
@@ -309,7 +342,7 @@ static void run_case(const acfg *c)
 	gt_reset();
 	abuild a;
 	const void *qd = build(c, &a);
-	float scale = (float)(1.0 / sqrt((double)c->hd));
+	float scale = c->scale > 0 ? c->scale : (float)(1.0 / sqrt((double)c->hd));
 	double *want = reference(c, &a, scale);
 	size_t ob = (size_t)a.T * a.ldo * kn_cuda_dtype_size(c->odt);
 	void *out = gt_alloc(ob), *oh = malloc(ob ? ob : 1);
@@ -321,13 +354,13 @@ static void run_case(const acfg *c)
 		gt_poison(ws, wsb);
 	gt_poison(out, ob);
 	GT_OK(kn_cuda_attn_decode(out, c->odt, a.ldo, qd, c->qdt, a.ldq, &a.kv, LAYER, &a.b, a.nh,
-				  scale, ws, wsb, gt.stream));
+				  scale, c->window, c->softcap, ws, wsb, gt.stream));
 	gt_download(oh, out, ob);
 	check_out(c, &a, oh, want, wsb ? "decode (split KV)" : "decode");
 
 	gt_poison(out, ob);
 	GT_OK(kn_cuda_attn_prefill(out, c->odt, a.ldo, qd, c->qdt, a.ldq, &a.kv, LAYER, &a.b, a.nh,
-				   scale, gt.stream));
+				   scale, c->window, c->softcap, gt.stream));
 	gt_download(oh, out, ob);
 	check_out(c, &a, oh, want, "prefill");
 
@@ -341,7 +374,7 @@ static void test_attn_gqa1_hd64_bs16(void **state)
 	(void)state;
 	GT_REQUIRE_DEVICE();
 	acfg c = {"gqa1 hd64 bs16 bf16", KN_CUDA_BF16, KN_CUDA_BF16, KN_CUDA_BF16, 4, 1, 64, 16, 8,
-		  {1, 1, 1, 7, 3, 133, 16, 1}, {1, 16, 17, 7, 40, 133, 32, 300}};
+		  {1, 1, 1, 7, 3, 133, 16, 1}, {1, 16, 17, 7, 40, 133, 32, 300}, 0, 0.f, 0.f};
 	run_case(&c);
 }
 
@@ -350,7 +383,7 @@ static void test_attn_gqa4_hd128_bs32_f16(void **state)
 	(void)state;
 	GT_REQUIRE_DEVICE();
 	acfg c = {"gqa4 hd128 bs32 f16 -> f32", KN_CUDA_F16, KN_CUDA_F16, KN_CUDA_F32, 2, 4, 128, 32,
-		  6, {1, 33, 1, 32, 3, 7}, {600, 100, 32, 64, 3, 70}};
+		  6, {1, 33, 1, 32, 3, 7}, {600, 100, 32, 64, 3, 70}, 0, 0.f, 0.f};
 	run_case(&c);
 }
 
@@ -359,7 +392,7 @@ static void test_attn_gqa8_hd128_long_decode(void **state)
 	(void)state;
 	GT_REQUIRE_DEVICE();
 	acfg c = {"gqa8 hd128 bs16 decode", KN_CUDA_BF16, KN_CUDA_BF16, KN_CUDA_BF16, 1, 8, 128, 16,
-		  5, {1, 1, 1, 1, 1}, {513, 1, 256, 257, 1000}};
+		  5, {1, 1, 1, 1, 1}, {513, 1, 256, 257, 1000}, 0, 0.f, 0.f};
 	run_case(&c);
 }
 
@@ -368,7 +401,7 @@ static void test_attn_stories_hd8(void **state)
 	(void)state;
 	GT_REQUIRE_DEVICE();
 	acfg c = {"stories260k shape hd8 gqa2", KN_CUDA_BF16, KN_CUDA_F32, KN_CUDA_F32, 4, 2, 8, 16,
-		  4, {5, 1, 20, 133}, {5, 6, 40, 133}};
+		  4, {5, 1, 20, 133}, {5, 6, 40, 133}, 0, 0.f, 0.f};
 	run_case(&c);
 }
 
@@ -377,7 +410,7 @@ static void test_attn_hd256_gqa2(void **state)
 	(void)state;
 	GT_REQUIRE_DEVICE();
 	acfg c = {"hd256 gqa2 (shared memory opt-in)", KN_CUDA_BF16, KN_CUDA_BF16, KN_CUDA_BF16, 2,
-		  2, 256, 16, 3, {17, 1, 5}, {50, 77, 5}};
+		  2, 256, 16, 3, {17, 1, 5}, {50, 77, 5}, 0, 0.f, 0.f};
 	run_case(&c);
 }
 
@@ -386,7 +419,7 @@ static void test_attn_gqa12_partial_groups(void **state)
 	(void)state;
 	GT_REQUIRE_DEVICE();
 	acfg c = {"gqa12 hd64 (partial head groups)", KN_CUDA_F16, KN_CUDA_F16, KN_CUDA_F16, 2, 12,
-		  64, 16, 3, {1, 9, 2}, {30, 9, 290}};
+		  64, 16, 3, {1, 9, 2}, {30, 9, 290}, 0, 0.f, 0.f};
 	run_case(&c);
 }
 
@@ -395,7 +428,56 @@ static void test_attn_block_size_1(void **state)
 	(void)state;
 	GT_REQUIRE_DEVICE();
 	acfg c = {"block size 1 hd32", KN_CUDA_BF16, KN_CUDA_BF16, KN_CUDA_BF16, 2, 2, 32, 1, 3,
-		  {4, 1, 7}, {4, 9, 20}};
+		  {4, 1, 7}, {4, 9, 20}, 0, 0.f, 0.f};
+	run_case(&c);
+}
+
+/* Sliding windows: shorter than the contexts (16 < prompts of 40 and 133,
+ * chunked prefill after 37 cached positions), equal (7 and 16), longer (5
+ * positions in a window of 16); decodes right at and past the window. */
+static void test_attn_window(void **state)
+{
+	(void)state;
+	GT_REQUIRE_DEVICE();
+	acfg c = {"window 16 gqa4 hd64 bs16", KN_CUDA_BF16, KN_CUDA_BF16, KN_CUDA_BF16, 2, 4, 64, 16,
+		  8, {1, 1, 1, 40, 133, 7, 5, 16}, {16, 17, 50, 40, 133, 44, 5, 16}, .window = 16};
+	run_case(&c);
+	acfg c2 = {"window 5 gqa2 hd8 bs4 f16 -> f32", KN_CUDA_F16, KN_CUDA_F16, KN_CUDA_F32, 2, 2,
+		   8, 4, 3, {9, 1, 33}, {9, 30, 40}, .window = 5};
+	run_case(&c2);
+}
+
+/* A window of 300 over contexts of 600 and 1000: the decode kernel's
+ * splits start at the window (two of them), merged. */
+static void test_attn_window_long_decode(void **state)
+{
+	(void)state;
+	GT_REQUIRE_DEVICE();
+	acfg c = {"window 300 gqa8 hd128 decode", KN_CUDA_BF16, KN_CUDA_BF16, KN_CUDA_BF16, 1, 8, 128,
+		  16, 4, {1, 1, 1, 1}, {600, 1000, 299, 301}, .window = 300};
+	run_case(&c);
+}
+
+/* Soft-capped scores (Gemma 2: cap 50) with a large query scale, so the
+ * raw scores go well past the cap. */
+static void test_attn_softcap(void **state)
+{
+	(void)state;
+	GT_REQUIRE_DEVICE();
+	acfg c = {"softcap 5 scale 2 gqa2 hd32", KN_CUDA_BF16, KN_CUDA_BF16, KN_CUDA_F32, 2, 2, 32,
+		  16, 4, {1, 20, 3, 1}, {1, 20, 50, 300}, .softcap = 5.f, .scale = 2.f};
+	run_case(&c);
+}
+
+/* Gemma 2's sliding layers: window, soft-cap and query_pre_attn_scalar
+ * together. */
+static void test_attn_softcap_window_gemma(void **state)
+{
+	(void)state;
+	GT_REQUIRE_DEVICE();
+	acfg c = {"gemma2-like window 16 softcap 50 hd64", KN_CUDA_BF16, KN_CUDA_BF16, KN_CUDA_BF16,
+		  1, 2, 64, 16, 3, {40, 1, 17}, {40, 45, 17}, .window = 16, .softcap = 50.f,
+		  .scale = 0.25f};
 	run_case(&c);
 }
 
@@ -408,14 +490,14 @@ static void test_attn_bad_arguments(void **state)
 	kn_cuda_kv kv = {buf, buf, KN_CUDA_BF16, 4, 2, 16, 2, 64};
 	kn_cuda_attn_batch b = {1, 1, 1, 1, dummy, dummy, dummy, 1};
 	assert_int_equal(kn_cuda_attn_prefill(buf, KN_CUDA_BF16, 256, buf, KN_CUDA_BF16, 256, &kv,
-					      2, &b, 4, 1.f, NULL), LOOM_EINVAL); /* layer */
+					      2, &b, 4, 1.f, 0, 0.f, NULL), LOOM_EINVAL); /* layer */
 	assert_int_equal(kn_cuda_attn_prefill(buf, KN_CUDA_BF16, 256, buf, KN_CUDA_BF16, 256, &kv,
-					      0, &b, 5, 1.f, NULL), LOOM_EINVAL); /* 5 % 2 */
+					      0, &b, 5, 1.f, 0, 0.f, NULL), LOOM_EINVAL); /* 5 % 2 */
 	assert_int_equal(kn_cuda_attn_prefill(buf, KN_CUDA_BF16, 100, buf, KN_CUDA_BF16, 256, &kv,
-					      0, &b, 4, 1.f, NULL), LOOM_EINVAL); /* ldo */
+					      0, &b, 4, 1.f, 0, 0.f, NULL), LOOM_EINVAL); /* ldo */
 	kv.head_dim = 300;
 	assert_int_equal(kn_cuda_attn_decode(buf, KN_CUDA_BF16, 4096, buf, KN_CUDA_BF16, 4096, &kv,
-					     0, &b, 4, 1.f, NULL, 0, NULL), LOOM_EINVAL);
+					     0, &b, 4, 1.f, 0, 0.f, NULL, 0, NULL), LOOM_EINVAL);
 	kv.head_dim = 64;
 	kv.dt = KN_CUDA_F32;
 	assert_int_equal(kn_cuda_kv_write(&kv, 0, &b, buf, buf, KN_CUDA_BF16, 128, NULL),
@@ -425,12 +507,16 @@ static void test_attn_bad_arguments(void **state)
 			 LOOM_EINVAL); /* ld < kv_dim */
 	b.max_ctx_len = 1000;
 	assert_int_equal(kn_cuda_attn_decode(buf, KN_CUDA_BF16, 256, buf, KN_CUDA_BF16, 256, &kv, 0,
-					     &b, 4, 1.f, NULL, 0, NULL), LOOM_EINVAL); /* no ws */
+					     &b, 4, 1.f, 0, 0.f, NULL, 0, NULL), LOOM_EINVAL); /* no ws */
+	assert_int_equal(kn_cuda_attn_decode(buf, KN_CUDA_BF16, 256, buf, KN_CUDA_BF16, 256, &kv, 0,
+					     &b, 4, 1.f, -1, 0.f, NULL, 0, NULL), LOOM_EINVAL);
+	assert_int_equal(kn_cuda_attn_prefill(buf, KN_CUDA_BF16, 256, buf, KN_CUDA_BF16, 256, &kv,
+					      0, &b, 4, 1.f, 0, -1.f, NULL), LOOM_EINVAL);
 	assert_true(kn_cuda_attn_decode_ws_bytes(1, 4, 64, 1000) > 0);
 	assert_int_equal(kn_cuda_attn_decode_ws_bytes(8, 4, 64, 256), 0);
 	b.n_tokens = 0;
 	assert_int_equal(kn_cuda_attn_prefill(buf, KN_CUDA_BF16, 256, buf, KN_CUDA_BF16, 256, &kv,
-					      0, &b, 4, 1.f, NULL), LOOM_OK); /* nothing to do */
+					      0, &b, 4, 1.f, 0, 0.f, NULL), LOOM_OK); /* nothing to do */
 	assert_int_equal(kn_cuda_kv_bytes(&kv), (size_t)4 * 2 * 16 * 2 * 64 * 2);
 }
 

@@ -1,6 +1,8 @@
 /*
  * tests/gpu/test_ops.c — the CUDA backend's dense ops (cuBLAS GEMM,
- * RMSNorm, RoPE, SiLU*mul, embedding gather, add, casts) against float64
+ * RMSNorm, per-head RMSNorm, RoPE over host-given frequencies (shared and
+ * per row, with a cos/sin factor), SiLU*mul, GELU*mul (tanh and erf), bias
+ * add, embedding gather, add, scale, soft-cap, casts) against float64
  * references written here, over dtypes and strided (fused) buffers.
  *
  * Fresh random inputs each run, outputs poisoned with NaN first, row
@@ -13,8 +15,12 @@
 	X(test_ops_bad_arguments)                                                              \
 	X(test_gemm)                                                                           \
 	X(test_rmsnorm)                                                                        \
+	X(test_head_rmsnorm)                                                                   \
 	X(test_rope)                                                                           \
 	X(test_silu_mul)                                                                       \
+	X(test_gelu_mul)                                                                       \
+	X(test_add_bias)                                                                       \
+	X(test_scale_softcap)                                                                  \
 	X(test_embed)                                                                          \
 	X(test_add_cast)
 
@@ -197,15 +203,21 @@ static void test_rope(void **state)
 {
 	(void)state;
 	GT_REQUIRE_DEVICE();
+	/* per_row: a table of frequencies per row (theta drawn per row, as a
+	 * dynamic NTK schedule gives); factor divides them (linear scaling);
+	 * mscale multiplies cos and sin (YaRN) */
 	struct {
 		kn_cuda_dtype dt;
 		int nq, nk, hd;
-		float theta;
+		double theta, factor, mscale;
+		int per_row;
 	} cases[] = {
-		{KN_CUDA_F32, 8, 4, 8, 10000.f},   /* stories260k */
-		{KN_CUDA_BF16, 32, 32, 128, 10000.f},
-		{KN_CUDA_F16, 4, 1, 64, 500000.f},
-		{KN_CUDA_F32, 3, 1, 256, 10000.f},
+		{KN_CUDA_F32, 8, 4, 8, 10000., 1., 1., 0},   /* stories260k */
+		{KN_CUDA_BF16, 32, 32, 128, 10000., 1., 1., 0},
+		{KN_CUDA_F16, 4, 1, 64, 500000., 8., 1., 0},
+		{KN_CUDA_F32, 3, 1, 256, 10000., 1., 1.25, 0},
+		{KN_CUDA_F32, 4, 2, 16, 10000., 1., 1., 1},
+		{KN_CUDA_BF16, 2, 1, 64, 1e6, 4., 0.9, 1},
 	};
 	for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
 		for (int ri = 0; ri < N_ROWS; ri++) {
@@ -220,9 +232,21 @@ static void test_rope(void **state)
 			assert_non_null(pos);
 			for (int t = 0; t < T; t++)
 				pos[t] = t == 0 ? 0 : gt_int(8192);
+			int half = hd / 2, inv_ld = cases[k].per_row ? half + 3 : 0;
+			int nrow = cases[k].per_row ? T : 1;
+			double *inv = malloc((size_t)nrow * (half + 3) * sizeof *inv);
+			assert_non_null(inv);
+			for (int t = 0; t < nrow; t++) {
+				double th = cases[k].theta * (cases[k].per_row ? 1 + 3 * fabs(gt_rnd()) : 1);
+				for (int i = 0; i < half; i++)
+					inv[(size_t)t * (half + 3) + i] =
+						pow(th, -2.0 * i / hd) / cases[k].factor;
+			}
 			void *xd = gt_upload(xh, (size_t)T * ld * es);
 			int32_t *pd = gt_upload(pos, (size_t)T * sizeof *pos);
-			GT_OK(kn_cuda_rope(xd, dt, ld, T, nh, hd, pd, cases[k].theta, gt.stream));
+			double *invd = gt_upload(inv, (size_t)nrow * (half + 3) * sizeof *inv);
+			GT_OK(kn_cuda_rope(xd, dt, ld, T, nh, hd, pd, invd, inv_ld, cases[k].mscale,
+					   gt.stream));
 			void *yh = malloc((size_t)T * ld * es);
 			assert_non_null(yh);
 			gt_download(yh, xd, (size_t)T * ld * es);
@@ -233,8 +257,9 @@ static void test_rope(void **state)
 			for (int t = 0; t < T; t++)
 				for (int h = 0; h < nh; h++)
 					for (int i = 0; i < hd / 2; i++) {
-						double a = pos[t] * pow(cases[k].theta, -2.0 * i / hd);
-						double c = (float)cos(a), s = (float)sin(a);
+						double a = pos[t] * inv[(size_t)(inv_ld ? t : 0) * (half + 3) + i];
+						double c = (float)(cos(a) * cases[k].mscale);
+						double s = (float)(sin(a) * cases[k].mscale);
 						size_t o = (size_t)t * ld + (size_t)h * hd + i;
 						want[o] = x[o] * c - x[o + hd / 2] * s;
 						want[o + hd / 2] = x[o + hd / 2] * c + x[o] * s;
@@ -242,8 +267,8 @@ static void test_rope(void **state)
 			double rtol, atol;
 			op_tol(dt, &rtol, &atol);
 			char what[96];
-			snprintf(what, sizeof what, "rope %s T=%d heads=%d hd=%d",
-				 kn_cuda_dtype_name(dt), T, nh, hd);
+			snprintf(what, sizeof what, "rope %s T=%d heads=%d hd=%d%s",
+				 kn_cuda_dtype_name(dt), T, nh, hd, inv_ld ? " per-row" : "");
 			gt_expect_close(what, got, want, (size_t)T * ld, rtol, atol);
 			/* the v columns are bit-identical */
 			for (int t = 0; t < T; t++)
@@ -251,7 +276,7 @@ static void test_rope(void **state)
 					   (char *)xh + ((size_t)t * ld + nh * hd) * es,
 					   (size_t)cases[k].nk * hd * es) != 0)
 					fail_msg("%s: v columns of row %d changed", what, t);
-			free(xh), free(x), free(pos), free(yh), free(got), free(want);
+			free(xh), free(x), free(pos), free(yh), free(got), free(want), free(inv);
 		}
 	}
 }
@@ -377,6 +402,204 @@ static void test_add_cast(void **state)
 	}
 }
 
+/* q and k heads of a fused q|k|v row normed in place (Qwen3): the v columns
+ * and the padding stay bit-identical. */
+static void test_head_rmsnorm(void **state)
+{
+	(void)state;
+	GT_REQUIRE_DEVICE();
+	struct {
+		kn_cuda_dtype dt, wdt;
+		int nh, hd, other;
+	} cases[] = {
+		{KN_CUDA_BF16, KN_CUDA_F32, 4, 8, 16},   /* hd < one warp */
+		{KN_CUDA_F32, KN_CUDA_F32, 5, 64, 64},   /* a partial CTA of heads */
+		{KN_CUDA_F16, KN_CUDA_BF16, 2, 128, 0},
+		{KN_CUDA_BF16, KN_CUDA_F32, 9, 256, 3},
+	};
+	for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+		for (int ri = 0; ri < N_ROWS; ri++) {
+			gt_reset();
+			int T = rows_set[ri], nh = cases[k].nh, hd = cases[k].hd;
+			int ld = nh * hd + cases[k].other;
+			kn_cuda_dtype dt = cases[k].dt, wdt = cases[k].wdt;
+			size_t es = kn_cuda_dtype_size(dt);
+			double *x, *w;
+			void *xh = gt_rand_tensor(dt, (size_t)T * ld, 3.0, &x);
+			void *wh = gt_rand_tensor(wdt, (size_t)hd, 1.5, &w);
+			void *xd = gt_upload(xh, (size_t)T * ld * es);
+			void *wd = gt_upload(wh, (size_t)hd * kn_cuda_dtype_size(wdt));
+			GT_OK(kn_cuda_head_rmsnorm(xd, dt, ld, T, nh, hd, wd, wdt, 1e-6f, gt.stream));
+			void *yh = malloc((size_t)T * ld * es);
+			assert_non_null(yh);
+			gt_download(yh, xd, (size_t)T * ld * es);
+			double *got = gt_to_double(dt, yh, (size_t)T * ld);
+			double *want = malloc((size_t)T * ld * sizeof *want);
+			assert_non_null(want);
+			memcpy(want, x, (size_t)T * ld * sizeof *want);
+			for (int t = 0; t < T; t++)
+				for (int h = 0; h < nh; h++) {
+					double *xr = want + (size_t)t * ld + (size_t)h * hd, ss = 0;
+					for (int i = 0; i < hd; i++)
+						ss += xr[i] * xr[i];
+					double inv = 1.0 / sqrt(ss / hd + 1e-6);
+					for (int i = 0; i < hd; i++)
+						xr[i] = xr[i] * inv * w[i];
+				}
+			double rtol, atol;
+			op_tol(dt, &rtol, &atol);
+			char what[96];
+			snprintf(what, sizeof what, "head rmsnorm %s*%s T=%d heads=%d hd=%d",
+				 kn_cuda_dtype_name(dt), kn_cuda_dtype_name(wdt), T, nh, hd);
+			gt_expect_close(what, got, want, (size_t)T * ld, rtol, atol);
+			for (int t = 0; t < T; t++)
+				if (memcmp((char *)yh + ((size_t)t * ld + nh * hd) * es,
+					   (char *)xh + ((size_t)t * ld + nh * hd) * es,
+					   (size_t)cases[k].other * es) != 0)
+					fail_msg("%s: columns past the heads of row %d changed", what, t);
+			free(xh), free(wh), free(x), free(w), free(yh), free(got), free(want);
+		}
+	}
+}
+
+static double gelu_ref(double g, int tanh_approx)
+{
+	if (tanh_approx)
+		return 0.5 * g * (1 + tanh(sqrt(2 / M_PI) * (g + 0.044715 * g * g * g)));
+	return 0.5 * g * (1 + erf(g / sqrt(2.0)));
+}
+
+static void test_gelu_mul(void **state)
+{
+	(void)state;
+	GT_REQUIRE_DEVICE();
+	const int widths[] = {172, 4099, 1};
+	for (int ta = 0; ta < 2; ta++) {
+		for (int wi = 0; wi < 3; wi++) {
+			gt_reset();
+			int di = (wi + ta) % 3;
+			int T = rows_set[(wi + 2 * ta) % N_ROWS], F = widths[wi];
+			kn_cuda_dtype idt = all_dt[di], odt = all_dt[(di + 1) % 3];
+			int ldi = 2 * F, ldo = F + 2; /* gate|up fused */
+			double *g;
+			void *gh = gt_rand_tensor(idt, (size_t)T * ldi, 6.0, &g);
+			void *gd = gt_upload(gh, (size_t)T * ldi * kn_cuda_dtype_size(idt));
+			size_t ob = (size_t)T * ldo * kn_cuda_dtype_size(odt);
+			void *od = gt_alloc(ob), *oh = malloc(ob);
+			assert_non_null(oh);
+			gt_poison(od, ob);
+			GT_OK(kn_cuda_gelu_mul(od, odt, ldo, gd,
+					       (char *)gd + (size_t)F * kn_cuda_dtype_size(idt), idt,
+					       ldi, T, F, ta, gt.stream));
+			gt_download(oh, od, ob);
+			double *got = gt_to_double(odt, oh, (size_t)T * ldo);
+			double *want = malloc((size_t)T * F * 8), *g2 = malloc((size_t)T * F * 8);
+			assert_true(want && g2);
+			for (int t = 0; t < T; t++)
+				for (int i = 0; i < F; i++) {
+					double a = g[(size_t)t * ldi + i], u = g[(size_t)t * ldi + F + i];
+					want[(size_t)t * F + i] = gelu_ref(a, ta) * u;
+					g2[(size_t)t * F + i] = got[(size_t)t * ldo + i];
+				}
+			double rtol, atol;
+			op_tol(odt, &rtol, &atol);
+			char what[96];
+			snprintf(what, sizeof what, "gelu_mul (%s) %s->%s T=%d F=%d",
+				 ta ? "tanh" : "erf", kn_cuda_dtype_name(idt), kn_cuda_dtype_name(odt),
+				 T, F);
+			gt_expect_close(what, g2, want, (size_t)T * F, rtol, atol);
+			expect_pad_poison(what, oh, odt, T, F, ldo);
+			free(gh), free(g), free(oh), free(got), free(want), free(g2);
+		}
+	}
+	/* the two approximations differ (a kernel ignoring the flag fails above) */
+	assert_true(fabs(gelu_ref(-2.5, 1) - gelu_ref(-2.5, 0)) > 4e-4);
+}
+
+/* y[t, :n] += b over strided rows; columns past n untouched. */
+static void test_add_bias(void **state)
+{
+	(void)state;
+	GT_REQUIRE_DEVICE();
+	const int widths[] = {96, 5000, 3};
+	for (int wi = 0; wi < 3; wi++) {
+		for (int di = 0; di < 3; di++) {
+			gt_reset();
+			int T = rows_set[(wi + di) % N_ROWS], n = widths[wi], ld = n + 7;
+			kn_cuda_dtype ydt = all_dt[di], bdt = all_dt[(di + wi) % 3];
+			size_t ys = kn_cuda_dtype_size(ydt);
+			double *y, *bv;
+			void *yh0 = gt_rand_tensor(ydt, (size_t)T * ld, 2.0, &y);
+			void *bh = gt_rand_tensor(bdt, (size_t)n, 1.0, &bv);
+			void *yd = gt_upload(yh0, (size_t)T * ld * ys);
+			void *bd = gt_upload(bh, (size_t)n * kn_cuda_dtype_size(bdt));
+			GT_OK(kn_cuda_add_bias(yd, ydt, ld, bd, bdt, T, n, gt.stream));
+			void *yh = malloc((size_t)T * ld * ys);
+			assert_non_null(yh);
+			gt_download(yh, yd, (size_t)T * ld * ys);
+			double *got = gt_to_double(ydt, yh, (size_t)T * ld);
+			double *want = malloc((size_t)T * ld * sizeof *want);
+			assert_non_null(want);
+			for (int t = 0; t < T; t++)
+				for (int i = 0; i < ld; i++)
+					want[(size_t)t * ld + i] =
+						y[(size_t)t * ld + i] + (i < n ? bv[i] : 0.0);
+			double rtol, atol;
+			op_tol(ydt, &rtol, &atol);
+			char what[96];
+			snprintf(what, sizeof what, "add_bias %s+=%s T=%d n=%d", kn_cuda_dtype_name(ydt),
+				 kn_cuda_dtype_name(bdt), T, n);
+			gt_expect_close(what, got, want, (size_t)T * ld, rtol, atol);
+			for (int t = 0; t < T; t++)
+				if (memcmp((char *)yh + ((size_t)t * ld + n) * ys,
+					   (char *)yh0 + ((size_t)t * ld + n) * ys, 7 * ys) != 0)
+					fail_msg("%s: padding of row %d changed", what, t);
+			free(yh0), free(bh), free(y), free(bv), free(yh), free(got), free(want);
+		}
+	}
+}
+
+/* x *= s (the embedding scale) and x = cap * tanh(x / cap) (logit soft-cap). */
+static void test_scale_softcap(void **state)
+{
+	(void)state;
+	GT_REQUIRE_DEVICE();
+	const size_t sizes[] = {1, 1000, 70001};
+	for (int si = 0; si < 3; si++) {
+		for (int di = 0; di < 3; di++) {
+			for (int cap = 0; cap < 2; cap++) {
+				gt_reset();
+				size_t n = sizes[si];
+				kn_cuda_dtype dt = all_dt[di];
+				size_t es = kn_cuda_dtype_size(dt);
+				double *x;
+				void *xh = gt_rand_tensor(dt, n, 40.0, &x);
+				void *xd = gt_upload(xh, n * es);
+				float s = cap ? 30.f : 8.f;
+				if (cap)
+					GT_OK(kn_cuda_softcap(xd, dt, n, s, gt.stream));
+				else
+					GT_OK(kn_cuda_scale(xd, dt, n, s, gt.stream));
+				void *yh = malloc(n * es);
+				assert_non_null(yh);
+				gt_download(yh, xd, n * es);
+				double *got = gt_to_double(dt, yh, n);
+				double *want = malloc(n * sizeof *want);
+				assert_non_null(want);
+				for (size_t i = 0; i < n; i++)
+					want[i] = cap ? s * tanh(x[i] / s) : x[i] * s;
+				double rtol, atol;
+				op_tol(dt, &rtol, &atol);
+				char what[96];
+				snprintf(what, sizeof what, "%s %s n=%zu", cap ? "softcap" : "scale",
+					 kn_cuda_dtype_name(dt), n);
+				gt_expect_close(what, got, want, n, rtol, atol);
+				free(xh), free(x), free(yh), free(got), free(want);
+			}
+		}
+	}
+}
+
 /* Argument checks happen before anything touches the device. */
 static void test_ops_bad_arguments(void **state)
 {
@@ -387,8 +610,23 @@ static void test_ops_bad_arguments(void **state)
 					 8, 1e-5f, NULL), LOOM_EINVAL); /* ldy < d */
 	assert_int_equal(kn_cuda_rmsnorm(b, (kn_cuda_dtype)7, 8, b, KN_CUDA_BF16, 8, b,
 					 KN_CUDA_BF16, 1, 8, 1e-5f, NULL), LOOM_EUNSUPPORTED);
-	assert_int_equal(kn_cuda_rope(b, KN_CUDA_BF16, 64, 1, 8, 7, pos, 1e4f, NULL), LOOM_EINVAL);
-	assert_int_equal(kn_cuda_rope(b, KN_CUDA_BF16, 63, 1, 8, 8, pos, 1e4f, NULL), LOOM_EINVAL);
+	const double *inv = (const double *)b;
+	assert_int_equal(kn_cuda_rope(b, KN_CUDA_BF16, 64, 1, 8, 7, pos, inv, 0, 1., NULL),
+			 LOOM_EINVAL);
+	assert_int_equal(kn_cuda_rope(b, KN_CUDA_BF16, 63, 1, 8, 8, pos, inv, 0, 1., NULL),
+			 LOOM_EINVAL);
+	assert_int_equal(kn_cuda_rope(b, KN_CUDA_BF16, 64, 1, 8, 8, pos, inv, 3, 1., NULL),
+			 LOOM_EINVAL); /* inv_ld < head_dim / 2 */
+	assert_int_equal(kn_cuda_rope(b, KN_CUDA_BF16, 64, 1, 8, 8, pos, NULL, 0, 1., NULL),
+			 LOOM_EINVAL);
+	assert_int_equal(kn_cuda_head_rmsnorm(b, KN_CUDA_BF16, 63, 1, 8, 8, b, KN_CUDA_F32, 1e-6f,
+					      NULL), LOOM_EINVAL); /* ldx < heads * head_dim */
+	assert_int_equal(kn_cuda_gelu_mul(b, KN_CUDA_BF16, 4, b, b, KN_CUDA_BF16, 8, 1, 8, 1, NULL),
+			 LOOM_EINVAL);
+	assert_int_equal(kn_cuda_add_bias(b, KN_CUDA_BF16, 4, b, KN_CUDA_F32, 1, 8, NULL),
+			 LOOM_EINVAL); /* ldy < n */
+	assert_int_equal(kn_cuda_softcap(b, KN_CUDA_F32, 4, 0.f, NULL), LOOM_EINVAL);
+	assert_int_equal(kn_cuda_scale(b, KN_CUDA_DTYPE_COUNT, 4, 2.f, NULL), LOOM_EUNSUPPORTED);
 	assert_int_equal(kn_cuda_silu_mul(b, KN_CUDA_BF16, 4, b, b, KN_CUDA_BF16, 8, 1, 8, NULL),
 			 LOOM_EINVAL);
 	assert_int_equal(kn_cuda_embed(b, KN_CUDA_BF16, 8, b, KN_CUDA_BF16, 0, pos, 1, 8, NULL),

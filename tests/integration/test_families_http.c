@@ -326,6 +326,61 @@ static void test_tokenize_messages(void **state)
 	}
 }
 
+/* /tokenize over HTTP with the real Llama 3 and Qwen2.5 tokenizer.json
+ * files gives the independent encoder's ids (tests/common/bpe_oracle.py)
+ * on the whole tokenizer corpus (emoji, CJK, accents, digits, code, runs
+ * of whitespace, special tokens in text). */
+static void test_tokenize_corpus(void **state)
+{
+	(void)state;
+	for (int i = 0; i < 2; i++) {
+		const fam *f = &fams[i];
+		char cmd[1024], line[1 << 16];
+		snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/common/bpe_oracle.py --tsv %s "
+			 "< tests/common/corpus_tokenizer.txt 2>/dev/null", lt_shared_path(f->tok_json));
+		FILE *p = popen(cmd, "r");
+		assert_non_null(p);
+		int n = 0;
+		while (fgets(line, sizeof line, p)) {
+			char *hex = line, *want = strchr(line, '\t'), *end;
+			assert_non_null(want);
+			*want++ = '\0';
+			if ((end = strchr(want, '\t')))
+				*end = '\0';
+			size_t hl = strlen(hex);
+			char *text = calloc(1, hl / 2 + 1);
+			for (size_t k = 0; k < hl / 2; k++)
+				sscanf(hex + 2 * k, "%2hhx", (unsigned char *)&text[k]);
+			json_t *ps = json_stringn(text, hl / 2); /* NUL kept; NULL if not UTF-8 */
+			if (!ps) {
+				free(text);
+				continue;
+			}
+			json_t *req = json_pack("{s:s,s:o}", "model", f->name, "prompt", ps);
+			char *body = json_dumps(req, 0);
+			long st;
+			json_t *got = post("/tokenize", body, &st);
+			assert_int_equal(st, 200);
+			char ids[1 << 15];
+			size_t at = 0, k;
+			json_t *v;
+			ids[0] = '\0';
+			json_array_foreach(ids_of(got), k, v)
+				at += (size_t)snprintf(ids + at, sizeof ids - at, "%s%lld", k ? " " : "",
+						       (long long)json_integer_value(v));
+			if (strcmp(ids, want) != 0)
+				fail_msg("%s: line %d: loom %s, reference %s", f->name, n, ids, want);
+			json_decref(got), json_decref(req);
+			free(body), free(text);
+			n++;
+		}
+		int rc = pclose(p);
+		if (n == 0 && rc != 0)
+			skip(); /* no /usr/bin/python3 with regex */
+		assert_true(n > 200);
+	}
+}
+
 /* A template's raise_exception is a 400 naming messages; the built-in
  * styles refuse the tool role. */
 static void test_template_errors(void **state)
@@ -387,6 +442,7 @@ int main(void)
 		cmocka_unit_test(test_mixed_greedy),
 		cmocka_unit_test(test_tokenize_messages),
 		cmocka_unit_test(test_template_errors),
+		cmocka_unit_test(test_tokenize_corpus),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
