@@ -69,8 +69,11 @@ loom_err jj_slice(jj_rs *rs, const jv *obj, const jv *lo, const jv *hi, const jv
 	jv *res = n ? jj_alloc(&rs->arena, n * sizeof *res) : NULL;
 	if (n && !res)
 		return jj_oom(rs);
-	for (int64_t i = a; step > 0 ? i < b : i > b; i += step)
+	for (int64_t i = a; step > 0 ? i < b : i > b;) {
 		res[cnt++] = items[i];
+		if (__builtin_add_overflow(i, step, &i))
+			break;
+	}
 	if (obj->t == JV_LIST)
 		return jv_make_list(rs, res, cnt, obj->l->tuple, out);
 	size_t bytes = 0;

@@ -141,9 +141,17 @@ uint32_t jj_utf8_dec(const char *s, size_t n, size_t *adv)
 
 size_t jj_utf8_len(const char *s, size_t n)
 {
-	size_t k = 0;
-	for (size_t i = 0; i < n; i++)
-		k += ((unsigned char)s[i] & 0xc0) != 0x80;
+	size_t k = 0, i = 0, adv;
+	/* counts what jj_utf8_dec steps over, so invalid bytes count as one each */
+	while (i < n) {
+		if ((unsigned char)s[i] < 0x80) {
+			i++;
+		} else {
+			jj_utf8_dec(s + i, n - i, &adv);
+			i += adv;
+		}
+		k++;
+	}
 	return k;
 }
 
