@@ -58,6 +58,12 @@ struct batch_args {
 
 /* ---- CUDA kernels ---- */
 
+/* Gemma 2's score soft-cap. */
+__device__ __forceinline__ float softcap_f(float s, float cap)
+{
+	return cap * tanhf(s / cap);
+}
+
 /* The sequence owning query row t: the largest s with cu_q[s] <= t. */
 __device__ __forceinline__ int seq_of_row(const int32_t *cu_q, int S, int t)
 {
@@ -182,7 +188,7 @@ attn_decode_kernel(void *out, int odt, int64_t ldo, const void *q, int qdt, int6
 			for (int off = 16; off > 0; off >>= 1)
 				v += __shfl_xor_sync(0xffffffffu, v, off);
 			if (mk.softcap > 0.f)
-				v = mk.softcap * tanhf(v / mk.softcap);
+				v = softcap_f(v, mk.softcap);
 			if (lane == 0 && g < gn)
 				sc[g * DEC_PART + i] = r >= 0 ? v : -INFINITY;
 		}
@@ -325,6 +331,7 @@ attn_prefill_kernel(void *out, int odt, int64_t ldo, const void *q, int qdt, int
 	int rtok = r / gpb, rg = r % gpb;
 	bool rvalid = rtok < ntok && rg < gn;
 	int rpos = pos_base + rtok;
+	int rlo = mk.window > 0 ? rpos - mk.window + 1 : 0; /* this row's first key */
 
 	for (int i = threadIdx.x; i < PF_ROWS * hd; i += PF_THREADS) {
 		int rr = i / hd, d = i % hd;
@@ -365,13 +372,12 @@ attn_prefill_kernel(void *out, int odt, int64_t ldo, const void *q, int qdt, int
 		for (int cc = 0; cc < PF_CPT; cc++) {
 			int c = c8 + PF_TPR * cc;
 			float v = -INFINITY;
-			if (rvalid && c < nk && koff[c] >= 0 && kt + c <= rpos &&
-			    (mk.window <= 0 || kt + c > rpos - mk.window)) {
+			if (rvalid && c < nk && koff[c] >= 0 && kt + c <= rpos && kt + c >= rlo) {
 				float dot = 0.f;
 				const float *qr = qs + r * (hd + 1), *kr = ks + c * (hd + 1);
 				for (int d = 0; d < hd; d++)
 					dot = fmaf(qr[d], kr[d], dot);
-				v = mk.softcap > 0.f ? mk.softcap * tanhf(dot / mk.softcap) : dot;
+				v = mk.softcap > 0.f ? softcap_f(dot, mk.softcap) : dot;
 			}
 			sv[cc] = v;
 			tmax = fmaxf(tmax, v);
