@@ -191,10 +191,9 @@ loom_err gw_model_create(const char *name, const loom_model_config *cfg, loom_to
 	snprintf(md->name, sizeof md->name, "%s", name);
 	md->cfg = *cfg;
 	md->tok = tok;
-	md->tmpl = tmpl;
 	md->created = time(NULL);
 	atomic_init(&md->refs, 1);
-	loom_err rc = gw_model_set_chat(md, NULL);
+	loom_err rc = gw_model_set_chat(md, NULL, tmpl);
 	if (rc) {
 		gw_model_release(md);
 		return rc;
@@ -203,7 +202,7 @@ loom_err gw_model_create(const char *name, const loom_model_config *cfg, loom_to
 	return LOOM_OK;
 }
 
-loom_err gw_model_set_chat(gw_model *md, const loom_chat_source *src)
+loom_err gw_model_set_chat(gw_model *md, const loom_chat_source *src, gw_chat_tmpl tmpl)
 {
 	loom_jinja *j = NULL;
 	char *err = NULL, *bos, *eos;
@@ -237,8 +236,7 @@ loom_err gw_model_set_chat(gw_model *md, const loom_chat_source *src)
 			id = -1;
 	if (id >= 0)
 		md->extra_eos[md->n_extra_eos++] = id;
-	if (md->tmpl == GW_TMPL_AUTO)
-		md->tmpl = has ? GW_TMPL_MODEL : GW_TMPL_PLAIN;
+	md->tmpl = tmpl != GW_TMPL_AUTO ? tmpl : has ? GW_TMPL_MODEL : GW_TMPL_PLAIN;
 	return LOOM_OK;
 }
 
@@ -248,8 +246,7 @@ loom_err gw_model_chat_from_dir(gw_model *md, const char *dir, gw_chat_tmpl tmpl
 	loom_err rc = loom_chat_source_load_dir(dir, &src, NULL, NULL);
 	if (rc)
 		return rc;
-	md->tmpl = tmpl;
-	rc = gw_model_set_chat(md, &src);
+	rc = gw_model_set_chat(md, &src, tmpl);
 	loom_chat_source_fini(&src);
 	return rc;
 }

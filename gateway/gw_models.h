@@ -96,13 +96,13 @@ loom_err gw_model_create(const char *name, const loom_model_config *cfg, loom_to
  * Gives md (not yet in a table) its chat template from src: compiles the
  * template text (a construct loom's Jinja lacks is logged as a warning
  * naming it and kept in md->jinja_error, so chat requests get a 400 saying
- * so, while completions still work), copies bos/eos, and resolves
- * md->tmpl == GW_TMPL_AUTO to GW_TMPL_MODEL when src has a template, else
- * GW_TMPL_PLAIN. src NULL = no template. LOOM_ENOMEM only.
+ * so, while completions still work), copies bos/eos, and sets md->tmpl to
+ * tmpl, GW_TMPL_AUTO resolved to GW_TMPL_MODEL when src has a template,
+ * else GW_TMPL_PLAIN. src NULL = no template. LOOM_ENOMEM only.
  */
-loom_err gw_model_set_chat(gw_model *md, const loom_chat_source *src);
+loom_err gw_model_set_chat(gw_model *md, const loom_chat_source *src, gw_chat_tmpl tmpl);
 /* gw_model_set_chat with dir's tokenizer_config.json / chat_template.jinja
- * (errors name the file), md->tmpl set to tmpl first. */
+ * (errors name the file). */
 loom_err gw_model_chat_from_dir(gw_model *md, const char *dir, gw_chat_tmpl tmpl);
 
 /*

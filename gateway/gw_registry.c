@@ -151,7 +151,7 @@ static loom_err model_from_rec(gw_registry *r, const st_model_rec *rec, gw_chat_
 	}
 	snprintf(what, sizeof what, "model %s", rec->name);
 	if (!(rc = gw_model_create(rec->name, &cfg, tok, tmpl, what, out)) &&
-	    (rc = gw_model_set_chat(*out, &chat))) {
+	    (rc = gw_model_set_chat(*out, &chat, tmpl))) {
 		gw_model_release(*out);
 		*out = NULL;
 	}

@@ -554,6 +554,48 @@ static void test_shapes(void **state)
 	gw_model_release(base);
 }
 
+/* A model's chat template travels in its store bundle: imported with a
+ * tokenizer_config.json, it is the model's template again after the
+ * registry is reopened from the store alone (the folder gone). Runs last:
+ * it reopens the registry. */
+static void test_template_in_store(void **state)
+{
+	(void)state;
+	char dir[PATH_MAX + 32], store[PATH_MAX + 16];
+	snprintf(dir, sizeof dir, "%s/chatty", root);
+	snprintf(store, sizeof store, "%s/store", root);
+	assert_int_equal(lt_sh("mkdir -p %s && cp %s/config.json %s/model.safetensors "
+			       "%s/tokenizer.json %s/ && printf '%%s' '{\"bos_token\": \"<s>\", "
+			       "\"chat_template\": \"{{ bos_token }}{{ messages[0].content }}!\"}' "
+			       "> %s/tokenizer_config.json", dir, stories, stories, stories, dir, dir),
+			 0);
+	assert_int_equal(gw_registry_import_model(reg, "chatty", dir, GW_TMPL_AUTO, GW_REG_CREATE,
+						  NULL), LOOM_OK);
+	assert_int_equal(gw_models_find(models, "chatty")->tmpl, GW_TMPL_MODEL);
+	assert_int_equal(lt_sh("rm -rf %s", dir), 0);
+	gw_registry_close(reg);
+	gw_models_destroy(models);
+	assert_int_equal(gw_models_create(&models), LOOM_OK);
+	assert_int_equal(gw_registry_open(store, models, &reg), LOOM_OK);
+	assert_int_equal(gw_registry_load(reg, NULL), LOOM_OK);
+	const gw_model *md = gw_models_find(models, "chatty");
+	assert_non_null(md);
+	assert_int_equal(md->tmpl, GW_TMPL_MODEL);
+	assert_non_null(md->jinja);
+	assert_string_equal(md->bos_token, "<s>");
+	json_t *msgs = json_loads("[{\"role\":\"user\",\"content\":\"hi\"}]", 0, NULL);
+	gw_chat_ctx cx = {.messages = msgs, .bos_token = md->bos_token, .eos_token = ""};
+	char *out;
+	size_t len;
+	assert_int_equal(gw_chat_render_jinja(md->jinja, &cx, &out, &len), LOOM_OK);
+	assert_string_equal(out, "<s>hi!");
+	loom_free(out);
+	json_decref(msgs);
+	/* stories260k, imported without one, still has none */
+	assert_int_equal(gw_models_find(models, "stories")->tmpl, GW_TMPL_PLAIN);
+	assert_null(gw_models_find(models, "stories")->jinja);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -562,6 +604,7 @@ int main(void)
 		cmocka_unit_test(test_uploads),
 		cmocka_unit_test(test_models_routes),
 		cmocka_unit_test(test_shapes),
+		cmocka_unit_test(test_template_in_store),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
