@@ -231,29 +231,6 @@ static loom_err check_layers(const wk_model *m)
 					 "part of its q/k/v biases, gate/up biases or q/k norms",
 					 m->name, l);
 	}
-	/* not proven against the CPU forward yet: refused by name */
-	const loom_model_config *c = &m->cfg;
-	const char *what = NULL;
-	if (c->qkv_bias || c->o_bias || c->mlp_bias)
-		what = "linear biases";
-	else if (c->qk_norm)
-		what = "q/k norms";
-	else if (c->sandwich_norms)
-		what = "sandwich norms";
-	else if (c->act != LOOM_ACT_SILU)
-		what = "a GELU MLP";
-	else if (c->embed_scale != 1.0f)
-		what = "a scaled embedding";
-	else if (c->attn_softcap > 0.0f || c->final_softcap > 0.0f)
-		what = "logit soft-capping";
-	else if (c->window > 0)
-		what = "sliding-window attention";
-	else if (c->rope.kind != LOOM_ROPE_DEFAULT)
-		what = "rope scaling";
-	if (what)
-		return loom_fail(LOOM_EUNSUPPORTED, "cuda forward: model \"%s\" (%s) uses %s, which "
-				 "the CUDA backend does not compute yet; serve it with --backend cpu",
-				 m->name, c->model_type, what);
 	return LOOM_OK;
 }
 

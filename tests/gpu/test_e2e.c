@@ -12,11 +12,22 @@
  * and printed; more than a quarter of the steps fails). Logits: every row
  * within |cuda - cpu| <= k * (max|cpu row| + 1), k = K_BASE / K_LORA below
  * (bf16 weights and activations, F32 accumulation and residual).
+ * The model families (test_family_*): random models of each family
+ * written by loom-mkmodel (2 layers, hidden 32, vocab 300, 4-position KV
+ * blocks) with windows of 8 positions and RoPE schedules whose original
+ * maximum is 16, under prompts of 20-22 tokens (prefill with all logits)
+ * and 6 greedy decodes: llama with biases and dynamic NTK, llama3, qwen2
+ * (window on its second layer, exact GELU), qwen3 (q/k norms, head_dim 16
+ * != hidden/heads, YaRN) and gemma2 (sandwich norms, (1+w) norms, GELU tanh,
+ * embedding scale, query_pre_attn_scalar, both soft-caps, window on even
+ * layers) with a 7-target adapter each, mistral (window on every layer,
+ * linear RoPE).
  * Without a device (or in a build without the CUDA backend) every case is
  * SKIPPED and the program exits 0.
  */
 #include <math.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -28,6 +39,7 @@
 
 #include "adapters/adapter.h"
 #include "common/alloc.h"
+#include "common/dtype.h"
 #include "common/err.h"
 #include "tests/support/harness.h"
 #include "worker/forward.h"
@@ -49,9 +61,11 @@
 #define K_BASE 0.03
 #define K_LORA 0.15
 #define TARGETS "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
-#define N_PROMPT 7
+#define N_PROMPT 7 /* stories260k: prompts of 7, 8, 9 tokens */
 #define N_GEN 8
-#define MAX_LEN (N_PROMPT + N_SEQ + N_GEN)
+#define MAX_PROMPT 20 /* the family models: prompts of 20, 21, 22 tokens */
+#define FAM_GEN 6
+#define MAX_LEN (MAX_PROMPT + N_SEQ + N_GEN)
 
 static struct {
 	int present;
@@ -153,14 +167,21 @@ static double check_rows(const float *cpu, const float *gpu, int rows, int vocab
 	return worst;
 }
 
-/* A KV pool of n_blocks for the model (*pool) and a CUDA forward over it. */
-static wk_cuda_fwd *open_cuda(int n_blocks, const wk_cuda_fwd_opts *o, wk_kvpool **pool)
+/* A KV pool of n_blocks of block_size for model m (*pool) and a CUDA
+ * forward over it. */
+static wk_cuda_fwd *open_cuda_m(const wk_model *m, int n_blocks, int block_size,
+				const wk_cuda_fwd_opts *o, wk_kvpool **pool)
 {
 	wk_cuda_fwd *cf = NULL;
-	assert_int_equal(wk_kvpool_create(E.m, n_blocks, WK_KV_BLOCK, pool), LOOM_OK);
-	if (wk_cuda_fwd_create(E.m, *pool, o, &cf))
+	assert_int_equal(wk_kvpool_create(m, n_blocks, block_size, pool), LOOM_OK);
+	if (wk_cuda_fwd_create(m, *pool, o, &cf))
 		fail_msg("wk_cuda_fwd_create: %s", loom_errmsg());
 	return cf;
+}
+
+static wk_cuda_fwd *open_cuda(int n_blocks, const wk_cuda_fwd_opts *o, wk_kvpool **pool)
+{
+	return open_cuda_m(E.m, n_blocks, WK_KV_BLOCK, o, pool);
 }
 
 /* Runs N_SEQ sequences (adapters per sequence: ads, NULL = base) through
@@ -178,19 +199,30 @@ static const ad_adapter *as_bf16(const ad_adapter *a)
 	return a;
 }
 
+/* A run: the model, its prompts (sequence s: n_prompt + s tokens), decode
+ * steps and KV block size. */
+typedef struct run_shape {
+	const wk_model *m;
+	int n_prompt, n_gen, block_size;
+} run_shape;
+
 /* ads: each sequence's adapter; the CPU forward reads them as loaded, the
  * CUDA forward too or (bf16) their BF16 copies. prefetch: base weights
  * uploaded in small budgets and adapters prefetched before the first step. */
-static void run_case_opt(const ad_adapter *const ads[N_SEQ], double k, int prefetch, int bf16)
+static void run_shape_opt(const run_shape *sh, const ad_adapter *const ads[N_SEQ], double k,
+			  int prefetch, int bf16)
 {
 	if (!E.present)
 		skip();
 	E.k = k;
-	const int V = E.m->cfg.vocab;
+	const wk_model *m = sh->m;
+	const int V = m->cfg.vocab, max_len = sh->n_prompt + N_SEQ + sh->n_gen;
+	assert_true(sh->n_prompt <= MAX_PROMPT && sh->n_gen <= N_GEN);
 	wk_kvpool *pool = NULL;
 	wk_cuda_fwd_opts o = {.max_tokens = N_SEQ * MAX_LEN, .max_seqs = N_SEQ, .adapter_slots = 4,
 			      .adapter_mb = 16, .defer_weights = prefetch};
-	wk_cuda_fwd *cf = open_cuda(64, &o, &pool);
+	int n_blocks = 2 * N_SEQ * ((max_len + sh->block_size - 1) / sh->block_size) + 4;
+	wk_cuda_fwd *cf = open_cuda_m(m, n_blocks > 64 ? n_blocks : 64, sh->block_size, &o, &pool);
 	if (prefetch) {
 		int32_t t1[1] = {1}, s1[2] = {0, 1};
 		wk_kv k1;
@@ -222,13 +254,13 @@ static void run_case_opt(const ad_adapter *const ads[N_SEQ], double k, int prefe
 		assert_int_equal(wk_cuda_fwd_resident(cf, gads[s]), gads[s] != NULL);
 	}
 	wk_scratch *sc = NULL;
-	assert_int_equal(wk_scratch_create(E.m, &sc), LOOM_OK);
+	assert_int_equal(wk_scratch_create(m, &sc), LOOM_OK);
 	wk_kv kc[N_SEQ], kg[N_SEQ];
 	wk_kv *pc[N_SEQ], *pg[N_SEQ];
 	for (int s = 0; s < N_SEQ; s++) {
 		wk_kv_init(&kc[s], pool), wk_kv_init(&kg[s], pool);
-		assert_int_equal(wk_kv_reserve(&kc[s], MAX_LEN), LOOM_OK);
-		assert_int_equal(wk_kv_reserve(&kg[s], MAX_LEN), LOOM_OK);
+		assert_int_equal(wk_kv_reserve(&kc[s], max_len), LOOM_OK);
+		assert_int_equal(wk_kv_reserve(&kg[s], max_len), LOOM_OK);
 		pc[s] = &kc[s], pg[s] = &kg[s];
 	}
 	/* segments: consecutive sequences with one adapter */
@@ -251,12 +283,12 @@ static void run_case_opt(const ad_adapter *const ads[N_SEQ], double k, int prefe
 	assert_non_null(lg);
 	int steps = 0, near_ties = 0;
 	double worst = 0;
-	for (int it = 0; it <= N_GEN; it++) {
+	for (int it = 0; it <= sh->n_gen; it++) {
 		int T = 0;
 		for (int s = 0; s < N_SEQ; s++) {
 			seq_start[s] = T;
 			if (it == 0)
-				for (int j = 0; j < N_PROMPT + s; j++) /* 7, 8, 9 tokens */
+				for (int j = 0; j < sh->n_prompt + s; j++)
 					tokens[T++] = 1 + (int32_t)((s * 37 + j * 101) % (V - 1));
 			else
 				tokens[T++] = next[s];
@@ -267,7 +299,7 @@ static void run_case_opt(const ad_adapter *const ads[N_SEQ], double k, int prefe
 		wk_batch b = {.n_seqs = N_SEQ, .seq_start = seq_start, .tokens = tokens, .kv = pc,
 			      .all_logits = it == 0, .n_segs = n_segs, .seg_start = seg_start,
 			      .seg_adapter = seg_ad};
-		if (wk_forward(E.m, &b, sc, lc))
+		if (wk_forward(m, &b, sc, lc))
 			fail_msg("cpu forward: %s", loom_errmsg());
 		b.kv = pg;
 		b.seg_adapter = seg_gad;
@@ -291,8 +323,9 @@ static void run_case_opt(const ad_adapter *const ads[N_SEQ], double k, int prefe
 			next[s] = tc;
 		}
 	}
-	fprintf(stderr, "test_e2e: %d greedy steps, %d near-tie differences, worst logit error "
-		"%.3f of the tolerance\n", steps, near_ties, worst);
+	fprintf(stderr, "test_e2e: %s: %d greedy steps, %d near-tie differences, worst logit "
+		"error %.3f of the tolerance (%.4f of max|row|+1)\n", m->name, steps, near_ties,
+		worst, worst * k);
 	assert_true(near_ties * 4 <= steps);
 	for (int s = 0; s < N_SEQ; s++)
 		wk_kv_fini(&kc[s]), wk_kv_fini(&kg[s]);
@@ -301,6 +334,12 @@ static void run_case_opt(const ad_adapter *const ads[N_SEQ], double k, int prefe
 	wk_scratch_destroy(sc);
 	wk_cuda_fwd_destroy(cf);
 	wk_kvpool_destroy(pool);
+}
+
+static void run_case_opt(const ad_adapter *const ads[N_SEQ], double k, int prefetch, int bf16)
+{
+	run_shape sh = {E.m, N_PROMPT, N_GEN, WK_KV_BLOCK};
+	run_shape_opt(&sh, ads, k, prefetch, bf16);
 }
 
 static void run_case(const ad_adapter *const ads[N_SEQ], double k)
@@ -416,6 +455,300 @@ static void test_prefetch_refusals(void **state)
 	wk_kvpool_destroy(pool);
 }
 
+/* ---- the model families ---- */
+
+#define FAM_SHAPE "--hidden 32 --ffn 64 --layers 2 --heads 4 --kv-heads 2 --vocab 300 --seed 7"
+#define FAM_BLOCK 4
+/* Gemma 2's tolerances: mkmodel's random Gemma 2 (final norm weights near
+ * 7, soft-capped logits near 30) is ill-conditioned: a +-0.2% relative
+ * perturbation of its weights moves the CPU logits by 3% of max|row|+1
+ * (0.4% for the other families), so bf16 activations alone move them by
+ * a few % (measured on the emulator: 0.032 base, 0.031 with the adapter;
+ * 0.047 with the default query_pre_attn_scalar and soft-cap). */
+#define K_GEMMA 0.08
+#define K_GEMMA_LORA 0.10
+
+
+typedef struct fam_case {
+	const char *name;
+	const char *args;   /* loom-mkmodel model flags besides FAM_SHAPE and --out */
+	const char *edit;   /* a sed script run on its config.json, or NULL */
+	int adapter;        /* also run with a 7-target adapter on sequences 0 and 2 */
+	double k_base, k_lora; /* logits tolerances (0: K_BASE, K_LORA) */
+	unsigned ablations;    /* AB_*: the features the case proves */
+} fam_case;
+
+/* The family features a case proves: each, ablated in a copy of the model
+ * (the CPU forward without it), must move some logits row past the case's
+ * tolerance, so a CUDA forward that ignored it could not pass. */
+enum {
+	AB_BIAS = 1 << 0, AB_QK_NORM = 1 << 1, AB_WINDOW = 1 << 2, AB_ATTN_SOFTCAP = 1 << 3,
+	AB_FINAL_SOFTCAP = 1 << 4, AB_ROPE = 1 << 5, AB_EMBED_SCALE = 1 << 6,
+	AB_SANDWICH = 1 << 7, AB_ACT = 1 << 8, AB_ATTN_SCALE = 1 << 9, AB_N = 10
+};
+
+static const char *const ab_name[AB_N] = {"biases", "q/k norms", "sliding window",
+					  "attention soft-cap", "final soft-cap", "rope scaling",
+					  "embedding scale", "sandwich norms", "activation",
+					  "query scale"};
+
+/* Logits of every row of the family prompts (N_SEQ sequences of n_prompt +
+ * s tokens, one prefill) from the CPU forward. */
+static void cpu_prefill(const wk_model *m, int n_prompt, float *logits)
+{
+	wk_kvpool *pool = NULL;
+	assert_int_equal(wk_kvpool_create(m, 64, FAM_BLOCK, &pool), LOOM_OK);
+	wk_scratch *sc = NULL;
+	assert_int_equal(wk_scratch_create(m, &sc), LOOM_OK);
+	wk_kv kv[N_SEQ];
+	wk_kv *pk[N_SEQ];
+	int32_t tokens[N_SEQ * MAX_LEN], seq_start[N_SEQ + 1];
+	int T = 0;
+	for (int s = 0; s < N_SEQ; s++) {
+		wk_kv_init(&kv[s], pool);
+		assert_int_equal(wk_kv_reserve(&kv[s], n_prompt + s), LOOM_OK);
+		pk[s] = &kv[s];
+		seq_start[s] = T;
+		for (int j = 0; j < n_prompt + s; j++)
+			tokens[T++] = 1 + (int32_t)((s * 37 + j * 101) % (m->cfg.vocab - 1));
+	}
+	seq_start[N_SEQ] = T;
+	wk_batch b = {.n_seqs = N_SEQ, .seq_start = seq_start, .tokens = tokens, .kv = pk,
+		      .all_logits = 1};
+	if (wk_forward(m, &b, sc, logits))
+		fail_msg("cpu forward: %s", loom_errmsg());
+	for (int s = 0; s < N_SEQ; s++)
+		wk_kv_fini(&kv[s]);
+	wk_scratch_destroy(sc);
+	wk_kvpool_destroy(pool);
+}
+
+static void check_ablations(const wk_model *m, unsigned ablations, double k, const char *name)
+{
+	int V = m->cfg.vocab, T = N_SEQ * MAX_PROMPT + N_SEQ * (N_SEQ - 1) / 2;
+	float *ref = loom_malloc((size_t)T * V * sizeof(float));
+	float *ab = loom_malloc((size_t)T * V * sizeof(float));
+	wk_layer *ls = loom_malloc((size_t)m->cfg.n_layers * sizeof *ls);
+	assert_true(ref && ab && ls);
+	cpu_prefill(m, MAX_PROMPT, ref);
+	E.k = k;
+	for (int a = 0; a < AB_N; a++) {
+		if (!(ablations & 1u << a))
+			continue;
+		wk_model mm = *m;
+		loom_model_config *c = &mm.cfg;
+		memcpy(ls, m->layers, (size_t)c->n_layers * sizeof *ls);
+		mm.layers = ls;
+		for (int l = 0; l < c->n_layers; l++) {
+			wk_layer *w = &ls[l];
+			if (1u << a == AB_BIAS)
+				w->bq = w->bk = w->bv = w->bo = w->b_gate = w->b_up = w->b_down = NULL;
+			if (1u << a == AB_QK_NORM)
+				w->q_norm = w->k_norm = NULL;
+			if (1u << a == AB_SANDWICH)
+				w->post_attn_norm = w->post_ffn_norm = NULL;
+		}
+		switch (1u << a) {
+		case AB_WINDOW: c->window = 0; break;
+		case AB_ATTN_SOFTCAP: c->attn_softcap = 0; break;
+		case AB_FINAL_SOFTCAP: c->final_softcap = 0; break;
+		case AB_ROPE: c->rope.kind = LOOM_ROPE_DEFAULT; break;
+		case AB_EMBED_SCALE: c->embed_scale = 1; break;
+		case AB_ACT: c->act = c->act == LOOM_ACT_SILU ? LOOM_ACT_GELU_TANH : LOOM_ACT_SILU;
+			break;
+		case AB_ATTN_SCALE: c->attn_scale = (float)(1.0 / sqrt((double)c->head_dim)); break;
+		default: break;
+		}
+		cpu_prefill(&mm, MAX_PROMPT, ab);
+		double worst = 0;
+		for (int r = 0; r < T; r++) {
+			double tol = tol_row(ref + (size_t)r * V, V);
+			for (int i = 0; i < V; i++) {
+				double d = fabs((double)ref[(size_t)r * V + i] - ab[(size_t)r * V + i]);
+				worst = d / tol > worst ? d / tol : worst;
+			}
+		}
+		fprintf(stderr, "test_e2e: %s without its %s: logits move %.1f x the tolerance\n",
+			name, ab_name[a], worst);
+		if (!(worst > 1.0))
+			fail_msg("%s: without its %s the CPU logits stay within the tolerance (%.2f of "
+				 "it): the case would not catch a CUDA forward that ignored it", name,
+				 ab_name[a], worst);
+	}
+	loom_free(ref);
+	loom_free(ab);
+	loom_free(ls);
+}
+
+/* Rounds m's matrices to BF16 in place, as the CUDA forward holds them
+ * (norms and biases stay F32 there), so both forwards start from the same
+ * weights: a random Gemma 2 moves its logits by up to 9% of max|row| from
+ * that rounding alone (sandwich-normed blocks amplify it), which would
+ * otherwise hide the rest. */
+static void rnd_bf16(float *p, size_t n)
+{
+	for (size_t j = 0; j < n; j++)
+		p[j] = loom_bf16_to_f32(loom_f32_to_bf16(p[j]));
+}
+
+static void round_bf16(wk_model *m)
+{
+	const loom_model_config *c = &m->cfg;
+	size_t d = (size_t)c->hidden, q = (size_t)c->n_heads * c->head_dim;
+	size_t kv = (size_t)c->n_kv_heads * c->head_dim, ff = (size_t)c->ffn;
+	rnd_bf16(m->embed, (size_t)c->vocab * d);
+	if (m->lm_head != m->embed)
+		rnd_bf16(m->lm_head, (size_t)c->vocab * d);
+	for (int l = 0; l < c->n_layers; l++) {
+		wk_layer *w = &m->layers[l];
+		rnd_bf16(w->wq, q * d);
+		rnd_bf16(w->wk, kv * d);
+		rnd_bf16(w->wv, kv * d);
+		rnd_bf16(w->wo, d * q);
+		rnd_bf16(w->w_gate, ff * d);
+		rnd_bf16(w->w_up, ff * d);
+		rnd_bf16(w->w_down, d * ff);
+	}
+}
+
+/* Writes fc's model (and adapter), checks that it uses what the case is
+ * about (the layer description as loaded), runs it base and adapted. */
+static void run_family(const fam_case *fc, bool (*uses)(const loom_model_config *))
+{
+	if (!E.present)
+		skip();
+	char dir[1024], adir[1100];
+	snprintf(dir, sizeof dir, "%s/%s", E.dir, fc->name);
+	snprintf(adir, sizeof adir, "%s-adapter", dir);
+	const char *mk = lt_bin_path("loom-mkmodel");
+	if (lt_sh("'%s' model --out '%s' " FAM_SHAPE " %s", mk, dir, fc->args) != 0)
+		fail_msg("%s: loom-mkmodel model failed", fc->name);
+	if (fc->edit && lt_sh("sed -i '%s' '%s/config.json'", fc->edit, dir) != 0)
+		fail_msg("%s: editing config.json failed", fc->name);
+	wk_model *m = NULL;
+	if (wk_model_load(dir, fc->name, &m))
+		fail_msg("%s: %s", fc->name, loom_errmsg());
+	if (!uses(&m->cfg))
+		fail_msg("%s: the model does not use what this case tests", fc->name);
+	round_bf16(m);
+	double kb = fc->k_base > 0 ? fc->k_base : K_BASE;
+	check_ablations(m, fc->ablations, kb, fc->name);
+	run_shape sh = {m, MAX_PROMPT, FAM_GEN, FAM_BLOCK};
+	const ad_adapter *none[N_SEQ] = {NULL, NULL, NULL};
+	run_shape_opt(&sh, none, kb, 0, 0);
+	if (fc->adapter) {
+		ad_adapter *a = NULL;
+		if (lt_sh("'%s' adapter --model '%s' --out '%s' --rank 4 --seed 3 --targets %s", mk,
+			  dir, adir, TARGETS) != 0 ||
+		    ad_adapter_load(adir, "fam-adapter", &m->cfg, &a))
+			fail_msg("%s: adapter: %s", fc->name, loom_errmsg());
+		const ad_adapter *ads[N_SEQ] = {a, NULL, a};
+		run_shape_opt(&sh, ads, fc->k_lora > 0 ? fc->k_lora : K_LORA, 0, 0);
+		ad_adapter_destroy(a);
+	}
+	wk_model_destroy(m);
+}
+
+static bool uses_llama(const loom_model_config *c)
+{
+	return c->qkv_bias && c->o_bias && c->mlp_bias && c->rope.kind == LOOM_ROPE_DYNAMIC &&
+	       c->rope.orig_max < MAX_PROMPT;
+}
+
+static bool uses_llama3(const loom_model_config *c)
+{
+	return c->rope.kind == LOOM_ROPE_LLAMA3 && c->rope.orig_max < MAX_PROMPT;
+}
+
+static bool uses_qwen2(const loom_model_config *c)
+{
+	return c->qkv_bias && !c->o_bias && c->act == LOOM_ACT_GELU && c->window > 0 &&
+	       c->window < MAX_PROMPT && loom_layer_window(c, 0) == 0 &&
+	       loom_layer_window(c, 1) == c->window;
+}
+
+static bool uses_qwen3(const loom_model_config *c)
+{
+	return c->qk_norm && c->head_dim * c->n_heads != c->hidden &&
+	       c->rope.kind == LOOM_ROPE_YARN && c->rope.attn_factor != 1.0f;
+}
+
+static bool uses_mistral(const loom_model_config *c)
+{
+	return c->window > 0 && c->window < MAX_PROMPT && loom_layer_window(c, 0) == c->window &&
+	       loom_layer_window(c, 1) == c->window && c->rope.kind == LOOM_ROPE_LINEAR;
+}
+
+static bool uses_gemma2(const loom_model_config *c)
+{
+	return c->sandwich_norms && c->norm_plus_one && c->act == LOOM_ACT_GELU_TANH &&
+	       c->embed_scale != 1.0f && c->attn_softcap > 0 && c->final_softcap > 0 &&
+	       c->attn_scale != (float)(1.0 / sqrt((double)c->head_dim)) &&
+	       c->head_dim * c->n_heads != c->hidden && c->window > 0 &&
+	       c->window < MAX_PROMPT && loom_layer_window(c, 0) == c->window &&
+	       loom_layer_window(c, 1) == 0;
+}
+
+/* q/k/v/o and MLP biases; dynamic NTK RoPE past 16 positions. */
+static void test_family_llama(void **state)
+{
+	(void)state;
+	const fam_case fc = {"llama-bias-dynamic", "--family llama --ctx 16 --rope-scaling dynamic "
+			     "--rope-factor 4 --attention-bias --mlp-bias", NULL, 0, 0, 0,
+			     AB_BIAS | AB_ROPE};
+	run_family(&fc, uses_llama);
+}
+
+static void test_family_llama3(void **state)
+{
+	(void)state;
+	const fam_case fc = {"llama3", "--family llama3 --ctx 64 --rope-original-max 16", NULL, 0, 0,
+			     0, AB_ROPE};
+	run_family(&fc, uses_llama3);
+}
+
+/* q/k/v biases, a window on the second layer; its activation edited to the
+ * exact GELU (no family ships it, the config may name it). */
+static void test_family_qwen2(void **state)
+{
+	(void)state;
+	const fam_case fc = {"qwen2-window-gelu", "--family qwen2 --ctx 64 --sliding-window 8 "
+			     "--max-window-layers 1", "s/\"hidden_act\": \"silu\"/\"hidden_act\": "
+			     "\"gelu\"/", 0, 0, 0, AB_BIAS | AB_WINDOW | AB_ACT};
+	run_family(&fc, uses_qwen2);
+}
+
+static void test_family_qwen3(void **state)
+{
+	(void)state;
+	const fam_case fc = {"qwen3-yarn", "--family qwen3 --ctx 64 --rope-scaling yarn "
+			     "--rope-factor 4 --rope-original-max 16", NULL, 1, 0, 0,
+			     AB_QK_NORM | AB_ROPE};
+	run_family(&fc, uses_qwen3);
+}
+
+static void test_family_mistral(void **state)
+{
+	(void)state;
+	const fam_case fc = {"mistral-linear", "--family mistral --ctx 64 --sliding-window 8 "
+			     "--rope-scaling linear --rope-factor 2", NULL, 0, 0, 0,
+			     AB_WINDOW | AB_ROPE};
+	run_family(&fc, uses_mistral);
+}
+
+static void test_family_gemma2(void **state)
+{
+	(void)state;
+	/* scores large enough (query_pre_attn_scalar 2, cap 5) that the query
+	 * scale and the attention soft-cap each move the logits */
+	const fam_case fc = {"gemma2", "--family gemma2 --ctx 64 --sliding-window 8",
+			     "s/\"query_pre_attn_scalar\": 12/\"query_pre_attn_scalar\": 2/;"
+			     "s/\"attn_logit_softcapping\": 50.0/\"attn_logit_softcapping\": 5.0/", 1,
+			     K_GEMMA, K_GEMMA_LORA, AB_WINDOW | AB_ATTN_SOFTCAP | AB_FINAL_SOFTCAP |
+			     AB_EMBED_SCALE | AB_SANDWICH | AB_ACT | AB_ATTN_SCALE};
+	run_family(&fc, uses_gemma2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -425,6 +758,12 @@ int main(void)
 		cmocka_unit_test(test_prefetched),
 		cmocka_unit_test(test_prefetch_refusals),
 		cmocka_unit_test(test_bf16_adapters),
+		cmocka_unit_test(test_family_llama),
+		cmocka_unit_test(test_family_llama3),
+		cmocka_unit_test(test_family_qwen2),
+		cmocka_unit_test(test_family_qwen3),
+		cmocka_unit_test(test_family_mistral),
+		cmocka_unit_test(test_family_gemma2),
 	};
 	return cmocka_run_group_tests_name("gpu/test_e2e", tests, group_setup, group_teardown);
 }
