@@ -31,6 +31,44 @@
  */
 void kn_gemm(float *y, const float *x, const float *w, int M, int N, int K, int accumulate);
 
+/*
+ * The worker thread pool a step's ops run on (kernels/cpu/pool.c): n_threads
+ * threads in all, the caller included (n_threads - 1 are started). Created
+ * once per engine; kn_pool_run(p, n, fn, ctx) calls fn(ctx, t) for every t
+ * in [0, n) on some thread and returns when all are done (p NULL or one
+ * thread: in the caller, in order). Tasks must write disjoint memory; which
+ * thread runs a task must not change what it computes. One run at a time
+ * per pool. create returns 0, or -1 when threads cannot be started.
+ */
+typedef struct kn_pool kn_pool;
+typedef void (*kn_task_fn)(void *ctx, int task);
+int kn_pool_create(int n_threads, kn_pool **out);
+void kn_pool_destroy(kn_pool *p);
+int kn_pool_threads(const kn_pool *p);
+void kn_pool_run(kn_pool *p, int n_tasks, kn_task_fn fn, void *ctx);
+
+/* Weight element types of kn_gemm_w (a model keeps its file's dtype). */
+typedef enum kn_wdt { KN_W_F32 = 0, KN_W_BF16 = 1, KN_W_F16 = 2 } kn_wdt;
+
+/* The instruction-set paths of the fixed-order kernels, chosen at run time
+ * (process-wide; the one global setting of this module). kn_isa_set forces
+ * a path the CPU supports (tests, benchmarks): 0, or -1 if it does not. */
+typedef enum kn_isa { KN_ISA_PORTABLE = 0, KN_ISA_AVX2 = 1, KN_ISA_AVX512 = 2 } kn_isa;
+kn_isa kn_isa_detect(void);
+kn_isa kn_isa_get(void);
+int kn_isa_set(kn_isa isa);
+const char *kn_isa_name(kn_isa isa);
+
+/*
+ * y[M,N] (+)= x[M,K] . w[N,K]^T with w of type wdt (widened to float32;
+ * float32 accumulation), split over pool's threads by column blocks. Each
+ * y[m,n] is one dot product summed in an order fixed by K and the ISA path
+ * alone: a row's result is bit-identical whatever M, the other rows and the
+ * thread count (batch invariance). y must not alias x or w.
+ */
+void kn_gemm_w(float *y, const float *x, const void *w, kn_wdt wdt, int M, int N, int K,
+	       int accumulate, kn_pool *pool);
+
 /* y[rows,d] = x / sqrt(mean(x^2) + eps) * w[d], the mean of squares
  * accumulated in double. y may equal x. */
 void kn_rmsnorm(float *y, const float *x, const float *w, int rows, int d, float eps);
