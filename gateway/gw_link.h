@@ -15,14 +15,35 @@
  * SLO routing (gw_link_submit_slo; gw_link_route.c): for each live worker
  * serving the model, a predicted TTFT (its queued prompt tokens through a
  * step-time model fitted online from its STATS, plus adapter / model load
- * when not resident, plus the request's own prefill); the request goes to a
- * worker whose prediction meets its remaining TTFT budget, preferring the
- * adapter's residency, then the lowest prediction. When none can, a request
- * with a TTFT target is refused (GW_ADMIT_LATE, with a Retry-After from the
- * predictions); one without (batch) waits in a bounded queue (GW_ADMIT_FULL
- * when full) until a worker has room: predicted TTFT under room_ms and
- * fewer than batch_per_worker such requests there. With opts.no_slo every
- * request goes at once to the least loaded worker (the plain router).
+ * when not resident, plus the request's own prefill); a request with a TTFT
+ * target goes to a worker whose prediction meets its remaining budget,
+ * preferring the adapter's residency, then the lowest prediction. When none
+ * can, a class that refuses (gw_link_slo.refuse) is refused at once
+ * (GW_ADMIT_LATE, with a Retry-After from the predictions); any other request
+ * goes to a worker with room, and when none has room it waits in the
+ * admission queue.
+ *
+ * Room: a worker has room when the requests the gateway has in flight there
+ * are fewer than its slots (the sequences it runs at once: opts.worker_slots,
+ * or fewer when its STATS showed sequences waiting behind fewer running) and
+ * the prompt tokens waiting there fit in a few iterations. A request without
+ * a TTFT target (batch) needs more: the slots that requests with a TTFT
+ * target took there lately stay free for them, and at most
+ * opts.batch_per_worker batch requests (0 = no cap) run there. A burst of
+ * batch requests thus goes out at once, up to the workers' room, and the
+ * worker batches it.
+ *
+ * The admission queue (one for all classes, at most opts.batch_queue
+ * requests): ordered by class priority, then arrival. A request whose class
+ * could queue joins it behind waiting requests of its priority or higher
+ * rather than overtake them. The heartbeat thread sends the head to a worker
+ * that meets its remaining TTFT budget or has room, as soon as one does (a
+ * request ends, a STATS arrives, a request joins), and nobody overtakes a
+ * head that waits. Full: GW_ADMIT_FULL (429). A request that waited
+ * opts.queue_timeout_ms fails with 503 ("retry"; gw_link_retry_after_s says
+ * when). A request canceled while queued (the client left) leaves the queue
+ * and is never sent. With opts.no_slo every request goes at once to the
+ * least loaded worker (the plain router): no queue, no refusal.
  *
  * Worker loss: a worker whose pipe goes, or that answers no PING for a
  * second, loses its requests to the heartbeat thread, which resumes each on
@@ -90,10 +111,12 @@ typedef struct gw_link_opts {
 	size_t n_adapters;
 	st_store *store;               /* answers FETCH; borrowed, may be NULL */
 	bool no_slo;                   /* plain least-loaded routing, no refusals, no queue */
-	size_t batch_queue;            /* requests the batch queue holds (0 = 256) */
-	uint32_t batch_per_worker;     /* queued-class requests in flight per worker (0 = 4) */
-	uint32_t room_ms;              /* a queued request goes to a worker predicted to give
-					* its first token within this (0 = 250) */
+	size_t batch_queue;            /* requests the admission queue holds (0 = 256) */
+	uint32_t batch_per_worker;     /* requests without a TTFT target in flight per worker
+					* at most (0 = no cap but the worker's room) */
+	uint32_t queue_timeout_ms;     /* the longest wait in the admission queue (0 = 60000) */
+	uint32_t worker_slots;         /* sequences a worker runs at once, until its STATS show
+					* fewer (0 = 64, loom-worker's --max-seqs default) */
 } gw_link_opts;
 
 /* Dials every url (non-blocking) and starts the threads. */
@@ -136,18 +159,22 @@ loom_err gw_link_submit_to(gw_link *l, gw_req *r, loom_msg_submit *sub, const ch
 /* The SLO class of a request, as the router sees it (borrowed). */
 typedef struct gw_link_slo {
 	const char *name;          /* SUBMIT.slo_class */
-	uint32_t ttft_ms;          /* 0 = no TTFT target: waits in the batch queue for room */
+	uint32_t ttft_ms;          /* 0 = no TTFT target (batch: starts where there is room) */
 	uint32_t tpot_ms;          /* SUBMIT.tpot_target_ms; 0 = none */
-	int priority;              /* batch queue order: higher first */
+	int priority;              /* admission queue order: higher first */
+	bool refuse;               /* no worker meets the TTFT target: refuse (GW_ADMIT_LATE)
+				    * instead of waiting for room */
 	int64_t arrival_ms;        /* gw_link_now_ms() when the request arrived */
 } gw_link_slo;
 
 typedef enum gw_admit {
 	GW_ADMIT_SENT,       /* routed to a worker */
-	GW_ADMIT_QUEUED,     /* waits in the batch queue; its end arrives through r */
+	GW_ADMIT_QUEUED,     /* waits in the admission queue; its end arrives through r
+			      * (503 when the wait times out) */
 	GW_ADMIT_NO_WORKER,  /* no live worker serves the model, or shutting down (503) */
-	GW_ADMIT_LATE,       /* no worker can meet the TTFT deadline (503 + Retry-After) */
-	GW_ADMIT_FULL,       /* the batch queue is full (429) */
+	GW_ADMIT_LATE,       /* a refusing class: no worker can meet the TTFT deadline
+			      * (503 + Retry-After) */
+	GW_ADMIT_FULL,       /* the admission queue is full (429 + Retry-After) */
 	GW_ADMIT_ERROR,      /* out of memory (500) or the send failed (502): see the code */
 } gw_admit;
 
@@ -156,11 +183,15 @@ typedef enum gw_admit {
  * slo_class, ttft_deadline_ms and tpot_target_ms are filled here: the
  * remaining TTFT budget when sent; all empty with no_slo). LOOM_OK with
  * *admit SENT or QUEUED: the request's end arrives through r. Otherwise
- * LOOM_EBUSY (NO_WORKER, LATE, FULL; *retry_after_s set for LATE, seconds
- * >= 1), LOOM_ENOMEM or LOOM_ECLOSED (ERROR), with a message.
+ * LOOM_EBUSY (NO_WORKER, LATE, FULL; *retry_after_s set for LATE and FULL,
+ * seconds >= 1), LOOM_ENOMEM or LOOM_ECLOSED (ERROR), with a message.
  */
 loom_err gw_link_submit_slo(gw_link *l, gw_req *r, loom_msg_submit *sub, const char *adapter_sha,
 			    const gw_link_slo *slo, gw_admit *admit, uint32_t *retry_after_s);
+/* Seconds after which a request refused for want of room (the queue full, a
+ * wait timed out) may try again: the time the queue now needs to drain, from
+ * the requests' mean duration and the workers' slots; 1..60. */
+uint32_t gw_link_retry_after_s(gw_link *l);
 /* Removes request id from the table, if still there, and sends CANCEL to its worker. */
 void gw_link_cancel(gw_link *l, uint64_t id);
 /* True when at least one live worker serves model. */
@@ -184,7 +215,7 @@ typedef struct gw_worker_info {
 	bool has_residency;
 	loom_msg_residency res;         /* items owned */
 	/* the router's view */
-	uint32_t batch_inflight;        /* queued-class requests routed there */
+	uint32_t batch_inflight;        /* requests without a TTFT target routed there */
 	double step_a_ms, step_b_ms;    /* fitted step time = a + b * tokens */
 	uint32_t step_samples;          /* STATS samples behind the fit (0 = prior) */
 	double predicted_ttft_ms;       /* for a 1-token base-model request now */
@@ -200,8 +231,9 @@ void gw_link_workers_free(gw_worker_info *v, size_t n);
 size_t gw_link_inflight(gw_link *l);
 
 typedef struct gw_link_counters {
-	size_t queued;          /* in the batch queue now */
+	size_t queued;          /* in the admission queue now */
 	size_t queue_cap;
+	uint64_t queue_timeouts; /* requests failed after waiting queue_timeout_ms */
 	size_t entries;         /* requests the link holds (in flight + queued + being moved) */
 	uint64_t resumed;       /* requests resumed on another worker after a worker loss */
 	uint64_t lost;          /* requests failed because no live worker could take them */

@@ -31,7 +31,8 @@ typedef struct lk_job {
 				   * original prompt: generated ids are appended per move) */
 	char sha[LOOM_SHA_HEX];   /* adapter version to prefer, "" = any */
 	bool slo;                 /* routed by prediction (gw_link_submit_slo, SLO on) */
-	bool queueable;           /* no TTFT target: waits in the batch queue for room */
+	bool queueable;           /* may wait in the admission queue (not a refusing class) */
+	bool batch;               /* no TTFT target: counts in batch_inflight, needs batch room */
 	uint32_t ttft_ms, tpot_ms;
 	int priority;
 	int64_t arrival_ms;
@@ -41,11 +42,12 @@ typedef struct lk_job {
 typedef struct lk_entry {
 	uint64_t id;
 	gw_req *req;      /* holds a reference */
-	int worker;       /* -1 while in the batch queue */
+	int worker;       /* -1 while in the admission queue */
 	uint32_t pipe;
 	struct lk_entry *next;           /* hash chain, or the to_move list */
-	struct lk_entry *qprev, *qnext;  /* batch queue (worker -1) */
+	struct lk_entry *qprev, *qnext;  /* admission queue (worker -1) */
 	int64_t sent_ms;                 /* when it went to its worker */
+	int64_t queued_ms;               /* when it joined the admission queue */
 	lk_job job;
 } lk_entry;
 
@@ -69,7 +71,9 @@ typedef struct lk_perf {
 	uint32_t pend_reqs;
 	uint64_t stats_seq;           /* the PING the last HELLO answered (its STATS follows) */
 	uint32_t slots;               /* sequences it runs at once: the most seen running
-				       * while others waited (0 = never saturated yet) */
+				       * while others waited in two successive STATS with
+				       * steps between (0 = never saturated yet) */
+	uint32_t prev_queued, prev_running; /* of the previous STATS */
 	double dur_ms;                /* mean time a request spends there (send -> end) */
 	uint32_t ia_peak;             /* most requests with a TTFT target there at once ... */
 	int64_t ia_peak_ms;           /* ... in the window that began then */
@@ -124,14 +128,14 @@ struct gw_link {
 	lk_entry *table[GW_LINK_BUCKETS];
 	lk_entry *to_move;        /* detached from a lost worker: resumed elsewhere or failed
 				   * by the heartbeat thread */
-	/* batch queue (under mu): priority first, then arrival */
+	/* admission queue (under mu): priority first, then arrival */
 	lk_entry *q_head, *q_tail;
 	size_t q_len, q_cap;
+	uint32_t q_timeout_ms;
 	bool no_slo;              /* plain least-loaded routing, no refusals, no queue */
-	uint32_t room_ms;         /* a queued request goes to a worker whose predicted TTFT
-				   * is at most this */
-	uint32_t batch_per_worker;
-	uint64_t n_resumed, n_lost;
+	uint32_t worker_slots;    /* a worker's slots until its STATS show fewer */
+	uint32_t batch_per_worker; /* 0 = no cap */
+	uint64_t n_resumed, n_lost, n_timeouts;
 	double prior_a_ms, prior_b_ms;  /* step model of a worker without samples yet: the
 					 * running mean of the fitted ones (0 = none yet) */
 	pthread_t hb;
@@ -180,7 +184,8 @@ loom_err lk_encode_submit(gw_link *l, const lk_entry *e, const int32_t *gen, uin
 /* gw_link_move.c (heartbeat thread, not under mu) */
 /* Resumes each request on l->to_move on another live worker, or fails it. */
 void lk_move_parked(gw_link *l);
-/* Sends queued requests to workers that have room. */
+/* Fails the queued requests that waited q_timeout_ms (503), then sends
+ * queued requests to workers that meet their budget or have room. */
 void lk_dispatch_queue(gw_link *l);
 
 /* gw_link_route.c (all under mu) */
@@ -188,13 +193,20 @@ void lk_dispatch_queue(gw_link *l);
  * (sha: the version, may be "") with n_prompt tokens to prefill. */
 double lk_predict_ttft(const lk_worker *w, const char *model, const char *adapter,
 		       const char *sha, uint32_t n_prompt);
-/* The worker for job j (-1 = none), by the SLO rules: a queueable job needs a
- * worker with room; another one a worker whose prediction meets its budget
- * (budget_ms < 0: any). Prefers adapter residency, then the lowest
- * prediction; *best_pred gets the lowest prediction of all candidates
- * (the deadline met or not; -1 when no live worker serves the model). */
-int lk_route_slo(gw_link *l, const lk_job *j, uint32_t n_prompt, double budget_ms,
+/* The sequences w runs at once, as far as the gateway knows. */
+uint32_t lk_slots(const gw_link *l, const lk_worker *w);
+/* The worker for job j (-1 = none), by the SLO rules. by_room false: a
+ * worker whose prediction meets budget_ms (< 0: any); a batch job (no TTFT
+ * target) never goes this way. by_room true: a worker with room (batch room
+ * for a batch job). Prefers adapter residency, then the lowest prediction;
+ * *best_pred gets the lowest prediction of all live workers serving the
+ * model (-1 when there is none). */
+int lk_route_slo(gw_link *l, const lk_job *j, uint32_t n_prompt, double budget_ms, bool by_room,
 		 double *best_pred);
+/* Admission by the SLO rules: a worker meeting j's remaining budget, else,
+ * when j may wait and room is allowed, one with room; -1 = none (*best_pred
+ * as above). */
+int lk_route_admit(gw_link *l, const lk_job *j, uint32_t n_prompt, bool room, double *best_pred);
 /* Least loaded with adapter/model residency as tie-breaks (the --no-slo router). */
 int lk_route_plain(gw_link *l, const loom_msg_submit *sub, const char *sha);
 /* A SUBMIT of n_prompt tokens went to w (counted until a STATS reflects it). */
@@ -208,9 +220,13 @@ void lk_perf_reset(lk_worker *w);
 void lk_perf_finished(lk_worker *w, int64_t sent_ms);
 /* The count of requests with a TTFT target on w changed (or time passed). */
 void lk_perf_load(lk_worker *w);
-/* Batch queue: inserts e (worker -1) by priority, then arrival. */
+/* Admission queue: inserts e (worker -1) by priority, then arrival. */
 void lk_queue_push(gw_link *l, lk_entry *e);
 void lk_queue_unlink(gw_link *l, lk_entry *e);
+/* True when a request of priority prio waits in the queue (it would be overtaken). */
+bool lk_queue_ahead(const gw_link *l, int prio);
+/* Retry-After for a refusal for want of room (gw_link_retry_after_s), under mu. */
+uint32_t lk_retry_after_s(gw_link *l);
 
 /* gw_link_sync.c */
 void lk_item_free(lk_item *it);

@@ -1,7 +1,8 @@
 /*
  * gateway/gw_link_move.c — the heartbeat thread's two jobs besides PINGs:
- * resuming the requests of a lost worker on another one, and sending the
- * batch queue's requests to workers that have room.
+ * resuming the requests of a lost worker on another one, and the admission
+ * queue: sending its requests to workers that meet their TTFT budget or have
+ * room, head first, and failing those that waited too long (503).
  *
  * Resuming. An entry reaches l->to_move out of the table (a pipe event or
  * the heartbeat detached it), so no later STEP can reach it; a barrier on
@@ -62,8 +63,8 @@ static void move_one(gw_link *l, lk_entry *e)
 	if (!l->closed && e->job.slo) {
 		lk_job j = e->job;
 		double best;
-		j.queueable = false; /* admitted already: any live worker will do */
-		widx = lk_route_slo(l, &j, n_prompt, -1, &best);
+		j.batch = false; /* admitted already: any live worker will do */
+		widx = lk_route_slo(l, &j, n_prompt, -1, false, &best);
 	} else if (!l->closed) {
 		widx = lk_route_plain(l, &e->job.sub, e->job.sha);
 	}
@@ -130,8 +131,41 @@ void lk_move_parked(gw_link *l)
 	}
 }
 
+/* Fails what waited in the queue for q_timeout_ms. */
+static void expire_queue(gw_link *l)
+{
+	lk_entry *gone = NULL;
+	pthread_mutex_lock(&l->mu);
+	int64_t now = gw_link_now_ms();
+	uint32_t retry = 0;
+	for (lk_entry *e = l->q_head, *next; e; e = next) {
+		next = e->qnext;
+		if (now - e->queued_ms < (int64_t)l->q_timeout_ms)
+			continue;
+		if (!gone)
+			retry = lk_retry_after_s(l);
+		lk_detach(l, e->id);
+		e->next = gone;
+		gone = e;
+		l->n_timeouts++;
+	}
+	uint32_t timeout = l->q_timeout_ms;
+	pthread_mutex_unlock(&l->mu);
+	while (gone) {
+		lk_entry *e = gone;
+		gone = e->next;
+		LOOM_DEBUG("request %llu (%s): no worker had room for %u ms", (unsigned long long)e->id,
+			   e->job.sub.slo_class, timeout);
+		gw_req_fail(e->req, 503, "service_unavailable",
+			    "every worker stayed busy: the request waited %u ms in the admission "
+			    "queue (the gateway's --queue-timeout-ms); retry in %u s", timeout, retry);
+		lk_entry_free(e);
+	}
+}
+
 void lk_dispatch_queue(gw_link *l)
 {
+	expire_queue(l);
 	for (int k = 0; k < DISPATCH_MAX; k++) {
 		void *buf = NULL;
 		size_t len = 0;
@@ -142,7 +176,7 @@ void lk_dispatch_queue(gw_link *l)
 			pthread_mutex_unlock(&l->mu);
 			return;
 		}
-		int widx = lk_route_slo(l, &e->job, e->job.sub.n_prompt, -1, &best);
+		int widx = lk_route_admit(l, &e->job, e->job.sub.n_prompt, true, &best);
 		if (widx < 0 && best >= 0) {
 			pthread_mutex_unlock(&l->mu);
 			return; /* the head waits for room; nobody overtakes it */

@@ -23,10 +23,12 @@
  * not on the worker's device tier (the worker's measured mean cold-load time
  * from RESIDENCY: all of it from the store tier, a quarter from host RAM).
  * A worker also runs a bounded number of sequences at once: the most it was
- * seen running while others waited (STATS) is its slot count, and when the
- * requests the gateway has in flight there fill it, the request first waits
- * for (excess + 1) of them to end, one every mean request duration / slots
- * (durations measured here, send to end).
+ * seen running while others waited (in two successive STATS with steps run
+ * between: a SUBMIT that just arrived counts as waiting until the worker's
+ * next step admits it) is its slot count, and when the requests the gateway
+ * has in flight there fill it, the request first waits for (excess + 1) of
+ * them to end, one every mean request duration / slots (durations measured
+ * here, send to end).
  *
  * The choice: among the workers that meet the request's TTFT budget, the
  * most resident tier first, then the lowest prediction; predictions within
@@ -35,11 +37,15 @@
  * requests spreads over equal workers instead of piling onto the one whose
  * fit happens to read a millisecond faster.
  *
- * Room for a request without a TTFT target (batch): its predicted TTFT is
- * under room_ms, fewer than batch_per_worker such requests run there, and,
- * once the slot count is known, the batch requests there plus the most
- * requests with a TTFT target seen there at once in the last PEAK_MS plus
- * this one fit in the slots — the slots interactive traffic needs stay free.
+ * Room (no timing in it, so that a noisy fit cannot make a burst trickle):
+ * fewer requests in flight there than its slots (lk_slots: --worker-slots,
+ * or the learned count when lower), and fewer than ROOM_TOKENS prompt tokens
+ * waiting there (STATS + submits it does not show yet: a few iterations'
+ * prefill budgets). Batch room, for a request without a TTFT target: room,
+ * fewer than batch_per_worker such requests there when that cap is set,
+ * and the batch requests there plus the most requests with a TTFT target
+ * seen there at once in the last PEAK_MS plus this one fit in the slots —
+ * the slots interactive traffic needs stay free.
  * Cost: O(workers) per request, under the link mutex.
  */
 #include <math.h>
@@ -54,6 +60,8 @@
 #define COLD_DEFAULT_MS 100.0
 #define PEAK_MS 5000
 #define PRIOR_SAMPLES 4 /* a fit lends itself to fresh workers from this many samples */
+#define ROOM_TOKENS (4 * CHUNK) /* waiting prompt tokens beyond which a worker has no room */
+#define RETRY_MAX_S 60
 /* Two predictions closer than TIE_FRAC of the smaller, or TIE_MS, are equal
  * for the choice: the fits carry that much noise (a sample taken while the
  * machine was busy elsewhere), and on equal terms the worker with fewer
@@ -133,8 +141,14 @@ void lk_perf_hello(lk_worker *w, uint64_t seq)
 void lk_perf_stats(lk_worker *w, const loom_msg_stats *st)
 {
 	lk_perf *p = &w->perf;
-	if (st->queued > 0 && st->running > p->slots)
-		p->slots = st->running;
+	if (st->queued > 0 && p->has_prev && p->prev_queued > 0 && st->steps > p->prev_steps) {
+		/* sequences waited through steps: it runs no more than this at once */
+		uint32_t run = st->running < p->prev_running ? st->running : p->prev_running;
+		if (run > p->slots)
+			p->slots = run;
+	}
+	p->prev_queued = st->queued;
+	p->prev_running = st->running;
 	/* submits sent before the PING this STATS answers are in it now */
 	for (int k = 0; k < LK_PEND_SLOTS; k++) {
 		if (!p->pend[k].reqs || p->pend[k].seq >= p->stats_seq)
@@ -225,15 +239,28 @@ double lk_predict_ttft(const lk_worker *w, const char *model, const char *adapte
 	return ms;
 }
 
-/* Under mu: w can start a request without a TTFT target now. */
-static bool has_room(gw_link *l, lk_worker *w, double pred_ms)
+uint32_t lk_slots(const gw_link *l, const lk_worker *w)
 {
-	if (pred_ms > l->room_ms || w->batch_inflight >= l->batch_per_worker)
+	uint32_t s = l->worker_slots;
+	return w->perf.slots && w->perf.slots < s ? w->perf.slots : s;
+}
+
+/* Under mu: w can start one more request within a few iterations. */
+static bool has_room(gw_link *l, const lk_worker *w)
+{
+	uint64_t waiting = w->perf.pend_tokens + (w->has_stats ? w->stats.queued_tokens : 0);
+	return w->inflight < lk_slots(l, w) && (double)waiting < ROOM_TOKENS;
+}
+
+/* Under mu: w can start one more request without a TTFT target now. */
+static bool has_batch_room(gw_link *l, lk_worker *w)
+{
+	if (!has_room(l, w) || (l->batch_per_worker && w->batch_inflight >= l->batch_per_worker))
 		return false;
 	lk_perf_load(w); /* let an old peak expire */
 	uint32_t ia = w->inflight - w->batch_inflight;
 	uint32_t keep = w->perf.ia_peak > ia ? w->perf.ia_peak : ia;
-	return !w->perf.slots || w->batch_inflight + keep + 1 <= w->perf.slots;
+	return w->batch_inflight + keep + 1 <= lk_slots(l, w);
 }
 
 /* Under mu: how resident the request's adapter (or, without one, its model) is. */
@@ -252,18 +279,21 @@ static bool same_ms(double a, double b)
 }
 
 /* Under mu: -1 when w does not serve j (dead, another model); else its
- * predicted TTFT and residency tier, and 1 when it can take j now. */
+ * predicted TTFT and residency tier, and 1 when it can take j now (by_room:
+ * it has room, batch room for a batch job; else: it meets budget_ms). */
 static int candidate(gw_link *l, lk_worker *w, const lk_job *j, uint32_t n_prompt,
-		     double budget_ms, int64_t now, double *ms, int *tier)
+		     double budget_ms, bool by_room, int64_t now, double *ms, int *tier)
 {
 	if (!lk_is_live(w, now) || !lk_serves(w, j->sub.model))
 		return -1;
 	*ms = lk_predict_ttft(w, j->sub.model, j->sub.adapter, j->sha, n_prompt);
 	*tier = residency(w, &j->sub, j->sha);
-	return j->queueable ? has_room(l, w, *ms) : budget_ms < 0 || *ms <= budget_ms;
+	if (by_room)
+		return j->batch ? has_batch_room(l, w) : has_room(l, w);
+	return !j->batch && (budget_ms < 0 || *ms <= budget_ms);
 }
 
-int lk_route_slo(gw_link *l, const lk_job *j, uint32_t n_prompt, double budget_ms,
+int lk_route_slo(gw_link *l, const lk_job *j, uint32_t n_prompt, double budget_ms, bool by_room,
 		 double *best_pred)
 {
 	int64_t now = gw_link_now_ms();
@@ -271,7 +301,7 @@ int lk_route_slo(gw_link *l, const lk_job *j, uint32_t n_prompt, double budget_m
 	double best_ms = 0, ms;
 	*best_pred = -1;
 	for (size_t i = 0; !l->closed && i < l->n; i++) {
-		int c = candidate(l, &l->w[i], j, n_prompt, budget_ms, now, &ms, &tier);
+		int c = candidate(l, &l->w[i], j, n_prompt, budget_ms, by_room, now, &ms, &tier);
 		if (c >= 0 && (*best_pred < 0 || ms < *best_pred))
 			*best_pred = ms;
 		if (c > 0 && (best < 0 || tier > best_tier || (tier == best_tier && ms < best_ms))) {
@@ -284,7 +314,7 @@ int lk_route_slo(gw_link *l, const lk_job *j, uint32_t n_prompt, double budget_m
 	int pick = best;
 	double pick_ms = best_ms;
 	for (size_t i = 0; best >= 0 && i < l->n; i++) {
-		if (candidate(l, &l->w[i], j, n_prompt, budget_ms, now, &ms, &tier) <= 0 ||
+		if (candidate(l, &l->w[i], j, n_prompt, budget_ms, by_room, now, &ms, &tier) <= 0 ||
 		    tier != best_tier || !same_ms(ms, best_ms))
 			continue;
 		uint32_t in = l->w[i].inflight, in_pick = l->w[pick].inflight;
@@ -294,6 +324,19 @@ int lk_route_slo(gw_link *l, const lk_job *j, uint32_t n_prompt, double budget_m
 		}
 	}
 	return pick;
+}
+
+int lk_route_admit(gw_link *l, const lk_job *j, uint32_t n_prompt, bool room, double *best_pred)
+{
+	int widx = -1;
+	*best_pred = -1;
+	if (!j->batch) {
+		double budget = (double)j->ttft_ms - (double)(gw_link_now_ms() - j->arrival_ms);
+		widx = lk_route_slo(l, j, n_prompt, budget < 0 ? 0 : budget, false, best_pred);
+	}
+	if (widx < 0 && room && j->queueable)
+		widx = lk_route_slo(l, j, n_prompt, -1, true, best_pred);
+	return widx;
 }
 
 /* Under mu: what routing sub to w costs in the plain router (lower is better). */
@@ -328,7 +371,7 @@ int lk_route_plain(gw_link *l, const loom_msg_submit *sub, const char *sha)
 	return best;
 }
 
-/* ---- the batch queue ---- */
+/* ---- the admission queue ---- */
 
 void lk_queue_push(gw_link *l, lk_entry *e)
 {
@@ -360,4 +403,31 @@ void lk_queue_unlink(gw_link *l, lk_entry *e)
 		l->q_tail = e->qprev;
 	e->qprev = e->qnext = NULL;
 	l->q_len--;
+}
+
+bool lk_queue_ahead(const gw_link *l, int prio)
+{
+	return l->q_head && l->q_head->job.priority >= prio;
+}
+
+uint32_t lk_retry_after_s(gw_link *l)
+{
+	/* the queue drains through every live worker's slots, one request per
+	 * mean request duration each */
+	int64_t now = gw_link_now_ms();
+	double slots = 0, dur = 0;
+	int n_dur = 0;
+	for (size_t i = 0; i < l->n; i++) {
+		const lk_worker *w = &l->w[i];
+		if (!lk_is_live(w, now))
+			continue;
+		slots += lk_slots(l, w);
+		if (w->perf.dur_ms > 0) {
+			dur += w->perf.dur_ms;
+			n_dur++;
+		}
+	}
+	dur = n_dur ? dur / n_dur : 1000;
+	double s = ceil(dur * ((double)l->q_len + 1) / (slots > 0 ? slots : 1) / 1000.0);
+	return s < 1 ? 1 : s > RETRY_MAX_S ? RETRY_MAX_S : (uint32_t)s;
 }

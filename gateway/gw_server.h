@@ -15,8 +15,11 @@
  * that goes away cancels its request on the worker.
  * SLO: a request's class is its body's "slo_class", else the header
  * X-Loom-SLO-Class, else the table's default; an unknown class is a 400
- * naming slo_class. gw_link admits it: a 503 with Retry-After when no
- * worker can meet its TTFT deadline, a 429 when the batch queue is full.
+ * naming slo_class. gw_link admits it: sent, or waiting in the admission
+ * queue (a stream gets its 200 only once it leaves it; a wait that times out
+ * is a 503 with Retry-After), a 429 with Retry-After when the queue is full,
+ * a 503 with Retry-After at once when a refusing class's TTFT target cannot
+ * be met.
  * Must not: talk to nng directly or shape JSON itself (gw_openai does).
  */
 #ifndef GW_SERVER_H

@@ -131,14 +131,23 @@ loom_err gw_slo_parse_arg(gw_slo *s, const char *spec, const char *what)
 	const char *c1 = eq ? strchr(eq + 1, ':') : NULL;
 	const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
 	if (!eq || !c1 || !c2 || (size_t)(eq - spec) >= sizeof c.name)
-		return loom_fail(LOOM_EINVAL, "%s '%s': expected NAME=TTFT_MS:TPOT_MS:PRIORITY "
-				 "(a target may be 'none')", what, spec);
+		return loom_fail(LOOM_EINVAL, "%s '%s': expected NAME=TTFT_MS:TPOT_MS:PRIORITY"
+				 "[:refuse|:queue] (a target may be 'none')", what, spec);
 	memcpy(c.name, spec, (size_t)(eq - spec));
 	char *end;
 	long prio = strtol(c2 + 1, &end, 10);
+	bool no_prio = end == c2 + 1;
+	if (*end == ':') {
+		if (!strcmp(end + 1, "refuse"))
+			c.refuse = true;
+		else if (strcmp(end + 1, "queue"))
+			return loom_fail(LOOM_EINVAL, "%s '%s': the policy after the priority must be "
+					 "'refuse' or 'queue'", what, spec);
+		end += strlen(end);
+	}
 	if (!parse_target(eq + 1, (size_t)(c1 - eq - 1), &c.ttft_ms) ||
 	    !parse_target(c1 + 1, (size_t)(c2 - c1 - 1), &c.tpot_ms) || !c2[1] || *end ||
-	    prio < 0 || prio > 1000)
+	    no_prio || prio < 0 || prio > 1000)
 		return loom_fail(LOOM_EINVAL, "%s '%s': targets must be milliseconds 0..3600000 "
 				 "or 'none', the priority an integer 0..1000", what, spec);
 	c.priority = (int)prio;
@@ -187,12 +196,22 @@ loom_err gw_slo_load_json(gw_slo *s, const char *json, const char *where)
 			goto out;
 		}
 		json_object_foreach(v, k, x) {
-			if (strcmp(k, "ttft_ms") && strcmp(k, "tpot_ms") && strcmp(k, "priority")) {
+			if (strcmp(k, "ttft_ms") && strcmp(k, "tpot_ms") && strcmp(k, "priority") &&
+			    strcmp(k, "on_miss")) {
 				rc = loom_fail(LOOM_EINVAL, "%s: slo_classes.%s: unknown key '%s' "
-					       "(expected ttft_ms, tpot_ms, priority)", where, name, k);
+					       "(expected ttft_ms, tpot_ms, priority, on_miss)", where,
+					       name, k);
 				goto out;
 			}
 		}
+		x = json_object_get(v, "on_miss");
+		if (x && (!json_is_string(x) || (strcmp(json_string_value(x), "refuse") &&
+						 strcmp(json_string_value(x), "queue")))) {
+			rc = loom_fail(LOOM_EINVAL, "%s: slo_classes.%s.on_miss must be \"queue\" or "
+				       "\"refuse\"", where, name);
+			goto out;
+		}
+		c.refuse = x && !strcmp(json_string_value(x), "refuse");
 		if ((rc = json_target(v, "ttft_ms", where, name, &c.ttft_ms)) ||
 		    (rc = json_target(v, "tpot_ms", where, name, &c.tpot_ms)))
 			goto out;
@@ -420,8 +439,9 @@ char *gw_slo_metrics_text(gw_slo *s)
 	counters(&t, a, c, s->n, "loom_slo_met_total",
 		 "Requests that succeeded within both targets.", offsetof(gw_slo_figures, met));
 	family(&t, "loom_slo_refused_total", "counter",
-	       "Requests refused at admission: 503 (no worker can meet the TTFT deadline, or none "
-	       "serves the model), 429 (the batch queue is full).");
+	       "Requests refused at admission: 503 (no worker can meet the TTFT deadline of a "
+	       "refusing class, none serves the model, or the wait in the admission queue timed "
+	       "out), 429 (the admission queue is full).");
 	for (size_t i = 0; i < s->n; i++) {
 		put(&t, "loom_slo_refused_total{class=\"%s\",status=\"503\"} %llu\n", c[i].name,
 		    (unsigned long long)a[i].f.refused_503);

@@ -3,8 +3,9 @@
  * priority) and the gateway's accounting of how well each class is served.
  *
  * Owns: the class table (defaults `interactive` 1000 ms / 200 ms / priority
- * 1 and `batch` with no targets / priority 0; --slo-class NAME=TTFT:TPOT:PRIO
- * and the config's "slo_classes" add or replace classes), and per class:
+ * 1 and `batch` with no targets / priority 0, both queueing on a miss;
+ * --slo-class NAME=TTFT:TPOT:PRIO[:refuse|queue] and the config's
+ * "slo_classes" add or replace classes), and per class:
  * requests ended, TTFT / TPOT / both met, refusals by status, completion
  * tokens of requests that met both targets (goodput), and TTFT / TPOT
  * histograms. The table is fixed once the gateway serves (lookups take no
@@ -36,6 +37,9 @@ typedef struct gw_slo_class {
 	uint32_t ttft_ms;    /* 0 = no TTFT target (the class waits instead of being refused) */
 	uint32_t tpot_ms;    /* 0 = no TPOT target */
 	int priority;        /* higher first; 0..1000 */
+	bool refuse;         /* when no worker can meet the TTFT target: refuse at once
+			      * (503 + Retry-After) instead of waiting in the admission
+			      * queue (the default); meaningless without a TTFT target */
 } gw_slo_class;
 
 typedef struct gw_slo gw_slo;
@@ -44,15 +48,16 @@ typedef struct gw_slo gw_slo;
 loom_err gw_slo_create(gw_slo **out);
 void gw_slo_destroy(gw_slo *s);
 
-/* Adds or replaces (by name) a class from "NAME=TTFT_MS:TPOT_MS:PRIORITY"
- * (a target of 0 or "none" = no target). what names the source in errors
- * ("--slo-class"). */
+/* Adds or replaces (by name) a class from
+ * "NAME=TTFT_MS:TPOT_MS:PRIORITY[:refuse|:queue]" (a target of 0 or "none" =
+ * no target; the policy on a missed TTFT target defaults to queue). what
+ * names the source in errors ("--slo-class"). */
 loom_err gw_slo_parse_arg(gw_slo *s, const char *spec, const char *what);
 /* Adds or replaces a class from values already parsed. */
 loom_err gw_slo_put(gw_slo *s, const gw_slo_class *c);
 /* Adds or replaces classes from a config's "slo_classes" JSON text: an
- * object {"NAME": {"ttft_ms": N|null, "tpot_ms": N|null, "priority": N}}.
- * where names the file in errors. */
+ * object {"NAME": {"ttft_ms": N|null, "tpot_ms": N|null, "priority": N,
+ * "on_miss": "queue"|"refuse"}}. where names the file in errors. */
 loom_err gw_slo_load_json(gw_slo *s, const char *json, const char *where);
 
 size_t gw_slo_count(const gw_slo *s);

@@ -10,6 +10,8 @@
  * one becomes a new version). Workers load them by content hash.
  * SLO classes: the defaults (interactive, batch), then the config's
  * "slo_classes", then --slo-class flags, each replacing a class by name.
+ * Admission (queue length and wait, worker slots, batch cap): the config's
+ * keys, then the flags.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -52,13 +54,24 @@ typedef struct opts {
 	size_t n_adapter_dirs;
 	const char *model_dirs[MAX_ITEMS];
 	size_t n_model_dirs;
-	const char *slo_classes[MAX_ITEMS]; /* "NAME=TTFT:TPOT:PRIO" */
+	const char *slo_classes[MAX_ITEMS]; /* "NAME=TTFT:TPOT:PRIO[:refuse|queue]" */
 	size_t n_slo_classes;
 	bool no_slo;
-	size_t batch_queue;
-	uint32_t batch_per_worker;
+	long long adm[4];   /* by enum adm_key; -1 = not given (the config's, else the default) */
 	const char *config;
 } opts;
+
+/* The admission settings: flag, config key, range. */
+enum adm_key { ADM_QUEUE_MAX, ADM_QUEUE_TIMEOUT, ADM_WORKER_SLOTS, ADM_BATCH_PER_WORKER, ADM_N };
+static const struct {
+	const char *flag, *key;
+	long long lo, hi;
+} adm_tab[ADM_N] = {
+	{"--queue-max", "queue_max", 1, 1 << 20},
+	{"--queue-timeout-ms", "queue_timeout_ms", 1, 86400000},
+	{"--worker-slots", "worker_slots", 1, 65536},
+	{"--batch-per-worker", "batch_per_worker", 0, 65536},
+};
 
 static void usage(FILE *f)
 {
@@ -70,8 +83,9 @@ static void usage(FILE *f)
 		"                    [--max-body-bytes N (1048576)] [--max-upload-bytes N (1 GiB)]\n"
 		"                    [--threads N (2)]\n"
 		"                    [--chat-template NAME=model|auto|plain|chatml|llama2|zephyr]\n"
-		"                    [--slo-class NAME=TTFT_MS:TPOT_MS:PRIORITY ...] [--no-slo]\n"
-		"                    [--batch-queue N (256)] [--batch-per-worker N (4)]\n"
+		"                    [--slo-class NAME=TTFT_MS:TPOT_MS:PRIORITY[:refuse|:queue] ...]\n"
+		"                    [--no-slo] [--queue-max N (256)] [--queue-timeout-ms N (60000)]\n"
+		"                    [--worker-slots N (64)] [--batch-per-worker N (0)]\n"
 		"                    [--config FILE]\n"
 		"  --store DIR: the registry (LMDB): models and adapters registered earlier are\n"
 		"               served again; --model/--adapter register into it\n"
@@ -86,21 +100,32 @@ static void usage(FILE *f)
 		"  --slo-class: add or replace an SLO class (targets in ms, 0 or 'none' = no\n"
 		"               target); defaults interactive=1000:200:1 and batch=none:none:0.\n"
 		"               Requests name theirs in \"slo_class\" or X-Loom-SLO-Class\n"
-		"               (default interactive); one that no worker can serve within its\n"
-		"               TTFT target gets 503 + Retry-After, a class without a TTFT\n"
-		"               target waits in the batch queue (429 when full)\n"
+		"               (default interactive). When no worker can give the first token\n"
+		"               within the class's TTFT target, a request goes to a worker with\n"
+		"               room, else waits in the admission queue (':queue', the default);\n"
+		"               with ':refuse' it gets 503 + Retry-After at once\n"
+		"  --queue-max: requests the admission queue holds (all classes; by priority,\n"
+		"               then arrival); a request finding it full gets 429 + Retry-After\n"
+		"               (--batch-queue is the same)\n"
+		"  --queue-timeout-ms: the longest wait there; then 503 + Retry-After\n"
+		"  --worker-slots: requests in flight per worker before others wait in the\n"
+		"                  queue (set it to the workers' --max-seqs; fewer when a\n"
+		"                  worker shows it runs fewer)\n"
 		"  --chat-template: how model NAME renders chat messages: its own Jinja template\n"
 		"                   (model: tokenizer_config.json's chat_template or\n"
 		"                   chat_template.jinja), or a built-in style; auto (default):\n"
 		"                   the model's own when it ships one, else plain\n"
 		"  --no-slo: route every request at once to the least loaded worker (no\n"
 		"            refusals, no queue, no deadlines sent to workers), for comparison\n"
-		"  --batch-per-worker: requests without a TTFT target in flight per worker\n"
+		"  --batch-per-worker: requests without a TTFT target in flight per worker at\n"
+		"                      most (0: as many as the worker has room for)\n"
 		"  --config FILE: JSON {\"models\":{\"NAME\":{\"path\":DIR,\"chat_template\":\"chatml\"}},\n"
 		"                 \"adapters\":{\"NAME\":{\"path\":DIR,\"base\":BASE}},\n"
 		"                 \"workers\":[URL,...],\n"
 		"                 \"slo_classes\":{\"NAME\":{\"ttft_ms\":N|null,\"tpot_ms\":N|null,\n"
-		"                                  \"priority\":N}}} (same meaning as the flags)\n");
+		"                                  \"priority\":N,\"on_miss\":\"queue\"|\"refuse\"}},\n"
+		"                 \"queue_max\":N, \"queue_timeout_ms\":N, \"worker_slots\":N,\n"
+		"                 \"batch_per_worker\":N} (same meaning as the flags; flags win)\n");
 }
 
 static int usage_error(const char *fmt, const char *arg)
@@ -146,6 +171,17 @@ static const char **list_of(opts *o, const char *flag, size_t **n)
 	return NULL;
 }
 
+/* The adm_key of an admission flag, or -1. */
+static int adm_flag(const char *flag)
+{
+	if (!strcmp(flag, "--batch-queue"))
+		return ADM_QUEUE_MAX; /* its earlier name */
+	for (int k = 0; k < ADM_N; k++)
+		if (!strcmp(flag, adm_tab[k].flag))
+			return k;
+	return -1;
+}
+
 /* Returns 0, or the exit status for a usage error. */
 static int parse_args(int argc, char **argv, opts *o)
 {
@@ -172,7 +208,8 @@ static int parse_args(int argc, char **argv, opts *o)
 			"--host", "--port", "--worker", "--model", "--max-body-bytes", "--threads",
 			"--chat-template", "--config", "--adapter", "--store", "--admin-token",
 			"--adapter-dir", "--model-dir", "--max-upload-bytes", "--slo-class",
-			"--batch-queue", "--batch-per-worker"};
+			"--batch-queue", "--batch-per-worker", "--queue-max", "--queue-timeout-ms",
+			"--worker-slots"};
 		bool ok = false;
 		for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
 			ok |= !strcmp(flag, known[k]);
@@ -186,6 +223,7 @@ static int parse_args(int argc, char **argv, opts *o)
 		long long v;
 		size_t *n;
 		const char **list;
+		int k;
 		if (!strcmp(flag, "--host")) {
 			o->host = val;
 		} else if (!strcmp(flag, "--port")) {
@@ -205,14 +243,14 @@ static int parse_args(int argc, char **argv, opts *o)
 			if (!parse_num(val, 1, 256, &v))
 				return usage_error("--threads '%s': expected 1..256", val);
 			o->threads = (int)v;
-		} else if (!strcmp(flag, "--batch-queue")) {
-			if (!parse_num(val, 1, 1 << 20, &v))
-				return usage_error("--batch-queue '%s': expected 1..1048576", val);
-			o->batch_queue = (size_t)v;
-		} else if (!strcmp(flag, "--batch-per-worker")) {
-			if (!parse_num(val, 1, 65536, &v))
-				return usage_error("--batch-per-worker '%s': expected 1..65536", val);
-			o->batch_per_worker = (uint32_t)v;
+		} else if ((k = adm_flag(flag)) >= 0) {
+			if (!parse_num(val, adm_tab[k].lo, adm_tab[k].hi, &v)) {
+				fprintf(stderr, "loom-gateway: %s '%s': expected %lld..%lld\n", flag, val,
+					adm_tab[k].lo, adm_tab[k].hi);
+				usage(stderr);
+				return 2;
+			}
+			o->adm[k] = v;
 		} else if (!strcmp(flag, "--config")) {
 			o->config = val;
 		} else if (!strcmp(flag, "--store")) {
@@ -294,10 +332,32 @@ static int config_adapters(const char *path, json_t *ads, spec *specs, size_t *n
 	return 0;
 }
 
-/* Loads the --config file: models (into mspecs), adapters (into aspecs) and
- * workers (appended to urls). Returns 0 or prints one line and returns 1. */
+/* The config's admission keys into adm where the flags left -1. Returns 0
+ * or prints one line and returns 1. */
+static int config_admission(const char *path, json_t *root, long long *adm)
+{
+	for (int k = 0; k < ADM_N; k++) {
+		json_t *v = json_object_get(root, adm_tab[k].key);
+		if (!v)
+			continue;
+		if (!json_is_integer(v) || json_integer_value(v) < adm_tab[k].lo ||
+		    json_integer_value(v) > adm_tab[k].hi) {
+			fprintf(stderr, "loom-gateway: %s: '%s' must be an integer %lld..%lld\n", path,
+				adm_tab[k].key, adm_tab[k].lo, adm_tab[k].hi);
+			return 1;
+		}
+		if (adm[k] < 0)
+			adm[k] = json_integer_value(v);
+	}
+	return 0;
+}
+
+/* Loads the --config file: models (into mspecs), adapters (into aspecs),
+ * workers (appended to urls), SLO classes and admission settings (adm).
+ * Returns 0 or prints one line and returns 1. */
 static int load_config(const char *path, json_t **keep, const char **urls, size_t *n_urls,
-		       spec *mspecs, size_t *n_m, spec *aspecs, size_t *n_a, gw_slo *slo)
+		       spec *mspecs, size_t *n_m, spec *aspecs, size_t *n_a, gw_slo *slo,
+		       long long *adm)
 {
 	json_error_t je;
 	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
@@ -314,13 +374,19 @@ static int load_config(const char *path, json_t **keep, const char **urls, size_
 	const char *key;
 	json_t *v;
 	json_object_foreach(root, key, v) {
+		bool adm_key = false;
+		for (int k = 0; k < ADM_N; k++)
+			adm_key |= !strcmp(key, adm_tab[k].key);
 		if (strcmp(key, "models") && strcmp(key, "workers") && strcmp(key, "adapters") &&
-		    strcmp(key, "slo_classes")) {
+		    strcmp(key, "slo_classes") && !adm_key) {
 			fprintf(stderr, "loom-gateway: %s: unknown key '%s' (expected models, adapters, "
-				"workers, slo_classes)\n", path, key);
+				"workers, slo_classes, queue_max, queue_timeout_ms, worker_slots, "
+				"batch_per_worker)\n", path, key);
 			return 1;
 		}
 	}
+	if (config_admission(path, root, adm))
+		return 1;
 	json_t *sc = json_object_get(root, "slo_classes");
 	if (sc) {
 		char *text = json_dumps(sc, JSON_ENCODE_ANY);
@@ -479,7 +545,8 @@ static void log_registry(gw_models *models)
 int main(int argc, char **argv)
 {
 	opts o = {.host = "127.0.0.1", .port = 8080, .max_body = 1048576,
-		  .max_upload = (size_t)1 << 30, .threads = 2, .store = "./loom-data"};
+		  .max_upload = (size_t)1 << 30, .threads = 2, .store = "./loom-data",
+		  .adm = {-1, -1, -1, -1}};
 	gw_models *models = NULL;
 	gw_registry *reg = NULL;
 	gw_link *link = NULL;
@@ -524,7 +591,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (o.config &&
-	    load_config(o.config, &config, urls, &n_urls, mspecs, &n_m, aspecs, &n_a, slo))
+	    load_config(o.config, &config, urls, &n_urls, mspecs, &n_m, aspecs, &n_a, slo, o.adm))
 		goto out;
 	for (size_t i = 0; i < o.n_slo_classes; i++) {
 		if (gw_slo_parse_arg(slo, o.slo_classes[i], "--slo-class")) {
@@ -588,11 +655,12 @@ int main(int argc, char **argv)
 	lo.urls = urls;
 	lo.n_urls = n_urls;
 	lo.no_slo = o.no_slo;
-	lo.batch_queue = o.batch_queue;
-	lo.batch_per_worker = o.batch_per_worker;
-	/* a batch request starts only where an interactive one would still meet a
-	 * quarter of the tightest TTFT target */
-	lo.room_ms = gw_slo_min_ttft(slo) / 4;
+	/* -1 (not given) -> 0 (the link's default) */
+	lo.batch_queue = o.adm[ADM_QUEUE_MAX] > 0 ? (size_t)o.adm[ADM_QUEUE_MAX] : 0;
+	lo.queue_timeout_ms = o.adm[ADM_QUEUE_TIMEOUT] > 0 ? (uint32_t)o.adm[ADM_QUEUE_TIMEOUT] : 0;
+	lo.worker_slots = o.adm[ADM_WORKER_SLOTS] > 0 ? (uint32_t)o.adm[ADM_WORKER_SLOTS] : 0;
+	lo.batch_per_worker = o.adm[ADM_BATCH_PER_WORKER] > 0 ? (uint32_t)o.adm[ADM_BATCH_PER_WORKER]
+							      : 0;
 	if (gw_link_create_opts(&lo, &link)) {
 		fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
 		goto out;
@@ -627,8 +695,9 @@ int main(int argc, char **argv)
 		  o.no_slo ? "plain least-loaded routing (--no-slo)" : "SLO routing");
 	for (size_t i = 0; i < gw_slo_count(slo); i++) {
 		const gw_slo_class *c = gw_slo_at(slo, i);
-		LOOM_INFO("SLO class %s: TTFT %u ms, TPOT %u ms (0 = none), priority %d", c->name,
-			  c->ttft_ms, c->tpot_ms, c->priority);
+		LOOM_INFO("SLO class %s: TTFT %u ms, TPOT %u ms (0 = none), priority %d%s", c->name,
+			  c->ttft_ms, c->tpot_ms, c->priority,
+			  !c->ttft_ms ? "" : c->refuse ? ", refused when late" : ", queued when late");
 	}
 
 	int sig = 0;

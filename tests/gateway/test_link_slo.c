@@ -2,10 +2,13 @@
  * tests/gateway/test_link_slo.c — gw_link's SLO side against scripted fake
  * workers whose STATS the test sets: routing by predicted TTFT (the busy
  * worker avoided, adapter residency preferred among those that meet the
- * deadline), the SUBMIT's class fields, refusal when no worker can meet the
- * deadline (with a Retry-After), the bounded batch queue (429 when full,
- * dispatch once a worker has room, cancel while queued, shutdown), the
- * per-worker cap on batch requests, --no-slo (no refusal, no class sent), a
+ * deadline), the SUBMIT's class fields, refusal when a refusing class's
+ * deadline cannot be met (with a Retry-After) and room instead for a class
+ * that queues, the bounded admission queue (429 + Retry-After when full,
+ * priority then FIFO order, dispatch once a worker has room, the wait's
+ * timeout, cancel while queued, shutdown), a burst of batch requests sent at
+ * once up to the worker's slots, the per-worker cap on batch requests,
+ * --no-slo (no refusal, no class sent), a
  * hung worker's request moving to the other one (late steps from the hung
  * one dropped). White-box: the step-time fit and the prediction formula
  * (gw_link_int.h) on hand-made STATS, and a burst spreading over workers
@@ -64,6 +67,8 @@ static gw_req *new_req(bool stream)
 
 static const gw_link_slo interactive = {.name = "interactive", .ttft_ms = 1000, .tpot_ms = 200,
 					.priority = 1};
+static const gw_link_slo strict = {.name = "interactive", .ttft_ms = 1000, .tpot_ms = 200,
+				   .priority = 1, .refuse = true};
 static const gw_link_slo batch = {.name = "batch", .priority = 0};
 
 /* Admits r by class c; returns the loom_err, *admit and *retry. */
@@ -175,9 +180,9 @@ static void test_refusal_and_batch_queue(void **state)
 	gw_link *l = link2(&a, NULL, false, 2, 0);
 	gw_admit ad;
 	uint32_t retry = 0;
-	/* interactive: nobody can give a first token within 1000 ms */
+	/* a refusing class: nobody can give a first token within 1000 ms */
 	gw_req *ri = new_req(false);
-	assert_int_equal(admit(l, ri, &interactive, NULL, &ad, &retry), LOOM_EBUSY);
+	assert_int_equal(admit(l, ri, &strict, NULL, &ad, &retry), LOOM_EBUSY);
 	assert_int_equal(ad, GW_ADMIT_LATE);
 	assert_true(retry >= 1);
 	assert_non_null(strstr(loom_errmsg(), "interactive"));
@@ -232,6 +237,151 @@ static void test_refusal_and_batch_queue(void **state)
 		gw_req_release(rb[i]);
 	gw_req_release(rq);
 	fake_kill(&a);
+}
+
+static gw_link *link_opts(fake *a, size_t queue, uint32_t timeout_ms, uint32_t slots)
+{
+	const char *urls[1] = {a->url};
+	gw_link_opts o = {.urls = urls, .n_urls = 1, .batch_queue = queue,
+			  .queue_timeout_ms = timeout_ms, .worker_slots = slots};
+	gw_link *l;
+	assert_int_equal(gw_link_create_opts(&o, &l), LOOM_OK);
+	WAIT_FOR(gw_link_model_ready(l, "stories"), 3000);
+	usleep(300 * 1000); /* its STATS in */
+	return l;
+}
+
+/* A class that queues is never refused for a missed TTFT target: it goes to
+ * a worker with room (where a refusing class gets 503), else it waits. The
+ * queue releases by priority, then arrival; full: 429 with a Retry-After. */
+static void test_queue_instead_of_refusal(void **state)
+{
+	(void)state;
+	fake a;
+	fake_start(&a, "stories");
+	set_stats(&a, 0, 0, 5000); /* so many running that no TTFT prediction meets 1000 ms */
+	gw_link *l = link_opts(&a, 4, 0, 0);
+	gw_admit ad;
+	uint32_t retry = 0;
+	gw_req *rs = new_req(false), *rq = new_req(false);
+	assert_int_equal(admit(l, rs, &strict, NULL, &ad, &retry), LOOM_EBUSY);
+	assert_int_equal(ad, GW_ADMIT_LATE);
+	assert_int_equal(admit(l, rq, &interactive, NULL, &ad, &retry), LOOM_OK);
+	assert_int_equal(ad, GW_ADMIT_SENT); /* the worker has room: the gateway does not hold it */
+	WAIT_FOR(fake_count(&a, false, gw_req_id(rq)) == 1, 2000);
+	/* no room (a prefill backlog): everything waits, interactive first */
+	set_stats(&a, 100, 1000000, 8);
+	usleep(300 * 1000);
+	gw_req *q[4] = {new_req(false), new_req(true), new_req(false), new_req(true)};
+	const gw_link_slo *cls[4] = {&batch, &interactive, &batch, &interactive};
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(admit(l, q[i], cls[i], NULL, &ad, &retry), LOOM_OK);
+		assert_int_equal(ad, GW_ADMIT_QUEUED);
+	}
+	gw_req *full = new_req(false);
+	retry = 0;
+	assert_int_equal(admit(l, full, &interactive, NULL, &ad, &retry), LOOM_EBUSY);
+	assert_int_equal(ad, GW_ADMIT_FULL);
+	assert_true(retry >= 1 && retry <= 60);
+	assert_true(gw_link_retry_after_s(l) >= 1);
+	assert_non_null(strstr(loom_errmsg(), "queue is full"));
+	usleep(200 * 1000);
+	assert_int_equal(fake_nsub(&a), 1);
+	/* room again: all four go, interactive ones first, each class in arrival order */
+	set_stats(&a, 0, 0, 0);
+	WAIT_FOR(fake_nsub(&a) == 5, 2000);
+	uint64_t want[4] = {gw_req_id(q[1]), gw_req_id(q[3]), gw_req_id(q[0]), gw_req_id(q[2])};
+	pthread_mutex_lock(&a.mu);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(a.submits[1 + i], want[i]);
+	pthread_mutex_unlock(&a.mu);
+	gw_link_counters c;
+	gw_link_get_counters(l, &c);
+	assert_int_equal(c.queued, 0);
+	gw_link_destroy(l);
+	gw_req_release(rs);
+	gw_req_release(rq);
+	gw_req_release(full);
+	for (int i = 0; i < 4; i++)
+		gw_req_release(q[i]);
+	fake_kill(&a);
+}
+
+/* A request that finds no room within the queue's timeout fails with 503
+ * and leaves nothing behind; the wait is not cut short. */
+static void test_queue_timeout(void **state)
+{
+	(void)state;
+	fake a;
+	fake_start(&a, "stories");
+	set_stats(&a, 100, 1000000, 8);
+	gw_link *l = link_opts(&a, 0, 400, 0);
+	gw_admit ad;
+	uint32_t retry;
+	gw_req *r = new_req(false);
+	int64_t t0 = now_ms();
+	assert_int_equal(admit(l, r, &interactive, NULL, &ad, &retry), LOOM_OK);
+	assert_int_equal(ad, GW_ADMIT_QUEUED);
+	WAIT_FOR(gw_req_done(r), 5000);
+	assert_true(now_ms() - t0 >= 400);
+	int status;
+	char *body = gw_req_result(r, &status);
+	assert_int_equal(status, 503);
+	assert_non_null(strstr(body, "admission queue"));
+	loom_free(body);
+	gw_link_counters c;
+	gw_link_get_counters(l, &c);
+	assert_int_equal(c.queued, 0);
+	assert_int_equal(c.entries, 0);
+	assert_int_equal(c.queue_timeouts, 1);
+	assert_int_equal(fake_nsub(&a), 0); /* never sent */
+	gw_link_destroy(l);
+	gw_req_release(r);
+	fake_kill(&a);
+}
+
+/* Batch requests go out together, up to the worker's slots (less those
+ * interactive requests used lately); the rest wait and follow as slots free. */
+static void test_batch_burst_at_once(void **state)
+{
+	(void)state;
+	fake a;
+	fake_start(&a, "stories");
+	gw_link *l = link_opts(&a, 0, 0, 0);
+	gw_admit ad;
+	uint32_t retry;
+	gw_req *r[20];
+	for (int i = 0; i < 20; i++) {
+		r[i] = new_req(true);
+		assert_int_equal(admit(l, r[i], &batch, NULL, &ad, &retry), LOOM_OK);
+		assert_int_equal(ad, GW_ADMIT_SENT);
+	}
+	WAIT_FOR(fake_nsub(&a) == 20, 2000);
+	gw_link_destroy(l);
+	/* a worker of 8 slots: 8 at once, then one per end */
+	fake b;
+	fake_start(&b, "stories");
+	l = link_opts(&b, 0, 0, 8);
+	gw_req *x[10];
+	for (int i = 0; i < 10; i++) {
+		x[i] = new_req(true);
+		assert_int_equal(admit(l, x[i], &batch, NULL, &ad, &retry), LOOM_OK);
+		assert_int_equal(ad, i < 8 ? GW_ADMIT_SENT : GW_ADMIT_QUEUED);
+	}
+	WAIT_FOR(fake_nsub(&b) == 8, 2000);
+	int32_t ids[] = {432};
+	step(&b, gw_req_id(x[0]), ids, 1, LOOM_FINISH_LENGTH);
+	WAIT_FOR(fake_nsub(&b) == 9, 2000);
+	usleep(100 * 1000);
+	assert_int_equal(fake_nsub(&b), 9);
+	assert_int_equal(fake_count(&b, false, gw_req_id(x[8])), 1);
+	gw_link_destroy(l);
+	for (int i = 0; i < 20; i++)
+		gw_req_release(r[i]);
+	for (int i = 0; i < 10; i++)
+		gw_req_release(x[i]);
+	fake_kill(&a);
+	fake_kill(&b);
 }
 
 static void test_batch_cap_per_worker(void **state)
@@ -407,9 +557,14 @@ static void test_step_model(void **state)
 	double a = w.perf.a_ms, b = w.perf.b_ms;
 	double want = 3 * (a + b * 5) + b * 544;
 	assert_true(fabs(lk_predict_ttft(&w, "", "", "", 32) - want) < 1e-6);
-	/* slots: 8 running while 1 waited; with 9 in flight a request waits for 2 ends */
+	/* slots: 8 running while 1 waited through steps (step_ms 0: no fit sample);
+	 * one STATS alone may show a SUBMIT that just arrived */
 	st.queued = 1;
 	st.running = 8;
+	st.step_ms = 0;
+	lk_perf_stats(&w, &st);
+	assert_int_equal(w.perf.slots, 0);
+	st.steps += 3;
 	lk_perf_stats(&w, &st);
 	assert_int_equal(w.perf.slots, 8);
 	w.perf.dur_ms = 800;
@@ -450,7 +605,7 @@ static void test_burst_spreads(void **state)
 	w[1].perf.a_ms = 7.0;
 	count[0] = count[1] = 0;
 	for (int k = 0; k < 6; k++) {
-		int i = lk_route_slo(&l, &j, 5, 1000, &best);
+		int i = lk_route_slo(&l, &j, 5, 1000, false, &best);
 		assert_true(i == 0 || i == 1);
 		assert_true(fabs(best - lk_predict_ttft(&w[0], "stories", "", "", 5)) < 1e-9 ||
 			    fabs(best - lk_predict_ttft(&w[1], "stories", "", "", 5)) < 1e-9);
@@ -470,14 +625,14 @@ static void test_burst_spreads(void **state)
 	w[1].perf.a_ms = 21.0;
 	count[0] = count[1] = 0;
 	for (int k = 0; k < 6; k++) {
-		int i = lk_route_slo(&l, &j, 5, 1000, &best);
+		int i = lk_route_slo(&l, &j, 5, 1000, false, &best);
 		w[i].inflight++;
 		lk_perf_submitted(&w[i], 5);
 		count[i]++;
 	}
 	assert_int_equal(count[0], 6);
 	/* no worker meets the budget: none */
-	assert_int_equal(lk_route_slo(&l, &j, 5, 1, &best), -1);
+	assert_int_equal(lk_route_slo(&l, &j, 5, 1, false, &best), -1);
 	assert_true(best > 1);
 }
 
@@ -506,6 +661,9 @@ int main(void)
 		cmocka_unit_test(test_burst_spreads),
 		cmocka_unit_test(test_routes_by_prediction),
 		cmocka_unit_test(test_refusal_and_batch_queue),
+		cmocka_unit_test(test_queue_instead_of_refusal),
+		cmocka_unit_test(test_queue_timeout),
+		cmocka_unit_test(test_batch_burst_at_once),
 		cmocka_unit_test(test_batch_cap_per_worker),
 		cmocka_unit_test(test_no_slo),
 		cmocka_unit_test(test_hung_worker_request_moves),

@@ -1,6 +1,7 @@
 /*
- * tests/gateway/test_slo.c — gw_slo: the default classes, --slo-class specs
- * and config JSON (good ones and a table of bad ones, each refused with a
+ * tests/gateway/test_slo.c — gw_slo: the default classes (both queue when
+ * late), --slo-class specs with and without a refuse|queue policy and config
+ * JSON with "on_miss" (good ones and a table of bad ones, each refused with a
  * message naming the problem), lookups, the attainment rules per outcome
  * (loom-bench's: failures and refusals are misses, a missing target holds,
  * a one-token completion meets any TPOT target) and the /metrics text
@@ -29,6 +30,8 @@ static void test_defaults(void **state)
 	const gw_slo_class *b = gw_slo_at(s, (size_t)gw_slo_find(s, "batch"));
 	assert_true(i->ttft_ms == 1000 && i->tpot_ms == 200 && i->priority == 1);
 	assert_true(b->ttft_ms == 0 && b->tpot_ms == 0 && b->priority == 0);
+	assert_false(i->refuse); /* nothing is refused for lateness unless asked */
+	assert_false(b->refuse);
 	assert_int_equal(gw_slo_default(s), gw_slo_find(s, "interactive"));
 	assert_int_equal(gw_slo_find(s, "nope"), -1);
 	assert_int_equal(gw_slo_min_ttft(s), 1000);
@@ -48,10 +51,16 @@ static void test_specs(void **state)
 	assert_int_equal(gw_slo_parse_arg(s, "interactive=none:100:2", "--slo-class"), LOOM_OK);
 	assert_int_equal(gw_slo_count(s), 3);
 	const gw_slo_class *f = gw_slo_at(s, (size_t)gw_slo_find(s, "fast"));
-	assert_true(f->ttft_ms == 300 && f->tpot_ms == 50 && f->priority == 5);
+	assert_true(f->ttft_ms == 300 && f->tpot_ms == 50 && f->priority == 5 && !f->refuse);
 	const gw_slo_class *i = gw_slo_at(s, (size_t)gw_slo_find(s, "interactive"));
 	assert_true(i->ttft_ms == 0 && i->tpot_ms == 100 && i->priority == 2);
 	assert_int_equal(gw_slo_min_ttft(s), 300);
+	/* the policy when the TTFT target cannot be met */
+	assert_int_equal(gw_slo_parse_arg(s, "fast=300:50:5:refuse", "--slo-class"), LOOM_OK);
+	assert_true(f->ttft_ms == 300 && f->priority == 5 && f->refuse);
+	assert_int_equal(gw_slo_parse_arg(s, "fast=300:50:5:queue", "--slo-class"), LOOM_OK);
+	assert_true(f->ttft_ms == 300 && f->priority == 5 && !f->refuse);
+	assert_int_equal(gw_slo_count(s), 3);
 	static const struct {
 		const char *spec, *why;
 	} bad[] = {
@@ -60,6 +69,9 @@ static void test_specs(void **state)
 		{"x=a:2:3", "milliseconds"},
 		{"x=1:2:", "priority"},
 		{"x=1:2:3:4", "priority"},
+		{"x=1:2:3:maybe", "'refuse' or 'queue'"},
+		{"x=1:2::refuse", "priority"},
+		{"x=1:2:3:refuse:queue", "'refuse' or 'queue'"},
 		{"x=-1:2:3", "milliseconds"},
 		{"x=1:2:1001", "priority"},
 		{"x=1:99999999:1", "milliseconds"},
@@ -91,10 +103,13 @@ static void test_config_json(void **state)
 	gw_slo *s;
 	assert_int_equal(gw_slo_create(&s), LOOM_OK);
 	assert_int_equal(gw_slo_load_json(s, "{\"gold\":{\"ttft_ms\":250,\"tpot_ms\":null,"
-					  "\"priority\":9},\"batch\":{\"tpot_ms\":500}}", "c.json"),
+					  "\"priority\":9,\"on_miss\":\"refuse\"},\"batch\":"
+					  "{\"tpot_ms\":500},\"silver\":{\"ttft_ms\":900,"
+					  "\"on_miss\":\"queue\"}}", "c.json"),
 			 LOOM_OK);
 	const gw_slo_class *g = gw_slo_at(s, (size_t)gw_slo_find(s, "gold"));
-	assert_true(g->ttft_ms == 250 && g->tpot_ms == 0 && g->priority == 9);
+	assert_true(g->ttft_ms == 250 && g->tpot_ms == 0 && g->priority == 9 && g->refuse);
+	assert_false(gw_slo_at(s, (size_t)gw_slo_find(s, "silver"))->refuse);
 	const gw_slo_class *b = gw_slo_at(s, (size_t)gw_slo_find(s, "batch"));
 	assert_true(b->ttft_ms == 0 && b->tpot_ms == 500 && b->priority == 0);
 	static const struct {
@@ -106,6 +121,8 @@ static void test_config_json(void **state)
 		{"{\"x\":{\"ttft_ms\":\"3\"}}", "slo_classes.x.ttft_ms"},
 		{"{\"x\":{\"tpot_ms\":-3}}", "slo_classes.x.tpot_ms"},
 		{"{\"x\":{\"priority\":1.5}}", "slo_classes.x.priority"},
+		{"{\"x\":{\"on_miss\":\"drop\"}}", "slo_classes.x.on_miss"},
+		{"{\"x\":{\"on_miss\":true}}", "slo_classes.x.on_miss"},
 		{"{\"x y\":{}}", "slo_classes.x y"},
 	};
 	for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {

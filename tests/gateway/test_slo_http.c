@@ -3,9 +3,14 @@
  * program over real HTTP, against a fake worker in this process whose STATS
  * the test sets: the class from "slo_class" or X-Loom-SLO-Class (the body
  * wins; unknown -> 400 naming slo_class; none -> interactive) reaching the
- * worker in SUBMIT; a busy worker -> interactive 503 with Retry-After, batch
- * queued (the request waits, then completes once the worker has room) and
- * 429 with Retry-After past --batch-queue; classes from --slo-class and the
+ * worker in SUBMIT; a busy worker -> a refusing interactive class 503 with
+ * Retry-After, batch queued (the request waits, then completes once the
+ * worker has room) and 429 with Retry-After past --batch-queue; by default
+ * (no SLO configuration) a busy worker never gets a request refused for its
+ * TTFT: it waits in the admission queue (429 + Retry-After when full, 503 +
+ * Retry-After after --queue-timeout-ms, as a real HTTP status for streams
+ * too), a client that hangs up while queued leaves the queue and is never
+ * sent, a queued stream streams once there is room; classes from --slo-class and the
  * config's "slo_classes" in /metrics; bad ones refused at start (exit 2 /
  * exit 1, one line); --no-slo (no refusal, no class sent).
  */
@@ -89,9 +94,11 @@ static int gw_run(gw *g, fake *w, const char *extra_cfg, const char *const *extr
 }
 
 /* POST /v1/completions with body and an optional X-Loom-SLO-Class header
- * (curl through lt_sh: lt_http sends no custom headers). Returns the status;
+ * (curl through lt_sh: lt_http sends no custom headers), giving up (hanging
+ * up) after max_s seconds. Returns the status (0 when it gave up);
  * *hdrs / *out (loom_malloc'ed) get the headers and the body. */
-static long post(const gw *g, const char *body, const char *cls, char **hdrs, char **out)
+static long post_m(const gw *g, const char *body, const char *cls, char **hdrs, char **out,
+		   double max_s)
 {
 	char hpath[700], bpath[700], code[32] = {0};
 	static int seq;
@@ -103,10 +110,11 @@ static long post(const gw *g, const char *body, const char *cls, char **hdrs, ch
 		snprintf(hdr, sizeof hdr, "-H 'X-Loom-SLO-Class: %s'", cls);
 	char cpath[700];
 	snprintf(cpath, sizeof cpath, "%s/c%d.txt", dir, k);
-	int st = lt_sh("curl -s -m 20 -D %s -o %s -w '%%{http_code}' -H 'Content-Type: "
+	int st = lt_sh("curl -s -N -m %g -D %s -o %s -w '%%{http_code}' -H 'Content-Type: "
 		       "application/json' %s -d '%s' %s/v1/completions > %s",
-		       hpath, bpath, hdr, body, g->url, cpath);
-	assert_int_equal(st, 0);
+		       max_s, hpath, bpath, hdr, body, g->url, cpath);
+	if (max_s >= 20)
+		assert_int_equal(st, 0);
 	FILE *f = fopen(cpath, "r");
 	assert_non_null(f);
 	assert_non_null(fgets(code, sizeof code, f));
@@ -125,6 +133,11 @@ static long post(const gw *g, const char *body, const char *cls, char **hdrs, ch
 		}
 	}
 	return atol(code);
+}
+
+static long post(const gw *g, const char *body, const char *cls, char **hdrs, char **out)
+{
+	return post_m(g, body, cls, hdrs, out, 20);
 }
 
 static void fake_answering(fake *w)
@@ -227,7 +240,8 @@ static void test_refusals_and_queue(void **state)
 	fake_answering(&w);
 	set_stats(&w, 200, 2000000, 8); /* hours of backlog */
 	gw g;
-	const char *extra[] = {"--batch-queue", "1", NULL};
+	const char *extra[] = {"--batch-queue", "1", "--slo-class", "interactive=1000:200:1:refuse",
+			       NULL};
 	gw_run(&g, &w, "", extra, true);
 	char *h, *b;
 	assert_int_equal(post(&g, "{\"model\":\"s\",\"prompt\":\"hi\"}", NULL, &h, &b), 503);
@@ -262,6 +276,117 @@ static void test_refusals_and_queue(void **state)
 	assert_true(metric(&g, "\nloom_slo_refused_total{class=\"batch\",status=\"429\"} ") == 1);
 	assert_true(metric(&g, "\nloom_slo_requests_total{class=\"batch\"} ") == 2);
 	assert_true(metric(&g, "\nloom_slo_met_total{class=\"batch\"} ") == 1);
+	assert_true(metric(&g, "\nloom_gateway_requests_tracked ") == 0);
+	assert_int_equal(lt_stop(&g.p, SIGTERM, 5000), 0);
+	fake_kill(&w);
+}
+
+typedef struct client {
+	const gw *g;
+	const char *body;
+	double max_s;
+	long status;
+	char *hdrs, *out;
+	int64_t ms;         /* how long it took */
+} client;
+
+static void *client_main(void *arg)
+{
+	client *c = arg;
+	int64_t t0 = ms_now();
+	c->status = post_m(c->g, c->body, NULL, &c->hdrs, &c->out, c->max_s);
+	c->ms = ms_now() - t0;
+	return NULL;
+}
+
+static void wait_queue(const gw *g, double n)
+{
+	int64_t end = ms_now() + 5000;
+	while (metric(g, "\nloom_gateway_batch_queue_length ") != n && ms_now() < end)
+		usleep(20 * 1000);
+	assert_true(metric(g, "\nloom_gateway_batch_queue_length ") == n);
+}
+
+/* Defaults (no SLO configuration) on a worker far too busy for any TTFT
+ * target: nothing is refused for lateness. Requests wait in the admission
+ * queue: 429 + Retry-After when it is full, 503 + Retry-After when the wait
+ * times out (a stream too: its 200 waits for its first token), a client that
+ * hangs up leaves the queue and is never sent, and one that finds room
+ * streams. The queue's limits come from the config file. */
+static void test_default_queues(void **state)
+{
+	(void)state;
+	fake w;
+	fake_answering(&w);
+	set_stats(&w, 200, 2000000, 8); /* hours of backlog: no room, no deadline met */
+	gw g;
+	gw_run(&g, &w, ",\"queue_max\":2,\"queue_timeout_ms\":1500", NULL, true);
+	const char *plain = "{\"model\":\"s\",\"prompt\":\"hi\",\"max_tokens\":1}";
+	const char *stream = "{\"model\":\"s\",\"prompt\":\"hi\",\"max_tokens\":1,\"stream\":true}";
+	client a = {.g = &g, .body = plain, .max_s = 20}, b = {.g = &g, .body = stream, .max_s = 20};
+	pthread_t ta, tb;
+	assert_int_equal(pthread_create(&ta, NULL, client_main, &a), 0);
+	wait_queue(&g, 1);
+	assert_int_equal(pthread_create(&tb, NULL, client_main, &b), 0);
+	wait_queue(&g, 2);
+	/* full */
+	char *h, *body;
+	assert_int_equal(post(&g, plain, NULL, &h, &body), 429);
+	const char *ra = strcasestr(h, "Retry-After: ");
+	assert_non_null(ra);
+	assert_true(atol(ra + 13) >= 1);
+	assert_non_null(strstr(body, "queue is full"));
+	loom_free(h);
+	loom_free(body);
+	/* the two waited their 1.5 s, then 503 + Retry-After, the stream too */
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	client *cs[2] = {&a, &b};
+	for (int i = 0; i < 2; i++) {
+		if (cs[i]->status != 503)
+			fail_msg("client %d: status %ld: %s", i, cs[i]->status, cs[i]->out);
+		assert_true(cs[i]->ms >= 1400);
+		ra = strcasestr(cs[i]->hdrs, "Retry-After: ");
+		assert_non_null(ra);
+		assert_true(atol(ra + 13) >= 1);
+		assert_non_null(strstr(cs[i]->out, "admission queue"));
+		assert_null(strstr(cs[i]->hdrs, "text/event-stream"));
+		loom_free(cs[i]->hdrs);
+		loom_free(cs[i]->out);
+	}
+	assert_int_equal(fake_nsub(&w), 0);
+	assert_true(metric(&g, "\nloom_slo_refused_total{class=\"interactive\",status=\"503\"} ") == 2);
+	assert_true(metric(&g, "\nloom_slo_refused_total{class=\"interactive\",status=\"429\"} ") == 1);
+	/* a client that hangs up while queued: out of the queue, nothing left */
+	client e = {.g = &g, .body = stream, .max_s = 0.5};
+	pthread_t te;
+	assert_int_equal(pthread_create(&te, NULL, client_main, &e), 0);
+	pthread_join(te, NULL);
+	assert_int_equal(e.status, 0);
+	loom_free(e.hdrs);
+	loom_free(e.out);
+	wait_queue(&g, 0);
+	int64_t end = ms_now() + 3000;
+	while ((metric(&g, "\nloom_gateway_link_entries ") != 0 ||
+		metric(&g, "\nloom_gateway_requests_tracked ") != 0) && ms_now() < end)
+		usleep(20 * 1000);
+	assert_true(metric(&g, "\nloom_gateway_link_entries ") == 0);
+	assert_true(metric(&g, "\nloom_gateway_requests_tracked ") == 0);
+	/* a queued stream that finds room streams; the one that left is never sent */
+	client d = {.g = &g, .body = stream, .max_s = 20};
+	pthread_t td;
+	assert_int_equal(pthread_create(&td, NULL, client_main, &d), 0);
+	wait_queue(&g, 1);
+	set_stats(&w, 0, 0, 0);
+	pthread_join(td, NULL);
+	assert_int_equal(d.status, 200);
+	assert_non_null(strstr(d.hdrs, "text/event-stream"));
+	assert_non_null(strstr(d.out, "data: [DONE]"));
+	assert_null(strstr(d.out, "\"error\""));
+	loom_free(d.hdrs);
+	loom_free(d.out);
+	usleep(300 * 1000);
+	assert_int_equal(fake_nsub(&w), 1);
 	assert_true(metric(&g, "\nloom_gateway_requests_tracked ") == 0);
 	assert_int_equal(lt_stop(&g.p, SIGTERM, 5000), 0);
 	fake_kill(&w);
@@ -343,6 +468,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_class_from_body_or_header),
 		cmocka_unit_test(test_refusals_and_queue),
+		cmocka_unit_test(test_default_queues),
 		cmocka_unit_test(test_no_slo),
 		cmocka_unit_test(test_classes_configured),
 	};
