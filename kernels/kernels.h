@@ -60,13 +60,26 @@ int kn_isa_set(kn_isa isa);
 const char *kn_isa_name(kn_isa isa);
 
 /*
- * y[M,N] (+)= x[M,K] . w[N,K]^T with w of type wdt (widened to float32;
- * float32 accumulation), split over pool's threads by column blocks. Each
- * y[m,n] is one dot product summed in an order fixed by K and the ISA path
- * alone: a row's result is bit-identical whatever M, the other rows and the
- * thread count (batch invariance). y must not alias x or w.
+ * Packed weights for kn_gemm_p: W[N,K] in panels of 16 output columns, each
+ * k-major (16 values per k), the last panel zero-padded; kn_pack_bytes
+ * bytes. kn_pack converts src (type src_dt, row-major [N,K]) into dst of
+ * type dt: the same type is copied, F32 -> BF16 rounds to nearest even,
+ * BF16/F16 -> F32 widens; F16 <- other and BF16 <- F16 are refused (-1).
+ * kn_pack_get reads element (n, k) back as float.
  */
-void kn_gemm_w(float *y, const float *x, const void *w, kn_wdt wdt, int M, int N, int K,
+size_t kn_pack_bytes(kn_wdt dt, int N, int K);
+int kn_pack(void *dst, kn_wdt dt, const void *src, kn_wdt src_dt, int N, int K);
+float kn_pack_get(const void *wp, kn_wdt dt, int K, int n, int k);
+
+/*
+ * y[M,N] (+)= x[M,K] . W[N,K]^T with W packed (kn_pack) of type dt, widened
+ * to float32, float32 accumulation, split over pool's threads by column
+ * panels. Each y[m,n] is the sequential fused multiply-add sum over k = 0..
+ * K-1: bit-identical whatever M, the other rows, the thread count and the
+ * ISA path (batch invariance). With accumulate, y[m,n] += that sum. y must
+ * not alias x or W.
+ */
+void kn_gemm_p(float *y, const float *x, const void *wp, kn_wdt dt, int M, int N, int K,
 	       int accumulate, kn_pool *pool);
 
 /* y[rows,d] = x / sqrt(mean(x^2) + eps) * w[d], the mean of squares

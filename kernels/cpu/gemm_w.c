@@ -1,40 +1,42 @@
 /*
- * kernels/cpu/gemm_w.c — linear layers with F32, BF16 or F16 weights and a
- * fixed summation order (batch invariance), split over the thread pool.
+ * kernels/cpu/gemm_w.c — linear layers over packed F32, BF16 or F16
+ * weights with a fixed summation order (batch invariance), split over the
+ * thread pool.
  *
- * Every y[m,n] is one dot product of x row m and weight row n, summed the
- * same way whatever M is: 32-float chunks of k into two vector accumulators
- * (lanes fixed by k mod the vector width), the K % 32 tail in scalar
- * order, then the accumulators reduced in a fixed tree. Rows are computed
- * four at a time so each weight chunk is loaded once for four rows (decode
- * batches reuse it from registers, prefill from L1/L2 across the row
- * groups of a column block), but a row's arithmetic is the same alone or
- * in a group. The pool splits the N columns into blocks: a column is
- * computed by exactly one thread, in the same order, so the thread count
- * does not change the bits either. The result does depend on the ISA path
- * (lane counts differ), which is chosen once per process.
+ * Layout: a weight W[N,K] (Hugging Face's out x in) is packed once, at
+ * model load, into panels of 16 output columns: panel p holds
+ * W[16p .. 16p+15, k] for k = 0..K-1, k-major (16 consecutive values per
+ * k), the last panel padded with zeros. The microkernel keeps a vector of
+ * 16 outputs per row, broadcasts x[m,k] and adds x[m,k] * panel[k][0..15]
+ * for k = 0, 1, ..., K-1 in that order: every y[m,n] is a plain sequential
+ * sum over k, whatever M, the other rows, the tile shape, the thread count
+ * or the ISA path (16 lanes on AVX-512, two 8-lane halves on AVX2, 16
+ * scalars portable: the same FMAs in the same order — the portable path
+ * uses fmaf, so all paths give the same bits where the C library's fmaf is
+ * exact, which glibc's is). Tiles are up to 6 rows x 2 panels (12
+ * accumulators), so a loaded weight vector feeds up to 6 FMAs and a
+ * broadcast x feeds 2; decode (M = 1) streams each weight once, at memory
+ * bandwidth.
  *
  * Weights are widened to float32 in registers (BF16: shift left 16; F16:
  * vcvtph2ps) and multiplied with float32 activations, accumulating in
- * float32: BF16/F16 models keep their own precision (the float64
- * reference still holds to < 1e-4), only half the bytes are read. The
- * BF16 dot instruction (vdpbf16ps) would round the activations to BF16
- * too; it is not used.
- *
- * Paths: AVX-512F (16 lanes), AVX2+FMA+F16C (8 lanes), portable C (8
- * scalar lanes, no FMA). Built with target attributes, so the build needs
- * no -march and every path compiles everywhere; kn_isa_set forces one.
+ * float32: a BF16/F16 model keeps its own precision, only half the bytes
+ * are read. (vdpbf16ps would also round the activations; it is not used.)
+ * Paths are built with target attributes, so the build needs no -march;
+ * kn_isa_set forces one.
  */
 #include "../kernels.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
-#define MR 4      /* rows per group */
-#define NB 16     /* columns per pool task */
-#define KC 32     /* floats per chunk */
+#define P 16      /* columns per panel */
+#define TR 6      /* rows per tile */
+#define TP 2      /* panels per tile */
+#define TASK_P 4  /* panels per pool task */
 
 /* ---- ISA selection ---- */
 
@@ -75,7 +77,7 @@ const char *kn_isa_name(kn_isa isa)
 	return (unsigned)isa < 3 ? n[isa] : "?";
 }
 
-/* ---- portable ---- */
+/* ---- element conversions ---- */
 
 static inline float bf16_to_f32(uint16_t h)
 {
@@ -109,6 +111,16 @@ static inline float f16_to_f32(uint16_t h)
 	return f;
 }
 
+/* Round-to-nearest-even float32 -> bfloat16 (NaN kept quiet). */
+static inline uint16_t f32_to_bf16(float f)
+{
+	uint32_t u;
+	memcpy(&u, &f, 4);
+	if ((u & 0x7fffffffu) > 0x7f800000u)
+		return (uint16_t)((u >> 16) | 0x40);
+	return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
 static inline float wval(const void *w, kn_wdt dt, size_t i)
 {
 	switch (dt) {
@@ -118,20 +130,74 @@ static inline float wval(const void *w, kn_wdt dt, size_t i)
 	}
 }
 
-static float dot_portable(const float *x, const void *w, kn_wdt dt, size_t off, int K)
+static size_t esize(kn_wdt dt)
 {
-	float a[8] = {0};
-	int k = 0;
-	for (; k + KC <= K; k += KC)
-		for (int j = 0; j < KC; j++)
-			a[j & 7] += x[k + j] * wval(w, dt, off + (size_t)(k + j));
-	float s = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
-	for (; k < K; k++)
-		s += x[k] * wval(w, dt, off + (size_t)k);
-	return s;
+	return dt == KN_W_F32 ? 4 : 2;
 }
 
-/* ---- AVX2 + FMA + F16C ---- */
+/* ---- packing ---- */
+
+size_t kn_pack_bytes(kn_wdt dt, int N, int K)
+{
+	return (size_t)((N + P - 1) / P) * P * (size_t)K * esize(dt);
+}
+
+int kn_pack(void *dst, kn_wdt dt, const void *src, kn_wdt src_dt, int N, int K)
+{
+	if (dt == KN_W_F16 && src_dt != KN_W_F16)
+		return -1; /* no rounding to F16: keep F16 models F16 */
+	if (dt == KN_W_BF16 && src_dt == KN_W_F16)
+		return -1;
+	int np = (N + P - 1) / P;
+	size_t es = esize(dt);
+	for (int p = 0; p < np; p++)
+		for (int k = 0; k < K; k++)
+			for (int c = 0; c < P; c++) {
+				int n = p * P + c;
+				size_t d = ((size_t)p * K + k) * P + c;
+				if (n >= N) {
+					memset((char *)dst + d * es, 0, es);
+					continue;
+				}
+				size_t s = (size_t)n * K + k;
+				if (dt == src_dt) {
+					memcpy((char *)dst + d * es, (const char *)src + s * es, es);
+				} else if (dt == KN_W_F32) {
+					((float *)dst)[d] = wval(src, src_dt, s);
+				} else { /* F32 -> BF16 */
+					((uint16_t *)dst)[d] = f32_to_bf16(((const float *)src)[s]);
+				}
+			}
+	return 0;
+}
+
+float kn_pack_get(const void *wp, kn_wdt dt, int K, int n, int k)
+{
+	return wval(wp, dt, ((size_t)(n / P) * K + k) * P + (size_t)(n % P));
+}
+
+/* ---- portable ---- */
+
+/* Rows r < mr, panels q < tp of the tile starting at panel p0. */
+static void tile_portable(float *out, const float *x, size_t ldx, int mr, const void *wp,
+			  kn_wdt dt, size_t p_off, int tp, int K)
+{
+	float a[TR][TP * P];
+	memset(a, 0, sizeof a);
+	for (int k = 0; k < K; k++)
+		for (int q = 0; q < tp; q++) {
+			size_t base = p_off + ((size_t)q * K + k) * P;
+			for (int c = 0; c < P; c++) {
+				float w = wval(wp, dt, base + c);
+				for (int r = 0; r < mr; r++)
+					a[r][q * P + c] = fmaf(x[(size_t)r * ldx + k], w, a[r][q * P + c]);
+			}
+		}
+	for (int r = 0; r < mr; r++)
+		memcpy(out + r * TP * P, a[r], sizeof(float) * (size_t)tp * P);
+}
+
+/* ---- AVX2 + FMA + F16C: a panel is two 8-lane halves ---- */
 
 __attribute__((target("avx2,fma,f16c"))) static inline __m256 ld8(const void *w, kn_wdt dt,
 								    size_t i)
@@ -144,44 +210,60 @@ __attribute__((target("avx2,fma,f16c"))) static inline __m256 ld8(const void *w,
 	return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-__attribute__((target("avx2,fma,f16c"))) static inline float hsum8(__m256 v)
+/* AVX2 has 16 registers: tiles of up to 2 rows x 2 panels (8 accumulators
+ * of 8 lanes, 4 weight vectors, a broadcast). */
+#define TR2 2
+__attribute__((target("avx2,fma,f16c"))) static void tile_avx2(float *out, const float *x,
+							       size_t ldx, int mr, const void *wp,
+							       kn_wdt dt, size_t p_off, int tp, int K)
 {
-	__m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-	lo = _mm_add_ps(lo, hi);
-	lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-	lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-	return _mm_cvtss_f32(lo);
-}
-
-/* mr rows of x (stride ldx) against weight row n: out[r] = dot. */
-__attribute__((target("avx2,fma,f16c"))) static void dots_avx2(float *out, const float *x,
-							       size_t ldx, int mr, const void *w,
-							       kn_wdt dt, size_t off, int K)
-{
-	__m256 a[MR][4];
-	for (int r = 0; r < MR; r++)
-		for (int j = 0; j < 4; j++)
-			a[r][j] = _mm256_setzero_ps();
-	int k = 0;
-	for (; k + KC <= K; k += KC) {
-		__m256 w0 = ld8(w, dt, off + (size_t)k), w1 = ld8(w, dt, off + (size_t)k + 8);
-		__m256 w2 = ld8(w, dt, off + (size_t)k + 16), w3 = ld8(w, dt, off + (size_t)k + 24);
-		for (int r = 0; r < mr; r++) {
-			const float *xr = x + (size_t)r * ldx + k;
-			a[r][0] = _mm256_fmadd_ps(_mm256_loadu_ps(xr), w0, a[r][0]);
-			a[r][1] = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 8), w1, a[r][1]);
-			a[r][2] = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 16), w2, a[r][2]);
-			a[r][3] = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 24), w3, a[r][3]);
+	size_t p1 = p_off + (size_t)K * P;
+	for (int r0 = 0; r0 < mr; r0 += TR2) {
+		int rr = mr - r0 < TR2 ? mr - r0 : TR2;
+		const float *xr = x + (size_t)r0 * ldx;
+		__m256 a[TR2][4];
+#pragma GCC unroll 8
+		for (int i = 0; i < TR2 * 4; i++)
+			a[i / 4][i % 4] = _mm256_setzero_ps();
+		if (rr == TR2 && tp == TP) {
+			for (int k = 0; k < K; k++) {
+				__m256 w0 = ld8(wp, dt, p_off + (size_t)k * P);
+				__m256 w1 = ld8(wp, dt, p_off + (size_t)k * P + 8);
+				__m256 w2 = ld8(wp, dt, p1 + (size_t)k * P);
+				__m256 w3 = ld8(wp, dt, p1 + (size_t)k * P + 8);
+				__m256 x0 = _mm256_broadcast_ss(xr + k), x1 = _mm256_broadcast_ss(xr + ldx + k);
+				a[0][0] = _mm256_fmadd_ps(x0, w0, a[0][0]);
+				a[0][1] = _mm256_fmadd_ps(x0, w1, a[0][1]);
+				a[0][2] = _mm256_fmadd_ps(x0, w2, a[0][2]);
+				a[0][3] = _mm256_fmadd_ps(x0, w3, a[0][3]);
+				a[1][0] = _mm256_fmadd_ps(x1, w0, a[1][0]);
+				a[1][1] = _mm256_fmadd_ps(x1, w1, a[1][1]);
+				a[1][2] = _mm256_fmadd_ps(x1, w2, a[1][2]);
+				a[1][3] = _mm256_fmadd_ps(x1, w3, a[1][3]);
+			}
+		} else if (tp == TP) { /* one row, two panels: decode */
+			for (int k = 0; k < K; k++) {
+				__m256 x0 = _mm256_broadcast_ss(xr + k);
+				a[0][0] = _mm256_fmadd_ps(x0, ld8(wp, dt, p_off + (size_t)k * P), a[0][0]);
+				a[0][1] = _mm256_fmadd_ps(x0, ld8(wp, dt, p_off + (size_t)k * P + 8),
+							  a[0][1]);
+				a[0][2] = _mm256_fmadd_ps(x0, ld8(wp, dt, p1 + (size_t)k * P), a[0][2]);
+				a[0][3] = _mm256_fmadd_ps(x0, ld8(wp, dt, p1 + (size_t)k * P + 8), a[0][3]);
+			}
+		} else { /* the last, odd panel */
+			for (int k = 0; k < K; k++) {
+				__m256 w0 = ld8(wp, dt, p_off + (size_t)k * P);
+				__m256 w1 = ld8(wp, dt, p_off + (size_t)k * P + 8);
+				for (int r = 0; r < rr; r++) {
+					__m256 xb = _mm256_broadcast_ss(xr + (size_t)r * ldx + k);
+					a[r][0] = _mm256_fmadd_ps(xb, w0, a[r][0]);
+					a[r][1] = _mm256_fmadd_ps(xb, w1, a[r][1]);
+				}
+			}
 		}
-	}
-	for (int r = 0; r < mr; r++) {
-		__m256 s = _mm256_add_ps(_mm256_add_ps(a[r][0], a[r][2]),
-					 _mm256_add_ps(a[r][1], a[r][3]));
-		float t = hsum8(s);
-		const float *xr = x + (size_t)r * ldx;
-		for (int kk = k; kk < K; kk++)
-			t += xr[kk] * wval(w, dt, off + (size_t)kk);
-		out[r] = t;
+		for (int r = 0; r < rr; r++)
+			for (int h = 0; h < 2 * tp; h++)
+				_mm256_storeu_ps(out + (size_t)(r0 + r) * TP * P + h * 8, a[r][h]);
 	}
 }
 
@@ -197,29 +279,46 @@ __attribute__((target("avx512f"))) static inline __m512 ld16(const void *w, kn_w
 	return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-__attribute__((target("avx512f"))) static void dots_avx512(float *out, const float *x,
-							   size_t ldx, int mr, const void *w,
-							   kn_wdt dt, size_t off, int K)
+__attribute__((target("avx512f"))) static void tile_avx512(float *out, const float *x,
+							   size_t ldx, int mr, const void *wp,
+							   kn_wdt dt, size_t p_off, int tp, int K)
 {
-	__m512 a[MR][2];
-	for (int r = 0; r < MR; r++)
+	__m512 a[TR][TP];
+	for (int r = 0; r < TR; r++)
 		a[r][0] = a[r][1] = _mm512_setzero_ps();
-	int k = 0;
-	for (; k + KC <= K; k += KC) {
-		__m512 w0 = ld16(w, dt, off + (size_t)k), w1 = ld16(w, dt, off + (size_t)k + 16);
-		for (int r = 0; r < mr; r++) {
-			const float *xr = x + (size_t)r * ldx + k;
-			a[r][0] = _mm512_fmadd_ps(_mm512_loadu_ps(xr), w0, a[r][0]);
-			a[r][1] = _mm512_fmadd_ps(_mm512_loadu_ps(xr + 16), w1, a[r][1]);
+	size_t p1 = p_off + (size_t)K * P;
+	if (mr == TR && tp == TP) { /* the common case, unrolled into registers */
+		for (int k = 0; k < K; k++) {
+			__m512 w0 = ld16(wp, dt, p_off + (size_t)k * P);
+			__m512 w1 = ld16(wp, dt, p1 + (size_t)k * P);
+#pragma GCC unroll 6
+			for (int r = 0; r < TR; r++) {
+				__m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);
+				a[r][0] = _mm512_fmadd_ps(xb, w0, a[r][0]);
+				a[r][1] = _mm512_fmadd_ps(xb, w1, a[r][1]);
+			}
+		}
+	} else if (tp == TP) {
+		for (int k = 0; k < K; k++) {
+			__m512 w0 = ld16(wp, dt, p_off + (size_t)k * P);
+			__m512 w1 = ld16(wp, dt, p1 + (size_t)k * P);
+			for (int r = 0; r < mr; r++) {
+				__m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);
+				a[r][0] = _mm512_fmadd_ps(xb, w0, a[r][0]);
+				a[r][1] = _mm512_fmadd_ps(xb, w1, a[r][1]);
+			}
+		}
+	} else {
+		for (int k = 0; k < K; k++) {
+			__m512 w0 = ld16(wp, dt, p_off + (size_t)k * P);
+			for (int r = 0; r < mr; r++)
+				a[r][0] = _mm512_fmadd_ps(_mm512_set1_ps(x[(size_t)r * ldx + k]), w0,
+							  a[r][0]);
 		}
 	}
-	for (int r = 0; r < mr; r++) {
-		float t = _mm512_reduce_add_ps(_mm512_add_ps(a[r][0], a[r][1]));
-		const float *xr = x + (size_t)r * ldx;
-		for (int kk = k; kk < K; kk++)
-			t += xr[kk] * wval(w, dt, off + (size_t)kk);
-		out[r] = t;
-	}
+	for (int r = 0; r < mr; r++)
+		for (int q = 0; q < tp; q++)
+			_mm512_storeu_ps(out + (size_t)r * TP * P + q * P, a[r][q]);
 }
 
 /* ---- the GEMM over the pool ---- */
@@ -227,7 +326,7 @@ __attribute__((target("avx512f"))) static void dots_avx512(float *out, const flo
 typedef struct gemm_job {
 	float *y;
 	const float *x;
-	const void *w;
+	const void *wp;
 	kn_wdt dt;
 	int M, N, K, acc;
 	kn_isa isa;
@@ -236,35 +335,42 @@ typedef struct gemm_job {
 static void gemm_task(void *ctx, int t)
 {
 	const gemm_job *j = ctx;
-	int n0 = t * NB, n1 = n0 + NB < j->N ? n0 + NB : j->N;
-	float out[MR];
-	for (int m = 0; m < j->M; m += MR) {
-		int mr = j->M - m < MR ? j->M - m : MR;
-		const float *x = j->x + (size_t)m * j->K;
-		for (int n = n0; n < n1; n++) {
-			size_t off = (size_t)n * j->K;
-			if (j->isa == KN_ISA_AVX512) {
-				dots_avx512(out, x, (size_t)j->K, mr, j->w, j->dt, off, j->K);
-			} else if (j->isa == KN_ISA_AVX2) {
-				dots_avx2(out, x, (size_t)j->K, mr, j->w, j->dt, off, j->K);
-			} else {
-				for (int r = 0; r < mr; r++)
-					out[r] = dot_portable(x + (size_t)r * j->K, j->w, j->dt, off, j->K);
-			}
+	int np = (j->N + P - 1) / P;
+	int pa = t * TASK_P, pb = pa + TASK_P < np ? pa + TASK_P : np;
+	float out[TR * TP * P];
+	for (int p = pa; p < pb; p += TP) {
+		int tp = pb - p < TP ? pb - p : TP;
+		size_t p_off = (size_t)p * j->K * P;
+		for (int m = 0; m < j->M; m += TR) {
+			int mr = j->M - m < TR ? j->M - m : TR;
+			const float *x = j->x + (size_t)m * j->K;
+			if (j->isa == KN_ISA_AVX512)
+				tile_avx512(out, x, (size_t)j->K, mr, j->wp, j->dt, p_off, tp, j->K);
+			else if (j->isa == KN_ISA_AVX2)
+				tile_avx2(out, x, (size_t)j->K, mr, j->wp, j->dt, p_off, tp, j->K);
+			else
+				tile_portable(out, x, (size_t)j->K, mr, j->wp, j->dt, p_off, tp, j->K);
+			int n0 = p * P, nn = (j->N - n0 < tp * P ? j->N - n0 : tp * P);
 			for (int r = 0; r < mr; r++) {
-				float *yp = j->y + (size_t)(m + r) * j->N + n;
-				*yp = j->acc ? *yp + out[r] : out[r];
+				float *yr = j->y + (size_t)(m + r) * j->N + n0;
+				const float *o = out + (size_t)r * TP * P;
+				if (j->acc)
+					for (int c = 0; c < nn; c++)
+						yr[c] += o[c];
+				else
+					memcpy(yr, o, sizeof(float) * (size_t)nn);
 			}
 		}
 	}
 }
 
-void kn_gemm_w(float *y, const float *x, const void *w, kn_wdt wdt, int M, int N, int K,
+void kn_gemm_p(float *y, const float *x, const void *wp, kn_wdt dt, int M, int N, int K,
 	       int accumulate, kn_pool *pool)
 {
 	if (M <= 0 || N <= 0)
 		return;
-	gemm_job j = {.y = y, .x = x, .w = w, .dt = wdt, .M = M, .N = N, .K = K,
+	gemm_job j = {.y = y, .x = x, .wp = wp, .dt = dt, .M = M, .N = N, .K = K,
 		      .acc = accumulate, .isa = kn_isa_get()};
-	kn_pool_run(pool, (N + NB - 1) / NB, gemm_task, &j);
+	int np = (N + P - 1) / P;
+	kn_pool_run(pool, (np + TASK_P - 1) / TASK_P, gemm_task, &j);
 }

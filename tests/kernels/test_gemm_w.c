@@ -1,9 +1,10 @@
 /*
- * tests/kernels/test_gemm_w.c — the fixed-order GEMM with F32, BF16 and F16
- * weights on every ISA path this CPU runs (forced one by one, the portable
- * path always): against a float64 reference of the same (widened) weights,
- * bit-identical for a row alone and inside batches of any size, and for one
- * or two pool threads; the portable F16 conversion against F16C.
+ * tests/kernels/test_gemm_w.c — the packed fixed-order GEMM with F32, BF16
+ * and F16 weights on every ISA path this CPU runs (forced one by one, the
+ * portable path always): against a float64 reference of the same (widened)
+ * weights, bit-identical for a row alone and inside batches of any size,
+ * for one or two pool threads, and across ISA paths; packing round-trips;
+ * the portable F16 conversion against F16C.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -79,17 +80,28 @@ static void *weights(kn_wdt dt, int N, int K, double *exact)
 	return w;
 }
 
+/* Packs w (row-major, type dt) into a new buffer. */
+static void *packed(const void *w, kn_wdt dt, int N, int K)
+{
+	void *p = malloc(kn_pack_bytes(dt, N, K));
+	assert_int_equal(kn_pack(p, dt, w, dt, N, K), 0);
+	return p;
+}
+
 static void check_shape(kn_pool *pool, kn_wdt dt, int M, int N, int K)
 {
 	double *ex = malloc(sizeof(double) * N * K);
-	void *w = weights(dt, N, K, ex);
+	void *wr = weights(dt, N, K, ex), *w = packed(wr, dt, N, K);
+	for (int n = 0; n < N; n += 7)
+		for (int k = 0; k < K; k += 5)
+			assert_true(kn_pack_get(w, dt, K, n, k) == (float)ex[(size_t)n * K + k]);
 	float *x = malloc(sizeof(float) * M * K), *y = malloc(sizeof(float) * M * N);
 	float *y1 = malloc(sizeof(float) * N);
 	for (int i = 0; i < M * K; i++)
 		x[i] = (float)(urand() * 2 - 1);
 	for (int i = 0; i < M * N; i++)
 		y[i] = NAN;
-	kn_gemm_w(y, x, w, dt, M, N, K, 0, pool);
+	kn_gemm_p(y, x, w, dt, M, N, K, 0, pool);
 	for (int m = 0; m < M; m++) {
 		for (int n = 0; n < N; n++) {
 			double r = 0, a = 0;
@@ -102,17 +114,57 @@ static void check_shape(kn_pool *pool, kn_wdt dt, int M, int N, int K)
 					 kn_isa_name(kn_isa_get()), dt, M, N, K, m, n, y[m * N + n], r);
 		}
 		/* the same row alone: the same bits */
-		kn_gemm_w(y1, x + (size_t)m * K, w, dt, 1, N, K, 0, NULL);
+		kn_gemm_p(y1, x + (size_t)m * K, w, dt, 1, N, K, 0, NULL);
 		if (memcmp(y1, y + (size_t)m * N, sizeof(float) * N) != 0)
 			fail_msg("%s dt %d M %d N %d K %d: row %d differs alone",
 				 kn_isa_name(kn_isa_get()), dt, M, N, K, m);
 	}
 	/* accumulate adds exactly the same dot */
 	memcpy(y1, y, sizeof(float) * N);
-	kn_gemm_w(y1, x, w, dt, 1, N, K, 1, pool);
+	kn_gemm_p(y1, x, w, dt, 1, N, K, 1, pool);
 	for (int n = 0; n < N; n++)
 		assert_true(y1[n] == y[n] + y[n]);
-	free(ex), free(w), free(x), free(y), free(y1);
+	free(ex), free(w), free(wr), free(x), free(y), free(y1);
+}
+
+/* The same inputs on every ISA path: the same bits (fused multiply-adds in
+ * the same order everywhere). */
+static void paths_agree(void **state)
+{
+	(void)state;
+	int M = 11, N = 45, K = 83;
+	for (int dt = 0; dt < 3; dt++) {
+		double *ex = malloc(sizeof(double) * N * K);
+		void *wr = weights((kn_wdt)dt, N, K, ex), *w = packed(wr, (kn_wdt)dt, N, K);
+		float *x = malloc(sizeof(float) * M * K), *a = malloc(sizeof(float) * M * N);
+		float *b = malloc(sizeof(float) * M * N);
+		for (int i = 0; i < M * K; i++)
+			x[i] = (float)(urand() * 2 - 1);
+		assert_int_equal(kn_isa_set(KN_ISA_PORTABLE), 0);
+		kn_gemm_p(a, x, w, (kn_wdt)dt, M, N, K, 0, NULL);
+		for (int isa = 1; isa <= (int)kn_isa_detect(); isa++) {
+			assert_int_equal(kn_isa_set((kn_isa)isa), 0);
+			kn_gemm_p(b, x, w, (kn_wdt)dt, M, N, K, 0, NULL);
+			if (memcmp(a, b, sizeof(float) * M * N) != 0)
+				fail_msg("dt %d: %s differs from portable", dt, kn_isa_name((kn_isa)isa));
+		}
+		free(ex), free(wr), free(w), free(x), free(a), free(b);
+	}
+	assert_int_equal(kn_isa_set(kn_isa_detect()), 0);
+}
+
+/* F32 -> BF16 packing rounds to nearest even; F16 is never rounded to. */
+static void pack_conversions(void **state)
+{
+	(void)state;
+	float src[3] = {1.0f, 1.00390625f /* 1 + 2^-8: a tie, even is 1.0 */, 3.14159265f};
+	void *p = malloc(kn_pack_bytes(KN_W_BF16, 3, 1));
+	assert_int_equal(kn_pack(p, KN_W_BF16, src, KN_W_F32, 3, 1), 0);
+	assert_true(kn_pack_get(p, KN_W_BF16, 1, 0, 0) == 1.0f);
+	assert_true(kn_pack_get(p, KN_W_BF16, 1, 1, 0) == 1.0f);
+	assert_true(kn_pack_get(p, KN_W_BF16, 1, 2, 0) == 3.140625f);
+	assert_int_equal(kn_pack(p, KN_W_F16, src, KN_W_F32, 3, 1), -1);
+	free(p);
 }
 
 static void every_path(void **state)
@@ -145,22 +197,24 @@ static void threads_and_batches(void **state)
 	void *w = weights(KN_W_BF16, N, K, ex);
 	float *x = malloc(sizeof(float) * M * K), *a = malloc(sizeof(float) * M * N);
 	float *b = malloc(sizeof(float) * M * N);
+	void *wr = w;
+	w = packed(wr, KN_W_BF16, N, K);
 	for (int i = 0; i < M * K; i++)
 		x[i] = (float)(urand() * 2 - 1);
 	kn_pool *p1, *p2;
 	assert_int_equal(kn_pool_create(1, &p1), 0);
 	assert_int_equal(kn_pool_create(2, &p2), 0);
 	for (int rep = 0; rep < 50; rep++) { /* many runs: the pool's hand-over */
-		kn_gemm_w(a, x, w, KN_W_BF16, M, N, K, 0, p1);
-		kn_gemm_w(b, x, w, KN_W_BF16, M, N, K, 0, p2);
+		kn_gemm_p(a, x, w, KN_W_BF16, M, N, K, 0, p1);
+		kn_gemm_p(b, x, w, KN_W_BF16, M, N, K, 0, p2);
 		assert_memory_equal(a, b, sizeof(float) * M * N);
 		/* rows 5..12 as their own batch */
-		kn_gemm_w(b, x + 5 * K, w, KN_W_BF16, M - 5, N, K, 0, p2);
+		kn_gemm_p(b, x + 5 * K, w, KN_W_BF16, M - 5, N, K, 0, p2);
 		assert_memory_equal(a + 5 * N, b, sizeof(float) * (M - 5) * N);
 	}
 	kn_pool_destroy(p1);
 	kn_pool_destroy(p2);
-	free(ex), free(w), free(x), free(a), free(b);
+	free(ex), free(w), free(wr), free(x), free(a), free(b);
 }
 
 /* The portable F16 widening equals F16C's on all 65536 halves. */
@@ -178,7 +232,9 @@ static void f16_all_values(void **state)
 	float x[1] = {1.0f}, y[1];
 	for (uint32_t h = 0; h < 65536; h++) {
 		uint16_t v = (uint16_t)h;
-		kn_gemm_w(y, x, &v, KN_W_F16, 1, 1, 1, 0, NULL);
+		uint16_t pk[16];
+		assert_int_equal(kn_pack(pk, KN_W_F16, &v, KN_W_F16, 1, 1), 0);
+		kn_gemm_p(y, x, pk, KN_W_F16, 1, 1, 1, 0, NULL);
 		float want = hw_f16(v);
 		if (!(want == y[0] || (isnan(want) && isnan(y[0])))) /* 0 + -0 is +0 */
 			fail_msg("f16 %04x: %g, F16C says %g", h, y[0], want);
@@ -191,6 +247,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(every_path),
 		cmocka_unit_test(threads_and_batches),
+		cmocka_unit_test(paths_agree),
+		cmocka_unit_test(pack_conversions),
 		cmocka_unit_test(f16_all_values),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
