@@ -5,12 +5,19 @@
  *   SUBMIT [1, v, req, model, adapter, [prompt_ids], sampling, slo_class,
  *           ttft_deadline_ms, tpot_target_ms, n_generated]
  *          sampling = [temperature, top_p, top_k, seed, max_tokens,
- *                      ignore_eos, [stop_ids]]
+ *                      ignore_eos, [stop_ids], presence_penalty,
+ *                      frequency_penalty, repetition_penalty, min_p,
+ *                      min_tokens, [bias_ids], [bias (float)],
+ *                      logprobs, prompt_logprobs]
+ *          (logprobs / prompt_logprobs: -1 = none, else top_logprobs /
+ *          prompt_top_logprobs, 0..LOOM_MAX_LOGPROBS)
  *   CANCEL [2, v, req]
  *   PING   [3, v, seq]
  *   HELLO  [4, v, worker_id, backend, proto_version, ping_seq, device_mem,
  *           [model names]]
- *   STEP   [5, v, [[req, [ids], finish, n_prompt], ...]]
+ *   STEP   [5, v, [[req, [ids], finish, n_prompt, lp, prompt_lp], ...]]
+ *          lp, prompt_lp = nil (none) or [k, [logprob], [top ids], [top logprob]]
+ *          with n logprobs and n*k top entries (n >= 1)
  *   ERROR  [6, v, req, code, message]
  *   STATS  [7, v, queued, running, queued_tokens, kv_free, kv_total,
  *           step_ms, steps, tokens_out, fit_a_ms, fit_b_ms, queued_tokens_slo]
@@ -56,8 +63,9 @@ enum {
 	ARITY_BLOB = 6,
 	ARITY_RESIDENCY = 15,
 	ARITY_RESIDENT = 5,
-	ARITY_SAMPLING = 7,
-	ARITY_ITEM = 4,
+	ARITY_SAMPLING = 16,
+	ARITY_ITEM = 6,
+	ARITY_LOGPROBS = 4,
 };
 
 const char *loom_msg_type_name(int type)
@@ -77,6 +85,58 @@ const char *loom_msg_type_name(int type)
 	case LOOM_MSG_RESIDENCY: return "RESIDENCY";
 	}
 	return "?";
+}
+
+/* ------------------------------------------------------------------ */
+/* sampling arrays                                                     */
+/* ------------------------------------------------------------------ */
+
+static void *dup_array(const void *p, size_t n, size_t size, bool *fail)
+{
+	void *q;
+
+	if (!n || !p)
+		return NULL;
+	if (!(q = loom_malloc(n * size))) {
+		*fail = true;
+		return NULL;
+	}
+	memcpy(q, p, n * size);
+	return q;
+}
+
+loom_err loom_sampling_copy(loom_sampling *dst, const loom_sampling *src)
+{
+	bool fail = false;
+
+	*dst = *src;
+	dst->stop_ids = dup_array(src->stop_ids, src->n_stop_ids, sizeof *src->stop_ids, &fail);
+	dst->bias_ids = dup_array(src->bias_ids, src->n_bias, sizeof *src->bias_ids, &fail);
+	dst->bias = dup_array(src->bias, src->n_bias, sizeof *src->bias, &fail);
+	if (fail) {
+		loom_sampling_fini(dst);
+		return loom_fail(LOOM_ENOMEM, "out of memory copying sampling parameters");
+	}
+	return LOOM_OK;
+}
+
+void loom_sampling_fini(loom_sampling *s)
+{
+	loom_free(s->stop_ids);
+	loom_free(s->bias_ids);
+	loom_free(s->bias);
+	s->stop_ids = NULL;
+	s->bias_ids = NULL;
+	s->bias = NULL;
+	s->n_stop_ids = s->n_bias = 0;
+}
+
+static void logprobs_fini(loom_logprobs *l)
+{
+	loom_free(l->lp);
+	loom_free(l->top_ids);
+	loom_free(l->top_lp);
+	memset(l, 0, sizeof *l);
 }
 
 /* ------------------------------------------------------------------ */
@@ -148,6 +208,52 @@ static int pack_ids(msgpack_packer *pk, const int32_t *ids, uint32_t n)
 	return r;
 }
 
+static int pack_floats(msgpack_packer *pk, const float *v, uint32_t n)
+{
+	int r = msgpack_pack_array(pk, n);
+	for (uint32_t i = 0; i < n && !r; i++)
+		r = msgpack_pack_float(pk, v[i]);
+	return r;
+}
+
+/* -1 = none, else the number of alternatives */
+static int pack_lp_ask(msgpack_packer *pk, bool on, uint32_t k)
+{
+	return on ? msgpack_pack_int32(pk, (int32_t)k) : msgpack_pack_int32(pk, -1);
+}
+
+static int pack_logprobs(msgpack_packer *pk, const loom_logprobs *l)
+{
+	int r;
+
+	if (l->n == 0)
+		return msgpack_pack_nil(pk);
+	r = msgpack_pack_array(pk, ARITY_LOGPROBS);
+	r |= msgpack_pack_uint32(pk, l->k);
+	r |= pack_floats(pk, l->lp, l->n);
+	r |= pack_ids(pk, l->top_ids, l->n * l->k);
+	r |= pack_floats(pk, l->top_lp, l->n * l->k);
+	return r;
+}
+
+static loom_err check_logprobs(const loom_logprobs *l, const char *msg, const char *field)
+{
+	loom_err rc;
+
+	if (l->n == 0)
+		return LOOM_OK;
+	if (l->k > LOOM_MAX_LOGPROBS)
+		return loom_fail(LOOM_EINVAL, "proto: %s.%s has %" PRIu32 " alternatives (max %d)",
+				 msg, field, l->k, LOOM_MAX_LOGPROBS);
+	if ((uint64_t)l->n * (l->k + 1) > LOOM_PROTO_MAX_IDS)
+		return loom_fail(LOOM_EINVAL, "proto: %s.%s has too many entries", msg, field);
+	if ((rc = check_array(l->lp, l->n, LOOM_PROTO_MAX_IDS, msg, field)) ||
+	    (rc = check_array(l->top_ids, l->n * l->k, LOOM_PROTO_MAX_IDS, msg, field)) ||
+	    (rc = check_array(l->top_lp, l->n * l->k, LOOM_PROTO_MAX_IDS, msg, field)))
+		return rc;
+	return LOOM_OK;
+}
+
 static loom_err validate(const loom_msg *m)
 {
 	loom_err rc = LOOM_OK;
@@ -162,8 +268,16 @@ static loom_err validate(const loom_msg *m)
 		    (rc = check_array(s->prompt_ids, s->n_prompt, LOOM_PROTO_MAX_IDS, t,
 				      "prompt_ids")) ||
 		    (rc = check_array(s->sampling.stop_ids, s->sampling.n_stop_ids,
-				      LOOM_PROTO_MAX_IDS, t, "sampling.stop_ids")))
+				      LOOM_PROTO_MAX_IDS, t, "sampling.stop_ids")) ||
+		    (rc = check_array(s->sampling.bias_ids, s->sampling.n_bias,
+				      LOOM_MAX_LOGIT_BIAS, t, "sampling.bias_ids")) ||
+		    (rc = check_array(s->sampling.bias, s->sampling.n_bias,
+				      LOOM_MAX_LOGIT_BIAS, t, "sampling.bias")))
 			return rc;
+		if (s->sampling.top_logprobs > LOOM_MAX_LOGPROBS ||
+		    s->sampling.prompt_top_logprobs > LOOM_MAX_LOGPROBS)
+			return loom_fail(LOOM_EINVAL, "proto: SUBMIT asks for more than %d top logprobs",
+					 LOOM_MAX_LOGPROBS);
 		if (s->n_generated > s->n_prompt)
 			return loom_fail(LOOM_EINVAL, "proto: SUBMIT.n_generated %" PRIu32
 					 " exceeds n_prompt %" PRIu32, s->n_generated, s->n_prompt);
@@ -196,6 +310,15 @@ static loom_err validate(const loom_msg *m)
 				return loom_fail(LOOM_EINVAL, "proto: STEP.items[%" PRIu32
 						 "].finish %u is not a loom_finish",
 						 i, s->items[i].finish);
+			if ((rc = check_logprobs(&s->items[i].lp, t, "items[].lp")) ||
+			    (rc = check_logprobs(&s->items[i].prompt_lp, t, "items[].prompt_lp")))
+				return rc;
+			if ((s->items[i].lp.n && s->items[i].lp.n != s->items[i].n_ids) ||
+			    (s->items[i].prompt_lp.n &&
+			     s->items[i].prompt_lp.n + 1 != s->items[i].n_prompt))
+				return loom_fail(LOOM_EINVAL, "proto: STEP.items[%" PRIu32 "]: logprobs "
+						 "for %" PRIu32 " ids / %" PRIu32 " prompt tokens do not "
+						 "match", i, s->items[i].lp.n, s->items[i].prompt_lp.n);
 		}
 		break;
 	}
@@ -285,6 +408,15 @@ static int pack_body(msgpack_packer *pk, const loom_msg *m)
 		r |= msgpack_pack_uint32(pk, sp->max_tokens);
 		r |= sp->ignore_eos ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
 		r |= pack_ids(pk, sp->stop_ids, sp->n_stop_ids);
+		r |= msgpack_pack_float(pk, sp->presence_penalty);
+		r |= msgpack_pack_float(pk, sp->frequency_penalty);
+		r |= msgpack_pack_float(pk, sp->repetition_penalty);
+		r |= msgpack_pack_float(pk, sp->min_p);
+		r |= msgpack_pack_uint32(pk, sp->min_tokens);
+		r |= pack_ids(pk, sp->bias_ids, sp->n_bias);
+		r |= pack_floats(pk, sp->bias, sp->n_bias);
+		r |= pack_lp_ask(pk, sp->logprobs, sp->top_logprobs);
+		r |= pack_lp_ask(pk, sp->prompt_logprobs, sp->prompt_top_logprobs);
 		r |= pack_str(pk, s->slo_class);
 		r |= msgpack_pack_uint32(pk, s->ttft_deadline_ms);
 		r |= msgpack_pack_uint32(pk, s->tpot_target_ms);
@@ -327,6 +459,8 @@ static int pack_body(msgpack_packer *pk, const loom_msg *m)
 			r |= pack_ids(pk, it->ids, it->n_ids);
 			r |= msgpack_pack_uint8(pk, it->finish);
 			r |= msgpack_pack_uint32(pk, it->n_prompt);
+			r |= pack_logprobs(pk, &it->lp);
+			r |= pack_logprobs(pk, &it->prompt_lp);
 		}
 		break;
 	}
@@ -670,6 +804,45 @@ static loom_err get_ids(const dctx *d, const msgpack_object *o, const char *fiel
 	return LOOM_OK;
 }
 
+static loom_err get_floats(const dctx *d, const msgpack_object *o, const char *field,
+			   uint32_t max, uint32_t *n, float **v)
+{
+	loom_err rc;
+
+	if (o->type != MSGPACK_OBJECT_ARRAY)
+		return bad(d, field, "expected an array of floats");
+	if (o->via.array.size > max)
+		return bad(d, field, "too many entries");
+	*n = 0;
+	*v = NULL;
+	if (o->via.array.size == 0)
+		return LOOM_OK;
+	*v = loom_malloc(o->via.array.size * sizeof **v);
+	if (!*v)
+		return loom_fail(LOOM_ENOMEM, "proto: %s field '%s': out of memory", d->msg, field);
+	*n = o->via.array.size;
+	for (uint32_t i = 0; i < o->via.array.size; i++)
+		if ((rc = get_f32(d, &o->via.array.ptr[i], field, &(*v)[i])))
+			return rc;
+	return LOOM_OK;
+}
+
+/* A logprobs request: -1 (none) or 0..LOOM_MAX_LOGPROBS alternatives. */
+static loom_err get_lp_ask(const dctx *d, const msgpack_object *o, const char *field, bool *on,
+			   uint32_t *k)
+{
+	int32_t v = 0;
+	loom_err rc = get_i32(d, o, field, &v);
+
+	if (rc)
+		return rc;
+	if (v < -1 || v > LOOM_MAX_LOGPROBS)
+		return bad(d, field, "must be -1 (none) or 0..20 alternatives");
+	*on = v >= 0;
+	*k = v >= 0 ? (uint32_t)v : 0;
+	return LOOM_OK;
+}
+
 static const msgpack_object *sub_array(const dctx *d, const msgpack_object *o, const char *field,
 				       uint32_t arity, loom_err *rc)
 {
@@ -690,6 +863,7 @@ static loom_err dec_submit(const dctx *d, const msgpack_object *f, loom_msg_subm
 {
 	const msgpack_object *sp;
 	loom_err rc = LOOM_OK;
+	uint32_t nb = 0;
 
 	if ((rc = get_u64(d, &f[2], "req", &s->req)) ||
 	    (rc = get_name(d, &f[3], "model", s->model, sizeof s->model)) ||
@@ -706,6 +880,22 @@ static loom_err dec_submit(const dctx *d, const msgpack_object *f, loom_msg_subm
 	    (rc = get_bool(d, &sp[5], "sampling.ignore_eos", &s->sampling.ignore_eos)) ||
 	    (rc = get_ids(d, &sp[6], "sampling.stop_ids", &s->sampling.n_stop_ids,
 			  &s->sampling.stop_ids)) ||
+	    (rc = get_f32(d, &sp[7], "sampling.presence_penalty",
+			  &s->sampling.presence_penalty)) ||
+	    (rc = get_f32(d, &sp[8], "sampling.frequency_penalty",
+			  &s->sampling.frequency_penalty)) ||
+	    (rc = get_f32(d, &sp[9], "sampling.repetition_penalty",
+			  &s->sampling.repetition_penalty)) ||
+	    (rc = get_f32(d, &sp[10], "sampling.min_p", &s->sampling.min_p)) ||
+	    (rc = get_u32(d, &sp[11], "sampling.min_tokens", &s->sampling.min_tokens)) ||
+	    (rc = get_ids(d, &sp[12], "sampling.bias_ids", &s->sampling.n_bias,
+			  &s->sampling.bias_ids)) ||
+	    (rc = get_floats(d, &sp[13], "sampling.bias", LOOM_MAX_LOGIT_BIAS, &nb,
+			     &s->sampling.bias)) ||
+	    (rc = get_lp_ask(d, &sp[14], "sampling.logprobs", &s->sampling.logprobs,
+			     &s->sampling.top_logprobs)) ||
+	    (rc = get_lp_ask(d, &sp[15], "sampling.prompt_logprobs",
+			     &s->sampling.prompt_logprobs, &s->sampling.prompt_top_logprobs)) ||
 	    (rc = get_name(d, &f[7], "slo_class", s->slo_class, sizeof s->slo_class)) ||
 	    (rc = get_u32(d, &f[8], "ttft_deadline_ms", &s->ttft_deadline_ms)) ||
 	    (rc = get_u32(d, &f[9], "tpot_target_ms", &s->tpot_target_ms)) ||
@@ -713,6 +903,10 @@ static loom_err dec_submit(const dctx *d, const msgpack_object *f, loom_msg_subm
 		return rc;
 	if (s->n_generated > s->n_prompt)
 		return bad(d, "n_generated", "more than the prompt ids");
+	if (s->sampling.n_bias > LOOM_MAX_LOGIT_BIAS)
+		return bad(d, "sampling.bias_ids", "more than LOOM_MAX_LOGIT_BIAS entries");
+	if (nb != s->sampling.n_bias)
+		return bad(d, "sampling.bias", "not as many biases as bias_ids");
 	return LOOM_OK;
 }
 
@@ -743,6 +937,33 @@ static loom_err dec_hello(const dctx *d, const msgpack_object *f, loom_msg_hello
 	return LOOM_OK;
 }
 
+/* nil (none) or [k, [lp], [top ids], [top lp]] with n >= 1 logprobs. */
+static loom_err get_logprobs(const dctx *d, const msgpack_object *o, const char *field,
+			     loom_logprobs *l)
+{
+	const msgpack_object *e;
+	uint32_t nt = 0, ntl = 0;
+	loom_err rc = LOOM_OK;
+
+	if (o->type == MSGPACK_OBJECT_NIL)
+		return LOOM_OK;
+	if (!(e = sub_array(d, o, field, ARITY_LOGPROBS, &rc)))
+		return rc;
+	if ((rc = get_u32(d, &e[0], field, &l->k)))
+		return rc;
+	if (l->k > LOOM_MAX_LOGPROBS)
+		return bad(d, field, "more than 20 alternatives per token");
+	if ((rc = get_floats(d, &e[1], field, LOOM_PROTO_MAX_IDS, &l->n, &l->lp)) ||
+	    (rc = get_ids(d, &e[2], field, &nt, &l->top_ids)) ||
+	    (rc = get_floats(d, &e[3], field, LOOM_PROTO_MAX_IDS, &ntl, &l->top_lp)))
+		return rc;
+	if (l->n == 0)
+		return bad(d, field, "no logprobs (send nil instead)");
+	if ((uint64_t)l->n * l->k != nt || nt != ntl)
+		return bad(d, field, "top entries are not k per logprob");
+	return LOOM_OK;
+}
+
 static loom_err dec_step(const dctx *d, const msgpack_object *f, loom_msg_step *s)
 {
 	const msgpack_object *items = &f[2];
@@ -768,10 +989,16 @@ static loom_err dec_step(const dctx *d, const msgpack_object *f, loom_msg_step *
 		if ((rc = get_u64(d, &e[0], "items[].req", &it->req)) ||
 		    (rc = get_ids(d, &e[1], "items[].ids", &it->n_ids, &it->ids)) ||
 		    (rc = get_u32(d, &e[2], "items[].finish", &fin)) ||
-		    (rc = get_u32(d, &e[3], "items[].n_prompt", &it->n_prompt)))
+		    (rc = get_u32(d, &e[3], "items[].n_prompt", &it->n_prompt)) ||
+		    (rc = get_logprobs(d, &e[4], "items[].lp", &it->lp)) ||
+		    (rc = get_logprobs(d, &e[5], "items[].prompt_lp", &it->prompt_lp)))
 			return rc;
 		if (fin > LOOM_FINISH_ABORT)
 			return bad(d, "items[].finish", "not a finish reason (0..3)");
+		if (it->lp.n && it->lp.n != it->n_ids)
+			return bad(d, "items[].lp", "not one logprob per id");
+		if (it->prompt_lp.n && it->prompt_lp.n + 1 != it->n_prompt)
+			return bad(d, "items[].prompt_lp", "not one logprob per prompt token but the first");
 		it->finish = (uint8_t)fin;
 	}
 	return LOOM_OK;
@@ -1032,14 +1259,17 @@ void loom_msg_fini(loom_msg *m)
 	switch (m->type) {
 	case LOOM_MSG_SUBMIT:
 		loom_free(m->u.submit.prompt_ids);
-		loom_free(m->u.submit.sampling.stop_ids);
+		loom_sampling_fini(&m->u.submit.sampling);
 		break;
 	case LOOM_MSG_HELLO:
 		loom_free(m->u.hello.models);
 		break;
 	case LOOM_MSG_STEP:
-		for (uint32_t i = 0; i < m->u.step.n_items; i++)
+		for (uint32_t i = 0; i < m->u.step.n_items; i++) {
 			loom_free(m->u.step.items[i].ids);
+			logprobs_fini(&m->u.step.items[i].lp);
+			logprobs_fini(&m->u.step.items[i].prompt_lp);
+		}
 		loom_free(m->u.step.items);
 		break;
 	case LOOM_MSG_ERROR:

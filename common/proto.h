@@ -23,11 +23,13 @@
 
 #include "err.h"
 
-#define LOOM_PROTO_VERSION 1
+#define LOOM_PROTO_VERSION 2  /* 2: sampling controls, logit_bias, logprobs */
 #define LOOM_NAME_MAX 128          /* model / adapter / worker names, bytes incl. NUL */
 #define LOOM_PROTO_MAX_IDS (1u << 20) /* max token ids in one array */
 #define LOOM_PROTO_MAX_ITEMS 65536 /* max entries in STEP / model lists */
 #define LOOM_PROTO_MAX_STR 4096    /* max error message bytes */
+#define LOOM_MAX_LOGPROBS 20       /* top alternatives per token (OpenAI's limit) */
+#define LOOM_MAX_LOGIT_BIAS 1024   /* logit_bias entries per request */
 
 typedef enum loom_msg_type {
 	LOOM_MSG_SUBMIT = 1, /* gateway -> worker */
@@ -54,6 +56,11 @@ typedef enum loom_finish {
 	LOOM_FINISH_ABORT = 3,  /* canceled or failed (an ERROR says why) */
 } loom_finish;
 
+/*
+ * A request's sampling. Every field added after version 1 is off when zero,
+ * so a zeroed struct plus temperature/top_p/seed/max_tokens is a plain
+ * request. worker/sample.h gives the order the controls are applied in.
+ */
 typedef struct loom_sampling {
 	float temperature;   /* 0 = greedy */
 	float top_p;         /* (0,1]; 1 = off */
@@ -63,7 +70,25 @@ typedef struct loom_sampling {
 	bool ignore_eos;
 	uint32_t n_stop_ids;
 	int32_t *stop_ids;   /* [n_stop_ids] extra stop token ids */
+	float presence_penalty;   /* [-2, 2], OpenAI's; 0 = off */
+	float frequency_penalty;  /* [-2, 2], OpenAI's; 0 = off */
+	float repetition_penalty; /* > 0, Hugging Face's; 0 or 1 = off */
+	float min_p;              /* [0, 1]; 0 = off */
+	uint32_t min_tokens;      /* EOS and stop ids masked until this many tokens */
+	uint32_t n_bias;          /* <= LOOM_MAX_LOGIT_BIAS */
+	int32_t *bias_ids;        /* [n_bias] token ids (distinct) */
+	float *bias;              /* [n_bias] added to their logits, [-100, 100] */
+	bool logprobs;            /* report each new token's logprob (STEP items) */
+	uint32_t top_logprobs;    /* with logprobs: alternatives per token, <= LOOM_MAX_LOGPROBS */
+	bool prompt_logprobs;     /* report the prompt tokens' logprobs (not on resumption) */
+	uint32_t prompt_top_logprobs; /* alternatives per prompt token, <= LOOM_MAX_LOGPROBS */
 } loom_sampling;
+
+/* Deep copy of src's arrays into *dst (dst's old arrays are not freed).
+ * On failure *dst holds no arrays. */
+loom_err loom_sampling_copy(loom_sampling *dst, const loom_sampling *src);
+/* Frees the arrays of s (stop_ids, bias_ids, bias) and clears their counts. */
+void loom_sampling_fini(loom_sampling *s);
 
 typedef struct loom_msg_submit {
 	uint64_t req;                 /* gateway-unique request id */
@@ -101,12 +126,28 @@ typedef struct loom_msg_hello {
 	char (*models)[LOOM_NAME_MAX];/* [n_models] model names resident/served */
 } loom_msg_hello;
 
+/* Log-probabilities of n tokens: each one's own and its k best alternatives
+ * (best first; equal logprobs: lower id first). worker/sample.h says of
+ * which distribution. n = 0: none. */
+typedef struct loom_logprobs {
+	uint32_t n;
+	uint32_t k;                   /* <= LOOM_MAX_LOGPROBS */
+	float *lp;                    /* [n] */
+	int32_t *top_ids;             /* [n * k] */
+	float *top_lp;                /* [n * k] */
+} loom_logprobs;
+
 typedef struct loom_step_item {
 	uint64_t req;
 	uint32_t n_ids;
 	int32_t *ids;                 /* [n_ids] new tokens this iteration */
 	uint8_t finish;               /* loom_finish */
 	uint32_t n_prompt;            /* prompt tokens (for usage); echoed every item */
+	loom_logprobs lp;             /* sampling.logprobs: n = n_ids, else n = 0 */
+	/* sampling.prompt_logprobs: in the item of the first token only, the
+	 * prompt's tokens 1 .. n_prompt-1 (n = n_prompt - 1; the first token
+	 * has no logprob); else n = 0 */
+	loom_logprobs prompt_lp;
 } loom_step_item;
 
 typedef struct loom_msg_step {

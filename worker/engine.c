@@ -45,9 +45,8 @@ static double now_ms(void)
 static void sub_fini(loom_msg_submit *s)
 {
 	loom_free(s->prompt_ids);
-	loom_free(s->sampling.stop_ids);
+	loom_sampling_fini(&s->sampling);
 	s->prompt_ids = NULL;
-	s->sampling.stop_ids = NULL;
 }
 
 void wk_engine_seq_free(wk_engine *e, seq *s)
@@ -58,6 +57,10 @@ void wk_engine_seq_free(wk_engine *e, seq *s)
 	wk_res_adapter_release(e->res, s->ad);
 	wk_res_model_release(e->res, s->model);
 	sub_fini(&s->sub);
+	wk_hist_fini(&s->hist);
+	loom_free(s->plp.lp);
+	loom_free(s->plp.top_ids);
+	loom_free(s->plp.top_lp);
 	loom_free(s->gen);
 	loom_free(s);
 }
@@ -164,7 +167,8 @@ loom_err wk_engine_submit_from(wk_engine *e, const loom_msg_submit *s, uint64_t 
 	c->model = -1;
 	c->arrival_ms = now_ms();
 	c->sub.prompt_ids = dup_ids(s->prompt_ids, s->n_prompt, &fail);
-	c->sub.sampling.stop_ids = dup_ids(s->sampling.stop_ids, s->sampling.n_stop_ids, &fail);
+	if (loom_sampling_copy(&c->sub.sampling, &s->sampling))
+		fail = true;
 	if (fail) {
 		sub_fini(&c->sub);
 		loom_free(c);
@@ -289,6 +293,41 @@ static uint64_t max_positions(const loom_msg_submit *s, uint32_t limit)
 	return (uint64_t)own_prompt(s) + limit - 1;
 }
 
+/* The sampling controls of version 2 (penalties, min_p, min_tokens,
+ * logit_bias, logprobs); false after emitting the ERROR. */
+static bool check_controls(wk_engine *e, const loom_msg_submit *s, const loom_model_config *c,
+			   uint32_t limit)
+{
+	const loom_sampling *sp = &s->sampling;
+	const char *bad = NULL;
+
+	if (!(fabsf(sp->presence_penalty) <= 2.0f))
+		bad = "sampling.presence_penalty must be in [-2, 2]";
+	else if (!(fabsf(sp->frequency_penalty) <= 2.0f))
+		bad = "sampling.frequency_penalty must be in [-2, 2]";
+	else if (!(sp->repetition_penalty >= 0.0f) || !isfinite(sp->repetition_penalty))
+		bad = "sampling.repetition_penalty must be > 0 (0 = off)";
+	else if (!(sp->min_p >= 0.0f && sp->min_p <= 1.0f))
+		bad = "sampling.min_p must be in [0, 1]";
+	else if (sp->min_tokens > limit)
+		bad = "sampling.min_tokens exceeds the token limit";
+	if (bad) {
+		wk_engine_emit_error(e, s->req, LOOM_EINVAL, "%s", bad);
+		return false;
+	}
+	for (uint32_t i = 0; i < sp->n_bias; i++) {
+		if (sp->bias_ids[i] < 0 || sp->bias_ids[i] >= c->vocab ||
+		    !(fabsf(sp->bias[i]) <= 100.0f)) {
+			wk_engine_emit_error(e, s->req, LOOM_EINVAL,
+					     "sampling.logit_bias: id %" PRId32 " (bias %g) must be "
+					     "in 0..%d with a bias in [-100, 100]", sp->bias_ids[i],
+					     (double)sp->bias[i], c->vocab - 1);
+			return false;
+		}
+	}
+	return true;
+}
+
 /* Checks a request (its pins already taken by submit); on a problem emits
  * ERROR and returns -1, else returns the model index. */
 static int validate(wk_engine *e, const cmd *cm)
@@ -369,6 +408,8 @@ static int validate(wk_engine *e, const cmd *cm)
 				     " is negative", sp->top_k);
 		return -1;
 	}
+	if (!check_controls(e, s, c, limit))
+		return -1;
 	if (is_live(e, s->req)) {
 		wk_engine_emit_error(e, s->req, LOOM_EEXIST, "request id %" PRIu64
 				     " is already running", s->req);
@@ -385,6 +426,33 @@ static void cmd_unpin(wk_engine *e, cmd *c)
 	if (c->model >= 0)
 		wk_res_model_release(e->res, c->model);
 	c->model = -1;
+}
+
+/* The per-sequence state the controls need, allocated once: the penalties'
+ * token counts (from the prompt proper and the k resumed tokens: the same
+ * counts as the uncut run) and the prompt logprobs (a new request only:
+ * a resumed one reported them from its first worker). */
+static loom_err seq_extras(seq *s, const loom_model_config *cfg, uint32_t k)
+{
+	const loom_sampling *sp = &s->sub.sampling;
+	uint64_t seen = (uint64_t)s->sub.n_prompt + s->limit;
+	loom_err rc;
+
+	if ((rc = wk_hist_init(&s->hist, sp, s->sub.prompt_ids, s->sub.n_prompt, s->gen, k,
+			       seen < (uint64_t)cfg->vocab ? (uint32_t)seen : (uint32_t)cfg->vocab)))
+		return rc;
+	if (!sp->prompt_logprobs || k > 0 || s->sub.n_prompt < 2)
+		return LOOM_OK;
+	size_t n = s->sub.n_prompt - 1, nk = n * sp->prompt_top_logprobs;
+	s->plp.n = (uint32_t)n;
+	s->plp.k = sp->prompt_top_logprobs;
+	s->plp.lp = loom_calloc(n, sizeof *s->plp.lp);
+	s->plp.top_ids = loom_calloc(nk ? nk : 1, sizeof *s->plp.top_ids);
+	s->plp.top_lp = loom_calloc(nk ? nk : 1, sizeof *s->plp.top_lp);
+	if (!s->plp.lp || !s->plp.top_ids || !s->plp.top_lp)
+		return LOOM_ENOMEM;
+	s->plp_pending = true;
+	return LOOM_OK;
 }
 
 static void accept_submit(wk_engine *e, cmd *c)
@@ -427,6 +495,12 @@ static void accept_submit(wk_engine *e, cmd *c)
 	}
 	s->limit = s->sub.sampling.max_tokens ? s->sub.sampling.max_tokens
 					      : (uint32_t)cfg->max_ctx - s->sub.n_prompt;
+	if (seq_extras(s, cfg, k)) {
+		wk_engine_emit_error(e, s->sub.req, LOOM_ENOMEM,
+				     "worker out of memory queueing the request");
+		wk_engine_seq_free(e, s);
+		return;
+	}
 	wk_sched_classify(e, s, c->arrival_ms);
 	wk_engine_wait_insert(e, s);
 }
@@ -669,8 +743,12 @@ loom_err wk_engine_create(wk_model *const *models, int n_models, const wk_engine
 	e->seg_ad = loom_calloc(ms, sizeof *e->seg_ad);
 	e->items = loom_calloc(ms, sizeof *e->items);
 	e->item_ids = loom_calloc(ms, sizeof *e->item_ids);
+	e->item_lp = loom_calloc(ms, sizeof *e->item_lp);
+	e->item_top_ids = loom_calloc(ms * LOOM_MAX_LOGPROBS, sizeof *e->item_top_ids);
+	e->item_top_lp = loom_calloc(ms * LOOM_MAX_LOGPROBS, sizeof *e->item_top_lp);
 	if (!e->running || !e->seq_start || !e->tokens || !e->kvs || !e->bseq || !e->bchunk ||
-	    !e->pseq || !e->pchunk || !e->seg_start || !e->seg_ad || !e->items || !e->item_ids)
+	    !e->pseq || !e->pchunk || !e->seg_start || !e->seg_ad || !e->items || !e->item_ids ||
+	    !e->item_lp || !e->item_top_ids || !e->item_top_lp)
 		goto nomem;
 	wk_sched_publish_stats(e);
 	wk_res_set_waker(e->res, engine_wake, e);
@@ -738,6 +816,9 @@ void wk_engine_destroy(wk_engine *e)
 	loom_free(e->seg_ad);
 	loom_free(e->items);
 	loom_free(e->item_ids);
+	loom_free(e->item_lp);
+	loom_free(e->item_top_ids);
+	loom_free(e->item_top_lp);
 	loom_free(e->sample_scratch);
 	pthread_cond_destroy(&e->cv);
 	pthread_mutex_destroy(&e->mu);

@@ -19,6 +19,7 @@
 #include "forward.h"
 #include "kv.h"
 #include "residency.h"
+#include "sample.h"
 
 enum { CMD_SUBMIT, CMD_CANCEL, CMD_CANCEL_OWNER };
 
@@ -30,7 +31,7 @@ typedef struct cmd {
 	int kind;
 	uint64_t req;         /* CANCEL */
 	uint64_t owner;       /* SUBMIT, CANCEL_OWNER */
-	loom_msg_submit sub;  /* SUBMIT: owns prompt_ids and stop_ids */
+	loom_msg_submit sub;  /* SUBMIT: owns prompt_ids and the sampling arrays */
 	int model;            /* SUBMIT: residency model index (pinned), -1 = unknown */
 	wk_res_ad *ad;        /* SUBMIT: pinned adapter entry, NULL = none/unknown */
 	double arrival_ms;    /* SUBMIT: when submitted (CLOCK_MONOTONIC) */
@@ -45,7 +46,7 @@ typedef struct cmd {
  */
 typedef struct seq {
 	struct seq *next;     /* waiting-list link */
-	loom_msg_submit sub;  /* owns prompt_ids and stop_ids */
+	loom_msg_submit sub;  /* owns prompt_ids and the sampling arrays */
 	uint64_t owner;
 	int model;            /* index into e->slots (= residency model index); pinned */
 	wk_res_ad *ad;        /* NULL = base model; pinned */
@@ -56,6 +57,12 @@ typedef struct seq {
 	uint32_t n_gen;
 	uint32_t limit;       /* n_gen that ends it with LENGTH */
 	uint32_t n_preempted; /* times it lost its KV */
+	wk_hist hist;         /* token counts for the penalties (empty when none) */
+	/* prompt logprobs (sampling.prompt_logprobs on a new request): entry
+	 * p describes prompt token p+1, from the prefill row of position p;
+	 * sent in the item of the first token, then plp_pending is false */
+	loom_logprobs plp;    /* n = n_prompt - 1, arrays owned */
+	bool plp_pending;
 	uint8_t finish;       /* loom_finish once decided */
 	bool dead;            /* to be freed without an item (error, cancel) */
 	/* scheduling (sched.c): deadline order, then arrival order */
@@ -95,6 +102,9 @@ typedef struct model_slot {
 	wk_fwd *fwd;          /* the backend's forward state (backend.h) */
 	wk_kvpool *pool;      /* this model's KV blocks */
 	float *logits;        /* [max_seqs, vocab] */
+	float *all_logits;    /* [max_batch_tokens + max_seqs, vocab]: every row of a
+				 step with a prompt-logprobs prefill; allocated
+				 at the first such step */
 	bool failed;          /* the residency could not load it; err says why */
 	loom_err err_code;
 	char err[768];
@@ -145,6 +155,9 @@ struct wk_engine {
 	const ad_adapter **seg_ad; /* [max_seqs] */
 	loom_step_item *items;/* [max_seqs] */
 	int32_t *item_ids;    /* [max_seqs] one id per item */
+	float *item_lp;       /* [max_seqs] the item's token's logprob */
+	int32_t *item_top_ids;/* [max_seqs, LOOM_MAX_LOGPROBS] its alternatives */
+	float *item_top_lp;   /* [max_seqs, LOOM_MAX_LOGPROBS] */
 	void *sample_scratch;
 	size_t sample_bytes;
 	bool stalled;         /* last iteration: everything waiting on loads */

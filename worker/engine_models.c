@@ -117,6 +117,8 @@ void wk_engine_detach(wk_engine *e, int mi)
 	wk_fwd_destroy(ms->fwd);
 	wk_kvpool_destroy(ms->pool);
 	loom_free(ms->logits);
+	loom_free(ms->all_logits);
+	ms->all_logits = NULL;
 	ms->fwd = NULL;
 	ms->pool = NULL;
 	ms->logits = NULL;

@@ -1,18 +1,27 @@
 /*
- * worker/sample.c — greedy and temperature / top-k / top-p sampling.
+ * worker/sample.c — the sampling controls, greedy and temperature / min-p /
+ * top-k / top-p sampling, and logprobs.
  *
- * Order of filters (the common one, as in HF generate and vLLM):
- * logits / temperature -> keep the top_k largest -> softmax -> keep the
- * smallest prefix of the sorted probabilities whose mass reaches top_p ->
- * draw with wk_rand_uniform(seed, position). Candidates are ordered by
- * logit descending, then id ascending, so ties break toward the lowest id
- * everywhere (greedy and top_k = 1 agree). Work: O(V) when neither filter is
- * on, O(V log k) with top_k, a full sort only for top_p without top_k.
+ * Order (sample.h has the whole list): min_tokens mask, logit_bias,
+ * repetition, frequency and presence penalties on the raw row in place
+ * (wk_sample_process); then wk_sample: logits / temperature -> keep the
+ * top_k largest -> softmax -> drop those below min_p times the largest ->
+ * keep the smallest prefix of the sorted probabilities whose mass reaches
+ * top_p -> draw with wk_rand_uniform(seed, position). Candidates are
+ * ordered by logit descending, then id ascending, so ties break toward the
+ * lowest id everywhere (greedy and top_k = 1 agree; logprobs' top-k too).
+ * Work: O(V) when no filter is on, O(V log k) with top_k, a full sort only
+ * for top_p without top_k; penalties O(distinct ids seen) per step.
  */
 #include "sample.h"
 
+#include <inttypes.h>
+
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "../common/alloc.h"
 
 /* splitmix64 finalizer: a bijective mix of 64 bits. */
 static uint64_t mix64(uint64_t z)
@@ -141,6 +150,16 @@ int32_t wk_sample(const float *logits, int vocab, const loom_sampling *p, uint64
 		total += e;
 	}
 
+	if (p->min_p > 0.0f) {
+		/* prob[i] / max prob = prob[i] (the largest candidate has e = 1) */
+		double acc = 0.0;
+		for (int i = 0; i < n; i++) {
+			if (prob[i] < p->min_p)
+				prob[i] = 0.0f;
+			acc += prob[i];
+		}
+		total = acc;
+	}
 	if (sorted && p->top_p < 1.0f) {
 		double want = (double)p->top_p * total, acc = 0.0;
 		int keep = 0;
@@ -163,4 +182,150 @@ int32_t wk_sample(const float *logits, int vocab, const loom_sampling *p, uint64
 		if (prob[i] > 0.0f)
 			return ids[i];
 	return ids[0];
+}
+
+/* ------------------------------------------------------------------ */
+/* history, penalties, logprobs                                        */
+/* ------------------------------------------------------------------ */
+
+static int rep_on(const loom_sampling *p)
+{
+	return p->repetition_penalty != 0.0f && p->repetition_penalty != 1.0f;
+}
+
+int wk_sample_needs_hist(const loom_sampling *p)
+{
+	return p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f || rep_on(p);
+}
+
+/* Index of id in h, or of where it would go (*found 0). */
+static uint32_t hist_find(const wk_hist *h, int32_t id, int *found)
+{
+	uint32_t lo = 0, hi = h->n;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (h->e[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = lo < h->n && h->e[lo].id == id;
+	return lo;
+}
+
+/* Counts id (generated: count + 1; prompt: in_prompt). */
+static void hist_put(wk_hist *h, int32_t id, int prompt)
+{
+	int found;
+	uint32_t i;
+
+	if (!h->e)
+		return;
+	i = hist_find(h, id, &found);
+	if (!found) {
+		if (h->n == h->cap) /* cannot happen with an honest cap: drop it */
+			return;
+		memmove(&h->e[i + 1], &h->e[i], (size_t)(h->n - i) * sizeof *h->e);
+		h->e[i] = (wk_hist_entry){ .id = id };
+		h->n++;
+	}
+	if (prompt)
+		h->e[i].in_prompt = 1;
+	else
+		h->e[i].count++;
+}
+
+loom_err wk_hist_init(wk_hist *h, const loom_sampling *p, const int32_t *prompt,
+		      uint32_t n_prompt, const int32_t *gen, uint32_t n_gen, uint32_t cap)
+{
+	memset(h, 0, sizeof *h);
+	if (!wk_sample_needs_hist(p))
+		return LOOM_OK;
+	h->cap = cap ? cap : 1;
+	h->e = loom_malloc((size_t)h->cap * sizeof *h->e);
+	if (!h->e) {
+		h->cap = 0;
+		return loom_fail(LOOM_ENOMEM, "out of memory for the token counts of %" PRIu32
+				 " distinct ids", cap);
+	}
+	h->with_prompt = (uint8_t)rep_on(p);
+	for (uint32_t i = 0; h->with_prompt && i < n_prompt; i++)
+		hist_put(h, prompt[i], 1);
+	for (uint32_t i = 0; i < n_gen; i++)
+		hist_put(h, gen[i], 0);
+	return LOOM_OK;
+}
+
+void wk_hist_add(wk_hist *h, int32_t id)
+{
+	hist_put(h, id, 0);
+}
+
+void wk_hist_fini(wk_hist *h)
+{
+	loom_free(h->e);
+	memset(h, 0, sizeof *h);
+}
+
+void wk_sample_process(float *logits, int vocab, const loom_sampling *p, const wk_hist *h,
+		       uint32_t n_gen, const int32_t *eos, int n_eos)
+{
+	if (n_gen < p->min_tokens) {
+		for (int i = 0; !p->ignore_eos && i < n_eos; i++)
+			if (eos[i] >= 0 && eos[i] < vocab)
+				logits[eos[i]] = -INFINITY;
+		for (uint32_t i = 0; i < p->n_stop_ids; i++)
+			if (p->stop_ids[i] >= 0 && p->stop_ids[i] < vocab)
+				logits[p->stop_ids[i]] = -INFINITY;
+	}
+	for (uint32_t i = 0; i < p->n_bias; i++)
+		if (p->bias_ids[i] >= 0 && p->bias_ids[i] < vocab)
+			logits[p->bias_ids[i]] = (float)((double)logits[p->bias_ids[i]] + p->bias[i]);
+	if (!h || !h->e)
+		return;
+	int rep = rep_on(p);
+	double rp = p->repetition_penalty, fp = p->frequency_penalty, pp = p->presence_penalty;
+	for (uint32_t i = 0; i < h->n; i++) {
+		const wk_hist_entry *x = &h->e[i];
+		if (x->id < 0 || x->id >= vocab)
+			continue;
+		double l = logits[x->id];
+		if (rep && (x->in_prompt || x->count))
+			l = l > 0 ? l / rp : l * rp;
+		if (x->count)
+			l -= (double)x->count * fp + pp;
+		logits[x->id] = (float)l;
+	}
+}
+
+void wk_logprobs(const float *logits, int vocab, int32_t id, int k, float *lp, int32_t *top_ids,
+		 float *top_lp)
+{
+	float mx = -INFINITY;
+	double sum = 0.0, lse;
+
+	for (int i = 0; i < vocab; i++)
+		if (logits[i] > mx)
+			mx = logits[i];
+	if (isfinite(mx)) {
+		for (int i = 0; i < vocab; i++)
+			if (!isnan(logits[i]))
+				sum += exp((double)logits[i] - mx);
+		lse = (double)mx + log(sum);
+	} else {
+		lse = 0.0; /* every logit -inf (or NaN): every logprob -inf */
+	}
+#define LP_OF(x) (isnan(x) || !isfinite(mx) ? -INFINITY : (float)((double)(x) - lse))
+	*lp = id >= 0 && id < vocab ? LP_OF(logits[id]) : -INFINITY;
+	if (k > vocab)
+		k = vocab;
+	if (k > LOOM_MAX_LOGPROBS)
+		k = LOOM_MAX_LOGPROBS;
+	if (k <= 0)
+		return;
+	top_k_ids(logits, vocab, k, top_ids);
+	for (int i = 0; i < k; i++)
+		top_lp[i] = LP_OF(logits[top_ids[i]]);
+#undef LP_OF
 }

@@ -327,13 +327,33 @@ static bool is_stop(const wk_model *m, const seq *s, int32_t id)
 	return false;
 }
 
-/* Samples the next token of s from logits and records the item. */
-static void produce(wk_engine *e, seq *s, const float *logits, int *n_items)
+/* Samples the next token of s from its logits row (processed in place by
+ * the sampling controls) and records the item, with the token's logprobs
+ * and, once, the prompt's. */
+static void produce(wk_engine *e, seq *s, float *logits, int *n_items)
 {
 	const wk_model *m = e->slots[s->model].m;
-	int32_t id = wk_sample(logits, m->cfg.vocab, &s->sub.sampling, s->n_gen,
-			       e->sample_scratch);
+	const loom_sampling *sp = &s->sub.sampling;
 	loom_step_item *it = &e->items[*n_items];
+	int32_t id;
+
+	wk_sample_process(logits, m->cfg.vocab, sp, &s->hist, s->n_gen, m->cfg.eos_ids,
+			  m->cfg.n_eos);
+	id = wk_sample(logits, m->cfg.vocab, sp, s->n_gen, e->sample_scratch);
+	*it = (loom_step_item){ 0 };
+	if (sp->logprobs) {
+		int n = *n_items;
+		wk_logprobs(logits, m->cfg.vocab, id, (int)sp->top_logprobs, &e->item_lp[n],
+			    &e->item_top_ids[(size_t)n * LOOM_MAX_LOGPROBS],
+			    &e->item_top_lp[(size_t)n * LOOM_MAX_LOGPROBS]);
+		it->lp = (loom_logprobs){ .n = 1, .k = sp->top_logprobs, .lp = &e->item_lp[n],
+					  .top_ids = &e->item_top_ids[(size_t)n * LOOM_MAX_LOGPROBS],
+					  .top_lp = &e->item_top_lp[(size_t)n * LOOM_MAX_LOGPROBS] };
+	}
+	if (s->plp_pending) {
+		it->prompt_lp = s->plp; /* s outlives the STEP's emission */
+		s->plp_pending = false;
+	}
 
 	if (s->n_gen == s->cap_gen) {
 		uint32_t cap = s->cap_gen ? 2 * s->cap_gen : 16;
@@ -350,6 +370,7 @@ static void produce(wk_engine *e, seq *s, const float *logits, int *n_items)
 		s->cap_gen = cap;
 	}
 	s->gen[s->n_gen++] = id;
+	wk_hist_add(&s->hist, id);
 	e->tokens_out++;
 	if (is_stop(m, s, id))
 		s->finish = LOOM_FINISH_STOP;
@@ -364,20 +385,74 @@ static void produce(wk_engine *e, seq *s, const float *logits, int *n_items)
 	(*n_items)++;
 }
 
+/* Whether a sequence of the plan prefills prompt rows whose logits its
+ * prompt logprobs need (positions before n_prompt - 1). */
+static bool wants_rows(const wk_engine *e, int n)
+{
+	for (int i = 0; i < n; i++) {
+		const seq *s = e->pseq[i];
+		if (s->plp_pending && (uint32_t)s->kv.len + 1 < s->sub.n_prompt)
+			return true;
+	}
+	return false;
+}
+
+/* After an all-rows forward: the prompt logprobs of each sequence's rows
+ * (raw logits: no penalties apply to the prompt). Row t of sequence i is
+ * position kv.len - chunk + t and predicts the prompt token after it. */
+static void prompt_logprobs(wk_engine *e, model_slot *ms, int n)
+{
+	int vocab = ms->m->cfg.vocab;
+
+	for (int i = 0; i < n; i++) {
+		seq *s = e->pseq[i];
+		int chunk = e->seq_start[i + 1] - e->seq_start[i];
+		if (!s->plp_pending)
+			continue;
+		for (int t = 0; t < chunk; t++) {
+			uint32_t pos = (uint32_t)(s->kv.len - chunk + t);
+			if (pos + 1 >= s->sub.n_prompt)
+				break;
+			const float *row = ms->all_logits + (size_t)(e->seq_start[i] + t) * vocab;
+			size_t k = s->plp.k;
+			wk_logprobs(row, vocab, s->sub.prompt_ids[pos + 1], (int)k, &s->plp.lp[pos],
+				    s->plp.top_ids + pos * k, s->plp.top_lp + pos * k);
+		}
+	}
+}
+
 void wk_sched_run_model(wk_engine *e, int mi, int *n_items)
 {
 	model_slot *ms = &e->slots[mi];
-	int n = schedule(e, mi), nseg;
+	int n = schedule(e, mi), nseg, vocab;
+	bool all;
 	wk_batch b;
 	loom_err rc;
 
 	if (n == 0)
 		return;
 	nseg = plan(e, n);
+	vocab = ms->m->cfg.vocab;
+	all = wants_rows(e, n);
+	if (all && !ms->all_logits) {
+		size_t rows = (size_t)e->max_batch_tokens + (size_t)e->max_seqs;
+		ms->all_logits = loom_malloc(rows * (size_t)vocab * sizeof(float));
+		if (!ms->all_logits) {
+			all = false;
+			for (int i = 0; i < n; i++) {
+				seq *s = e->pseq[i];
+				if (!s->plp_pending || s->dead)
+					continue;
+				s->dead = true;
+				wk_engine_emit_error(e, s->sub.req, LOOM_ENOMEM,
+						     "worker out of memory for prompt logprobs");
+			}
+		}
+	}
 	b = (wk_batch){ .n_seqs = n, .seq_start = e->seq_start, .tokens = e->tokens,
-			.kv = e->kvs, .all_logits = 0, .n_segs = nseg,
+			.kv = e->kvs, .all_logits = all, .n_segs = nseg,
 			.seg_start = e->seg_start, .seg_adapter = e->seg_ad };
-	rc = wk_fwd_run(ms->fwd, &b, ms->logits);
+	rc = wk_fwd_run(ms->fwd, &b, all ? ms->all_logits : ms->logits);
 	if (rc) {
 		char why[256];
 		snprintf(why, sizeof why, "%s", loom_errmsg());
@@ -390,10 +465,13 @@ void wk_sched_run_model(wk_engine *e, int mi, int *n_items)
 		}
 		return;
 	}
+	if (all)
+		prompt_logprobs(e, ms, n);
 	for (int i = 0; i < n; i++) {
 		seq *s = e->pseq[i];
-		if ((uint32_t)s->kv.len == seq_ctx(s))
-			produce(e, s, ms->logits + (size_t)i * ms->m->cfg.vocab, n_items);
+		size_t row = all ? (size_t)e->seq_start[i + 1] - 1 : (size_t)i;
+		if ((uint32_t)s->kv.len == seq_ctx(s) && !s->dead)
+			produce(e, s, (all ? ms->all_logits : ms->logits) + row * vocab, n_items);
 	}
 }
 

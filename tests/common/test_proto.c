@@ -33,8 +33,18 @@ static loom_resident residents2[2] = {
 	{ .kind = 0, .tier = LOOM_TIER_DEVICE, .name = "sql", .sha = SHA_A, .bytes = 123 },
 	{ .kind = 1, .tier = LOOM_TIER_HOST, .name = "stories", .sha = "", .bytes = UINT64_MAX },
 };
+static int32_t bias_ids[] = { 3, 0, INT32_MAX };
+static float bias_vals[] = { -100.0f, 0.5f, 100.0f };
+static float lp_a[] = { -0.25f };
+static int32_t top_a[] = { 42, 7, 9 };
+static float top_lp_a[] = { -0.25f, -2.0f, -INFINITY };
+static float plp4[] = { -1.0f, -2.5f, -0.125f, -7.0f };
+static int32_t ptop4[] = { 1, 2, 3, 4 };
+static float ptop_lp4[] = { -0.5f, -1.5f, -0.125f, -3.0f };
 static loom_step_item items3[3] = {
-	{ .req = 1, .n_ids = 1, .ids = ids_a, .finish = LOOM_FINISH_NONE, .n_prompt = 5 },
+	{ .req = 1, .n_ids = 1, .ids = ids_a, .finish = LOOM_FINISH_NONE, .n_prompt = 5,
+	  .lp = { .n = 1, .k = 3, .lp = lp_a, .top_ids = top_a, .top_lp = top_lp_a },
+	  .prompt_lp = { .n = 4, .k = 1, .lp = plp4, .top_ids = ptop4, .top_lp = ptop_lp4 } },
 	{ .req = UINT64_MAX, .n_ids = 4, .ids = ids_b, .finish = LOOM_FINISH_STOP, .n_prompt = 0 },
 	{ .req = 0, .n_ids = 0, .ids = NULL, .finish = LOOM_FINISH_ABORT, .n_prompt = UINT32_MAX },
 };
@@ -58,7 +68,11 @@ static int sample(int i, loom_msg *m)
 		m->u.submit.prompt_ids = prompt;
 		m->u.submit.sampling = (loom_sampling){ .temperature = 0.7f, .top_p = 0.9f,
 			.top_k = 40, .seed = UINT64_MAX, .max_tokens = 20, .ignore_eos = true,
-			.n_stop_ids = 2, .stop_ids = stops };
+			.n_stop_ids = 2, .stop_ids = stops, .presence_penalty = -2.0f,
+			.frequency_penalty = 1.5f, .repetition_penalty = 1.25f, .min_p = 0.05f,
+			.min_tokens = 7, .n_bias = 3, .bias_ids = bias_ids, .bias = bias_vals,
+			.logprobs = true, .top_logprobs = LOOM_MAX_LOGPROBS, .prompt_logprobs = true,
+			.prompt_top_logprobs = 0 };
 		strcpy(m->u.submit.slo_class, "interactive");
 		m->u.submit.ttft_deadline_ms = 500;
 		m->u.submit.tpot_target_ms = 50;
@@ -193,6 +207,19 @@ static int same_float(float a, float b)
 	return a == b || (isnan(a) && isnan(b));
 }
 
+static void assert_lp_equal(const loom_logprobs *a, const loom_logprobs *b)
+{
+	assert_int_equal(a->n, b->n);
+	if (!a->n)
+		return;
+	assert_int_equal(a->k, b->k);
+	for (uint32_t i = 0; i < a->n; i++)
+		assert_true(same_float(a->lp[i], b->lp[i]));
+	assert_ids_equal(a->top_ids, b->top_ids, a->n * a->k);
+	for (uint32_t i = 0; i < a->n * a->k; i++)
+		assert_true(same_float(a->top_lp[i], b->top_lp[i]));
+}
+
 static void assert_msg_equal(const loom_msg *a, const loom_msg *b)
 {
 	assert_int_equal(a->type, b->type);
@@ -212,6 +239,19 @@ static void assert_msg_equal(const loom_msg *a, const loom_msg *b)
 		assert_int_equal(x->sampling.ignore_eos, y->sampling.ignore_eos);
 		assert_int_equal(x->sampling.n_stop_ids, y->sampling.n_stop_ids);
 		assert_ids_equal(x->sampling.stop_ids, y->sampling.stop_ids, x->sampling.n_stop_ids);
+		assert_true(same_float(x->sampling.presence_penalty, y->sampling.presence_penalty));
+		assert_true(same_float(x->sampling.frequency_penalty, y->sampling.frequency_penalty));
+		assert_true(same_float(x->sampling.repetition_penalty, y->sampling.repetition_penalty));
+		assert_true(same_float(x->sampling.min_p, y->sampling.min_p));
+		assert_int_equal(x->sampling.min_tokens, y->sampling.min_tokens);
+		assert_int_equal(x->sampling.n_bias, y->sampling.n_bias);
+		assert_ids_equal(x->sampling.bias_ids, y->sampling.bias_ids, x->sampling.n_bias);
+		for (uint32_t i = 0; i < x->sampling.n_bias; i++)
+			assert_true(same_float(x->sampling.bias[i], y->sampling.bias[i]));
+		assert_int_equal(x->sampling.logprobs, y->sampling.logprobs);
+		assert_int_equal(x->sampling.top_logprobs, y->sampling.top_logprobs);
+		assert_int_equal(x->sampling.prompt_logprobs, y->sampling.prompt_logprobs);
+		assert_int_equal(x->sampling.prompt_top_logprobs, y->sampling.prompt_top_logprobs);
 		assert_string_equal(x->slo_class, y->slo_class);
 		assert_int_equal(x->ttft_deadline_ms, y->ttft_deadline_ms);
 		assert_int_equal(x->n_generated, y->n_generated);
@@ -245,6 +285,8 @@ static void assert_msg_equal(const loom_msg *a, const loom_msg *b)
 			assert_ids_equal(x->ids, y->ids, x->n_ids);
 			assert_int_equal(x->finish, y->finish);
 			assert_int_equal(x->n_prompt, y->n_prompt);
+			assert_lp_equal(&x->lp, &y->lp);
+			assert_lp_equal(&x->prompt_lp, &y->prompt_lp);
 		}
 		break;
 	case LOOM_MSG_ADAPTER:
@@ -410,6 +452,31 @@ static void test_encode_rejects(void **state)
 	bad_item.finish = 9;
 	m.u.step.items = &bad_item;
 	m.u.step.n_items = 1;
+	assert_int_equal(loom_msg_encode(&m, &buf, &len), LOOM_EINVAL);
+
+	/* logprobs that do not match their ids / prompt, too many alternatives */
+	sample(7, &m);
+	bad_item = items3[0];
+	bad_item.n_ids = 0;
+	m.u.step.items = &bad_item;
+	m.u.step.n_items = 1;
+	assert_int_equal(loom_msg_encode(&m, &buf, &len), LOOM_EINVAL);
+	bad_item = items3[0];
+	bad_item.n_prompt = 4;
+	assert_int_equal(loom_msg_encode(&m, &buf, &len), LOOM_EINVAL);
+	bad_item = items3[0];
+	bad_item.lp.k = LOOM_MAX_LOGPROBS + 1;
+	assert_int_equal(loom_msg_encode(&m, &buf, &len), LOOM_EINVAL);
+	bad_item = items3[0];
+	bad_item.lp.top_ids = NULL;
+	assert_int_equal(loom_msg_encode(&m, &buf, &len), LOOM_EINVAL);
+
+	/* too many logit_bias entries, too many top logprobs asked */
+	sample(0, &m);
+	m.u.submit.sampling.n_bias = LOOM_MAX_LOGIT_BIAS + 1;
+	assert_int_equal(loom_msg_encode(&m, &buf, &len), LOOM_EINVAL);
+	sample(0, &m);
+	m.u.submit.sampling.prompt_top_logprobs = LOOM_MAX_LOGPROBS + 1;
 	assert_int_equal(loom_msg_encode(&m, &buf, &len), LOOM_EINVAL);
 
 	memset(&m, 0, sizeof m);
@@ -583,7 +650,7 @@ static void test_bad_fields(void **state)
 			pk_str(&p.pk, "7", 1);
 		else
 			msgpack_pack_int32(&p.pk, 7);
-		msgpack_pack_array(&p.pk, v == 4 ? 6 : 7);
+		msgpack_pack_array(&p.pk, v == 4 ? 15 : 16);
 		if (v == 5)
 			msgpack_pack_int32(&p.pk, 0); /* temperature must be a float */
 		else
@@ -596,8 +663,15 @@ static void test_bad_fields(void **state)
 			msgpack_pack_int32(&p.pk, 1);
 		else
 			msgpack_pack_false(&p.pk);
+		msgpack_pack_array(&p.pk, 0);
+		for (int f = 0; f < 4; f++)
+			msgpack_pack_float(&p.pk, 0);
+		msgpack_pack_uint32(&p.pk, 0);
+		msgpack_pack_array(&p.pk, 0);
+		msgpack_pack_array(&p.pk, 0);
+		msgpack_pack_int32(&p.pk, -1);
 		if (v != 4)
-			msgpack_pack_array(&p.pk, 0);
+			msgpack_pack_int32(&p.pk, -1);
 		pk_str(&p.pk, "", 0);
 		if (v == 7)
 			msgpack_pack_int64(&p.pk, -5);
@@ -626,22 +700,96 @@ static void test_bad_fields(void **state)
 		msgpack_pack_uint32(&p.pk, LOOM_MSG_STEP);
 		msgpack_pack_uint32(&p.pk, LOOM_PROTO_VERSION);
 		msgpack_pack_array(&p.pk, 2);
-		msgpack_pack_array(&p.pk, 4);
+		msgpack_pack_array(&p.pk, 6);
 		msgpack_pack_uint64(&p.pk, 1);
 		msgpack_pack_array(&p.pk, 0);
 		msgpack_pack_uint32(&p.pk, 0);
 		msgpack_pack_uint32(&p.pk, 3);
-		msgpack_pack_array(&p.pk, v == 1 ? 3 : 4);
+		msgpack_pack_nil(&p.pk);
+		msgpack_pack_nil(&p.pk);
+		msgpack_pack_array(&p.pk, v == 1 ? 5 : 6);
 		msgpack_pack_uint64(&p.pk, 2);
 		if (v == 2)
 			msgpack_pack_uint32(&p.pk, 5);
 		else
 			msgpack_pack_array(&p.pk, 0);
 		msgpack_pack_uint32(&p.pk, v == 0 ? 4 : 0);
+		msgpack_pack_uint32(&p.pk, 3);
+		msgpack_pack_nil(&p.pk);
 		if (v != 1)
-			msgpack_pack_uint32(&p.pk, 3);
+			msgpack_pack_nil(&p.pk);
 		static const char *const needles[] = { "finish", "items", "ids" };
 		expect_reject(&p, needles[v]);
+	}
+
+	/* STEP item logprobs: k > 20, top entries not n*k, n != n_ids, empty
+	 * instead of nil, a string where floats go; SUBMIT: bias lengths differ,
+	 * logprobs ask out of range */
+	for (int v = 0; v < 7; v++) {
+		pb_init(&p);
+		if (v < 5) {
+			msgpack_pack_array(&p.pk, 3);
+			msgpack_pack_uint32(&p.pk, LOOM_MSG_STEP);
+			msgpack_pack_uint32(&p.pk, LOOM_PROTO_VERSION);
+			msgpack_pack_array(&p.pk, 1);
+			msgpack_pack_array(&p.pk, 6);
+			msgpack_pack_uint64(&p.pk, 1);
+			msgpack_pack_array(&p.pk, 1);
+			msgpack_pack_int32(&p.pk, 4);
+			msgpack_pack_uint32(&p.pk, 0);
+			msgpack_pack_uint32(&p.pk, 3);
+			msgpack_pack_array(&p.pk, 4);
+			msgpack_pack_uint32(&p.pk, v == 0 ? 21 : 1);
+			msgpack_pack_array(&p.pk, v == 2 ? 2 : v == 3 ? 0 : 1);
+			for (int i = 0; i < (v == 2 ? 2 : v == 3 ? 0 : 1); i++) {
+				if (v == 4)
+					pk_str(&p.pk, "x", 1);
+				else
+					msgpack_pack_float(&p.pk, -1);
+			}
+			int nt = v == 1 ? 2 : v == 2 ? 2 : v == 3 ? 0 : 1;
+			msgpack_pack_array(&p.pk, nt);
+			for (int i = 0; i < nt; i++)
+				msgpack_pack_int32(&p.pk, i);
+			msgpack_pack_array(&p.pk, nt);
+			for (int i = 0; i < nt; i++)
+				msgpack_pack_float(&p.pk, -1);
+			msgpack_pack_nil(&p.pk);
+			expect_reject(&p, "lp");
+			continue;
+		}
+		msgpack_pack_array(&p.pk, 11);
+		msgpack_pack_uint32(&p.pk, LOOM_MSG_SUBMIT);
+		msgpack_pack_uint32(&p.pk, LOOM_PROTO_VERSION);
+		msgpack_pack_uint64(&p.pk, 5);
+		pk_str(&p.pk, "m", 1);
+		pk_str(&p.pk, "", 0);
+		msgpack_pack_array(&p.pk, 1);
+		msgpack_pack_int32(&p.pk, 1);
+		msgpack_pack_array(&p.pk, 16);
+		msgpack_pack_float(&p.pk, 0);
+		msgpack_pack_float(&p.pk, 1);
+		msgpack_pack_int32(&p.pk, 0);
+		msgpack_pack_uint64(&p.pk, 1);
+		msgpack_pack_uint32(&p.pk, 4);
+		msgpack_pack_false(&p.pk);
+		msgpack_pack_array(&p.pk, 0);
+		for (int f = 0; f < 4; f++)
+			msgpack_pack_float(&p.pk, 0);
+		msgpack_pack_uint32(&p.pk, 0);
+		msgpack_pack_array(&p.pk, 2);
+		msgpack_pack_int32(&p.pk, 1);
+		msgpack_pack_int32(&p.pk, 2);
+		msgpack_pack_array(&p.pk, v == 5 ? 1 : 2);
+		msgpack_pack_float(&p.pk, 1);
+		if (v != 5)
+			msgpack_pack_float(&p.pk, 1);
+		msgpack_pack_int32(&p.pk, v == 6 ? 21 : 3);
+		msgpack_pack_int32(&p.pk, -1);
+		pk_str(&p.pk, "", 0);
+		for (int f = 0; f < 3; f++)
+			msgpack_pack_uint32(&p.pk, 0);
+		expect_reject(&p, v == 5 ? "bias" : "logprobs");
 	}
 
 	/* ERROR: message too long */
