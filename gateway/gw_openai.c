@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -437,38 +438,172 @@ static bool parse_stop(json_t *root, gw_params *p, gw_api_err *e)
 	return true;
 }
 
+/* A number field within [lo, hi] (lo_open: lo excluded) into *out. */
+static bool get_range(json_t *o, const char *k, double lo, double hi, bool lo_open, float *out,
+		      gw_api_err *e)
+{
+	double d;
+	bool set;
+	if (!get_num(o, k, &d, &set, e))
+		return false;
+	if (!set)
+		return true;
+	if (!(lo_open ? d > lo : d >= lo) || !(d <= hi)) {
+		gw_api_err_set(e, 400, BAD, k, NULL, "'%s' must be in %c%g, %g], got %g", k,
+			       lo_open ? '(' : '[', lo, hi, d);
+		return false;
+	}
+	*out = (float)d;
+	return true;
+}
+
+/* An integer field within [0, LOOM_MAX_LOGPROBS]; *out untouched when absent. */
+static bool get_k(json_t *o, const char *k, int *out, bool *set, gw_api_err *e)
+{
+	long long v;
+	if (!get_int(o, k, &v, set, e))
+		return false;
+	if (*set && (v < 0 || v > LOOM_MAX_LOGPROBS)) {
+		gw_api_err_set(e, 400, BAD, k, NULL, "'%s' must be between 0 and %d, got %lld", k,
+			       LOOM_MAX_LOGPROBS, v);
+		return false;
+	}
+	if (*set)
+		*out = (int)v;
+	return true;
+}
+
+/* logit_bias: {"token id": bias, ...}, ids as decimal strings. */
+static bool parse_logit_bias(json_t *root, gw_params *p, gw_api_err *e)
+{
+	json_t *v = field(root, "logit_bias"), *b;
+	const char *key;
+	size_t n;
+	if (!v)
+		return true;
+	if (!json_is_object(v))
+		return wrong_type(e, "logit_bias", "an object of token id -> bias", v);
+	n = json_object_size(v);
+	if (n > LOOM_MAX_LOGIT_BIAS) {
+		gw_api_err_set(e, 400, BAD, "logit_bias", NULL,
+			       "'logit_bias' has %zu entries; at most %d", n, LOOM_MAX_LOGIT_BIAS);
+		return false;
+	}
+	if (n == 0)
+		return true;
+	p->bias_ids = loom_malloc(n * sizeof *p->bias_ids);
+	p->bias = loom_malloc(n * sizeof *p->bias);
+	if (!p->bias_ids || !p->bias)
+		return nomem(e);
+	json_object_foreach(v, key, b) {
+		char *end;
+		long long id = strtoll(key, &end, 10);
+		if (!*key || *end || key[0] == '-' || key[0] == '+' || id > INT32_MAX) {
+			gw_api_err_set(e, 400, BAD, "logit_bias", NULL,
+				       "'logit_bias' keys must be token ids, got \"%.32s\"", key);
+			return false;
+		}
+		if (!json_is_number(b) || !(fabs(json_number_value(b)) <= 100.0)) {
+			gw_api_err_set(e, 400, BAD, "logit_bias", NULL,
+				       "'logit_bias' values must be numbers in [-100, 100] (token %s)",
+				       key);
+			return false;
+		}
+		for (size_t i = 0; i < p->n_bias; i++) {
+			if (p->bias_ids[i] == (int32_t)id) {
+				gw_api_err_set(e, 400, BAD, "logit_bias", NULL,
+					       "'logit_bias' names token %lld twice", id);
+				return false;
+			}
+		}
+		p->bias_ids[p->n_bias] = (int32_t)id;
+		p->bias[p->n_bias++] = (float)json_number_value(b);
+	}
+	return true;
+}
+
+/* The sampling controls beyond temperature/top_p/top_k (issue 13). */
+static bool parse_controls(json_t *root, gw_params *p, gw_api_err *e)
+{
+	long long i;
+	bool set;
+	p->repetition_penalty = 1.0f;
+	if (!get_range(root, "presence_penalty", -2, 2, false, &p->presence_penalty, e) ||
+	    !get_range(root, "frequency_penalty", -2, 2, false, &p->frequency_penalty, e) ||
+	    !get_range(root, "repetition_penalty", 0, 1e6, true, &p->repetition_penalty, e) ||
+	    !get_range(root, "min_p", 0, 1, false, &p->min_p, e))
+		return false;
+	if (!get_int(root, "min_tokens", &i, &set, e))
+		return false;
+	if (set) {
+		if (i < 0 || i > UINT32_MAX) {
+			gw_api_err_set(e, 400, BAD, "min_tokens", NULL,
+				       "'min_tokens' must be a non-negative integer, got %lld", i);
+			return false;
+		}
+		p->min_tokens = (uint32_t)i;
+	}
+	json_t *st = field(root, "stop_token_ids");
+	if (st) {
+		if (!json_is_array(st))
+			return wrong_type(e, "stop_token_ids", "an array of token ids", st);
+		if (json_array_size(st) > LOOM_MAX_LOGIT_BIAS) {
+			gw_api_err_set(e, 400, BAD, "stop_token_ids", NULL,
+				       "'stop_token_ids' has %zu ids; at most %d",
+				       json_array_size(st), LOOM_MAX_LOGIT_BIAS);
+			return false;
+		}
+		if (!parse_ids(st, "stop_token_ids", &p->stop_token_ids, &p->n_stop_token_ids, e))
+			return false;
+	}
+	return parse_logit_bias(root, p, e);
+}
+
+/* logprobs, top_logprobs, echo, prompt_logprobs. */
+static bool parse_logprobs(json_t *root, gw_params *p, gw_api_err *e)
+{
+	bool set;
+	json_t *lp = field(root, "logprobs");
+	p->prompt_logprobs = -1;
+	if (p->api == GW_API_CHAT) {
+		if (lp && !json_is_boolean(lp))
+			return wrong_type(e, "logprobs", "a boolean", lp);
+		p->logprobs = lp && json_is_true(lp);
+		if (!get_k(root, "top_logprobs", &p->top_logprobs, &set, e))
+			return false;
+		if (set && !p->logprobs) {
+			gw_api_err_set(e, 400, BAD, "top_logprobs", NULL,
+				       "'top_logprobs' needs 'logprobs': true");
+			return false;
+		}
+	} else if (lp) {
+		if (json_is_boolean(lp))
+			return wrong_type(e, "logprobs", "an integer", lp);
+		if (!get_k(root, "logprobs", &p->top_logprobs, &set, e))
+			return false;
+		p->logprobs = true;
+	}
+	if (!get_bool(root, "echo", &p->echo, e))
+		return false;
+	if (p->echo && p->api == GW_API_CHAT) {
+		gw_api_err_set(e, 400, BAD, "echo", NULL,
+			       "'echo' is supported on /v1/completions only");
+		return false;
+	}
+	return get_k(root, "prompt_logprobs", &p->prompt_logprobs, &set, e);
+}
+
 /* Options we do not implement: given with a non-default value -> 400 naming them. */
 static bool parse_unsupported(json_t *root, gw_params *p, gw_api_err *e)
 {
 	long long n = 1;
 	bool set;
+	(void)p;
 	if (!get_int(root, "n", &n, &set, e))
 		return false;
 	if (set && n != 1) {
 		gw_api_err_set(e, 400, BAD, "n", NULL, "'n' must be 1 (got %lld): only one choice per "
 			       "request is supported", n);
-		return false;
-	}
-	bool echo = false;
-	if (!get_bool(root, "echo", &echo, e))
-		return false;
-	if (echo) {
-		gw_api_err_set(e, 400, BAD, "echo", NULL, "'echo' is not supported");
-		return false;
-	}
-	json_t *lp = field(root, "logprobs");
-	if (lp && !json_is_false(lp)) {
-		if (!json_is_boolean(lp) && !json_is_integer(lp))
-			return wrong_type(e, "logprobs",
-					  p->api == GW_API_CHAT ? "a boolean" : "an integer", lp);
-		gw_api_err_set(e, 400, BAD, "logprobs", NULL, "'logprobs' is not supported");
-		return false;
-	}
-	json_t *tlp = field(root, "top_logprobs");
-	if (tlp && !(json_is_integer(tlp) && json_integer_value(tlp) == 0)) {
-		if (!json_is_integer(tlp))
-			return wrong_type(e, "top_logprobs", "an integer", tlp);
-		gw_api_err_set(e, 400, BAD, "top_logprobs", NULL, "'top_logprobs' is not supported");
 		return false;
 	}
 	long long best_of = 1;
@@ -521,8 +656,21 @@ static bool parse_sampling(json_t *root, gw_params *p, gw_api_err *e)
 	if (p->has_seed)
 		p->seed = (uint64_t)i;
 	const char *mt = "max_tokens";
-	if (p->api == GW_API_CHAT && field(root, "max_completion_tokens"))
+	if (p->api == GW_API_CHAT && field(root, "max_completion_tokens")) {
+		long long old = 0;
+		bool both = false;
+		if (!get_int(root, "max_tokens", &old, &both, e))
+			return false;
 		mt = "max_completion_tokens";
+		if (!get_int(root, mt, &i, &p->has_max_tokens, e))
+			return false;
+		if (both && old != i) {
+			gw_api_err_set(e, 400, BAD, mt, NULL,
+				       "'max_completion_tokens' (%lld) and 'max_tokens' (%lld) differ; "
+				       "give one of them", i, old);
+			return false;
+		}
+	}
 	if (!get_int(root, mt, &i, &p->has_max_tokens, e))
 		return false;
 	if (p->has_max_tokens) {
@@ -556,7 +704,8 @@ static bool parse_sampling(json_t *root, gw_params *p, gw_api_err *e)
 		}
 		memcpy(p->slo_class, json_string_value(slo), json_string_length(slo) + 1);
 	}
-	return parse_stop(root, p, e) && parse_unsupported(root, p, e);
+	return parse_stop(root, p, e) && parse_controls(root, p, e) &&
+	       parse_logprobs(root, p, e) && parse_unsupported(root, p, e);
 }
 
 loom_err gw_openai_parse(gw_api api, const char *body, size_t len, gw_params *p, gw_api_err *e)
@@ -568,6 +717,8 @@ loom_err gw_openai_parse(gw_api api, const char *body, size_t len, gw_params *p,
 	p->api = api;
 	p->temperature = 1.0f;
 	p->top_p = 1.0f;
+	p->repetition_penalty = 1.0f;
+	p->prompt_logprobs = -1;
 	p->add_special = true;
 	json_t *root = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
 				  &je);
@@ -639,6 +790,9 @@ void gw_params_fini(gw_params *p)
 	loom_free(p->msgs);
 	for (size_t i = 0; i < p->n_stop; i++)
 		loom_free(p->stop[i]);
+	loom_free(p->bias_ids);
+	loom_free(p->bias);
+	loom_free(p->stop_token_ids);
 	json_decref(p->chat_messages);
 	json_decref(p->tools);
 	json_decref(p->chat_kwargs);
@@ -705,6 +859,205 @@ static json_t *head(const gw_result *r, const char *object)
 			 (json_int_t)r->created, "model", r->model);
 }
 
+/* ---- logprobs ---- */
+
+/* JSON has no -inf: vLLM's stand-in. */
+static json_t *lp_num(float x)
+{
+	return json_real(isfinite(x) ? (double)x : -9999.0);
+}
+
+static json_t *piece_str(const gw_result *r, int32_t id)
+{
+	size_t n = 0;
+	const char *s = r->piece(r->piece_ctx, id, &n);
+	return s ? json_stringn(s, n) : NULL;
+}
+
+static json_t *piece_bytes(const gw_result *r, int32_t id)
+{
+	size_t n = 0;
+	const char *s = r->piece(r->piece_ctx, id, &n);
+	json_t *a = s ? json_array() : NULL;
+	for (size_t i = 0; a && i < n; i++) {
+		if (json_array_append_new(a, json_integer((unsigned char)s[i]))) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
+/* Appends v (stolen) to a; false when out of memory. */
+static bool push(json_t *a, json_t *v)
+{
+	return v && !json_array_append_new(a, v);
+}
+
+/* The legacy top_logprobs map of one token: its k best and itself. */
+static json_t *legacy_top(const gw_result *r, const gw_lp_view *v, size_t row, int32_t id,
+			  float lp)
+{
+	json_t *m = json_object();
+	size_t k = (size_t)r->lp_k < v->stride ? (size_t)r->lp_k : v->stride;
+	for (size_t j = 0; m && j < k; j++) {
+		size_t n = 0;
+		const char *s = r->piece(r->piece_ctx, v->top_ids[row * v->stride + j], &n);
+		char *key = s ? loom_strndup(s, n) : NULL;
+		if (!key || (!json_object_get(m, key) &&
+			     json_object_set_new(m, key, lp_num(v->top_lp[row * v->stride + j])))) {
+			loom_free(key);
+			json_decref(m);
+			return NULL;
+		}
+		loom_free(key);
+	}
+	size_t n = 0;
+	const char *s = m ? r->piece(r->piece_ctx, id, &n) : NULL;
+	char *key = s ? loom_strndup(s, n) : NULL;
+	if (!key || (!json_object_get(m, key) && json_object_set_new(m, key, lp_num(lp)))) {
+		loom_free(key);
+		json_decref(m);
+		return NULL;
+	}
+	loom_free(key);
+	return m;
+}
+
+/* Appends view v's tokens to the legacy arrays; prompt: ids[0] has none. */
+static bool legacy_add(const gw_result *r, const gw_lp_view *v, bool prompt, json_t *toks,
+		       json_t *lps, json_t *tops, json_t *offs)
+{
+	for (size_t i = 0; i < v->n; i++) {
+		bool none = prompt && i == 0;
+		size_t row = prompt ? i - 1 : i;
+		if (!push(toks, piece_str(r, v->ids[i])) ||
+		    !push(lps, none ? json_null() : lp_num(v->lp[row])) ||
+		    !push(tops, none ? json_null() : legacy_top(r, v, row, v->ids[i], v->lp[row])) ||
+		    !push(offs, json_integer((json_int_t)(v->offset_base +
+							  (v->offsets ? v->offsets[i] : 0)))))
+			return false;
+	}
+	return true;
+}
+
+/* completions: {tokens, token_logprobs, top_logprobs, text_offset}. */
+static json_t *legacy_logprobs(const gw_result *r)
+{
+	json_t *toks = json_array(), *lps = json_array(), *tops = json_array(),
+	       *offs = json_array();
+	json_t *o = json_pack("{s:o, s:o, s:o, s:o}", "tokens", toks, "token_logprobs", lps,
+			      "top_logprobs", tops, "text_offset", offs);
+	if (!o)
+		return NULL;
+	if ((r->echo_lp && !legacy_add(r, &r->plp, true, toks, lps, tops, offs)) ||
+	    !legacy_add(r, &r->lp, false, toks, lps, tops, offs)) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+static json_t *chat_entry(const gw_result *r, int32_t id, float lp)
+{
+	return json_pack("{s:o, s:o, s:o}", "token", piece_str(r, id), "logprob", lp_num(lp),
+			 "bytes", piece_bytes(r, id));
+}
+
+/* chat: {"content": [{token, logprob, bytes, top_logprobs: [...]}]}. */
+static json_t *chat_logprobs(const gw_result *r)
+{
+	const gw_lp_view *v = &r->lp;
+	size_t k = (size_t)r->lp_k < v->stride ? (size_t)r->lp_k : v->stride;
+	json_t *content = json_array();
+	json_t *o = json_pack("{s:o, s:n}", "content", content, "refusal");
+	for (size_t i = 0; o && i < v->n; i++) {
+		json_t *e = chat_entry(r, v->ids[i], v->lp[i]), *top = json_array();
+		if (!e || !top || json_object_set_new(e, "top_logprobs", top) ||
+		    json_array_append_new(content, e))
+			goto fail;
+		for (size_t j = 0; j < k; j++)
+			if (!push(top, chat_entry(r, v->top_ids[i * v->stride + j],
+						  v->top_lp[i * v->stride + j])))
+				goto fail;
+	}
+	return o;
+fail:
+	json_decref(o);
+	return NULL;
+}
+
+static json_t *vllm_entry(const gw_result *r, int32_t id, float lp, int rank)
+{
+	size_t n = 0;
+	const char *s = r->piece(r->piece_ctx, id, &n);
+	json_t *o = json_pack("{s:o, s:s%}", "logprob", lp_num(lp), "decoded_token", s ? s : "",
+			      s ? n : 0);
+	if (o && rank > 0 && json_object_set_new(o, "rank", json_integer(rank))) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+/* vLLM's prompt_logprobs: [null, {"id": {logprob, rank, decoded_token}}, ...]
+ * with the prompt token and its prompt_lp_k best (rank known for those). */
+static json_t *vllm_prompt_logprobs(const gw_result *r)
+{
+	const gw_lp_view *v = &r->plp;
+	size_t k = (size_t)r->prompt_lp_k < v->stride ? (size_t)r->prompt_lp_k : v->stride;
+	json_t *a = json_array();
+	char key[16];
+	if (!a || json_array_append_new(a, json_null()))
+		goto fail;
+	for (size_t i = 1; i < v->n; i++) {
+		json_t *m = json_object();
+		int rank = 0;
+		if (!m || json_array_append_new(a, m))
+			goto fail;
+		for (size_t j = 0; j < v->stride; j++)
+			if (v->top_ids[(i - 1) * v->stride + j] == v->ids[i])
+				rank = (int)j + 1;
+		snprintf(key, sizeof key, "%d", v->ids[i]);
+		if (json_object_set_new(m, key, vllm_entry(r, v->ids[i], v->lp[i - 1], rank)))
+			goto fail;
+		for (size_t j = 0; j < k; j++) {
+			int32_t id = v->top_ids[(i - 1) * v->stride + j];
+			snprintf(key, sizeof key, "%d", id);
+			if (id != v->ids[i] &&
+			    json_object_set_new(m, key, vllm_entry(r, id,
+								   v->top_lp[(i - 1) * v->stride + j],
+								   (int)j + 1)))
+				goto fail;
+		}
+	}
+	return a;
+fail:
+	json_decref(a);
+	return NULL;
+}
+
+/* Sets choice.logprobs (and, completions, choice.prompt_logprobs; chat: the
+ * caller puts prompt_logprobs at the top level). */
+static bool add_logprobs(const gw_result *r, json_t *choice)
+{
+	bool chat = r->api == GW_API_CHAT;
+	if (r->with_lp &&
+	    json_object_set_new(choice, "logprobs", chat ? chat_logprobs(r) : legacy_logprobs(r)))
+		return false;
+	if (!chat && r->with_prompt_lp && r->plp.n &&
+	    json_object_set_new(choice, "prompt_logprobs", vllm_prompt_logprobs(r)))
+		return false;
+	return true;
+}
+
+static bool add_chat_prompt_logprobs(const gw_result *r, json_t *root)
+{
+	if (r->api != GW_API_CHAT || !r->with_prompt_lp || !r->plp.n)
+		return true;
+	return !json_object_set_new(root, "prompt_logprobs", vllm_prompt_logprobs(r));
+}
+
 char *gw_openai_response_json(const gw_result *r)
 {
 	bool chat = r->api == GW_API_CHAT;
@@ -720,6 +1073,8 @@ char *gw_openai_response_json(const gw_result *r)
 	if (!root || !choice)
 		goto fail;
 	if (r->with_ids && json_object_set_new(choice, "token_ids", ids_array(r->ids, r->n_ids)))
+		goto fail;
+	if (!add_logprobs(r, choice) || !add_chat_prompt_logprobs(r, root))
 		goto fail;
 	if (json_object_set_new(root, "choices", json_pack("[o]", choice))) {
 		choice = NULL;
@@ -759,6 +1114,10 @@ char *gw_openai_chunk_json(const gw_result *r, bool role_only)
 		goto fail;
 	if (r->with_ids && !role_only &&
 	    json_object_set_new(choice, "token_ids", ids_array(r->ids, r->n_ids)))
+		goto fail;
+	if (!role_only && !add_logprobs(r, choice))
+		goto fail;
+	if (!add_chat_prompt_logprobs(r, root))
 		goto fail;
 	if (json_object_set_new(root, "choices", json_pack("[o]", choice))) {
 		choice = NULL;

@@ -63,6 +63,23 @@ typedef struct gw_params {
 	int32_t top_k;          /* 0 = off */
 	bool has_seed;
 	uint64_t seed;
+	/* sampling controls (0 = off; worker/sample.h has their order) */
+	float presence_penalty;   /* [-2, 2] */
+	float frequency_penalty;  /* [-2, 2] */
+	float repetition_penalty; /* > 0; 1 (default) = off */
+	float min_p;              /* [0, 1] */
+	uint32_t min_tokens;      /* <= max_tokens (checked with the model) */
+	int32_t *bias_ids;        /* logit_bias: [n_bias] ids (vocab checked with the model) */
+	float *bias;              /* [n_bias] in [-100, 100] */
+	size_t n_bias;
+	int32_t *stop_token_ids;  /* [n_stop_token_ids] (vocab checked with the model) */
+	size_t n_stop_token_ids;
+	/* logprobs: completions "logprobs": k, chat "logprobs": true +
+	 * "top_logprobs": k; "echo" (completions); vLLM's "prompt_logprobs": k */
+	bool logprobs;
+	int top_logprobs;         /* 0..LOOM_MAX_LOGPROBS */
+	bool echo;
+	int prompt_logprobs;      /* -1 = not asked, else 0..LOOM_MAX_LOGPROBS */
 	char *stop[GW_MAX_STOP];
 	size_t n_stop;
 	bool stream;
@@ -87,6 +104,24 @@ void gw_params_fini(gw_params *p);
 /* {"error":{...}} — loom_malloc'ed, NUL-terminated; NULL only when out of memory. */
 char *gw_openai_error_json(const gw_api_err *e);
 
+/* The text of one token id for logprobs (decoded alone, special tokens
+ * included, an incomplete UTF-8 character as U+FFFD); valid until the
+ * next call. */
+typedef const char *(*gw_piece_fn)(void *ctx, int32_t id, size_t *len);
+
+/* Logprobs of n tokens as the worker sent them (loom_logprobs): lp[n],
+ * top_ids/top_lp[n * stride] best first. */
+typedef struct gw_lp_view {
+	size_t n;
+	const int32_t *ids;       /* [n] the tokens */
+	const float *lp;          /* [n] */
+	const int32_t *top_ids;   /* [n * stride] */
+	const float *top_lp;
+	size_t stride;
+	const size_t *offsets;    /* [n] text_offset (code points), or NULL */
+	size_t offset_base;       /* added to offsets */
+} gw_lp_view;
+
 /* One response or stream chunk (everything borrowed). */
 typedef struct gw_result {
 	gw_api api;               /* COMPLETIONS or CHAT */
@@ -103,6 +138,17 @@ typedef struct gw_result {
 	size_t n_prompt;
 	size_t prompt_tokens;     /* usage */
 	size_t completion_tokens;
+	/* logprobs (completions: the legacy object; chat: "content") */
+	bool with_lp;
+	int lp_k;                 /* alternatives shown per token */
+	gw_lp_view lp;            /* the completion tokens of this response / chunk */
+	bool echo_lp;             /* completions echo: the prompt tokens come first */
+	gw_lp_view plp;           /* the prompt: n ids, ids[0] has no logprob, lp[i-1]
+				     and top row i-1 are ids[i]'s (i >= 1) */
+	bool with_prompt_lp;      /* vLLM's "prompt_logprobs" */
+	int prompt_lp_k;          /* alternatives shown per prompt token */
+	gw_piece_fn piece;
+	void *piece_ctx;
 } gw_result;
 
 /* Non-stream response (text_completion / chat.completion) with usage. */

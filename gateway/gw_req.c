@@ -12,6 +12,7 @@
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -36,10 +37,25 @@ struct gw_req {
 	char model_name[LOOM_NAME_MAX]; /* the response's "model" */
 	int32_t *prompt_ids; /* [n_prompt] */
 	size_t n_prompt;
+	/* logprobs: set at create */
+	bool with_lp, with_plp, echo;
+	int lp_k, plp_k;     /* shown alternatives (top_logprobs, prompt_logprobs) */
+	size_t lp_stride;    /* alternatives per token the worker sends (= lp_k) */
+	char *echo_text;     /* [echo_len] the prompt's text (echo) */
+	size_t echo_len, echo_cp;
+	size_t *p_offs;      /* [n_prompt] echo: text_offset of each prompt token */
+	char *piece;         /* piece_fn's buffer */
+	size_t piece_cap;
 	/* under mu */
 	gw_stream *out;
 	int32_t *ids;        /* [n_ids] every generated id */
 	size_t n_ids, cap_ids;
+	float *lp;           /* [cap_ids] with_lp: each id's logprob */
+	int32_t *top_ids;    /* [cap_ids * lp_stride] */
+	float *top_lp;
+	size_t *offs;        /* [cap_ids] with_lp: text_offset (code points, decoded) */
+	loom_logprobs plp;   /* the prompt's, once received (owned copies) */
+	bool sent_echo;
 	int state;
 	const char *finish;  /* "stop" | "length" once ST_OK */
 	gw_api_err err;      /* once ST_ERROR */
@@ -100,6 +116,108 @@ static void record(gw_req *r, int status)
 	gw_slo_record(r->slo, r->slo_class, &o);
 }
 
+/* gw_piece_fn: one id's text, decoded alone (not at the start of a text,
+ * special tokens kept). */
+static const char *piece_fn(void *ctx, int32_t id, size_t *len)
+{
+	gw_req *r = ctx;
+	loom_tok_stream *st = NULL;
+	const char *a = NULL, *b = NULL;
+	size_t na = 0, nb = 0;
+
+	*len = 0;
+	if (loom_tok_stream_create(r->model->tok, false, false, &st))
+		return NULL;
+	loom_err rc = loom_tok_stream_push(st, id, &a, &na);
+	if (rc == LOOM_ERANGE || rc == LOOM_EINVAL) {
+		rc = LOOM_OK; /* an id the tokenizer does not know: "" */
+		na = 0;
+	}
+	if (!rc && na + 1 > r->piece_cap) {
+		char *p = loom_realloc(r->piece, na + 64);
+		if (p) {
+			r->piece = p;
+			r->piece_cap = na + 64;
+		} else {
+			rc = LOOM_ENOMEM;
+		}
+	}
+	if (!rc) {
+		memcpy(r->piece, a ? a : "", na);
+		rc = loom_tok_stream_finish(st, &b, &nb);
+	}
+	if (!rc && na + nb + 1 > r->piece_cap) {
+		char *p = loom_realloc(r->piece, na + nb + 64);
+		if (p) {
+			r->piece = p;
+			r->piece_cap = na + nb + 64;
+		} else {
+			rc = LOOM_ENOMEM;
+		}
+	}
+	if (!rc) {
+		memcpy(r->piece + na, b ? b : "", nb);
+		r->piece[na + nb] = '\0';
+		*len = na + nb;
+	}
+	loom_tok_stream_destroy(st);
+	return rc ? NULL : r->piece;
+}
+
+/* Code points in s[0..n). */
+static size_t cp_count(const char *s, size_t n)
+{
+	size_t c = 0;
+	for (size_t i = 0; i < n; i++)
+		c += ((unsigned char)s[i] & 0xc0) != 0x80;
+	return c;
+}
+
+/* The logprobs state: echo text and its tokens' offsets. */
+static loom_err lp_setup(gw_req *r, const gw_req_opts *o)
+{
+	loom_tok_stream *st = NULL;
+	loom_err rc = LOOM_OK;
+	size_t at = 0;
+
+	r->with_lp = o->logprobs;
+	r->lp_k = o->top_logprobs;
+	r->lp_stride = o->logprobs ? (size_t)o->top_logprobs : 0;
+	r->with_plp = o->prompt_logprobs;
+	r->plp_k = o->prompt_top_logprobs;
+	r->echo = o->echo;
+	if (!r->echo)
+		return LOOM_OK;
+	if (o->echo_text) {
+		r->echo_text = loom_strndup(o->echo_text, o->echo_len);
+		r->echo_len = o->echo_len;
+		if (!r->echo_text)
+			return loom_fail(LOOM_ENOMEM, "out of memory creating a request");
+	} else if ((rc = loom_tok_decode(r->model->tok, r->prompt_ids, r->n_prompt, true,
+					 &r->echo_text, &r->echo_len))) {
+		return rc;
+	}
+	r->echo_cp = cp_count(r->echo_text, r->echo_len);
+	r->p_offs = loom_calloc(r->n_prompt ? r->n_prompt : 1, sizeof *r->p_offs);
+	if (!r->p_offs)
+		return loom_fail(LOOM_ENOMEM, "out of memory creating a request");
+	if ((rc = loom_tok_stream_create(r->model->tok, true, true, &st)))
+		return rc;
+	for (size_t i = 0; i < r->n_prompt; i++) {
+		const char *t = NULL;
+		size_t tl = 0;
+		r->p_offs[i] = at;
+		rc = loom_tok_stream_push(st, r->prompt_ids[i], &t, &tl);
+		if (rc == LOOM_ERANGE || rc == LOOM_EINVAL)
+			rc = LOOM_OK;
+		else if (rc)
+			break;
+		at += cp_count(t, tl);
+	}
+	loom_tok_stream_destroy(st);
+	return rc;
+}
+
 loom_err gw_req_create(const gw_req_opts *o, gw_req **out)
 {
 	loom_err rc;
@@ -134,7 +252,8 @@ loom_err gw_req_create(const gw_req_opts *o, gw_req **out)
 	}
 	memcpy(r->prompt_ids, o->prompt_ids, o->n_prompt * sizeof *r->prompt_ids);
 	r->n_prompt = o->n_prompt;
-	if ((rc = gw_stream_create(o->model->tok, o->stops, o->n_stops, &r->out)))
+	if ((rc = gw_stream_create(o->model->tok, o->stops, o->n_stops, &r->out)) ||
+	    (rc = lp_setup(r, o)))
 		goto fail;
 	*out = r;
 	return LOOM_OK;
@@ -158,6 +277,16 @@ void gw_req_release(gw_req *r)
 	gw_model_release(r->model);
 	loom_free(r->prompt_ids);
 	loom_free(r->ids);
+	loom_free(r->lp);
+	loom_free(r->top_ids);
+	loom_free(r->top_lp);
+	loom_free(r->offs);
+	loom_free(r->plp.lp);
+	loom_free(r->plp.top_ids);
+	loom_free(r->plp.top_lp);
+	loom_free(r->echo_text);
+	loom_free(r->p_offs);
+	loom_free(r->piece);
 	loom_free(r->sse);
 	pthread_mutex_destroy(&r->mu);
 	loom_free(r);
@@ -220,18 +349,52 @@ static gw_result result_base(const gw_req *r)
 		.with_ids = r->with_ids,
 		.prompt_tokens = r->n_prompt,
 		.completion_tokens = r->n_ids,
+		.with_lp = r->with_lp,
+		.lp_k = r->lp_k,
+		.lp = { .ids = r->ids, .lp = r->lp, .top_ids = r->top_ids, .top_lp = r->top_lp,
+			.stride = r->lp_stride, .offsets = r->offs, .offset_base = r->echo_cp },
+		.echo_lp = r->echo && r->with_lp,
+		/* without the worker's prompt logprobs (a 1-token prompt) only the
+		 * first prompt token, which has none, can be shown */
+		.plp = { .n = r->plp.n ? r->n_prompt : (r->n_prompt ? 1 : 0),
+			 .ids = r->prompt_ids, .lp = r->plp.lp, .top_ids = r->plp.top_ids,
+			 .top_lp = r->plp.top_lp, .stride = r->plp.k, .offsets = r->p_offs },
+		.with_prompt_lp = r->with_plp,
+		.prompt_lp_k = r->plp_k,
+		.piece = piece_fn,
+		.piece_ctx = (void *)r,
 	};
 	return res;
 }
 
-/* Under mu, stream: the chunk for this step's new text and ids (+ the end). */
-static void stream_step(gw_req *r, const int32_t *ids, size_t n, bool done)
+/* The view of ids [from, from + n) of the logprobs. */
+static gw_lp_view lp_slice(gw_lp_view v, size_t from, size_t n)
+{
+	v.n = n;
+	if (v.ids)
+		v.ids += from;
+	if (v.lp)
+		v.lp += from;
+	if (v.top_ids)
+		v.top_ids += from * v.stride;
+	if (v.top_lp)
+		v.top_lp += from * v.stride;
+	if (v.offsets)
+		v.offsets += from;
+	return v;
+}
+
+/* Under mu, stream: the chunk for this step's new text and ids (+ the end):
+ * the last n of r->ids. The first chunk carries prompt_token_ids and
+ * prompt_logprobs; with echo, a chunk with the prompt's text (and its
+ * logprobs) comes first. */
+static void stream_step(gw_req *r, size_t n, bool done)
 {
 	gw_result res = result_base(r);
-	res.text = gw_stream_take(r->out, &res.text_len);
-	if (res.text_len && !r->first_ms)
-		r->first_ms = gw_req_now_ms();
-	res.ids = ids;
+	res.lp = lp_slice(res.lp, r->n_ids - n, n);
+	res.echo_lp = false;
+	res.with_prompt_lp = r->with_plp && !r->sent_first;
+	res.ids = r->ids + (r->n_ids - n);
 	res.n_ids = n;
 	res.finish = done ? r->finish : NULL;
 	if (!r->sent_first) {
@@ -241,9 +404,27 @@ static void stream_step(gw_req *r, const int32_t *ids, size_t n, bool done)
 	if (r->api == GW_API_CHAT && !r->sent_first) {
 		sse_event(r, gw_openai_chunk_json(&res, true), NULL);
 		res.prompt_ids = NULL;
+		res.with_prompt_lp = false;
 		r->sent_first = true;
 	}
-	if (res.text_len || done || (r->with_ids && n)) {
+	if (r->echo && !r->sent_echo) {
+		gw_result er = res;
+		er.text = r->echo_text;
+		er.text_len = r->echo_len;
+		er.ids = NULL;
+		er.n_ids = 0;
+		er.finish = NULL;
+		er.lp.n = 0;
+		er.echo_lp = r->with_lp;
+		sse_event(r, gw_openai_chunk_json(&er, false), NULL);
+		res.prompt_ids = NULL;
+		res.with_prompt_lp = false;
+		r->sent_echo = r->sent_first = true;
+	}
+	res.text = gw_stream_take(r->out, &res.text_len);
+	if (res.text_len && !r->first_ms)
+		r->first_ms = gw_req_now_ms();
+	if (res.text_len || done || ((r->with_ids || r->with_lp) && n)) {
 		sse_event(r, gw_openai_chunk_json(&res, false), NULL);
 		r->sent_first = true;
 	}
@@ -254,20 +435,87 @@ static void stream_step(gw_req *r, const int32_t *ids, size_t n, bool done)
 	}
 }
 
-static loom_err append_ids(gw_req *r, const int32_t *ids, size_t n)
+/* Grows *p to cap elements of size sz. */
+static bool grow(void **p, size_t cap, size_t sz)
 {
+	void *q = loom_realloc(*p, (cap ? cap : 1) * sz);
+	if (!q)
+		return false;
+	*p = q;
+	return true;
+}
+
+/* Appends the item's ids (and logprobs when asked). */
+static loom_err append_ids(gw_req *r, const loom_step_item *it)
+{
+	size_t n = it->n_ids, k = r->lp_stride;
+	if (r->with_lp && n && (it->lp.n != n || it->lp.k != k))
+		return loom_fail(LOOM_EPROTO, "the worker sent no or other logprobs than asked "
+				 "(%" PRIu32 " x %" PRIu32 " for %zu x %zu)", it->lp.n, it->lp.k, n, k);
 	if (r->n_ids + n > r->cap_ids) {
 		size_t cap = r->cap_ids ? r->cap_ids : 64;
 		while (cap < r->n_ids + n)
 			cap *= 2;
-		int32_t *p = loom_realloc(r->ids, cap * sizeof *p);
-		if (!p)
+		if (!grow((void **)&r->ids, cap, sizeof *r->ids) ||
+		    (r->with_lp && (!grow((void **)&r->lp, cap, sizeof *r->lp) ||
+				    !grow((void **)&r->offs, cap, sizeof *r->offs) ||
+				    !grow((void **)&r->top_ids, cap * k, sizeof *r->top_ids) ||
+				    !grow((void **)&r->top_lp, cap * k, sizeof *r->top_lp))))
 			return loom_fail(LOOM_ENOMEM, "out of memory storing generated ids");
-		r->ids = p;
 		r->cap_ids = cap;
 	}
-	memcpy(r->ids + r->n_ids, ids, n * sizeof *ids);
+	if (n)
+		memcpy(r->ids + r->n_ids, it->ids, n * sizeof *it->ids);
+	if (r->with_lp && n) {
+		memcpy(r->lp + r->n_ids, it->lp.lp, n * sizeof *r->lp);
+		if (k) {
+			memcpy(r->top_ids + r->n_ids * k, it->lp.top_ids, n * k * sizeof *r->top_ids);
+			memcpy(r->top_lp + r->n_ids * k, it->lp.top_lp, n * k * sizeof *r->top_lp);
+		}
+	}
 	r->n_ids += n;
+	return LOOM_OK;
+}
+
+/* Keeps the prompt's logprobs (sent once, with the first token). */
+static loom_err keep_prompt_lp(gw_req *r, const loom_logprobs *p)
+{
+	if (!p->n || r->plp.n)
+		return LOOM_OK;
+	size_t nk = (size_t)p->n * p->k;
+	r->plp.lp = loom_malloc(p->n * sizeof *r->plp.lp);
+	r->plp.top_ids = loom_malloc((nk ? nk : 1) * sizeof *r->plp.top_ids);
+	r->plp.top_lp = loom_malloc((nk ? nk : 1) * sizeof *r->plp.top_lp);
+	if (!r->plp.lp || !r->plp.top_ids || !r->plp.top_lp)
+		return loom_fail(LOOM_ENOMEM, "out of memory storing prompt logprobs");
+	if (p->n + 1 != r->n_prompt)
+		return loom_fail(LOOM_EPROTO, "the worker sent prompt logprobs for %" PRIu32
+				 " tokens of a %zu-token prompt", p->n + 1, r->n_prompt);
+	memcpy(r->plp.lp, p->lp, p->n * sizeof *r->plp.lp);
+	if (nk) {
+		memcpy(r->plp.top_ids, p->top_ids, nk * sizeof *r->plp.top_ids);
+		memcpy(r->plp.top_lp, p->top_lp, nk * sizeof *r->plp.top_lp);
+	}
+	r->plp.k = p->k;
+	r->plp.n = p->n;
+	return LOOM_OK;
+}
+
+/* Decodes the last n ids into the output text, recording each one's
+ * text_offset; with finish STOP the last id (the stop token) adds none. */
+static loom_err push_text(gw_req *r, size_t n, int finish, bool *stopped)
+{
+	size_t base = r->n_ids - n;
+	loom_err rc;
+	for (size_t i = 0; i < n; i++) {
+		if (r->with_lp)
+			r->offs[base + i] = gw_stream_decoded_cp(r->out);
+		if (finish == LOOM_FINISH_STOP && i + 1 == n)
+			break;
+		if ((rc = gw_stream_push_ids(r->out, &r->ids[base + i], 1, stopped)))
+			return rc;
+	}
+	*stopped = gw_stream_stopped(r->out);
 	return LOOM_OK;
 }
 
@@ -291,8 +539,10 @@ static void fail_locked(gw_req *r, int status, const char *type, const char *msg
 	wake(r);
 }
 
-gw_step_result gw_req_on_step(gw_req *r, const int32_t *ids, size_t n, int finish)
+gw_step_result gw_req_on_step(gw_req *r, const loom_step_item *it)
 {
+	size_t n = it->n_ids;
+	int finish = it->finish;
 	gw_step_result ret = GW_STEP_MORE;
 	bool stopped = false;
 	pthread_mutex_lock(&r->mu);
@@ -305,7 +555,8 @@ gw_step_result gw_req_on_step(gw_req *r, const int32_t *ids, size_t n, int finis
 		ret = GW_STEP_DONE;
 		goto out;
 	}
-	if (append_ids(r, ids, n) || gw_stream_push_ids(r->out, ids, n, &stopped) ||
+	if (append_ids(r, it) || keep_prompt_lp(r, &it->prompt_lp) ||
+	    push_text(r, n, finish, &stopped) ||
 	    (!stopped && finish != LOOM_FINISH_NONE && gw_stream_finish(r->out))) {
 		fail_locked(r, 500, "server_error", loom_errmsg());
 		ret = finish != LOOM_FINISH_NONE ? GW_STEP_DONE : GW_STEP_STOPPED;
@@ -321,7 +572,7 @@ gw_step_result gw_req_on_step(gw_req *r, const int32_t *ids, size_t n, int finis
 	if (!r->stream && n && !r->first_ms)
 		r->first_ms = gw_req_now_ms();
 	if (r->stream) {
-		stream_step(r, ids, n, done);
+		stream_step(r, n, done);
 		if (r->sse_oom && !done) {
 			fail_locked(r, 500, "server_error", "out of memory");
 			ret = GW_STEP_STOPPED;
@@ -406,14 +657,26 @@ char *gw_req_result(gw_req *r, int *status)
 	pthread_mutex_lock(&r->mu);
 	if (r->state == ST_OK) {
 		gw_result res = result_base(r);
+		char *joined = NULL;
 		res.text = gw_stream_text(r->out, &res.text_len);
+		if (r->echo) {
+			joined = loom_malloc(r->echo_len + res.text_len + 1);
+			if (joined) {
+				memcpy(joined, r->echo_text, r->echo_len);
+				memcpy(joined + r->echo_len, res.text, res.text_len);
+				res.text_len += r->echo_len;
+			}
+			res.text = joined;
+		}
 		res.finish = r->finish;
 		res.ids = r->ids;
 		res.n_ids = r->n_ids;
+		res.lp.n = r->n_ids;
 		res.prompt_ids = r->prompt_ids;
 		res.n_prompt = r->n_prompt;
 		*status = 200;
-		body = gw_openai_response_json(&res);
+		body = r->echo && !joined ? NULL : gw_openai_response_json(&res);
+		loom_free(joined);
 	} else {
 		if (r->state == ST_RUNNING)
 			gw_api_err_set(&r->err, 500, "server_error", NULL, NULL,

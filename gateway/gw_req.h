@@ -26,6 +26,7 @@
 #include <sys/types.h>
 
 #include "common/err.h"
+#include "common/proto.h"
 #include "gw_models.h"
 #include "gw_openai.h"
 #include "gw_slo.h"
@@ -49,6 +50,17 @@ typedef struct gw_req_opts {
 	gw_slo *slo;                 /* borrowed, must outlive the request; NULL = no accounting */
 	int slo_class;               /* index in slo */
 	int64_t arrival_ms;          /* gw_req_now_ms() when the request arrived; 0 = at create */
+	/* logprobs: what the response shows (the SUBMIT must ask the worker
+	 * for at least as much: logprobs with top_logprobs alternatives, and
+	 * prompt logprobs with max(echo && logprobs ? top_logprobs : 0,
+	 * prompt_top_logprobs) for echo + logprobs or prompt_logprobs) */
+	bool logprobs;
+	int top_logprobs;
+	bool echo;                   /* completions: the prompt text comes first */
+	const char *echo_text;       /* its text (copied); NULL = decode prompt_ids */
+	size_t echo_len;
+	bool prompt_logprobs;        /* vLLM's field, with prompt_top_logprobs shown */
+	int prompt_top_logprobs;
 } gw_req_opts;
 
 /* CLOCK_MONOTONIC in ms (the clock of arrival_ms; the same as gw_link_now_ms). */
@@ -71,8 +83,10 @@ typedef enum gw_step_result {
 	GW_STEP_STOPPED, /* a stop string ended it: the caller must CANCEL it on the worker */
 } gw_step_result;
 
-/* Link thread: n new ids and the worker's loom_finish for them. */
-gw_step_result gw_req_on_step(gw_req *r, const int32_t *ids, size_t n, int finish);
+/* Link thread: a STEP item (its new ids, the worker's loom_finish for
+ * them, their logprobs and, once, the prompt's). With finish STOP the last
+ * id is the stop token (EOS or a stop id): it counts, but adds no text. */
+gw_step_result gw_req_on_step(gw_req *r, const loom_step_item *it);
 /* Ends the request with an error (no-op when it already ended). type: OpenAI
  * error type ("server_error", ...). */
 void gw_req_fail(gw_req *r, int status, const char *type, const char *fmt, ...)

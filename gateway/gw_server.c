@@ -53,8 +53,6 @@ typedef struct conn_ctx {
 	size_t len, cap;
 	bool too_big;
 	gw_req *req;           /* generation in flight (one reference), or NULL */
-	bool held;             /* req is a stream that waited in the admission queue: its
-				* response (status, headers) waits for its first token */
 	gw_admin_req *adm;     /* R_ADMIN: the admin request's state */
 	int64_t arrival_ms;    /* gw_req_now_ms() at the handler's first call */
 	struct MHD_Connection *conn;
@@ -164,11 +162,15 @@ static enum MHD_Result reply_errf(struct MHD_Connection *c, int status, const ch
 	return reply(c, status, gw_openai_error_json(&e), allow);
 }
 
-/* An error body (taken) with a Retry-After header (seconds; 0 = none). */
-static enum MHD_Result reply_retry_body(struct MHD_Connection *c, int status, char *body,
-					uint32_t retry_s)
+/* A refusal with a Retry-After header (seconds). */
+static enum MHD_Result reply_retry(struct MHD_Connection *c, int status, uint32_t retry_s,
+				   const char *msg)
 {
+	gw_api_err e;
 	char ra[16];
+	gw_api_err_set(&e, status, status == 429 ? "rate_limit_error" : "service_unavailable", NULL,
+		       NULL, "%s", msg);
+	char *body = gw_openai_error_json(&e);
 	if (!body)
 		return reply(c, 500, NULL, NULL);
 	struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), body,
@@ -184,26 +186,6 @@ static enum MHD_Result reply_retry_body(struct MHD_Connection *c, int status, ch
 	enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
 	MHD_destroy_response(resp);
 	return ret;
-}
-
-/* A refusal with a Retry-After header (seconds). */
-static enum MHD_Result reply_retry(struct MHD_Connection *c, int status, uint32_t retry_s,
-				   const char *msg)
-{
-	gw_api_err e;
-	gw_api_err_set(&e, status, status == 429 ? "rate_limit_error" : "service_unavailable", NULL,
-		       NULL, "%s", msg);
-	return reply_retry_body(c, status, gw_openai_error_json(&e), retry_s);
-}
-
-/* The final reply of a request that ended before its response began (a
- * 503 / 429 says when to retry). */
-static enum MHD_Result reply_ended(gw_server *s, struct MHD_Connection *c, gw_req *r)
-{
-	int status;
-	char *body = gw_req_result(r, &status);
-	bool retry = status == 503 || status == 429;
-	return reply_retry_body(c, status, body, retry ? gw_link_retry_after_s(s->link) : 0);
 }
 
 static enum MHD_Result reply_literal(struct MHD_Connection *c, int status, const char *json)
@@ -399,6 +381,55 @@ static bool build_prompt(const gw_model *m, const gw_params *p, int32_t **ids, s
 	return true;
 }
 
+/* What the sampling controls need the model for: logit_bias and
+ * stop_token_ids within its vocabulary, min_tokens <= max_tokens. *stops
+ * (loom_malloc'ed, caller frees) gets the stop ids the worker ends on: the
+ * tokenizer's eos_token when the configs do not list it (unless
+ * ignore_eos) and stop_token_ids (even with ignore_eos, as vLLM). */
+static bool check_controls(const gw_model *m, const gw_params *p, uint32_t max_tokens,
+			   int32_t **stops, uint32_t *n_stops, gw_api_err *e)
+{
+	size_t n_eos = p->ignore_eos ? 0 : m->n_extra_eos;
+	*stops = NULL;
+	*n_stops = 0;
+	for (size_t i = 0; i < p->n_bias; i++) {
+		if (p->bias_ids[i] >= m->cfg.vocab) {
+			gw_api_err_set(e, 400, "invalid_request_error", "logit_bias", NULL,
+				       "'logit_bias': token id %d is outside the vocabulary of model "
+				       "'%s' (%d ids)", p->bias_ids[i], m->name, m->cfg.vocab);
+			return false;
+		}
+	}
+	for (size_t i = 0; i < p->n_stop_token_ids; i++) {
+		if (p->stop_token_ids[i] >= m->cfg.vocab) {
+			gw_api_err_set(e, 400, "invalid_request_error", "stop_token_ids", NULL,
+				       "'stop_token_ids': token id %d is outside the vocabulary of "
+				       "model '%s' (%d ids)", p->stop_token_ids[i], m->name,
+				       m->cfg.vocab);
+			return false;
+		}
+	}
+	if (p->min_tokens > max_tokens) {
+		gw_api_err_set(e, 400, "invalid_request_error", "min_tokens", NULL,
+			       "'min_tokens' (%u) must not exceed max_tokens (%u)", p->min_tokens,
+			       max_tokens);
+		return false;
+	}
+	if (n_eos + p->n_stop_token_ids == 0)
+		return true;
+	*stops = loom_malloc((n_eos + p->n_stop_token_ids) * sizeof **stops);
+	if (!*stops) {
+		gw_api_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+		return false;
+	}
+	if (n_eos)
+		memcpy(*stops, m->extra_eos, n_eos * sizeof **stops);
+	if (p->n_stop_token_ids)
+		memcpy(*stops + n_eos, p->stop_token_ids, p->n_stop_token_ids * sizeof **stops);
+	*n_stops = (uint32_t)(n_eos + p->n_stop_token_ids);
+	return true;
+}
+
 static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
 	(void)pos;
@@ -408,39 +439,6 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
 static void sse_free(void *cls)
 {
 	gw_req_release(cls);
-}
-
-/* Queues x->req's SSE response. */
-static enum MHD_Result start_sse(gw_server *s, struct MHD_Connection *c, conn_ctx *x)
-{
-	struct MHD_Response *resp = MHD_create_response_from_callback(
-		MHD_SIZE_UNKNOWN, 16384, sse_reader, x->req, sse_free);
-	if (!resp) {
-		gw_link_cancel(s->link, gw_req_id(x->req));
-		return MHD_NO;
-	}
-	gw_req_hold(x->req); /* the response's reference, dropped by sse_free */
-	gw_req_attach(x->req, c);
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-	enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
-	MHD_destroy_response(resp);
-	return ret;
-}
-
-/* A queued stream whose first output (or end) came: streams, or replies
- * with the error that ended it in the queue (a timeout: 503 + Retry-After). */
-static enum MHD_Result start_held(gw_server *s, struct MHD_Connection *c, conn_ctx *x)
-{
-	x->held = false;
-	if (gw_req_done(x->req)) {
-		int status;
-		char *body = gw_req_result(x->req, &status);
-		loom_free(body);
-		if (status != 200)
-			return reply_ended(s, c, x->req);
-	}
-	return start_sse(s, c, x);
 }
 
 static void activate(gw_server *s, conn_ctx *x, struct MHD_Connection *c, gw_req *r)
@@ -504,9 +502,12 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 	bool is_ad = false;
 	gw_adapter ad;
 	int cls = -1;
+	int32_t *stops = NULL;
+	uint32_t n_stops = 0;
 	if (gw_openai_parse(api, x->body, x->len, &p, &e) || (cls = find_class(s, c, &p, &e)) < 0 ||
 	    !(m = find_model(s, &p, &e, &is_ad, &ad)) ||
-	    !build_prompt(m, &p, &ids, &n, &max_tokens, &e)) {
+	    !build_prompt(m, &p, &ids, &n, &max_tokens, &e) ||
+	    !check_controls(m, &p, max_tokens, &stops, &n_stops, &e)) {
 		ret = reply_err(c, &e);
 		goto out;
 	}
@@ -525,7 +526,18 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 		.slo = s->slo,
 		.slo_class = cls,
 		.arrival_ms = x->arrival_ms,
+		.logprobs = p.logprobs,
+		.top_logprobs = p.top_logprobs,
+		.echo = p.echo,
+		.echo_text = p.prompt,
+		.echo_len = p.prompt ? strlen(p.prompt) : 0,
+		.prompt_logprobs = p.prompt_logprobs >= 0,
+		.prompt_top_logprobs = p.prompt_logprobs,
 	};
+	/* the worker computes the prompt's logprobs once for echo and prompt_logprobs */
+	int plp_k = p.prompt_logprobs;
+	if (p.echo && p.logprobs && p.top_logprobs > plp_k)
+		plp_k = p.top_logprobs;
 	if (gw_req_create(&o, &r)) {
 		ret = reply_errf(c, 500, "server_error", NULL, NULL, NULL, "%s", loom_errmsg());
 		goto out;
@@ -540,9 +552,21 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 			.seed = p.seed,
 			.max_tokens = max_tokens,
 			.ignore_eos = p.ignore_eos,
-			/* the tokenizer's eos_token when the configs do not list it */
-			.n_stop_ids = p.ignore_eos ? 0 : (uint32_t)m->n_extra_eos,
-			.stop_ids = (int32_t *)m->extra_eos,
+			.n_stop_ids = n_stops,
+			.stop_ids = stops,
+			.presence_penalty = p.presence_penalty,
+			.frequency_penalty = p.frequency_penalty,
+			.repetition_penalty = p.repetition_penalty == 1.0f ? 0.0f
+									  : p.repetition_penalty,
+			.min_p = p.min_p,
+			.min_tokens = p.min_tokens,
+			.n_bias = (uint32_t)p.n_bias,
+			.bias_ids = p.bias_ids,
+			.bias = p.bias,
+			.logprobs = p.logprobs,
+			.top_logprobs = (uint32_t)p.top_logprobs,
+			.prompt_logprobs = plp_k >= 0,
+			.prompt_top_logprobs = plp_k < 0 ? 0 : (uint32_t)plp_k,
 		},
 	};
 	if (!p.has_seed && getrandom(&sub.sampling.seed, sizeof sub.sampling.seed, 0) < 0)
@@ -551,8 +575,7 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 	if (is_ad)
 		snprintf(sub.adapter, sizeof sub.adapter, "%s", ad.name);
 	gw_link_slo slo = {.name = sc->name, .ttft_ms = sc->ttft_ms, .tpot_ms = sc->tpot_ms,
-			   .priority = sc->priority, .refuse = sc->refuse,
-			   .arrival_ms = x->arrival_ms};
+			   .priority = sc->priority, .arrival_ms = x->arrival_ms};
 	gw_admit admit;
 	uint32_t retry_s = 0;
 	activate(s, x, c, r); /* x takes the creator's reference */
@@ -567,7 +590,7 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 		gw_req_fail(r, status, "server_error", "%s", msg); /* accounted as a miss */
 		x->req = NULL; /* r still holds the creator's reference, dropped at out */
 		if (admit == GW_ADMIT_LATE || admit == GW_ADMIT_FULL)
-			ret = reply_retry(c, status, retry_s ? retry_s : 1, msg);
+			ret = reply_retry(c, status, admit == GW_ADMIT_LATE ? retry_s : 1, msg);
 		else if (status == 503)
 			ret = reply_errf(c, 503, "service_unavailable", NULL, NULL, NULL, "%s", msg);
 		else
@@ -575,12 +598,20 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 		goto out;
 	}
 	r = NULL;
-	if (p.stream && admit == GW_ADMIT_QUEUED) {
-		/* no 200 yet: a wait that times out is still a 503 the client can retry */
-		x->held = true;
-		ret = gw_req_park(x->req, c) ? start_held(s, c, x) : MHD_YES;
-	} else if (p.stream) {
-		ret = start_sse(s, c, x);
+	if (p.stream) {
+		struct MHD_Response *resp = MHD_create_response_from_callback(
+			MHD_SIZE_UNKNOWN, 16384, sse_reader, x->req, sse_free);
+		if (!resp) {
+			gw_link_cancel(s->link, gw_req_id(x->req));
+			ret = MHD_NO;
+			goto out;
+		}
+		gw_req_hold(x->req); /* the response's reference, dropped by sse_free */
+		gw_req_attach(x->req, c);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+		ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
+		MHD_destroy_response(resp);
 	} else if (gw_req_park(x->req, c)) {
 		int status;
 		char *body = gw_req_result(x->req, &status);
@@ -592,6 +623,7 @@ out:
 	gw_req_release(r);
 	gw_model_release(m);
 	loom_free(ids);
+	loom_free(stops);
 	gw_params_fini(&p);
 	return ret;
 }
@@ -734,10 +766,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		}
 		return body_append(s, x, upload, n) ? MHD_YES : MHD_NO;
 	}
-	if (x->req && x->held) /* resumed: a queued stream left the queue */
-		return start_held(s, c, x);
-	if (x->req) /* resumed: the non-stream request ended */
-		return reply_ended(s, c, x->req);
+	if (x->req) { /* resumed: the non-stream request ended */
+		int status;
+		char *body = gw_req_result(x->req, &status);
+		return reply(c, status, body, NULL);
+	}
 	if (s->stopping)
 		return reply_errf(c, 503, "service_unavailable", NULL, NULL, NULL,
 				  "the gateway is shutting down");

@@ -29,6 +29,7 @@ struct gw_stream {
 	buf out;
 	size_t taken;
 	buf held;
+	size_t dec_cp;        /* code points the decoder produced */
 	bool stopped;
 	bool finished;
 };
@@ -178,6 +179,8 @@ loom_err gw_stream_push_ids(gw_stream *s, const int32_t *ids, size_t n, bool *st
 			continue; /* an id the tokenizer does not know: no text */
 		if (rc)
 			return rc;
+		for (size_t k = 0; k < tl; k++)
+			s->dec_cp += ((unsigned char)t[k] & 0xc0) != 0x80;
 		if ((rc = gw_stream_push_text(s, t, tl, NULL)))
 			return rc;
 	}
@@ -205,6 +208,11 @@ loom_err gw_stream_finish(gw_stream *s)
 		return rc;
 	s->finished = true;
 	return LOOM_OK;
+}
+
+size_t gw_stream_decoded_cp(const gw_stream *s)
+{
+	return s->dec_cp;
 }
 
 bool gw_stream_stopped(const gw_stream *s)

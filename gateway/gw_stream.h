@@ -44,6 +44,10 @@ loom_err gw_stream_push_text(gw_stream *s, const char *text, size_t len, bool *s
  * everything held back. Idempotent. */
 loom_err gw_stream_finish(gw_stream *s);
 
+/* Code points decoded from the ids pushed so far (before stop strings cut
+ * the text): where the next id's text starts (logprobs' text_offset). */
+size_t gw_stream_decoded_cp(const gw_stream *s);
+
 /* True once a stop string matched. */
 bool gw_stream_stopped(const gw_stream *s);
 /* All text released so far (NUL-terminated, owned by s, valid until the next push/finish). */

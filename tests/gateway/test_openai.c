@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <jansson.h>
+#include <math.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -92,12 +93,27 @@ static const bad_case bad[] = {
 	{"n zero", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"n\":0}", 400, "n", NULL},
 	{"n string", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"n\":\"1\"}", 400, "n",
 	 NULL},
-	{"echo true", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"echo\":true}", 400, "echo",
-	 "not supported"},
+	{"chat echo", GW_API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"echo\":true}", 400, "echo", "completions"},
 	{"echo string", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"echo\":\"no\"}", 400,
 	 "echo", NULL},
-	{"logprobs 5", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":5}", 400,
-	 "logprobs", "not supported"},
+	{"logprobs 21", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":21}", 400, "logprobs", NULL},
+	{"logprobs -1", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":-1}", 400, "logprobs", NULL},
+	{"logprobs bool", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":true}", 400, "logprobs", NULL},
+	{"prompt_logprobs 21", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"prompt_logprobs\":21}", 400, "prompt_logprobs", NULL},
+	{"presence_penalty 3", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"presence_penalty\":3}", 400, "presence_penalty", NULL},
+	{"frequency_penalty -2.5", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"frequency_penalty\":-2.5}", 400, "frequency_penalty", NULL},
+	{"frequency_penalty string", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"frequency_penalty\":\"1\"}", 400, "frequency_penalty", NULL},
+	{"repetition_penalty 0", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"repetition_penalty\":0}", 400, "repetition_penalty", NULL},
+	{"min_p 1.5", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"min_p\":1.5}", 400, "min_p", NULL},
+	{"min_tokens -1", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"min_tokens\":-1}", 400, "min_tokens", NULL},
+	{"min_tokens float", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"min_tokens\":1.5}", 400, "min_tokens", NULL},
+	{"stop_token_ids string", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"stop_token_ids\":\"2\"}", 400, "stop_token_ids", NULL},
+	{"stop_token_ids negative", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"stop_token_ids\":[-2]}", 400, "stop_token_ids", NULL},
+	{"logit_bias array", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"logit_bias\":[1]}", 400, "logit_bias", NULL},
+	{"logit_bias key", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"logit_bias\":{\"abc\":1}}", 400, "logit_bias", NULL},
+	{"logit_bias negative key", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"logit_bias\":{\"-3\":1}}", 400, "logit_bias", NULL},
+	{"logit_bias 101", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"logit_bias\":{\"3\":101}}", 400, "logit_bias", NULL},
+	{"logit_bias string value", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"logit_bias\":{\"3\":\"1\"}}", 400, "logit_bias", NULL},
 	{"best_of 2", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"best_of\":2}", 400,
 	 "best_of", NULL},
 	{"chat missing messages", GW_API_CHAT, "{\"model\":\"m\"}", 400, "messages", "required"},
@@ -121,9 +137,10 @@ static const bad_case bad[] = {
 	 "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
 	 "\"max_completion_tokens\":0}",
 	 400, "max_completion_tokens", NULL},
-	{"chat logprobs true", GW_API_CHAT,
-	 "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true}", 400,
-	 "logprobs", NULL},
+	{"chat logprobs 5", GW_API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":5}", 400, "logprobs", NULL},
+	{"chat top_logprobs alone", GW_API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":2}", 400, "top_logprobs", NULL},
+	{"chat top_logprobs 21", GW_API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,\"top_logprobs\":21}", 400, "top_logprobs", NULL},
+	{"chat max tokens differ", GW_API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":5,\"max_completion_tokens\":6}", 400, "max_completion_tokens", "differ"},
 	{"tokenize ids", GW_API_TOKENIZE, "{\"model\":\"m\",\"prompt\":[1,2]}", 400, "prompt", NULL},
 	{"tokenize add_special string", GW_API_TOKENIZE,
 	 "{\"model\":\"m\",\"prompt\":\"x\",\"add_special_tokens\":\"no\"}", 400, "add_special_tokens",
@@ -260,6 +277,123 @@ static json_t *load(char *s)
 	return j;
 }
 
+static void test_controls_parse(void **state)
+{
+	(void)state;
+	gw_params p;
+	gw_api_err e;
+	const char *body = "{\"model\":\"m\",\"prompt\":\"x\"}";
+	assert_int_equal(gw_openai_parse(GW_API_COMPLETIONS, body, strlen(body), &p, &e), LOOM_OK);
+	assert_true(p.repetition_penalty == 1.0f && p.presence_penalty == 0 && p.min_p == 0);
+	assert_int_equal(p.n_bias, 0);
+	assert_false(p.logprobs || p.echo);
+	assert_int_equal(p.prompt_logprobs, -1);
+	gw_params_fini(&p);
+	body = "{\"model\":\"m\",\"prompt\":\"x\",\"presence_penalty\":-2,\"frequency_penalty\":1.5,"
+	       "\"repetition_penalty\":1.2,\"min_p\":0.1,\"min_tokens\":4,\"stop_token_ids\":[7,9],"
+	       "\"logit_bias\":{\"5\":-100,\"0\":2.5},\"logprobs\":3,\"echo\":true,"
+	       "\"prompt_logprobs\":0}";
+	assert_int_equal(gw_openai_parse(GW_API_COMPLETIONS, body, strlen(body), &p, &e), LOOM_OK);
+	assert_true(p.presence_penalty == -2.0f && p.frequency_penalty == 1.5f);
+	assert_true(p.repetition_penalty == 1.2f && p.min_p == 0.1f);
+	assert_int_equal(p.min_tokens, 4);
+	assert_int_equal(p.n_stop_token_ids, 2);
+	assert_int_equal(p.stop_token_ids[1], 9);
+	assert_int_equal(p.n_bias, 2);
+	assert_int_equal(p.bias_ids[0] + p.bias_ids[1], 5);
+	assert_true(p.bias[p.bias_ids[0] == 5 ? 0 : 1] == -100.0f);
+	assert_true(p.logprobs && p.echo);
+	assert_int_equal(p.top_logprobs, 3);
+	assert_int_equal(p.prompt_logprobs, 0);
+	gw_params_fini(&p);
+	body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	       "\"logprobs\":true,\"top_logprobs\":20,\"max_tokens\":6,\"max_completion_tokens\":6}";
+	assert_int_equal(gw_openai_parse(GW_API_CHAT, body, strlen(body), &p, &e), LOOM_OK);
+	assert_true(p.logprobs);
+	assert_int_equal(p.top_logprobs, 20);
+	assert_int_equal(p.max_tokens, 6);
+	gw_params_fini(&p);
+}
+
+static const char *fake_piece(void *ctx, int32_t id, size_t *len)
+{
+	static char buf[16];
+	(void)ctx;
+	*len = (size_t)snprintf(buf, sizeof buf, "<%d>", id);
+	return buf;
+}
+
+static void test_logprobs_shapes(void **state)
+{
+	(void)state;
+	int32_t ids[] = {5, 6}, prompt[] = {1, 9, 4};
+	float lp[] = {-0.5f, -INFINITY}, top_lp[] = {-0.5f, -1.0f, -0.25f, -3.0f};
+	int32_t top[] = {5, 7, 8, 6};
+	float plp[] = {-2.0f, -1.0f}, ptop_lp[] = {-1.5f, -0.5f};
+	int32_t ptop[] = {3, 4};
+	size_t offs[] = {0, 3}, poffs[] = {0, 0, 3};
+	gw_result r = {.api = GW_API_COMPLETIONS, .id = "cmpl-x", .model = "m", .text = "ab",
+		       .text_len = 2, .finish = "length", .ids = ids, .n_ids = 2,
+		       .with_lp = true, .lp_k = 2,
+		       .lp = {.n = 2, .ids = ids, .lp = lp, .top_ids = top, .top_lp = top_lp,
+			      .stride = 2, .offsets = offs, .offset_base = 10},
+		       .echo_lp = true,
+		       .plp = {.n = 3, .ids = prompt, .lp = plp, .top_ids = ptop, .top_lp = ptop_lp,
+			       .stride = 1, .offsets = poffs},
+		       .with_prompt_lp = true, .prompt_lp_k = 1,
+		       .piece = fake_piece};
+	json_t *j = load(gw_openai_response_json(&r));
+	json_t *c = json_array_get(json_object_get(j, "choices"), 0);
+	json_t *l = json_object_get(c, "logprobs");
+	json_t *toks = json_object_get(l, "tokens"), *tl = json_object_get(l, "token_logprobs");
+	json_t *tops = json_object_get(l, "top_logprobs"), *to = json_object_get(l, "text_offset");
+	assert_int_equal(json_array_size(toks), 5);
+	assert_string_equal(json_string_value(json_array_get(toks, 0)), "<1>");
+	assert_string_equal(json_string_value(json_array_get(toks, 4)), "<6>");
+	assert_true(json_is_null(json_array_get(tl, 0)));
+	assert_true(json_real_value(json_array_get(tl, 2)) == -1.0);
+	assert_true(json_real_value(json_array_get(tl, 3)) == -0.5);
+	assert_true(json_real_value(json_array_get(tl, 4)) == -9999.0); /* -inf */
+	assert_true(json_is_null(json_array_get(tops, 0)));
+	/* prompt rows show k = 2 alternatives of the 1 sent, plus the token */
+	assert_int_equal(json_object_size(json_array_get(tops, 1)), 2);
+	json_t *t3 = json_array_get(tops, 3); /* token 5: its best 2 (5 itself and 7) */
+	assert_int_equal(json_object_size(t3), 2);
+	assert_true(json_real_value(json_object_get(t3, "<7>")) == -1.0);
+	json_t *t4 = json_array_get(tops, 4); /* token 6: 8, 6 */
+	assert_int_equal(json_object_size(t4), 2);
+	assert_int_equal(json_integer_value(json_array_get(to, 2)), 3);
+	assert_int_equal(json_integer_value(json_array_get(to, 4)), 13);
+	json_t *pl = json_object_get(c, "prompt_logprobs");
+	assert_int_equal(json_array_size(pl), 3);
+	assert_true(json_is_null(json_array_get(pl, 0)));
+	json_t *e1 = json_object_get(json_array_get(pl, 1), "9");
+	assert_true(json_real_value(json_object_get(e1, "logprob")) == -2.0);
+	assert_string_equal(json_string_value(json_object_get(e1, "decoded_token")), "<9>");
+	json_t *e2 = json_object_get(json_array_get(pl, 2), "4");
+	assert_int_equal(json_integer_value(json_object_get(e2, "rank")), 1);
+	assert_non_null(json_object_get(json_array_get(pl, 1), "3"));
+	json_decref(j);
+
+	/* chat: content entries with bytes and exactly k alternatives */
+	r.api = GW_API_CHAT;
+	r.with_prompt_lp = false;
+	j = load(gw_openai_response_json(&r));
+	c = json_array_get(json_object_get(j, "choices"), 0);
+	json_t *content = json_object_get(json_object_get(c, "logprobs"), "content");
+	assert_int_equal(json_array_size(content), 2);
+	json_t *c0 = json_array_get(content, 0);
+	assert_string_equal(json_string_value(json_object_get(c0, "token")), "<5>");
+	assert_int_equal(json_array_size(json_object_get(c0, "bytes")), 3);
+	assert_int_equal(json_integer_value(json_array_get(json_object_get(c0, "bytes"), 0)), '<');
+	json_t *tl0 = json_object_get(c0, "top_logprobs");
+	assert_int_equal(json_array_size(tl0), 2);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(tl0, 1), "token")),
+			    "<7>");
+	assert_null(json_object_get(j, "prompt_logprobs"));
+	json_decref(j);
+}
+
 static void test_response_shapes(void **state)
 {
 	(void)state;
@@ -383,6 +517,8 @@ int main(void)
 		cmocka_unit_test(test_chat_parse),
 		cmocka_unit_test(test_tokenize_parse),
 		cmocka_unit_test(test_response_shapes),
+		cmocka_unit_test(test_controls_parse),
+		cmocka_unit_test(test_logprobs_shapes),
 		cmocka_unit_test(test_chunk_shapes),
 		cmocka_unit_test(test_misc_bodies),
 	};
