@@ -10,7 +10,8 @@
  * keeps what it needs to be sent again (lk_job). Requests taken out of the
  * table on a worker's death are parked on l->to_move and resumed elsewhere
  * (or failed) by the heartbeat thread (gw_link_move.c; pipe callbacks must
- * not block), which also feeds the batch queue to workers with room.
+ * not block), which also feeds the admission queue to workers with room and
+ * times out what waited too long there.
  * Announcements (gw_link_sync.c): the receive thread sends what a HELLO's
  * worker lacks before it applies that HELLO (liveness, model list), so a
  * SUBMIT naming an adapter is only ever routed after its ADAPTER was queued
@@ -40,9 +41,9 @@
 /* Messages queued per worker, so that non-blocking CANCEL/PING sends survive a
  * worker that is briefly slow to read. */
 #define SEND_QUEUE 1024
-#define BATCH_QUEUE_DEFAULT 256
-#define BATCH_PER_WORKER_DEFAULT 4
-#define ROOM_MS_DEFAULT 250
+#define QUEUE_DEFAULT 256
+#define QUEUE_TIMEOUT_MS_DEFAULT 60000
+#define WORKER_SLOTS_DEFAULT 64 /* loom-worker's --max-seqs default */
 
 int64_t gw_link_now_ms(void)
 {
@@ -84,7 +85,7 @@ static void uncount(gw_link *l, lk_entry *e)
 	lk_worker *w = &l->w[e->worker];
 	if (w->inflight)
 		w->inflight--;
-	if (e->job.queueable && w->batch_inflight)
+	if (e->job.batch && w->batch_inflight)
 		w->batch_inflight--;
 	lk_perf_load(w);
 	if (l->q_head)
@@ -108,7 +109,7 @@ void lk_assign(gw_link *l, lk_entry *e, int widx, uint32_t n_prompt)
 	e->pipe = w->pipe;
 	e->sent_ms = gw_link_now_ms();
 	w->inflight++;
-	if (e->job.queueable)
+	if (e->job.batch)
 		w->batch_inflight++;
 	lk_perf_submitted(w, n_prompt);
 	lk_perf_load(w);
@@ -371,6 +372,8 @@ static void *rx_main(void *arg)
 				w->stats = m.u.stats;
 				w->has_stats = true;
 				lk_perf_stats(w, &m.u.stats);
+				if (l->q_head)
+					pthread_cond_signal(&l->cv); /* room, maybe */
 				pthread_mutex_unlock(&l->mu);
 				break;
 			case LOOM_MSG_FETCH: lk_on_fetch(w, &m.u.fetch); break;
@@ -486,9 +489,10 @@ loom_err gw_link_create_opts(const gw_link_opts *o, gw_link **out)
 	pthread_cond_init(&l->cv, NULL);
 	l->store = o->store;
 	l->no_slo = o->no_slo;
-	l->q_cap = o->batch_queue ? o->batch_queue : BATCH_QUEUE_DEFAULT;
-	l->batch_per_worker = o->batch_per_worker ? o->batch_per_worker : BATCH_PER_WORKER_DEFAULT;
-	l->room_ms = o->room_ms ? o->room_ms : ROOM_MS_DEFAULT;
+	l->q_cap = o->batch_queue ? o->batch_queue : QUEUE_DEFAULT;
+	l->q_timeout_ms = o->queue_timeout_ms ? o->queue_timeout_ms : QUEUE_TIMEOUT_MS_DEFAULT;
+	l->batch_per_worker = o->batch_per_worker;
+	l->worker_slots = o->worker_slots ? o->worker_slots : WORKER_SLOTS_DEFAULT;
 	l->w = loom_calloc(o->n_urls ? o->n_urls : 1, sizeof *l->w);
 	if (!l->w) {
 		rc = loom_fail(LOOM_ENOMEM, "out of memory creating worker links");
@@ -630,6 +634,7 @@ void gw_link_get_counters(gw_link *l, gw_link_counters *out)
 	pthread_mutex_lock(&l->mu);
 	out->queued = l->q_len;
 	out->queue_cap = l->q_cap;
+	out->queue_timeouts = l->n_timeouts;
 	out->resumed = l->n_resumed;
 	out->lost = l->n_lost;
 	out->no_slo = l->no_slo;
@@ -639,6 +644,14 @@ void gw_link_get_counters(gw_link *l, gw_link_counters *out)
 	for (const lk_entry *e = l->to_move; e; e = e->next)
 		out->entries++;
 	pthread_mutex_unlock(&l->mu);
+}
+
+uint32_t gw_link_retry_after_s(gw_link *l)
+{
+	pthread_mutex_lock(&l->mu);
+	uint32_t s = lk_retry_after_s(l);
+	pthread_mutex_unlock(&l->mu);
+	return s;
 }
 
 size_t gw_link_inflight(gw_link *l)

@@ -1,6 +1,6 @@
 /*
  * gateway/gw_link_submit.c — a request's way into the link: its entry (a
- * copy of the SUBMIT that can be sent again: later from the batch queue, or
+ * copy of the SUBMIT that can be sent again: later from the admission queue, or
  * to another worker after a loss), admission by the SLO rules or the plain
  * router, and the SUBMIT's encoding (the remaining TTFT budget is computed
  * when it is sent).
@@ -82,7 +82,9 @@ static lk_entry *detach_if_on(gw_link *l, uint64_t id, int widx, uint32_t pipe)
 	return e && e->worker == widx && e->pipe == pipe ? lk_detach(l, id) : NULL;
 }
 
-/* Routes e (under mu, not in the table yet): *admit and, for LATE, *retry_s. */
+/* Routes e (under mu, not in the table yet): *admit and, for LATE and FULL,
+ * *retry_s. A request that may wait joins the queue behind those of its
+ * priority or higher instead of overtaking them. */
 static int route_new(gw_link *l, lk_entry *e, gw_admit *admit, uint32_t *retry_s)
 {
 	const lk_job *j = &e->job;
@@ -93,26 +95,25 @@ static int route_new(gw_link *l, lk_entry *e, gw_admit *admit, uint32_t *retry_s
 		*admit = widx >= 0 ? GW_ADMIT_SENT : GW_ADMIT_NO_WORKER;
 		return widx;
 	}
-	double budget = -1;
-	if (j->ttft_ms) {
-		budget = (double)j->ttft_ms - (double)(gw_link_now_ms() - j->arrival_ms);
-		if (budget < 0)
-			budget = 0;
-	}
-	widx = lk_route_slo(l, j, j->sub.n_prompt, budget, &best_pred);
+	bool behind = j->queueable && lk_queue_ahead(l, j->priority);
+	widx = behind ? -1 : lk_route_admit(l, j, j->sub.n_prompt, true, &best_pred);
+	if (behind) /* only whether a live worker serves the model */
+		lk_route_slo(l, j, j->sub.n_prompt, -1, false, &best_pred);
 	if (widx >= 0) {
 		*admit = GW_ADMIT_SENT;
 	} else if (best_pred < 0) {
 		*admit = GW_ADMIT_NO_WORKER;
 	} else if (j->queueable) {
 		*admit = l->q_len >= l->q_cap ? GW_ADMIT_FULL : GW_ADMIT_QUEUED;
+		if (*admit == GW_ADMIT_FULL)
+			*retry_s = lk_retry_after_s(l);
 	} else {
 		/* the backlog must drain by the excess before a fresh request fits */
 		double s = ceil((best_pred - (double)j->ttft_ms) / 1000.0);
 		*retry_s = s < 1 ? 1 : s > 3600 ? 3600 : (uint32_t)s;
 		*admit = GW_ADMIT_LATE;
-		LOOM_DEBUG("request %llu (%s): refused, predicted TTFT %.0f ms > budget %.0f ms",
-			   (unsigned long long)e->id, j->sub.slo_class, best_pred, budget);
+		LOOM_DEBUG("request %llu (%s): refused, predicted TTFT %.0f ms > target %u ms",
+			   (unsigned long long)e->id, j->sub.slo_class, best_pred, j->ttft_ms);
 	}
 	return widx;
 }
@@ -138,7 +139,8 @@ static loom_err submit(gw_link *l, gw_req *r, loom_msg_submit *sub, const char *
 		return rc;
 	if (slo && !l->no_slo) {
 		e->job.slo = true;
-		e->job.queueable = slo->ttft_ms == 0;
+		e->job.batch = slo->ttft_ms == 0;
+		e->job.queueable = e->job.batch || !slo->refuse;
 		e->job.ttft_ms = slo->ttft_ms;
 		e->job.tpot_ms = slo->tpot_ms;
 		e->job.priority = slo->priority;
@@ -152,8 +154,13 @@ static loom_err submit(gw_link *l, gw_req *r, loom_msg_submit *sub, const char *
 		bool closed = l->closed;
 		if (*admit == GW_ADMIT_QUEUED) {
 			lk_table_insert(l, e, -1, 0);
+			e->queued_ms = gw_link_now_ms();
 			lk_queue_push(l, e);
+			pthread_cond_signal(&l->cv); /* the head may go now */
+			size_t waiting = l->q_len;
 			pthread_mutex_unlock(&l->mu);
+			LOOM_DEBUG("request %llu (%s): queued (%zu waiting)", (unsigned long long)sub->req,
+				   sub->slo_class, waiting);
 			return LOOM_OK;
 		}
 		pthread_mutex_unlock(&l->mu);
@@ -161,8 +168,9 @@ static loom_err submit(gw_link *l, gw_req *r, loom_msg_submit *sub, const char *
 		if (closed)
 			return loom_fail(LOOM_EBUSY, "the gateway is shutting down");
 		if (*admit == GW_ADMIT_FULL)
-			return loom_fail(LOOM_EBUSY, "the batch queue is full (%zu requests waiting); "
-					 "retry later", l->q_cap);
+			return loom_fail(LOOM_EBUSY, "every worker is busy and the admission queue is "
+					 "full (%zu requests waiting); retry in %u s", l->q_cap,
+					 *retry_s);
 		if (*admit == GW_ADMIT_LATE)
 			return loom_fail(LOOM_EBUSY, "no worker can give the first token within the "
 					 "'%s' class's %u ms; retry in %u s", sub->slo_class,

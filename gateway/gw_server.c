@@ -53,6 +53,8 @@ typedef struct conn_ctx {
 	size_t len, cap;
 	bool too_big;
 	gw_req *req;           /* generation in flight (one reference), or NULL */
+	bool held;             /* req is a stream that waited in the admission queue: its
+				* response (status, headers) waits for its first token */
 	gw_admin_req *adm;     /* R_ADMIN: the admin request's state */
 	int64_t arrival_ms;    /* gw_req_now_ms() at the handler's first call */
 	struct MHD_Connection *conn;
@@ -162,15 +164,11 @@ static enum MHD_Result reply_errf(struct MHD_Connection *c, int status, const ch
 	return reply(c, status, gw_openai_error_json(&e), allow);
 }
 
-/* A refusal with a Retry-After header (seconds). */
-static enum MHD_Result reply_retry(struct MHD_Connection *c, int status, uint32_t retry_s,
-				   const char *msg)
+/* An error body (taken) with a Retry-After header (seconds; 0 = none). */
+static enum MHD_Result reply_retry_body(struct MHD_Connection *c, int status, char *body,
+					uint32_t retry_s)
 {
-	gw_api_err e;
 	char ra[16];
-	gw_api_err_set(&e, status, status == 429 ? "rate_limit_error" : "service_unavailable", NULL,
-		       NULL, "%s", msg);
-	char *body = gw_openai_error_json(&e);
 	if (!body)
 		return reply(c, 500, NULL, NULL);
 	struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), body,
@@ -186,6 +184,26 @@ static enum MHD_Result reply_retry(struct MHD_Connection *c, int status, uint32_
 	enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
 	MHD_destroy_response(resp);
 	return ret;
+}
+
+/* A refusal with a Retry-After header (seconds). */
+static enum MHD_Result reply_retry(struct MHD_Connection *c, int status, uint32_t retry_s,
+				   const char *msg)
+{
+	gw_api_err e;
+	gw_api_err_set(&e, status, status == 429 ? "rate_limit_error" : "service_unavailable", NULL,
+		       NULL, "%s", msg);
+	return reply_retry_body(c, status, gw_openai_error_json(&e), retry_s);
+}
+
+/* The final reply of a request that ended before its response began (a
+ * 503 / 429 says when to retry). */
+static enum MHD_Result reply_ended(gw_server *s, struct MHD_Connection *c, gw_req *r)
+{
+	int status;
+	char *body = gw_req_result(r, &status);
+	bool retry = status == 503 || status == 429;
+	return reply_retry_body(c, status, body, retry ? gw_link_retry_after_s(s->link) : 0);
 }
 
 static enum MHD_Result reply_literal(struct MHD_Connection *c, int status, const char *json)
@@ -441,6 +459,39 @@ static void sse_free(void *cls)
 	gw_req_release(cls);
 }
 
+/* Queues x->req's SSE response. */
+static enum MHD_Result start_sse(gw_server *s, struct MHD_Connection *c, conn_ctx *x)
+{
+	struct MHD_Response *resp = MHD_create_response_from_callback(
+		MHD_SIZE_UNKNOWN, 16384, sse_reader, x->req, sse_free);
+	if (!resp) {
+		gw_link_cancel(s->link, gw_req_id(x->req));
+		return MHD_NO;
+	}
+	gw_req_hold(x->req); /* the response's reference, dropped by sse_free */
+	gw_req_attach(x->req, c);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+	enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+/* A queued stream whose first output (or end) came: streams, or replies
+ * with the error that ended it in the queue (a timeout: 503 + Retry-After). */
+static enum MHD_Result start_held(gw_server *s, struct MHD_Connection *c, conn_ctx *x)
+{
+	x->held = false;
+	if (gw_req_done(x->req)) {
+		int status;
+		char *body = gw_req_result(x->req, &status);
+		loom_free(body);
+		if (status != 200)
+			return reply_ended(s, c, x->req);
+	}
+	return start_sse(s, c, x);
+}
+
 static void activate(gw_server *s, conn_ctx *x, struct MHD_Connection *c, gw_req *r)
 {
 	pthread_mutex_lock(&s->mu);
@@ -575,7 +626,8 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 	if (is_ad)
 		snprintf(sub.adapter, sizeof sub.adapter, "%s", ad.name);
 	gw_link_slo slo = {.name = sc->name, .ttft_ms = sc->ttft_ms, .tpot_ms = sc->tpot_ms,
-			   .priority = sc->priority, .arrival_ms = x->arrival_ms};
+			   .priority = sc->priority, .refuse = sc->refuse,
+			   .arrival_ms = x->arrival_ms};
 	gw_admit admit;
 	uint32_t retry_s = 0;
 	activate(s, x, c, r); /* x takes the creator's reference */
@@ -590,7 +642,7 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 		gw_req_fail(r, status, "server_error", "%s", msg); /* accounted as a miss */
 		x->req = NULL; /* r still holds the creator's reference, dropped at out */
 		if (admit == GW_ADMIT_LATE || admit == GW_ADMIT_FULL)
-			ret = reply_retry(c, status, admit == GW_ADMIT_LATE ? retry_s : 1, msg);
+			ret = reply_retry(c, status, retry_s ? retry_s : 1, msg);
 		else if (status == 503)
 			ret = reply_errf(c, 503, "service_unavailable", NULL, NULL, NULL, "%s", msg);
 		else
@@ -598,20 +650,12 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 		goto out;
 	}
 	r = NULL;
-	if (p.stream) {
-		struct MHD_Response *resp = MHD_create_response_from_callback(
-			MHD_SIZE_UNKNOWN, 16384, sse_reader, x->req, sse_free);
-		if (!resp) {
-			gw_link_cancel(s->link, gw_req_id(x->req));
-			ret = MHD_NO;
-			goto out;
-		}
-		gw_req_hold(x->req); /* the response's reference, dropped by sse_free */
-		gw_req_attach(x->req, c);
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-		ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
-		MHD_destroy_response(resp);
+	if (p.stream && admit == GW_ADMIT_QUEUED) {
+		/* no 200 yet: a wait that times out is still a 503 the client can retry */
+		x->held = true;
+		ret = gw_req_park(x->req, c) ? start_held(s, c, x) : MHD_YES;
+	} else if (p.stream) {
+		ret = start_sse(s, c, x);
 	} else if (gw_req_park(x->req, c)) {
 		int status;
 		char *body = gw_req_result(x->req, &status);
@@ -766,11 +810,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		}
 		return body_append(s, x, upload, n) ? MHD_YES : MHD_NO;
 	}
-	if (x->req) { /* resumed: the non-stream request ended */
-		int status;
-		char *body = gw_req_result(x->req, &status);
-		return reply(c, status, body, NULL);
-	}
+	if (x->req && x->held) /* resumed: a queued stream left the queue */
+		return start_held(s, c, x);
+	if (x->req) /* resumed: the non-stream request ended */
+		return reply_ended(s, c, x->req);
 	if (s->stopping)
 		return reply_errf(c, 503, "service_unavailable", NULL, NULL, NULL,
 				  "the gateway is shutting down");
