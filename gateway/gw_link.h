@@ -24,9 +24,8 @@
  * admission queue.
  *
  * Room: a worker has room when the requests the gateway has in flight there
- * are fewer than its slots (the sequences it runs at once: opts.worker_slots,
- * or fewer when its STATS showed sequences waiting behind fewer running) and
- * the prompt tokens waiting there fit in a few iterations. A request without
+ * are fewer than its slots (the sequences it runs at once: opts.worker_slots)
+ * and the prompt tokens waiting there fit in a few iterations. A request without
  * a TTFT target (batch) needs more: the slots that requests with a TTFT
  * target took there lately stay free for them, and at most
  * opts.batch_per_worker batch requests (0 = no cap) run there. A burst of
@@ -115,8 +114,8 @@ typedef struct gw_link_opts {
 	uint32_t batch_per_worker;     /* requests without a TTFT target in flight per worker
 					* at most (0 = no cap but the worker's room) */
 	uint32_t queue_timeout_ms;     /* the longest wait in the admission queue (0 = 60000) */
-	uint32_t worker_slots;         /* sequences a worker runs at once, until its STATS show
-					* fewer (0 = 64, loom-worker's --max-seqs default) */
+	uint32_t worker_slots;         /* sequences a worker runs at once (0 = 64, loom-worker's
+					* --max-seqs default) */
 } gw_link_opts;
 
 /* Dials every url (non-blocking) and starts the threads. */

@@ -133,7 +133,7 @@ struct gw_link {
 	size_t q_len, q_cap;
 	uint32_t q_timeout_ms;
 	bool no_slo;              /* plain least-loaded routing, no refusals, no queue */
-	uint32_t worker_slots;    /* a worker's slots until its STATS show fewer */
+	uint32_t worker_slots;    /* a worker's slots (room) */
 	uint32_t batch_per_worker; /* 0 = no cap */
 	uint64_t n_resumed, n_lost, n_timeouts;
 	double prior_a_ms, prior_b_ms;  /* step model of a worker without samples yet: the

@@ -13,7 +13,11 @@
  *    with 32-token prompts. Two loom-bench processes (--slo-mix
  *    interactive:1 at 0.7 R and --slo-mix batch:1 at 0.3 R) superpose into
  *    one Poisson stream of rate R with that mix. It runs against a gateway
- *    started with --no-slo, then, at the same rate, with SLO scheduling.
+ *    started with --no-slo, then, at the same rate, with SLO scheduling
+ *    that refuses what it cannot serve in time: the interactive class asks
+ *    for refusal explicitly (--slo-class interactive=1000:200:1:refuse; by
+ *    default a late request waits instead) and the gateway is told the
+ *    workers' slots (--worker-slots 8).
  *    The machine is shared with other work, so its speed changes from one
  *    minute to the next: when plain FCFS turns out not to be overloaded
  *    (attainment > 85 %), the rate goes up 1.4x, twice at most. Both
@@ -24,7 +28,7 @@
  *    equal the growth of loom_slo_requests_total, and its attained count
  *    the growth of loom_slo_met_total (within 2 % or one request: the two
  *    clocks start at slightly different moments), with the same class
- *    targets (the defaults: interactive 1000 ms / 200 ms, batch none).
+ *    targets (interactive 1000 ms / 200 ms as by default, batch none).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -283,7 +287,9 @@ static void test_with_slo_scheduling(void **state)
 	(void)state;
 	if (no_slo_attainment < 0)
 		skip(); /* the run without SLO scheduling did not get that far */
-	start(&stack, NULL);
+	const char *extra[] = {"--slo-class", "interactive=1000:200:1:refuse", "--worker-slots", "8",
+			       NULL};
+	start(&stack, extra);
 	double att = load_run(&stack, "slo");
 	fprintf(stderr, "interactive TTFT attainment at %.1f requests/s: %.1f %% with SLO "
 		"scheduling, %.1f %% without\n", rate, 100 * att, 100 * no_slo_attainment);
