@@ -34,11 +34,13 @@
  *
  * The admission queue (one for all classes, at most opts.batch_queue
  * requests): ordered by class priority, then arrival. A request whose class
- * could queue joins it behind waiting requests of its priority or higher
- * rather than overtake them. The heartbeat thread sends the head to a worker
- * that meets its remaining TTFT budget or has room, as soon as one does (a
- * request ends, a STATS arrives, a request joins), and nobody overtakes a
- * head that waits. Full: GW_ADMIT_FULL (429). A request that waited
+ * could queue joins it behind waiting requests for its model of its
+ * priority or higher rather than overtake them. The heartbeat thread sends
+ * queued requests, in order, to workers that meet their remaining TTFT
+ * budget or have room, as soon as one does (a request ends, a STATS arrives,
+ * a request joins); a request that must wait holds back the later ones for
+ * its model (nobody overtakes it), not those for other models, whose
+ * workers may have room. Full: GW_ADMIT_FULL (429). A request that waited
  * opts.queue_timeout_ms fails with 503 ("retry"; gw_link_retry_after_s says
  * when). A request canceled while queued (the client left) leaves the queue
  * and is never sent. With opts.no_slo every request goes at once to the

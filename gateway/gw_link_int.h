@@ -185,7 +185,9 @@ loom_err lk_encode_submit(gw_link *l, const lk_entry *e, const int32_t *gen, uin
 /* Resumes each request on l->to_move on another live worker, or fails it. */
 void lk_move_parked(gw_link *l);
 /* Fails the queued requests that waited q_timeout_ms (503), then sends
- * queued requests to workers that meet their budget or have room. */
+ * queued requests to workers that meet their budget or have room, in queue
+ * order; a request that cannot go holds back the later ones for its model
+ * only. */
 void lk_dispatch_queue(gw_link *l);
 
 /* gw_link_route.c (all under mu) */
@@ -223,8 +225,10 @@ void lk_perf_load(lk_worker *w);
 /* Admission queue: inserts e (worker -1) by priority, then arrival. */
 void lk_queue_push(gw_link *l, lk_entry *e);
 void lk_queue_unlink(gw_link *l, lk_entry *e);
-/* True when a request of priority prio waits in the queue (it would be overtaken). */
-bool lk_queue_ahead(const gw_link *l, int prio);
+/* True when a request for model of priority prio or higher waits in the
+ * queue (a new one would overtake it). Requests for other models do not
+ * count: they wait for other workers' room. */
+bool lk_queue_ahead(const gw_link *l, int prio, const char *model);
 /* Retry-After for a refusal for want of room (gw_link_retry_after_s), under mu. */
 uint32_t lk_retry_after_s(gw_link *l);
 

@@ -25,7 +25,8 @@
 #include "common/log.h"
 #include "gw_link_int.h"
 
-#define DISPATCH_MAX 64 /* queued requests sent per heartbeat tick at most */
+#define DISPATCH_MAX 64 /* queued requests looked at per heartbeat tick at most */
+#define BLOCKED_MAX 16  /* models held back per tick at most (the rest wait a tick) */
 
 /* Not under mu: takes id out of the table if it is still on (widx, pipe)
  * and fails it with status and message. */
@@ -163,23 +164,42 @@ static void expire_queue(gw_link *l)
 	}
 }
 
+/* Under mu: the first queued entry whose model is not in blocked[n]. */
+static lk_entry *next_unblocked(gw_link *l, char (*blocked)[LOOM_NAME_MAX], int n)
+{
+	for (lk_entry *e = l->q_head; e; e = e->qnext) {
+		int k = 0;
+		while (k < n && strcmp(blocked[k], e->job.sub.model))
+			k++;
+		if (k == n)
+			return e;
+	}
+	return NULL;
+}
+
 void lk_dispatch_queue(gw_link *l)
 {
+	char blocked[BLOCKED_MAX][LOOM_NAME_MAX]; /* models whose first waiting request has no room */
+	int n_blocked = 0;
 	expire_queue(l);
 	for (int k = 0; k < DISPATCH_MAX; k++) {
 		void *buf = NULL;
 		size_t len = 0;
 		double best;
 		pthread_mutex_lock(&l->mu);
-		lk_entry *e = l->q_head;
-		if (!e || l->closed) {
+		lk_entry *e = l->closed ? NULL : next_unblocked(l, blocked, n_blocked);
+		if (!e) {
 			pthread_mutex_unlock(&l->mu);
 			return;
 		}
 		int widx = lk_route_admit(l, &e->job, e->job.sub.n_prompt, true, &best);
 		if (widx < 0 && best >= 0) {
+			/* it waits for room, and nobody behind it for its model overtakes it */
+			snprintf(blocked[n_blocked++], LOOM_NAME_MAX, "%s", e->job.sub.model);
 			pthread_mutex_unlock(&l->mu);
-			return; /* the head waits for room; nobody overtakes it */
+			if (n_blocked == BLOCKED_MAX)
+				return;
+			continue;
 		}
 		uint64_t id = e->id;
 		if (widx < 0) {

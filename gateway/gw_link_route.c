@@ -408,9 +408,12 @@ void lk_queue_unlink(gw_link *l, lk_entry *e)
 	l->q_len--;
 }
 
-bool lk_queue_ahead(const gw_link *l, int prio)
+bool lk_queue_ahead(const gw_link *l, int prio, const char *model)
 {
-	return l->q_head && l->q_head->job.priority >= prio;
+	for (const lk_entry *e = l->q_head; e && e->job.priority >= prio; e = e->qnext)
+		if (!strcmp(e->job.sub.model, model))
+			return true;
+	return false;
 }
 
 uint32_t lk_retry_after_s(gw_link *l)

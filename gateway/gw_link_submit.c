@@ -95,7 +95,7 @@ static int route_new(gw_link *l, lk_entry *e, gw_admit *admit, uint32_t *retry_s
 		*admit = widx >= 0 ? GW_ADMIT_SENT : GW_ADMIT_NO_WORKER;
 		return widx;
 	}
-	bool behind = j->queueable && lk_queue_ahead(l, j->priority);
+	bool behind = j->queueable && lk_queue_ahead(l, j->priority, j->sub.model);
 	widx = behind ? -1 : lk_route_admit(l, j, j->sub.n_prompt, true, &best_pred);
 	if (behind) /* only whether a live worker serves the model */
 		lk_route_slo(l, j, j->sub.n_prompt, -1, false, &best_pred);

@@ -6,7 +6,8 @@
  * deadline cannot be met (with a Retry-After) and room instead for a class
  * that queues, the bounded admission queue (429 + Retry-After when full,
  * priority then FIFO order, dispatch once a worker has room, the wait's
- * timeout, cancel while queued, shutdown), a burst of batch requests sent at
+ * timeout, cancel while queued, shutdown; a request waiting for one model's
+ * workers holding back that model only), a burst of batch requests sent at
  * once up to the worker's slots, the per-worker cap on batch requests,
  * --no-slo (no refusal, no class sent), a
  * hung worker's request moving to the other one (late steps from the hung
@@ -71,19 +72,25 @@ static const gw_link_slo strict = {.name = "interactive", .ttft_ms = 1000, .tpot
 				   .priority = 1, .refuse = true};
 static const gw_link_slo batch = {.name = "batch", .priority = 0};
 
-/* Admits r by class c; returns the loom_err, *admit and *retry. */
-static loom_err admit(gw_link *l, gw_req *r, const gw_link_slo *c, const char *adapter,
-		      gw_admit *ad, uint32_t *retry)
+/* Admits r for model by class c; returns the loom_err, *admit and *retry. */
+static loom_err admit_to(gw_link *l, gw_req *r, const gw_link_slo *c, const char *model,
+			 const char *adapter, gw_admit *ad, uint32_t *retry)
 {
 	int32_t prompt[] = {1, 403, 407, 261, 378};
 	loom_msg_submit sub = {.n_prompt = 5, .prompt_ids = prompt};
-	snprintf(sub.model, sizeof sub.model, "stories");
+	snprintf(sub.model, sizeof sub.model, "%s", model);
 	if (adapter)
 		snprintf(sub.adapter, sizeof sub.adapter, "%s", adapter);
 	sub.sampling.max_tokens = 16;
 	gw_link_slo s = *c;
 	s.arrival_ms = gw_link_now_ms();
 	return gw_link_submit_slo(l, r, &sub, NULL, &s, ad, retry);
+}
+
+static loom_err admit(gw_link *l, gw_req *r, const gw_link_slo *c, const char *adapter,
+		      gw_admit *ad, uint32_t *retry)
+{
+	return admit_to(l, r, c, "stories", adapter, ad, retry);
 }
 
 static void step(fake *f, uint64_t req, const int32_t *ids, uint32_t n, int finish)
@@ -384,6 +391,54 @@ static void test_batch_burst_at_once(void **state)
 	fake_kill(&b);
 }
 
+/* A request waiting for its model's workers holds back later ones for that
+ * model only: another model's request goes where there is room. */
+static void test_queue_per_model(void **state)
+{
+	(void)state;
+	fake a, b;
+	fake_start(&a, "stories");
+	fake_start(&b, "other");
+	set_stats(&a, 100, 1000000, 8);
+	set_stats(&b, 100, 1000000, 8);
+	const char *urls[2] = {a.url, b.url};
+	gw_link_opts o = {.urls = urls, .n_urls = 2};
+	gw_link *l;
+	assert_int_equal(gw_link_create_opts(&o, &l), LOOM_OK);
+	WAIT_FOR(gw_link_model_ready(l, "stories") && gw_link_model_ready(l, "other"), 3000);
+	usleep(300 * 1000);
+	gw_admit ad;
+	uint32_t retry;
+	gw_req *r[4];
+	const char *model[4] = {"stories", "other", "other", "stories"};
+	for (int i = 0; i < 4; i++)
+		r[i] = new_req(false);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(admit_to(l, r[i], &batch, model[i], NULL, &ad, &retry), LOOM_OK);
+		assert_int_equal(ad, GW_ADMIT_QUEUED);
+	}
+	/* room on other's worker: its request goes, past the waiting head for stories */
+	set_stats(&b, 0, 0, 0);
+	WAIT_FOR(fake_count(&b, false, gw_req_id(r[1])) == 1, 2000);
+	/* nobody waits for other: a new one goes at once; one for stories queues behind */
+	assert_int_equal(admit_to(l, r[2], &batch, "other", NULL, &ad, &retry), LOOM_OK);
+	assert_int_equal(ad, GW_ADMIT_SENT);
+	assert_int_equal(admit_to(l, r[3], &batch, "stories", NULL, &ad, &retry), LOOM_OK);
+	assert_int_equal(ad, GW_ADMIT_QUEUED);
+	assert_int_equal(fake_nsub(&a), 0);
+	set_stats(&a, 0, 0, 0);
+	WAIT_FOR(fake_nsub(&a) == 2, 2000);
+	pthread_mutex_lock(&a.mu);
+	assert_int_equal(a.submits[0], gw_req_id(r[0]));
+	assert_int_equal(a.submits[1], gw_req_id(r[3]));
+	pthread_mutex_unlock(&a.mu);
+	gw_link_destroy(l);
+	for (int i = 0; i < 4; i++)
+		gw_req_release(r[i]);
+	fake_kill(&a);
+	fake_kill(&b);
+}
+
 static void test_batch_cap_per_worker(void **state)
 {
 	(void)state;
@@ -664,6 +719,7 @@ int main(void)
 		cmocka_unit_test(test_queue_instead_of_refusal),
 		cmocka_unit_test(test_queue_timeout),
 		cmocka_unit_test(test_batch_burst_at_once),
+		cmocka_unit_test(test_queue_per_model),
 		cmocka_unit_test(test_batch_cap_per_worker),
 		cmocka_unit_test(test_no_slo),
 		cmocka_unit_test(test_hung_worker_request_moves),
