@@ -63,8 +63,9 @@ const char *kn_isa_name(kn_isa isa);
  * Packed weights for kn_gemm_p: W[N,K] in panels of 16 output columns, each
  * k-major (16 values per k), the last panel zero-padded; kn_pack_bytes
  * bytes. kn_pack converts src (type src_dt, row-major [N,K]) into dst of
- * type dt: the same type is copied, F32 -> BF16 rounds to nearest even,
- * BF16/F16 -> F32 widens; F16 <- other and BF16 <- F16 are refused (-1).
+ * type dt: the same type is copied, F32 -> BF16 or F16 rounds to nearest
+ * even (exact for values that came from that type), BF16/F16 -> F32
+ * widens; BF16 <-> F16 is refused (-1).
  * kn_pack_get reads element (n, k) back as float.
  */
 size_t kn_pack_bytes(kn_wdt dt, int N, int K);
@@ -179,8 +180,8 @@ typedef struct kn_lora_seg {
  *   v[s.row0+i, s.vcol+j] = sum_k x[s.row0+i, k] * s.a[j, k]   (j < s.rank)
  * x: [rows, d_in]; v: [rows, ldv]. Only those columns of v are written (the
  * rest keep their values), so several segments may cover the same rows at
- * different vcol (q, k, v of one adapter). Segments of 1 row are streaming
- * GEMVs over A; long segments go to OpenBLAS sgemm.
+ * different vcol (q, k, v of one adapter). Each row is its own fixed-order
+ * dot products (a row's result does not depend on the segment's length).
  */
 void kn_lora_shrink(float *v, int ldv, const float *x, int d_in, const kn_lora_seg *segs,
 		    int n_segs);

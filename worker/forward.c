@@ -2,14 +2,14 @@
  * worker/forward.c — the LLaMA forward pass over a mixed batch (CPU backend).
  *
  * All T tokens of the batch move through each layer together: every linear
- * layer is one kn_gemm over T rows, RMSNorm/RoPE/SiLU are row-wise, and only
- * attention is per sequence (each reads its own paged cache, forward_attn.c). A token's
- * result therefore depends on the rest of the batch only through GEMM
- * blocking inside OpenBLAS (M differs), which is the one source of
- * batch variance. Observed with OpenBLAS 0.3.21: a sequence alone and inside
- * a batch differ by ~5e-7 relative (L2 per logits row), never bit-identical;
- * forcing sgemm for M = 1 does not help (sgemm itself rounds differently per
- * M), and the thread count changes the rounding too.
+ * layer is one kn_gemm_p over T rows (the model's packed weights, in their
+ * file's dtype, split over the scratch's thread pool), RMSNorm/RoPE/SiLU are
+ * row-wise, and only attention is per sequence (each reads its own paged
+ * cache, forward_attn.c). kn_gemm_p sums every output in a fixed order, so a
+ * base-model token's logits are bit-identical alone or in any batch, at any
+ * thread count; the remaining source of batch variance is the LoRA ops
+ * (long segments go to OpenBLAS sgemm, whose rounding depends on the
+ * segment's rows).
  *
  * Scratch (wk_scratch) holds the per-step activations, grown on demand to the
  * largest T and context seen; a steady-state step allocates nothing.
@@ -43,7 +43,15 @@ struct wk_scratch {
 	double *inv_freq; /* [half] RoPE inverse frequencies (all positions unless dynamic) */
 	double mscale;    /* RoPE cos/sin factor */
 	wk_lora_ws *lora;  /* LoRA shrink rows + descriptors (forward_lora.c), NULL until used */
+	kn_pool *pool;     /* wk_forward_threads() threads, the engine thread included */
 };
+
+static int fwd_threads = 1;
+
+void wk_forward_threads(int n)
+{
+	fwd_threads = n < 1 ? 1 : n;
+}
 
 loom_err wk_scratch_create(const wk_model *m, wk_scratch **out)
 {
@@ -63,6 +71,12 @@ loom_err wk_scratch_create(const wk_model *m, wk_scratch **out)
 		return loom_fail(LOOM_ENOMEM, "forward scratch: out of memory");
 	}
 	loom_rope_freqs(c, 0, s->inv_freq, &s->mscale);
+	if (fwd_threads > 1 && kn_pool_create(fwd_threads, &s->pool)) {
+		loom_free(s->inv_freq);
+		loom_free(s);
+		return loom_fail(LOOM_ENOMEM, "forward scratch: cannot start %d threads",
+				 fwd_threads);
+	}
 	*out = s;
 	return LOOM_OK;
 }
@@ -77,6 +91,7 @@ void wk_scratch_destroy(wk_scratch *s)
 		loom_free(*bufs[i]);
 	loom_free(s->pos);
 	loom_free(s->inv_freq);
+	kn_pool_destroy(s->pool);
 	wk_lora_ws_destroy(s->lora);
 	loom_free(s);
 }
@@ -163,6 +178,13 @@ static loom_err check_batch(const wk_model *m, const wk_batch *b, int *max_ctx)
 	return wk_lora_check(m, b, 0);
 }
 
+/* y[T, N] (+)= x[T, K] . W^T on the packed weight. */
+static void linear(wk_scratch *s, float *y, const float *x, const wk_pmat *w, int T, int N, int K,
+		   int accumulate)
+{
+	kn_gemm_p(y, x, w->p, w->dt, T, N, K, accumulate, s->pool);
+}
+
 /* A linear layer's bias, when the model has it. */
 static void bias(float *y, const float *b, int T, int n)
 {
@@ -185,9 +207,9 @@ static void attention_block(const wk_model *m, const wk_batch *b, wk_scratch *s,
 	const loom_model_config *c = &m->cfg;
 	const wk_layer *L = &m->layers[l];
 	kn_rmsnorm(s->xn, s->x, L->attn_norm, T, s->d, c->rms_eps);
-	kn_gemm(s->q, s->xn, L->wq, T, s->qdim, s->d, 0);
-	kn_gemm(s->k, s->xn, L->wk, T, s->kvdim, s->d, 0);
-	kn_gemm(s->v, s->xn, L->wv, T, s->kvdim, s->d, 0);
+	linear(s, s->q, s->xn, &L->pq, T, s->qdim, s->d, 0);
+	linear(s, s->k, s->xn, &L->pk, T, s->kvdim, s->d, 0);
+	linear(s, s->v, s->xn, &L->pv, T, s->kvdim, s->d, 0);
 	bias(s->q, L->bq, T, s->qdim);
 	bias(s->k, L->bk, T, s->kvdim);
 	bias(s->v, L->bv, T, s->kvdim);
@@ -201,7 +223,7 @@ static void attention_block(const wk_model *m, const wk_batch *b, wk_scratch *s,
 	kn_rope_apply(s->k, T, c->n_kv_heads, c->head_dim, s->rcos, s->rsin);
 	wk_attn_batch(m, b, l, s->q, s->k, s->v, s->att, s->scores);
 	float *o = L->post_attn_norm ? s->xn : s->x;
-	kn_gemm(o, s->att, L->wo, T, s->d, s->qdim, o == s->x);
+	linear(s, o, s->att, &L->po, T, s->d, s->qdim, o == s->x);
 	bias(o, L->bo, T, s->d);
 	wk_lora_add(s->lora, m, b, l, AD_O, 1, s->att, &o);
 	if (L->post_attn_norm)
@@ -215,8 +237,8 @@ static void mlp_block(const wk_model *m, const wk_batch *b, wk_scratch *s, int l
 	const loom_model_config *c = &m->cfg;
 	const wk_layer *L = &m->layers[l];
 	kn_rmsnorm(s->xn, s->x, L->ffn_norm, T, s->d, c->rms_eps);
-	kn_gemm(s->gate, s->xn, L->w_gate, T, s->ffn, s->d, 0);
-	kn_gemm(s->up, s->xn, L->w_up, T, s->ffn, s->d, 0);
+	linear(s, s->gate, s->xn, &L->pgate, T, s->ffn, s->d, 0);
+	linear(s, s->up, s->xn, &L->pup, T, s->ffn, s->d, 0);
 	bias(s->gate, L->b_gate, T, s->ffn);
 	bias(s->up, L->b_up, T, s->ffn);
 	float *const gu[2] = {s->gate, s->up};
@@ -226,7 +248,7 @@ static void mlp_block(const wk_model *m, const wk_batch *b, wk_scratch *s, int l
 	else
 		kn_gelu_mul(s->gate, s->up, (size_t)T * s->ffn, c->act == LOOM_ACT_GELU_TANH);
 	float *o = L->post_ffn_norm ? s->xn : s->x;
-	kn_gemm(o, s->gate, L->w_down, T, s->d, s->ffn, o == s->x);
+	linear(s, o, s->gate, &L->pdown, T, s->d, s->ffn, o == s->x);
 	bias(o, L->b_down, T, s->d);
 	wk_lora_add(s->lora, m, b, l, AD_DOWN, 1, s->gate, &o);
 	if (L->post_ffn_norm)
@@ -291,7 +313,7 @@ loom_err wk_forward(const wk_model *m, const wk_batch *b, wk_scratch *s, float *
 				   s->d, c->rms_eps);
 		}
 	}
-	kn_gemm(logits, s->xn, m->lm_head, R, c->vocab, s->d, 0);
+	linear(s, logits, s->xn, &m->p_head, R, c->vocab, s->d, 0);
 	if (c->final_softcap > 0.0f)
 		kn_softcap(logits, (size_t)R * c->vocab, c->final_softcap);
 	return LOOM_OK;

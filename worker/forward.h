@@ -51,6 +51,9 @@ typedef struct wk_batch {
 } wk_batch;
 
 typedef struct wk_scratch wk_scratch;
+/* Threads a scratch created from now on runs its ops on (the calling thread
+ * included; default 1). The worker sets it from --threads at start. */
+void wk_forward_threads(int n);
 loom_err wk_scratch_create(const wk_model *m, wk_scratch **out);
 void wk_scratch_destroy(wk_scratch *s);
 

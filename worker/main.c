@@ -26,6 +26,7 @@
 #include "../store/store.h"
 #include "backend.h"
 #include "engine.h"
+#include "forward.h"
 #include "kv.h"
 #include "link.h"
 #include "model.h"
@@ -61,7 +62,8 @@ static const char help[] =
 	"  --id NAME               worker id reported in HELLO (default worker-PID)\n"
 	"  --backend cpu|cuda      where the forward runs (default: cuda when this build has\n"
 	"                          the CUDA backend and a device is found, else cpu)\n"
-	"  --threads N             OpenBLAS threads (default 1)\n"
+	"  --threads N             threads each model's CPU forward runs on, the engine\n"
+	"                          thread included (and OpenBLAS's, for LoRA); default 1\n"
 	"  --max-batch-tokens N    tokens per model per iteration: every decode plus prefill\n"
 	"                          chunks up to this budget (default 256)\n"
 	"  --max-seqs N            sequences holding KV at once, all models (default 64)\n"
@@ -359,6 +361,7 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	openblas_set_num_threads(a.threads);
+	wk_forward_threads(a.threads);
 
 	if (start_residency(&a, backend, &store, &res))
 		goto out;

@@ -28,6 +28,7 @@ typedef struct wk_slot {
 	int64_t shape[2];
 	float **dst;
 	int norm; /* a norm weight: stored as 1 + w when cfg.norm_plus_one */
+	wk_pmat *pm; /* a linear weight: its packed copy, else NULL */
 	const loom_tensor *t;
 } wk_slot;
 
@@ -39,6 +40,7 @@ static void slot_set(wk_slot *s, const char *name, int64_t rows, int64_t cols, f
 	s->shape[1] = cols;
 	s->dst = dst;
 	s->norm = 0;
+	s->pm = NULL;
 	s->t = NULL;
 }
 
@@ -122,7 +124,43 @@ static loom_err check_config(const char *dir, const loom_model_config *c)
 	return LOOM_OK;
 }
 
+static size_t wk_model_f32_bytes(const loom_model_config *c);
+
+/* The packed copies of the linear weights: (N, K) of each, in order. */
+static size_t linear_shapes(const loom_model_config *c, int shapes[][2])
+{
+	int d = c->hidden, q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
+	int f = c->ffn;
+	int per[7][2] = {{q, d}, {kv, d}, {kv, d}, {d, q}, {f, d}, {f, d}, {d, f}};
+	size_t n = 0;
+	for (int l = 0; l < c->n_layers; l++)
+		for (int i = 0; i < 7; i++, n++)
+			if (shapes)
+				shapes[n][0] = per[i][0], shapes[n][1] = per[i][1];
+	if (shapes)
+		shapes[n][0] = c->vocab, shapes[n][1] = d;
+	return n + 1;
+}
+
+static size_t packed_f32_bytes(const loom_model_config *c)
+{
+	size_t n = linear_shapes(c, NULL), total = 0;
+	int(*sh)[2] = loom_calloc(n, sizeof *sh);
+	if (!sh)
+		return SIZE_MAX / 4;
+	linear_shapes(c, sh);
+	for (size_t i = 0; i < n; i++)
+		total += (kn_pack_bytes(KN_W_F32, sh[i][0], sh[i][1]) + 63) & ~(size_t)63;
+	loom_free(sh);
+	return total;
+}
+
 size_t wk_model_weight_bytes(const loom_model_config *c)
+{
+	return wk_model_f32_bytes(c) + packed_f32_bytes(c);
+}
+
+static size_t wk_model_f32_bytes(const loom_model_config *c)
 {
 	size_t d = (size_t)c->hidden, q = (size_t)c->n_heads * (size_t)c->head_dim;
 	size_t kvd = (size_t)c->n_kv_heads * (size_t)c->head_dim, f = (size_t)c->ffn;
@@ -174,6 +212,74 @@ static loom_err check_unexpected(const wk_src *src, const loom_model_config *c)
 	return LOOM_OK;
 }
 
+static kn_wdt wdt_of(loom_dtype t)
+{
+	return t == LOOM_DT_BF16 ? KN_W_BF16 : t == LOOM_DT_F16 ? KN_W_F16 : KN_W_F32;
+}
+
+/* The packed copies (kn_pack) of every linear weight and the LM head, each
+ * in its file's dtype, from the float32 arrays (which hold those values
+ * exactly), in one arena. */
+static loom_err pack_linear(wk_model *m, const wk_slot *slots, size_t n, const char *label)
+{
+	size_t total = 0;
+	loom_dtype head_dt = LOOM_DT_F32;
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(slots[i].name, m->cfg.tied ? "model.embed_tokens.weight"
+						      : "lm_head.weight") == 0)
+			head_dt = slots[i].t->dtype;
+		if (slots[i].pm)
+			slots[i].pm->dt = wdt_of(slots[i].t->dtype);
+	}
+	m->p_head.dt = wdt_of(head_dt);
+	for (int pass = 0; pass < 2; pass++) {
+		char *at = m->pk_arena;
+		for (size_t i = 0; i <= n; i++) {
+			wk_pmat *pm = i < n ? slots[i].pm : &m->p_head;
+			int N = i < n ? (int)slots[i].shape[0] : m->cfg.vocab;
+			int K = i < n ? (int)slots[i].shape[1] : m->cfg.hidden;
+			const float *src = i < n ? (pm ? *slots[i].dst : NULL) : m->lm_head;
+			if (!pm)
+				continue;
+			size_t b = (kn_pack_bytes(pm->dt, N, K) + 63) & ~(size_t)63;
+			if (pass == 0) {
+				total += b;
+				continue;
+			}
+			kn_pack(at, pm->dt, src, KN_W_F32, N, K);
+			pm->p = at;
+			at += b;
+		}
+		if (pass == 0) {
+			m->pk_bytes = total;
+			if (!(m->pk_arena = loom_malloc(total)))
+				return loom_fail(LOOM_ENOMEM, "%s: cannot allocate %zu bytes for the "
+						 "packed weights", label, total);
+		}
+	}
+	return LOOM_OK;
+}
+
+void wk_model_repack(wk_model *m)
+{
+	const loom_model_config *c = &m->cfg;
+	int d = c->hidden, q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
+	for (int l = 0; l < c->n_layers; l++) {
+		wk_layer *L = &m->layers[l];
+		struct {
+			wk_pmat *pm;
+			const float *w;
+			int N, K;
+		} t[7] = {{&L->pq, L->wq, q, d},	  {&L->pk, L->wk, kv, d},
+			  {&L->pv, L->wv, kv, d},	  {&L->po, L->wo, d, q},
+			  {&L->pgate, L->w_gate, c->ffn, d}, {&L->pup, L->w_up, c->ffn, d},
+			  {&L->pdown, L->w_down, d, c->ffn}};
+		for (int i = 0; i < 7; i++)
+			kn_pack((void *)t[i].pm->p, t[i].pm->dt, t[i].w, KN_W_F32, t[i].N, t[i].K);
+	}
+	kn_pack((void *)m->p_head.p, m->p_head.dt, m->lm_head, KN_W_F32, c->vocab, d);
+}
+
 /* Fills m (name and cfg set, cfg checked) from src: checks every tensor,
  * then converts them into one arena. label names the source in messages. */
 static loom_err load_tensors(wk_model *m, const wk_src *src, const char *label)
@@ -217,14 +323,20 @@ static loom_err load_tensors(wk_model *m, const wk_src *src, const char *label)
 		LAYER(suffix, rows, 0, field);                                 \
 		slots[n - 1].norm = 1;                                         \
 	} while (0)
+#define LINEAR(suffix, rows, cols, field, packed)                               \
+	do {                                                                   \
+		LAYER(suffix, rows, cols, field);                              \
+		slots[n - 1].pm = &L->packed;                                  \
+	} while (0)
 		NORM("input_layernorm.weight", d, attn_norm);
-		LAYER("self_attn.q_proj.weight", q, d, wq);
-		LAYER("self_attn.k_proj.weight", kvd, d, wk);
-		LAYER("self_attn.v_proj.weight", kvd, d, wv);
-		LAYER("self_attn.o_proj.weight", d, q, wo);
-		LAYER("mlp.gate_proj.weight", f, d, w_gate);
-		LAYER("mlp.up_proj.weight", f, d, w_up);
-		LAYER("mlp.down_proj.weight", d, f, w_down);
+		LINEAR("self_attn.q_proj.weight", q, d, wq, pq);
+		LINEAR("self_attn.k_proj.weight", kvd, d, wk, pk);
+		LINEAR("self_attn.v_proj.weight", kvd, d, wv, pv);
+		LINEAR("self_attn.o_proj.weight", d, q, wo, po);
+		LINEAR("mlp.gate_proj.weight", f, d, w_gate, pgate);
+		LINEAR("mlp.up_proj.weight", f, d, w_up, pup);
+		LINEAR("mlp.down_proj.weight", d, f, w_down, pdown);
+#undef LINEAR
 		if (c->sandwich_norms) {
 			NORM("post_attention_layernorm.weight", d, post_attn_norm);
 			NORM("pre_feedforward_layernorm.weight", d, ffn_norm);
@@ -282,6 +394,8 @@ static loom_err load_tensors(wk_model *m, const wk_src *src, const char *label)
 	}
 	if (tied)
 		m->lm_head = m->embed;
+	if ((rc = pack_linear(m, slots, n, label)))
+		goto out;
 	LOOM_DEBUG("model %s: %s, %.1f MiB of float32 weights%s", m->name, label,
 		   m->arena_bytes / 1048576.0, tied ? ", tied embeddings" : "");
 out:
@@ -346,6 +460,7 @@ void wk_model_destroy(wk_model *m)
 	if (!m)
 		return;
 	loom_free(m->arena);
+	loom_free(m->pk_arena);
 	loom_free(m->layers);
 	loom_free(m);
 }

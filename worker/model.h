@@ -18,6 +18,14 @@
 
 #include "../common/err.h"
 #include "../common/model_config.h"
+#include "../kernels/kernels.h"
+
+/* A linear weight packed for kn_gemm_p (16-column panels) in the dtype the
+ * model's file has it in (F32, BF16 or F16: never rounded). */
+typedef struct wk_pmat {
+	const void *p;
+	kn_wdt dt;
+} wk_pmat;
 
 typedef struct wk_layer {
 	float *attn_norm;   /* [d] input_layernorm */
@@ -37,6 +45,8 @@ typedef struct wk_layer {
 	float *q_norm, *k_norm;        /* [head_dim] per-head RMSNorm weights (qk_norm) */
 	float *post_attn_norm;         /* [d] on the attention output (sandwich_norms) */
 	float *post_ffn_norm;          /* [d] on the MLP output (sandwich_norms) */
+	/* The CPU forward's copies of wq..w_down, packed (kn_pack). */
+	wk_pmat pq, pk, pv, po, pgate, pup, pdown;
 } wk_layer;
 
 typedef struct wk_model {
@@ -48,6 +58,9 @@ typedef struct wk_model {
 	float *lm_head;     /* [vocab, d]; == embed when cfg.tied */
 	void *arena;        /* one allocation backing every array above */
 	size_t arena_bytes;
+	wk_pmat p_head;     /* lm_head packed (the embedding's dtype when tied) */
+	void *pk_arena;     /* backs every wk_pmat */
+	size_t pk_bytes;
 } wk_model;
 
 /* Loads the folder dir. name: API name (copied). *out owned by the caller,
@@ -60,9 +73,15 @@ void wk_model_destroy(wk_model *m);
  * an LMDB view and need not outlive the call. */
 loom_err wk_model_load_bundle(const void *buf, size_t len, const char *name, wk_model **out);
 
-/* The bytes of the float32 arena a model with config c takes once loaded
- * (= wk_model.arena_bytes), known before loading it: what a device model
- * budget counts. */
+/* The bytes a model with config c takes once loaded at most (its float32
+ * arena, wk_model.arena_bytes, plus the packed linear weights at float32
+ * size; BF16/F16 models pack to half that), known before loading it: what
+ * a model budget counts. */
 size_t wk_model_weight_bytes(const loom_model_config *c);
+
+/* Packs the linear weights again from the float32 arrays (after a caller
+ * changed them, e.g. a test merging LoRA weights), into the same dtypes
+ * (values a BF16/F16 weight cannot hold are rounded). */
+void wk_model_repack(wk_model *m);
 
 #endif

@@ -121,6 +121,33 @@ static inline uint16_t f32_to_bf16(float f)
 	return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
 }
 
+/* Round-to-nearest-even float32 -> IEEE half (overflow to infinity). */
+static inline uint16_t f32_to_f16(float f)
+{
+	uint32_t u;
+	memcpy(&u, &f, 4);
+	uint32_t s = (u >> 16) & 0x8000, a = u & 0x7fffffffu;
+	if (a > 0x7f800000u)
+		return (uint16_t)(s | 0x7e00);
+	if (a >= 0x477ff000u) /* rounds to >= 65520: infinity */
+		return (uint16_t)(s | 0x7c00);
+	if (a < 0x38800000u) { /* below 2^-14: subnormal half */
+		int shift = 113 - (int)(a >> 23);
+		if (shift > 24)
+			return (uint16_t)s;
+		uint32_t m = (a & 0x7fffff) | 0x800000;
+		uint32_t r = m >> (shift + 13), rem = m & ((1u << (shift + 13)) - 1);
+		uint32_t half = 1u << (shift + 12);
+		if (rem > half || (rem == half && (r & 1)))
+			r++;
+		return (uint16_t)(s | r);
+	}
+	uint32_t r = ((a >> 13) - (112u << 10)), rem = a & 0x1fff;
+	if (rem > 0x1000 || (rem == 0x1000 && (r & 1)))
+		r++;
+	return (uint16_t)(s | r);
+}
+
 static inline float wval(const void *w, kn_wdt dt, size_t i)
 {
 	switch (dt) {
@@ -144,9 +171,7 @@ size_t kn_pack_bytes(kn_wdt dt, int N, int K)
 
 int kn_pack(void *dst, kn_wdt dt, const void *src, kn_wdt src_dt, int N, int K)
 {
-	if (dt == KN_W_F16 && src_dt != KN_W_F16)
-		return -1; /* no rounding to F16: keep F16 models F16 */
-	if (dt == KN_W_BF16 && src_dt == KN_W_F16)
+	if ((dt == KN_W_BF16 && src_dt == KN_W_F16) || (dt == KN_W_F16 && src_dt == KN_W_BF16))
 		return -1;
 	int np = (N + P - 1) / P;
 	size_t es = esize(dt);
@@ -164,8 +189,10 @@ int kn_pack(void *dst, kn_wdt dt, const void *src, kn_wdt src_dt, int N, int K)
 					memcpy((char *)dst + d * es, (const char *)src + s * es, es);
 				} else if (dt == KN_W_F32) {
 					((float *)dst)[d] = wval(src, src_dt, s);
-				} else { /* F32 -> BF16 */
+				} else if (dt == KN_W_BF16) {
 					((uint16_t *)dst)[d] = f32_to_bf16(((const float *)src)[s]);
+				} else {
+					((uint16_t *)dst)[d] = f32_to_f16(((const float *)src)[s]);
 				}
 			}
 	return 0;

@@ -5,9 +5,11 @@
  * GEMV over A [r, d_in] and expand a GEMV over Bt [r, d_out]; with 32
  * distinct adapters every step streams all their A and Bt from memory once
  * (flops per byte ~0.5), so these loops only have to keep the memory bus
- * busy. Segments shorter than GEMM_ROWS use the loops below (no per-call
- * overhead of tiny OpenBLAS calls); longer ones (prefill) call sgemm, which
- * reuses each A/Bt block from cache across rows.
+ * busy. Every segment, of any length, goes through the loops below (a
+ * prefill segment reuses A/Bt from cache across its rows): OpenBLAS sgemm
+ * for long segments was faster for prefill but rounds differently with
+ * the segment's row count, which made a sequence's logits depend on which
+ * other sequences shared its adapter in the step.
  *
  * The loops use GCC vector extensions of 8 floats (one AVX2 register) and
  * are compiled twice with target_clones (AVX2, baseline SSE2), picked at
@@ -26,16 +28,14 @@
  * The order of every sum is fixed (lanes, then a fixed tree), so a row
  * gives the same bits whatever else is in the batch, on one machine. Rows
  * of one segment are independent, so a segment's result never depends on
- * the others (batch invariance), except through the loop-vs-sgemm choice
- * by segment length.
+ * the others (batch invariance).
  */
 #include "../kernels.h"
 
 #include <assert.h>
-#include <cblas.h>
 #include <string.h>
 
-enum { GEMM_ROWS = 16, VL = 8 };
+enum { VL = 8 };
 
 typedef float v8 __attribute__((vector_size(32)));
 
@@ -201,11 +201,7 @@ void kn_lora_shrink(float *v, int ldv, const float *x, int d_in, const kn_lora_s
 		assert(g->a && g->vcol >= 0 && g->vcol + g->rank <= ldv);
 		float *vs = v + (size_t)g->row0 * ldv + g->vcol;
 		const float *xs = x + (size_t)g->row0 * d_in;
-		if (g->rows >= GEMM_ROWS)
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->rows, g->rank, d_in,
-				    1.0f, xs, d_in, g->a, d_in, 0.0f, vs, ldv);
-		else
-			shrink_rows(vs, ldv, xs, d_in, g->a, g->rank, g->rows);
+		shrink_rows(vs, ldv, xs, d_in, g->a, g->rank, g->rows);
 	}
 }
 
@@ -220,10 +216,6 @@ void kn_lora_expand(float *y, int d_out, const float *v, int ldv, const kn_lora_
 		assert(g->bt && g->vcol >= 0 && g->vcol + g->rank <= ldv);
 		float *ys = y + (size_t)g->row0 * d_out;
 		const float *vs = v + (size_t)g->row0 * ldv + g->vcol;
-		if (g->rows >= GEMM_ROWS)
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->rows, d_out,
-				    g->rank, g->scale, vs, ldv, g->bt, d_out, 1.0f, ys, d_out);
-		else
-			expand_rows(ys, d_out, vs, ldv, g->bt, g->rank, g->scale, g->rows);
+		expand_rows(ys, d_out, vs, ldv, g->bt, g->rank, g->scale, g->rows);
 	}
 }

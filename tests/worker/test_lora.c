@@ -264,6 +264,7 @@ static wk_model *merged_model(const ad_adapter *a)
 				}
 		}
 	}
+	wk_model_repack(mm); /* the CPU forward reads the packed copies */
 	return mm;
 }
 
