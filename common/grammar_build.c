@@ -154,6 +154,16 @@ gx *gx_rep(gx_builder *b, gx *x, int min, int max)
 {
 	if (!x)
 		return NULL;
+	/* (x*){m,n} and (x*)* are x*: keeps `\w*{1000}` from becoming a
+	 * thousand interleaved loops */
+	if (x->k == GX_REP && x->min == 0 && x->max < 0)
+		return x;
+	if (x->k == GX_REP && x->max < 0 && min >= 1 && (long)x->min * min <= GX_MAX_REPEAT) {
+		int m = x->min * min;
+		x = x->kid[0];
+		min = m;
+		max = -1;
+	}
 	gx *r = node(b, GX_REP);
 	if (!r || !(r->kid = gx_alloc(b, sizeof *r->kid)))
 		return NULL;
@@ -552,7 +562,8 @@ static int32_t lay_rule(nfa *a, int32_t f, layout *L, loom_err *rc)
 	growbuf out = { .esz = sizeof(nedge) };
 	int32_t start = -1;
 	*rc = LOOM_ENOMEM;
-	qsort(a->e, a->n_e, sizeof *a->e, cmp_nedge);
+	if (a->n_e > 1)
+		qsort(a->e, a->n_e, sizeof *a->e, cmp_nedge);
 	first = loom_malloc(((size_t)ns + 1) * sizeof *first);
 	stack = loom_malloc(((size_t)ns + 1) * sizeof *stack);
 	clo = loom_malloc(((size_t)ns + 1) * sizeof *clo);
@@ -611,6 +622,12 @@ static int32_t lay_rule(nfa *a, int32_t f, layout *L, loom_err *rc)
 		}
 		if (out.n - o0 > 1)
 			qsort((nedge *)out.p + o0, out.n - o0, sizeof(nedge), cmp_nedge);
+		if (out.n > 8 * (size_t)ns + 10000) {
+			*rc = loom_fail(LOOM_ERANGE, "grammar too ambiguous to match quickly (a rule of %d states"
+				       " has over %zu edges once epsilon moves are removed: nested optional"
+				       " repetitions?)", ns, out.n - 1);
+			goto out;
+		}
 		if ((L->total_edges += out.n - o0) > GM_MAX_EDGES) {
 			*rc = loom_fail(LOOM_ERANGE, "grammar too large (over %zu automaton edges)",
 					GM_MAX_EDGES);

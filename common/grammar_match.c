@@ -400,12 +400,14 @@ static gm_entry *entry_get(loom_grammar_matcher *m, int32_t pos, bool *own)
 		e->n_acc = (int32_t)m->acc.n;
 		if (e->n_acc && !(e->acc = loom_malloc((size_t)e->n_acc * sizeof *e->acc)))
 			goto oom;
-		memcpy(e->acc, m->acc.p, (size_t)e->n_acc * sizeof *e->acc);
+		if (e->n_acc)
+			memcpy(e->acc, m->acc.p, (size_t)e->n_acc * sizeof *e->acc);
 	}
 	e->n_unc = (int32_t)m->unc.n;
 	if (e->n_unc && !(e->unc = loom_malloc((size_t)e->n_unc * sizeof *e->unc)))
 		goto oom;
-	memcpy(e->unc, m->unc.p, (size_t)e->n_unc * sizeof *e->unc);
+	if (e->n_unc)
+		memcpy(e->unc, m->unc.p, (size_t)e->n_unc * sizeof *e->unc);
 	size_t sz = entry_bytes(e);
 	if (__atomic_add_fetch(&m->cache->bytes, sz, __ATOMIC_RELAXED) > GM_CACHE_LIMIT) {
 		__atomic_sub_fetch(&m->cache->bytes, sz, __ATOMIC_RELAXED);
@@ -611,7 +613,8 @@ loom_err loom_grammar_matcher_fill_mask(loom_grammar_matcher *m, uint32_t *mask)
 	for (size_t i = 0; i < m->cur.n; i++)
 		if (!ib_push(&m->tmp, m->cur.p[i]))
 			return m_fail(m, LOOM_ENOMEM);
-	qsort_r(m->tmp.p, m->tmp.n, sizeof *m->tmp.p, cmp_by_pos, &m->pool);
+	if (m->tmp.n > 1)
+		qsort_r(m->tmp.p, m->tmp.n, sizeof *m->tmp.p, cmp_by_pos, &m->pool);
 	for (size_t i = 0; i < m->tmp.n;) {
 		int32_t pos = m->pool.pos[m->tmp.p[i]];
 		size_t j = i;

@@ -38,6 +38,7 @@
 
 #include "tests/fuzz/fuzz_adapter_blob.c"
 #include "tests/fuzz/fuzz_bundle.c"
+#include "tests/fuzz/fuzz_grammar.c"
 #include "tests/fuzz/fuzz_jinja.c"
 #include "tests/fuzz/fuzz_multipart.c"
 #include "tests/fuzz/fuzz_openai_body.c"
@@ -80,6 +81,7 @@ static const smoke_target targets[] = {
 	{ TARGET(adapter_blob), NULL, NULL },
 	{ TARGET(multipart), NULL, NULL },
 	{ TARGET(jinja), NULL, NULL },
+	{ TARGET(grammar), NULL, NULL },
 };
 
 /* UBSan (sanitizer builds): stop at the first report, by abort() so that the
