@@ -39,6 +39,7 @@ void bn_config_init(bn_config *c)
 	c->timeout_s = 300;
 	c->max_inflight = 1024;
 	c->include_usage = true;
+	c->temperature = -1;
 	c->sweep_value = NAN;
 }
 
@@ -329,6 +330,14 @@ static loom_err parse_args(bn_config *c, int argc, char **argv, bn_action *actio
 				c->n_adapters = (int)l;
 		} else if (OPT("--adapter-prefix")) {
 			c->adapter_prefix = v;
+		} else if (OPT("--lora-style")) {
+			if (!rc && !strcmp(v, "llamacpp"))
+				c->lora_llamacpp = true;
+			else if (!rc && strcmp(v, "model"))
+				rc = loom_fail(LOOM_EINVAL, "--lora-style must be model or llamacpp");
+		} else if (OPT("--temperature")) {
+			if (!rc)
+				rc = num("--temperature", v, 0, 2, &c->temperature);
 		} else if (OPT("--adapter-file")) {
 			c->adapter_file = v;
 		} else if (OPT("--popularity")) {
@@ -570,7 +579,11 @@ json_t *bn_config_json(const bn_config *c)
 	    json_object_set_new(j, "grace_s", json_real(c->grace_s)) ||
 	    json_object_set_new(j, "timeout_s", json_real(c->timeout_s)) ||
 	    json_object_set_new(j, "max_inflight", json_integer(c->max_inflight)) ||
-	    json_object_set_new(j, "include_usage", json_boolean(c->include_usage)))
+	    json_object_set_new(j, "include_usage", json_boolean(c->include_usage)) ||
+	    json_object_set_new(j, "lora_style", json_string(c->lora_llamacpp ? "llamacpp"
+									: "model")) ||
+	    json_object_set_new(j, "temperature", c->temperature >= 0 ? json_real(c->temperature)
+								      : json_null()))
 		goto fail;
 	return j;
 fail:

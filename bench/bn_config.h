@@ -76,6 +76,9 @@ typedef struct bn_config {
 	double timeout_s;          /* per-request timeout */
 	int max_inflight;          /* open loop: cap on concurrent transfers */
 	bool include_usage;        /* send stream_options.include_usage */
+	bool lora_llamacpp;        /* --lora-style llamacpp: adapter i is sent as
+				      "lora": [{"id": i, "scale": 1}] with "model" the base */
+	double temperature;        /* --temperature T (sent when >= 0; -1 = not sent) */
 	bool quiet;                /* no progress bar */
 	const char *json_path;
 

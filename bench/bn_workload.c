@@ -174,7 +174,11 @@ loom_err bn_workload_body(bn_workload *w, const bn_reqspec *s, char **json)
 	buf b = { 0 };
 	*json = NULL;
 	put(&b, "{\"model\":", 9);
-	put_json_string(&b, bn_workload_model(w, s->adapter));
+	put_json_string(&b, c->lora_llamacpp ? c->model : bn_workload_model(w, s->adapter));
+	if (c->lora_llamacpp && s->adapter >= 0)
+		putf(&b, ",\"lora\":[{\"id\":%d,\"scale\":1.0}]", s->adapter);
+	if (c->temperature >= 0)
+		putf(&b, ",\"temperature\":%g", c->temperature);
 	put(&b, ",\"prompt\":[", 11);
 	for (int i = 0; i < s->prompt_tokens; i++)
 		putf(&b, i ? ",%ld" : "%ld", bn_rng_range(&w->ids, 3, c->vocab - 1));
