@@ -4,7 +4,7 @@
  * Every subschema becomes one rule (memoized by its json_t, so a $ref cycle
  * is a rule referring to itself); a property's value, an array's item and an
  * anyOf branch are references to their subschema's rule. Shared rules:
- * whitespace (ws), the generic string, and the any-JSON value at each
+ * the generic string, and the any-JSON value at each
  * nesting depth. Numbers, literals, formats and patterns are inline trees,
  * most of them written as regexes and compiled by grammar_regex.c.
  *
@@ -34,7 +34,7 @@ typedef struct sc {
 	const json_t **memo_k;
 	int *memo_v;
 	int n_memo, cap_memo;
-	int r_ws, r_string;
+	int r_string;
 	int r_value[LOOM_GRAMMAR_JSON_DEPTH + 2];
 	char path[1024];
 	size_t plen;
@@ -183,18 +183,16 @@ static int new_rule(sc *c)
 	return r;
 }
 
+/* Whitespace between JSON tokens: nothing, one space, or a newline and up to
+ * 32 spaces. Inline in the caller's rule (34 states), so what follows it is
+ * known there and the mask cache judges tokens like " the" or "\n    }"
+ * without looking at the stack. */
 static gx *ws(sc *c)
 {
-	if (c->r_ws < 0) {
-		if ((c->r_ws = new_rule(c)) < 0)
-			return NULL;
-		gx *nl = gx_seq2(c->b, gx_bytes(c->b, '\n', '\n'),
-				 gx_rep(c->b, gx_bytes(c->b, ' ', ' '), 0, 32));
-		gx *k[3] = { gx_empty(c->b), gx_bytes(c->b, ' ', ' '), nl };
-		if (!(c->b->rules[c->r_ws].body = gx_alt(c->b, k, 3)))
-			return sc_oom(c);
-	}
-	return ref(c, c->r_ws);
+	gx *k[2] = { gx_bytes(c->b, ' ', ' '),
+		     gx_seq2(c->b, gx_bytes(c->b, '\n', '\n'), gx_rep(c->b, gx_bytes(c->b, ' ', ' '), 0, 32)) };
+	gx *x = gx_rep(c->b, gx_alt(c->b, k, 2), 0, 1);
+	return x ? x : sc_oom(c);
 }
 
 static gx *string_rule(sc *c)
@@ -905,7 +903,7 @@ static int schema_rule(sc *c, const json_t *s)
 static loom_err compile(const json_t *schema, bool any_object_only, loom_grammar **out)
 {
 	gx_builder b;
-	sc c = { .b = &b, .root = schema, .r_ws = -1, .r_string = -1 };
+	sc c = { .b = &b, .root = schema, .r_string = -1 };
 	loom_err rc;
 	*out = NULL;
 	for (int d = 0; d < LOOM_GRAMMAR_JSON_DEPTH + 2; d++)
