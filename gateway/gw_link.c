@@ -44,6 +44,7 @@
 #define QUEUE_DEFAULT 256
 #define QUEUE_TIMEOUT_MS_DEFAULT 60000
 #define WORKER_SLOTS_DEFAULT 64 /* loom-worker's --max-seqs default */
+#define ROOM_MS_DEFAULT 250
 
 int64_t gw_link_now_ms(void)
 {
@@ -493,6 +494,7 @@ loom_err gw_link_create_opts(const gw_link_opts *o, gw_link **out)
 	l->q_timeout_ms = o->queue_timeout_ms ? o->queue_timeout_ms : QUEUE_TIMEOUT_MS_DEFAULT;
 	l->batch_per_worker = o->batch_per_worker;
 	l->worker_slots = o->worker_slots ? o->worker_slots : WORKER_SLOTS_DEFAULT;
+	l->room_ms = o->room_ms ? o->room_ms : ROOM_MS_DEFAULT;
 	l->w = loom_calloc(o->n_urls ? o->n_urls : 1, sizeof *l->w);
 	if (!l->w) {
 		rc = loom_fail(LOOM_ENOMEM, "out of memory creating worker links");

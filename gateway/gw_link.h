@@ -27,10 +27,11 @@
  * are fewer than its slots (the sequences it runs at once: opts.worker_slots)
  * and the prompt tokens waiting there fit in a few iterations. A request without
  * a TTFT target (batch) needs more: the slots that requests with a TTFT
- * target took there lately stay free for them, and at most
- * opts.batch_per_worker batch requests (0 = no cap) run there. A burst of
- * batch requests thus goes out at once, up to the workers' room, and the
- * worker batches it.
+ * target took there lately stay free for them, at most opts.batch_per_worker
+ * batch requests (0 = no cap) run there, and while requests with a TTFT
+ * target run there, its predicted TTFT is within opts.room_ms (batch yields
+ * to their latency). A burst of batch requests thus goes out at once, up to
+ * the workers' room, and the worker batches it.
  *
  * The admission queue (one for all classes, at most opts.batch_queue
  * requests): ordered by class priority, then arrival. A request whose class
@@ -118,6 +119,9 @@ typedef struct gw_link_opts {
 	uint32_t queue_timeout_ms;     /* the longest wait in the admission queue (0 = 60000) */
 	uint32_t worker_slots;         /* sequences a worker runs at once (0 = 64, loom-worker's
 					* --max-seqs default) */
+	uint32_t room_ms;              /* a request without a TTFT target starts on a worker
+					* running requests with one only where a request would
+					* get its first token within this (0 = 250) */
 } gw_link_opts;
 
 /* Dials every url (non-blocking) and starts the threads. */

@@ -135,6 +135,8 @@ struct gw_link {
 	bool no_slo;              /* plain least-loaded routing, no refusals, no queue */
 	uint32_t worker_slots;    /* a worker's slots (room) */
 	uint32_t batch_per_worker; /* 0 = no cap */
+	uint32_t room_ms;         /* batch beside requests with a TTFT target: predicted TTFT
+				   * at most this */
 	uint64_t n_resumed, n_lost, n_timeouts;
 	double prior_a_ms, prior_b_ms;  /* step model of a worker without samples yet: the
 					 * running mean of the fitted ones (0 = none yet) */

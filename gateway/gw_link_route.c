@@ -43,9 +43,12 @@
  * waiting there (STATS + submits it does not show yet: a few iterations'
  * prefill budgets). Batch room, for a request without a TTFT target: room,
  * fewer than batch_per_worker such requests there when that cap is set,
- * and the batch requests there plus the most requests with a TTFT target
+ * the batch requests there plus the most requests with a TTFT target
  * seen there at once in the last PEAK_MS plus this one fit in the slots —
- * the slots interactive traffic needs stay free.
+ * the slots interactive traffic needs stay free — and, only while requests
+ * with a TTFT target run there, a predicted TTFT within room_ms (a quarter
+ * of the tightest target): batch work yields to their first tokens, and a
+ * worker without them takes a whole burst at once whatever its fit says.
  * Cost: O(workers) per request, under the link mutex.
  */
 #include <math.h>
@@ -255,13 +258,16 @@ static bool has_room(gw_link *l, const lk_worker *w)
 	return w->inflight < lk_slots(l, w) && (double)waiting < ROOM_TOKENS;
 }
 
-/* Under mu: w can start one more request without a TTFT target now. */
-static bool has_batch_room(gw_link *l, lk_worker *w)
+/* Under mu: w can start one more request without a TTFT target now (pred_ms:
+ * its predicted TTFT there). */
+static bool has_batch_room(gw_link *l, lk_worker *w, double pred_ms)
 {
 	if (!has_room(l, w) || (l->batch_per_worker && w->batch_inflight >= l->batch_per_worker))
 		return false;
 	lk_perf_load(w); /* let an old peak expire */
 	uint32_t ia = w->inflight - w->batch_inflight;
+	if (ia && pred_ms > l->room_ms)
+		return false;
 	uint32_t keep = w->perf.ia_peak > ia ? w->perf.ia_peak : ia;
 	return w->batch_inflight + keep + 1 <= lk_slots(l, w);
 }
@@ -292,7 +298,7 @@ static int candidate(gw_link *l, lk_worker *w, const lk_job *j, uint32_t n_promp
 	*ms = lk_predict_ttft(w, j->sub.model, j->sub.adapter, j->sha, n_prompt);
 	*tier = residency(w, &j->sub, j->sha);
 	if (by_room)
-		return j->batch ? has_batch_room(l, w) : has_room(l, w);
+		return j->batch ? has_batch_room(l, w, *ms) : has_room(l, w);
 	return !j->batch && (budget_ms < 0 || *ms <= budget_ms);
 }
 

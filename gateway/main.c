@@ -660,6 +660,9 @@ int main(int argc, char **argv)
 	lo.worker_slots = o.adm[ADM_WORKER_SLOTS] > 0 ? (uint32_t)o.adm[ADM_WORKER_SLOTS] : 0;
 	lo.batch_per_worker = o.adm[ADM_BATCH_PER_WORKER] > 0 ? (uint32_t)o.adm[ADM_BATCH_PER_WORKER]
 							      : 0;
+	/* beside requests with a TTFT target, a batch request starts only where one
+	 * would still meet a quarter of the tightest TTFT target */
+	lo.room_ms = gw_slo_min_ttft(slo) / 4;
 	if (gw_link_create_opts(&lo, &link)) {
 		fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
 		goto out;

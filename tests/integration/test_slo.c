@@ -17,7 +17,8 @@
  *    that refuses what it cannot serve in time: the interactive class asks
  *    for refusal explicitly (--slo-class interactive=1000:200:1:refuse; by
  *    default a late request waits instead) and the gateway is told the
- *    workers' slots (--worker-slots 8).
+ *    workers' slots (--worker-slots 8) with at most 4 batch requests on each
+ *    (--batch-per-worker 4).
  *    The machine is shared with other work, so its speed changes from one
  *    minute to the next: when plain FCFS turns out not to be overloaded
  *    (attainment > 85 %), the rate goes up 1.4x, twice at most. Both
@@ -288,7 +289,7 @@ static void test_with_slo_scheduling(void **state)
 	if (no_slo_attainment < 0)
 		skip(); /* the run without SLO scheduling did not get that far */
 	const char *extra[] = {"--slo-class", "interactive=1000:200:1:refuse", "--worker-slots", "8",
-			       NULL};
+			       "--batch-per-worker", "4", NULL};
 	start(&stack, extra);
 	double att = load_run(&stack, "slo");
 	fprintf(stderr, "interactive TTFT attainment at %.1f requests/s: %.1f %% with SLO "
