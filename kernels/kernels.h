@@ -158,6 +158,15 @@ void kn_attention_paged(float *out, const float *q, int n_q, int pos0, const flo
 			size_t block_stride, int n_heads, int n_kv_heads, int head_dim,
 			float scale, int window, float softcap, float *scores);
 
+/* kn_attention_paged for the query heads [h0, h1) only (the rest of out is
+ * not written): the same arithmetic per head, so heads may be split over
+ * threads (the forward gives a task one KV head's group, which shares its
+ * key/value reads). */
+void kn_attention_paged_heads(float *out, const float *q, int n_q, int pos0, const float *k,
+			      const float *v, const int32_t *blocks, int block_size,
+			      size_t block_stride, int n_heads, int n_kv_heads, int head_dim,
+			      float scale, int window, float softcap, int h0, int h1, float *scores);
+
 /*
  * LoRA over segments (KERNELS.md; Punica's SGMV, rank-exact, no padding).
  * A segment is a run of consecutive rows that share one adapter; one

@@ -27,6 +27,8 @@
 struct wk_scratch {
 	int cap_tokens;   /* rows the row buffers hold */
 	int cap_ctx;      /* floats in scores */
+	size_t *score_off; /* [cap_seqs] each sequence's attention scratch in scores */
+	int cap_seqs;
 	int d, qdim, kvdim, ffn, half;
 	float *x;         /* [T, d] residual stream */
 	float *xn;        /* [T, d] normed input of a block; later the logit rows */
@@ -39,7 +41,7 @@ struct wk_scratch {
 	float *rcos;      /* [T, head_dim/2] */
 	float *rsin;      /* [T, head_dim/2] */
 	int32_t *pos;     /* [T] position of each token in its sequence */
-	float *scores;    /* [cap_ctx] */
+	float *scores;    /* [cap_ctx]: per sequence, n_kv_heads x its context */
 	double *inv_freq; /* [half] RoPE inverse frequencies (all positions unless dynamic) */
 	double mscale;    /* RoPE cos/sin factor */
 	wk_lora_ws *lora;  /* LoRA shrink rows + descriptors (forward_lora.c), NULL until used */
@@ -90,6 +92,7 @@ void wk_scratch_destroy(wk_scratch *s)
 	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
 		loom_free(*bufs[i]);
 	loom_free(s->pos);
+	loom_free(s->score_off);
 	loom_free(s->inv_freq);
 	kn_pool_destroy(s->pool);
 	wk_lora_ws_destroy(s->lora);
@@ -221,7 +224,7 @@ static void attention_block(const wk_model *m, const wk_batch *b, wk_scratch *s,
 	}
 	kn_rope_apply(s->q, T, c->n_heads, c->head_dim, s->rcos, s->rsin);
 	kn_rope_apply(s->k, T, c->n_kv_heads, c->head_dim, s->rcos, s->rsin);
-	wk_attn_batch(m, b, l, s->q, s->k, s->v, s->att, s->scores);
+	wk_attn_batch(m, b, l, s->q, s->k, s->v, s->att, s->scores, s->score_off, s->pool);
 	float *o = L->post_attn_norm ? s->xn : s->x;
 	linear(s, o, s->att, &L->po, T, s->d, s->qdim, o == s->x);
 	bias(o, L->bo, T, s->d);
@@ -280,7 +283,22 @@ loom_err wk_forward(const wk_model *m, const wk_batch *b, wk_scratch *s, float *
 		return LOOM_OK;
 	const loom_model_config *c = &m->cfg;
 	int T = b->seq_start[b->n_seqs];
-	rc = scratch_reserve(s, T, max_ctx);
+	/* attention scratch: n_kv_heads x (context) floats per sequence */
+	if (b->n_seqs > s->cap_seqs) {
+		if (grow((void **)&s->score_off, (size_t)b->n_seqs * sizeof *s->score_off))
+			return loom_fail(LOOM_ENOMEM, "forward scratch: out of memory");
+		s->cap_seqs = b->n_seqs;
+	}
+	size_t sc = 0;
+	for (int q = 0; q < b->n_seqs; q++) {
+		s->score_off[q] = sc;
+		sc += (size_t)c->n_kv_heads *
+		      (size_t)(b->kv[q]->len + b->seq_start[q + 1] - b->seq_start[q]);
+	}
+	if (sc > (size_t)INT32_MAX)
+		return loom_fail(LOOM_ERANGE, "wk_forward: %zu floats of attention scratch", sc);
+	(void)max_ctx;
+	rc = scratch_reserve(s, T, (int)sc);
 	if (rc)
 		return rc;
 	rc = wk_lora_reserve(&s->lora, m, b);

@@ -1,33 +1,56 @@
 /*
  * worker/forward_attn.c — the KV part of a layer: write the batch's K/V
- * into each sequence's blocks, then paged attention per sequence.
+ * into each sequence's blocks, then paged attention, one pool task per
+ * (sequence, KV head): the query heads of a GQA group share their key and
+ * value reads, and tasks write disjoint heads of att.
  *
  * A sequence's queries read only its own cache, so its attention output
- * does not depend on the rest of the batch (bit for bit).
+ * does not depend on the rest of the batch or on the threads (bit for bit).
  */
 #include "forward_int.h"
 
 #include "../kernels/kernels.h"
 #include "kv.h"
 
+typedef struct attn_job {
+	const wk_model *m;
+	const wk_batch *b;
+	int l, window;
+	const float *q;
+	float *att, *scores;
+	const size_t *score_off; /* [n_seqs] start of sequence s's task scratch */
+} attn_job;
+
+static void attn_task(void *ctx, int t)
+{
+	const attn_job *j = ctx;
+	const loom_model_config *c = &j->m->cfg;
+	int s = t / c->n_kv_heads, g = t % c->n_kv_heads, group = c->n_heads / c->n_kv_heads;
+	wk_kv *kv = j->b->kv[s];
+	const wk_kvpool *p = kv->pool;
+	int t0 = j->b->seq_start[s], n = j->b->seq_start[s + 1] - t0;
+	size_t qdim = (size_t)c->n_heads * c->head_dim;
+	float *sc = j->scores + j->score_off[s] + (size_t)g * (size_t)(kv->len + n);
+	kn_attention_paged_heads(j->att + (size_t)t0 * qdim, j->q + (size_t)t0 * qdim, n,
+				 kv->len, wk_kvpool_k(p, 0, j->l), wk_kvpool_v(p, 0, j->l),
+				 kv->blocks, wk_kvpool_block_size(p), wk_kvpool_block_floats(p),
+				 c->n_heads, c->n_kv_heads, c->head_dim, c->attn_scale, j->window,
+				 c->attn_softcap, g * group, (g + 1) * group, sc);
+}
+
 void wk_attn_batch(const wk_model *m, const wk_batch *b, int l, const float *q, const float *k,
-		   const float *v, float *att, float *scores)
+		   const float *v, float *att, float *scores, const size_t *score_off,
+		   kn_pool *pool)
 {
 	const loom_model_config *c = &m->cfg;
-	size_t qdim = (size_t)c->n_heads * c->head_dim;
 	size_t kvdim = (size_t)c->n_kv_heads * c->head_dim;
-	int window = loom_layer_window(c, l);
-
+	/* the cache first (kv->len moves once after the whole step), then every
+	 * (sequence, KV head) as a task */
 	for (int s = 0; s < b->n_seqs; s++) {
-		wk_kv *kv = b->kv[s];
-		const wk_kvpool *p = kv->pool;
 		int t0 = b->seq_start[s], n = b->seq_start[s + 1] - t0;
-
-		wk_kv_write(kv, l, k + (size_t)t0 * kvdim, v + (size_t)t0 * kvdim, n);
-		kn_attention_paged(att + (size_t)t0 * qdim, q + (size_t)t0 * qdim, n, kv->len,
-				   wk_kvpool_k(p, 0, l), wk_kvpool_v(p, 0, l), kv->blocks,
-				   wk_kvpool_block_size(p), wk_kvpool_block_floats(p), c->n_heads,
-				   c->n_kv_heads, c->head_dim, c->attn_scale, window, c->attn_softcap,
-				   scores);
+		wk_kv_write(b->kv[s], l, k + (size_t)t0 * kvdim, v + (size_t)t0 * kvdim, n);
 	}
+	attn_job j = {.m = m, .b = b, .l = l, .window = loom_layer_window(c, l), .q = q,
+		      .att = att, .scores = scores, .score_off = score_off};
+	kn_pool_run(pool, b->n_seqs * c->n_kv_heads, attn_task, &j);
 }

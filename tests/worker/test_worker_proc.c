@@ -18,6 +18,8 @@
 #include <cmocka.h>
 
 #include <signal.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -524,6 +526,34 @@ static void test_cancel(void **state)
 	assert_int_equal(st.running, 0);
 }
 
+static atomic_int closed;
+
+static void *close_main(void *arg)
+{
+	nng_close(*(nng_socket *)arg);
+	atomic_store(&closed, 1);
+	return NULL;
+}
+
+/* Closes s without waiting more than a few seconds: nng 1.5.2's nng_close
+ * of a pair1 socket now and then never returns while the peer streams to it
+ * (seen on a loaded 2-core machine, the worker having already seen the pipe
+ * go); the test is about what the worker does, so it goes on. */
+static void close_bounded(nng_socket s)
+{
+	static nng_socket held;
+	pthread_t th;
+	held = s;
+	atomic_store(&closed, 0);
+	if (pthread_create(&th, NULL, close_main, &held) != 0) {
+		nng_close(s);
+		return;
+	}
+	pthread_detach(th);
+	for (int i = 0; i < 300 && !atomic_load(&closed); i++)
+		usleep(10000);
+}
+
 /* Closing the gateway's socket cancels what it submitted. */
 static void test_disconnect_cancels(void **state)
 {
@@ -538,7 +568,7 @@ static void test_disconnect_cancels(void **state)
 			  m.u.step.items[0].req == 50;
 		loom_msg_fini(&m);
 	}
-	nng_close(sock);
+	close_bounded(sock);
 	dial();
 	for (int k = 0; k < 100; k++) {
 		ping_retry(200 + (uint64_t)k, &h, &st);
