@@ -86,6 +86,15 @@ typedef struct loom_grammar_matcher loom_grammar_matcher;
  * limit), LOOM_ENOMEM.
  */
 loom_err loom_grammar_from_json_schema(const json_t *schema, loom_grammar **out);
+/*
+ * A value of schema between two literal texts: the output is prefix (plen
+ * bytes), a JSON value of schema, then suffix (slen bytes) — e.g. a tool
+ * call in a model family's syntax, "<tool_call>\n" {...} "\n</tool_call>".
+ * Errors as loom_grammar_from_json_schema.
+ */
+loom_err loom_grammar_from_json_schema_wrapped(const json_t *schema, const char *prefix,
+					       size_t plen, const char *suffix, size_t slen,
+					       loom_grammar **out);
 /* Any JSON object ({"type": "json_object"}). */
 loom_err loom_grammar_any_json_object(loom_grammar **out);
 /* re: len bytes of UTF-8 (need not be NUL-terminated); the whole output must match. */
@@ -107,6 +116,16 @@ void loom_grammar_free(loom_grammar *g);
 loom_err loom_grammar_vocab_create(const char *const *bytes, const size_t *lens, int32_t n_vocab,
 				   const int32_t *eos_ids, int n_eos, loom_grammar_vocab **out);
 void loom_grammar_vocab_free(loom_grammar_vocab *v);
+/*
+ * The vocabulary of a model of n_vocab ids whose tokenizer is t (the
+ * embedding may have more rows than t has ids: those are never allowed):
+ * each id's bytes as loom_tok_id_bytes gives them; special tokens other
+ * than the eos_ids (and holes) are never allowed. Errors as
+ * loom_grammar_vocab_create.
+ */
+struct loom_tok;
+loom_err loom_grammar_vocab_from_tok(const struct loom_tok *t, int32_t n_vocab,
+				     const int32_t *eos_ids, int n_eos, loom_grammar_vocab **out);
 /* Number of ids (the mask has (n + 31) / 32 words). */
 int32_t loom_grammar_vocab_size(const loom_grammar_vocab *v);
 

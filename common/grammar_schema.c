@@ -900,7 +900,14 @@ static int schema_rule(sc *c, const json_t *s)
 	return r;
 }
 
-static loom_err compile(const json_t *schema, bool any_object_only, loom_grammar **out)
+/* wrap: NULL, or the literal texts around the value ({prefix, plen, suffix, slen}). */
+typedef struct sc_wrap {
+	const char *prefix, *suffix;
+	size_t plen, slen;
+} sc_wrap;
+
+static loom_err compile(const json_t *schema, bool any_object_only, const sc_wrap *wrap,
+			loom_grammar **out)
 {
 	gx_builder b;
 	sc c = { .b = &b, .root = schema, .r_string = -1 };
@@ -920,6 +927,15 @@ static loom_err compile(const json_t *schema, bool any_object_only, loom_grammar
 			goto out;
 		}
 		root = schema_rule(&c, schema);
+		if (wrap && root >= 0 && !c.rc) {
+			int value = root;
+			root = new_rule(&c);
+			if (root >= 0) {
+				gx *x = gx_seq3(&b, gx_lit(&b, wrap->prefix, wrap->plen), gx_ref(&b, value),
+						gx_lit(&b, wrap->suffix, wrap->slen));
+				b.rules[root].body = x ? x : sc_oom(&c);
+			}
+		}
 	}
 	if (c.rc || root < 0 || !b.rules[root].body) {
 		rc = c.rc ? c.rc : loom_fail(LOOM_ENOMEM, "json_schema: out of memory");
@@ -935,10 +951,19 @@ out:
 
 loom_err loom_grammar_from_json_schema(const json_t *schema, loom_grammar **out)
 {
-	return compile(schema, false, out);
+	return compile(schema, false, NULL, out);
+}
+
+loom_err loom_grammar_from_json_schema_wrapped(const json_t *schema, const char *prefix,
+					       size_t plen, const char *suffix, size_t slen,
+					       loom_grammar **out)
+{
+	sc_wrap w = { .prefix = prefix ? prefix : "", .plen = prefix ? plen : 0,
+		      .suffix = suffix ? suffix : "", .slen = suffix ? slen : 0 };
+	return compile(schema, false, &w, out);
 }
 
 loom_err loom_grammar_any_json_object(loom_grammar **out)
 {
-	return compile(NULL, true, out);
+	return compile(NULL, true, NULL, out);
 }

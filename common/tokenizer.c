@@ -484,3 +484,14 @@ bool loom_tok_is_special(const loom_tok *t, int32_t id)
 {
 	return id >= 0 && id < t->n_vocab && (t->flags[id] & TK_SPECIAL);
 }
+
+bool loom_tok_id_bytes(const loom_tok *t, int32_t id, const char **p, size_t *len)
+{
+	*p = NULL;
+	*len = 0;
+	if (id < 0 || id >= t->n_vocab || (t->flags[id] & TK_HOLE))
+		return false;
+	*p = (const char *)t->dec + t->dec_off[id];
+	*len = t->dec_off[id + 1] - t->dec_off[id];
+	return true;
+}

@@ -51,6 +51,15 @@ int32_t loom_tok_n_vocab(const loom_tok *t);
 int32_t loom_tok_id(const loom_tok *t, const char *piece);
 /* True if id is an added token marked special (e.g. <s>, <|endoftext|>). */
 bool loom_tok_is_special(const loom_tok *t, int32_t id);
+/*
+ * The bytes id decodes to on its own, without the decoder's whole-text
+ * steps (no leading-space strip): byte-level pieces mapped back to bytes,
+ * SentencePiece "▁" as a space, "<0xNN>" as byte NN, added and special
+ * tokens as their text. *p points into t (valid while t lives), *len bytes
+ * (may be 0; not NUL-terminated). False (and *p NULL, *len 0) for an id out
+ * of range or a hole in the id space.
+ */
+bool loom_tok_id_bytes(const loom_tok *t, int32_t id, const char **p, size_t *len);
 
 /*
  * Encodes len bytes of UTF-8 text. add_special: apply the post-processor

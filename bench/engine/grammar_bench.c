@@ -25,7 +25,6 @@
 
 #include "common/grammar.h"
 #include "common/tokenizer.h"
-#include "common/tokenizer_int.h" /* the bytes of each id: no public accessor yet */
 
 static double bn_now(void)
 {
@@ -128,10 +127,12 @@ int main(int argc, char **argv)
 	int32_t eos[2];
 	int n_eos = 0;
 	for (int32_t id = 0; id < n; id++) {
-		if (loom_tok_is_special(t, id) || (t->flags[id] & TK_HOLE))
+		const char *p;
+		size_t len;
+		if (loom_tok_is_special(t, id) || !loom_tok_id_bytes(t, id, &p, &len))
 			continue;
-		bytes[id] = (const char *)t->dec + t->dec_off[id];
-		lens[id] = t->dec_off[id + 1] - t->dec_off[id];
+		bytes[id] = p;
+		lens[id] = len;
 	}
 	const char *eos_names[] = { "<|eot_id|>", "<|end_of_text|>", "</s>", "<|endoftext|>", "<|im_end|>" };
 	for (int i = 0; i < 5 && n_eos < 2; i++)
