@@ -8,9 +8,10 @@
  *                      ignore_eos, [stop_ids], presence_penalty,
  *                      frequency_penalty, repetition_penalty, min_p,
  *                      min_tokens, [bias_ids], [bias (float)],
- *                      logprobs, prompt_logprobs]
+ *                      logprobs, prompt_logprobs, guide, guide_text]
  *          (logprobs / prompt_logprobs: -1 = none, else top_logprobs /
- *          prompt_top_logprobs, 0..LOOM_MAX_LOGPROBS)
+ *          prompt_top_logprobs, 0..LOOM_MAX_LOGPROBS; guide: loom_guide,
+ *          guide_text: str, "" when none)
  *   CANCEL [2, v, req]
  *   PING   [3, v, seq]
  *   HELLO  [4, v, worker_id, backend, proto_version, ping_seq, device_mem,
@@ -63,7 +64,7 @@ enum {
 	ARITY_BLOB = 6,
 	ARITY_RESIDENCY = 15,
 	ARITY_RESIDENT = 5,
-	ARITY_SAMPLING = 16,
+	ARITY_SAMPLING = 18,
 	ARITY_ITEM = 6,
 	ARITY_LOGPROBS = 4,
 };
@@ -113,6 +114,9 @@ loom_err loom_sampling_copy(loom_sampling *dst, const loom_sampling *src)
 	dst->stop_ids = dup_array(src->stop_ids, src->n_stop_ids, sizeof *src->stop_ids, &fail);
 	dst->bias_ids = dup_array(src->bias_ids, src->n_bias, sizeof *src->bias_ids, &fail);
 	dst->bias = dup_array(src->bias, src->n_bias, sizeof *src->bias, &fail);
+	dst->guide_text = NULL;
+	if (src->guide_text && !(dst->guide_text = loom_strdup(src->guide_text)))
+		fail = true;
 	if (fail) {
 		loom_sampling_fini(dst);
 		return loom_fail(LOOM_ENOMEM, "out of memory copying sampling parameters");
@@ -125,6 +129,9 @@ void loom_sampling_fini(loom_sampling *s)
 	loom_free(s->stop_ids);
 	loom_free(s->bias_ids);
 	loom_free(s->bias);
+	loom_free(s->guide_text);
+	s->guide_text = NULL;
+	s->guide = LOOM_GUIDE_NONE;
 	s->stop_ids = NULL;
 	s->bias_ids = NULL;
 	s->bias = NULL;
@@ -274,6 +281,11 @@ static loom_err validate(const loom_msg *m)
 		    (rc = check_array(s->sampling.bias, s->sampling.n_bias,
 				      LOOM_MAX_LOGIT_BIAS, t, "sampling.bias")))
 			return rc;
+		if (s->sampling.guide > LOOM_GUIDE_MAX ||
+		    (s->sampling.guide_text &&
+		     strnlen(s->sampling.guide_text, LOOM_MAX_GUIDE) >= LOOM_MAX_GUIDE))
+			return loom_fail(LOOM_EINVAL, "proto: SUBMIT guide %u or its text (limit %u "
+					 "bytes) out of range", s->sampling.guide, LOOM_MAX_GUIDE - 1);
 		if (s->sampling.top_logprobs > LOOM_MAX_LOGPROBS ||
 		    s->sampling.prompt_top_logprobs > LOOM_MAX_LOGPROBS)
 			return loom_fail(LOOM_EINVAL, "proto: SUBMIT asks for more than %d top logprobs",
@@ -417,6 +429,8 @@ static int pack_body(msgpack_packer *pk, const loom_msg *m)
 		r |= pack_floats(pk, sp->bias, sp->n_bias);
 		r |= pack_lp_ask(pk, sp->logprobs, sp->top_logprobs);
 		r |= pack_lp_ask(pk, sp->prompt_logprobs, sp->prompt_top_logprobs);
+		r |= msgpack_pack_uint32(pk, sp->guide);
+		r |= pack_str(pk, sp->guide_text ? sp->guide_text : "");
 		r |= pack_str(pk, s->slo_class);
 		r |= msgpack_pack_uint32(pk, s->ttft_deadline_ms);
 		r |= msgpack_pack_uint32(pk, s->tpot_target_ms);
@@ -859,6 +873,32 @@ static const msgpack_object *sub_array(const dctx *d, const msgpack_object *o, c
 	return o->via.array.ptr;
 }
 
+/* The guide kind and its text (NULL for ""). */
+static loom_err get_guide(const dctx *d, const msgpack_object *k, const msgpack_object *t,
+			  loom_sampling *sp)
+{
+	uint32_t kind = 0;
+	loom_err rc = get_u32(d, k, "sampling.guide", &kind);
+
+	if (rc)
+		return rc;
+	if (kind > LOOM_GUIDE_MAX)
+		return bad(d, "sampling.guide", "unknown guide kind");
+	sp->guide = (uint8_t)kind;
+	if (t->type != MSGPACK_OBJECT_STR)
+		return bad(d, "sampling.guide_text", "expected a string");
+	if (t->via.str.size >= LOOM_MAX_GUIDE)
+		return bad(d, "sampling.guide_text", "longer than LOOM_MAX_GUIDE");
+	if (!t->via.str.size)
+		return LOOM_OK;
+	if (memchr(t->via.str.ptr, '\0', t->via.str.size))
+		return bad(d, "sampling.guide_text", "string contains a NUL byte");
+	if (!(sp->guide_text = loom_strndup(t->via.str.ptr, t->via.str.size)))
+		return loom_fail(LOOM_ENOMEM, "proto: %s field 'sampling.guide_text': out of memory",
+				 d->msg);
+	return LOOM_OK;
+}
+
 static loom_err dec_submit(const dctx *d, const msgpack_object *f, loom_msg_submit *s)
 {
 	const msgpack_object *sp;
@@ -896,6 +936,7 @@ static loom_err dec_submit(const dctx *d, const msgpack_object *f, loom_msg_subm
 			     &s->sampling.top_logprobs)) ||
 	    (rc = get_lp_ask(d, &sp[15], "sampling.prompt_logprobs",
 			     &s->sampling.prompt_logprobs, &s->sampling.prompt_top_logprobs)) ||
+	    (rc = get_guide(d, &sp[16], &sp[17], &s->sampling)) ||
 	    (rc = get_name(d, &f[7], "slo_class", s->slo_class, sizeof s->slo_class)) ||
 	    (rc = get_u32(d, &f[8], "ttft_deadline_ms", &s->ttft_deadline_ms)) ||
 	    (rc = get_u32(d, &f[9], "tpot_target_ms", &s->tpot_target_ms)) ||

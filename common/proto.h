@@ -23,13 +23,28 @@
 
 #include "err.h"
 
-#define LOOM_PROTO_VERSION 2  /* 2: sampling controls, logit_bias, logprobs */
+#define LOOM_PROTO_VERSION 3  /* 2: sampling controls, logit_bias, logprobs; 3: guides */
 #define LOOM_NAME_MAX 128          /* model / adapter / worker names, bytes incl. NUL */
 #define LOOM_PROTO_MAX_IDS (1u << 20) /* max token ids in one array */
 #define LOOM_PROTO_MAX_ITEMS 65536 /* max entries in STEP / model lists */
 #define LOOM_PROTO_MAX_STR 4096    /* max error message bytes */
 #define LOOM_MAX_LOGPROBS 20       /* top alternatives per token (OpenAI's limit) */
 #define LOOM_MAX_LOGIT_BIAS 1024   /* logit_bias entries per request */
+#define LOOM_MAX_GUIDE (256u << 10) /* bytes of a guide's text (a schema, a regex, choices) */
+
+/* Structured output: what the worker's grammar (common/grammar.h) holds a
+ * request's output to, and the text it is compiled from. */
+typedef enum loom_guide {
+	LOOM_GUIDE_NONE = 0,
+	LOOM_GUIDE_JSON_SCHEMA = 1, /* text: the JSON Schema, as JSON text */
+	LOOM_GUIDE_JSON_OBJECT = 2, /* any JSON object; text "" */
+	LOOM_GUIDE_REGEX = 3,       /* text: the regex (the whole output matches) */
+	LOOM_GUIDE_CHOICE = 4,      /* text: a JSON array of the strings allowed */
+	LOOM_GUIDE_WRAPPED = 5,     /* text: JSON {"prefix": s, "schema": {...},
+				     * "suffix": s}: a schema value between two
+				     * literal texts (tool calls) */
+	LOOM_GUIDE_MAX = 5,
+} loom_guide;
 
 typedef enum loom_msg_type {
 	LOOM_MSG_SUBMIT = 1, /* gateway -> worker */
@@ -82,12 +97,15 @@ typedef struct loom_sampling {
 	uint32_t top_logprobs;    /* with logprobs: alternatives per token, <= LOOM_MAX_LOGPROBS */
 	bool prompt_logprobs;     /* report the prompt tokens' logprobs (not on resumption) */
 	uint32_t prompt_top_logprobs; /* alternatives per prompt token, <= LOOM_MAX_LOGPROBS */
+	uint8_t guide;            /* loom_guide; LOOM_GUIDE_NONE = unconstrained */
+	char *guide_text;         /* NUL-terminated, < LOOM_MAX_GUIDE bytes, no NUL inside;
+				   * NULL = "" */
 } loom_sampling;
 
 /* Deep copy of src's arrays into *dst (dst's old arrays are not freed).
  * On failure *dst holds no arrays. */
 loom_err loom_sampling_copy(loom_sampling *dst, const loom_sampling *src);
-/* Frees the arrays of s (stop_ids, bias_ids, bias) and clears their counts. */
+/* Frees the arrays of s (stop_ids, bias_ids, bias, guide_text) and clears their counts. */
 void loom_sampling_fini(loom_sampling *s);
 
 typedef struct loom_msg_submit {

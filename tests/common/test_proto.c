@@ -35,6 +35,8 @@ static loom_resident residents2[2] = {
 };
 static int32_t bias_ids[] = { 3, 0, INT32_MAX };
 static float bias_vals[] = { -100.0f, 0.5f, 100.0f };
+static char guide_text[] = "{\"prefix\": \"<tool_call>\\n\", \"schema\": {\"type\": \"object\"}, "
+			   "\"suffix\": \"\\n</tool_call>\"}";
 static float lp_a[] = { -0.25f };
 static int32_t top_a[] = { 42, 7, 9 };
 static float top_lp_a[] = { -0.25f, -2.0f, -INFINITY };
@@ -72,7 +74,8 @@ static int sample(int i, loom_msg *m)
 			.frequency_penalty = 1.5f, .repetition_penalty = 1.25f, .min_p = 0.05f,
 			.min_tokens = 7, .n_bias = 3, .bias_ids = bias_ids, .bias = bias_vals,
 			.logprobs = true, .top_logprobs = LOOM_MAX_LOGPROBS, .prompt_logprobs = true,
-			.prompt_top_logprobs = 0 };
+			.prompt_top_logprobs = 0, .guide = LOOM_GUIDE_WRAPPED,
+			.guide_text = guide_text };
 		strcpy(m->u.submit.slo_class, "interactive");
 		m->u.submit.ttft_deadline_ms = 500;
 		m->u.submit.tpot_target_ms = 50;
@@ -252,6 +255,9 @@ static void assert_msg_equal(const loom_msg *a, const loom_msg *b)
 		assert_int_equal(x->sampling.top_logprobs, y->sampling.top_logprobs);
 		assert_int_equal(x->sampling.prompt_logprobs, y->sampling.prompt_logprobs);
 		assert_int_equal(x->sampling.prompt_top_logprobs, y->sampling.prompt_top_logprobs);
+		assert_int_equal(x->sampling.guide, y->sampling.guide);
+		assert_string_equal(x->sampling.guide_text ? x->sampling.guide_text : "",
+				    y->sampling.guide_text ? y->sampling.guide_text : "");
 		assert_string_equal(x->slo_class, y->slo_class);
 		assert_int_equal(x->ttft_deadline_ms, y->ttft_deadline_ms);
 		assert_int_equal(x->n_generated, y->n_generated);
@@ -478,6 +484,17 @@ static void test_encode_rejects(void **state)
 	sample(0, &m);
 	m.u.submit.sampling.prompt_top_logprobs = LOOM_MAX_LOGPROBS + 1;
 	assert_int_equal(loom_msg_encode(&m, &buf, &len), LOOM_EINVAL);
+	/* an unknown guide kind, a guide text past LOOM_MAX_GUIDE */
+	sample(0, &m);
+	m.u.submit.sampling.guide = LOOM_GUIDE_MAX + 1;
+	assert_int_equal(loom_msg_encode(&m, &buf, &len), LOOM_EINVAL);
+	sample(0, &m);
+	char *huge = loom_malloc(LOOM_MAX_GUIDE + 1);
+	memset(huge, 'a', LOOM_MAX_GUIDE);
+	huge[LOOM_MAX_GUIDE] = '\0';
+	m.u.submit.sampling.guide_text = huge;
+	assert_int_equal(loom_msg_encode(&m, &buf, &len), LOOM_EINVAL);
+	loom_free(huge);
 
 	memset(&m, 0, sizeof m);
 	m.type = 42;
@@ -650,7 +667,7 @@ static void test_bad_fields(void **state)
 			pk_str(&p.pk, "7", 1);
 		else
 			msgpack_pack_int32(&p.pk, 7);
-		msgpack_pack_array(&p.pk, v == 4 ? 15 : 16);
+		msgpack_pack_array(&p.pk, v == 4 ? 17 : 18);
 		if (v == 5)
 			msgpack_pack_int32(&p.pk, 0); /* temperature must be a float */
 		else
@@ -670,8 +687,10 @@ static void test_bad_fields(void **state)
 		msgpack_pack_array(&p.pk, 0);
 		msgpack_pack_array(&p.pk, 0);
 		msgpack_pack_int32(&p.pk, -1);
+		msgpack_pack_int32(&p.pk, -1);
+		msgpack_pack_uint32(&p.pk, 0);
 		if (v != 4)
-			msgpack_pack_int32(&p.pk, -1);
+			pk_str(&p.pk, "", 0);
 		pk_str(&p.pk, "", 0);
 		if (v == 7)
 			msgpack_pack_int64(&p.pk, -5);
@@ -724,8 +743,9 @@ static void test_bad_fields(void **state)
 
 	/* STEP item logprobs: k > 20, top entries not n*k, n != n_ids, empty
 	 * instead of nil, a string where floats go; SUBMIT: bias lengths differ,
-	 * logprobs ask out of range */
-	for (int v = 0; v < 7; v++) {
+	 * logprobs ask out of range, an unknown guide kind, a guide text that is
+	 * not a string or holds a NUL */
+	for (int v = 0; v < 10; v++) {
 		pb_init(&p);
 		if (v < 5) {
 			msgpack_pack_array(&p.pk, 3);
@@ -766,7 +786,7 @@ static void test_bad_fields(void **state)
 		pk_str(&p.pk, "", 0);
 		msgpack_pack_array(&p.pk, 1);
 		msgpack_pack_int32(&p.pk, 1);
-		msgpack_pack_array(&p.pk, 16);
+		msgpack_pack_array(&p.pk, 18);
 		msgpack_pack_float(&p.pk, 0);
 		msgpack_pack_float(&p.pk, 1);
 		msgpack_pack_int32(&p.pk, 0);
@@ -786,10 +806,15 @@ static void test_bad_fields(void **state)
 			msgpack_pack_float(&p.pk, 1);
 		msgpack_pack_int32(&p.pk, v == 6 ? 21 : 3);
 		msgpack_pack_int32(&p.pk, -1);
+		msgpack_pack_uint32(&p.pk, v == 7 ? LOOM_GUIDE_MAX + 1 : LOOM_GUIDE_REGEX);
+		if (v == 8)
+			msgpack_pack_uint32(&p.pk, 1);
+		else
+			pk_str(&p.pk, v == 9 ? "a\0b" : "a+", v == 9 ? 3 : 2);
 		pk_str(&p.pk, "", 0);
 		for (int f = 0; f < 3; f++)
 			msgpack_pack_uint32(&p.pk, 0);
-		expect_reject(&p, v == 5 ? "bias" : "logprobs");
+		expect_reject(&p, v == 5 ? "bias" : v == 6 ? "logprobs" : v == 7 ? "guide" : "guide_text");
 	}
 
 	/* ERROR: message too long */
