@@ -190,10 +190,11 @@ typedef struct kn_lora_seg {
  * x: [rows, d_in]; v: [rows, ldv]. Only those columns of v are written (the
  * rest keep their values), so several segments may cover the same rows at
  * different vcol (q, k, v of one adapter). Each row is its own fixed-order
- * dot products (a row's result does not depend on the segment's length).
+ * dot products (a row's result does not depend on the segment's length);
+ * rows are split over pool (NULL: the caller alone).
  */
 void kn_lora_shrink(float *v, int ldv, const float *x, int d_in, const kn_lora_seg *segs,
-		    int n_segs);
+		    int n_segs, kn_pool *pool);
 
 /*
  * Expand (r -> d_out), accumulating: for each segment s and row i,
@@ -202,6 +203,6 @@ void kn_lora_shrink(float *v, int ldv, const float *x, int d_in, const kn_lora_s
  * Segments must not overlap in rows (each y row belongs to one segment).
  */
 void kn_lora_expand(float *y, int d_out, const float *v, int ldv, const kn_lora_seg *segs,
-		    int n_segs);
+		    int n_segs, kn_pool *pool);
 
 #endif

@@ -217,7 +217,7 @@ static void attention_block(const wk_model *m, const wk_batch *b, wk_scratch *s,
 	bias(s->k, L->bk, T, s->kvdim);
 	bias(s->v, L->bv, T, s->kvdim);
 	float *const qkv[3] = {s->q, s->k, s->v};
-	wk_lora_add(s->lora, m, b, l, AD_Q, 3, s->xn, qkv);
+	wk_lora_add(s->lora, m, b, l, AD_Q, 3, s->xn, qkv, s->pool);
 	if (L->q_norm) {
 		kn_rmsnorm(s->q, s->q, L->q_norm, T * c->n_heads, c->head_dim, c->rms_eps);
 		kn_rmsnorm(s->k, s->k, L->k_norm, T * c->n_kv_heads, c->head_dim, c->rms_eps);
@@ -228,7 +228,7 @@ static void attention_block(const wk_model *m, const wk_batch *b, wk_scratch *s,
 	float *o = L->post_attn_norm ? s->xn : s->x;
 	linear(s, o, s->att, &L->po, T, s->d, s->qdim, o == s->x);
 	bias(o, L->bo, T, s->d);
-	wk_lora_add(s->lora, m, b, l, AD_O, 1, s->att, &o);
+	wk_lora_add(s->lora, m, b, l, AD_O, 1, s->att, &o, s->pool);
 	if (L->post_attn_norm)
 		post_norm_add(s, L->post_attn_norm, c->rms_eps, T);
 }
@@ -245,7 +245,7 @@ static void mlp_block(const wk_model *m, const wk_batch *b, wk_scratch *s, int l
 	bias(s->gate, L->b_gate, T, s->ffn);
 	bias(s->up, L->b_up, T, s->ffn);
 	float *const gu[2] = {s->gate, s->up};
-	wk_lora_add(s->lora, m, b, l, AD_GATE, 2, s->xn, gu);
+	wk_lora_add(s->lora, m, b, l, AD_GATE, 2, s->xn, gu, s->pool);
 	if (c->act == LOOM_ACT_SILU)
 		kn_silu_mul(s->gate, s->up, (size_t)T * s->ffn);
 	else
@@ -253,7 +253,7 @@ static void mlp_block(const wk_model *m, const wk_batch *b, wk_scratch *s, int l
 	float *o = L->post_ffn_norm ? s->xn : s->x;
 	linear(s, o, s->gate, &L->pdown, T, s->d, s->ffn, o == s->x);
 	bias(o, L->b_down, T, s->d);
-	wk_lora_add(s->lora, m, b, l, AD_DOWN, 1, s->gate, &o);
+	wk_lora_add(s->lora, m, b, l, AD_DOWN, 1, s->gate, &o, s->pool);
 	if (L->post_ffn_norm)
 		post_norm_add(s, L->post_ffn_norm, c->rms_eps, T);
 }

@@ -98,7 +98,7 @@ void wk_lora_ws_destroy(wk_lora_ws *ws)
 }
 
 void wk_lora_add(wk_lora_ws *ws, const wk_model *m, const wk_batch *b, int l, int t0, int nt,
-		 const float *x, float *const *y)
+		 const float *x, float *const *y, kn_pool *pool)
 {
 	int S = b->n_segs, ldv = 0;
 	for (int i = 0; i < S; i++) {
@@ -141,7 +141,7 @@ void wk_lora_add(wk_lora_ws *ws, const wk_model *m, const wk_batch *b, int l, in
 			col += md->rank;
 		}
 	}
-	kn_lora_shrink(ws->v, ldv, x, d_in, ws->shr, ns);
+	kn_lora_shrink(ws->v, ldv, x, d_in, ws->shr, ns, pool);
 	for (int k = 0; k < nt; k++)
-		kn_lora_expand(y[k], d_out[k], ws->v, ldv, exp[k], ne[k]);
+		kn_lora_expand(y[k], d_out[k], ws->v, ldv, exp[k], ne[k], pool);
 }

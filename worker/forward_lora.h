@@ -43,6 +43,6 @@ void wk_lora_ws_destroy(wk_lora_ws *ws);
  * adapters without those modules in layer l. ws from wk_lora_reserve for b.
  */
 void wk_lora_add(wk_lora_ws *ws, const wk_model *m, const wk_batch *b, int l, int t0, int nt,
-		 const float *x, float *const *y);
+		 const float *x, float *const *y, kn_pool *pool);
 
 #endif

@@ -190,32 +190,70 @@ KN_CLONES static void expand_rows(float *y, int N, const float *v, int ldv, cons
 	}
 }
 
+/* A pool run over every (segment, row) pair: task t is row t - first[s]
+ * of the segment s whose rows hold it (found by a scan: few segments). */
+typedef struct lora_job {
+	float *out;          /* v (shrink) or y (expand) */
+	int ld_out, ld_in;   /* ldv / d_out, and d_in / ldv */
+	const float *in;     /* x (shrink) or v (expand) */
+	const kn_lora_seg *segs;
+	int n_segs, shrink;
+} lora_job;
+
+static void lora_task(void *ctx, int t)
+{
+	const lora_job *j = ctx;
+	const kn_lora_seg *g = NULL;
+	for (int s = 0; s < j->n_segs && !g; s++) {
+		const kn_lora_seg *c = &j->segs[s];
+		if (c->rows <= 0 || c->rank <= 0)
+			continue;
+		if (t < c->rows)
+			g = c;
+		else
+			t -= c->rows;
+	}
+	assert(g);
+	int row = g->row0 + t;
+	if (j->shrink)
+		shrink_rows(j->out + (size_t)row * j->ld_out + g->vcol, j->ld_out,
+			    j->in + (size_t)row * j->ld_in, j->ld_in, g->a, g->rank, 1);
+	else
+		expand_rows(j->out + (size_t)row * j->ld_out, j->ld_out,
+			    j->in + (size_t)row * j->ld_in + g->vcol, j->ld_in, g->bt, g->rank,
+			    g->scale, 1);
+}
+
+/* Rows of the segments that do work (rows > 0 and rank > 0). */
+static int work_rows(const kn_lora_seg *segs, int n_segs)
+{
+	int n = 0;
+	for (int s = 0; s < n_segs; s++)
+		if (segs[s].rows > 0 && segs[s].rank > 0)
+			n += segs[s].rows;
+	return n;
+}
+
 void kn_lora_shrink(float *v, int ldv, const float *x, int d_in, const kn_lora_seg *segs,
-		    int n_segs)
+		    int n_segs, kn_pool *pool)
 {
 	assert(d_in > 0 && n_segs >= 0);
-	for (int s = 0; s < n_segs; s++) {
-		const kn_lora_seg *g = &segs[s];
-		if (g->rows <= 0 || g->rank <= 0)
-			continue;
-		assert(g->a && g->vcol >= 0 && g->vcol + g->rank <= ldv);
-		float *vs = v + (size_t)g->row0 * ldv + g->vcol;
-		const float *xs = x + (size_t)g->row0 * d_in;
-		shrink_rows(vs, ldv, xs, d_in, g->a, g->rank, g->rows);
-	}
+	for (int s = 0; s < n_segs; s++)
+		assert(segs[s].rows <= 0 || segs[s].rank <= 0 ||
+		       (segs[s].a && segs[s].vcol >= 0 && segs[s].vcol + segs[s].rank <= ldv));
+	lora_job j = {.out = v, .ld_out = ldv, .ld_in = d_in, .in = x, .segs = segs,
+		      .n_segs = n_segs, .shrink = 1};
+	kn_pool_run(pool, work_rows(segs, n_segs), lora_task, &j);
 }
 
 void kn_lora_expand(float *y, int d_out, const float *v, int ldv, const kn_lora_seg *segs,
-		    int n_segs)
+		    int n_segs, kn_pool *pool)
 {
 	assert(d_out > 0 && n_segs >= 0);
-	for (int s = 0; s < n_segs; s++) {
-		const kn_lora_seg *g = &segs[s];
-		if (g->rows <= 0 || g->rank <= 0)
-			continue;
-		assert(g->bt && g->vcol >= 0 && g->vcol + g->rank <= ldv);
-		float *ys = y + (size_t)g->row0 * d_out;
-		const float *vs = v + (size_t)g->row0 * ldv + g->vcol;
-		expand_rows(ys, d_out, vs, ldv, g->bt, g->rank, g->scale, g->rows);
-	}
+	for (int s = 0; s < n_segs; s++)
+		assert(segs[s].rows <= 0 || segs[s].rank <= 0 ||
+		       (segs[s].bt && segs[s].vcol >= 0 && segs[s].vcol + segs[s].rank <= ldv));
+	lora_job j = {.out = y, .ld_out = d_out, .ld_in = ldv, .in = v, .segs = segs,
+		      .n_segs = n_segs, .shrink = 0};
+	kn_pool_run(pool, work_rows(segs, n_segs), lora_task, &j);
 }

@@ -149,7 +149,7 @@ static void run_case(const lcase *c, int m)
 	assert_non_null(y0);
 	memcpy(y0, y, (size_t)T * c->d_out * sizeof *y0);
 
-	kn_lora_shrink(v, ldv, x, c->d_in, segs, n);
+	kn_lora_shrink(v, ldv, x, c->d_in, segs, n, NULL);
 	for (int t = 0; t < T; t++) {
 		int p = owner[t];
 		for (int j = 0; j < ldv; j++) {
@@ -174,7 +174,7 @@ static void run_case(const lcase *c, int m)
 		}
 	}
 
-	kn_lora_expand(y, c->d_out, v, ldv, segs, n);
+	kn_lora_expand(y, c->d_out, v, ldv, segs, n, NULL);
 	for (int t = 0; t < T; t++) {
 		int p = owner[t];
 		for (int o = 0; o < c->d_out; o++) {
@@ -246,8 +246,8 @@ static void test_packed_equals_split(void **state)
 			{.row0 = 0, .rows = rows, .rank = rv, .vcol = rq + rk,
 			 .a = a + (size_t)(rq + rk) * d},
 		};
-		kn_lora_shrink(v1, R, x, d, &fused, 1);
-		kn_lora_shrink(v2, R, x, d, split, 3);
+		kn_lora_shrink(v1, R, x, d, &fused, 1, NULL);
+		kn_lora_shrink(v2, R, x, d, split, 3, NULL);
 		if (rows < 16) /* the loops; sgemm blocks by N, so only close there */
 			assert_memory_equal(v1, v2, (size_t)rows * R * sizeof *v1);
 		for (size_t i = 0; i < (size_t)rows * R; i++)
@@ -269,13 +269,13 @@ static void test_row_independent(void **state)
 	float *y = calloc((size_t)T * N, sizeof *y), *v1 = nan_vec(r), *y1 = calloc(N, sizeof *y1);
 	assert_true(y && y1);
 	kn_lora_seg all = {.row0 = 0, .rows = T, .rank = r, .scale = 0.5f, .a = a, .bt = bt};
-	kn_lora_shrink(v, r, x, d, &all, 1);
-	kn_lora_expand(y, N, v, r, &all, 1);
+	kn_lora_shrink(v, r, x, d, &all, 1, NULL);
+	kn_lora_expand(y, N, v, r, &all, 1, NULL);
 	for (int t = 0; t < T; t++) {
 		kn_lora_seg one = {.row0 = 0, .rows = 1, .rank = r, .scale = 0.5f, .a = a, .bt = bt};
 		memset(y1, 0, N * sizeof *y1);
-		kn_lora_shrink(v1, r, x + (size_t)t * d, d, &one, 1);
-		kn_lora_expand(y1, N, v1, r, &one, 1);
+		kn_lora_shrink(v1, r, x + (size_t)t * d, d, &one, 1, NULL);
+		kn_lora_expand(y1, N, v1, r, &one, 1, NULL);
 		assert_memory_equal(v1, v + (size_t)t * r, r * sizeof *v1);
 		assert_memory_equal(y1, y + (size_t)t * N, N * sizeof *y1);
 	}
@@ -297,9 +297,9 @@ static void test_empty(void **state)
 	memcpy(y0, y, 64 * 4);
 	kn_lora_seg segs[2] = {{.row0 = 0, .rows = 0, .rank = 4, .a = x, .bt = x},
 			       {.row0 = 0, .rows = 1, .rank = 0}};
-	kn_lora_shrink(v, 8, x, 64, NULL, 0);
-	kn_lora_shrink(v, 8, x, 64, segs, 2);
-	kn_lora_expand(y, 64, v, 8, segs, 2);
+	kn_lora_shrink(v, 8, x, 64, NULL, 0, NULL);
+	kn_lora_shrink(v, 8, x, 64, segs, 2, NULL);
+	kn_lora_expand(y, 64, v, 8, segs, 2, NULL);
 	for (int i = 0; i < 8; i++)
 		assert_true(isnan(v[i]));
 	assert_memory_equal(y, y0, 64 * 4);
