@@ -102,6 +102,16 @@ loom_err loom_grammar_from_regex(const char *re, size_t len, loom_grammar **out)
 /* The output is exactly one of the n (>= 1) strings choices[i] (lens[i] bytes each, UTF-8). */
 loom_err loom_grammar_from_choices(const char *const *choices, const size_t *lens, size_t n,
 				   loom_grammar **out);
+/*
+ * The grammar of a request's guide as the wire carries it (common/proto.h:
+ * kind is a loom_guide, text its NUL-terminated text; NULL = ""): a schema
+ * as JSON text, any JSON object, a regex, a JSON array of choice strings,
+ * or JSON {"prefix": s, "schema": {...}, "suffix": s}. Errors as the
+ * compilers above; LOOM_EINVAL for text that is not the JSON its kind
+ * needs or an unknown kind. The gateway compiles each request's guide once
+ * to refuse what the worker would.
+ */
+loom_err loom_grammar_from_guide(int kind, const char *text, loom_grammar **out);
 /* Frees g (NULL is fine). */
 void loom_grammar_free(loom_grammar *g);
 

@@ -58,6 +58,7 @@ void wk_engine_seq_free(wk_engine *e, seq *s)
 	wk_res_model_release(e->res, s->model);
 	sub_fini(&s->sub);
 	wk_hist_fini(&s->hist);
+	wk_guide_release(e->guide, s->guide);
 	loom_free(s->plp.lp);
 	loom_free(s->plp.top_ids);
 	loom_free(s->plp.top_lp);
@@ -495,7 +496,9 @@ static void accept_submit(wk_engine *e, cmd *c)
 	}
 	s->limit = s->sub.sampling.max_tokens ? s->sub.sampling.max_tokens
 					      : (uint32_t)cfg->max_ctx - s->sub.n_prompt;
-	if (seq_extras(s, cfg, k)) {
+	if (seq_extras(s, cfg, k) ||
+	    (s->sub.sampling.guide != LOOM_GUIDE_NONE &&
+	     wk_guide_start(e->guide, mi, cfg, &s->sub.sampling, s->gen, k, &s->guide))) {
 		wk_engine_emit_error(e, s->sub.req, LOOM_ENOMEM,
 				     "worker out of memory queueing the request");
 		wk_engine_seq_free(e, s);
@@ -661,6 +664,22 @@ static void *engine_main(void *arg)
 /* create / destroy                                                    */
 /* ------------------------------------------------------------------ */
 
+loom_err wk_engine_set_guide_vocab(wk_engine *e, const char *model,
+				   const loom_grammar_vocab *v)
+{
+	int mi = wk_res_model_find(e->res, model);
+
+	if (mi < 0)
+		return loom_fail(LOOM_ENOTFOUND, "model '%s' is not served by this engine", model);
+	wk_guide_set_vocab(e->guide, mi, v);
+	return LOOM_OK;
+}
+
+void wk_engine_guide_stats(wk_engine *e, wk_guide_stats *out)
+{
+	wk_guide_stats_get(e->guide, out);
+}
+
 int wk_engine_default_kv_blocks(const wk_model *m, int max_seqs, int kv_mb)
 {
 	return wk_engine_kv_blocks_for(&m->cfg, m->arena_bytes, max_seqs, kv_mb);
@@ -728,7 +747,8 @@ loom_err wk_engine_create(wk_model *const *models, int n_models, const wk_engine
 			goto out;
 		e->own_res = true;
 	}
-	if ((rc = lend_models(e, models, n_models)))
+	if ((rc = wk_guide_create(e->res, e->manual, engine_wake, e, &e->guide)) ||
+	    (rc = lend_models(e, models, n_models)))
 		goto out;
 	ms = (size_t)e->max_seqs;
 	e->running = loom_calloc(ms, sizeof *e->running);
@@ -801,6 +821,8 @@ void wk_engine_destroy(wk_engine *e)
 		wk_engine_seq_free(e, e->running[i]);
 	for (int i = 0; e->slots && i < e->n_models; i++)
 		wk_engine_detach(e, i);
+	wk_guide_destroy(e->guide);
+	loom_free(e->guide_mask);
 	if (e->own_res)
 		wk_res_destroy(e->res);
 	loom_free(e->slots);

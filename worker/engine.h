@@ -81,6 +81,7 @@
 #include "../common/proto.h"
 #include "backend.h"
 #include "model.h"
+#include "guide.h"
 #include "residency.h"
 
 typedef struct wk_engine wk_engine;
@@ -120,6 +121,15 @@ loom_err wk_engine_create(wk_model *const *models, int n_models, const wk_engine
 
 /* Stops the thread, drops every request (no messages), frees everything. */
 void wk_engine_destroy(wk_engine *e);
+
+/* Structured outputs need each model's vocabulary bytes; the engine reads
+ * its tokenizer.json through the residency (folder or store). A model
+ * lent without one (tests, benchmarks) gets its vocabulary here (borrowed:
+ * it must outlive the engine). LOOM_ENOTFOUND for an unknown model. */
+loom_err wk_engine_set_guide_vocab(wk_engine *e, const char *model,
+				   const loom_grammar_vocab *v);
+/* Grammar compiles, cache hits and preparation times so far. */
+void wk_engine_guide_stats(wk_engine *e, wk_guide_stats *out);
 
 /* Queues a request (deep copy of s; the caller keeps s). Only fails with
  * LOOM_ENOMEM; invalid requests are answered by an emitted ERROR. */

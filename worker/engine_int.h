@@ -17,6 +17,7 @@
 #include "../adapters/adapter.h"
 #include "engine.h"
 #include "forward.h"
+#include "guide.h"
 #include "kv.h"
 #include "residency.h"
 #include "sample.h"
@@ -58,6 +59,9 @@ typedef struct seq {
 	uint32_t limit;       /* n_gen that ends it with LENGTH */
 	uint32_t n_preempted; /* times it lost its KV */
 	wk_hist hist;         /* token counts for the penalties (empty when none) */
+	wk_guide_req *guide;  /* sampling.guide: its matcher's preparation, NULL = none */
+	loom_grammar_matcher *gm; /* the matcher once ready (owned by guide); the
+				   * sequence waits until then */
 	/* prompt logprobs (sampling.prompt_logprobs on a new request): entry
 	 * p describes prompt token p+1, from the prefill row of position p;
 	 * sent in the item of the first token, then plp_pending is false */
@@ -160,6 +164,9 @@ struct wk_engine {
 	float *item_top_lp;   /* [max_seqs, LOOM_MAX_LOGPROBS] */
 	void *sample_scratch;
 	size_t sample_bytes;
+	wk_guide *guide;      /* structured outputs: matchers prepared off this thread */
+	uint32_t *guide_mask; /* [guide_words] allowed-token bits of one row */
+	size_t guide_words;
 	bool stalled;         /* last iteration: everything waiting on loads */
 	int n_loading;        /* slots whose weights are uploading: no sleeping */
 	double step_ms;

@@ -13,6 +13,7 @@
 #include "../common/bundle.h"
 #include "../common/log.h"
 #include "../common/sha256.h"
+#include "../common/textfile.h"
 
 /* ------------------------------------------------------------------ */
 /* helpers (under the lock unless said)                                */
@@ -278,6 +279,59 @@ loom_err wk_res_model_add_dir(wk_res *r, const char *name, const char *dir)
 		    : wk_res_model_list(r, name, SRC_DIR, dir, NULL, &cfg, &mo);
 	pthread_mutex_unlock(&r->mu);
 	return rc;
+}
+
+loom_err wk_res_model_tokenizer(wk_res *r, int i, char **json, size_t *len)
+{
+	char name[LOOM_NAME_MAX], *dir = NULL, *path = NULL;
+	uint8_t sha[32];
+	st_model_rec rec;
+	st_view v = { 0 };
+	int src;
+	loom_err rc;
+
+	*json = NULL;
+	*len = 0;
+	pthread_mutex_lock(&r->mu);
+	if (i < 0 || i >= r->n_models) {
+		pthread_mutex_unlock(&r->mu);
+		return loom_fail(LOOM_ENOTFOUND, "no model %d", i);
+	}
+	snprintf(name, sizeof name, "%s", r->models[i]->name);
+	src = r->models[i]->src;
+	memcpy(sha, r->models[i]->sha, 32);
+	if (src == SRC_DIR && r->models[i]->dir)
+		dir = loom_strdup(r->models[i]->dir);
+	pthread_mutex_unlock(&r->mu);
+	if (src == SRC_DIR) {
+		if (!dir || !(path = loom_malloc(strlen(dir) + sizeof "/tokenizer.json"))) {
+			loom_free(dir);
+			return loom_fail(LOOM_ENOMEM, "model %s: out of memory", name);
+		}
+		sprintf(path, "%s/tokenizer.json", dir);
+		rc = loom_text_read(path, (size_t)1 << 30, json, len);
+		loom_free(path);
+		loom_free(dir);
+		return rc;
+	}
+	if (src != SRC_STORE || !r->store)
+		return loom_fail(LOOM_ENOTFOUND, "model %s: this worker has no tokenizer for it (%s)",
+				 name, src == SRC_LENT ? "a model lent without one"
+						       : "it reads no store holding its record");
+	if ((rc = st_model_get(r->store, name, &rec)) || memcmp(rec.sha, sha, 32))
+		return loom_fail(LOOM_ENOTFOUND, "model %s: the store's record %s this worker's "
+				 "version; its tokenizer is unknown here", name,
+				 rc ? "is missing, not" : "names another version than");
+	if ((rc = st_blob_get(r->store, rec.tokenizer_sha, 0, &v)))
+		return loom_fail(rc, "model %s: tokenizer blob: %s", name, loom_errmsg());
+	*json = loom_malloc(v.len + 1);
+	if (*json) {
+		memcpy(*json, v.data, v.len);
+		(*json)[v.len] = '\0';
+		*len = v.len;
+	}
+	st_view_release(&v);
+	return *json ? LOOM_OK : loom_fail(LOOM_ENOMEM, "model %s: out of memory", name);
 }
 
 loom_err wk_res_model_add_blob(wk_res *r, const char *name, const uint8_t sha[32])

@@ -119,6 +119,15 @@ void wk_res_model_info(wk_res *r, int i, char name[LOOM_NAME_MAX], loom_model_co
 /* The lent model called name, or NULL. */
 const wk_model *wk_res_model_lent(wk_res *r, const char *name);
 
+/* The tokenizer.json text of model i (structured outputs need each id's
+ * bytes): a folder's tokenizer.json, or the store blob its model record
+ * names (a store this worker reads, whose record holds the same bundle).
+ * *json loom_malloc'ed (NUL-terminated, caller frees), *len bytes.
+ * LOOM_ENOTFOUND (with a message) for a lent model, a worker without the
+ * gateway's store, or a record of another version. May read a file: call
+ * it off the engine thread. */
+loom_err wk_res_model_tokenizer(wk_res *r, int i, char **json, size_t *len);
+
 /* Pins model i for one sequence and, unless it is resident, queues its
  * swap-in. */
 void wk_res_model_acquire(wk_res *r, int i);

@@ -86,6 +86,15 @@ static int ready(wk_engine *e, seq *s)
 				     ms->err);
 		return -1;
 	}
+	if (s->guide && !s->gm) {
+		int g = wk_guide_poll(e->guide, s->guide, &s->gm, &code, err, sizeof err);
+		if (g < 0) {
+			wk_engine_emit_error(e, s->sub.req, code ? code : LOOM_EINVAL, "%s", err);
+			return -1;
+		}
+		if (g == 0)
+			return 0;
+	}
 	if (!ms->m)
 		return 0;
 	if (!s->ad || s->ad_dev)
@@ -327,9 +336,63 @@ static bool is_stop(const wk_model *m, const seq *s, int32_t id)
 	return false;
 }
 
+static bool is_eos(const wk_model *m, int32_t id)
+{
+	for (int i = 0; i < m->cfg.n_eos; i++)
+		if (m->cfg.eos_ids[i] == id)
+			return true;
+	return false;
+}
+
+/* Structured output: the ids s's grammar does not allow next get -inf in
+ * logits[vocab] (after the penalties, before logprobs and temperature).
+ * When min_tokens leaves nothing (the output is complete, EOS masked), the
+ * grammar wins: EOS gets logit 0. False (ERROR emitted, s dead) when no
+ * token can continue or the automaton outgrew its limits. */
+static bool guide_mask(wk_engine *e, seq *s, const wk_model *m, float *logits, int vocab)
+{
+	size_t words = ((size_t)vocab + 31) / 32;
+	bool any = false;
+	loom_err rc;
+
+	if (e->guide_words < words) {
+		uint32_t *g = loom_realloc(e->guide_mask, words * sizeof *g);
+		if (!g) {
+			rc = loom_fail(LOOM_ENOMEM, "out of memory");
+			goto fail;
+		}
+		e->guide_mask = g;
+		e->guide_words = words;
+	}
+	if ((rc = loom_grammar_matcher_fill_mask(s->gm, e->guide_mask)))
+		goto fail;
+	for (size_t w = 0; w < words; w++) {
+		uint32_t b = e->guide_mask[w];
+		int32_t base = (int32_t)(w * 32), end = base + 32 < vocab ? base + 32 : vocab;
+		for (int32_t id = base; id < end; id++) {
+			if (!(b >> (id - base) & 1))
+				logits[id] = -INFINITY;
+			else if (logits[id] > -INFINITY)
+				any = true;
+		}
+	}
+	if (!any && loom_grammar_matcher_can_end(s->gm) && m->cfg.n_eos > 0) {
+		logits[m->cfg.eos_ids[0]] = 0.0f;
+		any = true;
+	}
+	if (any)
+		return true;
+	rc = loom_fail(LOOM_EINVAL, "no token of the vocabulary can continue the output");
+fail:
+	s->dead = true;
+	wk_engine_emit_error(e, s->sub.req, rc, "structured output after %" PRIu32 " tokens: %s",
+			     s->n_gen, loom_errmsg());
+	return false;
+}
+
 /* Samples the next token of s from its logits row (processed in place by
- * the sampling controls) and records the item, with the token's logprobs
- * and, once, the prompt's. */
+ * the sampling controls and, with a guide, its grammar's mask) and records
+ * the item, with the token's logprobs and, once, the prompt's. */
 static void produce(wk_engine *e, seq *s, float *logits, int *n_items)
 {
 	const wk_model *m = e->slots[s->model].m;
@@ -339,7 +402,15 @@ static void produce(wk_engine *e, seq *s, float *logits, int *n_items)
 
 	wk_sample_process(logits, m->cfg.vocab, sp, &s->hist, s->n_gen, m->cfg.eos_ids,
 			  m->cfg.n_eos);
+	if (s->gm && !guide_mask(e, s, m, logits, m->cfg.vocab))
+		return;
 	id = wk_sample(logits, m->cfg.vocab, sp, s->n_gen, e->sample_scratch);
+	if (s->gm && loom_grammar_matcher_accept(s->gm, id)) {
+		s->dead = true;
+		wk_engine_emit_error(e, s->sub.req, LOOM_EINTERNAL, "structured output: sampled id "
+				     "%" PRId32 " outside its grammar's mask: %s", id, loom_errmsg());
+		return;
+	}
 	*it = (loom_step_item){ 0 };
 	if (sp->logprobs) {
 		int n = *n_items;
@@ -372,7 +443,7 @@ static void produce(wk_engine *e, seq *s, float *logits, int *n_items)
 	s->gen[s->n_gen++] = id;
 	wk_hist_add(&s->hist, id);
 	e->tokens_out++;
-	if (is_stop(m, s, id))
+	if (is_stop(m, s, id) || (s->gm && is_eos(m, id))) /* a guide ends at EOS, ignore_eos or not */
 		s->finish = LOOM_FINISH_STOP;
 	else if (s->n_gen >= s->limit)
 		s->finish = LOOM_FINISH_LENGTH;
