@@ -237,6 +237,8 @@ loom_err gw_model_set_chat(gw_model *md, const loom_chat_source *src, gw_chat_tm
 	if (id >= 0)
 		md->extra_eos[md->n_extra_eos++] = id;
 	md->tmpl = tmpl != GW_TMPL_AUTO ? tmpl : has ? GW_TMPL_MODEL : GW_TMPL_PLAIN;
+	md->tools_fmt = md->tmpl == GW_TMPL_MODEL && j ? gw_tools_detect(src->template_text)
+						       : GW_TOOLS_NONE;
 	return LOOM_OK;
 }
 

@@ -35,6 +35,7 @@
 #include "common/proto.h"
 #include "common/tokenizer.h"
 #include "gw_chat.h"
+#include "gw_tools.h"
 
 typedef struct gw_model {
 	char name[LOOM_NAME_MAX];
@@ -49,6 +50,7 @@ typedef struct gw_model {
 	int32_t extra_eos[2];     /* eos_token's id when config/generation_config do not
 				     list it (an instruct model's end-of-turn): a stop id */
 	int n_extra_eos;
+	gw_tools_fmt tools_fmt;   /* the tool-call syntax its chat template teaches */
 	time_t created;
 	char sha[LOOM_SHA_HEX];   /* store bundle, "" when not from the store */
 	uint64_t bytes;           /* bundle bytes (0 when not from the store) */

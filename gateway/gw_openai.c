@@ -15,6 +15,7 @@
 
 #include "adapters/adapter.h"
 #include "common/alloc.h"
+#include "gw_guide.h"
 
 #define BAD "invalid_request_error"
 
@@ -705,7 +706,8 @@ static bool parse_sampling(json_t *root, gw_params *p, gw_api_err *e)
 		memcpy(p->slo_class, json_string_value(slo), json_string_length(slo) + 1);
 	}
 	return parse_stop(root, p, e) && parse_controls(root, p, e) &&
-	       parse_logprobs(root, p, e) && parse_unsupported(root, p, e);
+	       parse_logprobs(root, p, e) && parse_unsupported(root, p, e) &&
+	       gw_guide_parse(root, p, e);
 }
 
 loom_err gw_openai_parse(gw_api api, const char *body, size_t len, gw_params *p, gw_api_err *e)
@@ -720,6 +722,7 @@ loom_err gw_openai_parse(gw_api api, const char *body, size_t len, gw_params *p,
 	p->repetition_penalty = 1.0f;
 	p->prompt_logprobs = -1;
 	p->add_special = true;
+	p->parallel_tool_calls = true;
 	json_t *root = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
 				  &je);
 	if (!root) {
@@ -796,6 +799,8 @@ void gw_params_fini(gw_params *p)
 	json_decref(p->chat_messages);
 	json_decref(p->tools);
 	json_decref(p->chat_kwargs);
+	loom_free(p->guide_text);
+	loom_free(p->tool_name);
 	memset(p, 0, sizeof *p);
 }
 
@@ -1072,6 +1077,12 @@ char *gw_openai_response_json(const gw_result *r)
 				   "logprobs", "finish_reason", r->finish ? r->finish : "stop");
 	if (!root || !choice)
 		goto fail;
+	if (chat && r->tool_calls) {
+		json_t *msg = json_object_get(choice, "message");
+		if ((!r->text_len && json_object_set_new(msg, "content", json_null())) ||
+		    json_object_set_new(msg, "tool_calls", json_deep_copy(r->tool_calls)))
+			goto fail;
+	}
 	if (r->with_ids && json_object_set_new(choice, "token_ids", ids_array(r->ids, r->n_ids)))
 		goto fail;
 	if (!add_logprobs(r, choice) || !add_chat_prompt_logprobs(r, root))
@@ -1106,6 +1117,14 @@ char *gw_openai_chunk_json(const gw_result *r, bool role_only)
 					     : json_object());
 		if (json_object_set_new(choice, "delta", delta))
 			goto fail;
+		if (!role_only && r->tool_calls) {
+			json_t *tc = json_deep_copy(r->tool_calls), *x;
+			size_t i;
+			json_array_foreach(tc, i, x)
+				json_object_set_new(x, "index", json_integer((json_int_t)i));
+			if (json_object_set_new(delta, "tool_calls", tc))
+				goto fail;
+		}
 	} else if (json_object_set_new(choice, "text", text_value(r))) {
 		goto fail;
 	}

@@ -43,6 +43,15 @@ typedef struct gw_api_err {
 loom_err gw_api_err_set(gw_api_err *e, int status, const char *type, const char *param,
 			const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
+/* Chat's tool_choice (gw_guide.h). AUTO is the default (with tools: the
+ * model may call them, its output is parsed); NONE renders no tools. */
+typedef enum gw_tool_choice {
+	GW_TOOL_CHOICE_AUTO = 0,
+	GW_TOOL_CHOICE_NONE,
+	GW_TOOL_CHOICE_REQUIRED, /* one call of any of the tools, forced by a grammar */
+	GW_TOOL_CHOICE_NAMED,    /* one call of tool_name, forced by a grammar */
+} gw_tool_choice;
+
 /* A parsed request. Everything is owned by the struct; gw_params_fini frees it. */
 typedef struct gw_params {
 	gw_api api;
@@ -91,6 +100,15 @@ typedef struct gw_params {
 				   route's choice: none for a model template, which
 				   writes its own, the post-processor's for built-ins) */
 	char slo_class[64];     /* "slo_class" (loom extension); "" = not given */
+	/* structured outputs (gw_guide.h): one of response_format, guided_json,
+	 * guided_regex, guided_choice, structured_outputs */
+	int guide;                /* loom_guide; LOOM_GUIDE_NONE = unconstrained */
+	char *guide_text;         /* its text (loom_malloc'ed), NULL = "" */
+	char guide_param[32];     /* the field it came from, for errors */
+	/* tools (chat) */
+	gw_tool_choice tool_choice;
+	char *tool_name;          /* GW_TOOL_CHOICE_NAMED: the function (loom_malloc'ed) */
+	bool parallel_tool_calls; /* default true; false keeps at most one parsed call */
 } gw_params;
 
 /*
@@ -149,6 +167,10 @@ typedef struct gw_result {
 	int prompt_lp_k;          /* alternatives shown per prompt token */
 	gw_piece_fn piece;
 	void *piece_ctx;
+	/* chat: OpenAI tool calls [{id, type, function: {name, arguments}}]
+	 * (borrowed), or NULL. Response: message.tool_calls (content null when
+	 * text_len is 0); chunk: delta.tool_calls, each with its "index". */
+	const json_t *tool_calls;
 } gw_result;
 
 /* Non-stream response (text_completion / chat.completion) with usage. */

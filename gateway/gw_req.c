@@ -72,6 +72,12 @@ struct gw_req {
 	int64_t arrival_ms;
 	int64_t first_ms;    /* first token (stream: first chunk with text); 0 = none yet */
 	bool recorded;
+	/* tool calls (tools_fmt != NONE) */
+	gw_tools_fmt tools_fmt;
+	bool parallel_tools;
+	size_t tool_sent;    /* stream: bytes of the text already sent as content */
+	json_t *tool_calls;  /* once ended: the calls, or NULL */
+	char *tool_content;  /* once ended with calls: the text outside them, or NULL */
 };
 
 static atomic_uint_fast64_t next_id = 1;
@@ -240,6 +246,8 @@ loom_err gw_req_create(const gw_req_opts *o, gw_req **out)
 	r->stream = o->stream;
 	r->include_usage = o->include_usage;
 	r->with_ids = o->return_token_ids;
+	r->tools_fmt = o->api == GW_API_CHAT ? o->tools_fmt : GW_TOOLS_NONE;
+	r->parallel_tools = o->parallel_tool_calls;
 	r->model = o->model;
 	gw_model_hold(r->model);
 	snprintf(r->model_name, sizeof r->model_name, "%s", o->model_name ? o->model_name
@@ -288,6 +296,8 @@ void gw_req_release(gw_req *r)
 	loom_free(r->p_offs);
 	loom_free(r->piece);
 	loom_free(r->sse);
+	json_decref(r->tool_calls);
+	loom_free(r->tool_content);
 	pthread_mutex_destroy(&r->mu);
 	loom_free(r);
 	atomic_fetch_sub(&n_tracked, 1);
@@ -384,6 +394,53 @@ static gw_lp_view lp_slice(gw_lp_view v, size_t from, size_t n)
 	return v;
 }
 
+/* Under mu, at the end: splits the text into content and tool calls. */
+static void tools_split(gw_req *r)
+{
+	size_t len;
+	const char *text = gw_stream_text(r->out, &len);
+	json_t *calls = NULL;
+	char *content = NULL;
+
+	if (gw_tools_parse(r->tools_fmt, text, len, (unsigned long long)r->id, &calls, &content))
+		return; /* out of memory: the text stays content */
+	if (!calls) {
+		loom_free(content);
+		return;
+	}
+	while (!r->parallel_tools && json_array_size(calls) > 1)
+		json_array_remove(calls, json_array_size(calls) - 1);
+	r->tool_calls = calls;
+	r->tool_content = content;
+	r->finish = "tool_calls";
+}
+
+/* Under mu, stream with tools: res gets the content that may go out now
+ * (what no tool call can start in; at the end, the rest of the content). */
+static void tools_text(gw_req *r, bool done, gw_result *res)
+{
+	size_t len;
+	const char *all = gw_stream_text(r->out, &len);
+
+	res->text = all + r->tool_sent;
+	res->text_len = 0;
+	if (done && r->tool_calls) {
+		size_t cl = r->tool_content ? strlen(r->tool_content) : 0;
+		/* what was sent came before any call: the content starts with it */
+		if (cl > r->tool_sent) {
+			res->text = r->tool_content + r->tool_sent;
+			res->text_len = cl - r->tool_sent;
+		}
+		r->tool_sent = cl > r->tool_sent ? cl : r->tool_sent;
+		return;
+	}
+	size_t safe = done ? len : gw_tools_safe_prefix(r->tools_fmt, all, len);
+	if (safe > r->tool_sent) {
+		res->text_len = safe - r->tool_sent;
+		r->tool_sent = safe;
+	}
+}
+
 /* Under mu, stream: the chunk for this step's new text and ids (+ the end):
  * the last n of r->ids. The first chunk carries prompt_token_ids and
  * prompt_logprobs; with echo, a chunk with the prompt's text (and its
@@ -422,8 +479,26 @@ static void stream_step(gw_req *r, size_t n, bool done)
 		r->sent_echo = r->sent_first = true;
 	}
 	res.text = gw_stream_take(r->out, &res.text_len);
+	if (r->tools_fmt != GW_TOOLS_NONE)
+		tools_text(r, done, &res);
 	if (res.text_len && !r->first_ms)
 		r->first_ms = gw_req_now_ms();
+	if (done && r->tool_calls) {
+		/* the rest of the content, the calls, then the end */
+		gw_result c = res;
+		c.finish = NULL;
+		if (c.text_len)
+			sse_event(r, gw_openai_chunk_json(&c, false), NULL);
+		c.text_len = 0;
+		c.ids = NULL;
+		c.n_ids = 0;
+		c.lp.n = 0;
+		c.with_ids = false;
+		c.with_lp = false;
+		c.tool_calls = r->tool_calls;
+		sse_event(r, gw_openai_chunk_json(&c, false), NULL);
+		res.text_len = 0;
+	}
 	if (res.text_len || done || ((r->with_ids || r->with_lp) && n)) {
 		sse_event(r, gw_openai_chunk_json(&res, false), NULL);
 		r->sent_first = true;
@@ -566,6 +641,8 @@ gw_step_result gw_req_on_step(gw_req *r, const loom_step_item *it)
 	bool done = stopped || finish != LOOM_FINISH_NONE;
 	if (done) {
 		r->finish = (stopped || finish == LOOM_FINISH_STOP) ? "stop" : "length";
+		if (r->tools_fmt != GW_TOOLS_NONE)
+			tools_split(r);
 		r->state = ST_OK;
 		ret = (stopped && finish == LOOM_FINISH_NONE) ? GW_STEP_STOPPED : GW_STEP_DONE;
 	}
@@ -669,6 +746,11 @@ char *gw_req_result(gw_req *r, int *status)
 			res.text = joined;
 		}
 		res.finish = r->finish;
+		if (r->tool_calls) {
+			res.tool_calls = r->tool_calls;
+			res.text = r->tool_content;
+			res.text_len = r->tool_content ? strlen(r->tool_content) : 0;
+		}
 		res.ids = r->ids;
 		res.n_ids = r->n_ids;
 		res.lp.n = r->n_ids;

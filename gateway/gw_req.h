@@ -30,6 +30,7 @@
 #include "gw_models.h"
 #include "gw_openai.h"
 #include "gw_slo.h"
+#include "gw_tools.h"
 
 struct MHD_Connection;
 
@@ -61,6 +62,13 @@ typedef struct gw_req_opts {
 	size_t echo_len;
 	bool prompt_logprobs;        /* vLLM's field, with prompt_top_logprobs shown */
 	int prompt_top_logprobs;
+	/* chat with tools rendered: the output is split into content and
+	 * tool calls in this syntax (gw_tools.h) when it ends; a stream holds
+	 * back text a call may start in (gw_tools_safe_prefix) and sends the
+	 * calls as delta.tool_calls at the end, finish_reason "tool_calls".
+	 * GW_TOOLS_NONE: plain content. */
+	gw_tools_fmt tools_fmt;
+	bool parallel_tool_calls;    /* false: only the first call is kept */
 } gw_req_opts;
 
 /* CLOCK_MONOTONIC in ms (the clock of arrival_ms; the same as gw_link_now_ms). */

@@ -25,6 +25,7 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "gw_admin.h"
+#include "gw_guide.h"
 #include "gw_openai.h"
 #include "gw_req.h"
 
@@ -540,6 +541,22 @@ static int find_class(gw_server *s, struct MHD_Connection *c, const gw_params *p
 	return i;
 }
 
+/* tool_choice with the model known: "none" renders no tools; "required" or
+ * a named function becomes a grammar for a call in the model's syntax. */
+static bool tools_setup(const gw_model *m, gw_params *p, gw_api_err *e)
+{
+	if (p->api != GW_API_CHAT || !p->tools)
+		return true;
+	if (p->tool_choice == GW_TOOL_CHOICE_NONE) {
+		json_decref(p->tools);
+		p->tools = NULL;
+		return true;
+	}
+	if (p->tool_choice == GW_TOOL_CHOICE_AUTO)
+		return true;
+	return gw_guide_tool_call(p, m->tools_fmt, m->name, e);
+}
+
 static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_ctx *x, gw_api api)
 {
 	gw_params p;
@@ -556,7 +573,7 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 	int32_t *stops = NULL;
 	uint32_t n_stops = 0;
 	if (gw_openai_parse(api, x->body, x->len, &p, &e) || (cls = find_class(s, c, &p, &e)) < 0 ||
-	    !(m = find_model(s, &p, &e, &is_ad, &ad)) ||
+	    !(m = find_model(s, &p, &e, &is_ad, &ad)) || !tools_setup(m, &p, &e) ||
 	    !build_prompt(m, &p, &ids, &n, &max_tokens, &e) ||
 	    !check_controls(m, &p, max_tokens, &stops, &n_stops, &e)) {
 		ret = reply_err(c, &e);
@@ -584,6 +601,9 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 		.echo_len = p.prompt ? strlen(p.prompt) : 0,
 		.prompt_logprobs = p.prompt_logprobs >= 0,
 		.prompt_top_logprobs = p.prompt_logprobs,
+		/* tool calls are parsed out of the output whenever tools were rendered */
+		.tools_fmt = api == GW_API_CHAT && p.tools ? m->tools_fmt : GW_TOOLS_NONE,
+		.parallel_tool_calls = p.parallel_tool_calls,
 	};
 	/* the worker computes the prompt's logprobs once for echo and prompt_logprobs */
 	int plp_k = p.prompt_logprobs;
@@ -618,6 +638,8 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 			.top_logprobs = (uint32_t)p.top_logprobs,
 			.prompt_logprobs = plp_k >= 0,
 			.prompt_top_logprobs = plp_k < 0 ? 0 : (uint32_t)plp_k,
+			.guide = (uint8_t)p.guide,
+			.guide_text = p.guide_text,
 		},
 	};
 	if (!p.has_seed && getrandom(&sub.sampling.seed, sizeof sub.sampling.seed, 0) < 0)
