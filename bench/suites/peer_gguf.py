@@ -11,7 +11,8 @@ BF16 is widened to F32). q_proj/k_proj rows (and the B matrices of adapters
 on them) are permuted from Hugging Face's rotate-half RoPE layout to GGML's
 interleaved one, as llama.cpp's converter does. The tokenizer (loom-mkmodel's
 SentencePiece-style BPE) becomes a "llama" vocabulary; the benchmark sends
-token ids, so only its size and special ids matter.
+token ids, so only its size and special ids matter (byte pieces are written as
+normal pieces, so llama-server's output text is always valid UTF-8).
 """
 import json
 import struct
@@ -84,9 +85,11 @@ def write_model(gguf, model_dir, out):
             types.append(gguf.TokenType.UNKNOWN)
         elif p in ("<s>", "</s>"):
             types.append(gguf.TokenType.CONTROL)
-        elif len(p) == 6 and p.startswith("<0x") and p.endswith(">"):
-            types.append(gguf.TokenType.BYTE)
         else:
+            # byte pieces (<0xNN>) stay NORMAL: a random model's bytes are
+            # seldom valid UTF-8, and llama-server fails a completion whose
+            # text is not; as literal pieces the text is always valid (the
+            # benchmark compares token ids and speed, not text)
             types.append(gguf.TokenType.NORMAL)
     w.add_tokenizer_model("llama")
     w.add_token_list(toks)
