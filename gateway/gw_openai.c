@@ -594,12 +594,53 @@ static bool parse_logprobs(json_t *root, gw_params *p, gw_api_err *e)
 	return get_k(root, "prompt_logprobs", &p->prompt_logprobs, &set, e);
 }
 
+/* Fields of OpenAI's completion and chat request schemas that loom does not
+ * implement: given with a value that asks for something (anything but null
+ * or the value listed as harmless) they are a 400 naming them, never
+ * ignored. user, metadata, safety_identifier and prompt_cache_key are
+ * accepted: they ask for nothing a server computes. */
+static const struct {
+	const char *key;
+	const char *ok1, *ok2; /* JSON texts accepted as asking for nothing */
+	const char *why;
+} not_implemented[] = {
+	{"suffix", "\"\"", NULL, "insertion after a suffix is not supported"},
+	{"audio", NULL, NULL, "audio output is not supported"},
+	{"modalities", "[\"text\"]", NULL, "only the text modality is supported"},
+	{"prediction", NULL, NULL, "predicted outputs are not supported"},
+	{"web_search_options", NULL, NULL, "web search is not supported"},
+	{"functions", NULL, NULL, "the deprecated 'functions' is not supported; use 'tools'"},
+	{"function_call", NULL, NULL, "the deprecated 'function_call' is not supported; use "
+	 "'tool_choice'"},
+	{"reasoning_effort", NULL, NULL, "reasoning effort is not supported; a template that "
+	 "thinks takes 'chat_template_kwargs' (e.g. {\"enable_thinking\": false})"},
+	{"verbosity", NULL, NULL, "verbosity is not supported"},
+	{"store", "false", NULL, "stored completions are not supported"},
+	{"service_tier", "\"auto\"", "\"default\"", "only the default service tier exists"},
+};
+
+static bool is_json(json_t *v, const char *text)
+{
+	json_t *w = text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+	bool eq = w && json_equal(v, w);
+	json_decref(w);
+	return eq;
+}
+
 /* Options we do not implement: given with a non-default value -> 400 naming them. */
 static bool parse_unsupported(json_t *root, gw_params *p, gw_api_err *e)
 {
 	long long n = 1;
 	bool set;
 	(void)p;
+	for (size_t i = 0; i < sizeof not_implemented / sizeof *not_implemented; i++) {
+		json_t *v = field(root, not_implemented[i].key);
+		if (v && !is_json(v, not_implemented[i].ok1) && !is_json(v, not_implemented[i].ok2)) {
+			gw_api_err_set(e, 400, BAD, not_implemented[i].key, NULL, "'%s': %s",
+				       not_implemented[i].key, not_implemented[i].why);
+			return false;
+		}
+	}
 	if (!get_int(root, "n", &n, &set, e))
 		return false;
 	if (set && n != 1) {

@@ -116,6 +116,28 @@ static const bad_case bad[] = {
 	{"logit_bias string value", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"logit_bias\":{\"3\":\"1\"}}", 400, "logit_bias", NULL},
 	{"best_of 2", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"best_of\":2}", 400,
 	 "best_of", NULL},
+	/* fields of OpenAI's schemas loom does not implement: refused by name */
+	{"suffix", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"suffix\":\"end\"}", 400,
+	 "suffix", "not supported"},
+	{"audio", GW_API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	 "\"audio\":{\"voice\":\"alloy\",\"format\":\"wav\"}}", 400, "audio", NULL},
+	{"modalities audio", GW_API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+	 "\"content\":\"x\"}],\"modalities\":[\"text\",\"audio\"]}", 400, "modalities", NULL},
+	{"prediction", GW_API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	 "\"prediction\":{\"type\":\"content\",\"content\":\"y\"}}", 400, "prediction", NULL},
+	{"functions", GW_API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	 "\"functions\":[{\"name\":\"f\"}]}", 400, "functions", "tools"},
+	{"function_call", GW_API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+	 "\"content\":\"x\"}],\"function_call\":\"auto\"}", 400, "function_call", NULL},
+	{"reasoning_effort", GW_API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+	 "\"content\":\"x\"}],\"reasoning_effort\":\"low\"}", 400, "reasoning_effort",
+	 "chat_template_kwargs"},
+	{"web_search_options", GW_API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+	 "\"content\":\"x\"}],\"web_search_options\":{}}", 400, "web_search_options", NULL},
+	{"store true", GW_API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+	 "\"content\":\"x\"}],\"store\":true}", 400, "store", NULL},
+	{"service_tier flex", GW_API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+	 "\"content\":\"x\"}],\"service_tier\":\"flex\"}", 400, "service_tier", NULL},
 	{"chat missing messages", GW_API_CHAT, "{\"model\":\"m\"}", 400, "messages", "required"},
 	{"chat messages string", GW_API_CHAT, "{\"model\":\"m\",\"messages\":\"hi\"}", 400, "messages",
 	 NULL},
@@ -206,7 +228,8 @@ static void test_completion_defaults_and_fields(void **state)
 	       "\"top_p\":0.5,\"top_k\":-1,\"seed\":-3,\"stop\":[\"a\",\"\",\"bc\"],\"stream\":true,"
 	       "\"stream_options\":{\"include_usage\":true},\"ignore_eos\":true,"
 	       "\"return_token_ids\":true,\"n\":1,\"echo\":false,\"logprobs\":null,\"best_of\":1,"
-	       "\"suffix\":null}";
+	       "\"suffix\":null,\"store\":false,\"service_tier\":\"auto\",\"metadata\":{\"k\":\"v\"},"
+	       "\"safety_identifier\":\"s\",\"prompt_cache_key\":\"p\",\"modalities\":[\"text\"]}";
 	assert_int_equal(gw_openai_parse(GW_API_COMPLETIONS, body, strlen(body), &p, &e), LOOM_OK);
 	assert_null(p.prompt);
 	assert_int_equal(p.n_prompt_ids, 3);
