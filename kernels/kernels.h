@@ -27,7 +27,9 @@
 /*
  * y[M,N] (+)= x[M,K] . w[N,K]^T. accumulate 0: y is overwritten; 1: added
  * to. M == 1 takes the GEMV path (3-4x faster than GEMM with M = 1 in
- * OpenBLAS 0.3.21). y must not alias x or w.
+ * OpenBLAS 0.3.21). y must not alias x or w. OpenBLAS rounds differently
+ * with M, so the forward uses kn_gemm_p; this stays as the baseline
+ * loom-gemm-bench measures kn_gemm_p against.
  */
 void kn_gemm(float *y, const float *x, const float *w, int M, int N, int K, int accumulate);
 

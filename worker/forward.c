@@ -26,7 +26,7 @@
 
 struct wk_scratch {
 	int cap_tokens;   /* rows the row buffers hold */
-	int cap_ctx;      /* floats in scores */
+	int cap_ctx;      /* floats in scores (not positions) */
 	size_t *score_off; /* [cap_seqs] each sequence's attention scratch in scores */
 	int cap_seqs;
 	int d, qdim, kvdim, ffn, half;
@@ -108,7 +108,7 @@ static int grow(void **p, size_t bytes)
 	return 0;
 }
 
-/* Makes room for T rows and contexts of up to ctx positions. */
+/* Makes room for T rows and ctx floats of attention scores. */
 static loom_err scratch_reserve(wk_scratch *s, int T, int ctx)
 {
 	if (T > s->cap_tokens) {
@@ -140,14 +140,13 @@ static loom_err scratch_reserve(wk_scratch *s, int T, int ctx)
 }
 
 /* Checks the batch against the model and the caches; changes nothing. */
-static loom_err check_batch(const wk_model *m, const wk_batch *b, int *max_ctx)
+static loom_err check_batch(const wk_model *m, const wk_batch *b)
 {
 	if (b->n_seqs < 0 || (b->n_seqs > 0 && (!b->seq_start || !b->kv)))
 		return loom_fail(LOOM_EINVAL, "wk_forward: bad batch (n_seqs %d)", b->n_seqs);
 	if (b->n_seqs > 0 && b->seq_start[0] != 0)
 		return loom_fail(LOOM_EINVAL, "wk_forward: seq_start[0] is %d, not 0",
 				 b->seq_start[0]);
-	*max_ctx = 0;
 	for (int s = 0; s < b->n_seqs; s++) {
 		int n = b->seq_start[s + 1] - b->seq_start[s];
 		const wk_kv *kv = b->kv[s];
@@ -168,8 +167,6 @@ static loom_err check_batch(const wk_model *m, const wk_batch *b, int *max_ctx)
 				return loom_fail(LOOM_EINVAL,
 						 "wk_forward: sequences %d and %d share one kv cache",
 						 r, s);
-		if (kv->len + n > *max_ctx)
-			*max_ctx = kv->len + n;
 	}
 	int T = b->n_seqs > 0 ? b->seq_start[b->n_seqs] : 0;
 	if (T > 0 && !b->tokens)
@@ -275,8 +272,7 @@ static void rope_tables(const loom_model_config *c, wk_scratch *s, int T)
 
 loom_err wk_forward(const wk_model *m, const wk_batch *b, wk_scratch *s, float *logits)
 {
-	int max_ctx = 0;
-	loom_err rc = check_batch(m, b, &max_ctx);
+	loom_err rc = check_batch(m, b);
 	if (rc)
 		return rc;
 	if (b->n_seqs == 0)
@@ -297,7 +293,6 @@ loom_err wk_forward(const wk_model *m, const wk_batch *b, wk_scratch *s, float *
 	}
 	if (sc > (size_t)INT32_MAX)
 		return loom_fail(LOOM_ERANGE, "wk_forward: %zu floats of attention scratch", sc);
-	(void)max_ctx;
 	rc = scratch_reserve(s, T, (int)sc);
 	if (rc)
 		return rc;
