@@ -16,12 +16,14 @@
  *   PING   [3, v, seq]
  *   HELLO  [4, v, worker_id, backend, proto_version, ping_seq, device_mem,
  *           [model names]]
- *   STEP   [5, v, [[req, [ids], finish, n_prompt, lp, prompt_lp], ...]]
+ *   STEP   [5, v, [[req, [ids], finish, n_prompt, lp, prompt_lp, n_cached], ...]]
  *          lp, prompt_lp = nil (none) or [k, [logprob], [top ids], [top logprob]]
  *          with n logprobs and n*k top entries (n >= 1)
  *   ERROR  [6, v, req, code, message]
  *   STATS  [7, v, queued, running, queued_tokens, kv_free, kv_total,
- *           step_ms, steps, tokens_out, fit_a_ms, fit_b_ms, queued_tokens_slo]
+ *           step_ms, steps, tokens_out, fit_a_ms, fit_b_ms, queued_tokens_slo,
+ *           prompt_tokens, cached_tokens, cached_blocks,
+ *           [[model, prompt_tokens, cached_tokens, cached_blocks], ...]]
  *   ADAPTER [8, v, name, base_model, path, sha]
  *   MODEL  [9, v, name, path, sha]
  *   FETCH  [10, v, sha, offset]
@@ -57,7 +59,8 @@ enum {
 	ARITY_HELLO = 8,
 	ARITY_STEP = 3,
 	ARITY_ERROR = 5,
-	ARITY_STATS = 13,
+	ARITY_STATS = 17,
+	ARITY_PREFIX_MODEL = 4,
 	ARITY_ADAPTER = 6,
 	ARITY_MODEL = 5,
 	ARITY_FETCH = 4,
@@ -65,7 +68,7 @@ enum {
 	ARITY_RESIDENCY = 15,
 	ARITY_RESIDENT = 5,
 	ARITY_SAMPLING = 18,
-	ARITY_ITEM = 6,
+	ARITY_ITEM = 7,
 	ARITY_LOGPROBS = 4,
 };
 
@@ -297,8 +300,16 @@ static loom_err validate(const loom_msg *m)
 	}
 	case LOOM_MSG_CANCEL:
 	case LOOM_MSG_PING:
-	case LOOM_MSG_STATS:
 		break;
+	case LOOM_MSG_STATS: {
+		const loom_msg_stats *s = &m->u.stats;
+		if ((rc = check_array(s->models, s->n_models, LOOM_PROTO_MAX_ITEMS, t, "models")))
+			return rc;
+		for (uint32_t i = 0; i < s->n_models; i++)
+			if ((rc = check_name(s->models[i].name, LOOM_NAME_MAX, t, "models[].name")))
+				return rc;
+		break;
+	}
 	case LOOM_MSG_HELLO: {
 		const loom_msg_hello *h = &m->u.hello;
 		if ((rc = check_name(h->worker_id, sizeof h->worker_id, t, "worker_id")) ||
@@ -475,6 +486,7 @@ static int pack_body(msgpack_packer *pk, const loom_msg *m)
 			r |= msgpack_pack_uint32(pk, it->n_prompt);
 			r |= pack_logprobs(pk, &it->lp);
 			r |= pack_logprobs(pk, &it->prompt_lp);
+			r |= msgpack_pack_uint32(pk, it->n_cached);
 		}
 		break;
 	}
@@ -504,6 +516,18 @@ static int pack_body(msgpack_packer *pk, const loom_msg *m)
 		r |= msgpack_pack_float(pk, s->fit_a_ms);
 		r |= msgpack_pack_float(pk, s->fit_b_ms);
 		r |= msgpack_pack_uint64(pk, s->queued_tokens_slo);
+		r |= msgpack_pack_uint64(pk, s->prompt_tokens);
+		r |= msgpack_pack_uint64(pk, s->cached_tokens);
+		r |= msgpack_pack_uint32(pk, s->cached_blocks);
+		r |= msgpack_pack_array(pk, s->n_models);
+		for (uint32_t i = 0; i < s->n_models && !r; i++) {
+			const loom_prefix_model *pm = &s->models[i];
+			r |= msgpack_pack_array(pk, ARITY_PREFIX_MODEL);
+			r |= pack_str(pk, pm->name);
+			r |= msgpack_pack_uint64(pk, pm->prompt_tokens);
+			r |= msgpack_pack_uint64(pk, pm->cached_tokens);
+			r |= msgpack_pack_uint32(pk, pm->cached_blocks);
+		}
 		break;
 	}
 	case LOOM_MSG_ADAPTER: {
@@ -1032,8 +1056,11 @@ static loom_err dec_step(const dctx *d, const msgpack_object *f, loom_msg_step *
 		    (rc = get_u32(d, &e[2], "items[].finish", &fin)) ||
 		    (rc = get_u32(d, &e[3], "items[].n_prompt", &it->n_prompt)) ||
 		    (rc = get_logprobs(d, &e[4], "items[].lp", &it->lp)) ||
-		    (rc = get_logprobs(d, &e[5], "items[].prompt_lp", &it->prompt_lp)))
+		    (rc = get_logprobs(d, &e[5], "items[].prompt_lp", &it->prompt_lp)) ||
+		    (rc = get_u32(d, &e[6], "items[].n_cached", &it->n_cached)))
 			return rc;
+		if (it->n_cached > it->n_prompt)
+			return bad(d, "items[].n_cached", "more cached tokens than prompt tokens");
 		if (fin > LOOM_FINISH_ABORT)
 			return bad(d, "items[].finish", "not a finish reason (0..3)");
 		if (it->lp.n && it->lp.n != it->n_ids)
@@ -1194,8 +1221,32 @@ static loom_err dec_stats(const dctx *d, const msgpack_object *f, loom_msg_stats
 	    (rc = get_u64(d, &f[9], "tokens_out", &s->tokens_out)) ||
 	    (rc = get_f32(d, &f[10], "fit_a_ms", &s->fit_a_ms)) ||
 	    (rc = get_f32(d, &f[11], "fit_b_ms", &s->fit_b_ms)) ||
-	    (rc = get_u64(d, &f[12], "queued_tokens_slo", &s->queued_tokens_slo)))
+	    (rc = get_u64(d, &f[12], "queued_tokens_slo", &s->queued_tokens_slo)) ||
+	    (rc = get_u64(d, &f[13], "prompt_tokens", &s->prompt_tokens)) ||
+	    (rc = get_u64(d, &f[14], "cached_tokens", &s->cached_tokens)) ||
+	    (rc = get_u32(d, &f[15], "cached_blocks", &s->cached_blocks)))
 		return rc;
+	if (f[16].type != MSGPACK_OBJECT_ARRAY)
+		return bad(d, "models", "expected an array");
+	if (f[16].via.array.size > LOOM_PROTO_MAX_ITEMS)
+		return bad(d, "models", "too many entries");
+	if (f[16].via.array.size == 0)
+		return LOOM_OK;
+	s->models = loom_calloc(f[16].via.array.size, sizeof *s->models);
+	if (!s->models)
+		return loom_fail(LOOM_ENOMEM, "proto: STATS field 'models': out of memory");
+	s->n_models = f[16].via.array.size;
+	for (uint32_t i = 0; i < s->n_models; i++) {
+		loom_prefix_model *pm = &s->models[i];
+		const msgpack_object *e;
+		if (!(e = sub_array(d, &f[16].via.array.ptr[i], "models[]", ARITY_PREFIX_MODEL, &rc)))
+			return rc;
+		if ((rc = get_name(d, &e[0], "models[].name", pm->name, sizeof pm->name)) ||
+		    (rc = get_u64(d, &e[1], "models[].prompt_tokens", &pm->prompt_tokens)) ||
+		    (rc = get_u64(d, &e[2], "models[].cached_tokens", &pm->cached_tokens)) ||
+		    (rc = get_u32(d, &e[3], "models[].cached_blocks", &pm->cached_blocks)))
+			return rc;
+	}
 	return LOOM_OK;
 }
 
@@ -1327,6 +1378,9 @@ void loom_msg_fini(loom_msg *m)
 		break;
 	case LOOM_MSG_RESIDENCY:
 		loom_free(m->u.residency.items);
+		break;
+	case LOOM_MSG_STATS:
+		loom_free(m->u.stats.models);
 		break;
 	default:
 		break;

@@ -23,7 +23,8 @@
 
 #include "err.h"
 
-#define LOOM_PROTO_VERSION 3  /* 2: sampling controls, logit_bias, logprobs; 3: guides */
+#define LOOM_PROTO_VERSION 4  /* 2: sampling controls, logit_bias, logprobs; 3: guides;
+				* 4: prefix cache figures (STEP n_cached, STATS) */
 #define LOOM_NAME_MAX 128          /* model / adapter / worker names, bytes incl. NUL */
 #define LOOM_PROTO_MAX_IDS (1u << 20) /* max token ids in one array */
 #define LOOM_PROTO_MAX_ITEMS 65536 /* max entries in STEP / model lists */
@@ -166,6 +167,8 @@ typedef struct loom_step_item {
 	 * prompt's tokens 1 .. n_prompt-1 (n = n_prompt - 1; the first token
 	 * has no logprob); else n = 0 */
 	loom_logprobs prompt_lp;
+	uint32_t n_cached;            /* of n_prompt, tokens whose KV came from the
+				       * prefix cache (usage); echoed every item */
 } loom_step_item;
 
 typedef struct loom_msg_step {
@@ -179,6 +182,13 @@ typedef struct loom_msg_error {
 	char *message;                /* NUL-terminated */
 } loom_msg_error;
 
+/* One model's prefix-cache figures in STATS. */
+typedef struct loom_prefix_model {
+	char name[LOOM_NAME_MAX];
+	uint64_t prompt_tokens, cached_tokens;
+	uint32_t cached_blocks;
+} loom_prefix_model;
+
 typedef struct loom_msg_stats {
 	uint32_t queued;              /* waiting sequences */
 	uint32_t running;             /* sequences in the batch */
@@ -191,6 +201,12 @@ typedef struct loom_msg_stats {
 	float fit_a_ms, fit_b_ms;     /* step time ~ a + b * tokens (ms); 0, 0 = no fit yet */
 	uint64_t queued_tokens_slo;   /* of queued_tokens: those of requests with a
 				       * TTFT deadline or TPOT target */
+	/* prefix cache, since start: context tokens of sequences at admission
+	 * and, of those, tokens taken from cached blocks; keyed blocks now */
+	uint64_t prompt_tokens, cached_tokens;
+	uint32_t cached_blocks;
+	uint32_t n_models;            /* per model (<= LOOM_PROTO_MAX_ITEMS) */
+	loom_prefix_model *models;    /* [n_models] */
 } loom_msg_stats;
 
 /* Makes adapter `name` of base model `base_model` known to the worker. Until

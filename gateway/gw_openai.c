@@ -894,9 +894,10 @@ static json_t *text_value(const gw_result *r)
 
 static json_t *usage(const gw_result *r)
 {
-	return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)r->prompt_tokens,
+	return json_pack("{s:I, s:I, s:I, s:{s:I}}", "prompt_tokens", (json_int_t)r->prompt_tokens,
 			 "completion_tokens", (json_int_t)r->completion_tokens, "total_tokens",
-			 (json_int_t)(r->prompt_tokens + r->completion_tokens));
+			 (json_int_t)(r->prompt_tokens + r->completion_tokens),
+			 "prompt_tokens_details", "cached_tokens", (json_int_t)r->cached_tokens);
 }
 
 static json_t *head(const gw_result *r, const char *object)

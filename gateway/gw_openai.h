@@ -155,6 +155,8 @@ typedef struct gw_result {
 	const int32_t *prompt_ids;/* for "prompt_token_ids" (full response / first chunk) */
 	size_t n_prompt;
 	size_t prompt_tokens;     /* usage */
+	size_t cached_tokens;     /* usage.prompt_tokens_details: of prompt_tokens, those
+				   * whose KV the worker's prefix cache held */
 	size_t completion_tokens;
 	/* logprobs (completions: the legacy object; chat: "content") */
 	bool with_lp;

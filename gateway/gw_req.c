@@ -48,6 +48,8 @@ struct gw_req {
 	size_t piece_cap;
 	/* under mu */
 	gw_stream *out;
+	size_t n_cached;     /* prompt tokens the worker's prefix cache held (the
+			      * first item's figure) */
 	int32_t *ids;        /* [n_ids] every generated id */
 	size_t n_ids, cap_ids;
 	float *lp;           /* [cap_ids] with_lp: each id's logprob */
@@ -358,6 +360,7 @@ static gw_result result_base(const gw_req *r)
 		.model = r->model_name,
 		.with_ids = r->with_ids,
 		.prompt_tokens = r->n_prompt,
+		.cached_tokens = r->n_cached,
 		.completion_tokens = r->n_ids,
 		.with_lp = r->with_lp,
 		.lp_k = r->lp_k,
@@ -630,6 +633,8 @@ gw_step_result gw_req_on_step(gw_req *r, const loom_step_item *it)
 		ret = GW_STEP_DONE;
 		goto out;
 	}
+	if (r->n_ids == 0 && n > 0)
+		r->n_cached = it->n_cached < r->n_prompt ? it->n_cached : r->n_prompt;
 	if (append_ids(r, it) || keep_prompt_lp(r, &it->prompt_lp) ||
 	    push_text(r, n, finish, &stopped) ||
 	    (!stopped && finish != LOOM_FINISH_NONE && gw_stream_finish(r->out))) {

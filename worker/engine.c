@@ -29,6 +29,7 @@
 
 #include "../common/alloc.h"
 #include "../common/log.h"
+#include "../common/sha256.h"
 #include "sample.h"
 
 /* ------------------------------------------------------------------ */
@@ -117,6 +118,36 @@ void wk_engine_wait_insert(wk_engine *e, seq *s)
 		e->wait_tail = s;
 	s->waiting = true;
 	e->n_waiting++;
+}
+
+void wk_engine_seq_ns(wk_engine *e, seq *s)
+{
+	/* "loom.kv.1", the model's name (its pool is the model's own: a model
+	 * replaced under its name gets a new pool) and the adapter's identity */
+	uint8_t buf[10 + LOOM_NAME_MAX + 1 + 32] = "loom.kv.1";
+
+	snprintf((char *)buf + 10, LOOM_NAME_MAX, "%s", e->slots[s->model].name);
+	if (s->ad) {
+		buf[10 + LOOM_NAME_MAX] = 1;
+		wk_res_adapter_id(s->ad, buf + 10 + LOOM_NAME_MAX + 1);
+	}
+	loom_sha256(buf, sizeof buf, s->ns);
+}
+
+void wk_engine_prefix_info(wk_engine *e, int mi, wk_prefix_info *out)
+{
+	*out = (wk_prefix_info){ 0 };
+	pthread_mutex_lock(&e->mu);
+	for (int i = 0; i < WK_RES_MAX_MODELS; i++) {
+		const wk_prefix_info *p = &e->snap_prefix[i];
+		if (mi >= 0 && i != mi)
+			continue;
+		out->ctx_tokens += p->ctx_tokens;
+		out->cached_tokens += p->cached_tokens;
+		out->keyed_blocks += p->keyed_blocks;
+		out->cached_blocks += p->cached_blocks;
+	}
+	pthread_mutex_unlock(&e->mu);
 }
 
 /* ------------------------------------------------------------------ */
@@ -504,6 +535,7 @@ static void accept_submit(wk_engine *e, cmd *c)
 		wk_engine_seq_free(e, s);
 		return;
 	}
+	wk_engine_seq_ns(e, s);
 	wk_sched_classify(e, s, c->arrival_ms);
 	wk_engine_wait_insert(e, s);
 }
@@ -731,6 +763,7 @@ loom_err wk_engine_create(wk_model *const *models, int n_models, const wk_engine
 	e->kv_blocks_opt = opts ? opts->kv_blocks : 0;
 	e->kv_mb_opt = opts ? opts->kv_mb : 0;
 	e->backend = opts ? opts->backend : WK_BACKEND_CPU;
+	e->prefix_cache = !(opts && opts->no_prefix_cache);
 	e->manual = opts && opts->manual;
 	e->it_cap = -1;
 	e->emit = emit;
@@ -738,7 +771,8 @@ loom_err wk_engine_create(wk_model *const *models, int n_models, const wk_engine
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cv, NULL);
 	e->slots = loom_calloc(WK_RES_MAX_MODELS, sizeof *e->slots);
-	if (!e->slots)
+	e->snap_prefix = loom_calloc(WK_RES_MAX_MODELS, sizeof *e->snap_prefix);
+	if (!e->slots || !e->snap_prefix)
 		goto nomem;
 	if (opts && opts->res) {
 		e->res = opts->res;
@@ -826,6 +860,7 @@ void wk_engine_destroy(wk_engine *e)
 	if (e->own_res)
 		wk_res_destroy(e->res);
 	loom_free(e->slots);
+	loom_free(e->snap_prefix);
 	loom_free(e->running);
 	loom_free(e->seq_start);
 	loom_free(e->tokens);

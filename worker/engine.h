@@ -23,6 +23,19 @@
  * decodes; WK_MIN_CHUNK prefill tokens are always allowed when nothing
  * decodes or when the decodes alone already exceed it.
  *
+ * Prefix cache (kv.h; off with no_prefix_cache): each sequence's full
+ * blocks are registered under a key chained from its namespace — a hash of
+ * the model's name and the adapter's content hash (none for the base), so
+ * blocks computed with another adapter, or an older version of one with
+ * the same name, never match. A finished or preempted sequence's keyed
+ * blocks stay cached until the pool needs the room. At admission a
+ * sequence takes the blocks continuing its chain (at least its last
+ * context token is computed, for the logits; none when it asks for prompt
+ * logprobs, whose rows need computing) and prefills only the rest. A
+ * sequence whose next block a running one of the same namespace is still
+ * prefilling waits for it (identical prompts arriving together, n > 1
+ * choices: the prompt is prefilled once). A model's pool, cache included,
+ * goes when the model is detached.
  * KV: one pool per model of kv_blocks blocks of WK_KV_BLOCK positions. When
  * a reservation fails, a running sequence of that model not yet in this
  * iteration's batch is preempted by recompute: batch-class ones (no TTFT
@@ -100,6 +113,7 @@ typedef struct wk_engine_opts {
 				 private one without budgets holding just the
 				 lent models */
 	wk_backend_kind backend; /* WK_BACKEND_CPU (0, the default) or _CUDA */
+	bool no_prefix_cache; /* do not reuse the KV of shared prefixes */
 } wk_engine_opts;
 
 /* The backend the engine's forward passes run on. */
@@ -177,6 +191,18 @@ int wk_engine_kv_blocks_for(const loom_model_config *c, size_t weight_bytes, int
 /* A snapshot of the engine's counters for STATS (kv_free / kv_total: token
  * slots, i.e. blocks x WK_KV_BLOCK, summed over the models). */
 void wk_engine_stats(wk_engine *e, loom_msg_stats *out);
+
+/* Prefix-cache figures of one model (or, summed, the worker) so far. */
+typedef struct wk_prefix_info {
+	uint64_t ctx_tokens;    /* context tokens of sequences at admission (the
+				 * prompt; prompt + generated on readmission) */
+	uint64_t cached_tokens; /* of those, taken from cached or shared blocks */
+	uint32_t keyed_blocks;  /* blocks registered now (held or cached) */
+	uint32_t cached_blocks; /* of those, held by nobody (evictable) */
+} wk_prefix_info;
+/* Model mi's figures (zeros for an unknown index); mi -1: the sum. Published
+ * after each iteration. */
+void wk_engine_prefix_info(wk_engine *e, int mi, wk_prefix_info *out);
 
 /* Sequences preempted (KV released, recomputed later) so far; published
  * with the STATS snapshot after each iteration. */

@@ -53,6 +53,10 @@ typedef struct seq {
 	wk_res_ad *ad;        /* NULL = base model; pinned */
 	const ad_adapter *ad_dev; /* ad's device copy once ready (stable while pinned) */
 	wk_kv kv;             /* bound to the model's pool; no blocks while waiting */
+	uint8_t ns[32];       /* prefix-cache namespace (model, adapter identity) */
+	uint32_t n_cached;    /* prompt tokens taken from the prefix cache at its
+				 first admission (usage: cached_tokens) */
+	bool admitted;        /* admitted at least once */
 	int32_t *gen;         /* [cap_gen] tokens generated so far */
 	uint32_t cap_gen;
 	uint32_t n_gen;
@@ -114,6 +118,7 @@ typedef struct model_slot {
 	char err[768];
 	bool blocked;         /* admission: a waiting seq of this model did not fit */
 	int pledged;          /* admission: blocks promised this iteration */
+	wk_prefix_info prefix;/* counters (engine thread); blocks set at publish */
 } model_slot;
 
 struct wk_engine {
@@ -122,6 +127,7 @@ struct wk_engine {
 	wk_res *res;          /* borrowed, or owned when own_res */
 	bool own_res;
 	int kv_blocks_opt, kv_mb_opt;
+	bool prefix_cache;    /* pools reuse shared prefixes (kv.h) */
 	wk_backend_kind backend;  /* where every model slot's forward runs */
 	int max_batch_tokens;
 	int max_seqs;
@@ -183,6 +189,7 @@ struct wk_engine {
 	int it_cap;           /* the cap it started with, -1 = none */
 	int it_prefill, it_decode;
 	wk_sched_info snap_sched; /* shared: under mu */
+	wk_prefix_info *snap_prefix; /* shared: under mu; [WK_RES_MAX_MODELS] */
 };
 
 /* engine_models.c: slots follow the residency (engine thread) */
@@ -203,6 +210,8 @@ void wk_engine_seq_free(wk_engine *e, seq *s);
 /* Puts s on the waiting list in scheduling order (deadline, then arrival;
  * sched.c wk_sched_before). */
 void wk_engine_wait_insert(wk_engine *e, seq *s);
+/* Sets s's prefix-cache namespace from its model and adapter. */
+void wk_engine_seq_ns(wk_engine *e, seq *s);
 
 /* sched.c: one iteration's admission and model batches */
 /* Whether a is scheduled before b: a TTFT deadline before none, earlier

@@ -69,7 +69,9 @@ loom_err wk_engine_attach(wk_engine *e, int mi, wk_model *m)
 		e->sample_scratch = p;
 		e->sample_bytes = need;
 	}
-	if ((rc = wk_kvpool_create(m, ms->kv_blocks, WK_KV_BLOCK, &ms->pool))) {
+	if (!(rc = wk_kvpool_create(m, ms->kv_blocks, WK_KV_BLOCK, &ms->pool)))
+		wk_kvpool_set_prefix_cache(ms->pool, e->prefix_cache);
+	if (rc) {
 		char why[256];
 		snprintf(why, sizeof why, "%s", loom_errmsg());
 		rc = loom_fail(rc, "engine: KV cache of '%s': %s", m->name, why);

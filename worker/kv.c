@@ -8,9 +8,11 @@
  * stack of ids (a freed block is the next one handed out, still warm in
  * cache). The workload: tens of sequences taking a block every block_size
  * decode steps and giving all of theirs back at once when they finish or are
- * preempted, so both ends are O(blocks moved).
+ * preempted, so both ends are O(blocks moved). Blocks change hands through
+ * wk_kvpool_take / wk_kvpool_drop (kv_prefix.c), which keep the reference
+ * counts and the prefix cache's LRU.
  */
-#include "kv.h"
+#include "kv_int.h"
 
 #include <assert.h>
 #include <stdint.h>
@@ -18,17 +20,6 @@
 
 #include "../common/alloc.h"
 
-struct wk_kvpool {
-	int n_blocks;
-	int block_size;
-	int n_layers;
-	int kvdim;
-	size_t block_floats; /* n_layers * block_size * kvdim */
-	float *k;            /* [n_blocks][n_layers][block_size][kvdim] */
-	float *v;            /* same shape */
-	int32_t *free_ids;   /* [n_blocks], first n_free valid (a stack) */
-	int n_free;
-};
 
 size_t wk_kv_bytes_per_position(const loom_model_config *c)
 {
@@ -66,6 +57,11 @@ loom_err wk_kvpool_create(const wk_model *m, int n_blocks, int block_size, wk_kv
 		return loom_fail(LOOM_ENOMEM, "kv pool: cannot allocate %zu MiB for %d blocks of "
 				 "%d positions", bytes >> 20, n_blocks, block_size);
 	}
+	if (wk_kvpool_prefix_alloc(p)) {
+		wk_kvpool_destroy(p);
+		return loom_fail(LOOM_ENOMEM, "kv pool: out of memory for the prefix cache of "
+				 "%d blocks", n_blocks);
+	}
 	p->v = p->k + (size_t)n_blocks * p->block_floats;
 	/* popped from the top: block 0 first */
 	for (int i = 0; i < n_blocks; i++)
@@ -81,6 +77,7 @@ void wk_kvpool_destroy(wk_kvpool *p)
 		return;
 	loom_free(p->k);
 	loom_free(p->free_ids);
+	wk_kvpool_prefix_free(p);
 	loom_free(p);
 }
 
@@ -96,7 +93,7 @@ int wk_kvpool_n_blocks(const wk_kvpool *p)
 
 int wk_kvpool_free_blocks(const wk_kvpool *p)
 {
-	return p->n_free;
+	return p->n_free + p->n_lru;
 }
 
 size_t wk_kvpool_block_floats(const wk_kvpool *p)
@@ -133,6 +130,23 @@ void wk_kv_init(wk_kv *kv, wk_kvpool *pool)
 	kv->pool = pool;
 }
 
+int wk_kv_grow_table(wk_kv *kv, int need)
+{
+	int cap = kv->cap_table ? kv->cap_table : 4;
+	int32_t *t;
+
+	while (cap < need)
+		cap *= 2;
+	if (cap <= kv->cap_table)
+		return 0;
+	t = loom_realloc(kv->blocks, (size_t)cap * sizeof *t);
+	if (!t)
+		return -1;
+	kv->blocks = t;
+	kv->cap_table = cap;
+	return 0;
+}
+
 loom_err wk_kv_reserve(wk_kv *kv, int n)
 {
 	wk_kvpool *p = kv->pool;
@@ -149,22 +163,14 @@ loom_err wk_kv_reserve(wk_kv *kv, int n)
 				 "pool (%d blocks of %d)", n, kv->len, p->n_blocks, bs);
 	need = (kv->len + n + bs - 1) / bs;
 	more = need - kv->n_blocks;
-	if (more > p->n_free)
+	if (more > p->n_free + p->n_lru)
 		return loom_fail(LOOM_EBUSY, "kv reserve: %d more blocks needed, %d free", more,
-				 p->n_free);
-	if (need > kv->cap_table) {
-		int cap = kv->cap_table ? kv->cap_table : 4;
-		while (cap < need)
-			cap *= 2;
-		int32_t *t = loom_realloc(kv->blocks, (size_t)cap * sizeof *t);
-		if (!t)
-			return loom_fail(LOOM_ENOMEM, "kv reserve: out of memory growing a block "
-					 "table to %d entries", cap);
-		kv->blocks = t;
-		kv->cap_table = cap;
-	}
+				 p->n_free + p->n_lru);
+	if (need > kv->cap_table && wk_kv_grow_table(kv, need))
+		return loom_fail(LOOM_ENOMEM, "kv reserve: out of memory growing a block "
+				 "table to %d entries", need);
 	for (int i = 0; i < more; i++)
-		kv->blocks[kv->n_blocks++] = p->free_ids[--p->n_free];
+		kv->blocks[kv->n_blocks++] = wk_kvpool_take(p);
 	kv->capacity = kv->n_blocks * bs;
 	return LOOM_OK;
 }
@@ -173,10 +179,12 @@ void wk_kv_release(wk_kv *kv)
 {
 	wk_kvpool *p = kv->pool;
 
-	/* pushed in reverse so a re-reserve gets the same ids in the same order */
+	/* in reverse: a re-reserve gets the same free ids in the same order,
+	 * and a cached chain's tail is older than its head */
 	for (int i = kv->n_blocks - 1; i >= 0; i--)
-		p->free_ids[p->n_free++] = kv->blocks[i];
+		wk_kvpool_drop(p, kv->blocks[i]);
 	kv->n_blocks = 0;
+	kv->n_keyed = 0;
 	kv->capacity = 0;
 	kv->len = 0;
 }

@@ -11,6 +11,18 @@
  * wk_kv_reserve takes blocks all-or-nothing, so the engine can preempt
  * another sequence (wk_kv_release) and retry: nothing fails because the
  * cache is full.
+ * Prefix cache (on by default, wk_kvpool_set_prefix_cache): a full block
+ * whose K/V are computed can be registered (wk_kv_commit) under its key —
+ * the sequence's namespace (the engine's hash of model and adapter
+ * content), its parent block and its token ids, so the key stands for the
+ * whole prefix up to its end. A released keyed block stays cached (its
+ * K/V kept) until a reservation needs the room (LRU); a new sequence takes
+ * the cached or running blocks that continue its chain (wk_kv_match)
+ * instead of computing them. Blocks held by several sequences are shared
+ * read-only: a sequence only ever writes positions >= its len, and a
+ * matched block is full. Free blocks as the engine counts them
+ * (wk_kvpool_free_blocks) include the cached ones: a reservation takes
+ * them (oldest first) when the free stack is empty.
  * Threading: the engine thread owns the pool and every wk_kv on it.
  * Must not: decide who is preempted (the engine's scheduler does).
  */
@@ -53,6 +65,8 @@ typedef struct wk_kv {
 	int cap_table;    /* entries allocated in blocks[] */
 	int32_t *blocks;  /* [cap_table], first n_blocks valid */
 	int own_pool;     /* 1 when created by wk_kv_create (private pool) */
+	int n_keyed;      /* blocks[0 .. n_keyed) are keyed (matched or committed) */
+	uint8_t ns[32];   /* prefix-cache namespace (wk_kv_set_ns); zeros = none set */
 } wk_kv;
 
 /* Binds an empty sequence to pool (no blocks taken yet). */
@@ -69,6 +83,36 @@ void wk_kv_fini(wk_kv *kv);
  * into layer l of the held blocks (len is not changed: the forward grows it
  * once after every layer is written). Needs len + n <= capacity. */
 void wk_kv_write(wk_kv *kv, int layer, const float *k, const float *v, int n);
+
+/* ---- prefix cache ---- */
+
+/* On (the default) or off; off forgets every key (cached blocks become
+ * free) and makes wk_kv_match / wk_kv_commit no-ops. */
+void wk_kvpool_set_prefix_cache(wk_kvpool *p, bool on);
+bool wk_kvpool_prefix_cache(const wk_kvpool *p);
+typedef struct wk_kv_prefix_stats {
+	int keyed;          /* blocks registered (held or cached) */
+	int cached;         /* of those, held by nobody (evictable) */
+	uint64_t evictions; /* cached blocks taken for new owners so far */
+} wk_kv_prefix_stats;
+void wk_kvpool_prefix_stats(const wk_kvpool *p, wk_kv_prefix_stats *out);
+
+/* Sets the namespace of kv's chain: every block it matches or registers is
+ * keyed under it (blocks of different namespaces never match). The kv must
+ * hold no blocks. */
+void wk_kv_set_ns(wk_kv *kv, const uint8_t ns[32]);
+/* When kv holds exactly its keyed blocks and len is at their end: takes
+ * the keyed block continuing its chain with token ids toks[block_size]
+ * (shared; a cached one leaves the LRU), len grows by block_size, true.
+ * False (nothing changed) on a miss, with the cache off, or when the table
+ * cannot grow. */
+bool wk_kv_match(wk_kv *kv, const int32_t *toks);
+/* Registers block n_keyed of kv, whose K/V are written ((n_keyed + 1) *
+ * block_size <= len), under its key with token ids toks[block_size]; when
+ * an identical keyed block exists already (a sequence with the same
+ * prefix computed it meanwhile) kv switches to that one and lets go of its
+ * own. n_keyed grows by one. No-op with the cache off. */
+void wk_kv_commit(wk_kv *kv, const int32_t *toks);
 
 /* Convenience for tests and single sequences: a wk_kv with a private pool
  * big enough for capacity positions, all reserved (blocks of

@@ -62,6 +62,7 @@ struct wk_link {
 	bool has_thread;
 	fetch_state fetch;
 	char names[WK_RES_MAX_MODELS][LOOM_NAME_MAX]; /* HELLO's list (receive thread) */
+	loom_prefix_model prefix[WK_RES_MAX_MODELS]; /* STATS' per-model figures (same) */
 };
 
 static void send_msg(wk_link *l, const loom_msg *m)
@@ -108,6 +109,16 @@ static void answer_ping(wk_link *l, wk_engine *e, uint64_t seq)
 	h.u.hello.models = l->names;
 	send_msg(l, &h);
 	wk_engine_stats(e, &s.u.stats);
+	for (uint32_t i = 0; i < h.u.hello.n_models; i++) {
+		wk_prefix_info pi;
+		wk_engine_prefix_info(e, (int)i, &pi);
+		memcpy(l->prefix[i].name, l->names[i], LOOM_NAME_MAX);
+		l->prefix[i].prompt_tokens = pi.ctx_tokens;
+		l->prefix[i].cached_tokens = pi.cached_tokens;
+		l->prefix[i].cached_blocks = pi.keyed_blocks;
+	}
+	s.u.stats.n_models = h.u.hello.n_models;
+	s.u.stats.models = l->prefix;
 	send_msg(l, &s);
 	if (wk_res_residency(res, &rm.u.residency) == LOOM_OK) {
 		send_msg(l, &rm);

@@ -37,7 +37,7 @@
 static const char usage[] =
 	"usage: loom-worker --listen URL [--model [NAME=]DIR ...] [--store DIR | --own-store DIR] "
 	"[--host-cache-mb N] [--device-adapter-mb N] [--device-model-mb N] [--id NAME] "
-	"[--threads N] [--max-batch-tokens N] [--max-seqs N] [--kv-blocks N | --kv-mb N] [--backend cpu|cuda]\n";
+	"[--threads N] [--max-batch-tokens N] [--max-seqs N] [--kv-blocks N | --kv-mb N] [--no-prefix-cache] [--backend cpu|cuda]\n";
 
 static const char help[] =
 	"\n"
@@ -74,6 +74,11 @@ static const char help[] =
 	"                          one full context. When the cache is full the newest running\n"
 	"                          sequence is preempted and recomputed later; a request that\n"
 	"                          needs more than the whole cache is refused (ERANGE).\n"
+	"  --no-prefix-cache       compute every prompt from scratch (default: the KV of\n"
+	"                          full 16-token blocks is kept after a request ends and\n"
+	"                          reused by later requests of the same model and adapter\n"
+	"                          content that share the prefix; evicted LRU when the\n"
+	"                          cache needs the room)\n"
 	"\n"
 	"Adapters and models arrive from the gateway (ADAPTER / MODEL messages: a store blob\n"
 	"or a folder); they are loaded when a request wants them, off the engine thread.\n"
@@ -89,6 +94,7 @@ typedef struct args {
 	int max_seqs;
 	int kv_blocks;
 	int kv_mb;
+	bool no_prefix_cache;
 	int n_models;
 	char names[MAX_MODELS][LOOM_NAME_MAX];
 	const char *dirs[MAX_MODELS];
@@ -179,6 +185,7 @@ static int parse_args(int argc, char **argv, args *a)
 		{ "device-adapter-mb", required_argument, NULL, 'D' },
 		{ "device-model-mb", required_argument, NULL, 'M' },
 		{ "backend", required_argument, NULL, 'B' },
+		{ "no-prefix-cache", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -189,6 +196,7 @@ static int parse_args(int argc, char **argv, args *a)
 		case 'l': a->listen = optarg; break;
 		case 'i': a->id = optarg; break;
 		case 'B': a->backend = optarg; break;
+		case 'P': a->no_prefix_cache = true; break;
 		case 'm':
 			if ((rc = add_model(a, optarg)))
 				return rc;
@@ -377,7 +385,8 @@ int main(int argc, char **argv)
 	if (a.own_store || !a.store)
 		wk_res_set_fetch(res, wk_link_fetch, link);
 	wk_engine_opts eo = { .backend = backend, .max_batch_tokens = a.max_batch_tokens, .max_seqs = a.max_seqs,
-			      .kv_blocks = a.kv_blocks, .kv_mb = a.kv_mb, .res = res };
+			      .kv_blocks = a.kv_blocks, .kv_mb = a.kv_mb, .res = res,
+			      .no_prefix_cache = a.no_prefix_cache };
 	if (wk_engine_create(NULL, 0, &eo, wk_link_emit, link, &engine) ||
 	    wk_link_start(link, engine)) {
 		LOOM_ERROR("%s", loom_errmsg());

@@ -645,11 +645,23 @@ static wk_res_ad *new_entry(wk_res *r, int model, const uint8_t *sha, int src)
 	if (sha) {
 		memcpy(e->sha, sha, 32);
 		loom_sha256_hex(sha, e->hex);
+	} else {
+		/* an adapter given in memory has no content hash: a serial,
+		 * unique in the process, stands in for it (wk_res_adapter_id) */
+		static _Atomic uint64_t serial;
+		uint64_t n = ++serial;
+		memset(e->sha, 0xff, 32);
+		memcpy(e->sha, &n, sizeof n);
 	}
 	e->state = AS_IDLE;
 	e->next = r->ads;
 	r->ads = e;
 	return e;
+}
+
+void wk_res_adapter_id(const wk_res_ad *h, uint8_t id[32])
+{
+	memcpy(id, h->sha, 32);
 }
 
 static loom_err check_names(const char *model, const char *name)

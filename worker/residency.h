@@ -164,6 +164,10 @@ loom_err wk_res_adapter_give(wk_res *r, const char *model, ad_adapter *a);
  * adapter is registered. */
 wk_res_ad *wk_res_adapter_acquire(wk_res *r, int model, const char *name);
 void wk_res_adapter_release(wk_res *r, wk_res_ad *h);
+/* The entry's identity: its content sha256 (a store blob or a folder's
+ * blob), or for an adapter given in memory a value no other entry of the
+ * process has. Two entries with equal ids hold the same weights. */
+void wk_res_adapter_id(const wk_res_ad *h, uint8_t id[32]);
 /* READY sets *a (valid while pinned); FAILED copies the reason and code
  * (LOOM_ERANGE: larger than a whole tier). */
 wk_res_state wk_res_adapter_state(wk_res *r, wk_res_ad *h, const ad_adapter **a, loom_err *code,

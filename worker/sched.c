@@ -10,10 +10,13 @@
  *  - admission: the waiting queue in order; a sequence whose model is not
  *    resident or whose adapter is not on the device yet is passed over
  *    (it waits, nobody else does); one whose load failed gets an ERROR. A
- *    sequence is admitted when the free blocks of its model's pool, less
- *    those promised to sequences admitted before it in this pass, hold its
- *    whole pending context; the first one of a model that does not fit
- *    blocks that model's later ones (FIFO per model), other models go on.
+ *    sequence first takes the cached blocks of its prefix (prefix cache,
+ *    kv.h), then is admitted when the free blocks of its model's pool,
+ *    less those promised to sequences admitted before it in this pass,
+ *    hold the rest of its context; the first one of a model that does not
+ *    fit blocks that model's later ones (FIFO per model), other models go
+ *    on. One whose next block a running sequence is still prefilling is
+ *    passed over until that block is registered (it then takes it).
  *  - per model, candidates interactive class first (a TTFT deadline or a
  *    TPOT target), then batch; decodes (1 pending token) before prefills;
  *    then deadline order. Decodes always get a slot, prefill chunks share
@@ -112,6 +115,78 @@ static int ready(wk_engine *e, seq *s)
 	return st == WK_RES_READY;
 }
 
+/* Token ids of block j of s's context into toks[block_size]. */
+static void block_tokens(const seq *s, int j, int bs, int32_t *toks)
+{
+	for (int t = 0; t < bs; t++)
+		toks[t] = seq_token(s, (uint32_t)(j * bs + t));
+}
+
+/* Whether a running sequence of s's namespace is still to register block
+ * j of the same context (it is prefilling it): s then waits and takes it
+ * once registered instead of computing it too. */
+static bool computed_elsewhere(const wk_engine *e, const seq *s, int j, int bs)
+{
+	uint32_t end = (uint32_t)(j + 1) * (uint32_t)bs;
+
+	for (int i = 0; i < e->n_running; i++) {
+		const seq *r = e->running[i];
+		uint32_t t = 0;
+		if (r == s || r->dead || r->model != s->model || r->kv.n_keyed > j ||
+		    seq_ctx(r) < end || memcmp(r->ns, s->ns, 32))
+			continue;
+		while (t < end && seq_token(r, t) == seq_token(s, t))
+			t++;
+		if (t == end)
+			return true;
+	}
+	return false;
+}
+
+/* Binds s to its model's pool and takes the cached blocks of its prefix
+ * (never its last context token, whose logits it needs; none with prompt
+ * logprobs pending: their rows need computing). Then 1 when the free
+ * blocks less the pledged ones hold the rest (pledged now), 0 when not,
+ * 2 when a running sequence is computing its next block; on 0 and 2 s
+ * holds nothing. */
+static int take_blocks(wk_engine *e, seq *s, model_slot *ms)
+{
+	int bs = wk_kvpool_block_size(ms->pool), total, m;
+	uint32_t ctx = seq_ctx(s);
+	int32_t toks[WK_KV_BLOCK];
+
+	if (!s->kv.pool) {
+		wk_kv_init(&s->kv, ms->pool);
+		wk_kv_set_ns(&s->kv, s->ns);
+	}
+	if (bs == WK_KV_BLOCK && wk_kvpool_prefix_cache(ms->pool) && !s->plp_pending) {
+		while ((uint32_t)(s->kv.n_blocks + 1) * (uint32_t)bs < ctx) {
+			block_tokens(s, s->kv.n_blocks, bs, toks);
+			if (!wk_kv_match(&s->kv, toks))
+				break;
+		}
+	}
+	m = s->kv.n_blocks;
+	total = (int)((ctx + (uint32_t)bs - 1) / (uint32_t)bs);
+	if (wk_kvpool_free_blocks(ms->pool) - ms->pledged < total - m) {
+		wk_kv_release(&s->kv);
+		return 0;
+	}
+	if (bs == WK_KV_BLOCK && wk_kvpool_prefix_cache(ms->pool) && !s->plp_pending &&
+	    (uint32_t)(m + 1) * (uint32_t)bs < ctx && computed_elsewhere(e, s, m, bs)) {
+		wk_kv_release(&s->kv);
+		return 2;
+	}
+	ms->pledged += total - m;
+	ms->prefix.ctx_tokens += ctx;
+	ms->prefix.cached_tokens += (uint64_t)s->kv.len;
+	if (!s->admitted)
+		s->n_cached = (uint32_t)s->kv.len < s->sub.n_prompt ? (uint32_t)s->kv.len
+								   : s->sub.n_prompt;
+	s->admitted = true;
+	return 1;
+}
+
 void wk_sched_admit(wk_engine *e)
 {
 	seq **pp = &e->wait_head, *prev = NULL;
@@ -128,13 +203,12 @@ void wk_sched_admit(wk_engine *e)
 		int ok = ms->blocked ? 0 : ready(e, s);
 
 		if (ok > 0) {
-			int bs = wk_kvpool_block_size(ms->pool);
-			int need = (int)((seq_ctx(s) + (uint32_t)bs - 1) / (uint32_t)bs);
-			if (wk_kvpool_free_blocks(ms->pool) - ms->pledged < need) {
+			int t = take_blocks(e, s, ms);
+			if (t == 0) {
 				ms->blocked = true;
 				n_blocked++;
-				ok = 0;
 			}
+			ok = t == 1;
 		}
 		if (ok == 0) {
 			prev = s;
@@ -151,10 +225,6 @@ void wk_sched_admit(wk_engine *e)
 			wk_engine_seq_free(e, s);
 			continue;
 		}
-		ms->pledged += (int)((seq_ctx(s) + (uint32_t)wk_kvpool_block_size(ms->pool) - 1) /
-				     (uint32_t)wk_kvpool_block_size(ms->pool));
-		if (!s->kv.pool)
-			wk_kv_init(&s->kv, ms->pool);
 		e->running[e->n_running++] = s;
 	}
 }
@@ -453,6 +523,7 @@ static void produce(wk_engine *e, seq *s, float *logits, int *n_items)
 	it->ids = &e->item_ids[*n_items];
 	it->finish = s->finish;
 	it->n_prompt = s->sub.n_prompt;
+	it->n_cached = s->n_cached;
 	(*n_items)++;
 }
 
@@ -489,6 +560,17 @@ static void prompt_logprobs(wk_engine *e, model_slot *ms, int n)
 			wk_logprobs(row, vocab, s->sub.prompt_ids[pos + 1], (int)k, &s->plp.lp[pos],
 				    s->plp.top_ids + pos * k, s->plp.top_lp + pos * k);
 		}
+	}
+}
+
+/* Registers s's blocks that the forward filled (prefix cache). */
+static void commit_blocks(seq *s)
+{
+	int32_t toks[WK_KV_BLOCK];
+
+	while ((s->kv.n_keyed + 1) * WK_KV_BLOCK <= s->kv.len) {
+		block_tokens(s, s->kv.n_keyed, WK_KV_BLOCK, toks);
+		wk_kv_commit(&s->kv, toks);
 	}
 }
 
@@ -538,6 +620,9 @@ void wk_sched_run_model(wk_engine *e, int mi, int *n_items)
 	}
 	if (all)
 		prompt_logprobs(e, ms, n);
+	if (wk_kvpool_prefix_cache(ms->pool) && wk_kvpool_block_size(ms->pool) == WK_KV_BLOCK)
+		for (int i = 0; i < n; i++)
+			commit_blocks(e->pseq[i]);
 	for (int i = 0; i < n; i++) {
 		seq *s = e->pseq[i];
 		size_t row = all ? (size_t)e->seq_start[i + 1] - 1 : (size_t)i;
@@ -666,6 +751,17 @@ void wk_sched_publish_stats(wk_engine *e)
 		total += (uint64_t)wk_kvpool_n_blocks(p) * (uint64_t)wk_kvpool_block_size(p);
 		free_slots += (uint64_t)wk_kvpool_free_blocks(p) * (uint64_t)wk_kvpool_block_size(p);
 	}
+	for (int i = 0; i < e->n_models; i++) {
+		model_slot *ms = &e->slots[i];
+		wk_kv_prefix_stats ps = { 0 };
+		if (ms->pool)
+			wk_kvpool_prefix_stats(ms->pool, &ps);
+		ms->prefix.keyed_blocks = (uint32_t)ps.keyed;
+		ms->prefix.cached_blocks = (uint32_t)ps.cached;
+		st.prompt_tokens += ms->prefix.ctx_tokens;
+		st.cached_tokens += ms->prefix.cached_tokens;
+		st.cached_blocks += ms->prefix.keyed_blocks;
+	}
 	st.kv_total = total > UINT32_MAX ? UINT32_MAX : (uint32_t)total;
 	st.kv_free = free_slots > UINT32_MAX ? UINT32_MAX : (uint32_t)free_slots;
 	st.step_ms = (float)e->step_ms;
@@ -675,5 +771,7 @@ void wk_sched_publish_stats(wk_engine *e)
 	e->snap = st;
 	e->snap_preemptions = e->preemptions;
 	e->snap_sched = si;
+	for (int i = 0; i < e->n_models; i++)
+		e->snap_prefix[i] = e->slots[i].prefix;
 	pthread_mutex_unlock(&e->mu);
 }

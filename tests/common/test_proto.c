@@ -45,10 +45,18 @@ static int32_t ptop4[] = { 1, 2, 3, 4 };
 static float ptop_lp4[] = { -0.5f, -1.5f, -0.125f, -3.0f };
 static loom_step_item items3[3] = {
 	{ .req = 1, .n_ids = 1, .ids = ids_a, .finish = LOOM_FINISH_NONE, .n_prompt = 5,
+	  .n_cached = 5,
 	  .lp = { .n = 1, .k = 3, .lp = lp_a, .top_ids = top_a, .top_lp = top_lp_a },
 	  .prompt_lp = { .n = 4, .k = 1, .lp = plp4, .top_ids = ptop4, .top_lp = ptop_lp4 } },
 	{ .req = UINT64_MAX, .n_ids = 4, .ids = ids_b, .finish = LOOM_FINISH_STOP, .n_prompt = 0 },
-	{ .req = 0, .n_ids = 0, .ids = NULL, .finish = LOOM_FINISH_ABORT, .n_prompt = UINT32_MAX },
+	{ .req = 0, .n_ids = 0, .ids = NULL, .finish = LOOM_FINISH_ABORT, .n_prompt = UINT32_MAX,
+	  .n_cached = UINT32_MAX - 1 },
+};
+
+static loom_prefix_model prefix2[2] = {
+	{ .name = "stories", .prompt_tokens = UINT64_MAX, .cached_tokens = 1ull << 40,
+	  .cached_blocks = UINT32_MAX },
+	{ .name = "x" },
 };
 
 static void fill_max_name(char *dst)
@@ -140,7 +148,9 @@ static int sample(int i, loom_msg *m)
 		m->u.stats = (loom_msg_stats){ .queued = 3, .running = 64, .queued_tokens = 1ull << 33,
 			.kv_free = 100, .kv_total = UINT32_MAX, .step_ms = 12.5f, .steps = UINT64_MAX,
 			.tokens_out = 0, .fit_a_ms = 1.5f, .fit_b_ms = 0.25f,
-			.queued_tokens_slo = 1ull << 32 };
+			.queued_tokens_slo = 1ull << 32, .prompt_tokens = 1ull << 35,
+			.cached_tokens = 1ull << 34, .cached_blocks = 77, .n_models = 2,
+			.models = prefix2 };
 		return 1;
 	case 12:
 		m->type = LOOM_MSG_STATS;
@@ -291,6 +301,7 @@ static void assert_msg_equal(const loom_msg *a, const loom_msg *b)
 			assert_ids_equal(x->ids, y->ids, x->n_ids);
 			assert_int_equal(x->finish, y->finish);
 			assert_int_equal(x->n_prompt, y->n_prompt);
+			assert_int_equal(x->n_cached, y->n_cached);
 			assert_lp_equal(&x->lp, &y->lp);
 			assert_lp_equal(&x->prompt_lp, &y->prompt_lp);
 		}
@@ -353,6 +364,17 @@ static void assert_msg_equal(const loom_msg *a, const loom_msg *b)
 		assert_true(same_float(a->u.stats.step_ms, b->u.stats.step_ms));
 		assert_true(a->u.stats.steps == b->u.stats.steps);
 		assert_true(a->u.stats.tokens_out == b->u.stats.tokens_out);
+		assert_true(a->u.stats.prompt_tokens == b->u.stats.prompt_tokens);
+		assert_true(a->u.stats.cached_tokens == b->u.stats.cached_tokens);
+		assert_int_equal(a->u.stats.cached_blocks, b->u.stats.cached_blocks);
+		assert_int_equal(a->u.stats.n_models, b->u.stats.n_models);
+		for (uint32_t i = 0; i < a->u.stats.n_models; i++) {
+			const loom_prefix_model *x = &a->u.stats.models[i], *y = &b->u.stats.models[i];
+			assert_string_equal(x->name, y->name);
+			assert_true(x->prompt_tokens == y->prompt_tokens);
+			assert_true(x->cached_tokens == y->cached_tokens);
+			assert_int_equal(x->cached_blocks, y->cached_blocks);
+		}
 		break;
 	}
 }
@@ -712,21 +734,23 @@ static void test_bad_fields(void **state)
 		expect_reject(&p, needles[v]);
 	}
 
-	/* STEP: finish out of range, item of wrong arity, ids not an array */
-	for (int v = 0; v < 3; v++) {
+	/* STEP: finish out of range, item of wrong arity, ids not an array,
+	 * more cached tokens than prompt tokens */
+	for (int v = 0; v < 4; v++) {
 		pb_init(&p);
 		msgpack_pack_array(&p.pk, 3);
 		msgpack_pack_uint32(&p.pk, LOOM_MSG_STEP);
 		msgpack_pack_uint32(&p.pk, LOOM_PROTO_VERSION);
 		msgpack_pack_array(&p.pk, 2);
-		msgpack_pack_array(&p.pk, 6);
+		msgpack_pack_array(&p.pk, 7);
 		msgpack_pack_uint64(&p.pk, 1);
 		msgpack_pack_array(&p.pk, 0);
 		msgpack_pack_uint32(&p.pk, 0);
 		msgpack_pack_uint32(&p.pk, 3);
 		msgpack_pack_nil(&p.pk);
 		msgpack_pack_nil(&p.pk);
-		msgpack_pack_array(&p.pk, v == 1 ? 5 : 6);
+		msgpack_pack_uint32(&p.pk, 3);
+		msgpack_pack_array(&p.pk, v == 1 ? 6 : 7);
 		msgpack_pack_uint64(&p.pk, 2);
 		if (v == 2)
 			msgpack_pack_uint32(&p.pk, 5);
@@ -737,7 +761,8 @@ static void test_bad_fields(void **state)
 		msgpack_pack_nil(&p.pk);
 		if (v != 1)
 			msgpack_pack_nil(&p.pk);
-		static const char *const needles[] = { "finish", "items", "ids" };
+		msgpack_pack_uint32(&p.pk, v == 3 ? 4 : 0);
+		static const char *const needles[] = { "finish", "items", "ids", "n_cached" };
 		expect_reject(&p, needles[v]);
 	}
 
@@ -752,7 +777,7 @@ static void test_bad_fields(void **state)
 			msgpack_pack_uint32(&p.pk, LOOM_MSG_STEP);
 			msgpack_pack_uint32(&p.pk, LOOM_PROTO_VERSION);
 			msgpack_pack_array(&p.pk, 1);
-			msgpack_pack_array(&p.pk, 6);
+			msgpack_pack_array(&p.pk, 7);
 			msgpack_pack_uint64(&p.pk, 1);
 			msgpack_pack_array(&p.pk, 1);
 			msgpack_pack_int32(&p.pk, 4);
@@ -775,6 +800,7 @@ static void test_bad_fields(void **state)
 			for (int i = 0; i < nt; i++)
 				msgpack_pack_float(&p.pk, -1);
 			msgpack_pack_nil(&p.pk);
+			msgpack_pack_uint32(&p.pk, 0);
 			expect_reject(&p, "lp");
 			continue;
 		}
