@@ -29,6 +29,7 @@ void bn_config_init(bn_config *c)
 	c->prompt_len = (bn_len){ BN_LEN_FIXED, 32, 0 };
 	c->output_len = (bn_len){ BN_LEN_FIXED, 32, 0 };
 	c->vocab = 256;
+	c->turns = 1;
 	c->n_slo = 1;
 	snprintf(c->slo[0].name, sizeof c->slo[0].name, "interactive");
 	c->slo[0].weight = 1.0;
@@ -355,6 +356,12 @@ static loom_err parse_args(bn_config *c, int argc, char **argv, bn_action *actio
 		} else if (OPT("--vocab")) {
 			if (!rc && !(rc = integer("--vocab", v, 4, 100000000, &l)))
 				c->vocab = (int)l;
+		} else if (OPT("--shared-prefix")) {
+			if (!rc && !(rc = integer("--shared-prefix", v, 0, BN_LEN_MAX, &l)))
+				c->shared_prefix = (int)l;
+		} else if (OPT("--turns")) {
+			if (!rc && !(rc = integer("--turns", v, 1, 10000, &l)))
+				c->turns = (int)l;
 		} else if (OPT("--trace")) {
 			c->trace_path = v;
 		} else if (OPT("--slo-mix")) {
@@ -435,6 +442,9 @@ loom_err bn_config_validate(const bn_config *c)
 	if (c->trace_path && (c->adapter_file || c->n_adapters > 0))
 		return loom_fail(LOOM_EINVAL, "--trace names its own adapters: drop --adapters / "
 				 "--adapter-file");
+	if (c->trace_path && c->turns > 1)
+		return loom_fail(LOOM_EINVAL, "--turns: a trace's rows are independent requests; "
+				 "drop --turns or --trace");
 	if (!c->trace_path && c->requests == 0 && c->duration_s == 0)
 		return loom_fail(LOOM_EINVAL, "give --requests N or --duration S (or both) to "
 				 "bound the run");
@@ -497,6 +507,7 @@ void bn_config_point(const bn_config *base, int i, bn_config *p)
 		return;
 	double v = base->sweep_values[i];
 	p->sweep_value = v;
+	p->point = i;
 	switch (base->sweep) {
 	case BN_SWEEP_RATE: p->rate = v; p->concurrency = 0; break;
 	case BN_SWEEP_ADAPTERS: p->n_adapters = (int)v; break;
@@ -571,6 +582,8 @@ json_t *bn_config_json(const bn_config *c)
 	    json_object_set_new(j, "prompt_len", c->trace ? json_null() : json_string(plen)) ||
 	    json_object_set_new(j, "output_len", c->trace ? json_null() : json_string(olen)) ||
 	    json_object_set_new(j, "vocab", json_integer(c->vocab)) ||
+	    json_object_set_new(j, "shared_prefix", json_integer(c->shared_prefix)) ||
+	    json_object_set_new(j, "turns", json_integer(c->turns)) ||
 	    json_object_set_new(j, "trace", str_or_null(c->trace_path)) ||
 	    json_object_set_new(j, "send_slo_class", json_boolean(c->send_slo)) ||
 	    json_object_set_new(j, "seed", json_integer((json_int_t)c->seed)) ||

@@ -61,6 +61,10 @@ typedef struct bn_config {
 
 	bn_len prompt_len, output_len;
 	int vocab;                 /* prompt ids are drawn from 3..vocab-1 */
+	int shared_prefix;         /* --shared-prefix N: every prompt starts with the same N
+				      ids (the run's system prompt); --prompt-len is the rest */
+	int turns;                 /* --turns T: conversations of T requests, each resending
+				      the history (1 = independent requests) */
 
 	const char *trace_path;    /* trace replay (arrivals, adapters, lengths) */
 	bn_trace *trace;
@@ -86,6 +90,8 @@ typedef struct bn_config {
 	double *sweep_values;      /* (n_sweep) */
 	int n_sweep;
 	double sweep_value;        /* in a point of a sweep: this point's value */
+	int point;                 /* in a point of a sweep: its index (0 otherwise); salts
+				      the prompt ids so no point finds another's in a cache */
 } bn_config;
 
 typedef enum bn_action {

@@ -6,6 +6,7 @@
  * one --extract key.
  */
 #include "bench/bn_report.h"
+#include "bench/bn_report_int.h"
 
 #include <errno.h>
 #include <math.h>
@@ -76,6 +77,11 @@ loom_err bn_figures_compute(const bn_config *c, const bn_result *r, bn_figures *
 			f->completed++;
 			f->output_tokens += s->tokens;
 			f->prompt_tokens += s->prompt_tokens;
+			if (s->cached_tokens >= 0) {
+				f->cached_tokens += s->cached_tokens;
+				f->cached_reported++;
+				f->cached_prompt_tokens += s->prompt_tokens;
+			}
 		}
 		f->slo[k].requests++;
 		f->slo_all.requests++;
@@ -107,22 +113,22 @@ out:
 
 /* ---- JSON ---- */
 
-static json_t *num_or_null(double v)
+json_t *bn_num_or_null(double v)
 {
 	return isfinite(v) ? json_real(v) : json_null();
 }
 
-static json_t *summary_json(const bn_summary *s)
+json_t *bn_summary_json(const bn_summary *s)
 {
 	json_t *j = json_object();
 	if (!j || json_object_set_new(j, "count", json_integer((json_int_t)s->count)) ||
-	    json_object_set_new(j, "mean", num_or_null(s->mean)) ||
-	    json_object_set_new(j, "stddev", num_or_null(s->stddev)) ||
-	    json_object_set_new(j, "min", num_or_null(s->min)) ||
-	    json_object_set_new(j, "p50", num_or_null(s->p50)) ||
-	    json_object_set_new(j, "p90", num_or_null(s->p90)) ||
-	    json_object_set_new(j, "p99", num_or_null(s->p99)) ||
-	    json_object_set_new(j, "max", num_or_null(s->max))) {
+	    json_object_set_new(j, "mean", bn_num_or_null(s->mean)) ||
+	    json_object_set_new(j, "stddev", bn_num_or_null(s->stddev)) ||
+	    json_object_set_new(j, "min", bn_num_or_null(s->min)) ||
+	    json_object_set_new(j, "p50", bn_num_or_null(s->p50)) ||
+	    json_object_set_new(j, "p90", bn_num_or_null(s->p90)) ||
+	    json_object_set_new(j, "p99", bn_num_or_null(s->p99)) ||
+	    json_object_set_new(j, "max", bn_num_or_null(s->max))) {
 		json_decref(j);
 		return NULL;
 	}
@@ -167,7 +173,7 @@ static json_t *samples_json(const bn_result *r)
 {
 	static const char *const cols[] = { "t_s", "adapter", "slo", "prompt_tokens",
 		"max_tokens", "output_tokens", "ttft_ms", "tpot_ms", "latency_ms", "lag_ms",
-		"status", "error" };
+		"status", "error", "conv", "turn", "cached_tokens" };
 	enum { NC = sizeof cols / sizeof cols[0] };
 	json_t *j = json_object(), *a[NC];
 	int bad = !j;
@@ -182,11 +188,13 @@ static json_t *samples_json(const bn_result *r)
 			json_real(s->t_sched), json_integer(s->adapter), json_integer(s->slo),
 			json_integer(s->prompt_tokens), json_integer(s->max_tokens),
 			json_integer(s->tokens),
-			num_or_null(s->err == BN_OK ? s->ttft * 1000.0 : NAN),
-			num_or_null(sample_tpot_ms(s)),
-			num_or_null(s->err == BN_OK ? s->latency * 1000.0 : NAN),
-			num_or_null(s->lag * 1000.0), json_integer(s->status),
+			bn_num_or_null(s->err == BN_OK ? s->ttft * 1000.0 : NAN),
+			bn_num_or_null(sample_tpot_ms(s)),
+			bn_num_or_null(s->err == BN_OK ? s->latency * 1000.0 : NAN),
+			bn_num_or_null(s->lag * 1000.0), json_integer(s->status),
 			s->err == BN_OK ? json_null() : json_string(bn_errkind_name(s->err)),
+			json_integer(s->conv), json_integer(s->turn),
+			s->cached_tokens >= 0 ? json_integer(s->cached_tokens) : json_null(),
 		};
 		for (int k = 0; k < NC; k++)
 			if (json_array_append_new(a[k], v[k]))
@@ -226,11 +234,11 @@ loom_err bn_report_json(const bn_config *c, const bn_result *r, const bn_figures
 	for (int k = 0; k < c->n_slo; k++) {
 		const bn_slo_stat *s = &f->slo[k];
 		json_t *o = json_pack("{s:o, s:o, s:I, s:I, s:o}",
-				      "ttft_ms", num_or_null(c->slo[k].ttft_ms > 0 ? c->slo[k].ttft_ms : NAN),
-				      "tpot_ms", num_or_null(c->slo[k].tpot_ms > 0 ? c->slo[k].tpot_ms : NAN),
+				      "ttft_ms", bn_num_or_null(c->slo[k].ttft_ms > 0 ? c->slo[k].ttft_ms : NAN),
+				      "tpot_ms", bn_num_or_null(c->slo[k].tpot_ms > 0 ? c->slo[k].tpot_ms : NAN),
 				      "requests", (json_int_t)s->requests,
 				      "attained", (json_int_t)s->attained,
-				      "attainment", num_or_null(s->requests ? (double)s->attained /
+				      "attainment", bn_num_or_null(s->requests ? (double)s->attained /
 								(double)s->requests : NAN));
 		if (!o || json_object_set_new(slo, c->slo[k].name, o))
 			goto fail;
@@ -252,18 +260,29 @@ loom_err bn_report_json(const bn_config *c, const bn_result *r, const bn_figures
 	    json_object_set_new(j, "throughput",
 				json_pack("{s:f, s:f}", "requests_per_s", f->requests_per_s,
 					  "output_tokens_per_s", f->output_tokens_per_s)) ||
-	    json_object_set_new(j, "ttft", summary_json(&f->ttft)) ||
-	    json_object_set_new(j, "tpot", summary_json(&f->tpot)) ||
-	    json_object_set_new(j, "latency", summary_json(&f->latency)) ||
-	    json_object_set_new(j, "lag", summary_json(&f->lag)) ||
+	    json_object_set_new(j, "ttft", bn_summary_json(&f->ttft)) ||
+	    json_object_set_new(j, "tpot", bn_summary_json(&f->tpot)) ||
+	    json_object_set_new(j, "latency", bn_summary_json(&f->latency)) ||
+	    json_object_set_new(j, "lag", bn_summary_json(&f->lag)) ||
 	    json_object_set(j, "slo", slo) ||
 	    json_object_set_new(j, "slo_attainment",
-				num_or_null(f->slo_all.requests ? (double)f->slo_all.attained /
+				bn_num_or_null(f->slo_all.requests ? (double)f->slo_all.attained /
 					    (double)f->slo_all.requests : NAN)) ||
 	    json_object_set_new(j, "adapters_used", json_integer(f->adapters_used)) ||
+	    json_object_set_new(j, "cached_tokens", json_integer(f->cached_tokens)) ||
+	    json_object_set_new(j, "cached_tokens_reported", json_integer(f->cached_reported)) ||
+	    json_object_set_new(j, "cached_fraction",
+				bn_num_or_null(f->cached_prompt_tokens > 0
+					       ? (double)f->cached_tokens /
+						 (double)f->cached_prompt_tokens : NAN)) ||
 	    json_object_set_new(j, "config", bn_config_json(c)) ||
 	    json_object_set_new(j, "host", host_json()) ||
 	    json_object_set_new(j, "samples", samples_json(r)))
+		goto fail;
+	json_t *turns = NULL; /* bn_turns_json leaves it NULL on failure */
+	if (c->turns > 1 &&
+	    (bn_turns_json(r, &turns) || json_object_set_new(j, "per_turn", turns) ||
+	     json_object_set_new(j, "history_substituted", json_integer(r->substituted))))
 		goto fail;
 	json_decref(errs);
 	json_decref(ex);
@@ -341,6 +360,10 @@ void bn_report_print(FILE *out, const bn_config *c, const bn_result *r, const bn
 		fprintf(out, "; base model %s", c->model);
 	if (!c->trace)
 		fprintf(out, "; prompt %s, output %s", plen, olen);
+	if (c->shared_prefix > 0)
+		fprintf(out, "; shared prefix %d", c->shared_prefix);
+	if (c->turns > 1)
+		fprintf(out, "; %d-turn conversations", c->turns);
 	fprintf(out, "\n");
 	fprintf(out, "  %-10s %ld sent, %ld completed, %ld errors in %.2f s%s\n", "requests",
 		f->sent, f->completed, f->errors, f->elapsed_s, r->interrupted ? " (interrupted)" : "");
@@ -350,6 +373,16 @@ void bn_report_print(FILE *out, const bn_config *c, const bn_result *r, const bn
 	summary_row(out, "TTFT", &f->ttft);
 	summary_row(out, "TPOT", &f->tpot);
 	summary_row(out, "latency", &f->latency);
+	if (f->cached_reported > 0)
+		fprintf(out, "  %-10s %ld of %ld prompt tokens (%.1f%%), reported by %ld of %ld "
+			"requests\n", "cached", f->cached_tokens, f->cached_prompt_tokens,
+			f->cached_prompt_tokens ? 100.0 * (double)f->cached_tokens /
+			(double)f->cached_prompt_tokens : 0.0, f->cached_reported, f->completed);
+	else if (c->shared_prefix > 0 || c->turns > 1)
+		fprintf(out, "  %-10s not reported (no usage.prompt_tokens_details.cached_tokens)\n",
+			"cached");
+	if (c->turns > 1)
+		bn_turns_print(out, r);
 	fprintf(out, "  %-12s %8s %8s %10s %10s\n", "SLO class", "TTFT<=", "TPOT<=", "attained",
 		"of");
 	for (int k = 0; k < c->n_slo; k++) {
@@ -371,6 +404,10 @@ void bn_report_print(FILE *out, const bn_config *c, const bn_result *r, const bn
 				fprintf(out, "    %s: %s\n", bn_errkind_name((bn_errkind)k),
 					r->examples[k]);
 	}
+	if (r->substituted > 0)
+		fprintf(out, "  note: %ld turns came back without token_ids (return_token_ids "
+			"unsupported?): random ids stood in for their output in the next prompt\n",
+			r->substituted);
 	if (f->lag.count && f->lag.max > 100)
 		fprintf(out, "  note: sends lagged their schedule by up to %.0f ms (client busy or "
 			"--max-inflight reached)\n", f->lag.max);

@@ -2,7 +2,8 @@
  * bench/bn_report.h — what a run's samples add up to, and how it is shown.
  *
  * Owns: the per-point figures (throughput, TTFT/TPOT/latency summaries, SLO
- * attainment per class, errors by kind), the summary table on a FILE, the
+ * attainment per class, errors by kind, prompt tokens the server reported
+ * cached, and with --turns the same per turn index), the summary table on a FILE, the
  * JSON report (figures + full configuration + per-request samples, one
  * object per point; an array of them for a sweep), its atomic write, and
  * the --extract helper that prints JSON fields as columns for bench/plot.
@@ -17,6 +18,9 @@
  *   a 1-token request has no TPOT and meets any TPOT target)
  *   throughput = successful requests (their output tokens) / elapsed, where
  *   elapsed runs from the start to the end of the last request
+ *   cached tokens = usage.prompt_tokens_details.cached_tokens of successful
+ *   requests whose usage carried it (OpenAI's field); cached fraction =
+ *   those tokens / the prompt tokens of the same requests
  * Times in the report are milliseconds, except *_s fields (seconds).
  */
 #ifndef BN_REPORT_H
@@ -44,6 +48,9 @@ typedef struct bn_figures {
 	bn_slo_stat slo[BN_MAX_SLO];
 	bn_slo_stat slo_all;
 	int adapters_used;                   /* distinct adapters among sent requests */
+	long cached_tokens;                  /* sum over successful requests reporting it */
+	long cached_reported;                /* successful requests whose usage had it */
+	long cached_prompt_tokens;           /* prompt tokens of those requests */
 } bn_figures;
 
 /* Computes the figures of one point. */
@@ -58,6 +65,14 @@ loom_err bn_report_json(const bn_config *c, const bn_result *r, const bn_figures
 void bn_report_print(FILE *out, const bn_config *c, const bn_result *r, const bn_figures *f);
 /* One line per point of a sweep (f: n points of base's sweep). */
 void bn_report_sweep_table(FILE *out, const bn_config *base, const bn_figures *f, int n);
+
+/* --turns: one object per turn index 1.. (the largest sent), in a new JSON
+ * array (caller decrefs): turn, sent, completed, prompt_tokens_mean,
+ * cached_tokens (sum, or null when no response of that turn reported it),
+ * ttft and latency summaries (ms) of its successful requests. */
+loom_err bn_turns_json(const bn_result *r, json_t **out);
+/* --turns: the same as a table, one row per turn index. */
+void bn_turns_print(FILE *out, const bn_result *r);
 
 /* Writes j to path (through a temporary file renamed into place). */
 loom_err bn_write_json(const char *path, const json_t *j);

@@ -9,6 +9,10 @@
  * next arrival or socket activity (at most 100 ms). SSE bytes are parsed as
  * they arrive, inside curl's write callback, so the first-token time is
  * taken when the chunk is read, not when the stream ends.
+ *
+ * --turns: a turn that ends well queues its conversation's next turn in a
+ * FIFO of follow-ups (bn_workload_follow builds it from the ids the stream
+ * returned); the loop sends follow-ups before new arrivals or conversations.
  */
 #include "bench/bn_run.h"
 
@@ -46,6 +50,8 @@ typedef struct xfer {
 	struct curl_slist *hdrs;
 	char *body;
 	bn_sse *sse;
+	bn_reqspec spec;     /* what was sent (its conversation and turn) */
+	bn_ids ids;          /* --turns: the generated ids, from the stream */
 	size_t idx;          /* its sample */
 	int slot;            /* index in run.live */
 	long status;
@@ -53,6 +59,7 @@ typedef struct xfer {
 	char *errbody;       /* first bytes of a non-200 body (ERRBODY_MAX) */
 	size_t errlen;
 	long usage;          /* usage.completion_tokens, -1 none */
+	long cached;         /* usage.prompt_tokens_details.cached_tokens, -1 none */
 	int done;            /* saw data: [DONE] */
 	bn_errkind fail;     /* SSE error event or protocol problem seen in the stream */
 	char msg[200];
@@ -72,6 +79,8 @@ struct run {
 	int n_live, live_cap;
 	bn_reqspec next;     /* the next request to send */
 	int have_next;       /* 0: the workload is exhausted or bounds reached */
+	bn_reqspec *pending; /* (pending_cap) ring of follow-up turns due, t = when due */
+	int pending_head, n_pending, pending_cap;
 	long sent, done, errors, tokens_live;
 	double last_progress;
 	int tty;
@@ -100,7 +109,7 @@ static int on_event(void *ctx, const char *data, size_t len)
 	bn_chunk ch;
 	if (x->done)
 		return 0; /* events after [DONE] are ignored */
-	bn_chunk_parse(data, len, &ch);
+	bn_chunk_parse(data, len, &ch, x->spec.slot >= 0 ? &x->ids : NULL);
 	switch (ch.kind) {
 	case BN_CHUNK_DONE:
 		x->done = 1;
@@ -113,6 +122,8 @@ static int on_event(void *ctx, const char *data, size_t len)
 		}
 		if (ch.completion_tokens >= 0)
 			x->usage = ch.completion_tokens;
+		if (ch.cached_tokens >= 0)
+			x->cached = ch.cached_tokens;
 		break;
 	case BN_CHUNK_ERROR:
 		if (x->fail == BN_OK) {
@@ -170,6 +181,7 @@ static void xfer_free(xfer *x)
 	curl_slist_free_all(x->hdrs);
 	loom_free(x->body);
 	loom_free(x->errbody);
+	bn_ids_fini(&x->ids);
 	bn_sse_destroy(x->sse);
 	loom_free(x);
 }
@@ -206,7 +218,9 @@ static loom_err launch(run *r, const bn_reqspec *spec, double t_sched)
 	if (!x)
 		return loom_fail(LOOM_ENOMEM, "no memory for a transfer");
 	x->r = r;
+	x->spec = *spec;
 	x->usage = -1;
+	x->cached = -1;
 	if ((rc = bn_sse_create(SSE_MAX_LINE, &x->sse)) ||
 	    (rc = bn_workload_body(r->wl, spec, &x->body)))
 		goto fail;
@@ -214,7 +228,8 @@ static loom_err launch(run *r, const bn_reqspec *spec, double t_sched)
 	bn_sample *s = &r->res->samples[r->res->n++];
 	*s = (bn_sample){
 		.t_sched = t_sched, .ttft = NAN, .latency = NAN, .t_end = NAN,
-		.adapter = spec->adapter, .slo = spec->slo,
+		.adapter = spec->adapter, .slo = spec->slo, .conv = spec->conv,
+		.turn = spec->turn, .cached_tokens = -1,
 		.prompt_tokens = spec->prompt_tokens, .max_tokens = spec->output_tokens,
 	};
 	x->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
@@ -258,6 +273,108 @@ static loom_err launch(run *r, const bn_reqspec *spec, double t_sched)
 fail:
 	xfer_free(x);
 	return rc;
+}
+
+/* ---- bounds and follow-up turns ---- */
+
+/* Whether the bounds still allow sending a request at time t. */
+static int bounds_ok(const run *r, double t)
+{
+	const bn_config *c = r->c;
+	if (r->o->stop && *r->o->stop)
+		return 0;
+	if (c->requests > 0 && r->sent >= c->requests)
+		return 0;
+	if (c->duration_s > 0 && t >= c->duration_s)
+		return 0;
+	return 1;
+}
+
+/* Whether a new request (arrival, or new conversation) may go out at t. */
+static int may_send(const run *r, double t)
+{
+	return r->have_next && bounds_ok(r, t);
+}
+
+static loom_err push_pending(run *r, const bn_reqspec *s)
+{
+	if (r->n_pending == r->pending_cap) {
+		int nc = r->pending_cap ? r->pending_cap * 2 : 64;
+		bn_reqspec *np = loom_malloc((size_t)nc * sizeof *np);
+		if (!np)
+			return loom_fail(LOOM_ENOMEM, "no memory for %d follow-up turns", nc);
+		for (int i = 0; i < r->n_pending; i++)
+			np[i] = r->pending[(r->pending_head + i) % r->pending_cap];
+		loom_free(r->pending);
+		r->pending = np;
+		r->pending_cap = nc;
+		r->pending_head = 0;
+	}
+	r->pending[(r->pending_head + r->n_pending++) % r->pending_cap] = *s;
+	return LOOM_OK;
+}
+
+static bn_reqspec pop_pending(run *r)
+{
+	bn_reqspec s = r->pending[r->pending_head];
+	r->pending_head = (r->pending_head + 1) % r->pending_cap;
+	r->n_pending--;
+	return s;
+}
+
+/* Ends the conversations of every follow-up not sent (the bounds are reached). */
+static void drop_pending(run *r)
+{
+	while (r->n_pending > 0) {
+		bn_reqspec s = pop_pending(r);
+		bn_workload_end(r->wl, &s);
+	}
+}
+
+/* --turns: x ended (k) at t; queues its conversation's next turn, due at t,
+ * or ends the conversation. A local failure (memory) stops the run. */
+static void follow_up(run *r, xfer *x, bn_errkind k, double t)
+{
+	const bn_sample *s = &r->res->samples[x->idx];
+	bn_reqspec next;
+	if (x->spec.slot < 0)
+		return;
+	if (k != BN_OK || !bounds_ok(r, t) || r->fatal) {
+		bn_workload_end(r->wl, &x->spec);
+		return;
+	}
+	/* the ids exactly as generated, so the next prompt extends this one;
+	 * without them, random stand-ins of the same count */
+	bool have = x->ids.seen && !x->ids.bad && (x->ids.n > 0 || s->tokens == 0);
+	loom_err rc = bn_workload_follow(r->wl, &x->spec, have ? x->ids.v : NULL,
+					 have ? (int)x->ids.n : s->tokens, &next);
+	if (rc == LOOM_ENOTFOUND)
+		return;
+	if (!rc && !have)
+		r->res->substituted++;
+	next.t = t;
+	if (!rc && (rc = push_pending(r, &next)))
+		bn_workload_end(r->wl, &next);
+	if (rc)
+		r->fatal = rc;
+}
+
+/* Sends the follow-ups due while fewer than cap requests are in flight. */
+static loom_err send_follow_ups(run *r, double t, int cap)
+{
+	loom_err rc;
+	while (r->n_pending > 0 && r->n_live < cap) {
+		if (!bounds_ok(r, t)) {
+			drop_pending(r);
+			break;
+		}
+		bn_reqspec s = pop_pending(r);
+		if ((rc = launch(r, &s, s.t))) {
+			bn_workload_end(r->wl, &s);
+			return rc;
+		}
+	}
+	return LOOM_OK;
 }
 
 /* The "error.message" of an OpenAI-shaped error body, else its first bytes. */
@@ -318,6 +435,7 @@ static void finish(run *r, xfer *x, CURLcode res, bn_errkind forced, const char 
 	s->err = k;
 	s->t_end = t;
 	s->tokens = x->usage >= 0 ? (int)x->usage : s->chunks;
+	s->cached_tokens = x->cached;
 	if (k == BN_OK) {
 		s->latency = t - s->t_sched;
 	} else {
@@ -325,6 +443,7 @@ static void finish(run *r, xfer *x, CURLcode res, bn_errkind forced, const char 
 		note_example(r, k, msg);
 	}
 	r->done++;
+	follow_up(r, x, k, t);
 	/* swap-remove from the live list */
 	r->live[x->slot] = r->live[--r->n_live];
 	r->live[x->slot]->slot = x->slot;
@@ -392,18 +511,6 @@ static void progress(run *r, double t, int final)
 
 /* ---- the loop ---- */
 
-static int may_send(const run *r, double t)
-{
-	const bn_config *c = r->c;
-	if (!r->have_next || (r->o->stop && *r->o->stop))
-		return 0;
-	if (c->requests > 0 && r->sent >= c->requests)
-		return 0;
-	if (c->duration_s > 0 && t >= c->duration_s)
-		return 0;
-	return 1;
-}
-
 static void advance(run *r)
 {
 	r->have_next = bn_workload_next(r->wl, &r->next) == LOOM_OK;
@@ -417,6 +524,7 @@ static loom_err loop(run *r)
 {
 	const bn_config *c = r->c;
 	bool open = c->rate > 0 || c->trace;
+	int cap = open ? c->max_inflight : c->concurrency;
 	loom_err rc;
 	advance(r);
 	for (;;) {
@@ -426,6 +534,9 @@ static loom_err loop(run *r)
 			abort_all(r, BN_ERR_TIMEOUT, "interrupted before it finished");
 			break;
 		}
+		/* a conversation's next turn takes the slot its last turn freed */
+		if ((rc = send_follow_ups(r, t, cap)))
+			return rc;
 		if (open) {
 			while (may_send(r, t) && r->next.t <= t && r->n_live < c->max_inflight) {
 				if ((rc = launch(r, &r->next, r->next.t)))
@@ -445,9 +556,13 @@ static loom_err loop(run *r)
 			return loom_fail(LOOM_EINTERNAL, "libcurl: curl_multi_perform: %s (%d)",
 					 curl_multi_strerror(mc), (int)mc);
 		take_finished(r);
+		if (r->fatal)
+			return r->fatal;
 		t = now_s(r);
 		progress(r, t, 0);
-		if (!may_send(r, t) && r->n_live == 0)
+		if (!bounds_ok(r, t))
+			drop_pending(r);
+		if (!may_send(r, t) && r->n_live == 0 && r->n_pending == 0)
 			break;
 		if (c->duration_s > 0 && t >= c->duration_s + c->grace_s && r->n_live > 0) {
 			char msg[128];
@@ -457,6 +572,8 @@ static loom_err loop(run *r)
 			break;
 		}
 		int wait_ms = 100; /* keeps the progress line and the stop flag live */
+		if (r->n_pending > 0 && r->n_live < cap)
+			continue; /* a follow-up turn is due now */
 		if (open && may_send(r, t) && r->n_live < c->max_inflight) {
 			double d = (r->next.t - t) * 1000.0;
 			wait_ms = d <= 0 ? 0 : d < 100 ? (int)d : 100;
@@ -519,6 +636,7 @@ loom_err bn_run(const bn_config *c, const bn_run_opts *o, bn_result **out)
 	abort_all(&r, BN_ERR_TIMEOUT, "the run stopped on an error");
 out:
 	bn_workload_destroy(r.wl);
+	loom_free(r.pending);
 	loom_free(r.live);
 	if (r.multi)
 		curl_multi_cleanup(r.multi);

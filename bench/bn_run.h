@@ -9,6 +9,14 @@
  * Must not: print results (bn_report does) or exit.
  * Called by bench/main.c and the integration test.
  *
+ * Conversations (--turns): when a turn succeeds, the next turn of its
+ * conversation is due at once (t_sched = the moment the turn ended) and is
+ * sent before any new conversation: in a closed loop each of the N clients
+ * runs its conversation's turns one after another, then starts another; in
+ * an open loop every arrival starts a conversation whose later turns follow
+ * their predecessors' completions (still bounded by --max-inflight). A turn
+ * that fails ends its conversation. --requests and --duration count turns.
+ *
  * Times: every request has an intended send time t_sched (its arrival in
  * an open loop or trace; the moment a slot freed in a closed loop). TTFT and
  * latency are measured from t_sched, so a client that falls behind its
@@ -48,6 +56,9 @@ typedef struct bn_sample {
 	double latency;      /* s from t_sched to the end of the stream; NaN on error */
 	double t_end;        /* s after the start: when the request ended */
 	int adapter;         /* adapter index, -1 = base model */
+	long conv;           /* --turns: conversation number; -1 otherwise */
+	int turn;            /* 1-based turn in its conversation (1 without --turns) */
+	long cached_tokens;  /* usage.prompt_tokens_details.cached_tokens; -1 not reported */
 	int slo;             /* SLO class index */
 	int prompt_tokens;
 	int max_tokens;
@@ -62,6 +73,8 @@ typedef struct bn_result {
 	size_t n;
 	double elapsed_s;    /* start to the last request's end */
 	bool interrupted;    /* stopped by the stop flag */
+	long substituted;    /* --turns: turns whose output ids the server did not return
+				(the next turn's history holds random ids in their place) */
 	char examples[BN_ERR_COUNT][200]; /* first message seen per error kind */
 } bn_result;
 

@@ -8,6 +8,7 @@
 #include "bench/bn_sse.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -139,12 +140,49 @@ loom_err bn_sse_finish(bn_sse *s, bn_sse_cb cb, void *ctx)
 	return rc;
 }
 
-void bn_chunk_parse(const char *data, size_t len, bn_chunk *out)
+void bn_ids_fini(bn_ids *ids)
+{
+	loom_free(ids->v);
+	memset(ids, 0, sizeof *ids);
+}
+
+static void take_ids(bn_ids *ids, const json_t *arr)
+{
+	size_t i;
+	json_t *v;
+	ids->seen = true;
+	if (ids->bad)
+		return;
+	size_t need = ids->n + json_array_size(arr);
+	if (need > ids->cap) {
+		size_t nc = ids->cap ? ids->cap : 64;
+		while (nc < need)
+			nc *= 2;
+		int32_t *nv = loom_realloc(ids->v, nc * sizeof *nv);
+		if (!nv) {
+			ids->bad = true;
+			return;
+		}
+		ids->v = nv;
+		ids->cap = nc;
+	}
+	json_array_foreach(arr, i, v) {
+		json_int_t x = json_integer_value(v);
+		if (!json_is_integer(v) || x < 0 || x > INT32_MAX) {
+			ids->bad = true;
+			return;
+		}
+		ids->v[ids->n++] = (int32_t)x;
+	}
+}
+
+void bn_chunk_parse(const char *data, size_t len, bn_chunk *out, bn_ids *ids)
 {
 	json_error_t e;
-	json_t *j, *c, *text, *usage, *err;
+	json_t *j, *c, *text, *usage, *err, *tok;
 	memset(out, 0, sizeof *out);
 	out->completion_tokens = -1;
+	out->cached_tokens = -1;
 	while (len > 0 && (data[len - 1] == ' ' || data[len - 1] == '\n'))
 		len--;
 	if (len == 6 && !memcmp(data, "[DONE]", 6)) {
@@ -175,11 +213,18 @@ void bn_chunk_parse(const char *data, size_t len, bn_chunk *out)
 		text = json_object_get(json_object_get(c, "delta"), "content");
 	if (json_is_string(text))
 		out->text_len = json_string_length(text);
+	tok = json_object_get(c, "token_ids");
+	if (ids && json_is_array(tok))
+		take_ids(ids, tok);
 	usage = json_object_get(j, "usage");
 	if (json_is_object(usage)) {
 		json_t *ct = json_object_get(usage, "completion_tokens");
+		json_t *cached = json_object_get(json_object_get(usage, "prompt_tokens_details"),
+						 "cached_tokens");
 		if (json_is_integer(ct) && json_integer_value(ct) >= 0)
 			out->completion_tokens = (long)json_integer_value(ct);
+		if (json_is_integer(cached) && json_integer_value(cached) >= 0)
+			out->cached_tokens = (long)json_integer_value(cached);
 	}
 	json_decref(j);
 }

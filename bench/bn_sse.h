@@ -4,13 +4,16 @@
  * Owns: an incremental Server-Sent Events splitter (bytes in any pieces ->
  * one callback per event with its data lines joined by '\n'; comments and
  * other fields ignored; LF or CRLF), and the classification of one event's
- * data as a completion chunk: text, usage, error event or [DONE].
+ * data as a completion chunk: text, usage (completion and cached prompt
+ * tokens), the chunk's token ids, error event or [DONE].
  * Must not: know about timing or HTTP. Called by bn_run.c and tests.
  */
 #ifndef BN_SSE_H
 #define BN_SSE_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/err.h"
 
@@ -41,10 +44,26 @@ typedef struct bn_chunk {
 	bn_chunk_kind kind;
 	size_t text_len;        /* bytes of choices[0].text (or .delta.content) */
 	long completion_tokens; /* usage.completion_tokens, -1 when absent */
+	long cached_tokens;     /* usage.prompt_tokens_details.cached_tokens, -1 when absent */
 	char message[160];      /* ERROR/BAD: what went wrong */
 } bn_chunk;
 
-/* Classifies one event's data. Never fails; BAD carries the reason. */
-void bn_chunk_parse(const char *data, size_t len, bn_chunk *out);
+/*
+ * The generated token ids of one stream, in order: choices[0].token_ids of
+ * every chunk (vLLM's and loom's "return_token_ids"). Owned by the caller,
+ * zero-initialized; v is loom_malloc'ed (bn_ids_fini frees it).
+ */
+typedef struct bn_ids {
+	int32_t *v;  /* (n) */
+	size_t n, cap;
+	bool seen;   /* some chunk carried a token_ids array */
+	bool bad;    /* an id that is not an int32 >= 0, or no memory: unusable */
+} bn_ids;
+
+void bn_ids_fini(bn_ids *ids);
+
+/* Classifies one event's data. Never fails; BAD carries the reason. When
+ * ids is not NULL, a DATA chunk's choices[0].token_ids are appended to it. */
+void bn_chunk_parse(const char *data, size_t len, bn_chunk *out, bn_ids *ids);
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * tests/bench/test_report.c — figures from hand-made samples (throughput,
  * TPOT, SLO attainment per class, errors by kind), the JSON report's shape,
- * and --extract's columns (scalars per point, arrays as gnuplot blocks).
+ * the figures per turn of a --turns run and the cached prompt tokens, and
+ * --extract's columns (scalars per point, arrays as gnuplot blocks).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -35,7 +36,8 @@ static bn_sample ok(double t, double ttft, double lat, int tokens, int slo, int 
 	return (bn_sample){ .t_sched = t, .ttft = ttft, .latency = lat, .t_end = t + lat,
 			    .adapter = adapter, .slo = slo, .prompt_tokens = 10,
 			    .max_tokens = tokens, .tokens = tokens, .chunks = tokens,
-			    .status = 200, .err = BN_OK };
+			    .status = 200, .err = BN_OK, .conv = -1, .turn = 1,
+			    .cached_tokens = -1 };
 }
 
 static bn_result *make_result(void)
@@ -56,7 +58,8 @@ static bn_result *make_result(void)
 	/* batch: failed with a 503: missed */
 	r->samples[4] = (bn_sample){ .t_sched = 4, .ttft = NAN, .latency = NAN, .t_end = 4.1,
 				     .adapter = 7, .slo = 1, .prompt_tokens = 10, .max_tokens = 5,
-				     .status = 503, .err = BN_ERR_HTTP_5XX };
+				     .status = 503, .err = BN_ERR_HTTP_5XX, .conv = -1, .turn = 1,
+				     .cached_tokens = -1 };
 	snprintf(r->examples[BN_ERR_HTTP_5XX], sizeof r->examples[0], "HTTP 503: no worker");
 	r->elapsed_s = 22.0;
 	return r;
@@ -141,6 +144,102 @@ static void test_report_json(void **state)
 	bn_config_fini(&c);
 }
 
+/* A turn of conversation conv: ttft s, prompt tokens, cached (-1: not reported). */
+static bn_sample turn(long conv, int t, double ttft, int prompt, long cached)
+{
+	bn_sample s = ok(t, ttft, ttft + 1.0, 4, 0, -1);
+	s.conv = conv;
+	s.turn = t;
+	s.prompt_tokens = prompt;
+	s.cached_tokens = cached;
+	return s;
+}
+
+static void test_turns_and_cached(void **state)
+{
+	bn_config c;
+	bn_figures f;
+	json_t *j;
+	(void)state;
+	bn_config_init(&c);
+	c.requests = 5;
+	c.concurrency = 2;
+	c.turns = 3;
+	c.shared_prefix = 64;
+	bn_result *r = loom_calloc(1, sizeof *r);
+	assert_non_null(r);
+	r->n = 5;
+	r->samples = loom_calloc(r->n, sizeof *r->samples);
+	assert_non_null(r->samples);
+	r->samples[0] = turn(0, 1, 0.4, 100, 64);
+	r->samples[1] = turn(1, 1, 0.6, 110, 64);
+	r->samples[2] = turn(0, 2, 0.1, 150, 100);
+	r->samples[3] = turn(1, 2, NAN, 170, -1);
+	r->samples[3].err = BN_ERR_HTTP_5XX;
+	r->samples[3].latency = NAN;
+	r->samples[4] = turn(0, 3, 0.2, 200, -1);
+	r->elapsed_s = 10;
+	r->substituted = 1;
+	assert_int_equal(bn_figures_compute(&c, r, &f), LOOM_OK);
+	assert_int_equal(f.cached_tokens, 228);
+	assert_int_equal(f.cached_reported, 3);
+	assert_int_equal(f.cached_prompt_tokens, 360);
+	assert_int_equal(bn_report_json(&c, r, &f, &j), LOOM_OK);
+	assert_int_equal(json_integer_value(json_object_get(j, "cached_tokens")), 228);
+	assert_int_equal(json_integer_value(json_object_get(j, "cached_tokens_reported")), 3);
+	CLOSE(json_number_value(json_object_get(j, "cached_fraction")), 228.0 / 360.0);
+	assert_int_equal(json_integer_value(json_object_get(j, "history_substituted")), 1);
+	json_t *pt = json_object_get(j, "per_turn");
+	assert_int_equal(json_array_size(pt), 3);
+	static const struct { long sent, completed, cached; double prompt, ttft_p50; } want[3] = {
+		{ 2, 2, 128, 105, 500 }, { 2, 1, 100, 160, 100 }, { 1, 1, -1, 200, 200 },
+	};
+	for (int t = 0; t < 3; t++) {
+		json_t *e = json_array_get(pt, (size_t)t);
+		assert_int_equal(json_integer_value(json_object_get(e, "turn")), t + 1);
+		assert_int_equal(json_integer_value(json_object_get(e, "sent")), want[t].sent);
+		assert_int_equal(json_integer_value(json_object_get(e, "completed")),
+				 want[t].completed);
+		CLOSE(json_number_value(json_object_get(e, "prompt_tokens_mean")), want[t].prompt);
+		CLOSE(json_number_value(json_object_get(json_object_get(e, "ttft"), "p50")),
+		      want[t].ttft_p50);
+		assert_int_equal(json_integer_value(json_object_get(json_object_get(e, "ttft"),
+								    "count")), want[t].completed);
+		json_t *ct = json_object_get(e, "cached_tokens");
+		if (want[t].cached < 0)
+			assert_true(json_is_null(ct));
+		else
+			assert_int_equal(json_integer_value(ct), want[t].cached);
+	}
+	json_t *s = json_object_get(j, "samples");
+	assert_int_equal(json_integer_value(json_array_get(json_object_get(s, "turn"), 4)), 3);
+	assert_int_equal(json_integer_value(json_array_get(json_object_get(s, "conv"), 3)), 1);
+	assert_true(json_is_null(json_array_get(json_object_get(s, "cached_tokens"), 4)));
+	assert_int_equal(json_integer_value(json_array_get(json_object_get(s, "cached_tokens"), 2)),
+			 100);
+	json_decref(j);
+	/* the table: the cache line and one row per turn */
+	char *out = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&out, &len);
+	assert_non_null(m);
+	bn_report_print(m, &c, r, &f);
+	fclose(m);
+	assert_non_null(strstr(out, "228 of 360 prompt tokens"));
+	assert_non_null(strstr(out, "3-turn conversations"));
+	assert_non_null(strstr(out, "TTFT p50"));
+	assert_non_null(strstr(out, "\n  1           2      2     105.0      64.0      500.0"));
+	assert_non_null(strstr(out, "\n  3           1      1     200.0         -      200.0"));
+	free(out);
+	/* without --turns: no per-turn figures */
+	c.turns = 1;
+	assert_int_equal(bn_report_json(&c, r, &f, &j), LOOM_OK);
+	assert_null(json_object_get(j, "per_turn"));
+	json_decref(j);
+	bn_result_destroy(r);
+	bn_config_fini(&c);
+}
+
 /* Runs --extract on a file holding text and returns what it printed. */
 static char *extract(const char *text, char *const *keys, int n, loom_err *rc)
 {
@@ -214,6 +313,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_figures),
 		cmocka_unit_test(test_report_json),
+		cmocka_unit_test(test_turns_and_cached),
 		cmocka_unit_test(test_extract),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

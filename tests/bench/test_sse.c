@@ -1,8 +1,9 @@
 /*
  * tests/bench/test_sse.c — the SSE splitter and chunk classifier: a loom
  * stream cut at every byte boundary gives the same events; CRLF, comments,
- * multi-line data, a missing final blank line; chunks with text, usage,
- * error events, [DONE] and garbage.
+ * multi-line data, a missing final blank line; chunks with text, usage
+ * (cached prompt tokens included), error events, [DONE] and garbage; the
+ * token ids of a stream gathered across chunks.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -132,13 +133,86 @@ static const chunk_case chunks[] = {
 	{ "no choices", "{\"id\":\"x\"}", BN_CHUNK_DATA, 0, -1, NULL },
 };
 
+/* usage.prompt_tokens_details.cached_tokens when present, -1 otherwise. */
+static void test_cached_tokens(void **state)
+{
+	static const struct { const char *data; long cached, tokens; } cases[] = {
+		{ "{\"choices\":[],\"usage\":{\"prompt_tokens\":300,\"completion_tokens\":8,"
+		  "\"prompt_tokens_details\":{\"cached_tokens\":256}}}", 256, 8 },
+		{ "{\"choices\":[],\"usage\":{\"completion_tokens\":8,"
+		  "\"prompt_tokens_details\":{\"cached_tokens\":0}}}", 0, 8 },
+		{ "{\"choices\":[],\"usage\":{\"completion_tokens\":8}}", -1, 8 },
+		{ "{\"choices\":[],\"usage\":{\"prompt_tokens_details\":null}}", -1, -1 },
+		{ "{\"choices\":[],\"usage\":{\"prompt_tokens_details\":{\"cached_tokens\":-3}}}",
+		  -1, -1 },
+		{ "{\"choices\":[{\"text\":\"a\"}]}", -1, -1 },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		bn_chunk ch;
+		bn_chunk_parse(cases[i].data, strlen(cases[i].data), &ch, NULL);
+		assert_int_equal(ch.kind, BN_CHUNK_DATA);
+		assert_int_equal(ch.cached_tokens, cases[i].cached);
+		assert_int_equal(ch.completion_tokens, cases[i].tokens);
+	}
+}
+
+/* choices[0].token_ids of every chunk, appended in order; a bad id makes
+ * the whole set unusable; chunks without the field leave it unseen. */
+static void test_token_ids(void **state)
+{
+	static const char *const good[] = {
+		"{\"choices\":[{\"text\":\"a\",\"token_ids\":[5]}],\"prompt_token_ids\":[1,2]}",
+		"{\"choices\":[{\"text\":\"\",\"token_ids\":[]}]}",
+		"{\"choices\":[{\"text\":\"bc\",\"token_ids\":[7,2147483647]}]}",
+		"{\"choices\":[],\"usage\":{\"completion_tokens\":3}}",
+	};
+	bn_ids ids = { 0 };
+	bn_chunk ch;
+	(void)state;
+	for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+		bn_chunk_parse(good[i], strlen(good[i]), &ch, &ids);
+	assert_true(ids.seen);
+	assert_false(ids.bad);
+	assert_int_equal(ids.n, 3);
+	assert_int_equal(ids.v[0], 5);
+	assert_int_equal(ids.v[1], 7);
+	assert_int_equal(ids.v[2], 2147483647);
+	bn_ids_fini(&ids);
+	/* many chunks: the buffer grows */
+	for (int i = 0; i < 1000; i++) {
+		char d[96];
+		snprintf(d, sizeof d, "{\"choices\":[{\"text\":\"x\",\"token_ids\":[%d,%d]}]}",
+			 i, i + 1);
+		bn_chunk_parse(d, strlen(d), &ch, &ids);
+	}
+	assert_int_equal(ids.n, 2000);
+	for (int i = 0; i < 1000; i++)
+		assert_true(ids.v[2 * i] == i && ids.v[2 * i + 1] == i + 1);
+	bn_ids_fini(&ids);
+	static const char *const bad[] = {
+		"{\"choices\":[{\"token_ids\":[1,-1]}]}",
+		"{\"choices\":[{\"token_ids\":[\"7\"]}]}",
+		"{\"choices\":[{\"token_ids\":[4294967296]}]}",
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		bn_chunk_parse(bad[i], strlen(bad[i]), &ch, &ids);
+		assert_true(ids.seen && ids.bad);
+		bn_ids_fini(&ids);
+	}
+	const char *none = "{\"choices\":[{\"text\":\"a\"}]}";
+	bn_chunk_parse(none, strlen(none), &ch, &ids);
+	assert_false(ids.seen);
+	assert_int_equal(ids.n, 0);
+}
+
 static void test_chunks(void **state)
 {
 	(void)state;
 	for (size_t i = 0; i < sizeof chunks / sizeof chunks[0]; i++) {
 		const chunk_case *c = &chunks[i];
 		bn_chunk ch;
-		bn_chunk_parse(c->data, strlen(c->data), &ch);
+		bn_chunk_parse(c->data, strlen(c->data), &ch, NULL);
 		if (ch.kind != c->kind || ch.text_len != c->text_len ||
 		    ch.completion_tokens != c->tokens)
 			fail_msg("%s: kind %d text %zu tokens %ld", c->name, (int)ch.kind,
@@ -155,6 +229,8 @@ int main(void)
 		cmocka_unit_test(test_crlf_multiline_and_unterminated),
 		cmocka_unit_test(test_stop_and_long_line),
 		cmocka_unit_test(test_chunks),
+		cmocka_unit_test(test_cached_tokens),
+		cmocka_unit_test(test_token_ids),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

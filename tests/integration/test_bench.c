@@ -4,7 +4,10 @@
  * 512), real HTTP. Each case runs the loom-bench program for a few seconds
  * at most and checks its JSON report: counts (completed == sent, output
  * tokens == requests x output length, since ignore_eos makes it exact), zero
- * errors, ordered percentiles, sweeps, --extract, errors by kind, and the
+ * errors, ordered percentiles, sweeps, --extract, errors by kind, the prefix
+ * caching workloads (--shared-prefix, --turns: every turn's prompt extends the
+ * last one by its output, closed-loop clients one turn at a time, per-turn
+ * figures; over two random adapters chat-0/1 and the base model), and the
  * bench/suites scripts (quick, base model; and --target).
  */
 #include <stdarg.h>
@@ -29,12 +32,22 @@ static int setup(void **state)
 {
 	(void)state;
 	char abs[512];
+	static char ad_args[2][700];
 	if (!realpath(lt_shared_path("models/stories260k"), abs))
 		return -1;
 	snprintf(model_arg, sizeof model_arg, "stories=%s", abs);
 	const char *models[] = { model_arg, NULL };
 	dir = lt_tmpdir("bench");
-	return lt_stack_start(&stack, models, 1, NULL);
+	/* two adapters for the conversations (names no other case asks for) */
+	for (int i = 0; i < 2; i++) {
+		if (lt_sh("%s adapter --model %s --out %s/chat%d --rank 8 --alpha 16 "
+			  "--targets q_proj,v_proj --seed %d > /dev/null",
+			  lt_bin_path("loom-mkmodel"), abs, dir, i, 40 + i) != 0)
+			return -1;
+		snprintf(ad_args[i], sizeof ad_args[i], "chat-%d=%s/chat%d@stories", i, dir, i);
+	}
+	const char *gw[] = { "--adapter", ad_args[0], "--adapter", ad_args[1], NULL };
+	return lt_stack_start(&stack, models, 1, gw);
 }
 
 static int teardown(void **state)
@@ -273,6 +286,128 @@ static void test_suite_target_mode(void **state)
 	json_decref(j);
 }
 
+static json_t *column(json_t *j, const char *name)
+{
+	json_t *c = json_object_get(json_object_get(j, "samples"), name);
+	if (!json_is_array(c))
+		fail_msg("samples.%s missing", name);
+	return c;
+}
+
+static double num_at(json_t *col, size_t i)
+{
+	return json_number_value(json_array_get(col, i));
+}
+
+/*
+ * Checks a clean --turns run of n requests: the per-turn figures add up;
+ * within each conversation the turns come 1, 2, ... in send order, each
+ * sent no earlier than its predecessor ended, and each prompt is the
+ * previous prompt + its output (max_tokens, exact with ignore_eos) + a
+ * message of msg_lo..msg_hi tokens; turn 1 is prefix + a message.
+ */
+static void expect_conversations(json_t *j, long n, int turns, int prefix, int msg_lo,
+				 int msg_hi)
+{
+	json_t *conv = column(j, "conv"), *turn = column(j, "turn"), *t = column(j, "t_s");
+	json_t *lat = column(j, "latency_ms"), *pt = column(j, "prompt_tokens");
+	json_t *mt = column(j, "max_tokens");
+	long sum = 0, n_conv = 0;
+	json_t *per = json_object_get(j, "per_turn");
+	assert_true(json_is_array(per) && json_array_size(per) >= 1 &&
+		    json_array_size(per) <= (size_t)turns);
+	for (size_t k = 0; k < json_array_size(per); k++) {
+		json_t *e = json_array_get(per, k);
+		long sent = integer(e, "sent", NULL);
+		assert_int_equal(integer(e, "turn", NULL), (long)k + 1);
+		assert_int_equal(integer(e, "completed", NULL), sent);
+		assert_int_equal(integer(json_object_get(e, "ttft"), "count", NULL), sent);
+		assert_true(json_number_value(json_object_get(json_object_get(e, "ttft"), "p50")) > 0);
+		if (k > 0) /* a turn is only sent after the one before it */
+			assert_true(sent <= integer(json_array_get(per, k - 1), "sent", NULL));
+		sum += sent;
+	}
+	assert_int_equal(sum, n);
+	assert_int_equal(integer(j, "history_substituted", NULL), 0); /* loom returns ids */
+	assert_true(json_is_integer(json_object_get(j, "cached_tokens")));
+	for (long i = 0; i < n; i++) {
+		long c = (long)json_integer_value(json_array_get(conv, (size_t)i));
+		int tk = (int)json_integer_value(json_array_get(turn, (size_t)i));
+		long p = (long)json_integer_value(json_array_get(pt, (size_t)i));
+		assert_true(c >= 0 && tk >= 1 && tk <= turns);
+		if (tk == 1) {
+			assert_true(p >= prefix + msg_lo && p <= prefix + msg_hi);
+			n_conv++;
+			continue;
+		}
+		long prev = -1; /* the same conversation's latest earlier request */
+		for (long k = i - 1; k >= 0 && prev < 0; k--)
+			if ((long)json_integer_value(json_array_get(conv, (size_t)k)) == c)
+				prev = k;
+		if (prev < 0)
+			fail_msg("turn %d of conversation %ld sent without turn 1", tk, c);
+		assert_int_equal(json_integer_value(json_array_get(turn, (size_t)prev)), tk - 1);
+		long grown = p - (long)json_integer_value(json_array_get(pt, (size_t)prev)) -
+			     (long)json_integer_value(json_array_get(mt, (size_t)prev));
+		assert_true(grown >= msg_lo && grown <= msg_hi);
+		double end = num_at(t, (size_t)prev) + num_at(lat, (size_t)prev) / 1000.0;
+		assert_true(num_at(t, (size_t)i) >= end - 1e-6);
+	}
+	assert_true(n_conv >= 1);
+}
+
+/* Closed loop, 4 clients, 3 turns over the shared prefix and two adapters. */
+static void test_turns_closed_loop(void **state)
+{
+	(void)state;
+	json_t *j = bench("turns", "--model stories --vocab 512 --requests 24 --concurrency 4 "
+			  "--turns 3 --shared-prefix 64 --prompt-len uniform:4:16 "
+			  "--output-len fixed:8 --adapters 2 --adapter-prefix chat-", 0);
+	expect_clean(j, 24);
+	expect_conversations(j, 24, 3, 64, 4, 16);
+	assert_int_equal(integer(j, "adapters_used", NULL), 2);
+	json_t *c = json_object_get(j, "config");
+	assert_int_equal(integer(c, "turns", NULL), 3);
+	assert_int_equal(integer(c, "shared_prefix", NULL), 64);
+	/* no more than 4 conversations at once: each client holds one */
+	json_t *conv = column(j, "conv"), *t = column(j, "t_s"), *lat = column(j, "latency_ms");
+	for (size_t i = 0; i < 24; i++) {
+		double at = num_at(t, i) + 1e-4; /* just after request i went out */
+		int open = 0;
+		for (long cv = 0; cv <= 24; cv++) {
+			double first = -1, last = -1;
+			for (size_t k = 0; k < 24; k++) {
+				if ((long)json_integer_value(json_array_get(conv, k)) != cv)
+					continue;
+				if (first < 0)
+					first = num_at(t, k);
+				last = num_at(t, k) + num_at(lat, k) / 1000.0;
+			}
+			if (first >= 0 && first <= at && at < last)
+				open++;
+		}
+		assert_true(open <= 4);
+	}
+	json_decref(j);
+	/* the per-turn table is printed */
+	assert_int_equal(lt_sh("grep -q 'TTFT p50' %s/turns.log && grep -q '^  3 ' %s/turns.log",
+			       dir, dir), 0);
+}
+
+/* Open loop: every arrival a conversation, its second turn after its first. */
+static void test_turns_open_loop(void **state)
+{
+	(void)state;
+	json_t *j = bench("turns-open", "--model stories --vocab 512 --rate 6 --duration 2 "
+			  "--turns 2 --shared-prefix 32 --prompt-len fixed:6 --output-len fixed:5 "
+			  "--seed 5", 0);
+	long n = integer(j, "sent", NULL);
+	assert_true(n >= 2);
+	expect_clean(j, n);
+	expect_conversations(j, n, 2, 32, 6, 6);
+	json_decref(j);
+}
+
 static void test_bad_command_line(void **state)
 {
 	(void)state;
@@ -291,6 +426,8 @@ int main(void)
 		cmocka_unit_test(test_gamma_sweep_and_extract),
 		cmocka_unit_test(test_usage_off_counts_chunks),
 		cmocka_unit_test(test_errors_by_kind),
+		cmocka_unit_test(test_turns_closed_loop),
+		cmocka_unit_test(test_turns_open_loop),
 		cmocka_unit_test(test_suite_quick_base_model),
 		cmocka_unit_test(test_suite_target_mode),
 		cmocka_unit_test(test_bad_command_line),
