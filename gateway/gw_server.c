@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -696,11 +697,18 @@ out:
 
 /* ---- admin routes (gw_admin) ---- */
 
-static enum MHD_Result do_admin(struct MHD_Connection *c, conn_ctx *x)
+static enum MHD_Result do_admin(struct MHD_Connection *c, conn_ctx *x, const char *method)
 {
 	gw_reply r;
 	if (!x->adm)
 		return reply(c, 500, NULL, NULL);
+	/* an import of a large folder may run longer than the inactivity timeout:
+	 * without this MHD would close the connection right after the handler
+	 * returns, before the reply is written. Only for an admin write that was
+	 * let in (a refusal is decided early): the connection keeps no timeout
+	 * from then on, which only an authorized client gets. */
+	if (strcmp(method, "GET") && strcmp(method, "HEAD") && !gw_admin_decided(x->adm))
+		MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
 	gw_admin_finish(x->adm, &r);
 	return reply_as(c, r.status, r.body, r.allow, r.content_type, r.www_authenticate);
 }
@@ -737,7 +745,7 @@ static enum MHD_Result dispatch(gw_server *s, struct MHD_Connection *c, conn_ctx
 				const char *method, const char *url)
 {
 	if (x->rt == R_ADMIN)
-		return do_admin(c, x);
+		return do_admin(c, x, method);
 	if (x->too_big)
 		return reply_errf(c, 413, "invalid_request_error", NULL, NULL, NULL,
 				  "the request body is larger than %zu bytes", s->max_body);
@@ -809,7 +817,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		if (admin_begin(s, c, x, url, method, cl ? (long long)want : -1)) {
 			/* a refusal decided before the body: a huge body is not read */
 			if (x->adm && gw_admin_decided(x->adm) && want > DRAIN_MAX)
-				return do_admin(c, x);
+				return do_admin(c, x, method);
 			return MHD_YES;
 		}
 		x->rt = route_of(url, method, &x->allow);
@@ -917,6 +925,41 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	LOOM_DEBUG("microhttpd: %s", msg);
 }
 
+/*
+ * The connection limit MHD gets: want, clamped to the open-file limit less
+ * GW_SERVER_FD_RESERVE, and at least one connection per pool thread (MHD
+ * splits the limit between them).
+ *
+ * Why this keeps /health and /metrics reachable under pressure: an HTTP
+ * server cannot tell a health probe from an idle connection before it has
+ * read the request, so nothing can be reserved per route. What kept them
+ * out before was the fd limit and MHD's default limit (FD_SETSIZE - 4):
+ * at either, MHD stops accepting, new connections wait in the listen
+ * backlog, and idle connections never left. Now the limit sits below the
+ * fd limit (accept never fails for lack of descriptors and the worker links
+ * and the store keep theirs), one client address can hold only its share
+ * (max_conns_per_ip), and connections that neither send nor read for
+ * conn_timeout_s are closed, so the slots of idle, half-sent or stalled
+ * connections come back. Suspended connections (a request waiting for its
+ * tokens) are exempt from the timeout: MHD restarts it when they resume.
+ */
+static unsigned conn_limit(unsigned want, unsigned pool)
+{
+	struct rlimit rl;
+	unsigned threads = pool ? pool : 1;
+	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur != RLIM_INFINITY) {
+		rlim_t room = rl.rlim_cur > GW_SERVER_FD_RESERVE + threads
+			    ? rl.rlim_cur - GW_SERVER_FD_RESERVE : threads;
+		if (want > room) {
+			LOOM_WARN("connection limit %u lowered to %llu: the open-file limit is %llu "
+				  "(raise it with ulimit -n / LimitNOFILE)", want,
+				  (unsigned long long)room, (unsigned long long)rl.rlim_cur);
+			want = (unsigned)room;
+		}
+	}
+	return want < threads ? threads : want;
+}
+
 loom_err gw_server_start(const gw_server_opts *o, gw_server **out)
 {
 	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
@@ -951,10 +994,14 @@ loom_err gw_server_start(const gw_server_opts *o, gw_server **out)
 		flags |= MHD_USE_IPv6;
 	/* a pool of 1 is MHD's single internal thread (it warns about a pool of 1) */
 	unsigned pool = o->threads > 1 ? (unsigned)o->threads : 0;
+	unsigned limit = conn_limit(o->max_conns ? o->max_conns : GW_SERVER_MAX_CONNS, pool);
 	s->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_request, s,
 				MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 				MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 				MHD_OPTION_THREAD_POOL_SIZE, pool,
+				MHD_OPTION_CONNECTION_LIMIT, limit,
+				MHD_OPTION_PER_IP_CONNECTION_LIMIT, o->max_conns_per_ip,
+				MHD_OPTION_CONNECTION_TIMEOUT, o->conn_timeout_s,
 				MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
 				MHD_OPTION_END);
 	if (!s->d) {

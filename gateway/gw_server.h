@@ -1,7 +1,8 @@
 /*
  * gateway/gw_server.h — the HTTP side: libmicrohttpd daemon and routes.
  *
- * Owns: the MHD daemon (internal epoll thread pool, suspend/resume), request
+ * Owns: the MHD daemon (internal epoll thread pool, suspend/resume), its
+ * connection limits (total, per client address) and inactivity timeout, request
  * body accumulation with a size cap, routing (/v1/completions,
  * /v1/chat/completions, /v1/models, /tokenize, /detokenize, /health,
  * /ready; the admin API, vLLM's LoRA routes and /metrics are handed to
@@ -44,8 +45,23 @@ typedef struct gw_server_opts {
 	gw_link *link;        /* borrowed, must outlive the server */
 	gw_admin *admin;      /* borrowed; NULL = no admin routes */
 	gw_slo *slo;          /* borrowed, must outlive the server; NULL = the default classes */
+	/* Connections (see gw_server_start): 0 = GW_SERVER_MAX_CONNS for max_conns,
+	 * no cap / no timeout for the other two. */
+	unsigned max_conns;        /* open at once, all clients together */
+	unsigned max_conns_per_ip; /* open at once from one client address */
+	unsigned conn_timeout_s;   /* a connection with no byte read or written this long is closed */
 } gw_server_opts;
 
+#define GW_SERVER_MAX_CONNS 4096
+/* File descriptors kept out of the connection limit: worker links, the
+ * store, imports, logs. */
+#define GW_SERVER_FD_RESERVE 256
+
+/*
+ * Starts the daemon. The connection limit is clamped to the process's
+ * open-file limit (RLIMIT_NOFILE, soft) less GW_SERVER_FD_RESERVE, so that
+ * accept() never takes the last descriptors the gateway needs elsewhere.
+ */
 loom_err gw_server_start(const gw_server_opts *o, gw_server **out);
 /* The bound port. */
 int gw_server_port(const gw_server *s);

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "common/alloc.h"
 #include "common/log.h"
@@ -33,6 +34,25 @@
 #include "gateway/gw_slo.h"
 
 #define MAX_ITEMS 1024 /* of each repeatable flag (e.g. --adapter), and adapters in --config */
+
+/* The admission settings (requests, then connections): flag, config key,
+ * range, default (-1: the link's own). */
+enum adm_key {
+	ADM_QUEUE_MAX, ADM_QUEUE_TIMEOUT, ADM_WORKER_SLOTS, ADM_BATCH_PER_WORKER,
+	ADM_MAX_CONNS, ADM_MAX_CONNS_PER_IP, ADM_CONN_TIMEOUT, ADM_N
+};
+static const struct {
+	const char *flag, *key;
+	long long lo, hi, def;
+} adm_tab[ADM_N] = {
+	{"--queue-max", "queue_max", 1, 1 << 20, -1},
+	{"--queue-timeout-ms", "queue_timeout_ms", 1, 86400000, -1},
+	{"--worker-slots", "worker_slots", 1, 65536, -1},
+	{"--batch-per-worker", "batch_per_worker", 0, 65536, -1},
+	{"--max-connections", "max_connections", 1, 1 << 20, GW_SERVER_MAX_CONNS},
+	{"--max-connections-per-ip", "max_connections_per_ip", 0, 1 << 20, 1024},
+	{"--connection-timeout-s", "connection_timeout_s", 0, 86400, 60},
+};
 
 typedef struct opts {
 	const char *host;
@@ -57,21 +77,9 @@ typedef struct opts {
 	const char *slo_classes[MAX_ITEMS]; /* "NAME=TTFT:TPOT:PRIO[:refuse|queue]" */
 	size_t n_slo_classes;
 	bool no_slo;
-	long long adm[4];   /* by enum adm_key; -1 = not given (the config's, else the default) */
+	long long adm[ADM_N]; /* by enum adm_key; -1 = not given (the config's, else the default) */
 	const char *config;
 } opts;
-
-/* The admission settings: flag, config key, range. */
-enum adm_key { ADM_QUEUE_MAX, ADM_QUEUE_TIMEOUT, ADM_WORKER_SLOTS, ADM_BATCH_PER_WORKER, ADM_N };
-static const struct {
-	const char *flag, *key;
-	long long lo, hi;
-} adm_tab[ADM_N] = {
-	{"--queue-max", "queue_max", 1, 1 << 20},
-	{"--queue-timeout-ms", "queue_timeout_ms", 1, 86400000},
-	{"--worker-slots", "worker_slots", 1, 65536},
-	{"--batch-per-worker", "batch_per_worker", 0, 65536},
-};
 
 static void usage(FILE *f)
 {
@@ -86,7 +94,8 @@ static void usage(FILE *f)
 		"                    [--slo-class NAME=TTFT_MS:TPOT_MS:PRIORITY[:refuse|:queue] ...]\n"
 		"                    [--no-slo] [--queue-max N (256)] [--queue-timeout-ms N (60000)]\n"
 		"                    [--worker-slots N (64)] [--batch-per-worker N (0)]\n"
-		"                    [--config FILE]\n"
+		"                    [--max-connections N (4096)] [--max-connections-per-ip N (1024)]\n"
+		"                    [--connection-timeout-s N (60)] [--config FILE]\n"
 		"  --store DIR: the registry (LMDB): models and adapters registered earlier are\n"
 		"               served again; --model/--adapter register into it\n"
 		"  --adapter: a PEFT LoRA folder served as model NAME on base model BASE\n"
@@ -118,13 +127,23 @@ static void usage(FILE *f)
 		"            refusals, no queue, no deadlines sent to workers), for comparison\n"
 		"  --batch-per-worker: requests without a TTFT target in flight per worker at\n"
 		"                      most (0: as many as the worker has room for)\n"
+		"  --max-connections: HTTP connections open at once (lowered to the open-file\n"
+		"                     limit less 256, which the gateway raises to its hard limit)\n"
+		"  --max-connections-per-ip: of those, from one client address (0: no cap;\n"
+		"                            behind a reverse proxy raise it or use 0)\n"
+		"  --connection-timeout-s: a connection that sends and reads nothing this long\n"
+		"                          is closed: idle keep-alive, half-sent requests, a\n"
+		"                          stream its client stopped reading (0: never). A\n"
+		"                          request waiting for its tokens is not idle\n"
 		"  --config FILE: JSON {\"models\":{\"NAME\":{\"path\":DIR,\"chat_template\":\"chatml\"}},\n"
 		"                 \"adapters\":{\"NAME\":{\"path\":DIR,\"base\":BASE}},\n"
 		"                 \"workers\":[URL,...],\n"
 		"                 \"slo_classes\":{\"NAME\":{\"ttft_ms\":N|null,\"tpot_ms\":N|null,\n"
 		"                                  \"priority\":N,\"on_miss\":\"queue\"|\"refuse\"}},\n"
 		"                 \"queue_max\":N, \"queue_timeout_ms\":N, \"worker_slots\":N,\n"
-		"                 \"batch_per_worker\":N} (same meaning as the flags; flags win)\n");
+		"                 \"batch_per_worker\":N, \"max_connections\":N,\n"
+		"                 \"max_connections_per_ip\":N, \"connection_timeout_s\":N}\n"
+		"                 (same meaning as the flags; flags win)\n");
 }
 
 static int usage_error(const char *fmt, const char *arg)
@@ -208,7 +227,8 @@ static int parse_args(int argc, char **argv, opts *o)
 			"--chat-template", "--config", "--adapter", "--store", "--admin-token",
 			"--adapter-dir", "--model-dir", "--max-upload-bytes", "--slo-class",
 			"--batch-queue", "--batch-per-worker", "--queue-max", "--queue-timeout-ms",
-			"--worker-slots"};
+			"--worker-slots", "--max-connections", "--max-connections-per-ip",
+			"--connection-timeout-s"};
 		bool ok = false;
 		for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
 			ok |= !strcmp(flag, known[k]);
@@ -380,7 +400,8 @@ static int load_config(const char *path, json_t **keep, const char **urls, size_
 		    strcmp(key, "slo_classes") && !adm_key) {
 			fprintf(stderr, "loom-gateway: %s: unknown key '%s' (expected models, adapters, "
 				"workers, slo_classes, queue_max, queue_timeout_ms, worker_slots, "
-				"batch_per_worker)\n", path, key);
+				"batch_per_worker, max_connections, max_connections_per_ip, "
+				"connection_timeout_s)\n", path, key);
 			return 1;
 		}
 	}
@@ -522,6 +543,23 @@ static int resolve_dirs(const char *flag, const char *const *dirs, size_t n, cha
 	return 0;
 }
 
+/* Every connection takes a descriptor: the soft open-file limit goes up to
+ * the hard one (the connection limit is clamped to what it allows). */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > (1u << 20) ? (1u << 20)
+									       : rl.rlim_max;
+	if (want <= rl.rlim_cur)
+		return;
+	rl.rlim_cur = want;
+	if (setrlimit(RLIMIT_NOFILE, &rl))
+		LOOM_WARN("cannot raise the open-file limit to %llu: %s", (unsigned long long)want,
+			  strerror(errno));
+}
+
 static void log_registry(gw_models *models)
 {
 	gw_models_rdlock(models);
@@ -545,7 +583,7 @@ int main(int argc, char **argv)
 {
 	opts o = {.host = "127.0.0.1", .port = 8080, .max_body = 1048576,
 		  .max_upload = (size_t)1 << 30, .threads = 2, .store = "./loom-data",
-		  .adm = {-1, -1, -1, -1}};
+		  .adm = {-1, -1, -1, -1, -1, -1, -1}};
 	gw_models *models = NULL;
 	gw_registry *reg = NULL;
 	gw_link *link = NULL;
@@ -577,6 +615,7 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
 
 	for (size_t i = 0; i < o.n_templates; i++) {
 		gw_chat_tmpl t;
@@ -683,9 +722,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
 		goto out;
 	}
+	for (int k = ADM_MAX_CONNS; k < ADM_N; k++)
+		if (o.adm[k] < 0)
+			o.adm[k] = adm_tab[k].def;
 	gw_server_opts so = {.host = o.host, .port = o.port, .max_body = o.max_body,
 			     .threads = o.threads, .models = models, .link = link, .admin = admin,
-			     .slo = slo};
+			     .slo = slo, .max_conns = (unsigned)o.adm[ADM_MAX_CONNS],
+			     .max_conns_per_ip = (unsigned)o.adm[ADM_MAX_CONNS_PER_IP],
+			     .conn_timeout_s = (unsigned)o.adm[ADM_CONN_TIMEOUT]};
 	if (gw_server_start(&so, &srv)) {
 		fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
 		goto out;
@@ -695,6 +739,9 @@ int main(int argc, char **argv)
 		  gw_server_port(srv), o.store,
 		  o.admin_token && *o.admin_token ? "by token" : "from loopback only",
 		  o.no_slo ? "plain least-loaded routing (--no-slo)" : "SLO routing");
+	LOOM_INFO("connections: at most %lld, %lld per client address (0 = no cap), closed after "
+		  "%lld s without traffic (0 = never)", o.adm[ADM_MAX_CONNS],
+		  o.adm[ADM_MAX_CONNS_PER_IP], o.adm[ADM_CONN_TIMEOUT]);
 	for (size_t i = 0; i < gw_slo_count(slo); i++) {
 		const gw_slo_class *c = gw_slo_at(slo, i);
 		LOOM_INFO("SLO class %s: TTFT %u ms, TPOT %u ms (0 = none), priority %d%s", c->name,
