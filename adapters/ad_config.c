@@ -48,6 +48,7 @@
 #include <pcre2.h>
 
 #include "common/alloc.h"
+#include "common/textfile.h"
 
 #define MAX_CONFIG_BYTES (16u << 20)
 
@@ -156,53 +157,16 @@ static loom_err rx_match(cfg *c, rx *r, const char *s, int *hit)
 
 static loom_err slurp(const char *dir, const char *path, char **text, size_t *len)
 {
-	FILE *f = fopen(path, "rb");
-	char *buf = NULL;
-	size_t n = 0, cap = 0;
-	loom_err rc = LOOM_OK;
-
-	*text = NULL;
-	if (!f) {
-		if (errno == ENOENT)
-			return loom_fail(LOOM_EINVAL,
-					 "%s: adapter_config.json is missing (not a PEFT adapter folder)",
-					 dir);
-		return loom_fail(LOOM_EINVAL, "%s: cannot open: %s", path, strerror(errno));
+	loom_err rc = loom_text_read(path, MAX_CONFIG_BYTES, text, len);
+	if (rc == LOOM_ENOTFOUND)
+		return loom_fail(LOOM_EINVAL,
+				 "%s: adapter_config.json is missing (not a PEFT adapter folder)", dir);
+	if (rc == LOOM_EIO || rc == LOOM_EINVAL) {
+		char msg[1024]; /* the message buffer is reused by loom_fail */
+		snprintf(msg, sizeof msg, "%s", loom_errmsg());
+		return loom_fail(LOOM_EINVAL, "%s", msg);
 	}
-	for (;;) {
-		if (n == cap) {
-			if (cap >= MAX_CONFIG_BYTES) {
-				rc = loom_fail(LOOM_EFORMAT, "%s: larger than %u MiB", path,
-					       MAX_CONFIG_BYTES >> 20);
-				goto out;
-			}
-			size_t ncap = cap ? cap * 2 : 4096;
-			char *nb = loom_realloc(buf, ncap + 1);
-			if (!nb) {
-				rc = loom_fail(LOOM_ENOMEM, "%s: out of memory", path);
-				goto out;
-			}
-			buf = nb;
-			cap = ncap;
-		}
-		size_t got = fread(buf + n, 1, cap - n, f);
-		n += got;
-		if (got == 0) {
-			if (ferror(f))
-				rc = loom_fail(LOOM_EINVAL, "%s: read failed: %s", path, strerror(errno));
-			break;
-		}
-	}
-out:
-	fclose(f);
-	if (rc) {
-		loom_free(buf);
-		return rc;
-	}
-	buf[n] = '\0';
-	*text = buf;
-	*len = n;
-	return LOOM_OK;
+	return rc;
 }
 
 /* ---- scalar fields ---- */

@@ -94,7 +94,7 @@ static loom_err gather(const char *dir, loom_st_file **one, loom_st_set **set,
 		goto out;
 	/* loom_st_set_open validated the index; here only its names are read */
 	json_t *wm;
-	if (!(root = json_load_file(index, JSON_REJECT_DUPLICATES, &jerr)) ||
+	if (!(root = loom_json_load_file(index, JSON_REJECT_DUPLICATES, &jerr)) ||
 	    !json_is_object(wm = json_object_get(root, "weight_map"))) {
 		rc = loom_fail(LOOM_EFORMAT, "%s: no \"weight_map\" object", index);
 		goto out;

@@ -237,8 +237,8 @@ out:
 static loom_err load_generation(const char *path, loom_model_config *c)
 {
 	json_error_t jerr;
-	return apply_generation(path, json_load_file(path, JSON_REJECT_DUPLICATES, &jerr), &jerr,
-				c);
+	return apply_generation(path, loom_json_load_file(path, JSON_REJECT_DUPLICATES, &jerr),
+				&jerr, c);
 }
 
 loom_err loom_model_config_apply_generation(const char *json, size_t len, const char *path,

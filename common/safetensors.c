@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "textfile.h"
 
 #define MAX_HEADER (100u * 1024 * 1024)
 
@@ -328,16 +329,8 @@ loom_err loom_st_open(const char *path, loom_st_file **out)
 		rc = loom_fail(LOOM_ENOMEM, "%s: out of memory", path);
 		goto out;
 	}
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		rc = loom_fail(errno == ENOENT ? LOOM_ENOTFOUND : LOOM_EIO, "%s: cannot open: %s",
-			       path, strerror(errno));
+	if ((rc = loom_file_open(path, &fd, &st.st_size)))
 		goto out;
-	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		rc = loom_fail(LOOM_EIO, "%s: not a regular file", path);
-		goto out;
-	}
 	if (st.st_size < 8) {
 		rc = loom_fail(LOOM_EFORMAT, "%s: file is %lld bytes, shorter than the 8-byte header "
 			       "length", path, (long long)st.st_size);

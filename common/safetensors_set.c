@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "alloc.h"
+#include "textfile.h"
 
 struct set_ent {
 	const loom_tensor *t; /* NULL = empty slot; t->name is the key */
@@ -94,7 +95,7 @@ static loom_err open_shard(loom_st_set *s, const char *index_path, const char *n
 static loom_err open_index(loom_st_set *s, const char *index_path)
 {
 	json_error_t jerr;
-	json_t *root = json_load_file(index_path, JSON_REJECT_DUPLICATES, &jerr), *wm, *v;
+	json_t *root = loom_json_load_file(index_path, JSON_REJECT_DUPLICATES, &jerr), *wm, *v;
 	const char *k;
 	loom_err rc = LOOM_OK;
 

@@ -5,6 +5,7 @@
  * encoding is tokenizer_bpe.c, decoding tokenizer_decode.c.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "alloc.h"
+#include "textfile.h"
 #include "tokenizer_int.h"
 
 #define TK_MAX_IDS (1 << 24)           /* ids above this are surely a broken file */
@@ -414,37 +416,32 @@ out:
 
 loom_err loom_tok_load(const char *path, loom_tok **out)
 {
-	loom_err rc = LOOM_OK;
 	char *buf = NULL;
-	struct stat st;
+	size_t len = 0;
 	*out = NULL;
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return loom_fail(errno == ENOENT ? LOOM_ENOTFOUND : LOOM_EIO, "%s: cannot open: %s", path,
-				 strerror(errno));
-	if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-		rc = loom_fail(LOOM_EIO, "%s: not a regular file", path);
-		goto out;
-	}
-	if ((size_t)st.st_size > TK_MAX_FILE) {
-		rc = loom_fail(LOOM_EFORMAT, "%s: %lld bytes is too large for a tokenizer.json", path,
-			       (long long)st.st_size);
-		goto out;
-	}
-	buf = loom_malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		rc = loom_fail(LOOM_ENOMEM, "%s: out of memory reading %lld bytes", path, (long long)st.st_size);
-		goto out;
-	}
-	if (fread(buf, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
-		rc = loom_fail(LOOM_EIO, "%s: short read", path);
-		goto out;
-	}
-	rc = loom_tok_load_json(buf, (size_t)st.st_size, path, out);
-out:
+	loom_err rc = loom_text_read(path, TK_MAX_FILE, &buf, &len);
+	if (rc == LOOM_EFORMAT)
+		rc = loom_fail(LOOM_EFORMAT, "%s: too large for a tokenizer.json (over %zu bytes)",
+			       path, (size_t)TK_MAX_FILE);
+	if (!rc)
+		rc = loom_tok_load_json(buf, len, path, out);
 	loom_free(buf);
-	fclose(f);
 	return rc;
+}
+
+loom_err loom_tok_set_name(loom_tok *t, const char *fmt, ...)
+{
+	char name[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(name, sizeof name, fmt, ap);
+	va_end(ap);
+	char *n = loom_strdup(name);
+	if (!n)
+		return loom_fail(LOOM_ENOMEM, "%s: out of memory", t->name);
+	loom_free(t->name);
+	t->name = n;
+	return LOOM_OK;
 }
 
 void loom_tok_free(loom_tok *t)

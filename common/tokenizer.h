@@ -43,6 +43,9 @@ typedef struct loom_tok loom_tok;
 loom_err loom_tok_load(const char *path, loom_tok **out);
 /* Same from JSON text in memory; name is used in messages. */
 loom_err loom_tok_load_json(const char *json, size_t len, const char *name, loom_tok **out);
+/* Renames t for the messages of later calls (printf format), e.g. a file path
+ * that must not reach a server's clients. LOOM_ENOMEM leaves the old name. */
+loom_err loom_tok_set_name(loom_tok *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void loom_tok_free(loom_tok *t);
 
 /* Number of ids (vocab plus added tokens beyond it). */

@@ -20,8 +20,8 @@
  * and OpenAI-shaped errors.
  * It sees a request as plain values (gw_admin_in) and answers with a
  * gw_reply, so it needs no HTTP library: gw_server feeds it and queues the
- * reply. Imports run on the calling (HTTP) thread; the registry serializes
- * them.
+ * reply. Imports run on the calling (HTTP) thread; the registry reads their
+ * folders outside its lock and serializes only the changes.
  * Must not: touch sockets or the store directly (gw_registry does).
  */
 #ifndef GW_ADMIN_H

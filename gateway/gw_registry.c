@@ -1,9 +1,12 @@
 /*
- * gateway/gw_registry.c — store-backed registry. Every change runs under
- * r->mu in the order: validate (nothing written yet), blobs, record (the
- * commit that makes the new state visible after a crash), gw_models (what
- * requests resolve), then the workers (gw_link_put_*, which returns once
- * every connected worker has the message queued).
+ * gateway/gw_registry.c — store-backed registry. An import first reads,
+ * validates and hashes its folder with no lock held (files may be large, or
+ * on a slow disk); then the change runs under r->mu in the order: the
+ * checks that depend on the tables (names, versions, the base model), blobs,
+ * record (the commit that makes the new state visible after a crash),
+ * gw_models (what requests resolve), then the workers (gw_link_put_*, which
+ * returns once every connected worker has the message queued). No file of
+ * an import is opened under r->mu.
  */
 #include "gw_registry.h"
 
@@ -22,6 +25,7 @@
 #include "common/bundle.h"
 #include "common/log.h"
 #include "common/sha256.h"
+#include "common/textfile.h"
 
 struct gw_registry {
 	pthread_mutex_t mu;
@@ -321,53 +325,20 @@ void gw_registry_link_opts_fini(gw_link_opts *o)
 
 /* ---- imports ---- */
 
-static loom_err read_file(const char *path, char **buf, size_t *len)
-{
-	*buf = NULL;
-	*len = 0;
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return loom_fail(errno == ENOENT ? LOOM_ENOTFOUND : LOOM_EIO, "%s: %s", path,
-				 strerror(errno));
-	loom_err rc = LOOM_OK;
-	size_t cap = 1 << 16, n = 0;
-	char *b = loom_malloc(cap);
-	while (b) {
-		if (n == cap) {
-			char *p = loom_realloc(b, cap * 2);
-			if (!p) {
-				loom_free(b);
-				b = NULL;
-				break;
-			}
-			b = p;
-			cap *= 2;
-		}
-		size_t got = fread(b + n, 1, cap - n, f);
-		n += got;
-		if (got == 0)
-			break;
-	}
-	if (!b)
-		rc = loom_fail(LOOM_ENOMEM, "%s: out of memory reading it", path);
-	else if (ferror(f))
-		rc = loom_fail(LOOM_EIO, "%s: read error", path);
-	fclose(f);
-	if (rc) {
-		loom_free(b);
-		return rc;
-	}
-	*buf = b;
-	*len = n;
-	return LOOM_OK;
-}
-
 /* A validation failure is the request's fault: LOOM_EINVAL, same message. */
 static loom_err input_fail(void)
 {
 	char msg[1024]; /* the detail buffer is reused by loom_fail */
 	snprintf(msg, sizeof msg, "%s", loom_errmsg());
 	return loom_fail(LOOM_EINVAL, "%s", msg);
+}
+
+/* The shapes an adapter is validated against (and a model's adapters rely on). */
+static bool same_shapes(const loom_model_config *a, const loom_model_config *b)
+{
+	return a->hidden == b->hidden && a->ffn == b->ffn && a->n_layers == b->n_layers &&
+	       a->n_heads == b->n_heads && a->n_kv_heads == b->n_kv_heads &&
+	       a->head_dim == b->head_dim;
 }
 
 /* A replaced model keeps its adapters: refused when its shapes change under them. */
@@ -382,39 +353,85 @@ static loom_err shapes_kept(gw_registry *r, const char *name, const loom_model_c
 			old = gw_models_at_locked(r->models, i);
 	for (size_t i = 0; old && i < gw_models_adapter_count_locked(r->models); i++)
 		users += gw_models_adapter_at_locked(r->models, i)->base == old;
-	if (users) {
-		const loom_model_config *o = &old->cfg;
-		if (o->hidden != c->hidden || o->ffn != c->ffn || o->n_layers != c->n_layers ||
-		    o->n_heads != c->n_heads || o->n_kv_heads != c->n_kv_heads ||
-		    o->head_dim != c->head_dim)
-			rc = loom_fail(LOOM_EBUSY, "model '%s': the new folder has other shapes, and %zu "
-				       "adapter(s) were made for the old ones: delete them first",
-				       name, users);
-	}
+	if (users && !same_shapes(&old->cfg, c))
+		rc = loom_fail(LOOM_EBUSY, "model '%s': the new folder has other shapes, and %zu "
+			       "adapter(s) were made for the old ones: delete them first", name, users);
 	gw_models_unlock(r->models);
 	return rc;
+}
+
+/* A model folder read and checked, before anything is written. */
+typedef struct model_in {
+	char *text;            /* [text_len] tokenizer.json */
+	size_t text_len;
+	void *bundle;          /* [bundle_len] the model bundle */
+	size_t bundle_len;
+	loom_model_config cfg;
+	gw_model *md;          /* built from the folder, not in a table yet */
+	uint8_t sha[32], tok_sha[32];
+} model_in;
+
+/* Reads, validates and hashes folder dir (no lock held: the files may be
+ * large or slow). Errors are the request's fault (LOOM_EINVAL) but memory. */
+static loom_err model_read(const char *name, const char *dir, gw_chat_tmpl tmpl, model_in *in)
+{
+	loom_err rc;
+	loom_tok *tok = NULL;
+	char *tok_path = loom_malloc(strlen(dir) + sizeof "/tokenizer.json");
+	memset(in, 0, sizeof *in);
+	if (!tok_path)
+		return loom_fail(LOOM_ENOMEM, "out of memory importing model '%s'", name);
+	sprintf(tok_path, "%s/tokenizer.json", dir);
+	if ((rc = loom_model_config_load(dir, &in->cfg)) ||
+	    (rc = loom_text_read(tok_path, (size_t)1 << 30, &in->text, &in->text_len)) ||
+	    (rc = loom_tok_load_json(in->text, in->text_len, tok_path, &tok)) ||
+	    (rc = loom_bundle_from_dir(dir, &in->bundle, &in->bundle_len))) {
+		rc = rc == LOOM_ENOMEM ? rc : input_fail();
+		goto out;
+	}
+	loom_sha256(in->bundle, in->bundle_len, in->sha);
+	loom_sha256(in->text, in->text_len, in->tok_sha);
+	/* served under its name: messages that reach clients (tokenize errors)
+	 * must not show the server's folders */
+	if ((rc = loom_tok_set_name(tok, "model %s: tokenizer.json", name)))
+		goto out;
+	rc = gw_model_create(name, &in->cfg, tok, tmpl, dir, &in->md);
+	tok = NULL;
+	if (rc || (rc = gw_model_chat_from_dir(in->md, dir, tmpl)))
+		goto out;
+	if (!(in->md->dir = loom_strdup(dir)))
+		rc = loom_fail(LOOM_ENOMEM, "out of memory importing model '%s'", name);
+out:
+	loom_tok_free(tok);
+	loom_free(tok_path);
+	return rc;
+}
+
+static void model_in_fini(model_in *in)
+{
+	gw_model_release(in->md);
+	loom_free(in->text);
+	loom_free(in->bundle);
 }
 
 loom_err gw_registry_import_model(gw_registry *r, const char *name, const char *dir,
 				  gw_chat_tmpl tmpl, gw_reg_mode mode, bool *changed)
 {
 	loom_err rc;
-	loom_model_config cfg;
-	char *text = NULL, *tok_path = NULL;
-	void *bundle = NULL;
-	size_t text_len = 0, bundle_len = 0;
-	loom_tok *tok = NULL;
-	gw_model *md = NULL;
+	model_in in;
 	st_model_rec rec, old;
 	bool had;
 	if (changed)
 		*changed = false;
-	pthread_mutex_lock(&r->mu);
-	if (!*name || strlen(name) >= LOOM_NAME_MAX) {
-		rc = loom_fail(LOOM_EINVAL, "model name '%s' must be 1..%d bytes", name,
-			       LOOM_NAME_MAX - 1);
-		goto out;
+	if (!*name || strlen(name) >= LOOM_NAME_MAX)
+		return loom_fail(LOOM_EINVAL, "model name '%s' must be 1..%d bytes", name,
+				 LOOM_NAME_MAX - 1);
+	/* the folder is read outside r->mu: a slow or huge one holds up no other change */
+	if ((rc = model_read(name, dir, tmpl, &in))) {
+		model_in_fini(&in);
+		return rc;
 	}
+	pthread_mutex_lock(&r->mu);
 	if (gw_models_find_adapter(r->models, name)) {
 		rc = loom_fail(LOOM_EEXIST, "model '%s': an adapter already has that name", name);
 		goto out;
@@ -428,52 +445,33 @@ loom_err gw_registry_import_model(gw_registry *r, const char *name, const char *
 			       "version)", name);
 		goto out;
 	}
-	if (!(tok_path = loom_malloc(strlen(dir) + sizeof "/tokenizer.json"))) {
-		rc = loom_fail(LOOM_ENOMEM, "out of memory importing model '%s'", name);
-		goto out;
-	}
-	sprintf(tok_path, "%s/tokenizer.json", dir);
-	if ((rc = loom_model_config_load(dir, &cfg)) || (rc = read_file(tok_path, &text, &text_len)) ||
-	    (rc = loom_tok_load_json(text, text_len, tok_path, &tok)) ||
-	    (rc = loom_bundle_from_dir(dir, &bundle, &bundle_len))) {
-		rc = input_fail();
-		goto out;
-	}
-	if ((rc = shapes_kept(r, name, &cfg)))
+	if ((rc = shapes_kept(r, name, &in.cfg)))
 		goto out;
 	memset(&rec, 0, sizeof rec);
-	loom_sha256(bundle, bundle_len, rec.sha);
-	loom_sha256(text, text_len, rec.tokenizer_sha);
+	memcpy(rec.sha, in.sha, 32);
+	memcpy(rec.tokenizer_sha, in.tok_sha, 32);
 	if (had && mode == GW_REG_SYNC && !memcmp(old.sha, rec.sha, 32) &&
 	    !memcmp(old.tokenizer_sha, rec.tokenizer_sha, 32) && gw_models_find(r->models, name)) {
 		rc = gw_models_set_template(r->models, name, tmpl); /* unchanged */
 		goto out;
 	}
 	snprintf(rec.name, sizeof rec.name, "%s", name);
-	if ((rc = st_blob_put(r->st, bundle, bundle_len, rec.sha)) ||
-	    (rc = st_blob_put(r->st, text, text_len, rec.tokenizer_sha)))
+	if ((rc = st_blob_put(r->st, in.bundle, in.bundle_len, rec.sha)) ||
+	    (rc = st_blob_put(r->st, in.text, in.text_len, rec.tokenizer_sha)))
 		goto out;
-	rec.bytes = bundle_len;
+	rec.bytes = in.bundle_len;
 	if ((rc = st_model_put(r->st, &rec, mode != GW_REG_CREATE)))
 		goto out;
 	if (changed)
 		*changed = true;
-	rc = gw_model_create(name, &cfg, tok, tmpl, dir, &md);
-	tok = NULL;
-	if (rc || (rc = gw_model_chat_from_dir(md, dir, tmpl)))
-		goto out;
+	gw_model *md = in.md;
 	hex(rec.sha, md->sha);
 	md->bytes = rec.bytes;
 	md->version = rec.version;
 	md->created = (time_t)rec.created;
-	if (!(md->dir = loom_strdup(dir))) {
-		rc = loom_fail(LOOM_ENOMEM, "out of memory importing model '%s'", name);
-		goto out;
-	}
 	gw_model_hold(md);
 	if ((rc = gw_models_put(r->models, md, true))) {
 		gw_model_release(md);
-		md = NULL;
 		goto out;
 	}
 	if (r->link)
@@ -481,16 +479,31 @@ loom_err gw_registry_import_model(gw_registry *r, const char *name, const char *
 								 .sha = md->sha});
 	loom_log(mode == GW_REG_SYNC ? LOOM_LOG_DEBUG : LOOM_LOG_INFO,
 		 "model %s v%u registered from %s (%zu bytes, sha256 %.12s)", name, rec.version, dir,
-		 bundle_len, md->sha);
+		 in.bundle_len, md->sha);
 out:
 	pthread_mutex_unlock(&r->mu);
-	gw_model_release(md);
-	if (tok)
-		loom_tok_free(tok);
-	loom_free(text);
-	loom_free(tok_path);
-	loom_free(bundle);
+	model_in_fini(&in);
 	return rc;
+}
+
+/* The base model (held) an adapter called name goes on: base, else the one
+ * its registered version has, else the only model. Input errors: LOOM_EINVAL. */
+static loom_err adapter_base(gw_registry *r, const char *name, const char *base, gw_model **bm)
+{
+	gw_adapter old;
+	bool is_ad = false;
+	*bm = NULL;
+	/* the held base of a registered adapter of that name (the table may change
+	 * meanwhile: the caller checks again under r->mu) */
+	if (!base && !gw_models_acquire(r->models, name, bm, &is_ad, &old)) {
+		if (is_ad)
+			return LOOM_OK;
+		gw_model_release(*bm);
+		*bm = NULL;
+	}
+	if (gw_models_adapter_base(r->models, name, base, bm))
+		return input_fail();
+	return LOOM_OK;
 }
 
 loom_err gw_registry_import_adapter(gw_registry *r, const char *name, const char *base,
@@ -498,20 +511,33 @@ loom_err gw_registry_import_adapter(gw_registry *r, const char *name, const char
 				    gw_adapter *out)
 {
 	loom_err rc;
-	gw_model *bm = NULL;
+	gw_model *bm = NULL, *now = NULL;
 	ad_adapter *ad = NULL;
 	void *blob = NULL;
 	size_t len = 0;
 	gw_adapter old, ga;
 	st_adapter_rec rec;
 	bool had;
-	pthread_mutex_lock(&r->mu);
-	if (!gw_adapter_name_ok(name)) {
-		rc = loom_fail(LOOM_EINVAL,
-			       "adapter name '%s' must be 1..%d characters of A-Z a-z 0-9 . _ -",
-			       name, LOOM_NAME_MAX - 1);
-		goto out;
+	char sha[LOOM_SHA_HEX];
+	if (!gw_adapter_name_ok(name))
+		return loom_fail(LOOM_EINVAL,
+				 "adapter name '%s' must be 1..%d characters of A-Z a-z 0-9 . _ -",
+				 name, LOOM_NAME_MAX - 1);
+	/* read, validated against the base model and serialized outside r->mu: a
+	 * slow or huge folder holds up no other change */
+	if ((rc = adapter_base(r, name, base, &bm)))
+		return rc;
+	if ((rc = ad_adapter_load(dir, name, &bm->cfg, &ad))) {
+		rc = rc == LOOM_ENOMEM ? rc : input_fail();
+		goto out_unlocked;
 	}
+	if ((rc = ad_adapter_serialize(ad, &blob, &len)))
+		goto out_unlocked;
+	memset(&rec, 0, sizeof rec);
+	loom_sha256(blob, len, rec.sha);
+	hex(rec.sha, sha);
+
+	pthread_mutex_lock(&r->mu);
 	if (gw_models_find(r->models, name)) {
 		rc = loom_fail(LOOM_EEXIST, "adapter '%s': a model already has that name", name);
 		goto out;
@@ -522,25 +548,20 @@ loom_err gw_registry_import_adapter(gw_registry *r, const char *name, const char
 			       "new version)", name);
 		goto out;
 	}
-	/* a new version keeps its base unless told otherwise (the table changes only
-	 * under r->mu, so old.base is still listed) */
-	if (!base && had)
-		base = old.base->name;
-	if ((rc = gw_models_adapter_base(r->models, name, base, &bm))) {
+	/* the base again, now that the table holds still (it changes only under
+	 * r->mu, so old.base is still listed); the folder was validated against
+	 * bm's shapes */
+	if ((rc = gw_models_adapter_base(r->models, name, base ? base : had ? old.base->name : NULL,
+					 &now))) {
 		rc = input_fail();
 		goto out;
 	}
-	if ((rc = ad_adapter_load(dir, name, &bm->cfg, &ad))) {
-		rc = input_fail();
+	if (now != bm && !same_shapes(&now->cfg, &bm->cfg)) {
+		rc = loom_fail(LOOM_EBUSY, "adapter '%s': base model '%s' changed while its folder was "
+			       "read; try again", name, now->name);
 		goto out;
 	}
-	if ((rc = ad_adapter_serialize(ad, &blob, &len)))
-		goto out;
-	memset(&rec, 0, sizeof rec);
-	loom_sha256(blob, len, rec.sha);
-	char sha[LOOM_SHA_HEX];
-	hex(rec.sha, sha);
-	if (had && mode == GW_REG_SYNC && !strcmp(old.sha, sha) && old.base == bm) {
+	if (had && mode == GW_REG_SYNC && !strcmp(old.sha, sha) && old.base == now) {
 		/* unchanged: keep the version, learn where it came from */
 		ga = old;
 		ga.path[0] = '\0';
@@ -554,7 +575,7 @@ loom_err gw_registry_import_adapter(gw_registry *r, const char *name, const char
 	if ((rc = st_blob_put(r->st, blob, len, rec.sha)))
 		goto out;
 	snprintf(rec.name, sizeof rec.name, "%s", name);
-	snprintf(rec.base_model, sizeof rec.base_model, "%s", bm->name);
+	snprintf(rec.base_model, sizeof rec.base_model, "%s", now->name);
 	rec.rank = (uint32_t)ad->base_rank;
 	rec.max_rank = (uint32_t)ad->max_rank;
 	rec.alpha = ad->base_alpha;
@@ -563,23 +584,25 @@ loom_err gw_registry_import_adapter(gw_registry *r, const char *name, const char
 	rec.bytes = len;
 	if ((rc = st_adapter_put(r->st, &rec, mode != GW_REG_CREATE)))
 		goto out;
-	adapter_from_rec(&rec, bm, path, &ga);
+	adapter_from_rec(&rec, now, path, &ga);
 	if ((rc = gw_models_put_adapter(r->models, &ga, true)))
 		goto out;
 	if (r->link)
 		rc = gw_link_put_adapter(r->link, &(gw_link_adapter){.name = name,
-								     .base_model = bm->name,
+								     .base_model = now->name,
 								     .path = "", .sha = ga.sha});
 	if (out)
 		*out = ga;
 	loom_log(mode == GW_REG_SYNC ? LOOM_LOG_DEBUG : LOOM_LOG_INFO,
 		 "adapter %s v%u of %s registered (r %d, %zu bytes, sha256 %.12s)", name,
-		 rec.version, bm->name, ga.rank, len, sha);
+		 rec.version, now->name, ga.rank, len, sha);
 out:
 	pthread_mutex_unlock(&r->mu);
+out_unlocked:
 	if (ad)
 		ad_adapter_destroy(ad);
 	loom_free(blob);
+	gw_model_release(now);
 	gw_model_release(bm);
 	return rc;
 }

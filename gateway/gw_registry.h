@@ -13,8 +13,11 @@
  * first, then the name stops resolving; requests in flight finish). The
  * upload area <store>/uploads, emptied at open so that no half-written
  * upload survives a crash.
- * Threads: every change is serialized by one mutex (admin changes are rare
- * and their order must be the order workers see); lookups go to gw_models.
+ * Threads: an import reads and validates its folder with no lock held
+ * (regular files only: a FIFO or device is refused, not waited on); then
+ * every change is serialized by one mutex (admin changes are rare and their
+ * order must be the order workers see), which covers only the table, store
+ * and link steps, never a file of the folder; lookups go to gw_models.
  * Error convention (the admin API maps them to HTTP): LOOM_EINVAL — the
  * request's fault (bad name, rejected folder, unknown base model; the
  * message says why), LOOM_EEXIST / LOOM_EBUSY — a conflict (409),

@@ -1,7 +1,8 @@
 /*
  * gateway/main.c — loom-gateway: command line, the registry (store), start/stop.
  *
- * Exit status: 0 after SIGINT/SIGTERM, 1 when start-up fails (bad model
+ * Exit status: 0 after SIGINT/SIGTERM (the shutdown takes at most
+ * SHUTDOWN_GRACE_S seconds, whatever is in flight), 1 when start-up fails (bad model
  * folder, config file, rejected adapter, store, port in use), 2 for usage
  * errors (including a bad or clashing adapter name, or a missing adapter base).
  * Models and adapters live in the store (--store, default ./loom-data): those
@@ -16,12 +17,14 @@
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "common/alloc.h"
 #include "common/log.h"
@@ -543,6 +546,22 @@ static int resolve_dirs(const char *flag, const char *const *dirs, size_t n, cha
 	return 0;
 }
 
+/* How long the shutdown may take before the process just exits. */
+#define SHUTDOWN_GRACE_S 4
+
+/* Ends the process when the orderly shutdown hangs (an HTTP thread stuck in
+ * a read from a hung file system, a link that does not close): whatever is
+ * in flight, SIGTERM stops the gateway within SHUTDOWN_GRACE_S seconds. The
+ * store needs no orderly close (every LMDB commit is durable). */
+static void *shutdown_watchdog(void *arg)
+{
+	(void)arg;
+	sleep(SHUTDOWN_GRACE_S);
+	LOOM_WARN("shutdown did not finish within %d s: exiting now", SHUTDOWN_GRACE_S);
+	_exit(0);
+	return NULL;
+}
+
 /* Every connection takes a descriptor: the soft open-file limit goes up to
  * the hard one (the connection limit is clamped to what it allows). */
 static void raise_fd_limit(void)
@@ -752,6 +771,9 @@ int main(int argc, char **argv)
 	int sig = 0;
 	sigwait(&sigs, &sig);
 	LOOM_INFO("signal %d: shutting down", sig);
+	pthread_t dog;
+	if (pthread_create(&dog, NULL, shutdown_watchdog, NULL) == 0)
+		pthread_detach(dog);
 	status = 0;
 out:
 	if (reg)
