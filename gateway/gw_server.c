@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -739,6 +740,82 @@ static bool admin_begin(gw_server *s, struct MHD_Connection *c, conn_ctx *x, con
 	return true;
 }
 
+/* ---- HTTP framing (RFC 9112 section 6.3) ---- */
+
+typedef struct framing {
+	int n_cl, n_te;
+	const char *cl;        /* the first Content-Length value */
+	bool cl_differ;        /* another Content-Length with another value */
+	bool te_other;         /* a Transfer-Encoding other than exactly "chunked" */
+} framing;
+
+static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
+				      const char *value)
+{
+	framing *f = cls;
+	(void)kind;
+	if (!key || !value)
+		return MHD_YES;
+	if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
+		if (f->n_cl++ == 0)
+			f->cl = value;
+		else if (strcmp(value, f->cl))
+			f->cl_differ = true;
+	} else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+		size_t n = strlen(value);
+		while (n && (value[n - 1] == ' ' || value[n - 1] == '\t'))
+			n--;
+		f->n_te++;
+		f->te_other |= n != 7 || strncasecmp(value, "chunked", 7);
+	}
+	return MHD_YES;
+}
+
+/*
+ * NULL when the request's body length is unambiguous, else why not. What
+ * libmicrohttpd 0.9.75 lets through, and a proxy in front may read another
+ * way (request smuggling): two Content-Length headers with different values
+ * (MHD takes the first), a Transfer-Encoding other than a single "chunked"
+ * (gzip, identity, "gzip, chunked", ...: MHD then reads the body up to the
+ * connection's end, so such a request got no answer at all), and both
+ * Transfer-Encoding and Content-Length. Each is a 400 and the connection is
+ * closed. A malformed or negative Content-Length MHD answers itself (400
+ * and close) before the gateway sees the request.
+ */
+static const char *bad_framing(struct MHD_Connection *c)
+{
+	framing f = {0};
+	MHD_get_connection_values(c, MHD_HEADER_KIND, framing_header, &f);
+	if (f.cl_differ)
+		return "the request has Content-Length headers with different values";
+	if (f.n_te > 1 || f.te_other)
+		return "unsupported Transfer-Encoding: only a single 'chunked' is accepted";
+	if (f.n_te && f.n_cl)
+		return "the request has both Transfer-Encoding and Content-Length";
+	return NULL;
+}
+
+/* A 400 for unsound framing; the connection is closed after it (whatever
+ * follows on it cannot be told apart from this request's body). */
+static enum MHD_Result reply_bad_framing(struct MHD_Connection *c, const char *why)
+{
+	gw_api_err e;
+	gw_api_err_set(&e, 400, "invalid_request_error", NULL, NULL, "%s", why);
+	char *body = gw_openai_error_json(&e);
+	if (!body)
+		return MHD_NO;
+	struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), body,
+								    MHD_RESPMEM_MUST_COPY);
+	loom_free(body);
+	if (!resp)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_BAD_REQUEST, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
 /* ---- MHD callbacks ---- */
 
 static enum MHD_Result dispatch(gw_server *s, struct MHD_Connection *c, conn_ctx *x,
@@ -811,6 +888,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			return MHD_NO;
 		*con_cls = x;
 		x->arrival_ms = gw_req_now_ms();
+		const char *why = bad_framing(c);
+		if (why) {
+			x->rt = R_NOT_FOUND; /* nothing runs: the reply is queued now */
+			return reply_bad_framing(c, why);
+		}
 		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 							     MHD_HTTP_HEADER_CONTENT_LENGTH);
 		unsigned long long want = cl ? strtoull(cl, NULL, 10) : 0;
