@@ -65,6 +65,7 @@ loom_err gw_admin_create(const gw_admin_opts *o, gw_admin **out)
 	a->models = o->models;
 	a->link = o->link;
 	a->slo = o->slo;
+	a->public_metrics = o->public_metrics;
 	*out = a;
 	return LOOM_OK;
 }
@@ -232,7 +233,7 @@ bool gw_admin_begin(gw_admin *a, const gw_admin_in *in, gw_admin_req **out)
 	if (name && strlen(name) < sizeof x->name)
 		strcpy(x->name, name);
 	x->replace = truthy(in->replace);
-	if (rt != A_METRICS) {
+	if (rt != A_METRICS || !a->public_metrics) {
 		char why[256];
 		gw_auth au = gw_auth_check(a->token, in->authorization, in->peer, why, sizeof why);
 		if (au == GW_AUTH_UNAUTHORIZED) {
@@ -667,6 +668,16 @@ static char *metrics(gw_admin *a, const gw_worker_info *w, size_t n)
 	return all;
 }
 
+/* An ipc:// worker address is a path on the gateway's disk: /metrics shows
+ * it as "ipc:#N" (N: its place in the worker list); the worker's id tells
+ * workers apart. Network addresses stay. */
+static void hide_paths(gw_worker_info *w, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strncmp(w[i].url, "ipc://", 6))
+			snprintf(w[i].url, sizeof w[i].url, "ipc:#%zu", i);
+}
+
 static void list_reply(gw_admin *a, route rt, gw_reply *r)
 {
 	gw_worker_info *w;
@@ -681,6 +692,7 @@ static void list_reply(gw_admin *a, route rt, gw_reply *r)
 	} else if (rt == A_WORKERS) {
 		body = gw_admin_workers_json(w, n);
 	} else {
+		hide_paths(w, n);
 		body = metrics(a, w, n);
 		ctype = "text/plain; version=0.0.4; charset=utf-8";
 	}

@@ -11,8 +11,10 @@
  *   GET    /admin/workers
  *   POST   /v1/load_lora_adapter      {"lora_name","lora_path"}   (vLLM)
  *   POST   /v1/unload_lora_adapter    {"lora_name"}               (vLLM)
- *   GET    /metrics                   (Prometheus text; no authentication: workers,
- *                                      gateway memory and queue, SLO classes via gw_slo)
+ *   GET    /metrics                   (Prometheus text: workers, gateway memory and
+ *                                      queue, SLO classes via gw_slo; the admin rule
+ *                                      unless public_metrics; ipc:// worker addresses
+ *                                      shown as "ipc:#N", never as paths)
  * the admin authentication (gw_policy: Bearer token, else loopback only:
  * 401 / 403), the folder rule for path imports (403 outside every allowed
  * directory), the 409 / ?replace=true rule, streaming uploads into a temp
@@ -49,6 +51,7 @@ typedef struct gw_admin_opts {
 	gw_models *models;
 	gw_link *link;                   /* may be NULL (no workers: empty lists) */
 	gw_slo *slo;                     /* /metrics per-class figures; NULL = none */
+	bool public_metrics;             /* /metrics without the admin rule */
 } gw_admin_opts;
 
 typedef struct gw_admin gw_admin;

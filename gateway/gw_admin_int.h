@@ -34,6 +34,7 @@ struct gw_admin {
 	gw_models *models;
 	gw_link *link;
 	gw_slo *slo;            /* may be NULL */
+	bool public_metrics;    /* /metrics skips the admin rule */
 };
 
 enum part { P_NONE, P_CONFIG, P_MODEL, P_BASE, P_SKIP };

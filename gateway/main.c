@@ -80,6 +80,7 @@ typedef struct opts {
 	const char *slo_classes[MAX_ITEMS]; /* "NAME=TTFT:TPOT:PRIO[:refuse|queue]" */
 	size_t n_slo_classes;
 	bool no_slo;
+	bool public_metrics;
 	long long adm[ADM_N]; /* by enum adm_key; -1 = not given (the config's, else the default) */
 	const char *config;
 } opts;
@@ -89,7 +90,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: loom-gateway [--host 127.0.0.1] [--port 8080] --worker URL [--worker URL ...]\n"
 		"                    [--model [NAME=]DIR ...] [--adapter NAME=PEFT_DIR[@BASE] ...]\n"
-		"                    [--store DIR (./loom-data)] [--admin-token TOKEN]\n"
+		"                    [--store DIR (./loom-data)] [--admin-token TOKEN] [--public-metrics]\n"
 		"                    [--adapter-dir DIR ...] [--model-dir DIR ...]\n"
 		"                    [--max-body-bytes N (1048576)] [--max-upload-bytes N (1 GiB)]\n"
 		"                    [--threads N (2)]\n"
@@ -103,8 +104,10 @@ static void usage(FILE *f)
 		"               served again; --model/--adapter register into it\n"
 		"  --adapter: a PEFT LoRA folder served as model NAME on base model BASE\n"
 		"             (BASE may be left out when one model is served)\n"
-		"  --admin-token: Bearer token of the admin API (also LOOM_ADMIN_TOKEN); without\n"
-		"                 one, admin requests are accepted from loopback clients only\n"
+		"  --admin-token: Bearer token of the admin API and /metrics (also\n"
+		"                 LOOM_ADMIN_TOKEN); without one, they are accepted from\n"
+		"                 loopback clients only\n"
+		"  --public-metrics: /metrics for every client, without the admin rule\n"
 		"  --adapter-dir: a folder whose PEFT sub-folders POST /admin/adapters and\n"
 		"                 /v1/load_lora_adapter may import (none: path imports refused)\n"
 		"  --model-dir: a folder whose model sub-folders POST /admin/models may import\n"
@@ -214,6 +217,10 @@ static int parse_args(int argc, char **argv, opts *o)
 		}
 		if (!strcmp(a, "--no-slo")) {
 			o->no_slo = true;
+			continue;
+		}
+		if (!strcmp(a, "--public-metrics")) {
+			o->public_metrics = true;
 			continue;
 		}
 		char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
@@ -736,7 +743,8 @@ int main(int argc, char **argv)
 			    .reg = reg,
 			    .models = models,
 			    .link = link,
-			    .slo = slo};
+			    .slo = slo,
+			    .public_metrics = o.public_metrics};
 	if (gw_admin_create(&ao, &admin)) {
 		fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
 		goto out;

@@ -31,7 +31,7 @@ static char *tmp;
 static char root[PATH_MAX], allowed[PATH_MAX + 16], stories[PATH_MAX];
 static gw_models *models;
 static gw_registry *reg;
-static gw_admin *open_admin, *tok_admin;
+static gw_admin *open_admin, *tok_admin, *pub_admin; /* pub: token and --public-metrics */
 static struct sockaddr_in lo, far;
 
 #define MAX_UPLOAD 200000
@@ -63,6 +63,9 @@ static int setup(void **state)
 	o.token = "tok";
 	if (gw_admin_create(&o, &tok_admin))
 		return -1;
+	o.public_metrics = true;
+	if (gw_admin_create(&o, &pub_admin))
+		return -1;
 	lo.sin_family = far.sin_family = AF_INET;
 	inet_pton(AF_INET, "127.0.0.1", &lo.sin_addr);
 	inet_pton(AF_INET, "198.51.100.3", &far.sin_addr);
@@ -74,6 +77,7 @@ static int teardown(void **state)
 	(void)state;
 	gw_admin_destroy(open_admin);
 	gw_admin_destroy(tok_admin);
+	gw_admin_destroy(pub_admin);
 	gw_registry_close(reg);
 	gw_models_destroy(models);
 	loom_free(tmp);
@@ -147,7 +151,9 @@ static void test_routes_and_auth(void **state)
 		{"remote, no token", {.method = "GET", .url = "/admin/adapters", .remote = true}, 403},
 		{"remote, vLLM route", {.method = "POST", .url = "/v1/unload_lora_adapter",
 					.body = "{\"lora_name\":\"x\"}", .remote = true}, 403},
-		{"remote, metrics stay open", {.method = "GET", .url = "/metrics", .remote = true}, 200},
+		{"remote, metrics: the admin rule", {.method = "GET", .url = "/metrics", .remote = true},
+		 403},
+		{"local, metrics", {.method = "GET", .url = "/metrics"}, 200},
 		{"token: none", {.a = NULL, .method = "GET", .url = "/admin/adapters"}, 200},
 		{"missing adapter", {.method = "GET", .url = "/admin/adapters/nope"}, 404},
 		{"missing model", {.method = "GET", .url = "/admin/models/nope"}, 404},
@@ -198,6 +204,15 @@ static void test_routes_and_auth(void **state)
 	assert_int_equal(status_of(&c), 401);
 	c.auth = "Bearer tok";
 	assert_int_equal(status_of(&c), 200);
+	/* /metrics: the token too, unless public */
+	call m = {.a = tok_admin, .method = "GET", .url = "/metrics"};
+	assert_int_equal(status_of(&m), 401);
+	m.auth = "Bearer tok";
+	assert_int_equal(status_of(&m), 200);
+	call pm = {.a = pub_admin, .method = "GET", .url = "/metrics", .remote = true};
+	assert_int_equal(status_of(&pm), 200);
+	pm.url = "/admin/workers";
+	assert_int_equal(status_of(&pm), 401);
 	c.remote = true;
 	assert_int_equal(status_of(&c), 200);
 	c.auth = NULL;

@@ -581,7 +581,9 @@ static void test_auth(void **state)
 	assert_int_equal(ad_json(&tok, "GET", "/admin/adapters", NULL, "Bearer s3cret", &resp), 200);
 	assert_non_null(strstr(resp, "\"id\":\"t2\""));
 	loom_free(resp);
-	assert_int_equal(ad_json(&tok, "GET", "/metrics", NULL, NULL, NULL), 200); /* open */
+	/* /metrics follows the admin rule */
+	assert_int_equal(ad_json(&tok, "GET", "/metrics", NULL, NULL, NULL), 401);
+	assert_int_equal(ad_json(&tok, "GET", "/metrics", NULL, "Bearer s3cret", NULL), 200);
 	lt_stop(&tok.gw, SIGTERM, 5000);
 	/* the token from the environment; the registrations survived the restart */
 	setenv("LOOM_ADMIN_TOKEN", "envtok", 1);

@@ -232,7 +232,7 @@ static double metric(const char *name, const char *label)
 static const char *wlabel(int i)
 {
 	static char buf[2][200];
-	snprintf(buf[i], sizeof buf[i], "url=\"%s\"", stack.worker_url[i]);
+	snprintf(buf[i], sizeof buf[i], "url=\"ipc:#%d\"", i); /* /metrics hides ipc paths */
 	return buf[i];
 }
 
