@@ -19,17 +19,39 @@
 
 #define BAD "invalid_request_error"
 
+/* Writes msg into out (n bytes) with each ipc:// address (a worker's socket,
+ * a path on the gateway's disk) shown as "ipc:(hidden)". */
+static void hide_ipc_paths(const char *msg, char *out, size_t n)
+{
+	static const char mark[] = "ipc://", shown[] = "ipc:(hidden)";
+	size_t o = 0;
+	while (*msg && o + 1 < n) {
+		if (strncmp(msg, mark, sizeof mark - 1)) {
+			out[o++] = *msg++;
+			continue;
+		}
+		msg += sizeof mark - 1;
+		while (*msg && !strchr(" \t\n'\",;)", *msg))
+			msg++;
+		for (const char *s = shown; *s && o + 1 < n; s++)
+			out[o++] = *s;
+	}
+	out[o] = '\0';
+}
+
 loom_err gw_api_err_set(gw_api_err *e, int status, const char *type, const char *param,
 			const char *code, const char *fmt, ...)
 {
 	va_list ap;
+	char msg[sizeof e->message];
 	e->status = status;
 	e->type = type;
 	e->code = code;
 	snprintf(e->param, sizeof e->param, "%s", param ? param : "");
 	va_start(ap, fmt);
-	vsnprintf(e->message, sizeof e->message, fmt, ap);
+	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	hide_ipc_paths(msg, e->message, sizeof e->message);
 	return LOOM_EINVAL;
 }
 

@@ -39,7 +39,9 @@ typedef struct gw_api_err {
 	char message[512];
 } gw_api_err;
 
-/* Fills e (param/code may be NULL). Returns LOOM_EINVAL for `return gw_api_err_set(...)`. */
+/* Fills e (param/code may be NULL). Returns LOOM_EINVAL for `return gw_api_err_set(...)`.
+ * Every error a client sees is made here: an ipc:// address in the message (a
+ * worker's socket path, e.g. from a lost worker) is shown as "ipc:(hidden)". */
 loom_err gw_api_err_set(gw_api_err *e, int status, const char *type, const char *param,
 			const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 

@@ -507,6 +507,22 @@ static void test_chunk_shapes(void **state)
 	json_decref(j);
 }
 
+/* Client errors never show a worker's ipc:// socket path. */
+static void test_error_hides_ipc_paths(void **state)
+{
+	(void)state;
+	gw_api_err e;
+	gw_api_err_set(&e, 502, "server_error", NULL, NULL, "worker %s failed while generating and "
+		       "no other live worker serves model '%s'", "ipc:///tmp/loom/worker-0.ipc", "m");
+	assert_string_equal(e.message, "worker ipc:(hidden) failed while generating and no other "
+			    "live worker serves model 'm'");
+	gw_api_err_set(&e, 502, "server_error", NULL, NULL, "cannot send to 'ipc:///a/b': closed; "
+		       "ipc:///c");
+	assert_string_equal(e.message, "cannot send to 'ipc:(hidden)': closed; ipc:(hidden)");
+	gw_api_err_set(&e, 400, "invalid_request_error", NULL, NULL, "tcp://h:1 and ipc:/x stay");
+	assert_string_equal(e.message, "tcp://h:1 and ipc:/x stay");
+}
+
 static void test_misc_bodies(void **state)
 {
 	(void)state;
@@ -544,6 +560,7 @@ int main(void)
 		cmocka_unit_test(test_logprobs_shapes),
 		cmocka_unit_test(test_chunk_shapes),
 		cmocka_unit_test(test_misc_bodies),
+		cmocka_unit_test(test_error_hides_ipc_paths),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,7 +7,9 @@
  * - /metrics names workers by id and an ipc:// worker as "ipc:#N", never by
  *   its socket path;
  * - /detokenize and /tokenize errors name the model, not the server's
- *   tokenizer.json path (nor any folder of the server).
+ *   tokenizer.json path (nor any folder of the server);
+ * - a request whose worker is lost (a fake worker here, closed mid-request)
+ *   gets a 502 that does not show the worker's ipc:// socket path.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,7 +19,10 @@
 
 #include <limits.h>
 
+#include <pthread.h>
+
 #include "tests/gateway/admin_stack.h"
+#include "tests/gateway/gw_proc.h"
 
 static char stories[PATH_MAX], shared[PATH_MAX];
 
@@ -118,6 +123,50 @@ static void test_tokenizer_errors(void **state)
 	lt_stack_stop(&s);
 }
 
+typedef struct call {
+	char url[128];
+	long status;
+	char body[2048];
+} call;
+
+static void *complete_main(void *arg)
+{
+	call *c = arg;
+	lt_resp r;
+	c->status = lt_http("POST", c->url, "{\"model\":\"s\",\"prompt\":\"hi\"}", NULL, 10000,
+			    &r) == 0 ? r.status : 0;
+	snprintf(c->body, sizeof c->body, "%s", r.body ? r.body : "");
+	lt_resp_free(&r);
+	return NULL;
+}
+
+static void test_worker_loss_error(void **state)
+{
+	(void)state;
+	char *dir = lt_tmpdir("disclosure");
+	fake w;
+	fake_start(&w, "s");
+	w.auto_ids[0] = 432;
+	w.n_auto = 1;
+	w.auto_finish = LOOM_FINISH_NONE; /* one token, then the worker goes */
+	gwp g;
+	assert_int_equal(gwp_start(&g, dir, &w, NULL), 0);
+	call c;
+	pthread_t th;
+	snprintf(c.url, sizeof c.url, "%s/v1/completions", g.url);
+	assert_int_equal(pthread_create(&th, NULL, complete_main, &c), 0);
+	for (int64_t end = gwp_ms() + 5000; fake_nsub(&w) < 1 && gwp_ms() < end;)
+		usleep(20 * 1000);
+	assert_int_equal(fake_nsub(&w), 1);
+	fake_kill(&w);
+	pthread_join(th, NULL);
+	assert_int_equal(c.status, 502);
+	assert_non_null(strstr(c.body, "ipc:(hidden)"));
+	assert_no_server_paths("the lost worker's 502", c.body);
+	assert_int_equal(lt_stop(&g.p, SIGTERM, 5000), 0);
+	loom_free(dir);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -132,6 +181,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_metrics_admin_rule),
 		cmocka_unit_test(test_tokenizer_errors),
+		cmocka_unit_test(test_worker_loss_error),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }
