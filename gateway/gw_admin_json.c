@@ -264,6 +264,55 @@ static void family(text *t, const char *name, const char *type, const char *help
 	put(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+static double ratio(uint64_t a, uint64_t b)
+{
+	return b ? (double)a / (double)b : 0.0;
+}
+
+/* The prefix cache's figures per worker and per (worker, model). */
+static void prefix_metrics(text *t, const gw_worker_info *w, size_t n_w, char (*lab)[700])
+{
+	static const struct {
+		const char *name, *type, *help;
+	} fam[] = {
+		{ "loom_worker_prefix_prompt_tokens_total", "counter",
+		  "Context tokens of sequences at admission (STATS)." },
+		{ "loom_worker_prefix_cached_tokens_total", "counter",
+		  "Of those, tokens whose KV came from the prefix cache (STATS)." },
+		{ "loom_worker_prefix_hit_ratio", "gauge",
+		  "Prefix cache hit rate: cached tokens / context tokens at admission." },
+		{ "loom_worker_prefix_cached_blocks", "gauge",
+		  "KV blocks registered in the prefix cache (held or cached)." },
+	};
+	for (int f = 0; f < 4; f++) {
+		family(t, fam[f].name, fam[f].type, fam[f].help);
+		for (size_t i = 0; i < n_w; i++) {
+			const loom_msg_stats *s = &w[i].stats;
+			if (!w[i].has_stats)
+				continue;
+			uint64_t v[4] = { s->prompt_tokens, s->cached_tokens, 0, s->cached_blocks };
+			if (f == 2)
+				put(t, "%s{%s} %.6f\n", fam[f].name, lab[i],
+				    ratio(s->cached_tokens, s->prompt_tokens));
+			else
+				put(t, "%s{%s} %llu\n", fam[f].name, lab[i], (unsigned long long)v[f]);
+			for (uint32_t k = 0; k < s->n_models; k++) {
+				const loom_prefix_model *pm = &s->models[k];
+				uint64_t u[4] = { pm->prompt_tokens, pm->cached_tokens, 0,
+						  pm->cached_blocks };
+				char model[2 * LOOM_NAME_MAX];
+				label(pm->name, model, sizeof model);
+				if (f == 2)
+					put(t, "%s{%s,model=\"%s\"} %.6f\n", fam[f].name, lab[i], model,
+					    ratio(pm->cached_tokens, pm->prompt_tokens));
+				else
+					put(t, "%s{%s,model=\"%s\"} %llu\n", fam[f].name, lab[i], model,
+					    (unsigned long long)u[f]);
+			}
+		}
+	}
+}
+
 char *gw_admin_metrics_text(const gw_worker_info *w, size_t n_w, size_t inflight,
 			    size_t n_models, size_t n_adapters)
 {
@@ -383,6 +432,7 @@ char *gw_admin_metrics_text(const gw_worker_info *w, size_t n_w, size_t inflight
 	for (size_t i = 0; i < n_w; i++)
 		if (w[i].has_stats)
 			put(&t, "loom_worker_kv_free_tokens{%s} %u\n", lab[i], w[i].stats.kv_free);
+	prefix_metrics(&t, w, n_w, lab);
 	family(&t, "loom_worker_step_seconds", "gauge", "Mean recent iteration time (STATS).");
 	for (size_t i = 0; i < n_w; i++)
 		if (w[i].has_stats)

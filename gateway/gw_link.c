@@ -370,7 +370,11 @@ static void *rx_main(void *arg)
 			case LOOM_MSG_ERROR: on_error(w, &m.u.error); break;
 			case LOOM_MSG_STATS:
 				pthread_mutex_lock(&l->mu);
+				/* the per-model array moves to w (fini frees nothing) */
+				loom_free(w->stats.models);
 				w->stats = m.u.stats;
+				m.u.stats.models = NULL;
+				m.u.stats.n_models = 0;
 				w->has_stats = true;
 				lk_perf_stats(w, &m.u.stats);
 				if (l->q_head)
@@ -583,6 +587,7 @@ void gw_link_destroy(gw_link *l)
 		lk_worker *w = &l->w[i];
 		loom_free(w->url);
 		loom_free(w->models);
+		loom_free(w->stats.models);
 		loom_free(w->res.items);
 		pthread_mutex_destroy(&w->send_mu);
 		pthread_mutex_destroy(&w->rx_mu);
@@ -687,6 +692,17 @@ loom_err gw_link_workers(gw_link *l, gw_worker_info **out, size_t *n)
 		x->inflight = w->inflight;
 		x->has_stats = w->has_stats;
 		x->stats = w->stats;
+		x->stats.models = NULL;
+		x->stats.n_models = 0;
+		if (w->stats.n_models) {
+			size_t bytes = w->stats.n_models * sizeof *x->stats.models;
+			if (!(x->stats.models = loom_malloc(bytes))) {
+				rc = LOOM_ENOMEM;
+				continue;
+			}
+			memcpy(x->stats.models, w->stats.models, bytes);
+			x->stats.n_models = w->stats.n_models;
+		}
 		x->batch_inflight = w->batch_inflight;
 		x->step_samples = w->perf.samples;
 		x->step_a_ms = w->perf.a_ms;
@@ -732,6 +748,7 @@ void gw_link_workers_free(gw_worker_info *v, size_t n)
 {
 	for (size_t i = 0; v && i < n; i++) {
 		loom_free(v[i].models);
+		loom_free(v[i].stats.models);
 		loom_free(v[i].res.items);
 	}
 	loom_free(v);
