@@ -22,6 +22,8 @@
  * embedding scale, query_pre_attn_scalar, both soft-caps, window on even
  * layers) with a 7-target adapter each, mistral (window on every layer,
  * linear RoPE).
+ * Prefix cache (test_prefix_blocks): a sequence taking another's cached
+ * blocks gives the CPU's logits for the whole context computed afresh.
  * Without a device (or in a build without the CUDA backend) every case is
  * SKIPPED and the program exits 0.
  */
@@ -400,6 +402,76 @@ static void test_bf16_adapters(void **state)
  * (EBUSY, nothing changed), refuses an adapter of another shape (EINVAL),
  * and the step that needs the refused adapter loads it (evicting the old
  * one) with logits equal to the CPU's. */
+/* The prefix cache on the device: sequence b takes the two blocks that a
+ * computed and registered (wk_kv_match: a's block ids) and computes only
+ * the rest; its logits equal the CPU forward's over the whole context,
+ * computed from scratch. So the device pool holds each block's K/V under
+ * the host's block id, and a shared block is read, never rewritten. */
+static void test_prefix_blocks(void **state)
+{
+	(void)state;
+	if (!E.present)
+		skip();
+	E.k = K_BASE;
+	const wk_model *m = E.m;
+	const int V = m->cfg.vocab, N = 48, P = 40;
+	uint8_t ns[32] = { 9 };
+	int32_t q[48], st[2];
+	for (int j = 0; j < N; j++)
+		q[j] = 1 + (int32_t)((j * 53 + 7) % (V - 1));
+	wk_kvpool *pool = NULL;
+	wk_cuda_fwd_opts o = {.max_tokens = N, .max_seqs = 1, .adapter_slots = 1, .adapter_mb = 4};
+	wk_cuda_fwd *cf = open_cuda(16, &o, &pool);
+	float *lg = loom_malloc((size_t)N * V * sizeof(float));
+	float *lc = loom_malloc((size_t)N * V * sizeof(float));
+	assert_non_null(lg);
+	assert_non_null(lc);
+
+	wk_kv a, b, *pa = &a, *pb = &b;
+	wk_kv_init(&a, pool);
+	wk_kv_set_ns(&a, ns);
+	assert_int_equal(wk_kv_reserve(&a, P), LOOM_OK);
+	st[0] = 0, st[1] = P;
+	wk_batch ba = {.n_seqs = 1, .seq_start = st, .tokens = q, .kv = &pa};
+	if (wk_cuda_forward(cf, &ba, lg))
+		fail_msg("cuda forward of a: %s", loom_errmsg());
+	wk_kv_commit(&a, q);
+	wk_kv_commit(&a, q + 16);
+	int32_t shared[2] = { a.blocks[0], a.blocks[1] };
+	wk_kv_release(&a); /* cached now */
+
+	wk_kv_init(&b, pool);
+	wk_kv_set_ns(&b, ns);
+	assert_true(wk_kv_match(&b, q));
+	assert_true(wk_kv_match(&b, q + 16));
+	assert_memory_equal(b.blocks, shared, sizeof shared);
+	assert_int_equal(b.len, 32);
+	assert_int_equal(wk_kv_reserve(&b, N - 32), LOOM_OK);
+	st[1] = N - 32;
+	wk_batch bb = {.n_seqs = 1, .seq_start = st, .tokens = q + 32, .kv = &pb, .all_logits = 1};
+	if (wk_cuda_forward(cf, &bb, lg))
+		fail_msg("cuda forward of b: %s", loom_errmsg());
+
+	wk_kv *c = NULL;
+	wk_scratch *sc = NULL;
+	assert_int_equal(wk_kv_create(m, N, &c), LOOM_OK);
+	assert_int_equal(wk_scratch_create(m, &sc), LOOM_OK);
+	st[1] = N;
+	wk_batch bc = {.n_seqs = 1, .seq_start = st, .tokens = q, .kv = &c, .all_logits = 1};
+	if (wk_forward(m, &bc, sc, lc))
+		fail_msg("cpu forward: %s", loom_errmsg());
+	double w = check_rows(lc + (size_t)32 * V, lg, N - 32, V, "prefix-cached rows");
+	fprintf(stderr, "test_e2e: prefix blocks: worst logit error %.3f of the tolerance\n", w);
+	wk_kv_fini(&a);
+	wk_kv_fini(&b);
+	wk_kv_destroy(c);
+	wk_scratch_destroy(sc);
+	loom_free(lg);
+	loom_free(lc);
+	wk_cuda_fwd_destroy(cf);
+	wk_kvpool_destroy(pool);
+}
+
 static void test_prefetch_refusals(void **state)
 {
 	(void)state;
@@ -758,6 +830,7 @@ int main(void)
 		cmocka_unit_test(test_prefetched),
 		cmocka_unit_test(test_prefetch_refusals),
 		cmocka_unit_test(test_bf16_adapters),
+		cmocka_unit_test(test_prefix_blocks),
 		cmocka_unit_test(test_family_llama),
 		cmocka_unit_test(test_family_llama3),
 		cmocka_unit_test(test_family_qwen2),
