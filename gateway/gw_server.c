@@ -28,6 +28,7 @@
 #include "common/log.h"
 #include "gw_admin.h"
 #include "gw_guide.h"
+#include "gw_keys.h"
 #include "gw_openai.h"
 #include "gw_req.h"
 
@@ -60,6 +61,11 @@ typedef struct conn_ctx {
 				* response (status, headers) waits for its first token */
 	gw_admin_req *adm;     /* R_ADMIN: the admin request's state */
 	int64_t arrival_ms;    /* gw_req_now_ms() at the handler's first call */
+	gw_keys_grant grant;   /* the request's API key (and its slot), when keys are set */
+	bool denied;           /* refused by the API key rule: deny is the reply, the body
+				* is dropped (len counts it) */
+	uint32_t deny_retry;   /* the refusal's Retry-After (s), 0 = none */
+	gw_api_err deny;
 	struct MHD_Connection *conn;
 	struct conn_ctx *prev, *next; /* on s->active while req is set */
 } conn_ctx;
@@ -71,6 +77,7 @@ struct gw_server {
 	gw_admin *admin;       /* NULL: no admin routes */
 	gw_slo *slo;           /* the classes (borrowed, or own_slo) */
 	gw_slo *own_slo;
+	gw_keys *keys;         /* NULL: the API routes are open */
 	size_t max_body;
 	int port;
 	pthread_mutex_t mu;
@@ -216,8 +223,14 @@ static enum MHD_Result reply_literal(struct MHD_Connection *c, int status, const
 
 /* ---- simple routes ---- */
 
+/* /ready stays open to probes; with API keys it names the models without
+ * workers only to a key, and only those the key may use. */
 static enum MHD_Result do_ready(gw_server *s, struct MHD_Connection *c)
 {
+	const gw_key *key = s->keys ? gw_keys_find(s->keys, MHD_lookup_connection_value(
+						   c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION))
+				    : NULL;
+	size_t n_missing = 0;
 	/* names copied under the table's lock: models may be deleted meanwhile */
 	gw_models_rdlock(s->models);
 	size_t n = gw_models_count_locked(s->models), k = 0;
@@ -231,10 +244,14 @@ static enum MHD_Result do_ready(gw_server *s, struct MHD_Connection *c)
 		loom_free(missing);
 		return reply(c, 500, NULL, NULL);
 	}
-	for (size_t i = 0; i < n; i++)
-		if (!gw_link_model_ready(s->link, names[i]))
+	for (size_t i = 0; i < n; i++) {
+		if (gw_link_model_ready(s->link, names[i]))
+			continue;
+		n_missing++;
+		if (!s->keys || (key && gw_key_may_use(key, names[i], false)))
 			missing[k++] = names[i];
-	bool ready = k == 0 && !s->stopping;
+	}
+	bool ready = n_missing == 0 && !s->stopping;
 	char *body = gw_openai_ready_json(ready, missing, k);
 	loom_free(missing);
 	loom_free(names);
@@ -243,13 +260,19 @@ static enum MHD_Result do_ready(gw_server *s, struct MHD_Connection *c)
 
 /* The base model of a request's "model", which names a base model or an
  * adapter (then *is_ad is set and *ad, when not NULL, gets a copy). The
- * model comes with a reference: the caller releases it (gw_model_release). */
-static gw_model *find_model(gw_server *s, const gw_params *p, gw_api_err *e, bool *is_ad,
-			    gw_adapter *ad)
+ * model comes with a reference: the caller releases it (gw_model_release).
+ * One the API key may not use is answered as one that does not exist. */
+static gw_model *find_model(gw_server *s, const gw_key *key, const gw_params *p, gw_api_err *e,
+			    bool *is_ad, gw_adapter *ad)
 {
 	gw_model *m;
-	bool dummy;
-	if (gw_models_acquire(s->models, p->model, &m, is_ad ? is_ad : &dummy, ad))
+	bool dummy, *adp = is_ad ? is_ad : &dummy;
+	if (!gw_models_acquire(s->models, p->model, &m, adp, ad) &&
+	    !gw_key_may_use(key, p->model, *adp)) {
+		gw_model_release(m);
+		m = NULL;
+	}
+	if (!m)
 		gw_api_err_set(e, 404, "invalid_request_error", "model", "model_not_found",
 			       "The model '%s' does not exist", p->model);
 	return m;
@@ -297,7 +320,7 @@ static enum MHD_Result do_tokenize(gw_server *s, struct MHD_Connection *c, conn_
 	size_t chat_len = 0;
 	bool add = true;
 	if (gw_openai_parse(GW_API_TOKENIZE, x->body, x->len, &p, &e) ||
-	    !(m = find_model(s, &p, &e, NULL, NULL)) ||
+	    !(m = find_model(s, x->grant.key, &p, &e, NULL, NULL)) ||
 	    (p.n_msgs && !render_chat(m, &p, &chat, &chat_len, &add, &e))) {
 		ret = reply_err(c, &e);
 	} else if (loom_tok_encode(m->tok, chat ? chat : p.prompt, chat ? chat_len : strlen(p.prompt),
@@ -324,7 +347,7 @@ static enum MHD_Result do_detokenize(gw_server *s, struct MHD_Connection *c, con
 	enum MHD_Result ret;
 	gw_model *m = NULL;
 	if (gw_openai_parse(GW_API_DETOKENIZE, x->body, x->len, &p, &e) ||
-	    !(m = find_model(s, &p, &e, NULL, NULL))) {
+	    !(m = find_model(s, x->grant.key, &p, &e, NULL, NULL))) {
 		ret = reply_err(c, &e);
 	} else if (loom_tok_decode(m->tok, p.prompt_ids, p.n_prompt_ids, true, &text, &n)) {
 		ret = reply_errf(c, 400, "invalid_request_error", "tokens", NULL, NULL,
@@ -575,7 +598,7 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 	int32_t *stops = NULL;
 	uint32_t n_stops = 0;
 	if (gw_openai_parse(api, x->body, x->len, &p, &e) || (cls = find_class(s, c, &p, &e)) < 0 ||
-	    !(m = find_model(s, &p, &e, &is_ad, &ad)) || !tools_setup(m, &p, &e) ||
+	    !(m = find_model(s, x->grant.key, &p, &e, &is_ad, &ad)) || !tools_setup(m, &p, &e) ||
 	    !build_prompt(m, &p, &ids, &n, &max_tokens, &e) ||
 	    !check_controls(m, &p, max_tokens, &stops, &n_stops, &e)) {
 		ret = reply_err(c, &e);
@@ -816,6 +839,24 @@ static enum MHD_Result reply_bad_framing(struct MHD_Connection *c, const char *w
 	return ret;
 }
 
+/* ---- API keys (gw_keys) ---- */
+
+/* First call of a request to a route other than /health, /ready and the
+ * admin routes: with API keys configured, its key must be known and within
+ * its limits. False when refused (x->deny is the reply). */
+static bool keys_admit(gw_server *s, struct MHD_Connection *c, conn_ctx *x)
+{
+	if (!s->keys || x->rt == R_HEALTH || x->rt == R_READY)
+		return true;
+	const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+						       MHD_HTTP_HEADER_AUTHORIZATION);
+	if (gw_keys_admit(s->keys, auth, x->rt == R_COMPLETIONS || x->rt == R_CHAT, x->arrival_ms,
+			  &x->grant, &x->deny, &x->deny_retry))
+		return true;
+	x->denied = true;
+	return false;
+}
+
 /* ---- MHD callbacks ---- */
 
 static enum MHD_Result dispatch(gw_server *s, struct MHD_Connection *c, conn_ctx *x,
@@ -823,6 +864,11 @@ static enum MHD_Result dispatch(gw_server *s, struct MHD_Connection *c, conn_ctx
 {
 	if (x->rt == R_ADMIN)
 		return do_admin(c, x, method);
+	if (x->denied)
+		return x->deny.status == 401
+		       ? reply_as(c, 401, gw_openai_error_json(&x->deny), NULL, NULL, true)
+		       : reply_retry_body(c, x->deny.status, gw_openai_error_json(&x->deny),
+					  x->deny_retry);
 	if (x->too_big)
 		return reply_errf(c, 413, "invalid_request_error", NULL, NULL, NULL,
 				  "the request body is larger than %zu bytes", s->max_body);
@@ -838,7 +884,8 @@ static enum MHD_Result dispatch(gw_server *s, struct MHD_Connection *c, conn_ctx
 	case R_READY:
 		return do_ready(s, c);
 	case R_MODELS:
-		return reply(c, 200, gw_openai_models_json(s->models), NULL);
+		return reply(c, 200, gw_keys_filter_models(x->grant.key,
+							   gw_openai_models_json(s->models)), NULL);
 	case R_TOKENIZE:
 		return do_tokenize(s, c, x);
 	case R_DETOKENIZE:
@@ -903,6 +950,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			return MHD_YES;
 		}
 		x->rt = route_of(url, method, &x->allow);
+		if (!keys_admit(s, c, x) && want > DRAIN_MAX)
+			return dispatch(s, c, x, method, url);
 		if (want > s->max_body) {
 			x->too_big = true;
 			/* a huge body is refused before it is read (MHD then closes the
@@ -920,6 +969,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			/* past a refusal, a body that goes on and on closes the connection */
 			return !x->adm || gw_admin_body(x->adm, upload, n) ? MHD_YES : MHD_NO;
 		}
+		if (x->denied) /* dropped; one that goes on and on closes the connection */
+			return (x->len += n) <= DRAIN_MAX ? MHD_YES : MHD_NO;
 		return body_append(s, x, upload, n) ? MHD_YES : MHD_NO;
 	}
 	if (x->req && x->held) /* resumed: a queued stream left the queue */
@@ -950,6 +1001,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 		}
 		gw_req_release(x->req);
 	}
+	gw_keys_release(s->keys, &x->grant);
 	gw_admin_req_free(x->adm);
 	loom_free(x->body);
 	loom_free(x);
@@ -1059,6 +1111,7 @@ loom_err gw_server_start(const gw_server_opts *o, gw_server **out)
 	s->link = o->link;
 	s->admin = o->admin;
 	s->slo = o->slo;
+	s->keys = o->keys;
 	if (!s->slo) {
 		if ((rc = gw_slo_create(&s->own_slo)))
 			goto fail;

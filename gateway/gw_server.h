@@ -21,6 +21,11 @@
  * is a 503 with Retry-After), a 429 with Retry-After when the queue is full,
  * a 503 with Retry-After at once when a refusing class's TTFT target cannot
  * be met.
+ * API keys (gw_keys, when configured): every route but /health, /ready and
+ * gw_admin's needs a known key (401) within its limits (429 + Retry-After),
+ * checked from the headers before the body is read; a model or adapter the
+ * key may not use is a 404 like an unknown one, and /v1/models lists only
+ * what it may use.
  * Must not: talk to nng directly or shape JSON itself (gw_openai does).
  */
 #ifndef GW_SERVER_H
@@ -30,6 +35,7 @@
 
 #include "common/err.h"
 #include "gw_admin.h"
+#include "gw_keys.h"
 #include "gw_link.h"
 #include "gw_models.h"
 #include "gw_slo.h"
@@ -45,6 +51,8 @@ typedef struct gw_server_opts {
 	gw_link *link;        /* borrowed, must outlive the server */
 	gw_admin *admin;      /* borrowed; NULL = no admin routes */
 	gw_slo *slo;          /* borrowed, must outlive the server; NULL = the default classes */
+	gw_keys *keys;        /* borrowed, must outlive the server; NULL = no API keys: the
+			       * API routes are open */
 	/* Connections (see gw_server_start): 0 = GW_SERVER_MAX_CONNS for max_conns,
 	 * no cap / no timeout for the other two. */
 	unsigned max_conns;        /* open at once, all clients together */

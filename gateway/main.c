@@ -30,6 +30,7 @@
 #include "common/log.h"
 #include "gateway/gw_admin.h"
 #include "gateway/gw_chat.h"
+#include "gateway/gw_keys.h"
 #include "gateway/gw_link.h"
 #include "gateway/gw_models.h"
 #include "gateway/gw_registry.h"
@@ -65,6 +66,9 @@ typedef struct opts {
 	int threads;
 	const char *store;
 	const char *admin_token;
+	const char *api_keys[MAX_ITEMS]; /* "KEY [settings]" (--api-key) */
+	size_t n_api_keys;
+	const char *api_keys_file;
 	const char *workers[MAX_ITEMS];
 	size_t n_workers;
 	const char *models[MAX_ITEMS]; /* "[NAME=]DIR" */
@@ -100,6 +104,7 @@ static void usage(FILE *f)
 		"                    [--worker-slots N (64)] [--batch-per-worker N (0)]\n"
 		"                    [--max-connections N (4096)] [--max-connections-per-ip N (1024)]\n"
 		"                    [--connection-timeout-s N (60)] [--config FILE]\n"
+		"                    [--api-key KEY ...] [--api-keys-file FILE]\n"
 		"  --store DIR: the registry (LMDB): models and adapters registered earlier are\n"
 		"               served again; --model/--adapter register into it\n"
 		"  --adapter: a PEFT LoRA folder served as model NAME on base model BASE\n"
@@ -108,6 +113,20 @@ static void usage(FILE *f)
 		"                 LOOM_ADMIN_TOKEN); without one, they are accepted from\n"
 		"                 loopback clients only\n"
 		"  --public-metrics: /metrics for every client, without the admin rule\n"
+		"  --api-key KEY: with any key configured, every route but /health, /ready\n"
+		"                 and the admin API needs 'Authorization: Bearer KEY' (401\n"
+		"                 invalid_api_key otherwise). Repeatable; also LOOM_API_KEY\n"
+		"                 (comma-separated; read when no --api-key is given), which\n"
+		"                 unlike the command line is not shown by ps\n"
+		"  --api-keys-file FILE: one key per line with optional settings:\n"
+		"                 KEY [name=LABEL] [models=P,...] [adapters=P,...] [rpm=N]\n"
+		"                     [burst=N] [concurrency=N]\n"
+		"                 models/adapters: the base models / adapters the key may use\n"
+		"                 (shell patterns; 'models=' none; not given: all), others are\n"
+		"                 404 as if they did not exist; rpm: requests per minute (a\n"
+		"                 bucket of burst requests, default rpm); concurrency:\n"
+		"                 completions in flight; over either: 429 + Retry-After.\n"
+		"                 '#' starts a comment line; logs name a key by its label\n"
 		"  --adapter-dir: a folder whose PEFT sub-folders POST /admin/adapters and\n"
 		"                 /v1/load_lora_adapter may import (none: path imports refused)\n"
 		"  --model-dir: a folder whose model sub-folders POST /admin/models may import\n"
@@ -185,6 +204,7 @@ static const char **list_of(opts *o, const char *flag, size_t **n)
 		{"--adapter-dir", offsetof(opts, adapter_dirs), offsetof(opts, n_adapter_dirs)},
 		{"--model-dir", offsetof(opts, model_dirs), offsetof(opts, n_model_dirs)},
 		{"--slo-class", offsetof(opts, slo_classes), offsetof(opts, n_slo_classes)},
+		{"--api-key", offsetof(opts, api_keys), offsetof(opts, n_api_keys)},
 	};
 	for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++) {
 		if (!strcmp(flag, tab[i].flag)) {
@@ -238,7 +258,7 @@ static int parse_args(int argc, char **argv, opts *o)
 			"--adapter-dir", "--model-dir", "--max-upload-bytes", "--slo-class",
 			"--batch-queue", "--batch-per-worker", "--queue-max", "--queue-timeout-ms",
 			"--worker-slots", "--max-connections", "--max-connections-per-ip",
-			"--connection-timeout-s"};
+			"--connection-timeout-s", "--api-key", "--api-keys-file"};
 		bool ok = false;
 		for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
 			ok |= !strcmp(flag, known[k]);
@@ -288,6 +308,8 @@ static int parse_args(int argc, char **argv, opts *o)
 			o->store = val;
 		} else if (!strcmp(flag, "--admin-token")) {
 			o->admin_token = val;
+		} else if (!strcmp(flag, "--api-keys-file")) {
+			o->api_keys_file = val;
 		} else if ((list = list_of(o, flag, &n))) {
 			if (*n == MAX_ITEMS)
 				return usage_error("too many '%s' options", flag);
@@ -553,6 +575,37 @@ static int resolve_dirs(const char *flag, const char *const *dirs, size_t n, cha
 	return 0;
 }
 
+/* The API keys of --api-key (else LOOM_API_KEY) and --api-keys-file into
+ * *out (NULL when none is configured: the API is open). Returns 0, or prints
+ * one line (never a key) and returns the exit status: 2 for a bad flag, 1
+ * for a bad file. */
+static int load_keys(const opts *o, gw_keys **out)
+{
+	const char *env = getenv("LOOM_API_KEY");
+	bool from_env = !o->n_api_keys && env && *env;
+	int status = 2;
+	*out = NULL;
+	if (!o->n_api_keys && !from_env && !o->api_keys_file)
+		return 0;
+	if (gw_keys_create(out))
+		return oom();
+	loom_err rc = LOOM_OK;
+	for (size_t i = 0; i < o->n_api_keys && !rc; i++)
+		rc = gw_keys_add_line(*out, o->api_keys[i], "--api-key");
+	if (!rc && from_env)
+		rc = gw_keys_add_list(*out, env, "LOOM_API_KEY");
+	if (!rc && o->api_keys_file) {
+		status = 1;
+		rc = gw_keys_load_file(*out, o->api_keys_file);
+	}
+	if (!rc)
+		return 0;
+	fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
+	gw_keys_destroy(*out);
+	*out = NULL;
+	return status;
+}
+
 /* How long the shutdown may take before the process just exits. */
 #define SHUTDOWN_GRACE_S 4
 
@@ -616,6 +669,7 @@ int main(int argc, char **argv)
 	gw_server *srv = NULL;
 	gw_admin *admin = NULL;
 	gw_slo *slo = NULL;
+	gw_keys *keys = NULL;
 	json_t *config = NULL;
 	const char *urls[2 * MAX_ITEMS];
 	size_t n_urls = 0;
@@ -686,7 +740,8 @@ int main(int argc, char **argv)
 		}
 	}
 	if ((status = resolve_dirs("--adapter-dir", o.adapter_dirs, o.n_adapter_dirs, adirs)) ||
-	    (status = resolve_dirs("--model-dir", o.model_dirs, o.n_model_dirs, mdirs)))
+	    (status = resolve_dirs("--model-dir", o.model_dirs, o.n_model_dirs, mdirs)) ||
+	    (status = load_keys(&o, &keys)))
 		goto out;
 	status = 1;
 	if (gw_models_create(&models) || gw_registry_open(o.store, models, &reg) ||
@@ -754,7 +809,7 @@ int main(int argc, char **argv)
 			o.adm[k] = adm_tab[k].def;
 	gw_server_opts so = {.host = o.host, .port = o.port, .max_body = o.max_body,
 			     .threads = o.threads, .models = models, .link = link, .admin = admin,
-			     .slo = slo, .max_conns = (unsigned)o.adm[ADM_MAX_CONNS],
+			     .slo = slo, .keys = keys, .max_conns = (unsigned)o.adm[ADM_MAX_CONNS],
 			     .max_conns_per_ip = (unsigned)o.adm[ADM_MAX_CONNS_PER_IP],
 			     .conn_timeout_s = (unsigned)o.adm[ADM_CONN_TIMEOUT]};
 	if (gw_server_start(&so, &srv)) {
@@ -769,6 +824,13 @@ int main(int argc, char **argv)
 	LOOM_INFO("connections: at most %lld, %lld per client address (0 = no cap), closed after "
 		  "%lld s without traffic (0 = never)", o.adm[ADM_MAX_CONNS],
 		  o.adm[ADM_MAX_CONNS_PER_IP], o.adm[ADM_CONN_TIMEOUT]);
+	if (keys)
+		LOOM_INFO("API keys: %zu (%zu with model lists or limits); every route but /health, "
+			  "/ready and the admin API needs one", gw_keys_count(keys),
+			  gw_keys_count_limited(keys));
+	else
+		LOOM_INFO("API routes open to every client (no --api-key, LOOM_API_KEY or "
+			  "--api-keys-file)");
 	for (size_t i = 0; i < gw_slo_count(slo); i++) {
 		const gw_slo_class *c = gw_slo_at(slo, i);
 		LOOM_INFO("SLO class %s: TTFT %u ms, TPOT %u ms (0 = none), priority %d%s", c->name,
@@ -795,6 +857,7 @@ out:
 	gw_registry_close(reg);
 	gw_models_destroy(models);
 	gw_slo_destroy(slo);
+	gw_keys_destroy(keys);
 	json_decref(config);
 	specs_free(mspecs, n_m);
 	specs_free(aspecs, n_a);
