@@ -112,8 +112,10 @@ void lk_assign(gw_link *l, lk_entry *e, int widx, uint32_t n_prompt)
 	w->inflight++;
 	if (e->job.batch)
 		w->batch_inflight++;
-	lk_perf_submitted(w, n_prompt);
+	/* the tokens it will prefill there: its cached prefix is not work */
+	lk_perf_submitted(w, n_prompt - lk_prefix_cached(w, &e->job));
 	lk_perf_load(w);
+	lk_prefix_record(w, &e->job);
 }
 
 lk_entry *lk_detach(gw_link *l, uint64_t id)
@@ -133,6 +135,7 @@ void lk_entry_free(lk_entry *e)
 		return;
 	gw_req_release(e->req);
 	loom_free(e->job.sub.prompt_ids);
+	loom_free(e->job.pfx);
 	loom_sampling_fini(&e->job.sub.sampling);
 	loom_free(e);
 }
@@ -222,6 +225,7 @@ static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 		w->ping_now = true;
 		w->live_after_seq = 0;
 		lk_perf_reset(w);
+		lk_prefix_forget(w); /* a new connection: maybe a restarted worker */
 		pthread_cond_signal(&l->cv);
 	} else if (ev == NNG_PIPE_EV_REM_POST) {
 		/* the pipe may already have been replaced: move what went out on it either way */
@@ -589,6 +593,7 @@ void gw_link_destroy(gw_link *l)
 		loom_free(w->models);
 		loom_free(w->stats.models);
 		loom_free(w->res.items);
+		lk_prefix_free(w);
 		pthread_mutex_destroy(&w->send_mu);
 		pthread_mutex_destroy(&w->rx_mu);
 	}

@@ -24,6 +24,10 @@
 #include "gw_link.h"
 
 #define GW_LINK_BUCKETS 1024
+#define LK_PFX_BLOCK 16          /* tokens per KV block on the workers (WK_KV_BLOCK) */
+#define LK_PFX_MAX_BLOCKS 1024   /* a prompt's blocks the router looks at */
+#define LK_PFX_SETS 4096         /* per worker: 4096 x 4 blocks (a 1M-token pool) */
+#define LK_PFX_WAYS 4
 
 /* What a request needs to be sent again (elsewhere, or later). */
 typedef struct lk_job {
@@ -37,6 +41,8 @@ typedef struct lk_job {
 	int priority;
 	int64_t arrival_ms;
 	uint32_t moves;           /* times resumed on another worker */
+	uint64_t *pfx;            /* [n_pfx] the prompt's block keys (gw_link_prefix.c) */
+	uint32_t n_pfx;
 } lk_job;
 
 typedef struct lk_entry {
@@ -118,6 +124,12 @@ typedef struct lk_worker {
 				   * worker live (that PING went out before its announcements) */
 	uint32_t batch_inflight;  /* queueable requests routed here, not finished */
 	lk_perf perf;
+	/* prefixes sent here (gw_link_prefix.c): [LK_PFX_SETS][LK_PFX_WAYS]
+	 * block keys (0 = empty) and when each way was last used; NULL until
+	 * the first record */
+	uint64_t *pfx_keys;
+	uint32_t *pfx_used;
+	uint32_t pfx_clock;
 } lk_worker;
 
 struct gw_link {
@@ -212,11 +224,19 @@ int lk_route_slo(gw_link *l, const lk_job *j, uint32_t n_prompt, double budget_m
  * as above). */
 int lk_route_admit(gw_link *l, const lk_job *j, uint32_t n_prompt, bool room, double *best_pred);
 /* Least loaded with adapter/model residency as tie-breaks (the --no-slo router). */
-int lk_route_plain(gw_link *l, const loom_msg_submit *sub, const char *sha);
+int lk_route_plain(gw_link *l, const lk_job *j);
 /* A SUBMIT of n_prompt tokens went to w (counted until a STATS reflects it). */
 void lk_perf_submitted(lk_worker *w, uint32_t n_prompt);
 /* A HELLO answering PING seq, then the STATS that follows it. */
 void lk_perf_hello(lk_worker *w, uint64_t seq);
+/* gw_link_prefix.c (under mu): j's block keys (new jobs); a worker's
+ * record of the prefixes sent to it; j's cached tokens there, estimated. */
+loom_err lk_prefix_keys(lk_job *j);
+void lk_prefix_record(lk_worker *w, const lk_job *j);
+uint32_t lk_prefix_cached(const lk_worker *w, const lk_job *j);
+/* A worker lost (or restarted): its caches are gone. */
+void lk_prefix_forget(lk_worker *w);
+void lk_prefix_free(lk_worker *w);
 void lk_perf_stats(lk_worker *w, const loom_msg_stats *st);
 /* A new pipe: the worker's state starts over. */
 void lk_perf_reset(lk_worker *w);

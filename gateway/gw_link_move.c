@@ -67,7 +67,7 @@ static void move_one(gw_link *l, lk_entry *e)
 		j.batch = false; /* admitted already: any live worker will do */
 		widx = lk_route_slo(l, &j, n_prompt, -1, false, &best);
 	} else if (!l->closed) {
-		widx = lk_route_plain(l, &e->job.sub, e->job.sha);
+		widx = lk_route_plain(l, &e->job);
 	}
 	if (widx < 0 && l->closed) {
 		pthread_mutex_unlock(&l->mu);

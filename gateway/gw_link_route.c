@@ -30,12 +30,19 @@
  * them to end, one every mean request duration / slots (durations measured
  * here, send to end).
  *
+ * Prefixes (gw_link_prefix.c): the prompt tokens a worker is estimated to
+ * hold in its prefix cache (the run of the prompt's leading blocks sent
+ * there before) are free: P counts only the others.
+ *
  * The choice: among the workers that meet the request's TTFT budget, the
  * most resident tier first, then the lowest prediction; predictions within
  * the fits' noise of the lowest (TIE_FRAC, TIE_MS) count as equal, and among
- * those the worker with the fewest requests in flight wins, so a burst of
- * requests spreads over equal workers instead of piling onto the one whose
- * fit happens to read a millisecond faster.
+ * those the worker holding more of the prompt wins (requests sharing a
+ * prefix consolidate where it is, unless the prediction says its load costs
+ * more than the prefill saved), then the one with the fewest requests in
+ * flight, so a burst of unrelated requests spreads over equal workers
+ * instead of piling onto the one whose fit happens to read a millisecond
+ * faster.
  *
  * Room (no timing in it, so that a noisy fit cannot make a burst trickle):
  * fewer requests in flight there than its slots (lk_slots: --worker-slots),
@@ -79,6 +86,10 @@
 #define COST_AD_HOST 1
 #define COST_AD_COLD 3
 #define COST_MODEL_SWAP 6
+/* The plain router's credit for a prompt's cached blocks there: one request
+ * in flight per PFX_BLOCKS_PER_REQ blocks, at most PFX_MAX_CREDIT. */
+#define PFX_BLOCKS_PER_REQ 4
+#define PFX_MAX_CREDIT (2 * COST_INFLIGHT)
 
 /* ---- the step-time model ---- */
 
@@ -291,11 +302,13 @@ static bool same_ms(double a, double b)
  * predicted TTFT and residency tier, and 1 when it can take j now (by_room:
  * it has room, batch room for a batch job; else: it meets budget_ms). */
 static int candidate(gw_link *l, lk_worker *w, const lk_job *j, uint32_t n_prompt,
-		     double budget_ms, bool by_room, int64_t now, double *ms, int *tier)
+		     double budget_ms, bool by_room, int64_t now, double *ms, int *tier,
+		     uint32_t *cached)
 {
 	if (!lk_is_live(w, now) || !lk_serves(w, j->sub.model))
 		return -1;
-	*ms = lk_predict_ttft(w, j->sub.model, j->sub.adapter, j->sha, n_prompt);
+	*cached = lk_prefix_cached(w, j);
+	*ms = lk_predict_ttft(w, j->sub.model, j->sub.adapter, j->sha, n_prompt - *cached);
 	*tier = residency(w, &j->sub, j->sha);
 	if (by_room)
 		return j->batch ? has_batch_room(l, w, *ms) : has_room(l, w);
@@ -308,9 +321,11 @@ int lk_route_slo(gw_link *l, const lk_job *j, uint32_t n_prompt, double budget_m
 	int64_t now = gw_link_now_ms();
 	int best = -1, best_tier = -1, tier;
 	double best_ms = 0, ms;
+	uint32_t cached, pick_cached = 0;
 	*best_pred = -1;
 	for (size_t i = 0; !l->closed && i < l->n; i++) {
-		int c = candidate(l, &l->w[i], j, n_prompt, budget_ms, by_room, now, &ms, &tier);
+		int c = candidate(l, &l->w[i], j, n_prompt, budget_ms, by_room, now, &ms, &tier,
+				  &cached);
 		if (c >= 0 && (*best_pred < 0 || ms < *best_pred))
 			*best_pred = ms;
 		if (c > 0 && (best < 0 || tier > best_tier || (tier == best_tier && ms < best_ms))) {
@@ -319,20 +334,24 @@ int lk_route_slo(gw_link *l, const lk_job *j, uint32_t n_prompt, double budget_m
 			best_ms = ms;
 		}
 	}
-	/* among those as resident and as fast within the fits' noise, the least loaded */
-	int pick = best;
+	/* among those as resident and as fast within the fits' noise: the one
+	 * holding more of the prompt, then the least loaded */
+	int pick = -1;
 	double pick_ms = best_ms;
 	for (size_t i = 0; best >= 0 && i < l->n; i++) {
-		if (candidate(l, &l->w[i], j, n_prompt, budget_ms, by_room, now, &ms, &tier) <= 0 ||
+		if (candidate(l, &l->w[i], j, n_prompt, budget_ms, by_room, now, &ms, &tier,
+			      &cached) <= 0 ||
 		    tier != best_tier || !same_ms(ms, best_ms))
 			continue;
-		uint32_t in = l->w[i].inflight, in_pick = l->w[pick].inflight;
-		if (in < in_pick || (in == in_pick && ms < pick_ms)) {
+		uint32_t in = l->w[i].inflight, in_pick = pick < 0 ? 0 : l->w[pick].inflight;
+		if (pick < 0 || cached > pick_cached ||
+		    (cached == pick_cached && (in < in_pick || (in == in_pick && ms < pick_ms)))) {
 			pick = (int)i;
 			pick_ms = ms;
+			pick_cached = cached;
 		}
 	}
-	return pick;
+	return pick >= 0 ? pick : best;
 }
 
 int lk_route_admit(gw_link *l, const lk_job *j, uint32_t n_prompt, bool room, double *best_pred)
@@ -348,10 +367,15 @@ int lk_route_admit(gw_link *l, const lk_job *j, uint32_t n_prompt, bool room, do
 	return widx;
 }
 
-/* Under mu: what routing sub to w costs in the plain router (lower is better). */
-static int route_cost(const lk_worker *w, const loom_msg_submit *sub, const char *sha)
+/* Under mu: what routing j to w costs in the plain router (lower is better). */
+static int route_cost(const lk_worker *w, const lk_job *j)
 {
+	const loom_msg_submit *sub = &j->sub;
+	const char *sha = j->sha;
 	int cost = (int)w->inflight * COST_INFLIGHT;
+	int credit = (int)(lk_prefix_cached(w, j) / LK_PFX_BLOCK) * COST_INFLIGHT /
+		     PFX_BLOCKS_PER_REQ;
+	cost -= credit < PFX_MAX_CREDIT ? credit : PFX_MAX_CREDIT;
 	if (!w->has_res)
 		return cost;
 	if (sub->adapter[0]) {
@@ -363,15 +387,15 @@ static int route_cost(const lk_worker *w, const loom_msg_submit *sub, const char
 	return cost;
 }
 
-int lk_route_plain(gw_link *l, const loom_msg_submit *sub, const char *sha)
+int lk_route_plain(gw_link *l, const lk_job *j)
 {
 	int64_t now = gw_link_now_ms();
 	int best = -1, best_cost = 0;
 	for (size_t i = 0; !l->closed && i < l->n; i++) {
 		const lk_worker *w = &l->w[i];
-		if (!lk_is_live(w, now) || !lk_serves(w, sub->model))
+		if (!lk_is_live(w, now) || !lk_serves(w, j->sub.model))
 			continue;
-		int c = route_cost(w, sub, sha);
+		int c = route_cost(w, j);
 		if (best < 0 || c < best_cost) {
 			best = (int)i;
 			best_cost = c;

@@ -34,6 +34,8 @@ static loom_err new_entry(gw_req *r, const loom_msg_submit *sub, const char *sha
 	if (loom_sampling_copy(&e->job.sub.sampling, &sub->sampling))
 		goto oom;
 	snprintf(e->job.sha, sizeof e->job.sha, "%s", sha ? sha : "");
+	if (lk_prefix_keys(&e->job))
+		goto oom;
 	e->req = r;
 	gw_req_hold(r);
 	*out = e;
@@ -91,7 +93,7 @@ static int route_new(gw_link *l, lk_entry *e, gw_admit *admit, uint32_t *retry_s
 	double best_pred;
 	int widx;
 	if (!j->slo) {
-		widx = lk_route_plain(l, &j->sub, j->sha);
+		widx = lk_route_plain(l, j);
 		*admit = widx >= 0 ? GW_ADMIT_SENT : GW_ADMIT_NO_WORKER;
 		return widx;
 	}

@@ -709,11 +709,98 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* Prefix-aware routing: requests sharing a 96-token prompt prefix follow the
+ * first one to its worker while the other is as fast (within the noise
+ * band), though it has more in flight; unrelated prompts still spread; a
+ * worker whose load costs more than the prefill saved is passed over; the
+ * plain router (--no-slo) consolidates too; keys name the adapter, so
+ * another adapter's request with the same prompt finds nothing cached. */
+static void test_prefix_consolidates(void **state)
+{
+	(void)state;
+	gw_link l;
+	lk_worker w[2];
+	char models[1][LOOM_NAME_MAX] = {"stories"};
+	memset(&l, 0, sizeof l);
+	memset(w, 0, sizeof w);
+	l.w = w;
+	l.n = 2;
+	int64_t now = gw_link_now_ms();
+	for (int i = 0; i < 2; i++) {
+		w[i].l = &l;
+		w[i].pipe = 1;
+		w[i].last_answer_ms = now;
+		w[i].models = models;
+		w[i].n_models = 1;
+		w[i].perf.samples = 8;
+		w[i].perf.a_ms = 6.0;
+		w[i].perf.b_ms = 0.05;
+	}
+	int32_t ids[4][120];
+	lk_job j[4];
+	for (int k = 0; k < 4; k++) {
+		memset(&j[k], 0, sizeof j[k]);
+		snprintf(j[k].sub.model, sizeof j[k].sub.model, "stories");
+		for (int t = 0; t < 120; t++) /* 0, 1, 2 share 96 tokens; 3 shares none */
+			ids[k][t] = k == 3 ? 5000 + t : t < 96 ? 7 + t : 1000 * k + t;
+		j[k].sub.prompt_ids = ids[k];
+		j[k].sub.n_prompt = 120;
+		assert_int_equal(lk_prefix_keys(&j[k]), LOOM_OK);
+		assert_int_equal(j[k].n_pfx, 7);
+	}
+	double best;
+	int first = lk_route_slo(&l, &j[0], 120, 1000, false, &best);
+	assert_true(first == 0 || first == 1);
+	w[first].inflight++;
+	lk_perf_submitted(&w[first], 120);
+	lk_prefix_record(&w[first], &j[0]);
+	/* as lk_assign does: pending tokens there less the cached estimate */
+	assert_int_equal(lk_prefix_cached(&w[first], &j[1]), 96);
+	assert_int_equal(lk_prefix_cached(&w[1 - first], &j[1]), 0);
+	assert_int_equal(lk_prefix_cached(&w[first], &j[0]), 112); /* never the last token */
+	for (int k = 1; k < 3; k++) {
+		int i = lk_route_slo(&l, &j[k], 120, 1000, false, &best);
+		assert_int_equal(i, first);
+		w[i].inflight++;
+		lk_perf_submitted(&w[i], 120 - lk_prefix_cached(&w[i], &j[k]));
+		lk_prefix_record(&w[i], &j[k]);
+	}
+	/* an unrelated prompt: the less loaded worker */
+	assert_int_equal(lk_route_slo(&l, &j[3], 120, 1000, false, &best), 1 - first);
+	/* the plain router: 6 cached blocks outweigh one request more there,
+	 * not three */
+	assert_int_equal(lk_route_plain(&l, &j[1]), 1 - first);
+	uint32_t in = w[first].inflight;
+	w[first].inflight = 1;
+	assert_int_equal(lk_route_plain(&l, &j[1]), first);
+	assert_int_equal(lk_route_plain(&l, &j[3]), 1 - first);
+	w[first].inflight = in;
+	/* the holder three times slower: the prefill saved does not pay for it */
+	w[first].perf.a_ms = 18.0;
+	assert_int_equal(lk_route_slo(&l, &j[1], 120, 1000, false, &best), 1 - first);
+	w[first].perf.a_ms = 6.0;
+	/* another adapter, same prompt: nothing cached anywhere */
+	lk_job o = j[1];
+	snprintf(o.sub.adapter, sizeof o.sub.adapter, "sql");
+	o.pfx = NULL;
+	assert_int_equal(lk_prefix_keys(&o), LOOM_OK);
+	assert_int_equal(lk_prefix_cached(&w[first], &o), 0);
+	loom_free(o.pfx);
+	/* a reconnected worker forgets */
+	lk_prefix_forget(&w[first]);
+	assert_int_equal(lk_prefix_cached(&w[first], &j[1]), 0);
+	for (int k = 0; k < 4; k++)
+		loom_free(j[k].pfx);
+	for (int i = 0; i < 2; i++)
+		lk_prefix_free(&w[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_step_model),
 		cmocka_unit_test(test_burst_spreads),
+		cmocka_unit_test(test_prefix_consolidates),
 		cmocka_unit_test(test_routes_by_prediction),
 		cmocka_unit_test(test_refusal_and_batch_queue),
 		cmocka_unit_test(test_queue_instead_of_refusal),
