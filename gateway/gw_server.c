@@ -12,8 +12,10 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +80,8 @@ struct gw_server {
 	gw_slo *slo;           /* the classes (borrowed, or own_slo) */
 	gw_slo *own_slo;
 	gw_keys *keys;         /* NULL: the API routes are open */
+	atomic_bool starting;  /* MHD_start_daemon runs: mhd_log keeps its last message */
+	char start_err[256];
 	size_t max_body;
 	int port;
 	pthread_mutex_t mu;
@@ -1018,6 +1022,11 @@ static bool client_gone(struct MHD_Connection *c)
 	char b;
 	if (!ci)
 		return false;
+	/* a TLS client's close_notify alert stays unread ahead of its FIN: the
+	 * peer's shutdown shows as POLLRDHUP whatever is still queued */
+	struct pollfd pfd = {.fd = ci->connect_fd, .events = POLLRDHUP};
+	if (poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+		return true;
 	ssize_t n = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
 	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
@@ -1050,12 +1059,14 @@ static void *watch_main(void *arg)
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	gw_server *s = cls;
 	char msg[512];
-	(void)cls;
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	size_t n = strlen(msg);
 	while (n && msg[n - 1] == '\n')
 		msg[--n] = '\0';
+	if (atomic_load(&s->starting)) /* why the start failed (a bad certificate) */
+		snprintf(s->start_err, sizeof s->start_err, "%s", msg);
 	LOOM_DEBUG("microhttpd: %s", msg);
 }
 
@@ -1130,8 +1141,27 @@ loom_err gw_server_start(const gw_server_opts *o, gw_server **out)
 	/* a pool of 1 is MHD's single internal thread (it warns about a pool of 1) */
 	unsigned pool = o->threads > 1 ? (unsigned)o->threads : 0;
 	unsigned limit = conn_limit(o->max_conns ? o->max_conns : GW_SERVER_MAX_CONNS, pool);
+	/* HTTPS: GnuTLS through libmicrohttpd, TLS 1.2 and 1.3 only */
+	struct MHD_OptionItem tls[] = {
+		{MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)o->tls_cert},
+		{MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)o->tls_key},
+		{MHD_OPTION_HTTPS_PRIORITIES, 0, "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"},
+		{MHD_OPTION_END, 0, NULL},
+	};
+	if (o->tls_cert) {
+		if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+			rc = loom_fail(LOOM_EUNSUPPORTED, "this libmicrohttpd is built without TLS: "
+				       "HTTPS (--tls-cert) is not available");
+			goto fail;
+		}
+		flags |= MHD_USE_TLS;
+	} else {
+		tls[0].option = MHD_OPTION_END;
+	}
+	atomic_store(&s->starting, true);
 	s->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_request, s,
-				MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+				MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+				MHD_OPTION_ARRAY, tls,
 				MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 				MHD_OPTION_THREAD_POOL_SIZE, pool,
 				MHD_OPTION_CONNECTION_LIMIT, limit,
@@ -1139,6 +1169,13 @@ loom_err gw_server_start(const gw_server_opts *o, gw_server **out)
 				MHD_OPTION_CONNECTION_TIMEOUT, o->conn_timeout_s,
 				MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
 				MHD_OPTION_END);
+	atomic_store(&s->starting, false);
+	if (!s->d && o->tls_cert) {
+		rc = loom_fail(LOOM_EIO, "cannot start HTTPS on %s:%d: %s (is the address free, and "
+			       "--tls-key the private key of --tls-cert's first certificate?)",
+			       o->host, o->port, s->start_err[0] ? s->start_err : "libmicrohttpd failed");
+		goto fail;
+	}
 	if (!s->d) {
 		rc = loom_fail(LOOM_EIO, "cannot listen on %s:%d (address in use or not allowed)",
 			       o->host, o->port);

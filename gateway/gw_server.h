@@ -1,7 +1,8 @@
 /*
  * gateway/gw_server.h — the HTTP side: libmicrohttpd daemon and routes.
  *
- * Owns: the MHD daemon (internal epoll thread pool, suspend/resume), its
+ * Owns: the MHD daemon (internal epoll thread pool, suspend/resume; HTTPS
+ * through GnuTLS when given a certificate), its
  * connection limits (total, per client address) and inactivity timeout, request
  * body accumulation with a size cap, routing (/v1/completions,
  * /v1/chat/completions, /v1/models, /tokenize, /detokenize, /health,
@@ -58,6 +59,10 @@ typedef struct gw_server_opts {
 	unsigned max_conns;        /* open at once, all clients together */
 	unsigned max_conns_per_ip; /* open at once from one client address */
 	unsigned conn_timeout_s;   /* a connection with no byte read or written this long is closed */
+	/* HTTPS: PEM text of the certificate (chain) and its private key, both
+	 * or neither (NULL = plain HTTP); borrowed, must outlive the server */
+	const char *tls_cert;
+	const char *tls_key;
 } gw_server_opts;
 
 #define GW_SERVER_MAX_CONNS 4096

@@ -28,6 +28,7 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "common/textfile.h"
 #include "gateway/gw_admin.h"
 #include "gateway/gw_chat.h"
 #include "gateway/gw_keys.h"
@@ -69,6 +70,7 @@ typedef struct opts {
 	const char *api_keys[MAX_ITEMS]; /* "KEY [settings]" (--api-key) */
 	size_t n_api_keys;
 	const char *api_keys_file;
+	const char *tls_cert, *tls_key; /* files */
 	const char *workers[MAX_ITEMS];
 	size_t n_workers;
 	const char *models[MAX_ITEMS]; /* "[NAME=]DIR" */
@@ -105,6 +107,7 @@ static void usage(FILE *f)
 		"                    [--max-connections N (4096)] [--max-connections-per-ip N (1024)]\n"
 		"                    [--connection-timeout-s N (60)] [--config FILE]\n"
 		"                    [--api-key KEY ...] [--api-keys-file FILE]\n"
+		"                    [--tls-cert FILE --tls-key FILE]\n"
 		"  --store DIR: the registry (LMDB): models and adapters registered earlier are\n"
 		"               served again; --model/--adapter register into it\n"
 		"  --adapter: a PEFT LoRA folder served as model NAME on base model BASE\n"
@@ -127,6 +130,9 @@ static void usage(FILE *f)
 		"                 bucket of burst requests, default rpm); concurrency:\n"
 		"                 completions in flight; over either: 429 + Retry-After.\n"
 		"                 '#' starts a comment line; logs name a key by its label\n"
+		"  --tls-cert FILE --tls-key FILE: serve HTTPS (TLS 1.2/1.3, GnuTLS) with this\n"
+		"                 PEM certificate (chain: server first, then intermediates)\n"
+		"                 and its unencrypted PEM private key; both or neither\n"
 		"  --adapter-dir: a folder whose PEFT sub-folders POST /admin/adapters and\n"
 		"                 /v1/load_lora_adapter may import (none: path imports refused)\n"
 		"  --model-dir: a folder whose model sub-folders POST /admin/models may import\n"
@@ -258,7 +264,8 @@ static int parse_args(int argc, char **argv, opts *o)
 			"--adapter-dir", "--model-dir", "--max-upload-bytes", "--slo-class",
 			"--batch-queue", "--batch-per-worker", "--queue-max", "--queue-timeout-ms",
 			"--worker-slots", "--max-connections", "--max-connections-per-ip",
-			"--connection-timeout-s", "--api-key", "--api-keys-file"};
+			"--connection-timeout-s", "--api-key", "--api-keys-file", "--tls-cert",
+			"--tls-key"};
 		bool ok = false;
 		for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
 			ok |= !strcmp(flag, known[k]);
@@ -310,6 +317,10 @@ static int parse_args(int argc, char **argv, opts *o)
 			o->admin_token = val;
 		} else if (!strcmp(flag, "--api-keys-file")) {
 			o->api_keys_file = val;
+		} else if (!strcmp(flag, "--tls-cert")) {
+			o->tls_cert = val;
+		} else if (!strcmp(flag, "--tls-key")) {
+			o->tls_key = val;
 		} else if ((list = list_of(o, flag, &n))) {
 			if (*n == MAX_ITEMS)
 				return usage_error("too many '%s' options", flag);
@@ -606,6 +617,27 @@ static int load_keys(const opts *o, gw_keys **out)
 	return status;
 }
 
+/* Reads the --tls-cert / --tls-key files (PEM text, loom_malloc'ed; the
+ * key is wiped when freed). 0 or prints one line and returns 1. */
+static int load_tls(const opts *o, char **cert, size_t *cert_len, char **key, size_t *key_len)
+{
+	if (loom_text_read(o->tls_cert, 1u << 20, cert, cert_len) ||
+	    loom_text_read(o->tls_key, 1u << 20, key, key_len)) {
+		fprintf(stderr, "loom-gateway: --tls-cert/--tls-key: %s\n", loom_errmsg());
+		return 1;
+	}
+	if (!strstr(*cert, "-----BEGIN CERTIFICATE-----")) {
+		fprintf(stderr, "loom-gateway: --tls-cert %s: not a PEM certificate\n", o->tls_cert);
+		return 1;
+	}
+	if (!strstr(*key, "PRIVATE KEY-----") || strstr(*key, "ENCRYPTED")) {
+		fprintf(stderr, "loom-gateway: --tls-key %s: not an unencrypted PEM private key\n",
+			o->tls_key);
+		return 1;
+	}
+	return 0;
+}
+
 /* How long the shutdown may take before the process just exits. */
 #define SHUTDOWN_GRACE_S 4
 
@@ -670,6 +702,8 @@ int main(int argc, char **argv)
 	gw_admin *admin = NULL;
 	gw_slo *slo = NULL;
 	gw_keys *keys = NULL;
+	char *tls_cert = NULL, *tls_key = NULL;
+	size_t tls_cert_len = 0, tls_key_len = 0;
 	json_t *config = NULL;
 	const char *urls[2 * MAX_ITEMS];
 	size_t n_urls = 0;
@@ -688,6 +722,8 @@ int main(int argc, char **argv)
 		return usage_error("%s", "at least one --worker is required");
 	if (!o.admin_token)
 		o.admin_token = getenv("LOOM_ADMIN_TOKEN");
+	if (!o.tls_cert != !o.tls_key)
+		return usage_error("%s", "--tls-cert and --tls-key go together");
 
 	/* signals are taken by sigwait below: block them before any thread starts */
 	sigemptyset(&sigs);
@@ -741,7 +777,8 @@ int main(int argc, char **argv)
 	}
 	if ((status = resolve_dirs("--adapter-dir", o.adapter_dirs, o.n_adapter_dirs, adirs)) ||
 	    (status = resolve_dirs("--model-dir", o.model_dirs, o.n_model_dirs, mdirs)) ||
-	    (status = load_keys(&o, &keys)))
+	    (status = load_keys(&o, &keys)) ||
+	    (o.tls_cert && (status = load_tls(&o, &tls_cert, &tls_cert_len, &tls_key, &tls_key_len))))
 		goto out;
 	status = 1;
 	if (gw_models_create(&models) || gw_registry_open(o.store, models, &reg) ||
@@ -811,13 +848,15 @@ int main(int argc, char **argv)
 			     .threads = o.threads, .models = models, .link = link, .admin = admin,
 			     .slo = slo, .keys = keys, .max_conns = (unsigned)o.adm[ADM_MAX_CONNS],
 			     .max_conns_per_ip = (unsigned)o.adm[ADM_MAX_CONNS_PER_IP],
-			     .conn_timeout_s = (unsigned)o.adm[ADM_CONN_TIMEOUT]};
+			     .conn_timeout_s = (unsigned)o.adm[ADM_CONN_TIMEOUT],
+			     .tls_cert = tls_cert, .tls_key = tls_key};
 	if (gw_server_start(&so, &srv)) {
 		fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
 		goto out;
 	}
 	log_registry(models);
-	LOOM_INFO("gateway listening on http://%s:%d (store %s, admin %s, %s)", o.host,
+	LOOM_INFO("gateway listening on %s://%s:%d (store %s, admin %s, %s)",
+		  tls_cert ? "https" : "http", o.host,
 		  gw_server_port(srv), o.store,
 		  o.admin_token && *o.admin_token ? "by token" : "from loopback only",
 		  o.no_slo ? "plain least-loaded routing (--no-slo)" : "SLO routing");
@@ -858,6 +897,10 @@ out:
 	gw_models_destroy(models);
 	gw_slo_destroy(slo);
 	gw_keys_destroy(keys);
+	if (tls_key)
+		memset(tls_key, 0, tls_key_len);
+	loom_free(tls_key);
+	loom_free(tls_cert);
 	json_decref(config);
 	specs_free(mspecs, n_m);
 	specs_free(aspecs, n_a);
