@@ -130,7 +130,8 @@ suite_stop() {
   SUITE_RUN=
 }
 
-# suite_start MAX_ADAPTERS: starts loom (unless --target) and sets URL.
+# suite_start MAX_ADAPTERS: starts loom (unless --target) and sets URL; the
+# array SUITE_WORKER_ARGS (if set) goes to loom-worker.
 suite_start() {
   local nad=$1 model port gw_args=() i
   if [ -n "$TARGET" ]; then URL=$TARGET; return; fi
@@ -145,7 +146,8 @@ suite_start() {
   trap suite_stop EXIT
   trap 'suite_stop; exit 130' INT TERM
   OPENBLAS_NUM_THREADS=$THREADS "$BIN/loom-worker" --listen "ipc://$SUITE_RUN/w0.ipc" \
-    --model "$MODEL=$model" --threads "$THREADS" > "$SUITE_RUN/worker.log" 2>&1 &
+    --model "$MODEL=$model" --threads "$THREADS" ${SUITE_WORKER_ARGS[@]+"${SUITE_WORKER_ARGS[@]}"} \
+    > "$SUITE_RUN/worker.log" 2>&1 &
   SUITE_PIDS="$!"
   "$BIN/loom-gateway" --host 127.0.0.1 --port "$port" --worker "ipc://$SUITE_RUN/w0.ipc" \
     --model "$MODEL=$model" ${gw_args[@]+"${gw_args[@]}"} > "$SUITE_RUN/gateway.log" 2>&1 &
