@@ -32,6 +32,7 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "common/tlslink.h"
 #include "gw_link_int.h"
 
 #define PING_MS 200
@@ -453,8 +454,9 @@ static void *hb_main(void *arg)
 
 /* ---- lifecycle ---- */
 
-static loom_err open_worker(lk_worker *w)
+static loom_err open_worker(lk_worker *w, struct nng_tls_config *tls)
 {
+	nng_dialer d;
 	int rv;
 	if ((rv = nng_pair1_open(&w->sock)))
 		return loom_fail(LOOM_EINTERNAL, "worker %s: nng_pair1_open: %s", w->url,
@@ -469,7 +471,10 @@ static loom_err open_worker(lk_worker *w)
 	    (rv = nng_pipe_notify(w->sock, NNG_PIPE_EV_REM_POST, pipe_cb, w)))
 		return loom_fail(LOOM_EINTERNAL, "worker %s: socket options: %s", w->url,
 				 nng_strerror(rv));
-	if ((rv = nng_dial(w->sock, w->url, NULL, NNG_FLAG_NONBLOCK)))
+	/* a tls+tcp:// worker: mutual TLS, the worker's certificate checked against the CA */
+	if ((rv = nng_dialer_create(&d, w->sock, w->url)) ||
+	    (tls && loom_url_is_tls(w->url) && (rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, tls))) ||
+	    (rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK)))
 		return loom_fail(LOOM_EINVAL, "--worker %s: cannot dial: %s", w->url, nng_strerror(rv));
 	return LOOM_OK;
 }
@@ -523,7 +528,7 @@ loom_err gw_link_create_opts(const gw_link_opts *o, gw_link **out)
 			rc = loom_fail(LOOM_ENOMEM, "out of memory");
 			goto fail;
 		}
-		if ((rc = open_worker(w)))
+		if ((rc = open_worker(w, o->tls)))
 			goto fail;
 		if (pthread_create(&w->rx, NULL, rx_main, w)) {
 			rc = loom_fail(LOOM_EINTERNAL, "cannot start a receive thread");

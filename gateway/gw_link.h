@@ -122,6 +122,9 @@ typedef struct gw_link_opts {
 	uint32_t room_ms;              /* a request without a TTFT target starts on a worker
 					* running requests with one only where a request would
 					* get its first token within this (0 = 250) */
+	struct nng_tls_config *tls;    /* tls+tcp:// workers: the client side of mutual TLS
+					* (common/tlslink.h; each dialer takes a reference);
+					* NULL = none */
 } gw_link_opts;
 
 /* Dials every url (non-blocking) and starts the threads. */

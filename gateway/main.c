@@ -26,9 +26,13 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <nng/nng.h>
+#include <nng/supplemental/tls/tls.h>
+
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/textfile.h"
+#include "common/tlslink.h"
 #include "gateway/gw_admin.h"
 #include "gateway/gw_chat.h"
 #include "gateway/gw_keys.h"
@@ -71,6 +75,7 @@ typedef struct opts {
 	size_t n_api_keys;
 	const char *api_keys_file;
 	const char *tls_cert, *tls_key; /* files */
+	const char *link_cert, *link_key, *link_ca; /* files: mutual TLS to tls+tcp:// workers */
 	const char *workers[MAX_ITEMS];
 	size_t n_workers;
 	const char *models[MAX_ITEMS]; /* "[NAME=]DIR" */
@@ -108,6 +113,7 @@ static void usage(FILE *f)
 		"                    [--connection-timeout-s N (60)] [--config FILE]\n"
 		"                    [--api-key KEY ...] [--api-keys-file FILE]\n"
 		"                    [--tls-cert FILE --tls-key FILE]\n"
+		"                    [--link-tls-cert FILE --link-tls-key FILE --link-tls-ca FILE]\n"
 		"  --store DIR: the registry (LMDB): models and adapters registered earlier are\n"
 		"               served again; --model/--adapter register into it\n"
 		"  --adapter: a PEFT LoRA folder served as model NAME on base model BASE\n"
@@ -133,6 +139,12 @@ static void usage(FILE *f)
 		"  --tls-cert FILE --tls-key FILE: serve HTTPS (TLS 1.2/1.3, GnuTLS) with this\n"
 		"                 PEM certificate (chain: server first, then intermediates)\n"
 		"                 and its unencrypted PEM private key; both or neither\n"
+		"  --link-tls-cert FILE --link-tls-key FILE --link-tls-ca FILE: mutual TLS to\n"
+		"                 tls+tcp:// workers (all three; needed by such a worker, and\n"
+		"                 then no plain tcp:// worker is accepted): the gateway's PEM\n"
+		"                 certificate and unencrypted key, which workers check, and\n"
+		"                 the CA a worker's certificate must chain to (give it the CA\n"
+		"                 that signs worker certificates only)\n"
 		"  --adapter-dir: a folder whose PEFT sub-folders POST /admin/adapters and\n"
 		"                 /v1/load_lora_adapter may import (none: path imports refused)\n"
 		"  --model-dir: a folder whose model sub-folders POST /admin/models may import\n"
@@ -265,7 +277,7 @@ static int parse_args(int argc, char **argv, opts *o)
 			"--batch-queue", "--batch-per-worker", "--queue-max", "--queue-timeout-ms",
 			"--worker-slots", "--max-connections", "--max-connections-per-ip",
 			"--connection-timeout-s", "--api-key", "--api-keys-file", "--tls-cert",
-			"--tls-key"};
+			"--tls-key", "--link-tls-cert", "--link-tls-key", "--link-tls-ca"};
 		bool ok = false;
 		for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
 			ok |= !strcmp(flag, known[k]);
@@ -321,6 +333,12 @@ static int parse_args(int argc, char **argv, opts *o)
 			o->tls_cert = val;
 		} else if (!strcmp(flag, "--tls-key")) {
 			o->tls_key = val;
+		} else if (!strcmp(flag, "--link-tls-cert")) {
+			o->link_cert = val;
+		} else if (!strcmp(flag, "--link-tls-key")) {
+			o->link_key = val;
+		} else if (!strcmp(flag, "--link-tls-ca")) {
+			o->link_ca = val;
 		} else if ((list = list_of(o, flag, &n))) {
 			if (*n == MAX_ITEMS)
 				return usage_error("too many '%s' options", flag);
@@ -638,6 +656,32 @@ static int load_tls(const opts *o, char **cert, size_t *cert_len, char **key, si
 	return 0;
 }
 
+/* The link's TLS (--link-tls-*) into *out, checked against the worker
+ * URLs: a tls+tcp:// worker needs it, and with it no worker is plain
+ * tcp://. 0, or prints one line and returns the exit status (2 usage, 1 a
+ * file nng refuses). */
+static int link_tls(const opts *o, const char *const *urls, size_t n, struct nng_tls_config **out)
+{
+	bool want = o->link_cert || o->link_key || o->link_ca;
+	*out = NULL;
+	if (want && (!o->link_cert || !o->link_key || !o->link_ca))
+		return usage_error("%s", "--link-tls-cert, --link-tls-key and --link-tls-ca go together");
+	for (size_t i = 0; i < n; i++) {
+		if (!want && loom_url_is_tls(urls[i]))
+			return usage_error("worker %s: tls+tcp:// needs --link-tls-cert, --link-tls-key "
+					   "and --link-tls-ca", urls[i]);
+		if (want && !strncmp(urls[i], "tcp", 3))
+			return usage_error("worker %s: with --link-tls-* a TCP worker must be "
+					   "tls+tcp://", urls[i]);
+	}
+	if (want && loom_tls_link_config(false, o->link_cert, o->link_key, o->link_ca,
+					 "--link-tls-", out)) {
+		fprintf(stderr, "loom-gateway: %s\n", loom_errmsg());
+		return 1;
+	}
+	return 0;
+}
+
 /* How long the shutdown may take before the process just exits. */
 #define SHUTDOWN_GRACE_S 4
 
@@ -703,6 +747,7 @@ int main(int argc, char **argv)
 	gw_slo *slo = NULL;
 	gw_keys *keys = NULL;
 	char *tls_cert = NULL, *tls_key = NULL;
+	struct nng_tls_config *link_cfg = NULL;
 	size_t tls_cert_len = 0, tls_key_len = 0;
 	json_t *config = NULL;
 	const char *urls[2 * MAX_ITEMS];
@@ -759,6 +804,8 @@ int main(int argc, char **argv)
 		status = usage_error("%s", "at least one worker is required");
 		goto out;
 	}
+	if ((status = link_tls(&o, urls, n_urls, &link_cfg)))
+		goto out;
 	for (size_t i = 0; i < o.n_models; i++) {
 		spec *sp = &mspecs[n_m++];
 		sp->tmpl = GW_TMPL_AUTO;
@@ -811,6 +858,7 @@ int main(int argc, char **argv)
 	lo.urls = urls;
 	lo.n_urls = n_urls;
 	lo.no_slo = o.no_slo;
+	lo.tls = link_cfg;
 	/* -1 (not given) -> 0 (the link's default) */
 	lo.batch_queue = o.adm[ADM_QUEUE_MAX] > 0 ? (size_t)o.adm[ADM_QUEUE_MAX] : 0;
 	lo.queue_timeout_ms = o.adm[ADM_QUEUE_TIMEOUT] > 0 ? (uint32_t)o.adm[ADM_QUEUE_TIMEOUT] : 0;
@@ -897,6 +945,8 @@ out:
 	gw_models_destroy(models);
 	gw_slo_destroy(slo);
 	gw_keys_destroy(keys);
+	if (link_cfg)
+		nng_tls_config_free(link_cfg);
 	if (tls_key)
 		memset(tls_key, 0, tls_key_len);
 	loom_free(tls_key);

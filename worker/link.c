@@ -393,8 +393,9 @@ static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
 }
 
 loom_err wk_link_create(const char *url, const char *worker_id, const char *const *models,
-			int n_models, wk_link **out)
+			int n_models, struct nng_tls_config *tls, wk_link **out)
 {
+	nng_listener ls;
 	wk_link *l;
 	loom_err rc = LOOM_OK;
 	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
@@ -448,7 +449,9 @@ loom_err wk_link_create(const char *url, const char *worker_id, const char *cons
 	/* a deeper send queue rides out a slow gateway; optional */
 	nng_socket_set_int(l->sock, NNG_OPT_SENDBUF, SEND_BUFFER_MSGS);
 	/* (nng itself replaces a stale ipc socket file nobody accepts on) */
-	if ((rv = nng_listen(l->sock, url, NULL, 0))) {
+	if ((rv = nng_listener_create(&ls, l->sock, url)) ||
+	    (tls && (rv = nng_listener_set_ptr(ls, NNG_OPT_TLS_CONFIG, tls))) ||
+	    (rv = nng_listener_start(ls, 0))) {
 		rc = loom_fail(rv == NNG_EADDRINUSE ? LOOM_EBUSY : LOOM_EINVAL,
 			       "link: cannot listen on '%s': %s", url, nng_strerror(rv));
 		goto out;

@@ -35,12 +35,15 @@ typedef struct wk_link wk_link;
  * Opens the socket and listens on url. worker_id is copied for HELLO; the
  * model names (models[0..n_models), each shorter than LOOM_NAME_MAX) are
  * only checked and kept for older callers: HELLO lists the models of the
- * engine's residency. Errors (bad URL, address in use) name the URL and
- * nng's reason.
+ * engine's residency. tls (NULL = none; the listener takes a reference) is
+ * the server side of mutual TLS for a tls+tcp:// url (common/tlslink.h):
+ * only a gateway whose certificate chains to its CA gets in. Errors (bad
+ * URL, address in use) name the URL and nng's reason.
  * *out owned by the caller, released with wk_link_destroy.
  */
+struct nng_tls_config;
 loom_err wk_link_create(const char *url, const char *worker_id, const char *const *models,
-			int n_models, wk_link **out);
+			int n_models, struct nng_tls_config *tls, wk_link **out);
 
 /* A wk_emit_fn (ctx = the wk_link): encodes m and sends it to the gateway.
  * Thread-safe. Waits up to 2 s for a gateway to take it, then drops it

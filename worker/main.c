@@ -6,6 +6,7 @@
  *               [--host-cache-mb N] [--device-adapter-mb N] [--device-model-mb N]
  *               [--id NAME] [--threads N] [--max-batch-tokens N] [--max-seqs N]
  *               [--kv-blocks N | --kv-mb N] [--backend cpu|cuda]
+ *               [--tls-cert FILE --tls-key FILE --tls-ca FILE]
  *
  * Exit: 0 after a signal, 1 when a model or the listen address fails,
  * 2 on bad flags.
@@ -21,8 +22,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <nng/nng.h>
+#include <nng/supplemental/tls/tls.h>
+
 #include "../common/alloc.h"
 #include "../common/log.h"
+#include "../common/tlslink.h"
 #include "../store/store.h"
 #include "backend.h"
 #include "engine.h"
@@ -37,13 +42,21 @@
 static const char usage[] =
 	"usage: loom-worker --listen URL [--model [NAME=]DIR ...] [--store DIR | --own-store DIR] "
 	"[--host-cache-mb N] [--device-adapter-mb N] [--device-model-mb N] [--id NAME] "
-	"[--threads N] [--max-batch-tokens N] [--max-seqs N] [--kv-blocks N | --kv-mb N] [--no-prefix-cache] [--backend cpu|cuda]\n";
+	"[--threads N] [--max-batch-tokens N] [--max-seqs N] [--kv-blocks N | --kv-mb N] [--no-prefix-cache] [--backend cpu|cuda] "
+	"[--tls-cert FILE --tls-key FILE --tls-ca FILE]\n";
 
 static const char help[] =
 	"\n"
 	"Serves LLaMA-family models to a loom-gateway over nng pair1.\n"
 	"\n"
-	"  --listen URL            ipc:// or tcp:// address the gateway dials (required)\n"
+	"  --listen URL            ipc://, tcp:// or tls+tcp:// address the gateway dials\n"
+	"                          (required)\n"
+	"  --tls-cert FILE, --tls-key FILE, --tls-ca FILE\n"
+	"                          mutual TLS on a tls+tcp:// --listen (all three, and only\n"
+	"                          there): this worker's PEM certificate and unencrypted key,\n"
+	"                          and the CA a gateway's certificate must chain to (give it\n"
+	"                          the CA that signs gateway certificates only); a gateway\n"
+	"                          without one fails the handshake\n"
 	"  --model [NAME=]DIR      a Hugging Face model folder; NAME defaults to the folder's\n"
 	"                          name (repeatable, up to 16). Required unless a store is given\n"
 	"  --store DIR             the gateway's LMDB store on this host, opened read-only:\n"
@@ -100,6 +113,7 @@ typedef struct args {
 	const char *dirs[MAX_MODELS];
 	const char *store;
 	bool own_store;
+	const char *tls_cert, *tls_key, *tls_ca;
 	int host_mb, device_mb, model_mb;
 } args;
 
@@ -186,6 +200,9 @@ static int parse_args(int argc, char **argv, args *a)
 		{ "device-model-mb", required_argument, NULL, 'M' },
 		{ "backend", required_argument, NULL, 'B' },
 		{ "no-prefix-cache", no_argument, NULL, 'P' },
+		{ "tls-cert", required_argument, NULL, 'C' },
+		{ "tls-key", required_argument, NULL, 'Y' },
+		{ "tls-ca", required_argument, NULL, 'A' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -197,6 +214,9 @@ static int parse_args(int argc, char **argv, args *a)
 		case 'i': a->id = optarg; break;
 		case 'B': a->backend = optarg; break;
 		case 'P': a->no_prefix_cache = true; break;
+		case 'C': a->tls_cert = optarg; break;
+		case 'Y': a->tls_key = optarg; break;
+		case 'A': a->tls_ca = optarg; break;
 		case 'm':
 			if ((rc = add_model(a, optarg)))
 				return rc;
@@ -258,6 +278,13 @@ static int parse_args(int argc, char **argv, args *a)
 		return bad_usage("unexpected argument '%s'", argv[optind]);
 	if (!a->listen)
 		return bad_usage("%s is required", "--listen URL");
+	bool tls = a->tls_cert || a->tls_key || a->tls_ca;
+	if (tls && (!a->tls_cert || !a->tls_key || !a->tls_ca))
+		return bad_usage("%s go together", "--tls-cert, --tls-key and --tls-ca");
+	if (tls != loom_url_is_tls(a->listen))
+		return bad_usage(tls ? "--tls-* need a tls+tcp:// --listen, not '%s'"
+				     : "--listen '%s' needs --tls-cert, --tls-key and --tls-ca",
+				 a->listen);
 	if (a->n_models == 0 && !a->store)
 		return bad_usage("%s is required (or --store / --own-store)", "--model [NAME=]DIR");
 	if (a->id && (!*a->id || strlen(a->id) >= LOOM_NAME_MAX))
@@ -344,6 +371,7 @@ int main(int argc, char **argv)
 	wk_res *res = NULL;
 	wk_link *link = NULL;
 	wk_engine *engine = NULL;
+	struct nng_tls_config *tls = NULL;
 	struct sigaction sa;
 	int rc, status = 1, n;
 
@@ -377,7 +405,9 @@ int main(int argc, char **argv)
 	for (int i = 0; i < n; i++)
 		snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "",
 			 names[i]);
-	if (wk_link_create(a.listen, a.id, no_models, 0, &link)) {
+	if ((a.tls_cert && loom_tls_link_config(true, a.tls_cert, a.tls_key, a.tls_ca, "--tls-",
+						&tls)) ||
+	    wk_link_create(a.listen, a.id, no_models, 0, tls, &link)) {
 		LOOM_ERROR("%s", loom_errmsg());
 		goto out;
 	}
@@ -414,6 +444,8 @@ out:
 	wk_engine_destroy(engine);
 	wk_res_destroy(res);      /* joins the loader */
 	wk_link_destroy(link);
+	if (tls)
+		nng_tls_config_free(tls);
 	st_close(store);
 	return status;
 }
