@@ -649,12 +649,12 @@ static bool is_json(json_t *v, const char *text)
 	return eq;
 }
 
-/* Options we do not implement: given with a non-default value -> 400 naming them. */
+/* Options we do not implement: given with a non-default value -> 400 naming
+ * them; n (p->n) and best_of (only equal to n). */
 static bool parse_unsupported(json_t *root, gw_params *p, gw_api_err *e)
 {
 	long long n = 1;
 	bool set;
-	(void)p;
 	for (size_t i = 0; i < sizeof not_implemented / sizeof *not_implemented; i++) {
 		json_t *v = field(root, not_implemented[i].key);
 		if (v && !is_json(v, not_implemented[i].ok1) && !is_json(v, not_implemented[i].ok2)) {
@@ -665,16 +665,20 @@ static bool parse_unsupported(json_t *root, gw_params *p, gw_api_err *e)
 	}
 	if (!get_int(root, "n", &n, &set, e))
 		return false;
-	if (set && n != 1) {
-		gw_api_err_set(e, 400, BAD, "n", NULL, "'n' must be 1 (got %lld): only one choice per "
-			       "request is supported", n);
+	if (set && (n < 1 || n > GW_MAX_N)) {
+		gw_api_err_set(e, 400, BAD, "n", NULL, "'n' must be between 1 and %d (got %lld)",
+			       GW_MAX_N, n);
 		return false;
 	}
-	long long best_of = 1;
+	p->n = (int)n;
+	/* best_of = n asks for nothing more: every choice generated is returned */
+	long long best_of = n;
 	if (!get_int(root, "best_of", &best_of, &set, e))
 		return false;
-	if (set && best_of != 1) {
-		gw_api_err_set(e, 400, BAD, "best_of", NULL, "'best_of' is not supported (only 1)");
+	if (set && best_of != n) {
+		gw_api_err_set(e, 400, BAD, "best_of", NULL, "'best_of' other than 'n' is not "
+			       "supported (got %lld with n = %lld): every generated choice is "
+			       "returned", best_of, n);
 		return false;
 	}
 	return true;
@@ -780,6 +784,7 @@ loom_err gw_openai_parse(gw_api api, const char *body, size_t len, gw_params *p,
 	memset(p, 0, sizeof *p);
 	memset(e, 0, sizeof *e);
 	p->api = api;
+	p->n = 1;
 	p->temperature = 1.0f;
 	p->top_p = 1.0f;
 	p->repetition_penalty = 1.0f;
@@ -1127,20 +1132,20 @@ static bool add_chat_prompt_logprobs(const gw_result *r, json_t *root)
 	return !json_object_set_new(root, "prompt_logprobs", vllm_prompt_logprobs(r));
 }
 
-char *gw_openai_response_json(const gw_result *r)
+/* One choice of a response: {index, text | message, logprobs, finish_reason, ...}. */
+static json_t *response_choice(const gw_result *r)
 {
 	bool chat = r->api == GW_API_CHAT;
-	json_t *root = head(r, chat ? "chat.completion" : "text_completion");
 	json_t *choice;
 	if (chat)
-		choice = json_pack("{s:i, s:{s:s, s:o}, s:n, s:s}", "index", 0, "message", "role",
-				   "assistant", "content", text_value(r), "logprobs", "finish_reason",
-				   r->finish ? r->finish : "stop");
+		choice = json_pack("{s:i, s:{s:s, s:o}, s:n, s:s}", "index", r->index, "message",
+				   "role", "assistant", "content", text_value(r), "logprobs",
+				   "finish_reason", r->finish ? r->finish : "stop");
 	else
-		choice = json_pack("{s:i, s:o, s:n, s:s}", "index", 0, "text", text_value(r),
+		choice = json_pack("{s:i, s:o, s:n, s:s}", "index", r->index, "text", text_value(r),
 				   "logprobs", "finish_reason", r->finish ? r->finish : "stop");
-	if (!root || !choice)
-		goto fail;
+	if (!choice)
+		return NULL;
 	if (chat && r->tool_calls) {
 		json_t *msg = json_object_get(choice, "message");
 		if ((!r->text_len && json_object_set_new(msg, "content", json_null())) ||
@@ -1149,13 +1154,36 @@ char *gw_openai_response_json(const gw_result *r)
 	}
 	if (r->with_ids && json_object_set_new(choice, "token_ids", ids_array(r->ids, r->n_ids)))
 		goto fail;
-	if (!add_logprobs(r, choice) || !add_chat_prompt_logprobs(r, root))
+	if (!add_logprobs(r, choice))
 		goto fail;
-	if (json_object_set_new(root, "choices", json_pack("[o]", choice))) {
-		choice = NULL;
+	return choice;
+fail:
+	json_decref(choice);
+	return NULL;
+}
+
+char *gw_openai_response_json(const gw_result *r)
+{
+	return gw_openai_response_json_n(r, 1);
+}
+
+char *gw_openai_response_json_n(const gw_result *r, size_t n)
+{
+	bool chat = r->api == GW_API_CHAT;
+	json_t *root = head(r, chat ? "chat.completion" : "text_completion");
+	json_t *choices = json_array();
+	if (!root || !choices)
+		goto fail;
+	for (size_t i = 0; i < n; i++)
+		if (json_array_append_new(choices, response_choice(&r[i])))
+			goto fail;
+	if (!add_chat_prompt_logprobs(r, root))
+		goto fail;
+	if (json_object_set_new(root, "choices", choices)) {
+		choices = NULL;
 		goto fail;
 	}
-	choice = NULL;
+	choices = NULL;
 	if (json_object_set_new(root, "usage", usage(r)))
 		goto fail;
 	if (r->with_ids &&
@@ -1163,7 +1191,7 @@ char *gw_openai_response_json(const gw_result *r)
 		goto fail;
 	return dump(root);
 fail:
-	json_decref(choice);
+	json_decref(choices);
 	json_decref(root);
 	return NULL;
 }
@@ -1172,7 +1200,7 @@ char *gw_openai_chunk_json(const gw_result *r, bool role_only)
 {
 	bool chat = r->api == GW_API_CHAT;
 	json_t *root = head(r, chat ? "chat.completion.chunk" : "text_completion");
-	json_t *choice = json_pack("{s:i, s:n}", "index", 0, "logprobs");
+	json_t *choice = json_pack("{s:i, s:n}", "index", r->index, "logprobs");
 	if (!root || !choice)
 		goto fail;
 	if (chat) {

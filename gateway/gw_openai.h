@@ -30,6 +30,8 @@ typedef enum gw_api {
 	GW_API_DETOKENIZE,  /* POST /detokenize */
 } gw_api;
 
+#define GW_MAX_N 16 /* choices per request ("n") at most */
+
 /* An OpenAI error: {"error":{"message","type","param","code"}} with an HTTP status. */
 typedef struct gw_api_err {
 	int status;
@@ -67,6 +69,7 @@ typedef struct gw_params {
 	json_t *tools;          /* chat: "tools", or NULL */
 	json_t *chat_kwargs;    /* "chat_template_kwargs", or NULL */
 	bool add_generation_prompt; /* default true */
+	int n;                  /* choices, 1..GW_MAX_N (default 1; best_of may only equal it) */
 	bool has_max_tokens;
 	int64_t max_tokens;     /* >= 1 when has_max_tokens */
 	float temperature;      /* [0,2], default 1 */
@@ -148,6 +151,7 @@ typedef struct gw_result {
 	const char *id;           /* "cmpl-…" / "chatcmpl-…" */
 	long long created;        /* unix seconds */
 	const char *model;
+	int index;                /* the choice's "index" (0 with n = 1) */
 	const char *text;         /* this chunk's / the whole text; may be NULL when text_len 0 */
 	size_t text_len;
 	const char *finish;       /* "stop" | "length" | NULL (chunk before the last) */
@@ -179,6 +183,10 @@ typedef struct gw_result {
 
 /* Non-stream response (text_completion / chat.completion) with usage. */
 char *gw_openai_response_json(const gw_result *r);
+/* The same with n choices: r[i] gives choice i (its index, text, finish,
+ * ids, logprobs, tool calls), r[0] the rest (id, model, usage: the caller
+ * puts the request's totals there, prompt_token_ids, chat prompt_logprobs). */
+char *gw_openai_response_json_n(const gw_result *r, size_t n);
 /* A stream chunk. Chat: role_only gives delta {"role":"assistant"}; otherwise
  * delta {"content": text} ({} when there is no text). */
 char *gw_openai_chunk_json(const gw_result *r, bool role_only);

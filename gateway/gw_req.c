@@ -6,9 +6,20 @@
  * MHD_resume_connection matches one MHD_suspend_connection.
  * `recorded` turns true at the one place the SLO outcome is written: the
  * first transition out of ST_RUNNING (end()), or the last release.
+ *
+ * Choices (n > 1): the request holds one gw_choice per choice (its text,
+ * ids, logprobs, finish, tool calls); the link knows each choice by a handle
+ * (a gw_req with `head` set: an id of its own, a reference on the head, no
+ * state) and everything a handle is given lands in its choice, under the
+ * head's mu. With n = 1 the request is its own handle for choice 0.
+ * The request ends (ST_OK) when its last running choice finishes; any
+ * choice's failure fails the request, and its other choices are then told
+ * to stop (GW_STEP_STOPPED at their next step; the server also CANCELs
+ * those gw_req_live_choices names).
  */
 #include "gw_req.h"
 
+#include <assert.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -25,10 +36,34 @@
 
 enum { ST_RUNNING, ST_OK, ST_ERROR };
 
+/* One choice's output (under the request's mu). */
+typedef struct gw_choice {
+	uint64_t id;         /* the id its SUBMIT goes under; 0 = no handle made yet */
+	gw_stream *out;
+	size_t n_cached;     /* prompt tokens the worker's prefix cache held (the
+			      * first item's figure) */
+	int32_t *ids;        /* [n_ids] every generated id */
+	size_t n_ids, cap_ids;
+	float *lp;           /* [cap_ids] with_lp: each id's logprob */
+	int32_t *top_ids;    /* [cap_ids * lp_stride] */
+	float *top_lp;
+	size_t *offs;        /* [cap_ids] with_lp: text_offset (code points, decoded) */
+	bool started;        /* stream: its first chunk went out (chat: the role chunk) */
+	bool sent_echo;
+	bool ended;          /* finished, or failed or stopped through its handle: the
+			      * link holds it no more */
+	const char *finish;  /* "stop" | "length" | "tool_calls" once finished */
+	size_t tool_sent;    /* stream: bytes of the text already sent as content */
+	json_t *tool_calls;  /* once finished: the calls, or NULL */
+	char *tool_content;  /* once finished with calls: the text outside them, or NULL */
+} gw_choice;
+
 struct gw_req {
 	pthread_mutex_t mu;
 	atomic_int refs;
 	uint64_t id;
+	gw_req *head;        /* a choice's handle: its request (held), else NULL */
+	size_t index;        /* a handle: its choice */
 	char id_str[48];
 	long long created;
 	gw_api api;
@@ -47,21 +82,14 @@ struct gw_req {
 	char *piece;         /* piece_fn's buffer */
 	size_t piece_cap;
 	/* under mu */
-	gw_stream *out;
-	size_t n_cached;     /* prompt tokens the worker's prefix cache held (the
-			      * first item's figure) */
-	int32_t *ids;        /* [n_ids] every generated id */
-	size_t n_ids, cap_ids;
-	float *lp;           /* [cap_ids] with_lp: each id's logprob */
-	int32_t *top_ids;    /* [cap_ids * lp_stride] */
-	float *top_lp;
-	size_t *offs;        /* [cap_ids] with_lp: text_offset (code points, decoded) */
+	gw_choice *ch;       /* [n_ch] */
+	size_t n_ch;
+	size_t n_running;    /* choices not finished */
 	loom_logprobs plp;   /* the prompt's, once received (owned copies) */
-	bool sent_echo;
 	int state;
-	const char *finish;  /* "stop" | "length" once ST_OK */
 	gw_api_err err;      /* once ST_ERROR */
-	bool sent_first;     /* stream: prompt_token_ids go in the first chunk */
+	bool sent_first;     /* stream: the first chunk went out (prompt_token_ids and
+			      * chat's prompt_logprobs go in it) */
 	char *sse;           /* stream bytes not yet given to MHD: [sse_off, sse_len) */
 	size_t sse_len, sse_cap, sse_off;
 	bool sse_oom;
@@ -77,9 +105,6 @@ struct gw_req {
 	/* tool calls (tools_fmt != NONE) */
 	gw_tools_fmt tools_fmt;
 	bool parallel_tools;
-	size_t tool_sent;    /* stream: bytes of the text already sent as content */
-	json_t *tool_calls;  /* once ended: the calls, or NULL */
-	char *tool_content;  /* once ended with calls: the text outside them, or NULL */
 };
 
 static atomic_uint_fast64_t next_id = 1;
@@ -105,6 +130,39 @@ long gw_req_tracked(void)
 	return atomic_load(&n_tracked);
 }
 
+/* Tokens generated over all choices (usage's completion_tokens). */
+static size_t total_ids(const gw_req *r)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < r->n_ch; i++)
+		n += r->ch[i].n_ids;
+	return n;
+}
+
+/* usage's cached_tokens: the fewest prompt tokens any choice took from the
+ * prefix cache, i.e. what earlier requests left there (the blocks later
+ * choices take from the first one's prefill are not counted). */
+static size_t min_cached(const gw_req *r)
+{
+	size_t m = r->n_ch ? r->ch[0].n_cached : 0;
+	for (size_t i = 1; i < r->n_ch; i++)
+		m = r->ch[i].n_cached < m ? r->ch[i].n_cached : m;
+	return m;
+}
+
+/* The request a handle belongs to and its choice (*ci); r itself with
+ * choice 0 for a one-choice request; with n > 1 the request itself carries
+ * no choice (*ci = SIZE_MAX). */
+static gw_req *owner(gw_req *r, size_t *ci)
+{
+	if (r->head) {
+		*ci = r->index;
+		return r->head;
+	}
+	*ci = r->n_ch == 1 ? 0 : SIZE_MAX;
+	return r;
+}
+
 /* Under mu (or from the last release): writes the SLO outcome once. */
 static void record(gw_req *r, int status)
 {
@@ -112,13 +170,17 @@ static void record(gw_req *r, int status)
 		return;
 	r->recorded = true;
 	int64_t now = gw_req_now_ms();
-	gw_slo_outcome o = {.status = status, .tokens = r->n_ids};
+	size_t longest = 0;
+	for (size_t i = 0; i < r->n_ch; i++)
+		longest = r->ch[i].n_ids > longest ? r->ch[i].n_ids : longest;
+	gw_slo_outcome o = {.status = status, .tokens = total_ids(r)};
 	if (r->first_ms) {
 		o.has_ttft = true;
 		o.ttft_ms = (double)(r->first_ms - r->arrival_ms);
-		if (r->n_ids >= 2) {
+		/* choices decode side by side: the time per token is the longest one's */
+		if (longest >= 2) {
 			o.has_tpot = true;
-			o.tpot_ms = (double)(now - r->first_ms) / (double)(r->n_ids - 1);
+			o.tpot_ms = (double)(now - r->first_ms) / (double)(longest - 1);
 		}
 	}
 	gw_slo_record(r->slo, r->slo_class, &o);
@@ -262,14 +324,65 @@ loom_err gw_req_create(const gw_req_opts *o, gw_req **out)
 	}
 	memcpy(r->prompt_ids, o->prompt_ids, o->n_prompt * sizeof *r->prompt_ids);
 	r->n_prompt = o->n_prompt;
-	if ((rc = gw_stream_create(o->model->tok, o->stops, o->n_stops, &r->out)) ||
-	    (rc = lp_setup(r, o)))
+	size_t n_ch = o->n_choices ? o->n_choices : 1;
+	if (n_ch > GW_MAX_N) {
+		rc = loom_fail(LOOM_EINVAL, "%zu choices asked, at most %d", n_ch, GW_MAX_N);
+		goto fail;
+	}
+	r->ch = loom_calloc(n_ch, sizeof *r->ch);
+	if (!r->ch) {
+		rc = loom_fail(LOOM_ENOMEM, "out of memory creating a request");
+		goto fail;
+	}
+	r->n_ch = r->n_running = n_ch;
+	if (r->n_ch == 1)
+		r->ch[0].id = r->id;
+	for (size_t i = 0; i < r->n_ch; i++)
+		if ((rc = gw_stream_create(o->model->tok, o->stops, o->n_stops, &r->ch[i].out)))
+			goto fail;
+	if ((rc = lp_setup(r, o)))
 		goto fail;
 	*out = r;
 	return LOOM_OK;
 fail:
 	gw_req_release(r);
 	return rc;
+}
+
+loom_err gw_req_choice(gw_req *r, size_t i, gw_req **out)
+{
+	*out = NULL;
+	assert(!r->head && i < r->n_ch);
+	if (r->n_ch == 1) {
+		gw_req_hold(r);
+		*out = r;
+		return LOOM_OK;
+	}
+	gw_req *h = loom_calloc(1, sizeof *h);
+	if (!h)
+		return loom_fail(LOOM_ENOMEM, "out of memory creating a request");
+	pthread_mutex_init(&h->mu, NULL);
+	atomic_init(&h->refs, 1);
+	h->id = atomic_fetch_add(&next_id, 1);
+	h->head = r;
+	h->index = i;
+	gw_req_hold(r);
+	pthread_mutex_lock(&r->mu);
+	r->ch[i].id = h->id;
+	pthread_mutex_unlock(&r->mu);
+	*out = h;
+	return LOOM_OK;
+}
+
+size_t gw_req_live_choices(gw_req *r, uint64_t *ids)
+{
+	size_t n = 0;
+	pthread_mutex_lock(&r->mu);
+	for (size_t i = 0; i < r->n_ch; i++)
+		if (r->ch[i].id && !r->ch[i].ended)
+			ids[n++] = r->ch[i].id;
+	pthread_mutex_unlock(&r->mu);
+	return n;
 }
 
 void gw_req_hold(gw_req *r)
@@ -281,16 +394,28 @@ void gw_req_release(gw_req *r)
 {
 	if (!r || atomic_fetch_sub(&r->refs, 1) != 1)
 		return;
+	if (r->head) { /* a choice's handle */
+		gw_req_release(r->head);
+		pthread_mutex_destroy(&r->mu);
+		loom_free(r);
+		return;
+	}
 	if (r->state == ST_RUNNING)
 		record(r, 500); /* never ended: a miss */
-	gw_stream_destroy(r->out);
+	for (size_t i = 0; i < r->n_ch; i++) {
+		gw_choice *c = &r->ch[i];
+		gw_stream_destroy(c->out);
+		loom_free(c->ids);
+		loom_free(c->lp);
+		loom_free(c->top_ids);
+		loom_free(c->top_lp);
+		loom_free(c->offs);
+		json_decref(c->tool_calls);
+		loom_free(c->tool_content);
+	}
+	loom_free(r->ch);
 	gw_model_release(r->model);
 	loom_free(r->prompt_ids);
-	loom_free(r->ids);
-	loom_free(r->lp);
-	loom_free(r->top_ids);
-	loom_free(r->top_lp);
-	loom_free(r->offs);
 	loom_free(r->plp.lp);
 	loom_free(r->plp.top_ids);
 	loom_free(r->plp.top_lp);
@@ -298,8 +423,6 @@ void gw_req_release(gw_req *r)
 	loom_free(r->p_offs);
 	loom_free(r->piece);
 	loom_free(r->sse);
-	json_decref(r->tool_calls);
-	loom_free(r->tool_content);
 	pthread_mutex_destroy(&r->mu);
 	loom_free(r);
 	atomic_fetch_sub(&n_tracked, 1);
@@ -312,6 +435,8 @@ uint64_t gw_req_id(const gw_req *r)
 
 const int32_t *gw_req_prompt(const gw_req *r, size_t *n)
 {
+	if (r->head)
+		r = r->head;
 	*n = r->n_prompt;
 	return r->prompt_ids;
 }
@@ -351,21 +476,25 @@ static void sse_event(gw_req *r, char *json, const char *raw)
 	loom_free(json);
 }
 
-static gw_result result_base(const gw_req *r)
+/* Choice ci's result: the request's fields, the choice's output, usage
+ * over all choices. */
+static gw_result result_base(const gw_req *r, size_t ci)
 {
+	const gw_choice *c = &r->ch[ci];
 	gw_result res = {
 		.api = r->api,
 		.id = r->id_str,
 		.created = r->created,
 		.model = r->model_name,
+		.index = (int)ci,
 		.with_ids = r->with_ids,
 		.prompt_tokens = r->n_prompt,
-		.cached_tokens = r->n_cached,
-		.completion_tokens = r->n_ids,
+		.cached_tokens = min_cached(r),
+		.completion_tokens = total_ids(r),
 		.with_lp = r->with_lp,
 		.lp_k = r->lp_k,
-		.lp = { .ids = r->ids, .lp = r->lp, .top_ids = r->top_ids, .top_lp = r->top_lp,
-			.stride = r->lp_stride, .offsets = r->offs, .offset_base = r->echo_cp },
+		.lp = { .ids = c->ids, .lp = c->lp, .top_ids = c->top_ids, .top_lp = c->top_lp,
+			.stride = r->lp_stride, .offsets = c->offs, .offset_base = r->echo_cp },
 		.echo_lp = r->echo && r->with_lp,
 		/* without the worker's prompt logprobs (a 1-token prompt) only the
 		 * first prompt token, which has none, can be shown */
@@ -397,15 +526,16 @@ static gw_lp_view lp_slice(gw_lp_view v, size_t from, size_t n)
 	return v;
 }
 
-/* Under mu, at the end: splits the text into content and tool calls. */
-static void tools_split(gw_req *r)
+/* Under mu, when choice c finishes: splits its text into content and tool
+ * calls (the calls' ids are drawn from the choice's id). */
+static void tools_split(gw_req *r, gw_choice *c)
 {
 	size_t len;
-	const char *text = gw_stream_text(r->out, &len);
+	const char *text = gw_stream_text(c->out, &len);
 	json_t *calls = NULL;
 	char *content = NULL;
 
-	if (gw_tools_parse(r->tools_fmt, text, len, (unsigned long long)r->id, &calls, &content))
+	if (gw_tools_parse(r->tools_fmt, text, len, (unsigned long long)c->id, &calls, &content))
 		return; /* out of memory: the text stays content */
 	if (!calls) {
 		loom_free(content);
@@ -413,61 +543,67 @@ static void tools_split(gw_req *r)
 	}
 	while (!r->parallel_tools && json_array_size(calls) > 1)
 		json_array_remove(calls, json_array_size(calls) - 1);
-	r->tool_calls = calls;
-	r->tool_content = content;
-	r->finish = "tool_calls";
+	c->tool_calls = calls;
+	c->tool_content = content;
+	c->finish = "tool_calls";
 }
 
-/* Under mu, stream with tools: res gets the content that may go out now
- * (what no tool call can start in; at the end, the rest of the content). */
-static void tools_text(gw_req *r, bool done, gw_result *res)
+/* Under mu, stream with tools: res gets the content of choice c that may go
+ * out now (what no tool call can start in; at the end, the rest of the
+ * content). */
+static void tools_text(gw_req *r, gw_choice *c, bool done, gw_result *res)
 {
 	size_t len;
-	const char *all = gw_stream_text(r->out, &len);
+	const char *all = gw_stream_text(c->out, &len);
 
-	res->text = all + r->tool_sent;
+	res->text = all + c->tool_sent;
 	res->text_len = 0;
-	if (done && r->tool_calls) {
-		size_t cl = r->tool_content ? strlen(r->tool_content) : 0;
+	if (done && c->tool_calls) {
+		size_t cl = c->tool_content ? strlen(c->tool_content) : 0;
 		/* what was sent came before any call: the content starts with it */
-		if (cl > r->tool_sent) {
-			res->text = r->tool_content + r->tool_sent;
-			res->text_len = cl - r->tool_sent;
+		if (cl > c->tool_sent) {
+			res->text = c->tool_content + c->tool_sent;
+			res->text_len = cl - c->tool_sent;
 		}
-		r->tool_sent = cl > r->tool_sent ? cl : r->tool_sent;
+		c->tool_sent = cl > c->tool_sent ? cl : c->tool_sent;
 		return;
 	}
 	size_t safe = done ? len : gw_tools_safe_prefix(r->tools_fmt, all, len);
-	if (safe > r->tool_sent) {
-		res->text_len = safe - r->tool_sent;
-		r->tool_sent = safe;
+	if (safe > c->tool_sent) {
+		res->text_len = safe - c->tool_sent;
+		c->tool_sent = safe;
 	}
 }
 
-/* Under mu, stream: the chunk for this step's new text and ids (+ the end):
- * the last n of r->ids. The first chunk carries prompt_token_ids and
- * prompt_logprobs; with echo, a chunk with the prompt's text (and its
- * logprobs) comes first. */
-static void stream_step(gw_req *r, size_t n, bool done)
+/* Under mu, stream: choice ci's chunk for this step's new text and ids (+
+ * its end): the last n of its ids. Every chunk carries one choice, with its
+ * index. A choice's first chunk is chat's role chunk, or carries
+ * completions' prompt_logprobs; with echo, a chunk with the prompt's text
+ * (and its logprobs) comes first. The request's first chunk carries
+ * prompt_token_ids (chat: and prompt_logprobs). all: every choice has
+ * finished (usage, [DONE]). */
+static void stream_step(gw_req *r, size_t ci, size_t n, bool done, bool all)
 {
-	gw_result res = result_base(r);
-	res.lp = lp_slice(res.lp, r->n_ids - n, n);
+	gw_choice *c = &r->ch[ci];
+	bool chat = r->api == GW_API_CHAT;
+	gw_result res = result_base(r, ci);
+	res.lp = lp_slice(res.lp, c->n_ids - n, n);
 	res.echo_lp = false;
-	res.with_prompt_lp = r->with_plp && !r->sent_first;
-	res.ids = r->ids + (r->n_ids - n);
+	res.with_prompt_lp = r->with_plp && (chat ? !r->sent_first : !c->started);
+	res.ids = c->ids + (c->n_ids - n);
 	res.n_ids = n;
-	res.finish = done ? r->finish : NULL;
+	res.finish = done ? c->finish : NULL;
 	if (!r->sent_first) {
 		res.prompt_ids = r->prompt_ids;
 		res.n_prompt = r->n_prompt;
 	}
-	if (r->api == GW_API_CHAT && !r->sent_first) {
+	if (chat && !c->started) {
 		sse_event(r, gw_openai_chunk_json(&res, true), NULL);
 		res.prompt_ids = NULL;
 		res.with_prompt_lp = false;
-		r->sent_first = true;
+		c->started = r->sent_first = true;
 	}
-	if (r->echo && !r->sent_echo) {
+	if (r->echo && !c->sent_echo) {
 		gw_result er = res;
 		er.text = r->echo_text;
 		er.text_len = r->echo_len;
@@ -479,34 +615,34 @@ static void stream_step(gw_req *r, size_t n, bool done)
 		sse_event(r, gw_openai_chunk_json(&er, false), NULL);
 		res.prompt_ids = NULL;
 		res.with_prompt_lp = false;
-		r->sent_echo = r->sent_first = true;
+		c->sent_echo = c->started = r->sent_first = true;
 	}
-	res.text = gw_stream_take(r->out, &res.text_len);
+	res.text = gw_stream_take(c->out, &res.text_len);
 	if (r->tools_fmt != GW_TOOLS_NONE)
-		tools_text(r, done, &res);
+		tools_text(r, c, done, &res);
 	if (res.text_len && !r->first_ms)
 		r->first_ms = gw_req_now_ms();
-	if (done && r->tool_calls) {
+	if (done && c->tool_calls) {
 		/* the rest of the content, the calls, then the end */
-		gw_result c = res;
-		c.finish = NULL;
-		if (c.text_len)
-			sse_event(r, gw_openai_chunk_json(&c, false), NULL);
-		c.text_len = 0;
-		c.ids = NULL;
-		c.n_ids = 0;
-		c.lp.n = 0;
-		c.with_ids = false;
-		c.with_lp = false;
-		c.tool_calls = r->tool_calls;
-		sse_event(r, gw_openai_chunk_json(&c, false), NULL);
+		gw_result t = res;
+		t.finish = NULL;
+		if (t.text_len)
+			sse_event(r, gw_openai_chunk_json(&t, false), NULL);
+		t.text_len = 0;
+		t.ids = NULL;
+		t.n_ids = 0;
+		t.lp.n = 0;
+		t.with_ids = false;
+		t.with_lp = false;
+		t.tool_calls = c->tool_calls;
+		sse_event(r, gw_openai_chunk_json(&t, false), NULL);
 		res.text_len = 0;
 	}
 	if (res.text_len || done || ((r->with_ids || r->with_lp) && n)) {
 		sse_event(r, gw_openai_chunk_json(&res, false), NULL);
-		r->sent_first = true;
+		c->started = r->sent_first = true;
 	}
-	if (done) {
+	if (all) {
 		if (r->include_usage)
 			sse_event(r, gw_openai_usage_chunk_json(&res), NULL);
 		sse_event(r, NULL, "[DONE]");
@@ -523,44 +659,48 @@ static bool grow(void **p, size_t cap, size_t sz)
 	return true;
 }
 
-/* Appends the item's ids (and logprobs when asked). */
-static loom_err append_ids(gw_req *r, const loom_step_item *it)
+/* Appends the item's ids (and logprobs when asked) to choice c. */
+static loom_err append_ids(gw_req *r, gw_choice *c, const loom_step_item *it)
 {
 	size_t n = it->n_ids, k = r->lp_stride;
 	if (r->with_lp && n && (it->lp.n != n || it->lp.k != k))
 		return loom_fail(LOOM_EPROTO, "the worker sent no or other logprobs than asked "
 				 "(%" PRIu32 " x %" PRIu32 " for %zu x %zu)", it->lp.n, it->lp.k, n, k);
-	if (r->n_ids + n > r->cap_ids) {
-		size_t cap = r->cap_ids ? r->cap_ids : 64;
-		while (cap < r->n_ids + n)
+	if (c->n_ids + n > c->cap_ids) {
+		size_t cap = c->cap_ids ? c->cap_ids : 64;
+		while (cap < c->n_ids + n)
 			cap *= 2;
-		if (!grow((void **)&r->ids, cap, sizeof *r->ids) ||
-		    (r->with_lp && (!grow((void **)&r->lp, cap, sizeof *r->lp) ||
-				    !grow((void **)&r->offs, cap, sizeof *r->offs) ||
-				    !grow((void **)&r->top_ids, cap * k, sizeof *r->top_ids) ||
-				    !grow((void **)&r->top_lp, cap * k, sizeof *r->top_lp))))
+		if (!grow((void **)&c->ids, cap, sizeof *c->ids) ||
+		    (r->with_lp && (!grow((void **)&c->lp, cap, sizeof *c->lp) ||
+				    !grow((void **)&c->offs, cap, sizeof *c->offs) ||
+				    !grow((void **)&c->top_ids, cap * k, sizeof *c->top_ids) ||
+				    !grow((void **)&c->top_lp, cap * k, sizeof *c->top_lp))))
 			return loom_fail(LOOM_ENOMEM, "out of memory storing generated ids");
-		r->cap_ids = cap;
+		c->cap_ids = cap;
 	}
 	if (n)
-		memcpy(r->ids + r->n_ids, it->ids, n * sizeof *it->ids);
+		memcpy(c->ids + c->n_ids, it->ids, n * sizeof *it->ids);
 	if (r->with_lp && n) {
-		memcpy(r->lp + r->n_ids, it->lp.lp, n * sizeof *r->lp);
+		memcpy(c->lp + c->n_ids, it->lp.lp, n * sizeof *c->lp);
 		if (k) {
-			memcpy(r->top_ids + r->n_ids * k, it->lp.top_ids, n * k * sizeof *r->top_ids);
-			memcpy(r->top_lp + r->n_ids * k, it->lp.top_lp, n * k * sizeof *r->top_lp);
+			memcpy(c->top_ids + c->n_ids * k, it->lp.top_ids, n * k * sizeof *c->top_ids);
+			memcpy(c->top_lp + c->n_ids * k, it->lp.top_lp, n * k * sizeof *c->top_lp);
 		}
 	}
-	r->n_ids += n;
+	c->n_ids += n;
 	return LOOM_OK;
 }
 
-/* Keeps the prompt's logprobs (sent once, with the first token). */
+/* Keeps the prompt's logprobs (sent once per choice, with its first token;
+ * the first choice's are kept: they depend on the prompt only). */
 static loom_err keep_prompt_lp(gw_req *r, const loom_logprobs *p)
 {
 	if (!p->n || r->plp.n)
 		return LOOM_OK;
 	size_t nk = (size_t)p->n * p->k;
+	loom_free(r->plp.lp);
+	loom_free(r->plp.top_ids);
+	loom_free(r->plp.top_lp);
 	r->plp.lp = loom_malloc(p->n * sizeof *r->plp.lp);
 	r->plp.top_ids = loom_malloc((nk ? nk : 1) * sizeof *r->plp.top_ids);
 	r->plp.top_lp = loom_malloc((nk ? nk : 1) * sizeof *r->plp.top_lp);
@@ -579,21 +719,21 @@ static loom_err keep_prompt_lp(gw_req *r, const loom_logprobs *p)
 	return LOOM_OK;
 }
 
-/* Decodes the last n ids into the output text, recording each one's
+/* Decodes choice c's last n ids into its text, recording each one's
  * text_offset; with finish STOP the last id (the stop token) adds none. */
-static loom_err push_text(gw_req *r, size_t n, int finish, bool *stopped)
+static loom_err push_text(gw_req *r, gw_choice *c, size_t n, int finish, bool *stopped)
 {
-	size_t base = r->n_ids - n;
+	size_t base = c->n_ids - n;
 	loom_err rc;
 	for (size_t i = 0; i < n; i++) {
 		if (r->with_lp)
-			r->offs[base + i] = gw_stream_decoded_cp(r->out);
+			c->offs[base + i] = gw_stream_decoded_cp(c->out);
 		if (finish == LOOM_FINISH_STOP && i + 1 == n)
 			break;
-		if ((rc = gw_stream_push_ids(r->out, &r->ids[base + i], 1, stopped)))
+		if ((rc = gw_stream_push_ids(c->out, &c->ids[base + i], 1, stopped)))
 			return rc;
 	}
-	*stopped = gw_stream_stopped(r->out);
+	*stopped = gw_stream_stopped(c->out);
 	return LOOM_OK;
 }
 
@@ -607,7 +747,7 @@ static void fail_locked(gw_req *r, int status, const char *type, const char *msg
 	gw_api_err_set(&r->err, status, type, NULL, NULL, "%s", msg);
 	if (r->stream) {
 		if (r->api == GW_API_CHAT && !r->sent_first) {
-			gw_result res = result_base(r);
+			gw_result res = result_base(r, 0);
 			sse_event(r, gw_openai_chunk_json(&res, true), NULL);
 			r->sent_first = true;
 		}
@@ -617,72 +757,96 @@ static void fail_locked(gw_req *r, int status, const char *type, const char *msg
 	wake(r);
 }
 
-gw_step_result gw_req_on_step(gw_req *r, const loom_step_item *it)
+gw_step_result gw_req_on_step(gw_req *h, const loom_step_item *it)
 {
-	size_t n = it->n_ids;
+	size_t n = it->n_ids, ci;
 	int finish = it->finish;
 	gw_step_result ret = GW_STEP_MORE;
 	bool stopped = false;
+	gw_req *r = owner(h, &ci);
+	assert(ci < r->n_ch);
+	gw_choice *c = &r->ch[ci];
 	pthread_mutex_lock(&r->mu);
-	if (r->state != ST_RUNNING) {
+	if (c->ended) {
 		ret = GW_STEP_DONE;
 		goto out;
 	}
+	if (r->state != ST_RUNNING) {
+		/* the request ended (failed, closed) while this choice ran: stop it */
+		c->ended = true;
+		ret = finish != LOOM_FINISH_NONE ? GW_STEP_DONE : GW_STEP_STOPPED;
+		goto out;
+	}
 	if (finish == LOOM_FINISH_ABORT) {
+		c->ended = true;
 		fail_locked(r, 500, "server_error", "the worker aborted the request");
 		ret = GW_STEP_DONE;
 		goto out;
 	}
-	if (r->n_ids == 0 && n > 0)
-		r->n_cached = it->n_cached < r->n_prompt ? it->n_cached : r->n_prompt;
-	if (append_ids(r, it) || keep_prompt_lp(r, &it->prompt_lp) ||
-	    push_text(r, n, finish, &stopped) ||
-	    (!stopped && finish != LOOM_FINISH_NONE && gw_stream_finish(r->out))) {
+	if (c->n_ids == 0 && n > 0)
+		c->n_cached = it->n_cached < r->n_prompt ? it->n_cached : r->n_prompt;
+	if (append_ids(r, c, it) || keep_prompt_lp(r, &it->prompt_lp) ||
+	    push_text(r, c, n, finish, &stopped) ||
+	    (!stopped && finish != LOOM_FINISH_NONE && gw_stream_finish(c->out))) {
+		c->ended = true;
 		fail_locked(r, 500, "server_error", loom_errmsg());
 		ret = finish != LOOM_FINISH_NONE ? GW_STEP_DONE : GW_STEP_STOPPED;
 		goto out;
 	}
-	stopped = gw_stream_stopped(r->out);
+	stopped = gw_stream_stopped(c->out);
 	bool done = stopped || finish != LOOM_FINISH_NONE;
 	if (done) {
-		r->finish = (stopped || finish == LOOM_FINISH_STOP) ? "stop" : "length";
+		c->finish = (stopped || finish == LOOM_FINISH_STOP) ? "stop" : "length";
 		if (r->tools_fmt != GW_TOOLS_NONE)
-			tools_split(r);
-		r->state = ST_OK;
+			tools_split(r, c);
+		c->ended = true;
+		r->n_running--;
 		ret = (stopped && finish == LOOM_FINISH_NONE) ? GW_STEP_STOPPED : GW_STEP_DONE;
 	}
+	bool all = done && r->n_running == 0;
+	if (all)
+		r->state = ST_OK;
 	if (!r->stream && n && !r->first_ms)
 		r->first_ms = gw_req_now_ms();
 	if (r->stream) {
-		stream_step(r, n, done);
-		if (r->sse_oom && !done) {
+		stream_step(r, ci, n, done, all);
+		if (r->sse_oom && !all) {
 			fail_locked(r, 500, "server_error", "out of memory");
-			ret = GW_STEP_STOPPED;
+			if (!done) {
+				c->ended = true;
+				ret = GW_STEP_STOPPED;
+			}
 		}
 	}
-	if (done)
+	if (all)
 		record(r, 200);
-	if (done || r->stream)
+	if (all || r->stream)
 		wake(r);
 out:
 	pthread_mutex_unlock(&r->mu);
 	return ret;
 }
 
-void gw_req_fail(gw_req *r, int status, const char *type, const char *fmt, ...)
+void gw_req_fail(gw_req *h, int status, const char *type, const char *fmt, ...)
 {
 	char msg[512];
 	va_list ap;
+	size_t ci;
+	gw_req *r = owner(h, &ci);
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
 	pthread_mutex_lock(&r->mu);
+	if (ci < r->n_ch)
+		r->ch[ci].ended = true; /* whoever fails a choice holds it no more */
 	fail_locked(r, status, type, msg);
 	pthread_mutex_unlock(&r->mu);
 }
 
-void gw_req_close(gw_req *r)
+void gw_req_close(gw_req *h)
 {
+	size_t ci;
+	gw_req *r = owner(h, &ci);
 	pthread_mutex_lock(&r->mu);
 	r->closing = true;
 	fail_locked(r, 503, "service_unavailable", "the gateway is shutting down");
@@ -690,10 +854,12 @@ void gw_req_close(gw_req *r)
 	pthread_mutex_unlock(&r->mu);
 }
 
-bool gw_req_done(gw_req *r)
+bool gw_req_done(gw_req *h)
 {
+	size_t ci;
+	gw_req *r = owner(h, &ci);
 	pthread_mutex_lock(&r->mu);
-	bool d = r->state != ST_RUNNING;
+	bool d = r->state != ST_RUNNING || (h->head && r->ch[ci].ended);
 	pthread_mutex_unlock(&r->mu);
 	return d;
 }
@@ -712,19 +878,23 @@ bool gw_req_park(gw_req *r, struct MHD_Connection *c)
 	return done;
 }
 
-loom_err gw_req_generated(gw_req *r, int32_t **ids, size_t *n)
+loom_err gw_req_generated(gw_req *h, int32_t **ids, size_t *n)
 {
 	loom_err rc = LOOM_OK;
+	size_t ci;
+	gw_req *r = owner(h, &ci);
+	assert(ci < r->n_ch);
+	gw_choice *c = &r->ch[ci];
 	*ids = NULL;
 	*n = 0;
 	pthread_mutex_lock(&r->mu);
-	if (r->state != ST_RUNNING) {
+	if (r->state != ST_RUNNING || c->ended) {
 		rc = LOOM_ECANCELED;
-	} else if (r->n_ids) {
-		*ids = loom_malloc(r->n_ids * sizeof **ids);
+	} else if (c->n_ids) {
+		*ids = loom_malloc(c->n_ids * sizeof **ids);
 		if (*ids) {
-			memcpy(*ids, r->ids, r->n_ids * sizeof **ids);
-			*n = r->n_ids;
+			memcpy(*ids, c->ids, c->n_ids * sizeof **ids);
+			*n = c->n_ids;
 		} else {
 			rc = loom_fail(LOOM_ENOMEM, "out of memory resuming a request");
 		}
@@ -733,37 +903,52 @@ loom_err gw_req_generated(gw_req *r, int32_t **ids, size_t *n)
 	return rc == LOOM_ECANCELED ? loom_fail(rc, "the request already ended") : rc;
 }
 
+/* Under mu, ST_OK: choice ci's part of the response in *res; *joined gets
+ * the echo + text buffer to free (false: out of memory). */
+static bool result_choice(gw_req *r, size_t ci, gw_result *res, char **joined)
+{
+	gw_choice *c = &r->ch[ci];
+	*res = result_base(r, ci);
+	*joined = NULL;
+	res->text = gw_stream_text(c->out, &res->text_len);
+	if (r->echo) {
+		*joined = loom_malloc(r->echo_len + res->text_len + 1);
+		if (!*joined)
+			return false;
+		memcpy(*joined, r->echo_text, r->echo_len);
+		memcpy(*joined + r->echo_len, res->text, res->text_len);
+		res->text_len += r->echo_len;
+		res->text = *joined;
+	}
+	res->finish = c->finish;
+	if (c->tool_calls) {
+		res->tool_calls = c->tool_calls;
+		res->text = c->tool_content;
+		res->text_len = c->tool_content ? strlen(c->tool_content) : 0;
+	}
+	res->ids = c->ids;
+	res->n_ids = c->n_ids;
+	res->lp.n = c->n_ids;
+	res->prompt_ids = r->prompt_ids;
+	res->n_prompt = r->n_prompt;
+	return true;
+}
+
 char *gw_req_result(gw_req *r, int *status)
 {
-	char *body;
+	char *body = NULL;
 	pthread_mutex_lock(&r->mu);
 	if (r->state == ST_OK) {
-		gw_result res = result_base(r);
-		char *joined = NULL;
-		res.text = gw_stream_text(r->out, &res.text_len);
-		if (r->echo) {
-			joined = loom_malloc(r->echo_len + res.text_len + 1);
-			if (joined) {
-				memcpy(joined, r->echo_text, r->echo_len);
-				memcpy(joined + r->echo_len, res.text, res.text_len);
-				res.text_len += r->echo_len;
-			}
-			res.text = joined;
-		}
-		res.finish = r->finish;
-		if (r->tool_calls) {
-			res.tool_calls = r->tool_calls;
-			res.text = r->tool_content;
-			res.text_len = r->tool_content ? strlen(r->tool_content) : 0;
-		}
-		res.ids = r->ids;
-		res.n_ids = r->n_ids;
-		res.lp.n = r->n_ids;
-		res.prompt_ids = r->prompt_ids;
-		res.n_prompt = r->n_prompt;
+		gw_result res[GW_MAX_N];
+		char *joined[GW_MAX_N] = { NULL };
+		bool ok = true;
+		for (size_t i = 0; ok && i < r->n_ch; i++)
+			ok = result_choice(r, i, &res[i], &joined[i]);
 		*status = 200;
-		body = r->echo && !joined ? NULL : gw_openai_response_json(&res);
-		loom_free(joined);
+		if (ok)
+			body = gw_openai_response_json_n(res, r->n_ch);
+		for (size_t i = 0; i < r->n_ch; i++)
+			loom_free(joined[i]);
 	} else {
 		if (r->state == ST_RUNNING)
 			gw_api_err_set(&r->err, 500, "server_error", NULL, NULL,

@@ -489,13 +489,51 @@ static void sse_free(void *cls)
 	gw_req_release(cls);
 }
 
+/* CANCELs on the workers the choices of r that the link still holds. */
+static void cancel_choices(gw_server *s, gw_req *r)
+{
+	uint64_t ids[GW_MAX_N];
+	size_t n = gw_req_live_choices(r, ids);
+	for (size_t i = 0; i < n; i++)
+		gw_link_cancel(s->link, ids[i]);
+}
+
+/* Sends r's n choices, each a SUBMIT of its own: choice i samples with
+ * seed + i (vLLM's derivation: choice 0 is the request with n = 1). The
+ * workers' prefix cache prefills their common prompt once. *admit: QUEUED
+ * when one waits in the admission queue. On failure, *admit and *retry_s
+ * say why, and the choices already sent are canceled. */
+static loom_err submit_choices(gw_server *s, gw_req *r, size_t n, loom_msg_submit *sub,
+			       const char *sha, const gw_link_slo *slo, gw_admit *admit,
+			       uint32_t *retry_s)
+{
+	uint64_t seed = sub->sampling.seed;
+	bool queued = false;
+	loom_err rc = LOOM_OK;
+	for (size_t i = 0; i < n && !rc; i++) {
+		gw_req *h;
+		*admit = GW_ADMIT_ERROR;
+		if ((rc = gw_req_choice(r, i, &h)))
+			break;
+		sub->sampling.seed = seed + i;
+		rc = gw_link_submit_slo(s->link, h, sub, sha, slo, admit, retry_s);
+		queued |= !rc && *admit == GW_ADMIT_QUEUED;
+		gw_req_release(h);
+	}
+	if (rc)
+		cancel_choices(s, r);
+	else if (queued)
+		*admit = GW_ADMIT_QUEUED;
+	return rc;
+}
+
 /* Queues x->req's SSE response. */
 static enum MHD_Result start_sse(gw_server *s, struct MHD_Connection *c, conn_ctx *x)
 {
 	struct MHD_Response *resp = MHD_create_response_from_callback(
 		MHD_SIZE_UNKNOWN, 16384, sse_reader, x->req, sse_free);
 	if (!resp) {
-		gw_link_cancel(s->link, gw_req_id(x->req));
+		cancel_choices(s, x->req);
 		return MHD_NO;
 	}
 	gw_req_hold(x->req); /* the response's reference, dropped by sse_free */
@@ -633,6 +671,7 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 		/* tool calls are parsed out of the output whenever tools were rendered */
 		.tools_fmt = api == GW_API_CHAT && p.tools ? m->tools_fmt : GW_TOOLS_NONE,
 		.parallel_tool_calls = p.parallel_tool_calls,
+		.n_choices = (size_t)p.n,
 	};
 	/* the worker computes the prompt's logprobs once for echo and prompt_logprobs */
 	int plp_k = p.prompt_logprobs;
@@ -682,8 +721,8 @@ static enum MHD_Result do_generate(gw_server *s, struct MHD_Connection *c, conn_
 	gw_admit admit;
 	uint32_t retry_s = 0;
 	activate(s, x, c, r); /* x takes the creator's reference */
-	loom_err rc = gw_link_submit_slo(s->link, r, &sub, is_ad ? ad.sha : NULL, &slo, &admit,
-					 &retry_s);
+	loom_err rc = submit_choices(s, r, (size_t)p.n, &sub, is_ad ? ad.sha : NULL, &slo, &admit,
+				     &retry_s);
 	if (rc) {
 		int status = admit == GW_ADMIT_FULL ? 429
 			   : rc == LOOM_EBUSY ? 503 : rc == LOOM_ECLOSED ? 502 : 500;
@@ -997,12 +1036,14 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 		return;
 	if (x->req) {
 		deactivate(s, x);
-		if (!gw_req_done(x->req)) {
+		bool done = gw_req_done(x->req);
+		if (!done)
 			LOOM_DEBUG("request %llu: client went away (code %d), canceling",
 				   (unsigned long long)gw_req_id(x->req), (int)toe);
-			gw_link_cancel(s->link, gw_req_id(x->req));
+		/* all of them when the client left; a failed request's other choices */
+		cancel_choices(s, x->req);
+		if (!done)
 			gw_req_close(x->req);
-		}
 		gw_req_release(x->req);
 	}
 	gw_keys_release(s->keys, &x->grant);
@@ -1040,7 +1081,7 @@ static void *watch_main(void *arg)
 			if (!gw_req_done(x->req) && client_gone(x->conn)) {
 				LOOM_DEBUG("request %llu: client hung up, canceling",
 					   (unsigned long long)gw_req_id(x->req));
-				gw_link_cancel(s->link, gw_req_id(x->req));
+				cancel_choices(s, x->req);
 				gw_req_fail(x->req, 499, "invalid_request_error", "client closed the request");
 			}
 		}

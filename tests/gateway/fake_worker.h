@@ -34,6 +34,7 @@ typedef struct fake {
 	atomic_bool answer;     /* answer PINGs */
 	pthread_mutex_t mu;
 	uint64_t submits[MAXREC];
+	uint64_t seeds[MAXREC]; /* each SUBMIT's sampling.seed */
 	int n_submits;
 	uint64_t cancels[MAXREC];
 	int n_cancels;
@@ -120,8 +121,10 @@ static inline void *fake_main(void *arg)
 				pthread_mutex_unlock(&f->mu);
 			} else if (m.type == LOOM_MSG_SUBMIT) {
 				pthread_mutex_lock(&f->mu);
-				if (f->n_submits < MAXREC)
+				if (f->n_submits < MAXREC) {
+					f->seeds[f->n_submits] = m.u.submit.sampling.seed;
 					f->submits[f->n_submits++] = m.u.submit.req;
+				}
 				f->last = m.u.submit;
 				f->last.prompt_ids = NULL;
 				f->last.sampling.stop_ids = NULL;

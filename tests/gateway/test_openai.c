@@ -89,7 +89,10 @@ static const bad_case bad[] = {
 	 "at most 4"},
 	{"stop item number", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"stop\":[\"a\",1]}",
 	 400, "stop", NULL},
-	{"n two", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"n\":2}", 400, "n", NULL},
+	{"n 17", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"n\":17}", 400, "n",
+	 "between 1 and 16"},
+	{"n 1.5", GW_API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+	 "\"content\":\"x\"}],\"n\":1.5}", 400, "n", NULL},
 	{"n zero", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"n\":0}", 400, "n", NULL},
 	{"n string", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"n\":\"1\"}", 400, "n",
 	 NULL},
@@ -116,6 +119,8 @@ static const bad_case bad[] = {
 	{"logit_bias string value", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"logit_bias\":{\"3\":\"1\"}}", 400, "logit_bias", NULL},
 	{"best_of 2", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"best_of\":2}", 400,
 	 "best_of", NULL},
+	{"best_of 4 n 2", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"n\":2,"
+	 "\"best_of\":4}", 400, "best_of", "other than 'n'"},
 	/* fields of OpenAI's schemas loom does not implement: refused by name */
 	{"suffix", GW_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"x\",\"suffix\":\"end\"}", 400,
 	 "suffix", "not supported"},
@@ -252,6 +257,17 @@ static void test_completion_defaults_and_fields(void **state)
 	assert_int_equal(p.n_stop, 1);
 	assert_string_equal(p.stop[0], "END");
 	assert_int_equal(p.top_k, 5);
+	assert_int_equal(p.n, 1);
+	gw_params_fini(&p);
+
+	/* n choices; best_of equal to n asks for nothing more */
+	body = "{\"model\":\"m\",\"prompt\":\"x\",\"n\":16,\"best_of\":16}";
+	assert_int_equal(gw_openai_parse(GW_API_COMPLETIONS, body, strlen(body), &p, &e), LOOM_OK);
+	assert_int_equal(p.n, 16);
+	gw_params_fini(&p);
+	body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":3}";
+	assert_int_equal(gw_openai_parse(GW_API_CHAT, body, strlen(body), &p, &e), LOOM_OK);
+	assert_int_equal(p.n, 3);
 	gw_params_fini(&p);
 }
 
@@ -507,6 +523,61 @@ static void test_chunk_shapes(void **state)
 	json_decref(j);
 }
 
+/* n choices: one choice object per result, each with its index, the
+ * top-level fields and usage from the first; a chunk carries its index. */
+static void test_choices_shapes(void **state)
+{
+	(void)state;
+	int32_t a[] = {5, 6}, b[] = {7}, prompt[] = {1, 9};
+	gw_result r[3];
+	for (int i = 0; i < 3; i++)
+		r[i] = (gw_result){.api = GW_API_COMPLETIONS, .id = "cmpl-x", .created = 1,
+				   .model = "m", .index = i, .with_ids = true,
+				   .prompt_ids = prompt, .n_prompt = 2, .prompt_tokens = 2,
+				   .cached_tokens = 1, .completion_tokens = 5};
+	r[0].text = "ab", r[0].text_len = 2, r[0].finish = "length", r[0].ids = a, r[0].n_ids = 2;
+	r[1].text = "c", r[1].text_len = 1, r[1].finish = "stop", r[1].ids = b, r[1].n_ids = 1;
+	r[2].text = "de", r[2].text_len = 2, r[2].finish = "length", r[2].ids = a, r[2].n_ids = 2;
+	json_t *j = load(gw_openai_response_json_n(r, 3));
+	json_t *ch = json_object_get(j, "choices");
+	assert_int_equal(json_array_size(ch), 3);
+	for (int i = 0; i < 3; i++) {
+		json_t *c = json_array_get(ch, (size_t)i);
+		assert_int_equal(json_integer_value(json_object_get(c, "index")), i);
+		assert_string_equal(json_string_value(json_object_get(c, "text")), r[i].text);
+		assert_string_equal(json_string_value(json_object_get(c, "finish_reason")),
+				    r[i].finish);
+		assert_int_equal(json_array_size(json_object_get(c, "token_ids")), r[i].n_ids);
+	}
+	json_t *u = json_object_get(j, "usage");
+	assert_int_equal(json_integer_value(json_object_get(u, "prompt_tokens")), 2);
+	assert_int_equal(json_integer_value(json_object_get(u, "completion_tokens")), 5);
+	assert_int_equal(json_integer_value(json_object_get(u, "total_tokens")), 7);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(u,
+				"prompt_tokens_details"), "cached_tokens")), 1);
+	assert_int_equal(json_array_size(json_object_get(j, "prompt_token_ids")), 2);
+	json_decref(j);
+
+	/* chat: a message per choice */
+	for (int i = 0; i < 3; i++)
+		r[i].api = GW_API_CHAT;
+	j = load(gw_openai_response_json_n(r, 3));
+	json_t *m = json_object_get(json_array_get(json_object_get(j, "choices"), 2), "message");
+	assert_string_equal(json_string_value(json_object_get(m, "content")), "de");
+	json_decref(j);
+
+	/* a chunk: one choice, its index (the role chunk too) */
+	j = load(gw_openai_chunk_json(&r[2], false));
+	ch = json_object_get(j, "choices");
+	assert_int_equal(json_array_size(ch), 1);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(ch, 0), "index")), 2);
+	json_decref(j);
+	j = load(gw_openai_chunk_json(&r[1], true));
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(json_object_get(j,
+				"choices"), 0), "index")), 1);
+	json_decref(j);
+}
+
 /* Client errors never show a worker's ipc:// socket path. */
 static void test_error_hides_ipc_paths(void **state)
 {
@@ -559,6 +630,7 @@ int main(void)
 		cmocka_unit_test(test_controls_parse),
 		cmocka_unit_test(test_logprobs_shapes),
 		cmocka_unit_test(test_chunk_shapes),
+		cmocka_unit_test(test_choices_shapes),
 		cmocka_unit_test(test_misc_bodies),
 		cmocka_unit_test(test_error_hides_ipc_paths),
 	};

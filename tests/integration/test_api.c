@@ -464,7 +464,7 @@ static void test_errors(void **state)
 	expect_status(c, "{\"model\":\"stories\"}", 400, "prompt");
 	expect_status(c, "{\"prompt\":\"hi\"}", 400, "model");
 	expect_status(c, "{\"model\":\"nope\",\"prompt\":\"hi\"}", 404, "model");
-	expect_status(c, "{\"model\":\"stories\",\"prompt\":\"hi\",\"n\":2}", 400, "n");
+	expect_status(c, "{\"model\":\"stories\",\"prompt\":\"hi\",\"n\":17}", 400, "n");
 	expect_status(c, "{\"model\":\"stories\",\"prompt\":\"hi\",\"max_tokens\":100000}", 400,
 		      "max_tokens");
 	expect_status(c, "{\"model\":\"stories\",\"prompt\":[1,2,99999]}", 400, "prompt");
