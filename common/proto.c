@@ -25,7 +25,7 @@
  *           prompt_tokens, cached_tokens, cached_blocks,
  *           [[model, prompt_tokens, cached_tokens, cached_blocks], ...]]
  *   ADAPTER [8, v, name, base_model, path, sha]
- *   MODEL  [9, v, name, path, sha]
+ *   MODEL  [9, v, name, path, sha, tokenizer_sha]
  *   FETCH  [10, v, sha, offset]
  *   BLOB   [11, v, sha, offset, total, bin]
  *   RESIDENCY [12, v, [[kind, tier, name, sha, bytes], ...], host_bytes,
@@ -62,7 +62,7 @@ enum {
 	ARITY_STATS = 17,
 	ARITY_PREFIX_MODEL = 4,
 	ARITY_ADAPTER = 6,
-	ARITY_MODEL = 5,
+	ARITY_MODEL = 6,
 	ARITY_FETCH = 4,
 	ARITY_BLOB = 6,
 	ARITY_RESIDENCY = 15,
@@ -361,7 +361,8 @@ static loom_err validate(const loom_msg *m)
 	case LOOM_MSG_MODEL: {
 		const loom_msg_model *mm = &m->u.model;
 		if ((rc = check_name(mm->name, sizeof mm->name, t, "name")) ||
-		    (rc = check_text(mm->path, t, "path")) || (rc = check_sha(mm->sha, t, "sha")))
+		    (rc = check_text(mm->path, t, "path")) || (rc = check_sha(mm->sha, t, "sha")) ||
+		    (rc = check_sha(mm->tokenizer_sha, t, "tokenizer_sha")))
 			return rc;
 		break;
 	}
@@ -549,6 +550,7 @@ static int pack_body(msgpack_packer *pk, const loom_msg *m)
 		r |= pack_str(pk, mm->name);
 		r |= pack_str(pk, mm->path ? mm->path : "");
 		r |= pack_str(pk, mm->sha);
+		r |= pack_str(pk, mm->tokenizer_sha);
 		break;
 	}
 	case LOOM_MSG_FETCH:
@@ -1124,7 +1126,9 @@ static loom_err dec_model(const dctx *d, const msgpack_object *f, loom_msg_model
 	if ((rc = get_name(d, &f[2], "name", mm->name, sizeof mm->name)) ||
 	    (rc = get_text(d, &f[3], "path", &mm->path)))
 		return rc;
-	return get_sha(d, &f[4], "sha", mm->sha);
+	if ((rc = get_sha(d, &f[4], "sha", mm->sha)))
+		return rc;
+	return get_sha(d, &f[5], "tokenizer_sha", mm->tokenizer_sha);
 }
 
 static loom_err dec_fetch(const dctx *d, const msgpack_object *f, loom_msg_fetch *x)

@@ -231,6 +231,8 @@ typedef struct loom_msg_model {
 	char name[LOOM_NAME_MAX];
 	char *path;                   /* NUL-terminated, < LOOM_PROTO_MAX_STR bytes */
 	char sha[LOOM_SHA_HEX];
+	char tokenizer_sha[LOOM_SHA_HEX]; /* store blob of its tokenizer.json, "" = none
+					   * (structured outputs need the vocabulary) */
 } loom_msg_model;
 
 /* A worker whose own store lacks blob `sha` asks for bytes from offset on. */

@@ -102,6 +102,7 @@ typedef struct gw_link_model {
 	const char *name;
 	const char *path;        /* Hugging Face folder (path mode), or "" / NULL */
 	const char *sha;         /* store bundle blob, or "" / NULL */
+	const char *tokenizer_sha; /* store blob of its tokenizer.json, or "" / NULL */
 } gw_link_model;
 
 typedef struct gw_link_opts {

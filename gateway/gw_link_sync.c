@@ -86,6 +86,8 @@ static loom_err new_model_item(const gw_link *l, const gw_link_model *md, lk_ite
 	loom_msg_model *m = &it->msg.u.model;
 	strcpy(m->name, md->name);
 	snprintf(m->sha, sizeof m->sha, "%s", or_empty(md->sha));
+	if (md->tokenizer_sha && !check_sha("model", md->name, md->tokenizer_sha))
+		snprintf(m->tokenizer_sha, sizeof m->tokenizer_sha, "%s", md->tokenizer_sha);
 	m->path = loom_strdup(or_empty(md->path));
 	it->sent = loom_calloc(l->n ? l->n : 1, sizeof *it->sent);
 	if (!m->path || !it->sent) {

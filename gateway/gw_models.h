@@ -53,6 +53,7 @@ typedef struct gw_model {
 	gw_tools_fmt tools_fmt;   /* the tool-call syntax its chat template teaches */
 	time_t created;
 	char sha[LOOM_SHA_HEX];   /* store bundle, "" when not from the store */
+	char tok_sha[LOOM_SHA_HEX]; /* store blob of its tokenizer.json, "" = none */
 	uint64_t bytes;           /* bundle bytes (0 when not from the store) */
 	uint32_t version;         /* store version (0 when not from the store) */
 	atomic_int refs;          /* private: gw_model_hold / gw_model_release */

@@ -163,6 +163,7 @@ static loom_err model_from_rec(gw_registry *r, const st_model_rec *rec, gw_chat_
 	if (rc)
 		return rc;
 	hex(rec->sha, (*out)->sha);
+	hex(rec->tokenizer_sha, (*out)->tok_sha);
 	(*out)->bytes = rec->bytes;
 	(*out)->version = rec->version;
 	(*out)->created = (time_t)rec->created;
@@ -281,7 +282,7 @@ loom_err gw_registry_link_opts(gw_registry *r, gw_link_opts *o)
 	gw_models_rdlock(r->models);
 	size_t nm = gw_models_count_locked(r->models), na = gw_models_adapter_count_locked(r->models);
 	/* one allocation each: the structs, then the strings they point to */
-	gw_link_model *ms = loom_calloc(nm ? nm : 1, sizeof *ms + LOOM_SHA_HEX + LOOM_NAME_MAX);
+	gw_link_model *ms = loom_calloc(nm ? nm : 1, sizeof *ms + 2 * LOOM_SHA_HEX + LOOM_NAME_MAX);
 	gw_link_adapter *as = loom_calloc(na ? na : 1,
 					  sizeof *as + LOOM_SHA_HEX + 2 * LOOM_NAME_MAX);
 	if (!ms || !as) {
@@ -291,11 +292,13 @@ loom_err gw_registry_link_opts(gw_registry *r, gw_link_opts *o)
 		return loom_fail(LOOM_ENOMEM, "out of memory starting the worker links");
 	}
 	char *s = (char *)(ms + nm);
-	for (size_t i = 0; i < nm; i++, s += LOOM_SHA_HEX + LOOM_NAME_MAX) {
+	for (size_t i = 0; i < nm; i++, s += 2 * LOOM_SHA_HEX + LOOM_NAME_MAX) {
 		const gw_model *md = gw_models_at_locked(r->models, i);
 		strcpy(s, md->name);
 		strcpy(s + LOOM_NAME_MAX, md->sha);
-		ms[i] = (gw_link_model){.name = s, .path = "", .sha = s + LOOM_NAME_MAX};
+		strcpy(s + LOOM_NAME_MAX + LOOM_SHA_HEX, md->tok_sha);
+		ms[i] = (gw_link_model){.name = s, .path = "", .sha = s + LOOM_NAME_MAX,
+					.tokenizer_sha = s + LOOM_NAME_MAX + LOOM_SHA_HEX};
 	}
 	s = (char *)(as + na);
 	for (size_t i = 0; i < na; i++, s += LOOM_SHA_HEX + 2 * LOOM_NAME_MAX) {
@@ -466,6 +469,7 @@ loom_err gw_registry_import_model(gw_registry *r, const char *name, const char *
 		*changed = true;
 	gw_model *md = in.md;
 	hex(rec.sha, md->sha);
+	hex(rec.tokenizer_sha, md->tok_sha);
 	md->bytes = rec.bytes;
 	md->version = rec.version;
 	md->created = (time_t)rec.created;
@@ -476,7 +480,8 @@ loom_err gw_registry_import_model(gw_registry *r, const char *name, const char *
 	}
 	if (r->link)
 		rc = gw_link_put_model(r->link, &(gw_link_model){.name = name, .path = "",
-								 .sha = md->sha});
+								 .sha = md->sha,
+								 .tokenizer_sha = md->tok_sha});
 	loom_log(mode == GW_REG_SYNC ? LOOM_LOG_DEBUG : LOOM_LOG_INFO,
 		 "model %s v%u registered from %s (%zu bytes, sha256 %.12s)", name, rec.version, dir,
 		 in.bundle_len, md->sha);

@@ -187,6 +187,8 @@ static void load_model(wk_link *l, wk_engine *e, const loom_msg_model *m)
 	uint8_t sha[32];
 	loom_err rc;
 
+	if (m->tokenizer_sha[0] && !loom_sha256_parse(m->tokenizer_sha, sha))
+		(void)wk_res_model_set_tokenizer(res, m->name, sha); /* before the model lists */
 	if (m->sha[0])
 		rc = loom_sha256_parse(m->sha, sha)
 			     ? loom_fail(LOOM_EPROTO, "sha '%.64s' is not 64 hex digits", m->sha)

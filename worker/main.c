@@ -294,6 +294,7 @@ static int parse_args(int argc, char **argv, args *a)
 
 static int list_model(void *ctx, const st_model_rec *r)
 {
+	(void)wk_res_model_set_tokenizer(ctx, r->name, r->tokenizer_sha);
 	if (wk_res_model_add_blob(ctx, r->name, r->sha))
 		LOOM_WARN("store model %s is not served: %s", r->name, loom_errmsg());
 	return 0;

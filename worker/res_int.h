@@ -84,6 +84,13 @@ enum {
 	MS_FAILED,    /* err says why; back to OFF once unpinned */
 };
 
+/* A model's tokenizer.json as a store blob (MODEL.tokenizer_sha). */
+typedef struct res_tok {
+	struct res_tok *next;
+	char name[LOOM_NAME_MAX];
+	uint8_t sha[32];
+} res_tok;
+
 typedef struct res_model {
 	char name[LOOM_NAME_MAX];
 	int src;              /* SRC_DIR, SRC_STORE, SRC_LENT */
@@ -136,6 +143,7 @@ struct wk_res {
 	res_model *models[WK_RES_MAX_MODELS];
 	int n_models;
 	res_pending *pending;
+	res_tok *toks;            /* tokenizer blobs by model name (wk_res_model_set_tokenizer) */
 
 	wk_res_ad *ads;
 	res_reg *reg[RES_BUCKETS];

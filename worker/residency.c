@@ -179,6 +179,11 @@ void wk_res_destroy(wk_res *r)
 		r->pending = p->next;
 		loom_free(p);
 	}
+	while (r->toks) {
+		res_tok *t = r->toks;
+		r->toks = t->next;
+		loom_free(t);
+	}
 	pthread_cond_destroy(&r->cv);
 	pthread_mutex_destroy(&r->mu);
 	loom_free(r);
@@ -281,6 +286,62 @@ loom_err wk_res_model_add_dir(wk_res *r, const char *name, const char *dir)
 	return rc;
 }
 
+loom_err wk_res_model_set_tokenizer(wk_res *r, const char *name, const uint8_t sha[32])
+{
+	res_tok *t;
+
+	pthread_mutex_lock(&r->mu);
+	for (t = r->toks; t && strcmp(t->name, name); t = t->next)
+		;
+	if (!t && (t = loom_calloc(1, sizeof *t))) {
+		snprintf(t->name, sizeof t->name, "%s", name);
+		t->next = r->toks;
+		r->toks = t;
+	}
+	if (t)
+		memcpy(t->sha, sha, 32);
+	pthread_mutex_unlock(&r->mu);
+	return t ? LOOM_OK : loom_fail(LOOM_ENOMEM, "model %s: out of memory", name);
+}
+
+/* The tokenizer of model `name` from its announced blob: the store, or
+ * fetched from the gateway and verified. LOOM_ENOTFOUND when none was
+ * announced. */
+static loom_err tokenizer_blob(wk_res *r, const char *name, char **json, size_t *len)
+{
+	uint8_t sha[32];
+	bool known = false;
+	st_view v;
+	void *buf = NULL;
+	const void *data = NULL;
+	size_t n = 0;
+	loom_err rc;
+
+	pthread_mutex_lock(&r->mu);
+	for (const res_tok *t = r->toks; t && !known; t = t->next)
+		if (!strcmp(t->name, name)) {
+			memcpy(sha, t->sha, 32);
+			known = true;
+		}
+	pthread_mutex_unlock(&r->mu);
+	if (!known)
+		return LOOM_ENOTFOUND;
+	if ((rc = wk_res_blob_get(r, sha, true, &v, &buf, &data, &n))) {
+		char why[512];
+		snprintf(why, sizeof why, "%s", loom_errmsg());
+		return loom_fail(rc, "model %s: tokenizer: %s", name, why);
+	}
+	*json = loom_malloc(n + 1);
+	if (*json) {
+		memcpy(*json, data, n);
+		(*json)[n] = '\0';
+		*len = n;
+	}
+	st_view_release(&v);
+	loom_free(buf);
+	return *json ? LOOM_OK : loom_fail(LOOM_ENOMEM, "model %s: out of memory", name);
+}
+
 loom_err wk_res_model_tokenizer(wk_res *r, int i, char **json, size_t *len)
 {
 	char name[LOOM_NAME_MAX], *dir = NULL, *path = NULL;
@@ -314,6 +375,8 @@ loom_err wk_res_model_tokenizer(wk_res *r, int i, char **json, size_t *len)
 		loom_free(dir);
 		return rc;
 	}
+	if (src == SRC_STORE && (rc = tokenizer_blob(r, name, json, len)) != LOOM_ENOTFOUND)
+		return rc;
 	if (src != SRC_STORE || !r->store)
 		return loom_fail(LOOM_ENOTFOUND, "model %s: this worker has no tokenizer for it (%s)",
 				 name, src == SRC_LENT ? "a model lent without one"

@@ -120,13 +120,20 @@ void wk_res_model_info(wk_res *r, int i, char name[LOOM_NAME_MAX], loom_model_co
 const wk_model *wk_res_model_lent(wk_res *r, const char *name);
 
 /* The tokenizer.json text of model i (structured outputs need each id's
- * bytes): a folder's tokenizer.json, or the store blob its model record
- * names (a store this worker reads, whose record holds the same bundle).
+ * bytes): a folder's tokenizer.json, the blob announced for it
+ * (wk_res_model_set_tokenizer), or the store blob its model record names
+ * (a store this worker reads, whose record holds the same bundle).
  * *json loom_malloc'ed (NUL-terminated, caller frees), *len bytes.
  * LOOM_ENOTFOUND (with a message) for a lent model, a worker without the
  * gateway's store, or a record of another version. May read a file: call
  * it off the engine thread. */
 loom_err wk_res_model_tokenizer(wk_res *r, int i, char **json, size_t *len);
+
+/* Names the store blob holding model name's tokenizer.json (the MODEL
+ * message's tokenizer_sha): wk_res_model_tokenizer then reads it from the
+ * store, or fetches it from the gateway (verified, kept in an own store),
+ * so a worker with its own store or none can serve structured outputs. */
+loom_err wk_res_model_set_tokenizer(wk_res *r, const char *name, const uint8_t sha[32]);
 
 /* Pins model i for one sequence and, unless it is resident, queues its
  * swap-in. */

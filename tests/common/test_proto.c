@@ -177,6 +177,7 @@ static int sample(int i, loom_msg *m)
 		fill_max_name(m->u.model.name);
 		m->u.model.path = "";
 		strcpy(m->u.model.sha, SHA_A);
+		strcpy(m->u.model.tokenizer_sha, SHA_A);
 		return 1;
 	case 17:
 		m->type = LOOM_MSG_FETCH;
@@ -316,6 +317,7 @@ static void assert_msg_equal(const loom_msg *a, const loom_msg *b)
 		assert_string_equal(a->u.model.name, b->u.model.name);
 		assert_string_equal(a->u.model.path, b->u.model.path);
 		assert_string_equal(a->u.model.sha, b->u.model.sha);
+		assert_string_equal(a->u.model.tokenizer_sha, b->u.model.tokenizer_sha);
 		break;
 	case LOOM_MSG_FETCH:
 		assert_string_equal(a->u.fetch.sha, b->u.fetch.sha);

@@ -287,7 +287,7 @@ int lt_stack_start2(lt_stack *s, const char *const *models, int n_workers,
 	static int stack_seq; /* two stacks in one second must not share ipc paths */
 
 	memset(s, 0, sizeof *s);
-	if (n_workers < 1 || n_workers > LT_MAX_WORKERS)
+	if (n_workers < 0 || n_workers > LT_MAX_WORKERS) /* 0: workers of the caller's */
 		return -1;
 	s->dir = lt_tmpdir("stack");
 	s->n_workers = n_workers;

@@ -77,6 +77,8 @@ typedef struct lt_stack {
 int lt_stack_start(lt_stack *s, const char *const *models, int n_workers,
 		   const char *const *extra_gw_args);
 /* Same, with extra_wk_args (NULL-terminated or NULL) given to every worker.
+ * n_workers 0 starts the gateway alone (the caller's --worker URLs in
+ * extra_gw_args, its workers started by the caller).
  * The gateway starts first with --store (the caller's, else one in the
  * stack's temp dir); workers get the same --store (read-only) unless
  * extra_wk_args gives --store or --own-store. */
