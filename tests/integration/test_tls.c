@@ -8,7 +8,8 @@
  * - the same client trusting another CA refuses the server; plain HTTP to
  *   the port gets no HTTP answer; TLS 1.1 is refused;
  * - Node (when installed) with NODE_EXTRA_CA_CERTS: the OpenAI SDK when
- *   require('openai') resolves (NODE_PATH), else Node's fetch, completes over
+ *   require('openai') resolves (NODE_PATH: the SDK scripts/setup installs in
+ *   .loom/node, required when it is there), else Node's fetch, completes over
  *   HTTPS; without the CA it fails;
  * - start-up refusals: --tls-cert without --tls-key (2), a key of another
  *   certificate, a missing file, a key given as the certificate (1).
@@ -123,6 +124,7 @@ static void test_node_client(void **state)
 		"try { OpenAI = require('openai'); OpenAI = OpenAI.OpenAI || OpenAI.default || OpenAI; }"
 		" catch (e) {}\n"
 		"(async () => {\n"
+		"  if (process.env.REQUIRE_SDK && !OpenAI) { console.error('no OpenAI SDK'); process.exit(4); }\n"
 		"  let text;\n"
 		"  if (OpenAI) {\n"
 		"    const c = new OpenAI({ baseURL: base, apiKey: key, maxRetries: 0 });\n"
@@ -142,9 +144,14 @@ static void test_node_client(void **state)
 		"})().catch(e => { console.error('node client: ' + (e.cause || e)); process.exit(3); });\n",
 		port, KEY);
 	fclose(f);
-	assert_int_equal(lt_sh("NODE_EXTRA_CA_CERTS=%s node %s", ca, js), 0);
+	/* the SDK scripts/setup installs (.loom/node, from the project root, the
+	 * cwd): when it is there, the client must be the SDK */
+	const char *sdk = ".loom/node/node_modules";
+	int have_sdk = lt_sh("test -f %s/openai/package.json", sdk) == 0;
+	assert_int_equal(lt_sh("NODE_PATH=%s %s NODE_EXTRA_CA_CERTS=%s node %s", sdk,
+			       have_sdk ? "REQUIRE_SDK=1" : "", ca, js), 0);
 	/* without the test CA, Node refuses the server */
-	assert_int_equal(lt_sh("node %s", js) == 0, 0);
+	assert_int_equal(lt_sh("NODE_PATH=%s node %s", sdk, js) == 0, 0);
 }
 
 /* Exit status of loom-gateway with args (after "--store DIR --worker URL"). */
