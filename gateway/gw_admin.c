@@ -127,6 +127,9 @@ void gwa_reg_err(gw_reply *r, loom_err rc, const char *param)
 	case LOOM_ENOTFOUND:
 		gwa_err_reply(r, 404, "invalid_request_error", param, "not_found", "%s", msg);
 		break;
+	case LOOM_ETIMEDOUT:
+		gwa_err_reply(r, 504, "server_error", param, "import_timeout", "%s", msg);
+		break;
 	default:
 		gwa_err_reply(r, 500, "server_error", NULL, NULL, "%s: %s", loom_strerror(rc), msg);
 	}

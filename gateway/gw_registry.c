@@ -9,6 +9,7 @@
  * an import is opened under r->mu.
  */
 #include "gw_registry.h"
+#include "gw_deadline.h"
 
 #include <errno.h>
 #include <ftw.h>
@@ -34,7 +35,21 @@ struct gw_registry {
 	gw_link *link;       /* borrowed, under mu; NULL = nothing to announce to */
 	char *dir;
 	char *uploads;
+	long import_timeout_ms; /* reading an import's files; <= 0 = no limit */
 };
+
+void gw_registry_set_import_timeout(gw_registry *r, long ms)
+{
+	r->import_timeout_ms = ms;
+}
+
+/* The error of an import whose files did not read in time. */
+static loom_err read_timeout(const gw_registry *r, const char *what, const char *dir)
+{
+	return loom_fail(LOOM_ETIMEDOUT, "%s: reading %s did not finish within %ld s (a hung or very "
+			 "slow filesystem?); the import is abandoned", what, dir,
+			 (r->import_timeout_ms + 999) / 1000);
+}
 
 static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
@@ -417,6 +432,29 @@ static void model_in_fini(model_in *in)
 	loom_free(in->bundle);
 }
 
+/* model_read as a step with a deadline (gw_deadline.h). */
+typedef struct model_job {
+	char *name, *dir;
+	gw_chat_tmpl tmpl;
+	model_in in;
+} model_job;
+
+static loom_err model_job_run(void *p)
+{
+	model_job *j = p;
+	return model_read(j->name, j->dir, j->tmpl, &j->in);
+}
+
+static void model_job_free(void *p, loom_err rc)
+{
+	model_job *j = p;
+	(void)rc;
+	model_in_fini(&j->in);
+	loom_free(j->name);
+	loom_free(j->dir);
+	loom_free(j);
+}
+
 loom_err gw_registry_import_model(gw_registry *r, const char *name, const char *dir,
 				  gw_chat_tmpl tmpl, gw_reg_mode mode, bool *changed)
 {
@@ -429,8 +467,22 @@ loom_err gw_registry_import_model(gw_registry *r, const char *name, const char *
 	if (!*name || strlen(name) >= LOOM_NAME_MAX)
 		return loom_fail(LOOM_EINVAL, "model name '%s' must be 1..%d bytes", name,
 				 LOOM_NAME_MAX - 1);
-	/* the folder is read outside r->mu: a slow or huge one holds up no other change */
-	if ((rc = model_read(name, dir, tmpl, &in))) {
+	/* the folder is read outside r->mu: a slow or huge one holds up no other
+	 * change; and within the deadline: a hung one does not hold the caller */
+	model_job *job = loom_calloc(1, sizeof *job);
+	if (!job || !(job->name = loom_strdup(name)) || !(job->dir = loom_strdup(dir))) {
+		if (job)
+			model_job_free(job, LOOM_ENOMEM);
+		return loom_fail(LOOM_ENOMEM, "out of memory importing model '%s'", name);
+	}
+	job->tmpl = tmpl;
+	rc = gw_deadline_run(model_job_run, model_job_free, job, r->import_timeout_ms);
+	if (rc == LOOM_ETIMEDOUT) /* the job is the reader thread's now */
+		return read_timeout(r, name, dir);
+	in = job->in;
+	memset(&job->in, 0, sizeof job->in);
+	model_job_free(job, rc);
+	if (rc) {
 		model_in_fini(&in);
 		return rc;
 	}
@@ -493,6 +545,36 @@ out:
 
 /* The base model (held) an adapter called name goes on: base, else the one
  * its registered version has, else the only model. Input errors: LOOM_EINVAL. */
+/* ad_adapter_load + serialize as a step with a deadline (gw_deadline.h). */
+typedef struct adapter_job {
+	char *name, *dir;
+	loom_model_config cfg; /* the base's shapes (a copy: the base may go) */
+	ad_adapter *ad;
+	void *blob;
+	size_t len;
+} adapter_job;
+
+static loom_err adapter_job_run(void *p)
+{
+	adapter_job *j = p;
+	loom_err rc = ad_adapter_load(j->dir, j->name, &j->cfg, &j->ad);
+	if (rc)
+		return rc == LOOM_ENOMEM ? rc : input_fail();
+	return ad_adapter_serialize(j->ad, &j->blob, &j->len);
+}
+
+static void adapter_job_free(void *p, loom_err rc)
+{
+	adapter_job *j = p;
+	(void)rc;
+	if (j->ad)
+		ad_adapter_destroy(j->ad);
+	loom_free(j->blob);
+	loom_free(j->name);
+	loom_free(j->dir);
+	loom_free(j);
+}
+
 static loom_err adapter_base(gw_registry *r, const char *name, const char *base, gw_model **bm)
 {
 	gw_adapter old;
@@ -532,11 +614,26 @@ loom_err gw_registry_import_adapter(gw_registry *r, const char *name, const char
 	 * slow or huge folder holds up no other change */
 	if ((rc = adapter_base(r, name, base, &bm)))
 		return rc;
-	if ((rc = ad_adapter_load(dir, name, &bm->cfg, &ad))) {
-		rc = rc == LOOM_ENOMEM ? rc : input_fail();
+	adapter_job *job = loom_calloc(1, sizeof *job);
+	if (!job || !(job->name = loom_strdup(name)) || !(job->dir = loom_strdup(dir))) {
+		if (job)
+			adapter_job_free(job, LOOM_ENOMEM);
+		rc = loom_fail(LOOM_ENOMEM, "out of memory importing adapter '%s'", name);
 		goto out_unlocked;
 	}
-	if ((rc = ad_adapter_serialize(ad, &blob, &len)))
+	job->cfg = bm->cfg;
+	rc = gw_deadline_run(adapter_job_run, adapter_job_free, job, r->import_timeout_ms);
+	if (rc == LOOM_ETIMEDOUT) { /* the job is the reader thread's now */
+		rc = read_timeout(r, name, dir);
+		goto out_unlocked;
+	}
+	ad = job->ad;
+	blob = job->blob;
+	len = job->len;
+	job->ad = NULL;
+	job->blob = NULL;
+	adapter_job_free(job, rc);
+	if (rc)
 		goto out_unlocked;
 	memset(&rec, 0, sizeof rec);
 	loom_sha256(blob, len, rec.sha);

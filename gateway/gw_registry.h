@@ -74,6 +74,11 @@ loom_err gw_registry_import_model(gw_registry *r, const char *name, const char *
  * only model). path is what /v1/models shows as its root ("" or NULL for
  * uploads). *out (may be NULL) receives the registered adapter.
  */
+/* Reading an import's files (model or adapter folder) may take at most ms
+ * (<= 0: no limit); past it the import fails with LOOM_ETIMEDOUT (the read
+ * goes on, abandoned, on a thread of its own). Set before serving. */
+void gw_registry_set_import_timeout(gw_registry *r, long ms);
+
 loom_err gw_registry_import_adapter(gw_registry *r, const char *name, const char *base,
 				    const char *dir, const char *path, gw_reg_mode mode,
 				    gw_adapter *out);

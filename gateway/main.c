@@ -48,7 +48,7 @@
  * range, default (-1: the link's own). */
 enum adm_key {
 	ADM_QUEUE_MAX, ADM_QUEUE_TIMEOUT, ADM_WORKER_SLOTS, ADM_BATCH_PER_WORKER,
-	ADM_MAX_CONNS, ADM_MAX_CONNS_PER_IP, ADM_CONN_TIMEOUT, ADM_N
+	ADM_MAX_CONNS, ADM_MAX_CONNS_PER_IP, ADM_CONN_TIMEOUT, ADM_IMPORT_TIMEOUT, ADM_N
 };
 static const struct {
 	const char *flag, *key;
@@ -61,6 +61,7 @@ static const struct {
 	{"--max-connections", "max_connections", 1, 1 << 20, GW_SERVER_MAX_CONNS},
 	{"--max-connections-per-ip", "max_connections_per_ip", 0, 1 << 20, 1024},
 	{"--connection-timeout-s", "connection_timeout_s", 0, 86400, 60},
+	{"--import-timeout-s", "import_timeout_s", 0, 86400, 60},
 };
 
 typedef struct opts {
@@ -110,7 +111,8 @@ static void usage(FILE *f)
 		"                    [--no-slo] [--queue-max N (256)] [--queue-timeout-ms N (60000)]\n"
 		"                    [--worker-slots N (64)] [--batch-per-worker N (0)]\n"
 		"                    [--max-connections N (4096)] [--max-connections-per-ip N (1024)]\n"
-		"                    [--connection-timeout-s N (60)] [--config FILE]\n"
+		"                    [--connection-timeout-s N (60)] [--import-timeout-s N (60)]\n"
+		"                    [--config FILE]\n"
 		"                    [--api-key KEY ...] [--api-keys-file FILE]\n"
 		"                    [--tls-cert FILE --tls-key FILE]\n"
 		"                    [--link-tls-cert FILE --link-tls-key FILE --link-tls-ca FILE]\n"
@@ -178,6 +180,9 @@ static void usage(FILE *f)
 		"                          is closed: idle keep-alive, half-sent requests, a\n"
 		"                          stream its client stopped reading (0: never). A\n"
 		"                          request waiting for its tokens is not idle\n"
+		"  --import-timeout-s: an import (admin API, vLLM's load route) whose files do\n"
+		"                      not read within this time fails with 504 (a hung\n"
+		"                      filesystem holds no HTTP thread longer; 0: no limit)\n"
 		"  --config FILE: JSON {\"models\":{\"NAME\":{\"path\":DIR,\"chat_template\":\"chatml\"}},\n"
 		"                 \"adapters\":{\"NAME\":{\"path\":DIR,\"base\":BASE}},\n"
 		"                 \"workers\":[URL,...],\n"
@@ -185,7 +190,8 @@ static void usage(FILE *f)
 		"                                  \"priority\":N,\"on_miss\":\"queue\"|\"refuse\"}},\n"
 		"                 \"queue_max\":N, \"queue_timeout_ms\":N, \"worker_slots\":N,\n"
 		"                 \"batch_per_worker\":N, \"max_connections\":N,\n"
-		"                 \"max_connections_per_ip\":N, \"connection_timeout_s\":N}\n"
+		"                 \"max_connections_per_ip\":N, \"connection_timeout_s\":N,\n"
+		"                 \"import_timeout_s\":N}\n"
 		"                 (same meaning as the flags; flags win)\n");
 }
 
@@ -276,7 +282,7 @@ static int parse_args(int argc, char **argv, opts *o)
 			"--adapter-dir", "--model-dir", "--max-upload-bytes", "--slo-class",
 			"--batch-queue", "--batch-per-worker", "--queue-max", "--queue-timeout-ms",
 			"--worker-slots", "--max-connections", "--max-connections-per-ip",
-			"--connection-timeout-s", "--api-key", "--api-keys-file", "--tls-cert",
+			"--connection-timeout-s", "--import-timeout-s", "--api-key", "--api-keys-file", "--tls-cert",
 			"--tls-key", "--link-tls-cert", "--link-tls-key", "--link-tls-ca"};
 		bool ok = false;
 		for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
@@ -462,7 +468,7 @@ static int load_config(const char *path, json_t **keep, const char **urls, size_
 			fprintf(stderr, "loom-gateway: %s: unknown key '%s' (expected models, adapters, "
 				"workers, slo_classes, queue_max, queue_timeout_ms, worker_slots, "
 				"batch_per_worker, max_connections, max_connections_per_ip, "
-				"connection_timeout_s)\n", path, key);
+				"connection_timeout_s, import_timeout_s)\n", path, key);
 			return 1;
 		}
 	}
@@ -892,6 +898,8 @@ int main(int argc, char **argv)
 	for (int k = ADM_MAX_CONNS; k < ADM_N; k++)
 		if (o.adm[k] < 0)
 			o.adm[k] = adm_tab[k].def;
+	/* imports through the API from now on (start-up ones had no limit) */
+	gw_registry_set_import_timeout(reg, (long)o.adm[ADM_IMPORT_TIMEOUT] * 1000L);
 	gw_server_opts so = {.host = o.host, .port = o.port, .max_body = o.max_body,
 			     .threads = o.threads, .models = models, .link = link, .admin = admin,
 			     .slo = slo, .keys = keys, .max_conns = (unsigned)o.adm[ADM_MAX_CONNS],
