@@ -89,7 +89,8 @@ void ad_adapter_destroy(ad_adapter *a);
 /* A BF16 copy of a float32 adapter (values rounded to nearest even), the
  * form the CUDA forward reads: every module's A and Bt as BF16 (a16, bt16;
  * a and bt NULL), 64-byte aligned, bf16 = 1, bytes = the BF16 bytes held.
- * The CPU forward does not take it. *out is owned by the caller. */
+ * The CPU forward takes it too (the bits of a float32 adapter holding the
+ * rounded values). *out is owned by the caller. */
 loom_err ad_adapter_to_bf16(const ad_adapter *src, ad_adapter **out);
 
 /*

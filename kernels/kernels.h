@@ -184,6 +184,8 @@ typedef struct kn_lora_seg {
 	float scale;     /* expand only: alpha/r (or alpha/sqrt(r)) */
 	const float *a;  /* shrink: A [rank, d_in], PEFT's lora_A rows */
 	const float *bt; /* expand: B transposed, [rank, d_out] */
+	const uint16_t *a16, *bt16; /* the same held as BF16 (then a / bt unused):
+				     * the bits of a float32 A / Bt of those values */
 } kn_lora_seg;
 
 /*

@@ -129,15 +129,19 @@ void wk_lora_add(wk_lora_ws *ws, const wk_model *m, const wk_batch *b, int l, in
 			if (md->rank == 0)
 				continue;
 			kn_lora_seg *p = ns > first ? &ws->shr[ns - 1] : NULL;
-			if (p && p->a + (size_t)p->rank * d_in == md->a && p->vcol + p->rank == col)
-				p->rank += md->rank; /* packed A: one shrink over the group */
+			/* packed A (one shrink over the group): the next block follows */
+			bool packed = p && p->vcol + p->rank == col &&
+				      (a->bf16 ? p->a16 + (size_t)p->rank * d_in == md->a16
+					       : p->a + (size_t)p->rank * d_in == md->a);
+			if (packed)
+				p->rank += md->rank;
 			else
 				ws->shr[ns++] = (kn_lora_seg){.row0 = row0, .rows = rows,
 							      .rank = md->rank, .vcol = col,
-							      .a = md->a};
+							      .a = md->a, .a16 = md->a16};
 			exp[k][ne[k]++] = (kn_lora_seg){.row0 = row0, .rows = rows, .rank = md->rank,
 							.vcol = col, .scale = md->scale,
-							.bt = md->bt};
+							.bt = md->bt, .bt16 = md->bt16};
 			col += md->rank;
 		}
 	}

@@ -42,7 +42,7 @@
 static const char usage[] =
 	"usage: loom-worker --listen URL [--model [NAME=]DIR ...] [--store DIR | --own-store DIR] "
 	"[--host-cache-mb N] [--device-adapter-mb N] [--device-model-mb N] [--id NAME] "
-	"[--threads N] [--max-batch-tokens N] [--max-seqs N] [--kv-blocks N | --kv-mb N] [--no-prefix-cache] [--backend cpu|cuda] "
+	"[--threads N] [--max-batch-tokens N] [--max-seqs N] [--kv-blocks N | --kv-mb N] [--no-prefix-cache] [--adapter-dtype f32|bf16] [--backend cpu|cuda] "
 	"[--tls-cert FILE --tls-key FILE --tls-ca FILE]\n";
 
 static const char help[] =
@@ -87,6 +87,10 @@ static const char help[] =
 	"                          one full context. When the cache is full the newest running\n"
 	"                          sequence is preempted and recomputed later; a request that\n"
 	"                          needs more than the whole cache is refused (ERANGE).\n"
+	"  --adapter-dtype f32|bf16  how the CPU backend holds adapters on its device tier:\n"
+	"                          f32 (default: the file's values exactly) or bf16 (half the\n"
+	"                          bytes, values rounded; a BF16 adapter file loses nothing).\n"
+	"                          The CUDA backend always holds BF16\n"
 	"  --no-prefix-cache       compute every prompt from scratch (default: the KV of\n"
 	"                          full 16-token blocks is kept after a request ends and\n"
 	"                          reused by later requests of the same model and adapter\n"
@@ -108,6 +112,7 @@ typedef struct args {
 	int kv_blocks;
 	int kv_mb;
 	bool no_prefix_cache;
+	bool adapter_bf16;    /* --adapter-dtype bf16 */
 	int n_models;
 	char names[MAX_MODELS][LOOM_NAME_MAX];
 	const char *dirs[MAX_MODELS];
@@ -200,6 +205,7 @@ static int parse_args(int argc, char **argv, args *a)
 		{ "device-model-mb", required_argument, NULL, 'M' },
 		{ "backend", required_argument, NULL, 'B' },
 		{ "no-prefix-cache", no_argument, NULL, 'P' },
+		{ "adapter-dtype", required_argument, NULL, 'W' },
 		{ "tls-cert", required_argument, NULL, 'C' },
 		{ "tls-key", required_argument, NULL, 'Y' },
 		{ "tls-ca", required_argument, NULL, 'A' },
@@ -214,6 +220,11 @@ static int parse_args(int argc, char **argv, args *a)
 		case 'i': a->id = optarg; break;
 		case 'B': a->backend = optarg; break;
 		case 'P': a->no_prefix_cache = true; break;
+		case 'W':
+			if (strcmp(optarg, "f32") && strcmp(optarg, "bf16"))
+				return bad_usage("--adapter-dtype '%s' is not f32 or bf16", optarg);
+			a->adapter_bf16 = !strcmp(optarg, "bf16");
+			break;
 		case 'C': a->tls_cert = optarg; break;
 		case 'Y': a->tls_key = optarg; break;
 		case 'A': a->tls_ca = optarg; break;
@@ -316,7 +327,7 @@ static int start_residency(const args *a, wk_backend_kind backend, st_store **st
 	wk_res_opts ro = { .host_budget = (uint64_t)a->host_mb << 20,
 			   .device_budget = (uint64_t)a->device_mb << 20,
 			   .model_budget = (uint64_t)a->model_mb << 20,
-			   .adapter_bf16 = backend == WK_BACKEND_CUDA };
+			   .adapter_bf16 = backend == WK_BACKEND_CUDA || a->adapter_bf16 };
 
 	if (a->store) {
 		/* the gateway may be creating its store right now: a missing one

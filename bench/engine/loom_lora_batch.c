@@ -55,6 +55,8 @@ extern char **environ;
 typedef struct opts {
 	int hidden, layers, heads, kv_heads, ffn, vocab;
 	int seqs, prompt, steps, warmup, threads, rank;
+	int adapter_bf16;     /* adapters held as BF16 (ad_adapter_to_bf16), as a
+			       * worker with --adapter-dtype bf16 holds them */
 	const char *cache, *json;
 } opts;
 
@@ -259,6 +261,12 @@ static int add_adapter(const opts *o, const char *mdir, const wk_model *m, scen 
 {
 	ad_adapter *a = NULL;
 	loom_err e = make_adapter(o, mdir, m, rank, seed, &a);
+	if (!e && o->adapter_bf16) {
+		ad_adapter *h = NULL;
+		e = ad_adapter_to_bf16(a, &h);
+		ad_adapter_destroy(a);
+		a = h;
+	}
 	if (!e) {
 		snprintf(name, n, "%s", a->name);
 		s->lora_bytes += a->bytes;
@@ -351,7 +359,8 @@ static void scen_fini(scen *s)
 static const char usage[] =
 	"usage: loom-lora-batch [--steps 32] [--threads N] [--json FILE] [--cache DIR]\n"
 	"           [--seqs 32] [--prompt 64] [--hidden 768] [--layers 12] [--heads 12]\n"
-	"           [--kv-heads 12] [--ffn 2048] [--vocab 32000] [--rank 16] [--smoke]\n";
+	"           [--kv-heads 12] [--ffn 2048] [--vocab 32000] [--rank 16]\n"
+	"           [--adapter-dtype f32|bf16 (f32)] [--smoke]\n";
 
 static int parse(int argc, char **argv, opts *o)
 {
@@ -391,6 +400,15 @@ static int parse(int argc, char **argv, opts *o)
 		}
 		if (!strcmp(a, "--cache")) {
 			o->cache = v;
+			continue;
+		}
+		if (!strcmp(a, "--adapter-dtype")) {
+			if (strcmp(v, "f32") && strcmp(v, "bf16")) {
+				fprintf(stderr, "loom-lora-batch: --adapter-dtype is f32 or bf16, got "
+					"\"%s\"\n", v);
+				return 2;
+			}
+			o->adapter_bf16 = !strcmp(v, "bf16");
 			continue;
 		}
 		size_t k = 0;
@@ -435,6 +453,7 @@ static int write_json(const opts *o, const wk_model *m, const scen *sc, double r
 	json_object_set_new(root, "benchmark", json_string("loom-lora-batch"));
 	json_object_set_new(root, "backend", json_string("cpu"));
 	json_object_set_new(root, "threads", json_integer(o->threads));
+	json_object_set_new(root, "adapter_dtype", json_string(o->adapter_bf16 ? "bf16" : "f32"));
 	json_object_set_new(root, "seqs", json_integer(o->seqs));
 	json_object_set_new(root, "prompt", json_integer(o->prompt));
 	json_object_set_new(root, "steps", json_integer(o->steps));
@@ -516,10 +535,11 @@ int main(int argc, char **argv)
 			s->short_steps += s->step_tokens != S;
 		}
 
-	printf("loom-lora-batch: CPU, %d OpenBLAS thread(s); model hidden %d, %d layers, %d/%d "
-	       "heads, FFN %d, vocab %d (%.1f MB of f32 weights read per step)\n",
+	printf("loom-lora-batch: CPU, %d thread(s); model hidden %d, %d layers, %d/%d "
+	       "heads, FFN %d, vocab %d (%.1f MB of f32 weights read per step); %s adapters\n",
 	       o.threads, m->cfg.hidden, m->cfg.n_layers, m->cfg.n_heads, m->cfg.n_kv_heads,
-	       m->cfg.ffn, m->cfg.vocab, base_weight_bytes(&m->cfg) / 1e6);
+	       m->cfg.ffn, m->cfg.vocab, base_weight_bytes(&m->cfg) / 1e6,
+	       o.adapter_bf16 ? "BF16" : "f32");
 	printf("%d sequences, prompt %d, %d measured engine decode steps per scenario (median); "
 	       "%.1f s to set up and prefill\n\n", S, o.prompt, o.steps,
 	       t_setup / 1e3);

@@ -25,6 +25,10 @@
  * baseline clone splits each vector in two and is slower; it is only a
  * fallback for CPUs without AVX2.
  *
+ * Adapters held as BF16 (a16 / bt16: half the bytes streamed per step)
+ * go through the same loops (lora_tmpl.h, included per weight type), each
+ * weight widened to float exactly on load.
+ *
  * The order of every sum is fixed (lanes, then a fixed tree), so a row
  * gives the same bits whatever else is in the batch, on one machine. Rows
  * of one segment are independent, so a segment's result never depends on
@@ -33,6 +37,7 @@
 #include "../kernels.h"
 
 #include <assert.h>
+#include <stdint.h>
 #include <string.h>
 
 enum { VL = 8 };
@@ -60,135 +65,47 @@ KN_INLINE float hsum(const v8 *xp)
 	return (s4[0] + s4[2]) + (s4[1] + s4[3]);
 }
 
-/* v[j] = x . a[j, :] for 4 consecutive rows of a (row stride K); two
- * accumulators per row (16 floats per step). */
-KN_INLINE void dot4(float *v, const float *x, const float *a, int K)
+typedef uint16_t u16x8 __attribute__((vector_size(16)));
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
+
+/* 8 BF16 weights widened to floats (exact: a BF16 is a float's top half). */
+#define ldb(p)                                                                              \
+	(__extension__({                                                                    \
+		u16x8 h_;                                                                   \
+		memcpy(&h_, (p), sizeof h_);                                                \
+		u32x8 w_ = __builtin_convertvector(h_, u32x8) << 16;                        \
+		v8 r_;                                                                      \
+		memcpy(&r_, &w_, sizeof r_);                                                \
+		r_;                                                                         \
+	}))
+
+KN_INLINE float bf16f(uint16_t h)
 {
-	const float *a0 = a, *a1 = a + K, *a2 = a + 2 * (size_t)K, *a3 = a + 3 * (size_t)K;
-	v8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, u0 = {0}, u1 = {0}, u2 = {0}, u3 = {0};
-	int k = 0;
-	for (; k + 2 * VL <= K; k += 2 * VL) {
-		v8 x0 = ld(x + k), x1 = ld(x + k + VL);
-		s0 += x0 * ld(a0 + k);
-		u0 += x1 * ld(a0 + k + VL);
-		s1 += x0 * ld(a1 + k);
-		u1 += x1 * ld(a1 + k + VL);
-		s2 += x0 * ld(a2 + k);
-		u2 += x1 * ld(a2 + k + VL);
-		s3 += x0 * ld(a3 + k);
-		u3 += x1 * ld(a3 + k + VL);
-	}
-	for (; k + VL <= K; k += VL) {
-		v8 x0 = ld(x + k);
-		s0 += x0 * ld(a0 + k);
-		s1 += x0 * ld(a1 + k);
-		s2 += x0 * ld(a2 + k);
-		s3 += x0 * ld(a3 + k);
-	}
-	s0 += u0;
-	s1 += u1;
-	s2 += u2;
-	s3 += u3;
-	float t0 = hsum(&s0), t1 = hsum(&s1), t2 = hsum(&s2), t3 = hsum(&s3);
-	for (; k < K; k++) {
-		t0 += x[k] * a0[k];
-		t1 += x[k] * a1[k];
-		t2 += x[k] * a2[k];
-		t3 += x[k] * a3[k];
-	}
-	v[0] = t0;
-	v[1] = t1;
-	v[2] = t2;
-	v[3] = t3;
+	uint32_t w = (uint32_t)h << 16;
+	float f;
+	memcpy(&f, &w, sizeof f);
+	return f;
 }
 
-/* The same sum for one row (same order as each row of dot4). */
-KN_INLINE float dot1(const float *x, const float *a, int K)
-{
-	v8 s = {0}, u = {0};
-	int k = 0;
-	for (; k + 2 * VL <= K; k += 2 * VL) {
-		s += ld(x + k) * ld(a + k);
-		u += ld(x + k + VL) * ld(a + k + VL);
-	}
-	for (; k + VL <= K; k += VL)
-		s += ld(x + k) * ld(a + k);
-	s += u;
-	float t = hsum(&s);
-	for (; k < K; k++)
-		t += x[k] * a[k];
-	return t;
-}
+#define ELEM float
+#define LDV(p) ld(p)
+#define LDS(w) (w)
+#define LT(name) name
+#include "lora_tmpl.h"
+#undef ELEM
+#undef LDV
+#undef LDS
+#undef LT
 
-/* v[i, j] = x[i, :] . a[j, :] for i < R, j < r. */
-KN_CLONES static void shrink_rows(float *v, int ldv, const float *x, int K, const float *a,
-				  int r, int R)
-{
-	for (int i = 0; i < R; i++) {
-		const float *xi = x + (size_t)i * K;
-		float *vi = v + (size_t)i * ldv;
-		int j = 0;
-		for (; j + 4 <= r; j += 4)
-			dot4(vi + j, xi, a + (size_t)j * K, K);
-		for (; j < r; j++)
-			vi[j] = dot1(xi, a + (size_t)j * K, K);
-	}
-}
-
-/* yi[n] += sum of the m (<= 8) products c[j] * b[j][n], in a fixed tree. */
-KN_INLINE void axpy_rows(float *yi, const float *const *b, const float *c, int m, int N)
-{
-	int n = 0;
-	if (m == 8) {
-		for (; n + VL <= N; n += VL) {
-			v8 p = ld(b[0] + n) * c[0] + ld(b[1] + n) * c[1];
-			v8 q = ld(b[2] + n) * c[2] + ld(b[3] + n) * c[3];
-			v8 u = ld(b[4] + n) * c[4] + ld(b[5] + n) * c[5];
-			v8 w = ld(b[6] + n) * c[6] + ld(b[7] + n) * c[7];
-			st(yi + n, ld(yi + n) + ((p + q) + (u + w)));
-		}
-		for (; n < N; n++)
-			yi[n] += ((b[0][n] * c[0] + b[1][n] * c[1]) + (b[2][n] * c[2] + b[3][n] * c[3])) +
-				 ((b[4][n] * c[4] + b[5][n] * c[5]) + (b[6][n] * c[6] + b[7][n] * c[7]));
-	} else if (m == 4) {
-		for (; n + VL <= N; n += VL) {
-			v8 p = ld(b[0] + n) * c[0] + ld(b[1] + n) * c[1];
-			v8 q = ld(b[2] + n) * c[2] + ld(b[3] + n) * c[3];
-			st(yi + n, ld(yi + n) + (p + q));
-		}
-		for (; n < N; n++)
-			yi[n] += (b[0][n] * c[0] + b[1][n] * c[1]) + (b[2][n] * c[2] + b[3][n] * c[3]);
-	} else {
-		for (; n + VL <= N; n += VL)
-			st(yi + n, ld(yi + n) + ld(b[0] + n) * c[0]);
-		for (; n < N; n++)
-			yi[n] += b[0][n] * c[0];
-	}
-}
-
-/* y[i, :] += sum_j (scale * v[i, j]) * bt[j, :] for i < R: eight (then four,
- * then one) Bt rows per pass over y, so y is loaded and stored ~r/8 times
- * and each Bt row streamed once per row of y. */
-KN_CLONES static void expand_rows(float *y, int N, const float *v, int ldv, const float *bt,
-				  int r, float scale, int R)
-{
-	for (int i = 0; i < R; i++) {
-		float *yi = y + (size_t)i * N;
-		const float *vi = v + (size_t)i * ldv;
-		int j = 0;
-		while (j < r) {
-			int m = r - j >= 8 ? 8 : r - j >= 4 ? 4 : 1;
-			const float *b[8];
-			float c[8];
-			for (int k = 0; k < m; k++) {
-				b[k] = bt + (size_t)(j + k) * N;
-				c[k] = scale * vi[j + k];
-			}
-			axpy_rows(yi, b, c, m, N);
-			j += m;
-		}
-	}
-}
+#define ELEM uint16_t
+#define LDV(p) ldb(p)
+#define LDS(w) bf16f(w)
+#define LT(name) name##_bf16
+#include "lora_tmpl.h"
+#undef ELEM
+#undef LDV
+#undef LDS
+#undef LT
 
 /* A pool run over every (segment, row) pair: task t is row t - first[s]
  * of the segment s whose rows hold it (found by a scan: few segments). */
@@ -215,13 +132,17 @@ static void lora_task(void *ctx, int t)
 	}
 	assert(g);
 	int row = g->row0 + t;
-	if (j->shrink)
-		shrink_rows(j->out + (size_t)row * j->ld_out + g->vcol, j->ld_out,
-			    j->in + (size_t)row * j->ld_in, j->ld_in, g->a, g->rank, 1);
+	float *out = j->out + (size_t)row * j->ld_out;
+	const float *in = j->in + (size_t)row * j->ld_in;
+	if (j->shrink && g->a16)
+		shrink_rows_bf16(out + g->vcol, j->ld_out, in, j->ld_in, g->a16, g->rank, 1);
+	else if (j->shrink)
+		shrink_rows(out + g->vcol, j->ld_out, in, j->ld_in, g->a, g->rank, 1);
+	else if (g->bt16)
+		expand_rows_bf16(out, j->ld_out, in + g->vcol, j->ld_in, g->bt16, g->rank, g->scale,
+				 1);
 	else
-		expand_rows(j->out + (size_t)row * j->ld_out, j->ld_out,
-			    j->in + (size_t)row * j->ld_in + g->vcol, j->ld_in, g->bt, g->rank,
-			    g->scale, 1);
+		expand_rows(out, j->ld_out, in + g->vcol, j->ld_in, g->bt, g->rank, g->scale, 1);
 }
 
 /* Rows of the segments that do work (rows > 0 and rank > 0). */
@@ -240,7 +161,8 @@ void kn_lora_shrink(float *v, int ldv, const float *x, int d_in, const kn_lora_s
 	assert(d_in > 0 && n_segs >= 0);
 	for (int s = 0; s < n_segs; s++)
 		assert(segs[s].rows <= 0 || segs[s].rank <= 0 ||
-		       (segs[s].a && segs[s].vcol >= 0 && segs[s].vcol + segs[s].rank <= ldv));
+		       ((segs[s].a || segs[s].a16) && segs[s].vcol >= 0 &&
+			segs[s].vcol + segs[s].rank <= ldv));
 	lora_job j = {.out = v, .ld_out = ldv, .ld_in = d_in, .in = x, .segs = segs,
 		      .n_segs = n_segs, .shrink = 1};
 	kn_pool_run(pool, work_rows(segs, n_segs), lora_task, &j);
@@ -252,7 +174,8 @@ void kn_lora_expand(float *y, int d_out, const float *v, int ldv, const kn_lora_
 	assert(d_out > 0 && n_segs >= 0);
 	for (int s = 0; s < n_segs; s++)
 		assert(segs[s].rows <= 0 || segs[s].rank <= 0 ||
-		       (segs[s].bt && segs[s].vcol >= 0 && segs[s].vcol + segs[s].rank <= ldv));
+		       ((segs[s].bt || segs[s].bt16) && segs[s].vcol >= 0 &&
+			segs[s].vcol + segs[s].rank <= ldv));
 	lora_job j = {.out = y, .ld_out = d_out, .ld_in = ldv, .in = v, .segs = segs,
 		      .n_segs = n_segs, .shrink = 0};
 	kn_pool_run(pool, work_rows(segs, n_segs), lora_task, &j);

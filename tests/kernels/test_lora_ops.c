@@ -24,6 +24,8 @@
 
 #include <cmocka.h>
 
+#include "common/dtype.h"
+
 #include "kernels/kernels.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
@@ -288,6 +290,53 @@ static void test_row_independent(void **state)
 	free(y1);
 }
 
+/* BF16 weights (a16 / bt16) give, to the bit, what float32 weights holding
+ * the same rounded values give, for every rank remainder (r % 8 and % 4
+ * paths), odd widths (the scalar tails) and several rows. */
+static void test_bf16_bits(void **state)
+{
+	(void)state;
+	static const int ranks[] = {1, 3, 4, 5, 8, 13, 16, 33};
+	const int d = 203, N = 77, T = 3;
+	for (size_t ri = 0; ri < sizeof ranks / sizeof ranks[0]; ri++) {
+		int r = ranks[ri];
+		float *a = rand_vec((size_t)r * d), *bt = rand_vec((size_t)r * N);
+		uint16_t *a16 = malloc((size_t)r * d * sizeof *a16);
+		uint16_t *bt16 = malloc((size_t)r * N * sizeof *bt16);
+		assert_true(a16 && bt16);
+		for (size_t i = 0; i < (size_t)r * d; i++) {
+			a16[i] = loom_f32_to_bf16(a[i]);
+			a[i] = loom_bf16_to_f32(a16[i]);
+		}
+		for (size_t i = 0; i < (size_t)r * N; i++) {
+			bt16[i] = loom_f32_to_bf16(bt[i]);
+			bt[i] = loom_bf16_to_f32(bt16[i]);
+		}
+		float *x = rand_vec((size_t)T * d), *v = nan_vec((size_t)T * r);
+		float *v16 = nan_vec((size_t)T * r), *y = rand_vec((size_t)T * N);
+		float *y16 = malloc((size_t)T * N * sizeof *y16);
+		assert_non_null(y16);
+		memcpy(y16, y, (size_t)T * N * sizeof *y);
+		kn_lora_seg f = {.rows = T, .rank = r, .scale = 0.75f, .a = a, .bt = bt};
+		kn_lora_seg h = {.rows = T, .rank = r, .scale = 0.75f, .a16 = a16, .bt16 = bt16};
+		kn_lora_shrink(v, r, x, d, &f, 1, NULL);
+		kn_lora_shrink(v16, r, x, d, &h, 1, NULL);
+		assert_memory_equal(v, v16, (size_t)T * r * sizeof *v);
+		kn_lora_expand(y, N, v, r, &f, 1, NULL);
+		kn_lora_expand(y16, N, v, r, &h, 1, NULL);
+		assert_memory_equal(y, y16, (size_t)T * N * sizeof *y);
+		free(a);
+		free(bt);
+		free(a16);
+		free(bt16);
+		free(x);
+		free(v);
+		free(v16);
+		free(y);
+		free(y16);
+	}
+}
+
 /* No segments, empty segments and rank 0 touch nothing. */
 static void test_empty(void **state)
 {
@@ -315,6 +364,7 @@ int main(void)
 		cmocka_unit_test(test_mixes),
 		cmocka_unit_test(test_packed_equals_split),
 		cmocka_unit_test(test_row_independent),
+		cmocka_unit_test(test_bf16_bits),
 		cmocka_unit_test(test_empty),
 	};
 	return cmocka_run_group_tests_name("kernels/lora_ops", tests, NULL, NULL);

@@ -1,0 +1,139 @@
+/*
+ * kernels/cpu/lora_tmpl.h — the bodies of kernels/cpu/lora.c's shrink and
+ * expand loops, included once per weight element type: ELEM (float, or
+ * uint16_t holding BF16), LDV(p) (8 weights from p as a v8 of floats),
+ * LDS(w) (one weight as a float) and LT(name) (the name with its type's
+ * suffix). A BF16 weight widens to float exactly, and every sum has the
+ * same order in both, so a BF16 adapter gives the bits of a float32 one
+ * holding the same (rounded) values. Only lora.c includes it.
+ */
+/* v[j] = x . a[j, :] for 4 consecutive rows of a (row stride K); two
+ * accumulators per row (16 floats per step). */
+KN_INLINE void LT(dot4)(float *v, const float *x, const ELEM *a, int K)
+{
+	const ELEM *a0 = a, *a1 = a + K, *a2 = a + 2 * (size_t)K, *a3 = a + 3 * (size_t)K;
+	v8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, u0 = {0}, u1 = {0}, u2 = {0}, u3 = {0};
+	int k = 0;
+	for (; k + 2 * VL <= K; k += 2 * VL) {
+		v8 x0 = ld(x + k), x1 = ld(x + k + VL);
+		s0 += x0 * LDV(a0 + k);
+		u0 += x1 * LDV(a0 + k + VL);
+		s1 += x0 * LDV(a1 + k);
+		u1 += x1 * LDV(a1 + k + VL);
+		s2 += x0 * LDV(a2 + k);
+		u2 += x1 * LDV(a2 + k + VL);
+		s3 += x0 * LDV(a3 + k);
+		u3 += x1 * LDV(a3 + k + VL);
+	}
+	for (; k + VL <= K; k += VL) {
+		v8 x0 = ld(x + k);
+		s0 += x0 * LDV(a0 + k);
+		s1 += x0 * LDV(a1 + k);
+		s2 += x0 * LDV(a2 + k);
+		s3 += x0 * LDV(a3 + k);
+	}
+	s0 += u0;
+	s1 += u1;
+	s2 += u2;
+	s3 += u3;
+	float t0 = hsum(&s0), t1 = hsum(&s1), t2 = hsum(&s2), t3 = hsum(&s3);
+	for (; k < K; k++) {
+		t0 += x[k] * LDS(a0[k]);
+		t1 += x[k] * LDS(a1[k]);
+		t2 += x[k] * LDS(a2[k]);
+		t3 += x[k] * LDS(a3[k]);
+	}
+	v[0] = t0;
+	v[1] = t1;
+	v[2] = t2;
+	v[3] = t3;
+}
+
+/* The same sum for one row (same order as each row of dot4). */
+KN_INLINE float LT(dot1)(const float *x, const ELEM *a, int K)
+{
+	v8 s = {0}, u = {0};
+	int k = 0;
+	for (; k + 2 * VL <= K; k += 2 * VL) {
+		s += ld(x + k) * LDV(a + k);
+		u += ld(x + k + VL) * LDV(a + k + VL);
+	}
+	for (; k + VL <= K; k += VL)
+		s += ld(x + k) * LDV(a + k);
+	s += u;
+	float t = hsum(&s);
+	for (; k < K; k++)
+		t += x[k] * LDS(a[k]);
+	return t;
+}
+
+/* v[i, j] = x[i, :] . a[j, :] for i < R, j < r. */
+KN_CLONES static void LT(shrink_rows)(float *v, int ldv, const float *x, int K, const ELEM *a,
+				  int r, int R)
+{
+	for (int i = 0; i < R; i++) {
+		const float *xi = x + (size_t)i * K;
+		float *vi = v + (size_t)i * ldv;
+		int j = 0;
+		for (; j + 4 <= r; j += 4)
+			LT(dot4)(vi + j, xi, a + (size_t)j * K, K);
+		for (; j < r; j++)
+			vi[j] = LT(dot1)(xi, a + (size_t)j * K, K);
+	}
+}
+
+/* yi[n] += sum of the m (<= 8) products c[j] * b[j][n], in a fixed tree. */
+KN_INLINE void LT(axpy_rows)(float *yi, const ELEM *const *b, const float *c, int m, int N)
+{
+	int n = 0;
+	if (m == 8) {
+		for (; n + VL <= N; n += VL) {
+			v8 p = LDV(b[0] + n) * c[0] + LDV(b[1] + n) * c[1];
+			v8 q = LDV(b[2] + n) * c[2] + LDV(b[3] + n) * c[3];
+			v8 u = LDV(b[4] + n) * c[4] + LDV(b[5] + n) * c[5];
+			v8 w = LDV(b[6] + n) * c[6] + LDV(b[7] + n) * c[7];
+			st(yi + n, ld(yi + n) + ((p + q) + (u + w)));
+		}
+		for (; n < N; n++)
+			yi[n] += ((LDS(b[0][n]) * c[0] + LDS(b[1][n]) * c[1]) + (LDS(b[2][n]) * c[2] + LDS(b[3][n]) * c[3])) +
+				 ((LDS(b[4][n]) * c[4] + LDS(b[5][n]) * c[5]) + (LDS(b[6][n]) * c[6] + LDS(b[7][n]) * c[7]));
+	} else if (m == 4) {
+		for (; n + VL <= N; n += VL) {
+			v8 p = LDV(b[0] + n) * c[0] + LDV(b[1] + n) * c[1];
+			v8 q = LDV(b[2] + n) * c[2] + LDV(b[3] + n) * c[3];
+			st(yi + n, ld(yi + n) + (p + q));
+		}
+		for (; n < N; n++)
+			yi[n] += (LDS(b[0][n]) * c[0] + LDS(b[1][n]) * c[1]) + (LDS(b[2][n]) * c[2] + LDS(b[3][n]) * c[3]);
+	} else {
+		for (; n + VL <= N; n += VL)
+			st(yi + n, ld(yi + n) + LDV(b[0] + n) * c[0]);
+		for (; n < N; n++)
+			yi[n] += LDS(b[0][n]) * c[0];
+	}
+}
+
+/* y[i, :] += sum_j (scale * v[i, j]) * bt[j, :] for i < R: eight (then four,
+ * then one) Bt rows per pass over y, so y is loaded and stored ~r/8 times
+ * and each Bt row streamed once per row of y. */
+KN_CLONES static void LT(expand_rows)(float *y, int N, const float *v, int ldv, const ELEM *bt,
+				  int r, float scale, int R)
+{
+	for (int i = 0; i < R; i++) {
+		float *yi = y + (size_t)i * N;
+		const float *vi = v + (size_t)i * ldv;
+		int j = 0;
+		while (j < r) {
+			int m = r - j >= 8 ? 8 : r - j >= 4 ? 4 : 1;
+			const ELEM *b[8];
+			float c[8];
+			for (int k = 0; k < m; k++) {
+				b[k] = bt + (size_t)(j + k) * N;
+				c[k] = scale * vi[j + k];
+			}
+			LT(axpy_rows)(yi, b, c, m, N);
+			j += m;
+		}
+	}
+}
+
