@@ -1,8 +1,11 @@
 /*
  * worker/forward_attn.c — the KV part of a layer: write the batch's K/V
  * into each sequence's blocks, then paged attention, one pool task per
- * (sequence, KV head): the query heads of a GQA group share their key and
- * value reads, and tasks write disjoint heads of att.
+ * (sequence, run of KV heads): a task reads each key and value row of its
+ * heads once (contiguous), so the runs are as long as the threads allow —
+ * one per sequence when there are twice as many sequences as threads, down
+ * to one KV head per task for a lone sequence; tasks write disjoint heads
+ * of att. A head's arithmetic does not depend on the runs.
  *
  * A sequence's queries read only its own cache, so its attention output
  * does not depend on the rest of the batch or on the threads (bit for bit).
@@ -19,23 +22,25 @@ typedef struct attn_job {
 	const float *q;
 	float *att, *scores;
 	const size_t *score_off; /* [n_seqs] start of sequence s's task scratch */
+	int runs;                /* tasks per sequence (runs of KV heads) */
 } attn_job;
 
 static void attn_task(void *ctx, int t)
 {
 	const attn_job *j = ctx;
 	const loom_model_config *c = &j->m->cfg;
-	int s = t / c->n_kv_heads, g = t % c->n_kv_heads, group = c->n_heads / c->n_kv_heads;
+	int s = t / j->runs, r = t % j->runs, group = c->n_heads / c->n_kv_heads;
+	int g0 = r * c->n_kv_heads / j->runs, g1 = (r + 1) * c->n_kv_heads / j->runs;
 	wk_kv *kv = j->b->kv[s];
 	const wk_kvpool *p = kv->pool;
 	int t0 = j->b->seq_start[s], n = j->b->seq_start[s + 1] - t0;
 	size_t qdim = (size_t)c->n_heads * c->head_dim;
-	float *sc = j->scores + j->score_off[s] + (size_t)g * (size_t)(kv->len + n);
+	float *sc = j->scores + j->score_off[s] + (size_t)g0 * (size_t)(kv->len + n);
 	kn_attention_paged_heads(j->att + (size_t)t0 * qdim, j->q + (size_t)t0 * qdim, n,
 				 kv->len, wk_kvpool_k(p, 0, j->l), wk_kvpool_v(p, 0, j->l),
 				 kv->blocks, wk_kvpool_block_size(p), wk_kvpool_block_floats(p),
 				 c->n_heads, c->n_kv_heads, c->head_dim, c->attn_scale, j->window,
-				 c->attn_softcap, g * group, (g + 1) * group, sc);
+				 c->attn_softcap, g0 * group, g1 * group, sc);
 }
 
 void wk_attn_batch(const wk_model *m, const wk_batch *b, int l, const float *q, const float *k,
@@ -50,7 +55,10 @@ void wk_attn_batch(const wk_model *m, const wk_batch *b, int l, const float *q, 
 		int t0 = b->seq_start[s], n = b->seq_start[s + 1] - t0;
 		wk_kv_write(b->kv[s], l, k + (size_t)t0 * kvdim, v + (size_t)t0 * kvdim, n);
 	}
+	int runs = b->n_seqs ? (2 * (pool ? kn_pool_threads(pool) : 1) + b->n_seqs - 1) / b->n_seqs
+			     : 1;
+	runs = runs < 1 ? 1 : runs > c->n_kv_heads ? c->n_kv_heads : runs;
 	attn_job j = {.m = m, .b = b, .l = l, .window = loom_layer_window(c, l), .q = q,
-		      .att = att, .scores = scores, .score_off = score_off};
-	kn_pool_run(pool, b->n_seqs * c->n_kv_heads, attn_task, &j);
+		      .att = att, .scores = scores, .score_off = score_off, .runs = runs};
+	kn_pool_run(pool, b->n_seqs * runs, attn_task, &j);
 }

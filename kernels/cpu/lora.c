@@ -40,9 +40,8 @@
 #include <stdint.h>
 #include <string.h>
 
-enum { VL = 8 };
-
 typedef float v8 __attribute__((vector_size(32)));
+typedef float v16 __attribute__((vector_size(64)));
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define KN_CLONES __attribute__((target_clones("avx2", "default")))
@@ -87,6 +86,46 @@ KN_INLINE float bf16f(uint16_t h)
 	return f;
 }
 
+/* AVX-512: 16-float vectors (32 registers hold dot4's accumulators),
+ * chosen at run time (kn_isa_get) where the CPU has it. Its lanes and
+ * trees differ from the 8-float loops', so the two round differently; one
+ * machine always runs one of them (batch invariance holds within it). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define KN_HAVE_512 1
+#define KN_T512 __attribute__((target("avx512f")))
+typedef uint16_t u16x16 __attribute__((vector_size(32)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+#define ld16(p) (__extension__({ v16 r_; memcpy(&r_, (p), sizeof r_); r_; }))
+#define st16(p, x) (__extension__({ v16 x_ = (x); memcpy((p), &x_, sizeof x_); }))
+#define ldb16(p)                                                                            \
+	(__extension__({                                                                    \
+		u16x16 h_;                                                                  \
+		memcpy(&h_, (p), sizeof h_);                                                \
+		u32x16 w_ = __builtin_convertvector(h_, u32x16) << 16;                      \
+		v16 r_;                                                                     \
+		memcpy(&r_, &w_, sizeof r_);                                                \
+		r_;                                                                         \
+	}))
+
+static inline __attribute__((always_inline)) KN_T512 float hsum16(const v16 *xp)
+{
+	const v16 x = *xp;
+	v8 h;
+	for (int i = 0; i < 8; i++)
+		h[i] = x[i] + x[i + 8];
+	return hsum(&h);
+}
+#endif
+
+/* the 8-float loops (AVX2 clone, baseline fallback) */
+#define VT v8
+#define VL 8
+#define LDX(p) ld(p)
+#define STX(p, x) st(p, x)
+#define HSUM(p) hsum(p)
+#define FN KN_CLONES
+#define HELPER KN_INLINE
+
 #define ELEM float
 #define LDV(p) ld(p)
 #define LDS(w) (w)
@@ -107,6 +146,44 @@ KN_INLINE float bf16f(uint16_t h)
 #undef LDS
 #undef LT
 
+#undef VT
+#undef VL
+#undef LDX
+#undef STX
+#undef HSUM
+#undef FN
+#undef HELPER
+
+#ifdef KN_HAVE_512
+#define VT v16
+#define VL 16
+#define LDX(p) ld16(p)
+#define STX(p, x) st16(p, x)
+#define HSUM(p) hsum16(p)
+#define FN KN_T512
+#define HELPER KN_INLINE KN_T512
+
+#define ELEM float
+#define LDV(p) ld16(p)
+#define LDS(w) (w)
+#define LT(name) name##_512
+#include "lora_tmpl.h"
+#undef ELEM
+#undef LDV
+#undef LDS
+#undef LT
+
+#define ELEM uint16_t
+#define LDV(p) ldb16(p)
+#define LDS(w) bf16f(w)
+#define LT(name) name##_bf16_512
+#include "lora_tmpl.h"
+#undef ELEM
+#undef LDV
+#undef LDS
+#undef LT
+#endif
+
 /* A pool run over every (segment, row) pair: task t is row t - first[s]
  * of the segment s whose rows hold it (found by a scan: few segments). */
 typedef struct lora_job {
@@ -115,6 +192,7 @@ typedef struct lora_job {
 	const float *in;     /* x (shrink) or v (expand) */
 	const kn_lora_seg *segs;
 	int n_segs, shrink;
+	int wide;            /* the AVX-512 loops (kn_isa_get) */
 } lora_job;
 
 static void lora_task(void *ctx, int t)
@@ -134,6 +212,22 @@ static void lora_task(void *ctx, int t)
 	int row = g->row0 + t;
 	float *out = j->out + (size_t)row * j->ld_out;
 	const float *in = j->in + (size_t)row * j->ld_in;
+#ifdef KN_HAVE_512
+	if (j->wide) {
+		if (j->shrink && g->a16)
+			shrink_rows_bf16_512(out + g->vcol, j->ld_out, in, j->ld_in, g->a16, g->rank,
+					     1);
+		else if (j->shrink)
+			shrink_rows_512(out + g->vcol, j->ld_out, in, j->ld_in, g->a, g->rank, 1);
+		else if (g->bt16)
+			expand_rows_bf16_512(out, j->ld_out, in + g->vcol, j->ld_in, g->bt16, g->rank,
+					     g->scale, 1);
+		else
+			expand_rows_512(out, j->ld_out, in + g->vcol, j->ld_in, g->bt, g->rank,
+					g->scale, 1);
+		return;
+	}
+#endif
 	if (j->shrink && g->a16)
 		shrink_rows_bf16(out + g->vcol, j->ld_out, in, j->ld_in, g->a16, g->rank, 1);
 	else if (j->shrink)
@@ -164,7 +258,7 @@ void kn_lora_shrink(float *v, int ldv, const float *x, int d_in, const kn_lora_s
 		       ((segs[s].a || segs[s].a16) && segs[s].vcol >= 0 &&
 			segs[s].vcol + segs[s].rank <= ldv));
 	lora_job j = {.out = v, .ld_out = ldv, .ld_in = d_in, .in = x, .segs = segs,
-		      .n_segs = n_segs, .shrink = 1};
+		      .n_segs = n_segs, .shrink = 1, .wide = kn_isa_get() == KN_ISA_AVX512};
 	kn_pool_run(pool, work_rows(segs, n_segs), lora_task, &j);
 }
 
@@ -177,6 +271,6 @@ void kn_lora_expand(float *y, int d_out, const float *v, int ldv, const kn_lora_
 		       ((segs[s].bt || segs[s].bt16) && segs[s].vcol >= 0 &&
 			segs[s].vcol + segs[s].rank <= ldv));
 	lora_job j = {.out = y, .ld_out = d_out, .ld_in = ldv, .in = v, .segs = segs,
-		      .n_segs = n_segs, .shrink = 0};
+		      .n_segs = n_segs, .shrink = 0, .wide = kn_isa_get() == KN_ISA_AVX512};
 	kn_pool_run(pool, work_rows(segs, n_segs), lora_task, &j);
 }

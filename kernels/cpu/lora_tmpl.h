@@ -1,21 +1,25 @@
 /*
  * kernels/cpu/lora_tmpl.h — the bodies of kernels/cpu/lora.c's shrink and
- * expand loops, included once per weight element type: ELEM (float, or
- * uint16_t holding BF16), LDV(p) (8 weights from p as a v8 of floats),
- * LDS(w) (one weight as a float) and LT(name) (the name with its type's
- * suffix). A BF16 weight widens to float exactly, and every sum has the
+ * expand loops, included once per (weight element type, vector width):
+ * ELEM (float, or uint16_t holding BF16), VT / VL (the float vector type
+ * and its lanes), LDX / STX (float vector load and store), HSUM (the
+ * fixed-tree sum of a VT's lanes), LDV(p) (VL weights from p as a VT),
+ * LDS(w) (one weight as a float), LT(name) (the name with the variant's
+ * suffix), FN (the attributes of the outer functions: target clones, or
+ * the AVX-512 target) and HELPER (those of the inlined helpers).
+ * A BF16 weight widens to float exactly, and every sum has the
  * same order in both, so a BF16 adapter gives the bits of a float32 one
  * holding the same (rounded) values. Only lora.c includes it.
  */
 /* v[j] = x . a[j, :] for 4 consecutive rows of a (row stride K); two
  * accumulators per row (16 floats per step). */
-KN_INLINE void LT(dot4)(float *v, const float *x, const ELEM *a, int K)
+HELPER void LT(dot4)(float *v, const float *x, const ELEM *a, int K)
 {
 	const ELEM *a0 = a, *a1 = a + K, *a2 = a + 2 * (size_t)K, *a3 = a + 3 * (size_t)K;
-	v8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, u0 = {0}, u1 = {0}, u2 = {0}, u3 = {0};
+	VT s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, u0 = {0}, u1 = {0}, u2 = {0}, u3 = {0};
 	int k = 0;
 	for (; k + 2 * VL <= K; k += 2 * VL) {
-		v8 x0 = ld(x + k), x1 = ld(x + k + VL);
+		VT x0 = LDX(x + k), x1 = LDX(x + k + VL);
 		s0 += x0 * LDV(a0 + k);
 		u0 += x1 * LDV(a0 + k + VL);
 		s1 += x0 * LDV(a1 + k);
@@ -26,7 +30,7 @@ KN_INLINE void LT(dot4)(float *v, const float *x, const ELEM *a, int K)
 		u3 += x1 * LDV(a3 + k + VL);
 	}
 	for (; k + VL <= K; k += VL) {
-		v8 x0 = ld(x + k);
+		VT x0 = LDX(x + k);
 		s0 += x0 * LDV(a0 + k);
 		s1 += x0 * LDV(a1 + k);
 		s2 += x0 * LDV(a2 + k);
@@ -36,7 +40,7 @@ KN_INLINE void LT(dot4)(float *v, const float *x, const ELEM *a, int K)
 	s1 += u1;
 	s2 += u2;
 	s3 += u3;
-	float t0 = hsum(&s0), t1 = hsum(&s1), t2 = hsum(&s2), t3 = hsum(&s3);
+	float t0 = HSUM(&s0), t1 = HSUM(&s1), t2 = HSUM(&s2), t3 = HSUM(&s3);
 	for (; k < K; k++) {
 		t0 += x[k] * LDS(a0[k]);
 		t1 += x[k] * LDS(a1[k]);
@@ -50,25 +54,25 @@ KN_INLINE void LT(dot4)(float *v, const float *x, const ELEM *a, int K)
 }
 
 /* The same sum for one row (same order as each row of dot4). */
-KN_INLINE float LT(dot1)(const float *x, const ELEM *a, int K)
+HELPER float LT(dot1)(const float *x, const ELEM *a, int K)
 {
-	v8 s = {0}, u = {0};
+	VT s = {0}, u = {0};
 	int k = 0;
 	for (; k + 2 * VL <= K; k += 2 * VL) {
-		s += ld(x + k) * LDV(a + k);
-		u += ld(x + k + VL) * LDV(a + k + VL);
+		s += LDX(x + k) * LDV(a + k);
+		u += LDX(x + k + VL) * LDV(a + k + VL);
 	}
 	for (; k + VL <= K; k += VL)
-		s += ld(x + k) * LDV(a + k);
+		s += LDX(x + k) * LDV(a + k);
 	s += u;
-	float t = hsum(&s);
+	float t = HSUM(&s);
 	for (; k < K; k++)
 		t += x[k] * LDS(a[k]);
 	return t;
 }
 
 /* v[i, j] = x[i, :] . a[j, :] for i < R, j < r. */
-KN_CLONES static void LT(shrink_rows)(float *v, int ldv, const float *x, int K, const ELEM *a,
+FN static void LT(shrink_rows)(float *v, int ldv, const float *x, int K, const ELEM *a,
 				  int r, int R)
 {
 	for (int i = 0; i < R; i++) {
@@ -83,31 +87,31 @@ KN_CLONES static void LT(shrink_rows)(float *v, int ldv, const float *x, int K, 
 }
 
 /* yi[n] += sum of the m (<= 8) products c[j] * b[j][n], in a fixed tree. */
-KN_INLINE void LT(axpy_rows)(float *yi, const ELEM *const *b, const float *c, int m, int N)
+HELPER void LT(axpy_rows)(float *yi, const ELEM *const *b, const float *c, int m, int N)
 {
 	int n = 0;
 	if (m == 8) {
 		for (; n + VL <= N; n += VL) {
-			v8 p = LDV(b[0] + n) * c[0] + LDV(b[1] + n) * c[1];
-			v8 q = LDV(b[2] + n) * c[2] + LDV(b[3] + n) * c[3];
-			v8 u = LDV(b[4] + n) * c[4] + LDV(b[5] + n) * c[5];
-			v8 w = LDV(b[6] + n) * c[6] + LDV(b[7] + n) * c[7];
-			st(yi + n, ld(yi + n) + ((p + q) + (u + w)));
+			VT p = LDV(b[0] + n) * c[0] + LDV(b[1] + n) * c[1];
+			VT q = LDV(b[2] + n) * c[2] + LDV(b[3] + n) * c[3];
+			VT u = LDV(b[4] + n) * c[4] + LDV(b[5] + n) * c[5];
+			VT w = LDV(b[6] + n) * c[6] + LDV(b[7] + n) * c[7];
+			STX(yi + n, LDX(yi + n) + ((p + q) + (u + w)));
 		}
 		for (; n < N; n++)
 			yi[n] += ((LDS(b[0][n]) * c[0] + LDS(b[1][n]) * c[1]) + (LDS(b[2][n]) * c[2] + LDS(b[3][n]) * c[3])) +
 				 ((LDS(b[4][n]) * c[4] + LDS(b[5][n]) * c[5]) + (LDS(b[6][n]) * c[6] + LDS(b[7][n]) * c[7]));
 	} else if (m == 4) {
 		for (; n + VL <= N; n += VL) {
-			v8 p = LDV(b[0] + n) * c[0] + LDV(b[1] + n) * c[1];
-			v8 q = LDV(b[2] + n) * c[2] + LDV(b[3] + n) * c[3];
-			st(yi + n, ld(yi + n) + (p + q));
+			VT p = LDV(b[0] + n) * c[0] + LDV(b[1] + n) * c[1];
+			VT q = LDV(b[2] + n) * c[2] + LDV(b[3] + n) * c[3];
+			STX(yi + n, LDX(yi + n) + (p + q));
 		}
 		for (; n < N; n++)
 			yi[n] += (LDS(b[0][n]) * c[0] + LDS(b[1][n]) * c[1]) + (LDS(b[2][n]) * c[2] + LDS(b[3][n]) * c[3]);
 	} else {
 		for (; n + VL <= N; n += VL)
-			st(yi + n, ld(yi + n) + LDV(b[0] + n) * c[0]);
+			STX(yi + n, LDX(yi + n) + LDV(b[0] + n) * c[0]);
 		for (; n < N; n++)
 			yi[n] += LDS(b[0][n]) * c[0];
 	}
@@ -116,7 +120,7 @@ KN_INLINE void LT(axpy_rows)(float *yi, const ELEM *const *b, const float *c, in
 /* y[i, :] += sum_j (scale * v[i, j]) * bt[j, :] for i < R: eight (then four,
  * then one) Bt rows per pass over y, so y is loaded and stored ~r/8 times
  * and each Bt row streamed once per row of y. */
-KN_CLONES static void LT(expand_rows)(float *y, int N, const float *v, int ldv, const ELEM *bt,
+FN static void LT(expand_rows)(float *y, int N, const float *v, int ldv, const ELEM *bt,
 				  int r, float scale, int R)
 {
 	for (int i = 0; i < R; i++) {

@@ -288,6 +288,54 @@ static void test_attention_gqa(void **st)
 	attn_case(6, 1, 10, 3, 3);   /* MQA, odd head_dim/2 */
 }
 
+/* The paged forms give the contiguous form's bits for the same cache
+ * (blocks of 3, 16 and 40 positions in a shuffled order), whole or split
+ * by heads at any boundary; a chunk of queries gives each query the bits
+ * it gets alone (online softmax tiles are fixed by absolute position). */
+static void test_attention_paged_bits(void **st)
+{
+	(void)st;
+	const int H = 8, KV = 2, hd = 24, pos0 = 37, n_q = 5, ctx = pos0 + n_q;
+	const int qdim = H * hd, kvdim = KV * hd;
+	float *q = rand_vec((size_t)n_q * qdim, 2.0), *k = rand_vec((size_t)ctx * kvdim, 2.0);
+	float *v = rand_vec((size_t)ctx * kvdim, 1.0), *ref = poisoned((size_t)n_q * qdim);
+	kn_attention(ref, q, n_q, pos0, k, v, H, KV, hd, 0.2f, 0, 0, NULL);
+	static const int sizes[] = {3, 16, 40};
+	for (int si = 0; si < 3; si++) {
+		int bs = sizes[si], nb = (ctx + bs - 1) / bs, nblk = nb + 3;
+		size_t stride = (size_t)bs * kvdim;
+		float *pk = poisoned((size_t)nblk * stride), *pv = poisoned((size_t)nblk * stride);
+		int32_t blocks[64];
+		for (int b = 0; b < nb; b++)
+			blocks[b] = (int32_t)((b * 7 + 2) % nblk); /* a permutation for nb < nblk */
+		for (int p = 0; p < ctx; p++) {
+			memcpy(pk + (size_t)blocks[p / bs] * stride + (size_t)(p % bs) * kvdim,
+			       k + (size_t)p * kvdim, sizeof(float) * kvdim);
+			memcpy(pv + (size_t)blocks[p / bs] * stride + (size_t)(p % bs) * kvdim,
+			       v + (size_t)p * kvdim, sizeof(float) * kvdim);
+		}
+		float *out = poisoned((size_t)n_q * qdim);
+		kn_attention_paged(out, q, n_q, pos0, pk, pv, blocks, bs, stride, H, KV, hd, 0.2f, 0,
+				   0, NULL);
+		assert_memory_equal(out, ref, sizeof(float) * n_q * qdim);
+		float *parts = poisoned((size_t)n_q * qdim);
+		kn_attention_paged_heads(parts, q, n_q, pos0, pk, pv, blocks, bs, stride, H, KV, hd,
+					 0.2f, 0, 0, 0, 3, NULL);
+		kn_attention_paged_heads(parts, q, n_q, pos0, pk, pv, blocks, bs, stride, H, KV, hd,
+					 0.2f, 0, 0, 3, H, NULL);
+		assert_memory_equal(parts, ref, sizeof(float) * n_q * qdim);
+		for (int t = 0; t < n_q; t++) {
+			float *one = poisoned(qdim);
+			kn_attention_paged(one, q + (size_t)t * qdim, 1, pos0 + t, pk, pv, blocks, bs,
+					   stride, H, KV, hd, 0.2f, 0, 0, NULL);
+			assert_memory_equal(one, ref + (size_t)t * qdim, sizeof(float) * qdim);
+			free(one);
+		}
+		free(pk), free(pv), free(out), free(parts);
+	}
+	free(q), free(k), free(v), free(ref);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -298,6 +346,7 @@ int main(void)
 		cmocka_unit_test(test_silu_mul),
 		cmocka_unit_test(test_embed_add),
 		cmocka_unit_test(test_attention_gqa),
+		cmocka_unit_test(test_attention_paged_bits),
 		cmocka_unit_test(test_attention_window_softcap),
 		cmocka_unit_test(test_gelu_bias_softcap),
 	};
