@@ -201,6 +201,7 @@ static void load_model(wk_link *l, wk_engine *e, const loom_msg_model *m)
 		send_error(l, 0, rc, text);
 		return;
 	}
+	wk_res_model_warm(res, wk_res_model_find(res, m->name)); /* listed: not a pending fetch */
 	LOOM_INFO("link: model %s registered (%s%s)", m->name, m->sha[0] ? "blob " : "",
 		  m->sha[0] ? m->sha : m->path);
 }

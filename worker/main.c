@@ -369,6 +369,10 @@ static int start_residency(const args *a, wk_backend_kind backend, st_store **st
 			return -1;
 		}
 	}
+	/* a worker of store models only: the first one that fits comes in now,
+	 * in the background (the others when asked for) */
+	for (int i = 0; a->n_models == 0 && i < wk_res_model_count(*res); i++)
+		wk_res_model_warm(*res, i);
 	return 0;
 }
 

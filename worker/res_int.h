@@ -91,6 +91,10 @@ typedef struct res_tok {
 	uint8_t sha[32];
 } res_tok;
 
+typedef struct res_model res_model;
+/* residency.c (lock held): queues a warm load of mo (wk_res_model_warm). */
+void wk_res_model_warm_locked(wk_res *r, res_model *mo);
+
 typedef struct res_model {
 	char name[LOOM_NAME_MAX];
 	int src;              /* SRC_DIR, SRC_STORE, SRC_LENT */
@@ -105,6 +109,8 @@ typedef struct res_model {
 	uint64_t lru;
 	bool reload;          /* pinned again while detaching */
 	bool to_host;         /* detached: the loader keeps its bytes in RAM */
+	bool warm;            /* queued by wk_res_model_warm: loaded with no request
+			       * waiting, only into free room (it evicts nothing) */
 	res_host host;
 	loom_err err_code;
 	char err[768];

@@ -399,7 +399,7 @@ static void load_model(wk_res *r, res_model *mo)
 
 		if (r->stop)
 			return;
-		if (mo->refs == 0) {
+		if (mo->refs == 0 && !mo->warm) {
 			mo->state = MS_OFF;
 			return;
 		}
@@ -416,6 +416,11 @@ static void load_model(wk_res *r, res_model *mo)
 		if (r->model_budget == WK_RES_UNLIMITED ||
 		    r->model_bytes + mo->bytes <= r->model_budget)
 			break;
+		if (mo->refs == 0) { /* a warm load takes free room only */
+			mo->warm = false;
+			mo->state = MS_OFF;
+			return;
+		}
 		for (int i = 0; i < r->n_models; i++) {
 			res_model *x = r->models[i];
 			if (x == mo)
@@ -448,6 +453,7 @@ static void load_model(wk_res *r, res_model *mo)
 		pthread_cond_timedwait(&r->cv, &r->mu, &ts);
 	}
 	mo->state = MS_LOADING;
+	mo->warm = false;
 	r->model_bytes += mo->bytes;
 	pthread_mutex_unlock(&r->mu);
 	double t0 = now_ms();
@@ -564,11 +570,13 @@ static void register_pending(wk_res *r, res_pending *p)
 			rc = loom_fail(LOOM_EEXIST, "model %s is already listed", p->name);
 	if (!rc)
 		rc = wk_res_model_list(r, p->name, SRC_STORE, NULL, p->sha, &cfg, &mo);
-	if (rc)
+	if (rc) {
 		LOOM_ERROR("residency: model %s is not served: %s", p->name, loom_errmsg());
-	else
+	} else {
 		LOOM_INFO("residency: model %s listed (its bundle fetched from the gateway)",
 			  p->name);
+		wk_res_model_warm_locked(r, mo);
+	}
 	loom_free(p);
 }
 

@@ -560,6 +560,28 @@ int wk_res_model_names(wk_res *r, char (*names)[LOOM_NAME_MAX], int max)
 /* models: pins and states                                             */
 /* ------------------------------------------------------------------ */
 
+void wk_res_model_warm_locked(wk_res *r, res_model *mo)
+{
+	if (mo->state != MS_OFF || mo->src == SRC_LENT ||
+	    (r->model_budget != WK_RES_UNLIMITED && r->model_bytes + mo->bytes > r->model_budget))
+		return;
+	/* only a worker with no model on (or coming to) its device: one warm
+	 * model, not every model the gateway announces */
+	for (int i = 0; i < r->n_models; i++)
+		if (r->models[i]->state != MS_OFF && r->models[i]->state != MS_FAILED)
+			return;
+	mo->warm = true;
+	model_queue(r, mo);
+}
+
+void wk_res_model_warm(wk_res *r, int i)
+{
+	pthread_mutex_lock(&r->mu);
+	if (i >= 0 && i < r->n_models)
+		wk_res_model_warm_locked(r, r->models[i]);
+	pthread_mutex_unlock(&r->mu);
+}
+
 void wk_res_model_acquire(wk_res *r, int i)
 {
 	pthread_mutex_lock(&r->mu);

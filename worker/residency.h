@@ -135,6 +135,14 @@ loom_err wk_res_model_tokenizer(wk_res *r, int i, char **json, size_t *len);
  * so a worker with its own store or none can serve structured outputs. */
 loom_err wk_res_model_set_tokenizer(wk_res *r, const char *name, const uint8_t sha[32]);
 
+/* Brings model i onto the device on the loader thread with no request
+ * waiting for it, when the worker has no model on its device (nor coming)
+ * and it fits the model budget (it evicts nothing): a worker started or
+ * restarted without --model serves its first request warm, and the
+ * gateway's router, which prefers workers holding a model, sees it there.
+ * A model whose bundle is still being fetched is warmed once listed. */
+void wk_res_model_warm(wk_res *r, int i);
+
 /* Pins model i for one sequence and, unless it is resident, queues its
  * swap-in. */
 void wk_res_model_acquire(wk_res *r, int i);

@@ -763,6 +763,38 @@ static void two_models_one_slot(void **state)
 	loom_free(o);
 }
 
+/* wk_res_model_warm: a worker with nothing on its device brings one model
+ * in with no request, in the background; a second warm while one is there
+ * (or coming) does nothing, and a warm never evicts. */
+static void warm_one_model(void **state)
+{
+	(void)state;
+	wk_res_opts ro = { .model_budget = 64 << 20 };
+	wk_res *r;
+	wk_res_stats s;
+	assert_int_equal(wk_res_create(&ro, &r), LOOM_OK);
+	assert_int_equal(wk_res_model_add_dir(r, "stories260k",
+					      lt_shared_path("models/stories260k")), LOOM_OK);
+	assert_int_equal(wk_res_model_add_dir(r, "babyllama105",
+					      lt_shared_path("models/babyllama105")), LOOM_OK);
+	wk_res_model_warm(r, 1);
+	wk_res_model_warm(r, 0); /* babyllama105 is coming: nothing */
+	wk_res_state st = WK_RES_LOADING;
+	for (int t = 0; t < 5000 && st != WK_RES_READY; t++) {
+		st = wk_res_model_state(r, 1, NULL, NULL, NULL, 0);
+		usleep(1000);
+	}
+	assert_int_equal(st, WK_RES_READY);
+	usleep(50000);
+	assert_int_equal(wk_res_model_state(r, 0, NULL, NULL, NULL, 0), WK_RES_LOADING);
+	wk_res_model_warm(r, 0); /* one is on the device: nothing */
+	usleep(50000);
+	wk_res_stats_get(r, &s);
+	assert_int_equal(s.model_loads, 1);
+	assert_int_equal(s.model_evictions, 0);
+	wk_res_destroy(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -775,6 +807,7 @@ int main(void)
 		cmocka_unit_test(engine_serves_through_small_pools),
 		cmocka_unit_test(path_mode),
 		cmocka_unit_test(two_models_one_slot),
+		cmocka_unit_test(warm_one_model),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
