@@ -327,7 +327,8 @@ static int start_residency(const args *a, wk_backend_kind backend, st_store **st
 	wk_res_opts ro = { .host_budget = (uint64_t)a->host_mb << 20,
 			   .device_budget = (uint64_t)a->device_mb << 20,
 			   .model_budget = (uint64_t)a->model_mb << 20,
-			   .adapter_bf16 = backend == WK_BACKEND_CUDA || a->adapter_bf16 };
+			   .adapter_bf16 = backend == WK_BACKEND_CUDA || a->adapter_bf16,
+			   .packed_models = backend == WK_BACKEND_CPU };
 
 	if (a->store) {
 		/* the gateway may be creating its store right now: a missing one

@@ -11,6 +11,7 @@
  */
 #include "model.h"
 
+#include <assert.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -29,6 +30,7 @@ typedef struct wk_slot {
 	float **dst;
 	int norm; /* a norm weight: stored as 1 + w when cfg.norm_plus_one */
 	wk_pmat *pm; /* a linear weight: its packed copy, else NULL */
+	int head;    /* the untied lm_head (packed as p_head) */
 	const loom_tensor *t;
 } wk_slot;
 
@@ -160,6 +162,18 @@ size_t wk_model_weight_bytes(const loom_model_config *c)
 	return wk_model_f32_bytes(c) + packed_f32_bytes(c);
 }
 
+size_t wk_model_weight_bytes_ex(const loom_model_config *c, bool f32_linear)
+{
+	if (f32_linear)
+		return wk_model_weight_bytes(c);
+	/* the float32 arena less the linear weights and an untied head */
+	size_t d = (size_t)c->hidden, q = (size_t)c->n_heads * (size_t)c->head_dim;
+	size_t kvd = (size_t)c->n_kv_heads * (size_t)c->head_dim, f = (size_t)c->ffn;
+	size_t lin = ((q * d + 2 * kvd * d + d * q + 3 * f * d) * (size_t)c->n_layers +
+		      (c->tied ? 0 : (size_t)c->vocab * d)) * sizeof(float);
+	return wk_model_f32_bytes(c) - lin + packed_f32_bytes(c);
+}
+
 static size_t wk_model_f32_bytes(const loom_model_config *c)
 {
 	size_t d = (size_t)c->hidden, q = (size_t)c->n_heads * (size_t)c->head_dim;
@@ -219,15 +233,19 @@ static kn_wdt wdt_of(loom_dtype t)
 
 /* The packed copies (kn_pack) of every linear weight and the LM head, each
  * in its file's dtype, from the float32 arrays (which hold those values
- * exactly), in one arena. */
+ * exactly) or, without them (f32_linear false), from the file's data; in
+ * one arena. */
 static loom_err pack_linear(wk_model *m, const wk_slot *slots, size_t n, const char *label)
 {
 	size_t total = 0;
 	loom_dtype head_dt = LOOM_DT_F32;
+	const loom_tensor *head_t = NULL; /* the untied head's tensor */
 	for (size_t i = 0; i < n; i++) {
 		if (strcmp(slots[i].name, m->cfg.tied ? "model.embed_tokens.weight"
 						      : "lm_head.weight") == 0)
 			head_dt = slots[i].t->dtype;
+		if (slots[i].head)
+			head_t = slots[i].t;
 		if (slots[i].pm)
 			slots[i].pm->dt = wdt_of(slots[i].t->dtype);
 	}
@@ -238,15 +256,22 @@ static loom_err pack_linear(wk_model *m, const wk_slot *slots, size_t n, const c
 			wk_pmat *pm = i < n ? slots[i].pm : &m->p_head;
 			int N = i < n ? (int)slots[i].shape[0] : m->cfg.vocab;
 			int K = i < n ? (int)slots[i].shape[1] : m->cfg.hidden;
-			const float *src = i < n ? (pm ? *slots[i].dst : NULL) : m->lm_head;
 			if (!pm)
 				continue;
+			/* the float32 copy, or the file's data in its own dtype */
+			const void *src = i < n ? (const void *)*slots[i].dst : m->lm_head;
+			kn_wdt src_dt = KN_W_F32;
+			if (!src) {
+				const loom_tensor *t = i < n ? slots[i].t : head_t;
+				src = t->data;
+				src_dt = wdt_of(t->dtype);
+			}
 			size_t b = (kn_pack_bytes(pm->dt, N, K) + 63) & ~(size_t)63;
 			if (pass == 0) {
 				total += b;
 				continue;
 			}
-			kn_pack(at, pm->dt, src, KN_W_F32, N, K);
+			kn_pack(at, pm->dt, src, src_dt, N, K);
 			pm->p = at;
 			at += b;
 		}
@@ -262,6 +287,7 @@ static loom_err pack_linear(wk_model *m, const wk_slot *slots, size_t n, const c
 
 void wk_model_repack(wk_model *m)
 {
+	assert(m->f32_linear);
 	const loom_model_config *c = &m->cfg;
 	int d = c->hidden, q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
 	for (int l = 0; l < c->n_layers; l++) {
@@ -302,6 +328,7 @@ static loom_err load_tensors(wk_model *m, const wk_src *src, const char *label)
 	int tied = c->tied;
 	if (!tied) {
 		slot_set(&slots[n++], "lm_head.weight", c->vocab, d, &m->lm_head);
+		slots[n - 1].head = 1;
 		if (!src_find(src, "lm_head.weight")) {
 			rc = loom_fail(LOOM_ENOTFOUND,
 				       "%s: tensor lm_head.weight is missing and config.json does "
@@ -369,7 +396,8 @@ static loom_err load_tensors(wk_model *m, const wk_src *src, const char *label)
 		rc = slot_check(src, &slots[i]);
 		if (rc)
 			goto out;
-		total += slot_numel(&slots[i]);
+		if (m->f32_linear || !(slots[i].pm || slots[i].head))
+			total += slot_numel(&slots[i]);
 	}
 	m->arena_bytes = total * sizeof(float);
 	m->arena = loom_malloc(m->arena_bytes);
@@ -381,6 +409,8 @@ static loom_err load_tensors(wk_model *m, const wk_src *src, const char *label)
 	float *p = m->arena;
 	for (size_t i = 0; i < n; i++) {
 		size_t k = slot_numel(&slots[i]);
+		if (!m->f32_linear && (slots[i].pm || slots[i].head))
+			continue; /* packed straight from the file (pack_linear) */
 		if (loom_to_f32(p, slots[i].t->data, slots[i].t->dtype, k) != 0) {
 			rc = loom_fail(LOOM_EINTERNAL, "%s: tensor %s: conversion to F32 failed",
 				       src_where(src, slots[i].name), slots[i].name);
@@ -405,6 +435,11 @@ out:
 
 loom_err wk_model_load(const char *dir, const char *name, wk_model **out)
 {
+	return wk_model_load_ex(dir, name, true, out);
+}
+
+loom_err wk_model_load_ex(const char *dir, const char *name, bool f32_linear, wk_model **out)
+{
 	loom_err rc;
 	wk_model *m = NULL;
 	loom_st_set *set = NULL;
@@ -413,6 +448,7 @@ loom_err wk_model_load(const char *dir, const char *name, wk_model **out)
 	m = loom_calloc(1, sizeof *m);
 	if (!m)
 		return loom_fail(LOOM_ENOMEM, "%s: out of memory", dir);
+	m->f32_linear = f32_linear;
 	snprintf(m->name, sizeof m->name, "%s", name ? name : "");
 	if ((rc = loom_model_config_load(dir, &m->cfg)) || (rc = check_config(dir, &m->cfg)) ||
 	    (rc = loom_st_set_open(dir, &set)))
@@ -430,6 +466,12 @@ out:
 
 loom_err wk_model_load_bundle(const void *buf, size_t len, const char *name, wk_model **out)
 {
+	return wk_model_load_bundle_ex(buf, len, name, true, out);
+}
+
+loom_err wk_model_load_bundle_ex(const void *buf, size_t len, const char *name, bool f32_linear,
+				 wk_model **out)
+{
 	char label[160];
 	loom_st_file *f = NULL;
 	wk_model *m = NULL;
@@ -440,6 +482,7 @@ loom_err wk_model_load_bundle(const void *buf, size_t len, const char *name, wk_
 	m = loom_calloc(1, sizeof *m);
 	if (!m)
 		return loom_fail(LOOM_ENOMEM, "%s: out of memory", label);
+	m->f32_linear = f32_linear;
 	snprintf(m->name, sizeof m->name, "%s", name ? name : "");
 	if ((rc = loom_bundle_open(buf, len, label, &f, &m->cfg)) ||
 	    (rc = check_config(label, &m->cfg)))

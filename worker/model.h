@@ -14,6 +14,7 @@
 #ifndef WK_MODEL_H
 #define WK_MODEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "../common/err.h"
@@ -61,6 +62,10 @@ typedef struct wk_model {
 	wk_pmat p_head;     /* lm_head packed (the embedding's dtype when tied) */
 	void *pk_arena;     /* backs every wk_pmat */
 	size_t pk_bytes;
+	bool f32_linear;    /* wq .. w_down and an untied lm_head are held as float32
+			       too; false (a CPU worker): NULL, only their packed
+			       copies in the file's dtype are held, about half the
+			       bytes of a BF16/F16 model */
 } wk_model;
 
 /* Loads the folder dir. name: API name (copied). *out owned by the caller,
@@ -72,16 +77,25 @@ void wk_model_destroy(wk_model *m);
  * safetensors image whose metadata carries config.json); the bytes may be
  * an LMDB view and need not outlive the call. */
 loom_err wk_model_load_bundle(const void *buf, size_t len, const char *name, wk_model **out);
+/* The same with f32_linear false: the linear weights and an untied LM head
+ * are packed straight from the file (their float32 arrays NULL), what the
+ * CPU forward reads; the CUDA upload, wk_model_repack and the tests that
+ * read the float32 weights need f32_linear true (the plain loaders). */
+loom_err wk_model_load_ex(const char *dir, const char *name, bool f32_linear, wk_model **out);
+loom_err wk_model_load_bundle_ex(const void *buf, size_t len, const char *name, bool f32_linear,
+				 wk_model **out);
 
 /* The bytes a model with config c takes once loaded at most (its float32
  * arena, wk_model.arena_bytes, plus the packed linear weights at float32
  * size; BF16/F16 models pack to half that), known before loading it: what
  * a model budget counts. */
 size_t wk_model_weight_bytes(const loom_model_config *c);
+/* The same for a model loaded with f32_linear as given. */
+size_t wk_model_weight_bytes_ex(const loom_model_config *c, bool f32_linear);
 
 /* Packs the linear weights again from the float32 arrays (after a caller
  * changed them, e.g. a test merging LoRA weights), into the same dtypes
- * (values a BF16/F16 weight cannot hold are rounded). */
+ * (values a BF16/F16 weight cannot hold are rounded). Needs f32_linear. */
 void wk_model_repack(wk_model *m);
 
 #endif

@@ -140,6 +140,7 @@ struct wk_res {
 	st_store *store;
 	bool own_store;
 	bool adapter_bf16;        /* the device tier holds adapters as BF16 (the CUDA forward's) */
+	bool packed_models;       /* models loaded without float32 linear copies (CPU) */
 	wk_res_fetch_fn fetch;
 	void *fetch_ctx;
 	wk_res_wake_fn wake;

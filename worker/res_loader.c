@@ -368,17 +368,18 @@ loom_err wk_res_model_load_now(wk_res *r, res_model *mo, wk_model **out, bool *f
 	}
 	pthread_mutex_unlock(&r->mu);
 	if (*from_host) {
-		rc = wk_model_load_bundle(mo->host.data, mo->host.len, mo->name, out);
+		rc = wk_model_load_bundle_ex(mo->host.data, mo->host.len, mo->name,
+					     !r->packed_models, out);
 		pthread_mutex_lock(&r->mu);
 		mo->host.busy--;
 		pthread_mutex_unlock(&r->mu);
 		return rc;
 	}
 	if (mo->src == SRC_DIR)
-		return wk_model_load(mo->dir, mo->name, out);
+		return wk_model_load_ex(mo->dir, mo->name, !r->packed_models, out);
 	if ((rc = wk_res_blob_get(r, mo->sha, false, &v, &buf, &data, &len)))
 		return rc;
-	rc = wk_model_load_bundle(data, len, mo->name, out);
+	rc = wk_model_load_bundle_ex(data, len, mo->name, !r->packed_models, out);
 	st_view_release(&v);
 	loom_free(buf);
 	return rc;

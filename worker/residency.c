@@ -135,6 +135,7 @@ loom_err wk_res_create(const wk_res_opts *opts, wk_res **out)
 		r->store = opts->store;
 		r->own_store = opts->own_store;
 		r->adapter_bf16 = opts->adapter_bf16;
+		r->packed_models = opts->packed_models;
 		r->fetch = opts->fetch;
 		r->fetch_ctx = opts->fetch_ctx;
 	}
@@ -242,7 +243,7 @@ loom_err wk_res_model_list(wk_res *r, const char *name, int src, const char *dir
 		loom_sha256_hex(sha, mo->hex);
 	}
 	mo->cfg = *cfg;
-	mo->bytes = wk_model_weight_bytes(cfg);
+	mo->bytes = wk_model_weight_bytes_ex(cfg, !r->packed_models || src == SRC_LENT);
 	mo->state = MS_OFF;
 	r->models[r->n_models++] = mo;
 	*out = mo;

@@ -66,6 +66,10 @@ typedef struct wk_res_opts {
 	uint64_t model_budget;  /* bytes of resident base models; 0 = unlimited */
 	st_store *store;        /* borrowed, may be NULL (path mode only) */
 	bool own_store;         /* store is this worker's own: fetch what it lacks */
+	bool packed_models;     /* the CPU backend: models are loaded without float32
+				 * copies of their linear weights (wk_model_load_ex
+				 * f32_linear false: about half the bytes of a BF16
+				 * model), and counted so in model_budget */
 	bool adapter_bf16;      /* the device tier holds adapters as BF16 copies made
 				 * by the loader (ad_adapter_to_bf16), the CUDA
 				 * forward's form; it counts them at half the blob */

@@ -411,6 +411,62 @@ static void check_random(const char *dtype)
 	loom_free(dir);
 }
 
+/* A model loaded without float32 linear copies (what a CPU worker holds:
+ * wk_model_load_ex f32_linear false) gives the same logits to the bit,
+ * holds no float32 linear weights, and takes about half the bytes of the
+ * float32-plus-packed load for a BF16 model (the packed copies are in the
+ * file's dtype); the estimate a budget counts covers what it holds. */
+static void check_packed_only(const char *label, const char *dir, double max_ratio)
+{
+	fwd a = {0}, b = {0};
+	assert_int_equal(wk_model_load(dir, label, &a.m), LOOM_OK);
+	assert_int_equal(wk_model_load_ex(dir, label, false, &b.m), LOOM_OK);
+	assert_null(b.m->layers[0].wq);
+	assert_null(b.m->layers[b.m->cfg.n_layers - 1].w_down);
+	assert_non_null(b.m->embed);
+	assert_int_equal(b.m->pk_bytes, a.m->pk_bytes);
+	size_t held_a = a.m->arena_bytes + a.m->pk_bytes, held_b = b.m->arena_bytes + b.m->pk_bytes;
+	printf("  %s: %zu bytes held packed-only vs %zu (%.2f)\n", label, held_b, held_a,
+	       (double)held_b / (double)held_a);
+	assert_true((double)held_b <= max_ratio * (double)held_a);
+	assert_true(wk_model_weight_bytes_ex(&b.m->cfg, false) >= held_b);
+	assert_true(wk_model_weight_bytes_ex(&b.m->cfg, false) < wk_model_weight_bytes(&b.m->cfg));
+	assert_int_equal(wk_scratch_create(a.m, &a.s), LOOM_OK);
+	assert_int_equal(wk_scratch_create(b.m, &b.s), LOOM_OK);
+	int V = a.m->cfg.vocab;
+	int32_t t[9] = {1, 5, 9, 2, 7, 3, 11, 4, 6};
+	wk_kv *ka, *kb;
+	assert_int_equal(wk_kv_create(a.m, 16, &ka), LOOM_OK);
+	assert_int_equal(wk_kv_create(b.m, 16, &kb), LOOM_OK);
+	float *la = malloc(sizeof(float) * 9 * V), *lb = malloc(sizeof(float) * 9 * V);
+	run_batch(&a, 1, &ka, (const int32_t *[]){t}, (int[]){9}, 1, la);
+	run_batch(&b, 1, &kb, (const int32_t *[]){t}, (int[]){9}, 1, lb);
+	assert_memory_equal(la, lb, sizeof(float) * 9 * V);
+	free(la);
+	free(lb);
+	wk_kv_destroy(ka);
+	wk_kv_destroy(kb);
+	wk_scratch_destroy(a.s);
+	wk_scratch_destroy(b.s);
+	wk_model_destroy(a.m);
+	wk_model_destroy(b.m);
+}
+
+static void test_packed_only(void **st)
+{
+	(void)st;
+	check_packed_only("stories260k", lt_shared_path("models/stories260k"), 0.75);
+	char *dir = lt_tmpdir("packed-bf16");
+	assert_int_equal(lt_sh("'%s' model --out '%s' --dtype bf16 --hidden 64 --ffn 160 "
+			       "--layers 2 --heads 4 --kv-heads 2 --vocab 512 --ctx 128 --seed 4",
+			       lt_bin_path("loom-mkmodel"), dir), 0);
+	/* a BF16 model: float32 arena + BF16 packed before, BF16 packed + the
+	 * float32 embedding and norms now */
+	check_packed_only("random-bf16", dir, 0.5);
+	lt_sh("rm -rf '%s'", dir);
+	loom_free(dir);
+}
+
 static void test_ref_random_f16(void **st)
 {
 	(void)st;
@@ -552,6 +608,7 @@ int main(void)
 		cmocka_unit_test(test_ref_babyllama105),
 		cmocka_unit_test(test_ref_random_f16),
 		cmocka_unit_test(test_ref_random_bf16),
+		cmocka_unit_test(test_packed_only),
 		cmocka_unit_test(test_stories_greedy),
 		cmocka_unit_test(test_forward_errors),
 	};
