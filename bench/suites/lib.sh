@@ -112,10 +112,10 @@ suite_adapters() { # suite_adapters N: makes PREFIX0..PREFIX(N-1) (cached)
   done
 }
 
-suite_free_port() {
+suite_free_port() { # below Linux's ephemeral range (32768-), where clients' ports go
   local p
   for _ in $(seq 1 50); do
-    p=$((20000 + RANDOM % 20000))
+    p=$((20000 + RANDOM % 12000))
     if ! curl -s -o /dev/null "http://127.0.0.1:$p/" 2>/dev/null; then echo "$p"; return; fi
   done
   echo "$SUITE: no free port found" >&2; exit 1
@@ -141,7 +141,6 @@ suite_start() {
     suite_adapters "$nad"
     for ((i = 0; i < nad; i++)); do gw_args+=(--adapter "$PREFIX$i=$WORK/adapters/$i@$MODEL"); done
   fi
-  port=$(suite_free_port)
   SUITE_RUN=$(mktemp -d /tmp/loom-suite-XXXXXX)
   trap suite_stop EXIT
   trap 'suite_stop; exit 130' INT TERM
@@ -149,16 +148,25 @@ suite_start() {
     --model "$MODEL=$model" --threads "$THREADS" ${SUITE_WORKER_ARGS[@]+"${SUITE_WORKER_ARGS[@]}"} \
     > "$SUITE_RUN/worker.log" 2>&1 &
   SUITE_PIDS="$!"
-  "$BIN/loom-gateway" --host 127.0.0.1 --port "$port" --worker "ipc://$SUITE_RUN/w0.ipc" \
-    --model "$MODEL=$model" ${gw_args[@]+"${gw_args[@]}"} > "$SUITE_RUN/gateway.log" 2>&1 &
-  local gw=$!
-  SUITE_PIDS="$SUITE_PIDS $gw"
-  URL=http://127.0.0.1:$port
-  for _ in $(seq 1 1200); do
-    curl -fs "$URL/ready" >/dev/null 2>&1 && break
-    kill -0 "$gw" 2>/dev/null || break
-    sleep 0.1
+  local try gw
+  for try in 1 2 3 4 5; do # a port probed free may be taken before the gateway binds it
+    port=$(suite_free_port)
+    "$BIN/loom-gateway" --host 127.0.0.1 --port "$port" --worker "ipc://$SUITE_RUN/w0.ipc" \
+      --model "$MODEL=$model" ${gw_args[@]+"${gw_args[@]}"} > "$SUITE_RUN/gateway.log" 2>&1 &
+    gw=$!
+    URL=http://127.0.0.1:$port
+    for _ in $(seq 1 1200); do
+      curl -fs "$URL/ready" >/dev/null 2>&1 && break
+      kill -0 "$gw" 2>/dev/null || break
+      sleep 0.1
+    done
+    if ! kill -0 "$gw" 2>/dev/null && grep -q "cannot listen" "$SUITE_RUN/gateway.log"; then
+      wait "$gw" 2>/dev/null || true
+      continue
+    fi
+    break
   done
+  SUITE_PIDS="$SUITE_PIDS $gw"
   if ! curl -fs "$URL/ready" >/dev/null 2>&1; then
     echo "$SUITE: loom did not become ready; logs:" >&2
     tail -n 20 "$SUITE_RUN/worker.log" "$SUITE_RUN/gateway.log" >&2
