@@ -178,7 +178,10 @@ static void test_on_off_same(void **state)
 		free(c_off);
 	}
 	printf("  9 requests: %ld prompt tokens reused with the cache on\n", reused);
-	assert_true(reused >= 6 * 48);
+	/* the router may send a request to the other worker when their fitted
+	 * step times differ by more than the prefill saved (test_routed_to_holder
+	 * checks the preference), so only some reuse is certain */
+	assert_true(reused >= 48);
 }
 
 static void test_adapter_replaced(void **state)
