@@ -47,6 +47,7 @@
 #include "common/alloc.h"
 #include "common/proto.h"
 #include "worker/engine.h"
+#include "worker/forward.h"
 #include "worker/kv.h"
 #include "worker/model.h"
 
@@ -491,6 +492,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	openblas_set_num_threads(o.threads);
+	wk_forward_threads(o.threads); /* the forward's pool, as loom-worker --threads sets it */
 
 	int rc = 1;
 	char mdir[PATH_MAX];

@@ -12,13 +12,21 @@
  * holding the same (rounded) values. Only lora.c includes it.
  */
 /* v[j] = x . a[j, :] for 4 consecutive rows of a (row stride K); two
- * accumulators per row (16 floats per step). */
-HELPER void LT(dot4)(float *v, const float *x, const ELEM *a, int K)
+ * accumulators per row (16 floats per step). The pn rows from pf on (the
+ * next ones the caller reads) are prefetched as it goes: an adapter's rows
+ * are short streams the hardware prefetcher barely ramps up on. */
+HELPER void LT(dot4)(float *v, const float *x, const ELEM *a, int K, const ELEM *pf, int pn)
 {
 	const ELEM *a0 = a, *a1 = a + K, *a2 = a + 2 * (size_t)K, *a3 = a + 3 * (size_t)K;
 	VT s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, u0 = {0}, u1 = {0}, u2 = {0}, u3 = {0};
 	int k = 0;
 	for (; k + 2 * VL <= K; k += 2 * VL) {
+		for (int q = 0; q < pn; q++) {
+			const char *c = (const char *)(pf + (size_t)q * K + k);
+			__builtin_prefetch(c);
+			if (2 * VL * sizeof(ELEM) > 64)
+				__builtin_prefetch(c + 64);
+		}
 		VT x0 = LDX(x + k), x1 = LDX(x + k + VL);
 		s0 += x0 * LDV(a0 + k);
 		u0 += x1 * LDV(a0 + k + VL);
@@ -79,19 +87,25 @@ FN static void LT(shrink_rows)(float *v, int ldv, const float *x, int K, const E
 		const float *xi = x + (size_t)i * K;
 		float *vi = v + (size_t)i * ldv;
 		int j = 0;
-		for (; j + 4 <= r; j += 4)
-			LT(dot4)(vi + j, xi, a + (size_t)j * K, K);
+		for (; j + 4 <= r; j += 4) {
+			int pn = r - (j + 4) < 4 ? r - (j + 4) : 4;
+			LT(dot4)(vi + j, xi, a + (size_t)j * K, K, a + (size_t)(j + 4) * K, pn);
+		}
 		for (; j < r; j++)
 			vi[j] = LT(dot1)(xi, a + (size_t)j * K, K);
 	}
 }
 
-/* yi[n] += sum of the m (<= 8) products c[j] * b[j][n], in a fixed tree. */
-HELPER void LT(axpy_rows)(float *yi, const ELEM *const *b, const float *c, int m, int N)
+/* yi[n] += sum of the m (<= 8) products c[j] * b[j][n], in a fixed tree;
+ * prefetching the pn rows from pf on (row stride N: the next pass's). */
+HELPER void LT(axpy_rows)(float *yi, const ELEM *const *b, const float *c, int m, int N,
+			  const ELEM *pf, int pn)
 {
 	int n = 0;
 	if (m == 8) {
 		for (; n + VL <= N; n += VL) {
+			for (int q = 0; q < pn; q++)
+				__builtin_prefetch(pf + (size_t)q * N + n);
 			VT p = LDV(b[0] + n) * c[0] + LDV(b[1] + n) * c[1];
 			VT q = LDV(b[2] + n) * c[2] + LDV(b[3] + n) * c[3];
 			VT u = LDV(b[4] + n) * c[4] + LDV(b[5] + n) * c[5];
@@ -135,7 +149,8 @@ FN static void LT(expand_rows)(float *y, int N, const float *v, int ldv, const E
 				b[k] = bt + (size_t)(j + k) * N;
 				c[k] = scale * vi[j + k];
 			}
-			LT(axpy_rows)(yi, b, c, m, N);
+			int pn = r - (j + m) < 8 ? r - (j + m) : 8;
+			LT(axpy_rows)(yi, b, c, m, N, bt + (size_t)(j + m) * N, pn);
 			j += m;
 		}
 	}
