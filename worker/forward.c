@@ -175,7 +175,7 @@ static loom_err check_batch(const wk_model *m, const wk_batch *b)
 		if (b->tokens[t] < 0 || b->tokens[t] >= m->cfg.vocab)
 			return loom_fail(LOOM_EINVAL, "wk_forward: token %d at row %d is outside the "
 					 "vocabulary [0, %d)", b->tokens[t], t, m->cfg.vocab);
-	return wk_lora_check(m, b, 1);
+	return wk_lora_check(m, b);
 }
 
 /* y[T, N] (+)= x[T, K] . W^T on the packed weight. */

@@ -370,7 +370,7 @@ static loom_err check_batch(const wk_cuda_fwd *f, const wk_batch *b, int *max_ct
 		if (b->tokens[t] < 0 || b->tokens[t] >= m->cfg.vocab)
 			return loom_fail(LOOM_EINVAL, "wk_forward: token %d at row %d is outside the "
 					 "vocabulary [0, %d)", b->tokens[t], t, m->cfg.vocab);
-	return wk_lora_check(m, b, 1);
+	return wk_lora_check(m, b);
 }
 
 typedef struct step {

@@ -476,7 +476,7 @@ loom_err wk_cuda_fwd_prefetch(wk_cuda_fwd *f, const ad_adapter *a)
 	int sl = slot_find(f, a);
 	loom_err rc = LOOM_OK;
 	if (sl < 0) /* a batch's adapters are checked with the batch; this one alone */
-		rc = wk_lora_check_adapter(f->m, a, "cuda prefetch", 1);
+		rc = wk_lora_check_adapter(f->m, a, "cuda prefetch");
 	return rc ? rc : slot_acquire(f, a, "cuda prefetch: all %d adapter slots hold adapters "
 				      "of the latest step", &sl);
 }

@@ -21,14 +21,13 @@ typedef struct wk_lora_ws wk_lora_ws;
 /* Checks b's segments against b's sequences and m: they cover [0, T) in
  * order, each boundary is a sequence boundary, and every adapter matches
  * the model (n_layers, d_in/d_out of each adapted target, ranks >= 0 with
- * weights; BF16 adapters only when bf16_ok: the CUDA forward reads them,
- * the CPU one does not). LOOM_EINVAL naming the segment and the field;
- * changes nothing. Call after the sequences themselves were checked. */
-loom_err wk_lora_check(const wk_model *m, const wk_batch *b, int bf16_ok);
+ * weights, float32 or BF16: both forwards read both). LOOM_EINVAL naming
+ * the segment and the field; changes nothing. Call after the sequences
+ * themselves were checked. */
+loom_err wk_lora_check(const wk_model *m, const wk_batch *b);
 /* The adapter part of wk_lora_check for one adapter outside a batch (a
  * prefetch); who starts the messages ("cuda prefetch"). */
-loom_err wk_lora_check_adapter(const wk_model *m, const ad_adapter *a, const char *who,
-			       int bf16_ok);
+loom_err wk_lora_check_adapter(const wk_model *m, const ad_adapter *a, const char *who);
 
 /* Makes *ws (created on first use) big enough for the checked batch b, so
  * that wk_lora_add cannot fail. No-op when b has no adapter. */

@@ -9,17 +9,13 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-/* One adapter against the model; who ("wk_forward: segment 3") starts the
- * messages; bf16_ok: the forward reads BF16 adapters too. */
-static loom_err check_adapter(const loom_model_config *c, const ad_adapter *a, const char *who,
-			      int bf16_ok)
+/* One adapter (float32 or BF16) against the model; who ("wk_forward:
+ * segment 3") starts the messages. */
+static loom_err check_adapter(const loom_model_config *c, const ad_adapter *a, const char *who)
 {
 	if (a->n_layers != c->n_layers || !a->mods)
 		return loom_fail(LOOM_EINVAL, "%s: adapter \"%s\" has %d layers, the model %d",
 				 who, a->name, a->n_layers, c->n_layers);
-	if (a->bf16 && !bf16_ok)
-		return loom_fail(LOOM_EINVAL, "%s: adapter \"%s\" is held as BF16 (the CUDA "
-				 "forward's form); this forward reads float32", who, a->name);
 	for (int t = 0; t < AD_N_TARGETS; t++) {
 		int din, dout, used = 0;
 		ad_target_dims(c, t, &din, &dout);
@@ -41,7 +37,7 @@ static loom_err check_adapter(const loom_model_config *c, const ad_adapter *a, c
 	return LOOM_OK;
 }
 
-loom_err wk_lora_check(const wk_model *m, const wk_batch *b, int bf16_ok)
+loom_err wk_lora_check(const wk_model *m, const wk_batch *b)
 {
 	int S = b->n_segs;
 	if (S == 0)
@@ -72,15 +68,14 @@ loom_err wk_lora_check(const wk_model *m, const wk_batch *b, int bf16_ok)
 			seen = b->seg_adapter[j] == a;
 		char who[48];
 		snprintf(who, sizeof who, "wk_forward: segment %d", i);
-		loom_err rc = seen ? LOOM_OK : check_adapter(&m->cfg, a, who, bf16_ok);
+		loom_err rc = seen ? LOOM_OK : check_adapter(&m->cfg, a, who);
 		if (rc)
 			return rc;
 	}
 	return LOOM_OK;
 }
 
-loom_err wk_lora_check_adapter(const wk_model *m, const ad_adapter *a, const char *who,
-			       int bf16_ok)
+loom_err wk_lora_check_adapter(const wk_model *m, const ad_adapter *a, const char *who)
 {
-	return check_adapter(&m->cfg, a, who, bf16_ok);
+	return check_adapter(&m->cfg, a, who);
 }
