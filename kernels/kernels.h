@@ -141,12 +141,11 @@ void kn_add(float *y, const float *x, size_t n);
  * Query head j uses kv head j / (n_heads / n_kv_heads); query at position p
  * sees keys 0..p, or p-window+1..p when window > 0 (sliding window); scores
  * scaled by `scale`, then soft-capped to softcap*tanh(s/softcap) when
- * softcap > 0, softmax with the max subtracted, all in float. scores: caller
- * scratch of pos0+n_q floats.
+ * softcap > 0, softmax (online, by tiles of 16 positions), all in float.
  */
 void kn_attention(float *out, const float *q, int n_q, int pos0, const float *k,
 		  const float *v, int n_heads, int n_kv_heads, int head_dim, float scale,
-		  int window, float softcap, float *scores);
+		  int window, float softcap);
 
 /*
  * kn_attention over a paged KV cache (worker/kv.h): the key row of position
@@ -158,7 +157,7 @@ void kn_attention(float *out, const float *q, int n_q, int pos0, const float *k,
 void kn_attention_paged(float *out, const float *q, int n_q, int pos0, const float *k,
 			const float *v, const int32_t *blocks, int block_size,
 			size_t block_stride, int n_heads, int n_kv_heads, int head_dim,
-			float scale, int window, float softcap, float *scores);
+			float scale, int window, float softcap);
 
 /* kn_attention_paged for the query heads [h0, h1) only (the rest of out is
  * not written): the same arithmetic per head, so heads may be split over
@@ -167,7 +166,7 @@ void kn_attention_paged(float *out, const float *q, int n_q, int pos0, const flo
 void kn_attention_paged_heads(float *out, const float *q, int n_q, int pos0, const float *k,
 			      const float *v, const int32_t *blocks, int block_size,
 			      size_t block_stride, int n_heads, int n_kv_heads, int head_dim,
-			      float scale, int window, float softcap, int h0, int h1, float *scores);
+			      float scale, int window, float softcap, int h0, int h1);
 
 /*
  * LoRA over segments (KERNELS.md; Punica's SGMV, rank-exact, no padding).

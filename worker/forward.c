@@ -26,9 +26,6 @@
 
 struct wk_scratch {
 	int cap_tokens;   /* rows the row buffers hold */
-	int cap_ctx;      /* floats in scores (not positions) */
-	size_t *score_off; /* [cap_seqs] each sequence's attention scratch in scores */
-	int cap_seqs;
 	int d, qdim, kvdim, ffn, half;
 	float *x;         /* [T, d] residual stream */
 	float *xn;        /* [T, d] normed input of a block; later the logit rows */
@@ -41,7 +38,6 @@ struct wk_scratch {
 	float *rcos;      /* [T, head_dim/2] */
 	float *rsin;      /* [T, head_dim/2] */
 	int32_t *pos;     /* [T] position of each token in its sequence */
-	float *scores;    /* [cap_ctx]: per sequence, n_kv_heads x its context */
 	double *inv_freq; /* [half] RoPE inverse frequencies (all positions unless dynamic) */
 	double mscale;    /* RoPE cos/sin factor */
 	wk_lora_ws *lora;  /* LoRA shrink rows + descriptors (forward_lora.c), NULL until used */
@@ -88,11 +84,10 @@ void wk_scratch_destroy(wk_scratch *s)
 	if (!s)
 		return;
 	float **bufs[] = {&s->x, &s->xn, &s->q, &s->k, &s->v, &s->att,
-			  &s->gate, &s->up, &s->rcos, &s->rsin, &s->scores};
+			  &s->gate, &s->up, &s->rcos, &s->rsin};
 	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
 		loom_free(*bufs[i]);
 	loom_free(s->pos);
-	loom_free(s->score_off);
 	loom_free(s->inv_freq);
 	kn_pool_destroy(s->pool);
 	wk_lora_ws_destroy(s->lora);
@@ -108,8 +103,8 @@ static int grow(void **p, size_t bytes)
 	return 0;
 }
 
-/* Makes room for T rows and ctx floats of attention scores. */
-static loom_err scratch_reserve(wk_scratch *s, int T, int ctx)
+/* Makes room for T rows. */
+static loom_err scratch_reserve(wk_scratch *s, int T)
 {
 	if (T > s->cap_tokens) {
 		size_t t = (size_t)T;
@@ -129,12 +124,6 @@ static loom_err scratch_reserve(wk_scratch *s, int T, int ctx)
 				return loom_fail(LOOM_ENOMEM, "forward scratch: out of memory for %d "
 						 "tokens", T);
 		s->cap_tokens = T;
-	}
-	if (ctx > s->cap_ctx) {
-		if (grow((void **)&s->scores, (size_t)ctx * sizeof(float)))
-			return loom_fail(LOOM_ENOMEM, "forward scratch: out of memory for context %d",
-					 ctx);
-		s->cap_ctx = ctx;
 	}
 	return LOOM_OK;
 }
@@ -221,7 +210,7 @@ static void attention_block(const wk_model *m, const wk_batch *b, wk_scratch *s,
 	}
 	kn_rope_apply(s->q, T, c->n_heads, c->head_dim, s->rcos, s->rsin);
 	kn_rope_apply(s->k, T, c->n_kv_heads, c->head_dim, s->rcos, s->rsin);
-	wk_attn_batch(m, b, l, s->q, s->k, s->v, s->att, s->scores, s->score_off, s->pool);
+	wk_attn_batch(m, b, l, s->q, s->k, s->v, s->att, s->pool);
 	float *o = L->post_attn_norm ? s->xn : s->x;
 	linear(s, o, s->att, &L->po, T, s->d, s->qdim, o == s->x);
 	bias(o, L->bo, T, s->d);
@@ -279,21 +268,7 @@ loom_err wk_forward(const wk_model *m, const wk_batch *b, wk_scratch *s, float *
 		return LOOM_OK;
 	const loom_model_config *c = &m->cfg;
 	int T = b->seq_start[b->n_seqs];
-	/* attention scratch: n_kv_heads x (context) floats per sequence */
-	if (b->n_seqs > s->cap_seqs) {
-		if (grow((void **)&s->score_off, (size_t)b->n_seqs * sizeof *s->score_off))
-			return loom_fail(LOOM_ENOMEM, "forward scratch: out of memory");
-		s->cap_seqs = b->n_seqs;
-	}
-	size_t sc = 0;
-	for (int q = 0; q < b->n_seqs; q++) {
-		s->score_off[q] = sc;
-		sc += (size_t)c->n_kv_heads *
-		      (size_t)(b->kv[q]->len + b->seq_start[q + 1] - b->seq_start[q]);
-	}
-	if (sc > (size_t)INT32_MAX)
-		return loom_fail(LOOM_ERANGE, "wk_forward: %zu floats of attention scratch", sc);
-	rc = scratch_reserve(s, T, (int)sc);
+	rc = scratch_reserve(s, T);
 	if (rc)
 		return rc;
 	rc = wk_lora_reserve(&s->lora, m, b);

@@ -20,8 +20,7 @@ typedef struct attn_job {
 	const wk_batch *b;
 	int l, window;
 	const float *q;
-	float *att, *scores;
-	const size_t *score_off; /* [n_seqs] start of sequence s's task scratch */
+	float *att;
 	int runs;                /* tasks per sequence (runs of KV heads) */
 } attn_job;
 
@@ -35,17 +34,15 @@ static void attn_task(void *ctx, int t)
 	const wk_kvpool *p = kv->pool;
 	int t0 = j->b->seq_start[s], n = j->b->seq_start[s + 1] - t0;
 	size_t qdim = (size_t)c->n_heads * c->head_dim;
-	float *sc = j->scores + j->score_off[s] + (size_t)g0 * (size_t)(kv->len + n);
 	kn_attention_paged_heads(j->att + (size_t)t0 * qdim, j->q + (size_t)t0 * qdim, n,
 				 kv->len, wk_kvpool_k(p, 0, j->l), wk_kvpool_v(p, 0, j->l),
 				 kv->blocks, wk_kvpool_block_size(p), wk_kvpool_block_floats(p),
 				 c->n_heads, c->n_kv_heads, c->head_dim, c->attn_scale, j->window,
-				 c->attn_softcap, g0 * group, g1 * group, sc);
+				 c->attn_softcap, g0 * group, g1 * group);
 }
 
 void wk_attn_batch(const wk_model *m, const wk_batch *b, int l, const float *q, const float *k,
-		   const float *v, float *att, float *scores, const size_t *score_off,
-		   kn_pool *pool)
+		   const float *v, float *att, kn_pool *pool)
 {
 	const loom_model_config *c = &m->cfg;
 	size_t kvdim = (size_t)c->n_kv_heads * c->head_dim;
@@ -59,6 +56,6 @@ void wk_attn_batch(const wk_model *m, const wk_batch *b, int l, const float *q, 
 			     : 1;
 	runs = runs < 1 ? 1 : runs > c->n_kv_heads ? c->n_kv_heads : runs;
 	attn_job j = {.m = m, .b = b, .l = l, .window = loom_layer_window(c, l), .q = q,
-		      .att = att, .scores = scores, .score_off = score_off, .runs = runs};
+		      .att = att, .runs = runs};
 	kn_pool_run(pool, b->n_seqs * runs, attn_task, &j);
 }

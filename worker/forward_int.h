@@ -12,12 +12,10 @@
  * K and V rows (k, v: [T, kvdim], already roped) to its paged cache at
  * positions kv->len .. (kv->len is not advanced), then causal GQA attention
  * of its queries (q: [T, qdim], roped) over the whole cache into att
- * ([T, qdim]), split over pool by (sequence, KV head). scores: scratch
- * where sequence s's tasks use n_kv_heads * (kv->len + tokens) floats from
- * score_off[s]. The batch was checked by wk_forward (capacity, pool shape).
+ * ([T, qdim]), split over pool by (sequence, run of KV heads). The batch
+ * was checked by wk_forward (capacity, pool shape).
  */
 void wk_attn_batch(const wk_model *m, const wk_batch *b, int l, const float *q, const float *k,
-		   const float *v, float *att, float *scores, const size_t *score_off,
-		   kn_pool *pool);
+		   const float *v, float *att, kn_pool *pool);
 
 #endif

@@ -154,12 +154,13 @@ static int take_blocks(wk_engine *e, seq *s, model_slot *ms)
 	int bs = wk_kvpool_block_size(ms->pool), total, m;
 	uint32_t ctx = seq_ctx(s);
 	int32_t toks[WK_KV_BLOCK];
+	bool cache = bs == WK_KV_BLOCK && wk_kvpool_prefix_cache(ms->pool) && !s->plp_pending;
 
 	if (!s->kv.pool) {
 		wk_kv_init(&s->kv, ms->pool);
 		wk_kv_set_ns(&s->kv, s->ns);
 	}
-	if (bs == WK_KV_BLOCK && wk_kvpool_prefix_cache(ms->pool) && !s->plp_pending) {
+	if (cache) {
 		while ((uint32_t)(s->kv.n_blocks + 1) * (uint32_t)bs < ctx) {
 			block_tokens(s, s->kv.n_blocks, bs, toks);
 			if (!wk_kv_match(&s->kv, toks))
@@ -172,8 +173,7 @@ static int take_blocks(wk_engine *e, seq *s, model_slot *ms)
 		wk_kv_release(&s->kv);
 		return 0;
 	}
-	if (bs == WK_KV_BLOCK && wk_kvpool_prefix_cache(ms->pool) && !s->plp_pending &&
-	    (uint32_t)(m + 1) * (uint32_t)bs < ctx && computed_elsewhere(e, s, m, bs)) {
+	if (cache && (uint32_t)(m + 1) * (uint32_t)bs < ctx && computed_elsewhere(e, s, m, bs)) {
 		wk_kv_release(&s->kv);
 		return 2;
 	}

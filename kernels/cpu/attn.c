@@ -175,9 +175,8 @@ static void attend(float *out, const float *q, int n_q, int pos0, const float *k
 
 void kn_attention(float *out, const float *q, int n_q, int pos0, const float *k,
 		  const float *v, int n_heads, int n_kv_heads, int head_dim, float scale,
-		  int window, float softcap, float *scores)
+		  int window, float softcap)
 {
-	(void)scores;
 	attend(out, q, n_q, pos0, k, v, NULL, 1, 0, n_heads, n_kv_heads, head_dim, scale, window,
 	       softcap, 0, n_heads);
 }
@@ -185,9 +184,8 @@ void kn_attention(float *out, const float *q, int n_q, int pos0, const float *k,
 void kn_attention_paged(float *out, const float *q, int n_q, int pos0, const float *k,
 			const float *v, const int32_t *blocks, int block_size,
 			size_t block_stride, int n_heads, int n_kv_heads, int head_dim,
-			float scale, int window, float softcap, float *scores)
+			float scale, int window, float softcap)
 {
-	(void)scores;
 	assert(blocks && block_size > 0);
 	attend(out, q, n_q, pos0, k, v, blocks, block_size, block_stride, n_heads, n_kv_heads,
 	       head_dim, scale, window, softcap, 0, n_heads);
@@ -196,9 +194,8 @@ void kn_attention_paged(float *out, const float *q, int n_q, int pos0, const flo
 void kn_attention_paged_heads(float *out, const float *q, int n_q, int pos0, const float *k,
 			      const float *v, const int32_t *blocks, int block_size,
 			      size_t block_stride, int n_heads, int n_kv_heads, int head_dim,
-			      float scale, int window, float softcap, int h0, int h1, float *scores)
+			      float scale, int window, float softcap, int h0, int h1)
 {
-	(void)scores;
 	assert(blocks && block_size > 0 && 0 <= h0 && h0 <= h1 && h1 <= n_heads);
 	attend(out, q, n_q, pos0, k, v, blocks, block_size, block_stride, n_heads, n_kv_heads,
 	       head_dim, scale, window, softcap, h0, h1);

@@ -630,26 +630,34 @@ static void test_step_model(void **state)
 /* A burst on two workers whose fits differ by less than their noise spreads
  * over both (fewer in flight wins a near tie); a worker clearly faster, or
  * holding the adapter, still takes the burst. White-box on lk_route_slo. */
+static char stories_model[1][LOOM_NAME_MAX] = {"stories"};
+
+/* Two live workers serving "stories" with fitted step times (b_ms per token)
+ * and nothing in flight, in a link made of them alone. */
+static void two_workers(gw_link *l, lk_worker w[2], double b_ms)
+{
+	memset(l, 0, sizeof *l);
+	memset(w, 0, 2 * sizeof *w);
+	l->w = w;
+	l->n = 2;
+	int64_t now = gw_link_now_ms();
+	for (int i = 0; i < 2; i++) {
+		w[i].l = l;
+		w[i].pipe = 1;
+		w[i].last_answer_ms = now;
+		w[i].models = stories_model;
+		w[i].n_models = 1;
+		w[i].perf.samples = 8;
+		w[i].perf.b_ms = b_ms;
+	}
+}
+
 static void test_burst_spreads(void **state)
 {
 	(void)state;
 	gw_link l;
 	lk_worker w[2];
-	char models[1][LOOM_NAME_MAX] = {"stories"};
-	memset(&l, 0, sizeof l);
-	memset(w, 0, sizeof w);
-	l.w = w;
-	l.n = 2;
-	int64_t now = gw_link_now_ms();
-	for (int i = 0; i < 2; i++) {
-		w[i].l = &l;
-		w[i].pipe = 1;
-		w[i].last_answer_ms = now;
-		w[i].models = models;
-		w[i].n_models = 1;
-		w[i].perf.samples = 8;
-		w[i].perf.b_ms = 0.02; /* a tiny model: a sequence more costs next to nothing */
-	}
+	two_workers(&l, w, 0.02); /* a tiny model: a sequence more costs next to nothing */
 	lk_job j;
 	memset(&j, 0, sizeof j);
 	snprintf(j.sub.model, sizeof j.sub.model, "stories");
@@ -720,22 +728,8 @@ static void test_prefix_consolidates(void **state)
 	(void)state;
 	gw_link l;
 	lk_worker w[2];
-	char models[1][LOOM_NAME_MAX] = {"stories"};
-	memset(&l, 0, sizeof l);
-	memset(w, 0, sizeof w);
-	l.w = w;
-	l.n = 2;
-	int64_t now = gw_link_now_ms();
-	for (int i = 0; i < 2; i++) {
-		w[i].l = &l;
-		w[i].pipe = 1;
-		w[i].last_answer_ms = now;
-		w[i].models = models;
-		w[i].n_models = 1;
-		w[i].perf.samples = 8;
-		w[i].perf.a_ms = 6.0;
-		w[i].perf.b_ms = 0.05;
-	}
+	two_workers(&l, w, 0.05);
+	w[0].perf.a_ms = w[1].perf.a_ms = 6.0;
 	int32_t ids[4][120];
 	lk_job j[4];
 	for (int k = 0; k < 4; k++) {

@@ -3,7 +3,8 @@
  * real gateways and workers (../shared/models/stories260k, two random
  * adapters written by loom-mkmodel and imported through the admin API).
  *
- * Two stacks: "on" (two workers, prefix cache on, the default) and "off"
+ * Three stacks: "on" (two workers, prefix cache on, the default), "solo"
+ * (one worker, cache on: where a request goes is never in doubt) and "off"
  * (one worker with --no-prefix-cache: everything computed from scratch).
  *  - the same requests (shared 64-token prefixes over the base model and
  *    both adapters, greedy and seeded, logprobs) give the same choices
@@ -31,9 +32,9 @@
 #include "common/alloc.h"
 #include "tests/support/harness.h"
 
-static lt_stack on, off;
+static lt_stack on, off, solo;
 static char *tmp;
-static int ok_on, ok_off;
+static int ok_on, ok_off, ok_solo;
 
 static int post(lt_stack *s, const char *path, const char *body, json_t **out)
 {
@@ -136,6 +137,9 @@ static int setup(void **state)
 	if (lt_stack_start2(&off, models, 1, gw, wk_off))
 		return -1;
 	ok_off = 1;
+	if (lt_stack_start2(&solo, models, 1, gw, NULL))
+		return -1;
+	ok_solo = 1;
 	return 0;
 }
 
@@ -146,6 +150,8 @@ static int teardown(void **state)
 		lt_stack_stop(&on);
 	if (ok_off)
 		lt_stack_stop(&off);
+	if (ok_solo)
+		lt_stack_stop(&solo);
 	loom_free(tmp);
 	return 0;
 }
@@ -193,20 +199,20 @@ static void test_adapter_replaced(void **state)
 	/* the reference: "x" = ad1, computed from scratch */
 	import_ad(&off, "x", "ad1", false);
 	complete(&off, "x", ids, 0.0, 1, &ref, &cached);
-	/* "x" = ad0 on the cached stack, twice: the second reuses */
-	import_ad(&on, "x", "ad0", false);
-	complete(&on, "x", ids, 0.0, 1, &before, &cached);
-	complete(&on, "x", ids, 0.0, 1, &again, &cached);
+	/* "x" = ad0 on the one-worker cached stack, twice: the second reuses */
+	import_ad(&solo, "x", "ad0", false);
+	complete(&solo, "x", ids, 0.0, 1, &before, &cached);
+	complete(&solo, "x", ids, 0.0, 1, &again, &cached);
 	assert_string_equal(before, again);
 	assert_int_equal(cached, 64);
 	assert_true(strcmp(before, ref) != 0); /* the versions differ */
 	/* replaced under its name: nothing of the old version is reused */
-	import_ad(&on, "x", "ad1", true);
-	complete(&on, "x", ids, 0.0, 1, &after, &cached);
+	import_ad(&solo, "x", "ad1", true);
+	complete(&solo, "x", ids, 0.0, 1, &after, &cached);
 	assert_int_equal(cached, 0);
 	assert_string_equal(after, ref);
 	free(after);
-	complete(&on, "x", ids, 0.0, 1, &after, &cached);
+	complete(&solo, "x", ids, 0.0, 1, &after, &cached);
 	assert_int_equal(cached, 64);
 	assert_string_equal(after, ref);
 	free(before);

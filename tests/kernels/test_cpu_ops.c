@@ -230,7 +230,7 @@ static void attn_case_opt(int n_heads, int n_kv, int hd, int pos0, int n_q, int 
 	int ctx = pos0 + n_q, qdim = n_heads * hd, kvdim = n_kv * hd;
 	float *q = rand_vec((size_t)n_q * qdim, 2.0);
 	float *k = rand_vec((size_t)ctx * kvdim, 2.0), *v = rand_vec((size_t)ctx * kvdim, 1.0);
-	float *out = poisoned((size_t)n_q * qdim), *scores = poisoned(ctx);
+	float *out = poisoned((size_t)n_q * qdim);
 	double *ref = calloc((size_t)n_q * qdim, sizeof(double));
 	double *sc = malloc(sizeof(double) * ctx);
 	double scale = 1.0 / sqrt(hd);
@@ -255,12 +255,12 @@ static void attn_case_opt(int n_heads, int n_kv, int hd, int pos0, int n_q, int 
 					ref[t * qdim + h * hd + i] += sc[j] / sum * v[j * kvdim + g * hd + i];
 		}
 	kn_attention(out, q, n_q, pos0, k, v, n_heads, n_kv, hd, (float)scale, window,
-		     (float)softcap, scores);
+		     (float)softcap);
 	char what[120];
 	snprintf(what, sizeof what, "attention heads=%d kv=%d hd=%d pos0=%d n_q=%d window=%d cap=%g",
 		 n_heads, n_kv, hd, pos0, n_q, window, softcap);
 	expect_close(what, out, ref, (size_t)n_q * qdim, 1e-5, 1e-6);
-	free(q), free(k), free(v), free(out), free(scores), free(ref), free(sc);
+	free(q), free(k), free(v), free(out), free(ref), free(sc);
 }
 
 static void attn_case(int n_heads, int n_kv, int hd, int pos0, int n_q)
@@ -299,7 +299,7 @@ static void test_attention_paged_bits(void **st)
 	const int qdim = H * hd, kvdim = KV * hd;
 	float *q = rand_vec((size_t)n_q * qdim, 2.0), *k = rand_vec((size_t)ctx * kvdim, 2.0);
 	float *v = rand_vec((size_t)ctx * kvdim, 1.0), *ref = poisoned((size_t)n_q * qdim);
-	kn_attention(ref, q, n_q, pos0, k, v, H, KV, hd, 0.2f, 0, 0, NULL);
+	kn_attention(ref, q, n_q, pos0, k, v, H, KV, hd, 0.2f, 0, 0);
 	static const int sizes[] = {3, 16, 40};
 	for (int si = 0; si < 3; si++) {
 		int bs = sizes[si], nb = (ctx + bs - 1) / bs, nblk = nb + 3;
@@ -316,18 +316,18 @@ static void test_attention_paged_bits(void **st)
 		}
 		float *out = poisoned((size_t)n_q * qdim);
 		kn_attention_paged(out, q, n_q, pos0, pk, pv, blocks, bs, stride, H, KV, hd, 0.2f, 0,
-				   0, NULL);
+				   0);
 		assert_memory_equal(out, ref, sizeof(float) * n_q * qdim);
 		float *parts = poisoned((size_t)n_q * qdim);
 		kn_attention_paged_heads(parts, q, n_q, pos0, pk, pv, blocks, bs, stride, H, KV, hd,
-					 0.2f, 0, 0, 0, 3, NULL);
+					 0.2f, 0, 0, 0, 3);
 		kn_attention_paged_heads(parts, q, n_q, pos0, pk, pv, blocks, bs, stride, H, KV, hd,
-					 0.2f, 0, 0, 3, H, NULL);
+					 0.2f, 0, 0, 3, H);
 		assert_memory_equal(parts, ref, sizeof(float) * n_q * qdim);
 		for (int t = 0; t < n_q; t++) {
 			float *one = poisoned(qdim);
 			kn_attention_paged(one, q + (size_t)t * qdim, 1, pos0 + t, pk, pv, blocks, bs,
-					   stride, H, KV, hd, 0.2f, 0, 0, NULL);
+					   stride, H, KV, hd, 0.2f, 0, 0);
 			assert_memory_equal(one, ref + (size_t)t * qdim, sizeof(float) * qdim);
 			free(one);
 		}

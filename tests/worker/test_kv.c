@@ -274,7 +274,6 @@ static void paged_vs_contiguous(int n_ctx, int n_q, int n_heads, int n_kv, int h
 	float *k = malloc(sizeof(float) * n_ctx * kvdim), *v = malloc(sizeof(float) * n_ctx * kvdim);
 	float *q = malloc(sizeof(float) * n_q * qdim);
 	float *want = malloc(sizeof(float) * n_q * qdim), *got = malloc(sizeof(float) * n_q * qdim);
-	float *scores = malloc(sizeof(float) * n_ctx);
 	float scale = 1.0f / sqrtf((float)hd);
 
 	for (int i = 0; i < n_ctx * kvdim; i++) {
@@ -295,11 +294,11 @@ static void paged_vs_contiguous(int n_ctx, int n_q, int n_heads, int n_kv, int h
 		wk_kv_write(&kv, 1, k + (size_t)pos * kvdim, v + (size_t)pos * kvdim, n);
 		kv.len += n;
 	}
-	kn_attention(want, q, n_q, pos0, k, v, n_heads, n_kv, hd, scale, 0, 0.0f, scores);
+	kn_attention(want, q, n_q, pos0, k, v, n_heads, n_kv, hd, scale, 0, 0.0f);
 	for (int i = 0; i < n_q * qdim; i++)
 		got[i] = NAN;
 	kn_attention_paged(got, q, n_q, pos0, wk_kvpool_k(p, 0, 1), wk_kvpool_v(p, 0, 1), kv.blocks,
-			   bs, wk_kvpool_block_floats(p), n_heads, n_kv, hd, scale, 0, 0.0f, scores);
+			   bs, wk_kvpool_block_floats(p), n_heads, n_kv, hd, scale, 0, 0.0f);
 	if (memcmp(got, want, sizeof(float) * n_q * qdim) != 0) {
 		for (int i = 0; i < n_q * qdim; i++)
 			if (got[i] != want[i])
@@ -309,7 +308,7 @@ static void paged_vs_contiguous(int n_ctx, int n_q, int n_heads, int n_kv, int h
 	wk_kv_fini(&kv);
 	wk_kv_fini(&filler);
 	wk_kvpool_destroy(p);
-	free(k), free(v), free(q), free(want), free(got), free(scores);
+	free(k), free(v), free(q), free(want), free(got);
 }
 
 static void test_paged_attention(void **state)
