@@ -135,7 +135,7 @@ json_t *bn_summary_json(const bn_summary *s)
 	return j;
 }
 
-static void cpu_model(char *buf, size_t n)
+void bn_cpu_model(char *buf, size_t n)
 {
 	FILE *f = fopen("/proc/cpuinfo", "r");
 	char line[512];
@@ -160,7 +160,7 @@ static json_t *host_json(void)
 {
 	struct utsname u;
 	char cpu[256], os[400];
-	cpu_model(cpu, sizeof cpu);
+	bn_cpu_model(cpu, sizeof cpu);
 	if (uname(&u) == 0)
 		snprintf(os, sizeof os, "%s %s %s", u.sysname, u.release, u.machine);
 	else

@@ -89,4 +89,7 @@ loom_err bn_write_json(const char *path, const json_t *j);
  */
 loom_err bn_extract(FILE *out, const char *path, char *const *keys, int n_keys);
 
+/* The CPU's model name from /proc/cpuinfo ("unknown" when absent). */
+void bn_cpu_model(char *buf, size_t n);
+
 #endif
