@@ -85,6 +85,7 @@ float kn_pack_get(const void *wp, kn_wdt dt, int K, int n, int k);
 void kn_gemm_p(float *y, const float *x, const void *wp, kn_wdt dt, int M, int N, int K,
 	       int accumulate, kn_pool *pool);
 
+
 /* y[rows,d] = x / sqrt(mean(x^2) + eps) * w[d], the mean of squares
  * accumulated in double. y may equal x. */
 void kn_rmsnorm(float *y, const float *x, const float *w, int rows, int d, float eps);
@@ -207,5 +208,25 @@ void kn_lora_shrink(float *v, int ldv, const float *x, int d_in, const kn_lora_s
  */
 void kn_lora_expand(float *y, int d_out, const float *v, int ldv, const kn_lora_seg *segs,
 		    int n_segs, kn_pool *pool);
+
+/*
+ * kn_gemm_p of each ops[i] (up to KN_FUSED_MAX, e.g. q, k and v) and
+ * kn_lora_shrink(v, ldv, x, d_in, segs, n_segs) of the LoRA group that
+ * reads the same input, in one pool run: each GEMM task requests its share
+ * of the shrink's A matrices into its core's L2 while it computes (the
+ * GEMM is compute-bound at batch sizes, the shrink memory-bound), then
+ * computes those shrink rows. Every output has the bits the two separate
+ * calls give.
+ */
+#define KN_FUSED_MAX 3
+typedef struct kn_gemm_op {
+	float *y;
+	const float *x;
+	const void *wp;
+	kn_wdt dt;
+	int M, N, K, accumulate;
+} kn_gemm_op;
+void kn_gemm_shrink(const kn_gemm_op *ops, int n_ops, float *v, int ldv, const float *x,
+		    int d_in, const kn_lora_seg *segs, int n_segs, kn_pool *pool);
 
 #endif

@@ -174,6 +174,28 @@ static void linear(wk_scratch *s, float *y, const float *x, const wk_pmat *w, in
 	kn_gemm_p(y, x, w->p, w->dt, T, N, K, accumulate, s->pool);
 }
 
+/* The linear layers ws[i] (y[i] [T, N[i]] (+)= x . W^T, accumulating where
+ * acc[i]) of a LoRA group (targets t0.. of layer l, sharing the input x
+ * [T, K]) and, when the batch adapts them, the group's LoRA shrink in the
+ * same pool run (kn_gemm_shrink); the expand is left to the caller
+ * (wk_lora_expand, after the biases). Returns whether there is one. */
+static bool linear_group(wk_scratch *s, const wk_model *m, const wk_batch *b, int l, int t0,
+			 int n, float *const *y, const float *x, const wk_pmat *const *ws,
+			 const int *N, int K, const int *acc, int T)
+{
+	if (!wk_lora_plan(s->lora, m, b, l, t0, n)) {
+		for (int i = 0; i < n; i++)
+			linear(s, y[i], x, ws[i], T, N[i], K, acc[i]);
+		return false;
+	}
+	kn_gemm_op ops[KN_FUSED_MAX];
+	for (int i = 0; i < n; i++)
+		ops[i] = (kn_gemm_op){.y = y[i], .x = x, .wp = ws[i]->p, .dt = ws[i]->dt, .M = T,
+				      .N = N[i], .K = K, .accumulate = acc[i]};
+	wk_lora_gemm_shrink(s->lora, ops, n, x, s->pool);
+	return true;
+}
+
 /* A linear layer's bias, when the model has it. */
 static void bias(float *y, const float *b, int T, int n)
 {
@@ -196,14 +218,15 @@ static void attention_block(const wk_model *m, const wk_batch *b, wk_scratch *s,
 	const loom_model_config *c = &m->cfg;
 	const wk_layer *L = &m->layers[l];
 	kn_rmsnorm(s->xn, s->x, L->attn_norm, T, s->d, c->rms_eps);
-	linear(s, s->q, s->xn, &L->pq, T, s->qdim, s->d, 0);
-	linear(s, s->k, s->xn, &L->pk, T, s->kvdim, s->d, 0);
-	linear(s, s->v, s->xn, &L->pv, T, s->kvdim, s->d, 0);
+	float *const qkv[3] = {s->q, s->k, s->v};
+	const wk_pmat *const wqkv[3] = {&L->pq, &L->pk, &L->pv};
+	const int nqkv[3] = {s->qdim, s->kvdim, s->kvdim}, zero[3] = {0, 0, 0};
+	bool lora = linear_group(s, m, b, l, AD_Q, 3, qkv, s->xn, wqkv, nqkv, s->d, zero, T);
 	bias(s->q, L->bq, T, s->qdim);
 	bias(s->k, L->bk, T, s->kvdim);
 	bias(s->v, L->bv, T, s->kvdim);
-	float *const qkv[3] = {s->q, s->k, s->v};
-	wk_lora_add(s->lora, m, b, l, AD_Q, 3, s->xn, qkv, s->pool);
+	if (lora)
+		wk_lora_expand(s->lora, qkv, s->pool);
 	if (L->q_norm) {
 		kn_rmsnorm(s->q, s->q, L->q_norm, T * c->n_heads, c->head_dim, c->rms_eps);
 		kn_rmsnorm(s->k, s->k, L->k_norm, T * c->n_kv_heads, c->head_dim, c->rms_eps);
@@ -212,9 +235,12 @@ static void attention_block(const wk_model *m, const wk_batch *b, wk_scratch *s,
 	kn_rope_apply(s->k, T, c->n_kv_heads, c->head_dim, s->rcos, s->rsin);
 	wk_attn_batch(m, b, l, s->q, s->k, s->v, s->att, s->pool);
 	float *o = L->post_attn_norm ? s->xn : s->x;
-	linear(s, o, s->att, &L->po, T, s->d, s->qdim, o == s->x);
+	const wk_pmat *wo = &L->po;
+	int acc = o == s->x;
+	lora = linear_group(s, m, b, l, AD_O, 1, &o, s->att, &wo, &s->d, s->qdim, &acc, T);
 	bias(o, L->bo, T, s->d);
-	wk_lora_add(s->lora, m, b, l, AD_O, 1, s->att, &o, s->pool);
+	if (lora)
+		wk_lora_expand(s->lora, &o, s->pool);
 	if (L->post_attn_norm)
 		post_norm_add(s, L->post_attn_norm, c->rms_eps, T);
 }
@@ -226,20 +252,25 @@ static void mlp_block(const wk_model *m, const wk_batch *b, wk_scratch *s, int l
 	const loom_model_config *c = &m->cfg;
 	const wk_layer *L = &m->layers[l];
 	kn_rmsnorm(s->xn, s->x, L->ffn_norm, T, s->d, c->rms_eps);
-	linear(s, s->gate, s->xn, &L->pgate, T, s->ffn, s->d, 0);
-	linear(s, s->up, s->xn, &L->pup, T, s->ffn, s->d, 0);
+	float *const gu[2] = {s->gate, s->up};
+	const wk_pmat *const wgu[2] = {&L->pgate, &L->pup};
+	const int ngu[2] = {s->ffn, s->ffn}, zero[2] = {0, 0};
+	bool lora = linear_group(s, m, b, l, AD_GATE, 2, gu, s->xn, wgu, ngu, s->d, zero, T);
 	bias(s->gate, L->b_gate, T, s->ffn);
 	bias(s->up, L->b_up, T, s->ffn);
-	float *const gu[2] = {s->gate, s->up};
-	wk_lora_add(s->lora, m, b, l, AD_GATE, 2, s->xn, gu, s->pool);
+	if (lora)
+		wk_lora_expand(s->lora, gu, s->pool);
 	if (c->act == LOOM_ACT_SILU)
 		kn_silu_mul(s->gate, s->up, (size_t)T * s->ffn);
 	else
 		kn_gelu_mul(s->gate, s->up, (size_t)T * s->ffn, c->act == LOOM_ACT_GELU_TANH);
 	float *o = L->post_ffn_norm ? s->xn : s->x;
-	linear(s, o, s->gate, &L->pdown, T, s->d, s->ffn, o == s->x);
+	const wk_pmat *wd = &L->pdown;
+	int acc = o == s->x;
+	lora = linear_group(s, m, b, l, AD_DOWN, 1, &o, s->gate, &wd, &s->d, s->ffn, &acc, T);
 	bias(o, L->b_down, T, s->d);
-	wk_lora_add(s->lora, m, b, l, AD_DOWN, 1, s->gate, &o, s->pool);
+	if (lora)
+		wk_lora_expand(s->lora, &o, s->pool);
 	if (L->post_ffn_norm)
 		post_norm_add(s, L->post_ffn_norm, c->rms_eps, T);
 }

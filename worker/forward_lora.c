@@ -16,6 +16,7 @@
  */
 #include "forward_lora.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 #include "../common/alloc.h"
@@ -27,6 +28,8 @@ struct wk_lora_ws {
 	float *v;         /* [T, ldv] shrink output (fp32 end to end) */
 	kn_lora_seg *shr; /* [3 * cap_segs] shrink descriptors of one call */
 	kn_lora_seg *exp; /* [3][cap_segs] expand descriptors per target of a group */
+	/* the planned group (wk_lora_plan): exp[k] starts at exp + k * S */
+	int ldv, d_in, nt, ns, S, ne[3], d_out[3];
 };
 
 /* Group sizes by first target: q,k,v / o / gate,up / down. */
@@ -97,9 +100,11 @@ void wk_lora_ws_destroy(wk_lora_ws *ws)
 	loom_free(ws);
 }
 
-void wk_lora_add(wk_lora_ws *ws, const wk_model *m, const wk_batch *b, int l, int t0, int nt,
-		 const float *x, float *const *y, kn_pool *pool)
+bool wk_lora_plan(wk_lora_ws *ws, const wk_model *m, const wk_batch *b, int l, int t0, int nt)
 {
+	if (!ws)
+		return false;
+	ws->ldv = 0;
 	int S = b->n_segs, ldv = 0;
 	for (int i = 0; i < S; i++) {
 		const ad_adapter *a = b->seg_adapter[i];
@@ -112,11 +117,13 @@ void wk_lora_add(wk_lora_ws *ws, const wk_model *m, const wk_batch *b, int l, in
 			ldv = sum;
 	}
 	if (ldv == 0)
-		return;
-	int d_in = 0, d_out[3] = {0, 0, 0};
+		return false;
+	int d_in = 0, *d_out = ws->d_out;
 	for (int k = 0; k < nt; k++)
 		ad_target_dims(&m->cfg, t0 + k, &d_in, &d_out[k]);
-	int ns = 0, ne[3] = {0, 0, 0};
+	int ns = 0, *ne = ws->ne;
+	for (int k = 0; k < 3; k++)
+		ne[k] = 0;
 	kn_lora_seg *exp[3] = {ws->exp, ws->exp + S, ws->exp + 2 * (size_t)S};
 	for (int i = 0; i < S; i++) {
 		const ad_adapter *a = b->seg_adapter[i];
@@ -145,7 +152,23 @@ void wk_lora_add(wk_lora_ws *ws, const wk_model *m, const wk_batch *b, int l, in
 			col += md->rank;
 		}
 	}
-	kn_lora_shrink(ws->v, ldv, x, d_in, ws->shr, ns, pool);
-	for (int k = 0; k < nt; k++)
-		kn_lora_expand(y[k], d_out[k], ws->v, ldv, exp[k], ne[k], pool);
+	ws->ldv = ldv;
+	ws->d_in = d_in;
+	ws->nt = nt;
+	ws->ns = ns;
+	ws->S = S;
+	return true;
+}
+
+void wk_lora_gemm_shrink(wk_lora_ws *ws, const kn_gemm_op *ops, int n_ops, const float *x,
+			 kn_pool *pool)
+{
+	kn_gemm_shrink(ops, n_ops, ws->v, ws->ldv, x, ws->d_in, ws->shr, ws->ns, pool);
+}
+
+void wk_lora_expand(wk_lora_ws *ws, float *const *y, kn_pool *pool)
+{
+	for (int k = 0; k < ws->nt; k++)
+		kn_lora_expand(y[k], ws->d_out[k], ws->v, ws->ldv, ws->exp + (size_t)k * ws->S,
+			       ws->ne[k], pool);
 }

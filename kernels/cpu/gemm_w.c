@@ -26,7 +26,9 @@
  * kn_isa_set forces one.
  */
 #include "../kernels.h"
+#include "lora_int.h"
 
+#include <assert.h>
 #include <immintrin.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -37,6 +39,8 @@
 #define TR 6      /* rows per tile */
 #define TP 2      /* panels per tile */
 #define TASK_P 4  /* panels per pool task */
+#define PF_MAX 4  /* ranges a task prefetches */
+#define TR2 2     /* rows per tile on AVX2 */
 
 /* ---- ISA selection ---- */
 
@@ -203,6 +207,31 @@ float kn_pack_get(const void *wp, kn_wdt dt, int K, int n, int k)
 	return wval(wp, dt, ((size_t)(n / P) * K + k) * P + (size_t)(n % P));
 }
 
+/* ---- prefetching while computing (kn_gemm_shrink) ---- */
+
+/* Lines to request into L2 while a task's tiles compute: one per `every`
+ * blocks of 8 k steps, so the requests spread over the compute instead of
+ * queueing in a burst. Copied into locals by the tiles. */
+typedef struct pf_cur {
+	const char *p[PF_MAX]; /* the ranges */
+	size_t n[PF_MAX];      /* their lines */
+	int r, nr;             /* the current range, the ranges */
+	size_t off;            /* lines done in range r */
+	int every, cnt;
+} pf_cur;
+
+#define PF_NEXT(c)                                                                          \
+	do {                                                                                \
+		if ((c).r < (c).nr && --(c).cnt <= 0) {                                     \
+			(c).cnt = (c).every;                                                \
+			__builtin_prefetch((c).p[(c).r] + 64 * (c).off, 0, 2);               \
+			if (++(c).off == (c).n[(c).r]) {                                    \
+				(c).r++;                                                    \
+				(c).off = 0;                                                \
+			}                                                                   \
+		}                                                                           \
+	} while (0)
+
 /* ---- portable ---- */
 
 /* Rows r < mr, panels q < tp of the tile starting at panel p0. */
@@ -239,10 +268,10 @@ __attribute__((target("avx2,fma,f16c"))) static inline __m256 ld8(const void *w,
 
 /* AVX2 has 16 registers: tiles of up to 2 rows x 2 panels (8 accumulators
  * of 8 lanes, 4 weight vectors, a broadcast). */
-#define TR2 2
 __attribute__((target("avx2,fma,f16c"))) static void tile_avx2(float *out, const float *x,
 							       size_t ldx, int mr, const void *wp,
-							       kn_wdt dt, size_t p_off, int tp, int K)
+							       kn_wdt dt, size_t p_off, int tp, int K,
+							       pf_cur *pc)
 {
 	size_t p1 = p_off + (size_t)K * P;
 	for (int r0 = 0; r0 < mr; r0 += TR2) {
@@ -253,7 +282,10 @@ __attribute__((target("avx2,fma,f16c"))) static void tile_avx2(float *out, const
 		for (int i = 0; i < TR2 * 4; i++)
 			a[i / 4][i % 4] = _mm256_setzero_ps();
 		if (rr == TR2 && tp == TP) {
+			pf_cur c = *pc;
 			for (int k = 0; k < K; k++) {
+				if ((k & 7) == 0)
+					PF_NEXT(c);
 				__m256 w0 = ld8(wp, dt, p_off + (size_t)k * P);
 				__m256 w1 = ld8(wp, dt, p_off + (size_t)k * P + 8);
 				__m256 w2 = ld8(wp, dt, p1 + (size_t)k * P);
@@ -268,6 +300,7 @@ __attribute__((target("avx2,fma,f16c"))) static void tile_avx2(float *out, const
 				a[1][2] = _mm256_fmadd_ps(x1, w2, a[1][2]);
 				a[1][3] = _mm256_fmadd_ps(x1, w3, a[1][3]);
 			}
+			*pc = c;
 		} else if (tp == TP) { /* one row, two panels: decode */
 			for (int k = 0; k < K; k++) {
 				__m256 x0 = _mm256_broadcast_ss(xr + k);
@@ -308,14 +341,18 @@ __attribute__((target("avx512f"))) static inline __m512 ld16(const void *w, kn_w
 
 __attribute__((target("avx512f"))) static void tile_avx512(float *out, const float *x,
 							   size_t ldx, int mr, const void *wp,
-							   kn_wdt dt, size_t p_off, int tp, int K)
+							   kn_wdt dt, size_t p_off, int tp, int K,
+							   pf_cur *pc)
 {
 	__m512 a[TR][TP];
 	for (int r = 0; r < TR; r++)
 		a[r][0] = a[r][1] = _mm512_setzero_ps();
 	size_t p1 = p_off + (size_t)K * P;
 	if (mr == TR && tp == TP) { /* the common case, unrolled into registers */
+		pf_cur c = *pc;
 		for (int k = 0; k < K; k++) {
+			if ((k & 7) == 0)
+				PF_NEXT(c);
 			__m512 w0 = ld16(wp, dt, p_off + (size_t)k * P);
 			__m512 w1 = ld16(wp, dt, p1 + (size_t)k * P);
 #pragma GCC unroll 6
@@ -325,6 +362,7 @@ __attribute__((target("avx512f"))) static void tile_avx512(float *out, const flo
 				a[r][1] = _mm512_fmadd_ps(xb, w1, a[r][1]);
 			}
 		}
+		*pc = c;
 	} else if (tp == TP) {
 		for (int k = 0; k < K; k++) {
 			__m512 w0 = ld16(wp, dt, p_off + (size_t)k * P);
@@ -359,9 +397,10 @@ typedef struct gemm_job {
 	kn_isa isa;
 } gemm_job;
 
-static void gemm_task(void *ctx, int t)
+/* Task t of job j (panels [t * TASK_P, ...) for every row), requesting pc's
+ * lines meanwhile. */
+static void gemm_run(const gemm_job *j, int t, pf_cur *pc)
 {
-	const gemm_job *j = ctx;
 	int np = (j->N + P - 1) / P;
 	int pa = t * TASK_P, pb = pa + TASK_P < np ? pa + TASK_P : np;
 	float out[TR * TP * P];
@@ -372,9 +411,9 @@ static void gemm_task(void *ctx, int t)
 			int mr = j->M - m < TR ? j->M - m : TR;
 			const float *x = j->x + (size_t)m * j->K;
 			if (j->isa == KN_ISA_AVX512)
-				tile_avx512(out, x, (size_t)j->K, mr, j->wp, j->dt, p_off, tp, j->K);
+				tile_avx512(out, x, (size_t)j->K, mr, j->wp, j->dt, p_off, tp, j->K, pc);
 			else if (j->isa == KN_ISA_AVX2)
-				tile_avx2(out, x, (size_t)j->K, mr, j->wp, j->dt, p_off, tp, j->K);
+				tile_avx2(out, x, (size_t)j->K, mr, j->wp, j->dt, p_off, tp, j->K, pc);
 			else
 				tile_portable(out, x, (size_t)j->K, mr, j->wp, j->dt, p_off, tp, j->K);
 			int n0 = p * P, nn = (j->N - n0 < tp * P ? j->N - n0 : tp * P);
@@ -391,6 +430,18 @@ static void gemm_task(void *ctx, int t)
 	}
 }
 
+static int gemm_tasks(int N)
+{
+	int np = (N + P - 1) / P;
+	return (np + TASK_P - 1) / TASK_P;
+}
+
+static void gemm_task(void *ctx, int t)
+{
+	pf_cur none = {0};
+	gemm_run(ctx, t, &none);
+}
+
 void kn_gemm_p(float *y, const float *x, const void *wp, kn_wdt dt, int M, int N, int K,
 	       int accumulate, kn_pool *pool)
 {
@@ -398,6 +449,76 @@ void kn_gemm_p(float *y, const float *x, const void *wp, kn_wdt dt, int M, int N
 		return;
 	gemm_job j = {.y = y, .x = x, .wp = wp, .dt = dt, .M = M, .N = N, .K = K,
 		      .acc = accumulate, .isa = kn_isa_get()};
-	int np = (N + P - 1) / P;
-	kn_pool_run(pool, (np + TASK_P - 1) / TASK_P, gemm_task, &j);
+	kn_pool_run(pool, gemm_tasks(N), gemm_task, &j);
+}
+
+/* ---- kn_gemm_shrink ---- */
+
+typedef struct fused_job {
+	gemm_job g[KN_FUSED_MAX];
+	int first[KN_FUSED_MAX + 1]; /* first task of each GEMM; first[n_g] = all */
+	int n_g, items;
+	float *v;
+	int ldv, d_in;
+	const float *x;
+	const kn_lora_seg *segs;
+	int n_segs;
+} fused_job;
+
+static void fused_task(void *ctx, int t)
+{
+	const fused_job *f = ctx;
+	int T = f->first[f->n_g], gi = 0;
+	while (t >= f->first[gi + 1])
+		gi++;
+	const gemm_job *j = &f->g[gi];
+	/* this task's share of the items: their A rows come in while it computes */
+	int i0 = (int)((long)f->items * t / T), i1 = (int)((long)f->items * (t + 1) / T);
+	pf_cur c = {0};
+	for (int i = i0; i < i1; i++) {
+		const void *p;
+		size_t bytes;
+		kn_lora_item_a(f->segs, f->n_segs, f->d_in, i, &p, &bytes);
+		if (c.nr > 0 && c.p[c.nr - 1] == p)
+			continue; /* rows of one segment share A */
+		if (c.nr == PF_MAX)
+			break;
+		c.p[c.nr] = p;
+		c.n[c.nr++] = (bytes + 63) / 64;
+	}
+	size_t lines = 0;
+	for (int r = 0; r < c.nr; r++)
+		lines += c.n[r];
+	int tr = j->isa == KN_ISA_AVX512 ? TR : TR2;
+	int np = (j->N + P - 1) / P, pa = (t - f->first[gi]) * TASK_P;
+	int pairs = ((np - pa < TASK_P ? np - pa : TASK_P)) / TP;
+	size_t blocks = (size_t)(j->M / tr) * (size_t)pairs * (size_t)(j->K / 8);
+	c.every = lines && blocks / lines > 1 ? (int)(blocks / lines) : 1;
+	c.cnt = 1;
+	gemm_run(j, t - f->first[gi], &c);
+	kn_lora_shrink_items(f->v, f->ldv, f->x, f->d_in, f->segs, f->n_segs, i0, i1 - i0);
+}
+
+void kn_gemm_shrink(const kn_gemm_op *ops, int n_ops, float *v, int ldv, const float *x,
+		    int d_in, const kn_lora_seg *segs, int n_segs, kn_pool *pool)
+{
+	fused_job f = {.n_g = 0, .v = v, .ldv = ldv, .d_in = d_in, .x = x, .segs = segs,
+		       .n_segs = n_segs};
+	assert(n_ops >= 1 && n_ops <= KN_FUSED_MAX);
+	for (int i = 0; i < n_ops; i++) {
+		const kn_gemm_op *o = &ops[i];
+		if (o->M <= 0 || o->N <= 0)
+			continue;
+		f.g[f.n_g] = (gemm_job){.y = o->y, .x = o->x, .wp = o->wp, .dt = o->dt, .M = o->M,
+					 .N = o->N, .K = o->K, .acc = o->accumulate,
+					 .isa = kn_isa_get()};
+		f.first[f.n_g + 1] = f.first[f.n_g] + gemm_tasks(o->N);
+		f.n_g++;
+	}
+	f.items = kn_lora_items(segs, n_segs);
+	if (f.n_g == 0) {
+		kn_lora_shrink(v, ldv, x, d_in, segs, n_segs, pool);
+		return;
+	}
+	kn_pool_run(pool, f.first[f.n_g], fused_task, &f);
 }

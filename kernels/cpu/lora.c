@@ -35,8 +35,10 @@
  * the others (batch invariance).
  */
 #include "../kernels.h"
+#include "lora_int.h"
 
 #include <assert.h>
+#include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -93,19 +95,13 @@ KN_INLINE float bf16f(uint16_t h)
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define KN_HAVE_512 1
 #define KN_T512 __attribute__((target("avx512f")))
-typedef uint16_t u16x16 __attribute__((vector_size(32)));
-typedef uint32_t u32x16 __attribute__((vector_size(64)));
 #define ld16(p) (__extension__({ v16 r_; memcpy(&r_, (p), sizeof r_); r_; }))
 #define st16(p, x) (__extension__({ v16 x_ = (x); memcpy((p), &x_, sizeof x_); }))
-#define ldb16(p)                                                                            \
-	(__extension__({                                                                    \
-		u16x16 h_;                                                                  \
-		memcpy(&h_, (p), sizeof h_);                                                \
-		u32x16 w_ = __builtin_convertvector(h_, u32x16) << 16;                      \
-		v16 r_;                                                                     \
-		memcpy(&r_, &w_, sizeof r_);                                                \
-		r_;                                                                         \
-	}))
+/* 16 BF16 weights widened to floats: one vpmovzxwd from memory and a shift
+ * (GCC 12 builds __builtin_convertvector of 16 halves from two 8-lane
+ * widenings and an insert, which bound these loops on the shuffle port). */
+#define ldb16(p) ((v16)_mm512_castsi512_ps(_mm512_slli_epi32(                              \
+	_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(p))), 16)))
 
 static inline __attribute__((always_inline)) KN_T512 float hsum16(const v16 *xp)
 {
@@ -123,6 +119,7 @@ static inline __attribute__((always_inline)) KN_T512 float hsum16(const v16 *xp)
 #define LDX(p) ld(p)
 #define STX(p, x) st(p, x)
 #define HSUM(p) hsum(p)
+#define MAC(acc, x, w) ((acc) += (x) * (w))
 #define FN KN_CLONES
 #define HELPER KN_INLINE
 
@@ -151,6 +148,7 @@ static inline __attribute__((always_inline)) KN_T512 float hsum16(const v16 *xp)
 #undef LDX
 #undef STX
 #undef HSUM
+#undef MAC
 #undef FN
 #undef HELPER
 
@@ -160,6 +158,7 @@ static inline __attribute__((always_inline)) KN_T512 float hsum16(const v16 *xp)
 #define LDX(p) ld16(p)
 #define STX(p, x) st16(p, x)
 #define HSUM(p) hsum16(p)
+#define MAC(acc, x, w) ((acc) = (v16)_mm512_fmadd_ps((__m512)(x), (__m512)(w), (__m512)(acc)))
 #define FN KN_T512
 #define HELPER KN_INLINE KN_T512
 
@@ -273,4 +272,39 @@ void kn_lora_expand(float *y, int d_out, const float *v, int ldv, const kn_lora_
 	lora_job j = {.out = y, .ld_out = d_out, .ld_in = ldv, .in = v, .segs = segs,
 		      .n_segs = n_segs, .shrink = 0, .wide = kn_isa_get() == KN_ISA_AVX512};
 	kn_pool_run(pool, work_rows(segs, n_segs), lora_task, &j);
+}
+
+/* ---- item access for kn_gemm_shrink (lora_int.h) ---- */
+
+int kn_lora_items(const kn_lora_seg *segs, int n_segs)
+{
+	return work_rows(segs, n_segs);
+}
+
+void kn_lora_item_a(const kn_lora_seg *segs, int n_segs, int d_in, int i, const void **p,
+		    size_t *bytes)
+{
+	const kn_lora_seg *g = NULL;
+	int t = i;
+	for (int s = 0; s < n_segs && !g; s++) {
+		const kn_lora_seg *c = &segs[s];
+		if (c->rows <= 0 || c->rank <= 0)
+			continue;
+		if (t < c->rows)
+			g = c;
+		else
+			t -= c->rows;
+	}
+	assert(g);
+	*p = g->a16 ? (const void *)g->a16 : (const void *)g->a;
+	*bytes = (size_t)g->rank * (size_t)d_in * (g->a16 ? 2 : 4);
+}
+
+void kn_lora_shrink_items(float *v, int ldv, const float *x, int d_in, const kn_lora_seg *segs,
+			  int n_segs, int first, int n)
+{
+	lora_job j = {.out = v, .ld_out = ldv, .ld_in = d_in, .in = x, .segs = segs,
+		      .n_segs = n_segs, .shrink = 1, .wide = kn_isa_get() == KN_ISA_AVX512};
+	for (int i = first; i < first + n; i++)
+		lora_task(&j, i);
 }

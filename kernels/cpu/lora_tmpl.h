@@ -4,7 +4,8 @@
  * ELEM (float, or uint16_t holding BF16), VT / VL (the float vector type
  * and its lanes), LDX / STX (float vector load and store), HSUM (the
  * fixed-tree sum of a VT's lanes), LDV(p) (VL weights from p as a VT),
- * LDS(w) (one weight as a float), LT(name) (the name with the variant's
+ * LDS(w) (one weight as a float), MAC(acc, x, w) (acc += x * w: a fused
+ * multiply-add where the variant has one), LT(name) (the name with the variant's
  * suffix), FN (the attributes of the outer functions: target clones, or
  * the AVX-512 target) and HELPER (those of the inlined helpers).
  * A BF16 weight widens to float exactly, and every sum has the
@@ -28,21 +29,21 @@ HELPER void LT(dot4)(float *v, const float *x, const ELEM *a, int K, const ELEM 
 				__builtin_prefetch(c + 64);
 		}
 		VT x0 = LDX(x + k), x1 = LDX(x + k + VL);
-		s0 += x0 * LDV(a0 + k);
-		u0 += x1 * LDV(a0 + k + VL);
-		s1 += x0 * LDV(a1 + k);
-		u1 += x1 * LDV(a1 + k + VL);
-		s2 += x0 * LDV(a2 + k);
-		u2 += x1 * LDV(a2 + k + VL);
-		s3 += x0 * LDV(a3 + k);
-		u3 += x1 * LDV(a3 + k + VL);
+		MAC(s0, x0, LDV(a0 + k));
+		MAC(u0, x1, LDV(a0 + k + VL));
+		MAC(s1, x0, LDV(a1 + k));
+		MAC(u1, x1, LDV(a1 + k + VL));
+		MAC(s2, x0, LDV(a2 + k));
+		MAC(u2, x1, LDV(a2 + k + VL));
+		MAC(s3, x0, LDV(a3 + k));
+		MAC(u3, x1, LDV(a3 + k + VL));
 	}
 	for (; k + VL <= K; k += VL) {
 		VT x0 = LDX(x + k);
-		s0 += x0 * LDV(a0 + k);
-		s1 += x0 * LDV(a1 + k);
-		s2 += x0 * LDV(a2 + k);
-		s3 += x0 * LDV(a3 + k);
+		MAC(s0, x0, LDV(a0 + k));
+		MAC(s1, x0, LDV(a1 + k));
+		MAC(s2, x0, LDV(a2 + k));
+		MAC(s3, x0, LDV(a3 + k));
 	}
 	s0 += u0;
 	s1 += u1;
@@ -67,11 +68,11 @@ HELPER float LT(dot1)(const float *x, const ELEM *a, int K)
 	VT s = {0}, u = {0};
 	int k = 0;
 	for (; k + 2 * VL <= K; k += 2 * VL) {
-		s += LDX(x + k) * LDV(a + k);
-		u += LDX(x + k + VL) * LDV(a + k + VL);
+		MAC(s, LDX(x + k), LDV(a + k));
+		MAC(u, LDX(x + k + VL), LDV(a + k + VL));
 	}
 	for (; k + VL <= K; k += VL)
-		s += LDX(x + k) * LDV(a + k);
+		MAC(s, LDX(x + k), LDV(a + k));
 	s += u;
 	float t = HSUM(&s);
 	for (; k < K; k++)
