@@ -134,11 +134,17 @@ void kn_pool_run(kn_pool *p, int n_tasks, kn_task_fn fn, void *ctx)
 		return;
 	}
 	uint32_t g = atomic_load(&p->gen) + 1;
+	/* next first: a thread still in the previous run's claim loop must see
+	 * the new generation before fn, ctx and n_tasks change. (Stored after
+	 * them, a worker holding the previous run's last index could pass the
+	 * new n_tasks check and claim it with the new fn: a task run twice —
+	 * an accumulating GEMM or a LoRA expand added twice — and the run
+	 * counted done early; seen as 1 in 600 worker/test_invariance runs.) */
+	atomic_store(&p->next, (uint64_t)g << 32);
 	atomic_store(&p->fn, fn);
 	atomic_store(&p->ctx, ctx);
 	atomic_store(&p->n_tasks, n_tasks);
 	atomic_store(&p->done, 0);
-	atomic_store(&p->next, (uint64_t)g << 32);
 	pthread_mutex_lock(&p->mu);
 	atomic_store(&p->gen, g);
 	pthread_cond_broadcast(&p->cv);
