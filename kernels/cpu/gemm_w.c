@@ -24,6 +24,11 @@
  * are read. (vdpbf16ps would also round the activations; it is not used.)
  * Paths are built with target attributes, so the build needs no -march;
  * kn_isa_set forces one.
+ *
+ * kn_gemm_shrink runs a LoRA group's GEMMs and its shrink in one pool run:
+ * the full tiles of each task also request, one line per 8 k steps, the A
+ * rows of the shrink rows that task computes after its tiles (so they are
+ * in its core's L2 then); the requests change nothing the tiles compute.
  */
 #include "../kernels.h"
 #include "lora_int.h"
