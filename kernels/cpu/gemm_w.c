@@ -273,10 +273,9 @@ __attribute__((target("avx2,fma,f16c"))) static inline __m256 ld8(const void *w,
 
 /* AVX2 has 16 registers: tiles of up to 2 rows x 2 panels (8 accumulators
  * of 8 lanes, 4 weight vectors, a broadcast). */
-__attribute__((target("avx2,fma,f16c"))) static void tile_avx2(float *out, const float *x,
-							       size_t ldx, int mr, const void *wp,
-							       kn_wdt dt, size_t p_off, int tp, int K,
-							       pf_cur *pc)
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
+tile_avx2_body(float *out, const float *x, size_t ldx, int mr, const void *wp, kn_wdt dt,
+	       size_t p_off, int tp, int K, pf_cur *pc, const int pf)
 {
 	size_t p1 = p_off + (size_t)K * P;
 	for (int r0 = 0; r0 < mr; r0 += TR2) {
@@ -289,7 +288,7 @@ __attribute__((target("avx2,fma,f16c"))) static void tile_avx2(float *out, const
 		if (rr == TR2 && tp == TP) {
 			pf_cur c = *pc;
 			for (int k = 0; k < K; k++) {
-				if ((k & 7) == 0)
+				if (pf && (k & 7) == 0)
 					PF_NEXT(c);
 				__m256 w0 = ld8(wp, dt, p_off + (size_t)k * P);
 				__m256 w1 = ld8(wp, dt, p_off + (size_t)k * P + 8);
@@ -344,10 +343,9 @@ __attribute__((target("avx512f"))) static inline __m512 ld16(const void *w, kn_w
 	return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-__attribute__((target("avx512f"))) static void tile_avx512(float *out, const float *x,
-							   size_t ldx, int mr, const void *wp,
-							   kn_wdt dt, size_t p_off, int tp, int K,
-							   pf_cur *pc)
+__attribute__((target("avx512f"), always_inline)) static inline void
+tile_avx512_body(float *out, const float *x, size_t ldx, int mr, const void *wp, kn_wdt dt,
+		 size_t p_off, int tp, int K, pf_cur *pc, const int pf)
 {
 	__m512 a[TR][TP];
 	for (int r = 0; r < TR; r++)
@@ -356,7 +354,7 @@ __attribute__((target("avx512f"))) static void tile_avx512(float *out, const flo
 	if (mr == TR && tp == TP) { /* the common case, unrolled into registers */
 		pf_cur c = *pc;
 		for (int k = 0; k < K; k++) {
-			if ((k & 7) == 0)
+			if (pf && (k & 7) == 0)
 				PF_NEXT(c);
 			__m512 w0 = ld16(wp, dt, p_off + (size_t)k * P);
 			__m512 w1 = ld16(wp, dt, p1 + (size_t)k * P);
@@ -389,6 +387,30 @@ __attribute__((target("avx512f"))) static void tile_avx512(float *out, const flo
 	for (int r = 0; r < mr; r++)
 		for (int q = 0; q < tp; q++)
 			_mm512_storeu_ps(out + (size_t)r * TP * P + q * P, a[r][q]);
+}
+
+/* The tiles as functions: with a prefetch side stream, and without (no
+ * cursor code in the loop of a plain GEMM). */
+__attribute__((target("avx2,fma,f16c"))) static void tile_avx2(float *out, const float *x,
+							       size_t ldx, int mr, const void *wp,
+							       kn_wdt dt, size_t p_off, int tp, int K,
+							       pf_cur *pc)
+{
+	if (pc->nr)
+		tile_avx2_body(out, x, ldx, mr, wp, dt, p_off, tp, K, pc, 1);
+	else
+		tile_avx2_body(out, x, ldx, mr, wp, dt, p_off, tp, K, pc, 0);
+}
+
+__attribute__((target("avx512f"))) static void tile_avx512(float *out, const float *x,
+							   size_t ldx, int mr, const void *wp,
+							   kn_wdt dt, size_t p_off, int tp, int K,
+							   pf_cur *pc)
+{
+	if (pc->nr)
+		tile_avx512_body(out, x, ldx, mr, wp, dt, p_off, tp, K, pc, 1);
+	else
+		tile_avx512_body(out, x, ldx, mr, wp, dt, p_off, tp, K, pc, 0);
 }
 
 /* ---- the GEMM over the pool ---- */
