@@ -25,24 +25,13 @@
  * and the C11 build does not contract multiply-adds.
  */
 #include "../kernels.h"
+#include "vec8.h"
 
 #include <assert.h>
 #include <math.h>
 #include <string.h>
 
 enum { TILE = 16, MAXH = 64, VL = 8 };
-
-typedef float v8 __attribute__((vector_size(32)));
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define KN_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define KN_CLONES
-#endif
-#define KN_INLINE static inline __attribute__((always_inline))
-
-#define ld(p) (__extension__({ v8 r_; memcpy(&r_, (p), sizeof r_); r_; }))
-#define st(p, x) (__extension__({ v8 x_ = (x); memcpy((p), &x_, sizeof x_); }))
 
 /* a . b over n floats: 8 lanes, then a fixed tree, then the tail. */
 KN_INLINE float dot(const float *a, const float *b, int n)

@@ -35,6 +35,7 @@
  * the others (batch invariance).
  */
 #include "../kernels.h"
+#include "vec8.h"
 #include "lora_int.h"
 
 #include <assert.h>
@@ -42,20 +43,7 @@
 #include <stdint.h>
 #include <string.h>
 
-typedef float v8 __attribute__((vector_size(32)));
 typedef float v16 __attribute__((vector_size(64)));
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define KN_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define KN_CLONES
-#endif
-#define KN_INLINE static inline __attribute__((always_inline))
-
-/* Unaligned 32-byte load and store (macros: passing vectors by value to
- * functions is an ABI change GCC warns about without AVX). */
-#define ld(p) (__extension__({ v8 r_; memcpy(&r_, (p), sizeof r_); r_; }))
-#define st(p, x) (__extension__({ v8 x_ = (x); memcpy((p), &x_, sizeof x_); }))
 
 KN_INLINE float hsum(const v8 *xp)
 {
@@ -194,21 +182,29 @@ typedef struct lora_job {
 	int wide;            /* the AVX-512 loops (kn_isa_get) */
 } lora_job;
 
+/* Item t: the segment whose rows hold it (found by a scan: few segments)
+ * and, in *row, its row in x, v and y. */
+static const kn_lora_seg *item(const kn_lora_seg *segs, int n_segs, int t, int *row)
+{
+	for (int s = 0; s < n_segs; s++) {
+		const kn_lora_seg *c = &segs[s];
+		if (c->rows <= 0 || c->rank <= 0)
+			continue;
+		if (t < c->rows) {
+			*row = c->row0 + t;
+			return c;
+		}
+		t -= c->rows;
+	}
+	assert(0);
+	return NULL;
+}
+
 static void lora_task(void *ctx, int t)
 {
 	const lora_job *j = ctx;
-	const kn_lora_seg *g = NULL;
-	for (int s = 0; s < j->n_segs && !g; s++) {
-		const kn_lora_seg *c = &j->segs[s];
-		if (c->rows <= 0 || c->rank <= 0)
-			continue;
-		if (t < c->rows)
-			g = c;
-		else
-			t -= c->rows;
-	}
-	assert(g);
-	int row = g->row0 + t;
+	int row;
+	const kn_lora_seg *g = item(j->segs, j->n_segs, t, &row);
 	float *out = j->out + (size_t)row * j->ld_out;
 	const float *in = j->in + (size_t)row * j->ld_in;
 #ifdef KN_HAVE_512
@@ -284,18 +280,8 @@ int kn_lora_items(const kn_lora_seg *segs, int n_segs)
 void kn_lora_item_a(const kn_lora_seg *segs, int n_segs, int d_in, int i, const void **p,
 		    size_t *bytes)
 {
-	const kn_lora_seg *g = NULL;
-	int t = i;
-	for (int s = 0; s < n_segs && !g; s++) {
-		const kn_lora_seg *c = &segs[s];
-		if (c->rows <= 0 || c->rank <= 0)
-			continue;
-		if (t < c->rows)
-			g = c;
-		else
-			t -= c->rows;
-	}
-	assert(g);
+	int row;
+	const kn_lora_seg *g = item(segs, n_segs, i, &row);
 	*p = g->a16 ? (const void *)g->a16 : (const void *)g->a;
 	*bytes = (size_t)g->rank * (size_t)d_in * (g->a16 ? 2 : 4);
 }
