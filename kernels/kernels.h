@@ -210,6 +210,23 @@ void kn_lora_expand(float *y, int d_out, const float *v, int ldv, const kn_lora_
 		    int n_segs, kn_pool *pool);
 
 /*
+ * The expands of a group's outputs (q, k, v) in one pool run, as
+ * kn_lora_expand of each: the items (rows of each output's segments) run
+ * in chunks, each item requesting the next one's first Bt rows while it
+ * computes, so the short Bt streams of many adapters follow each other
+ * without a cold start each. Every output has the bits of kn_lora_expand.
+ */
+#define KN_LORA_OUTS_MAX 3
+typedef struct kn_lora_out {
+	float *y;                /* [rows, d_out] */
+	int d_out;
+	const kn_lora_seg *segs; /* this output's expand segments */
+	int n_segs;
+} kn_lora_out;
+void kn_lora_expand_n(const kn_lora_out *outs, int n_outs, const float *v, int ldv,
+		      kn_pool *pool);
+
+/*
  * kn_gemm_p of each ops[i] (up to KN_FUSED_MAX, e.g. q, k and v) and
  * kn_lora_shrink(v, ldv, x, d_in, segs, n_segs) of the LoRA group that
  * reads the same input, in one pool run: each GEMM task requests its share

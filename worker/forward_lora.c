@@ -168,7 +168,9 @@ void wk_lora_gemm_shrink(wk_lora_ws *ws, const kn_gemm_op *ops, int n_ops, const
 
 void wk_lora_expand(wk_lora_ws *ws, float *const *y, kn_pool *pool)
 {
+	kn_lora_out o[KN_LORA_OUTS_MAX];
 	for (int k = 0; k < ws->nt; k++)
-		kn_lora_expand(y[k], ws->d_out[k], ws->v, ws->ldv, ws->exp + (size_t)k * ws->S,
-			       ws->ne[k], pool);
+		o[k] = (kn_lora_out){.y = y[k], .d_out = ws->d_out[k],
+				     .segs = ws->exp + (size_t)k * ws->S, .n_segs = ws->ne[k]};
+	kn_lora_expand_n(o, ws->nt, ws->v, ws->ldv, pool);
 }

@@ -98,15 +98,15 @@ FN static void LT(shrink_rows)(float *v, int ldv, const float *x, int K, const E
 }
 
 /* yi[n] += sum of the m (<= 8) products c[j] * b[j][n], in a fixed tree;
- * prefetching the pn rows from pf on (row stride N: the next pass's). */
+ * requesting the lines of pf (what the caller reads next: the next pass's
+ * rows, or the next item's first ones), `per` lines per step of VL. */
 HELPER void LT(axpy_rows)(float *yi, const ELEM *const *b, const float *c, int m, int N,
-			  const ELEM *pf, int pn)
+			  kn_pf pf)
 {
 	int n = 0;
 	if (m == 8) {
 		for (; n + VL <= N; n += VL) {
-			for (int q = 0; q < pn; q++)
-				__builtin_prefetch(pf + (size_t)q * N + n);
+			KN_PF_STEP(pf);
 			VT p = LDV(b[0] + n) * c[0] + LDV(b[1] + n) * c[1];
 			VT q = LDV(b[2] + n) * c[2] + LDV(b[3] + n) * c[3];
 			VT u = LDV(b[4] + n) * c[4] + LDV(b[5] + n) * c[5];
@@ -118,6 +118,7 @@ HELPER void LT(axpy_rows)(float *yi, const ELEM *const *b, const float *c, int m
 				 ((LDS(b[4][n]) * c[4] + LDS(b[5][n]) * c[5]) + (LDS(b[6][n]) * c[6] + LDS(b[7][n]) * c[7]));
 	} else if (m == 4) {
 		for (; n + VL <= N; n += VL) {
+			KN_PF_STEP(pf);
 			VT p = LDV(b[0] + n) * c[0] + LDV(b[1] + n) * c[1];
 			VT q = LDV(b[2] + n) * c[2] + LDV(b[3] + n) * c[3];
 			STX(yi + n, LDX(yi + n) + (p + q));
@@ -125,8 +126,10 @@ HELPER void LT(axpy_rows)(float *yi, const ELEM *const *b, const float *c, int m
 		for (; n < N; n++)
 			yi[n] += (LDS(b[0][n]) * c[0] + LDS(b[1][n]) * c[1]) + (LDS(b[2][n]) * c[2] + LDS(b[3][n]) * c[3]);
 	} else {
-		for (; n + VL <= N; n += VL)
+		for (; n + VL <= N; n += VL) {
+			KN_PF_STEP(pf);
 			STX(yi + n, LDX(yi + n) + LDV(b[0] + n) * c[0]);
+		}
 		for (; n < N; n++)
 			yi[n] += LDS(b[0][n]) * c[0];
 	}
@@ -134,9 +137,12 @@ HELPER void LT(axpy_rows)(float *yi, const ELEM *const *b, const float *c, int m
 
 /* y[i, :] += sum_j (scale * v[i, j]) * bt[j, :] for i < R: eight (then four,
  * then one) Bt rows per pass over y, so y is loaded and stored ~r/8 times
- * and each Bt row streamed once per row of y. */
+ * and each Bt row streamed once per row of y. Each pass requests the next
+ * pass's rows; the last one requests `then` (up to 8 * N elements: the
+ * start of what the caller reads next), so a chain of items streams
+ * without a cold start each. */
 FN static void LT(expand_rows)(float *y, int N, const float *v, int ldv, const ELEM *bt,
-				  int r, float scale, int R)
+				  int r, float scale, int R, const void *then, size_t then_bytes)
 {
 	for (int i = 0; i < R; i++) {
 		float *yi = y + (size_t)i * N;
@@ -151,7 +157,13 @@ FN static void LT(expand_rows)(float *y, int N, const float *v, int ldv, const E
 				c[k] = scale * vi[j + k];
 			}
 			int pn = r - (j + m) < 8 ? r - (j + m) : 8;
-			LT(axpy_rows)(yi, b, c, m, N, bt + (size_t)(j + m) * N, pn);
+			const void *pp = bt + (size_t)(j + m) * N;
+			size_t pb = (size_t)pn * (size_t)N * sizeof(ELEM);
+			if (pn == 0 && i + 1 == R) {
+				pp = then;
+				pb = then_bytes;
+			}
+			LT(axpy_rows)(yi, b, c, m, N, kn_pf_make(pp, pb, N / VL));
 			j += m;
 		}
 	}

@@ -337,6 +337,97 @@ static void test_bf16_bits(void **state)
 	}
 }
 
+/* n values of a generator seeded with seed (the same start twice). */
+static void fill_seeded(float *p, size_t n, uint64_t seed)
+{
+	uint64_t keep = rng_state;
+	rng_state = seed;
+	for (size_t i = 0; i < n; i++)
+		p[i] = (float)rnd();
+	rng_state = keep;
+}
+
+/* kn_lora_expand_n (q, k, v in one pool run, chunks of items requesting
+ * the next item's rows) gives each output the bits of its own
+ * kn_lora_expand in the caller alone, for 1-3 threads: outputs of
+ * different widths (GQA), F32 and BF16 Bt, an adapter without a k module
+ * (absent from that output's segments), prefill rows beside decodes. */
+static void test_expand_n(void **state)
+{
+	(void)state;
+	enum { NO = 3, NS = 6 };
+	const int d_out[NO] = {96, 32, 40}, rows[NS] = {1, 1, 3, 1, 17, 1};
+	const int rank[NS][NO] = {{16, 16, 16}, {8, 0, 4}, {1, 3, 64},
+				  {16, 16, 16}, {5, 7, 9}, {33, 1, 2}};
+	int T = 0, ldv = 0;
+	for (int s = 0; s < NS; s++) {
+		T += rows[s];
+		int w = rank[s][0] + rank[s][1] + rank[s][2];
+		ldv = w > ldv ? w : ldv;
+	}
+	kn_lora_seg segs[NO][NS];
+	int ns[NO] = {0, 0, 0};
+	void *mem[NO][NS];
+	float *v = rand_vec((size_t)T * ldv), *y[NO], *want[NO];
+	for (int o = 0; o < NO; o++) {
+		want[o] = malloc((size_t)T * d_out[o] * sizeof *want[o]);
+		y[o] = malloc((size_t)T * d_out[o] * sizeof *y[o]);
+		assert_true(want[o] && y[o]);
+	}
+	for (int s = 0, row = 0; s < NS; row += rows[s++]) {
+		int col = 0;
+		for (int o = 0; o < NO; o++) {
+			int r = rank[s][o];
+			size_t n = (size_t)r * d_out[o];
+			mem[o][s] = NULL;
+			if (r == 0)
+				continue;
+			kn_lora_seg g = {.row0 = row, .rows = rows[s], .rank = r, .vcol = col,
+					 .scale = 0.5f + (float)s};
+			if ((s + o) % 2) {
+				uint16_t *b = malloc(n * sizeof *b);
+				assert_non_null(b);
+				for (size_t i = 0; i < n; i++)
+					b[i] = loom_f32_to_bf16((float)rnd());
+				g.bt16 = b;
+				mem[o][s] = b;
+			} else {
+				float *b = rand_vec(n);
+				g.bt = b;
+				mem[o][s] = b;
+			}
+			segs[o][ns[o]++] = g;
+			col += r;
+		}
+	}
+	/* want: each output's own kn_lora_expand, in the caller alone */
+	for (int o = 0; o < NO; o++) {
+		fill_seeded(want[o], (size_t)T * d_out[o], 0x5eedULL + (uint64_t)o);
+		kn_lora_expand(want[o], d_out[o], v, ldv, segs[o], ns[o], NULL);
+	}
+	for (int threads = 1; threads <= 3; threads++) {
+		kn_pool *pool = NULL;
+		assert_int_equal(kn_pool_create(threads, &pool), 0);
+		kn_lora_out outs[NO];
+		for (int o = 0; o < NO; o++) {
+			fill_seeded(y[o], (size_t)T * d_out[o], 0x5eedULL + (uint64_t)o);
+			outs[o] = (kn_lora_out){.y = y[o], .d_out = d_out[o], .segs = segs[o],
+						.n_segs = ns[o]};
+		}
+		kn_lora_expand_n(outs, NO, v, ldv, pool);
+		for (int o = 0; o < NO; o++)
+			assert_memory_equal(y[o], want[o], (size_t)T * d_out[o] * sizeof *y[o]);
+		kn_pool_destroy(pool);
+	}
+	for (int o = 0; o < NO; o++) {
+		for (int s = 0; s < NS; s++)
+			free(mem[o][s]);
+		free(y[o]);
+		free(want[o]);
+	}
+	free(v);
+}
+
 /* No segments, empty segments and rank 0 touch nothing. */
 static void test_empty(void **state)
 {
@@ -365,6 +456,7 @@ int main(void)
 		cmocka_unit_test(test_packed_equals_split),
 		cmocka_unit_test(test_row_independent),
 		cmocka_unit_test(test_bf16_bits),
+		cmocka_unit_test(test_expand_n),
 		cmocka_unit_test(test_empty),
 	};
 	return cmocka_run_group_tests_name("kernels/lora_ops", tests, NULL, NULL);
