@@ -29,6 +29,7 @@
 #ifndef AD_ADAPTER_H
 #define AD_ADAPTER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -92,6 +93,9 @@ void ad_adapter_destroy(ad_adapter *a);
  * The CPU forward takes it too (the bits of a float32 adapter holding the
  * rounded values). *out is owned by the caller. */
 loom_err ad_adapter_to_bf16(const ad_adapter *src, ad_adapter **out);
+/* Whether every A and Bt value of a is a BF16 value (a BF16 adapter file,
+ * or a BF16 copy), i.e. ad_adapter_to_bf16 would round nothing. */
+bool ad_adapter_bf16_exact(const ad_adapter *a);
 
 /*
  * The adapter blob: loom's layout as bytes, what the store keeps (content

@@ -42,7 +42,7 @@
 static const char usage[] =
 	"usage: loom-worker --listen URL [--model [NAME=]DIR ...] [--store DIR | --own-store DIR] "
 	"[--host-cache-mb N] [--device-adapter-mb N] [--device-model-mb N] [--id NAME] "
-	"[--threads N] [--max-batch-tokens N] [--max-seqs N] [--kv-blocks N | --kv-mb N] [--no-prefix-cache] [--adapter-dtype f32|bf16] [--backend cpu|cuda] "
+	"[--threads N] [--max-batch-tokens N] [--max-seqs N] [--kv-blocks N | --kv-mb N] [--no-prefix-cache] [--adapter-dtype auto|f32|bf16] [--backend cpu|cuda] "
 	"[--tls-cert FILE --tls-key FILE --tls-ca FILE]\n";
 
 static const char help[] =
@@ -87,9 +87,10 @@ static const char help[] =
 	"                          one full context. When the cache is full the newest running\n"
 	"                          sequence is preempted and recomputed later; a request that\n"
 	"                          needs more than the whole cache is refused (ERANGE).\n"
-	"  --adapter-dtype f32|bf16  how the CPU backend holds adapters on its device tier:\n"
-	"                          f32 (default: the file's values exactly) or bf16 (half the\n"
-	"                          bytes, values rounded; a BF16 adapter file loses nothing).\n"
+	"  --adapter-dtype auto|f32|bf16  how the CPU backend holds adapters on its device\n"
+	"                          tier: auto (default) BF16 when that rounds nothing (a BF16\n"
+	"                          adapter file: half the bytes, the same results), else\n"
+	"                          float32; f32 always; bf16 always (values rounded).\n"
 	"                          The CUDA backend always holds BF16\n"
 	"  --no-prefix-cache       compute every prompt from scratch (default: the KV of\n"
 	"                          full 16-token blocks is kept after a request ends and\n"
@@ -112,7 +113,7 @@ typedef struct args {
 	int kv_blocks;
 	int kv_mb;
 	bool no_prefix_cache;
-	bool adapter_bf16;    /* --adapter-dtype bf16 */
+	wk_ad_dtype adapter_dtype; /* --adapter-dtype (default auto) */
 	int n_models;
 	char names[MAX_MODELS][LOOM_NAME_MAX];
 	const char *dirs[MAX_MODELS];
@@ -221,9 +222,10 @@ static int parse_args(int argc, char **argv, args *a)
 		case 'B': a->backend = optarg; break;
 		case 'P': a->no_prefix_cache = true; break;
 		case 'W':
-			if (strcmp(optarg, "f32") && strcmp(optarg, "bf16"))
-				return bad_usage("--adapter-dtype '%s' is not f32 or bf16", optarg);
-			a->adapter_bf16 = !strcmp(optarg, "bf16");
+			if (strcmp(optarg, "f32") && strcmp(optarg, "bf16") && strcmp(optarg, "auto"))
+				return bad_usage("--adapter-dtype '%s' is not auto, f32 or bf16", optarg);
+			a->adapter_dtype = !strcmp(optarg, "bf16") ? WK_AD_BF16
+					   : !strcmp(optarg, "f32") ? WK_AD_F32 : WK_AD_AUTO;
 			break;
 		case 'C': a->tls_cert = optarg; break;
 		case 'Y': a->tls_key = optarg; break;
@@ -327,7 +329,7 @@ static int start_residency(const args *a, wk_backend_kind backend, st_store **st
 	wk_res_opts ro = { .host_budget = (uint64_t)a->host_mb << 20,
 			   .device_budget = (uint64_t)a->device_mb << 20,
 			   .model_budget = (uint64_t)a->model_mb << 20,
-			   .adapter_bf16 = backend == WK_BACKEND_CUDA || a->adapter_bf16,
+			   .adapter_dtype = backend == WK_BACKEND_CUDA ? WK_AD_BF16 : a->adapter_dtype,
 			   .packed_models = backend == WK_BACKEND_CPU };
 
 	if (a->store) {
@@ -380,7 +382,7 @@ static int start_residency(const args *a, wk_backend_kind backend, st_store **st
 int main(int argc, char **argv)
 {
 	static args a = { .threads = 1, .max_batch_tokens = 256, .max_seqs = 64, .host_mb = 1024,
-			  .device_mb = 1024 };
+			  .device_mb = 1024, .adapter_dtype = WK_AD_AUTO };
 	char idbuf[LOOM_NAME_MAX], list[1024] = "";
 	static char names[WK_RES_MAX_MODELS][LOOM_NAME_MAX];
 	const char *no_models[1] = { NULL };

@@ -139,7 +139,7 @@ struct wk_res {
 	uint64_t host_bytes, device_bytes, model_bytes;
 	st_store *store;
 	bool own_store;
-	bool adapter_bf16;        /* the device tier holds adapters as BF16 (the CUDA forward's) */
+	wk_ad_dtype adapter_dtype; /* how the device tier holds adapters (wk_res_opts) */
 	bool packed_models;       /* models loaded without float32 linear copies (CPU) */
 	wk_res_fetch_fn fetch;
 	void *fetch_ctx;

@@ -283,8 +283,12 @@ static void load_adapter(wk_res *r, wk_res_ad *e)
 			}
 		}
 	}
-	/* a BF16 copy holds the float32 blob's weights in half its bytes */
-	uint64_t need = r->adapter_bf16 ? (len + 1) / 2 : len;
+	/* a BF16 copy holds the float32 blob's weights in half its bytes; under
+	 * WK_AD_AUTO whether it is one is known after the first load (the entry
+	 * is one content: its size stays) */
+	uint64_t half = (len + 1) / 2;
+	uint64_t need = r->adapter_dtype == WK_AD_BF16 ? half
+			: r->adapter_dtype == WK_AD_AUTO && e->size == half ? half : len;
 	e->size = need;
 	if (r->device_budget != WK_RES_UNLIMITED && need > r->device_budget) {
 		snprintf(why, sizeof why, "%llu bytes, more than the whole device adapter pool (%llu "
@@ -305,10 +309,20 @@ static void load_adapter(wk_res *r, wk_res_ad *e)
 	pthread_mutex_unlock(&r->mu);
 	/* the BF16 copy is converted straight from the blob (a zero-copy view:
 	 * data stays valid until done), here on the loader thread, not on the
-	 * engine's */
-	rc = ad_adapter_from_blob(data, len, name, &cfg,
-				  !r->adapter_bf16 || (uintptr_t)data % sizeof(float), &a);
-	if (!rc && r->adapter_bf16) {
+	 * engine's; under WK_AD_AUTO only when that rounds nothing (a BF16
+	 * adapter file), else the float32 values get a copy of their own */
+	bool to16 = r->adapter_dtype != WK_AD_F32;
+	bool view = to16 && (uintptr_t)data % sizeof(float) == 0;
+	rc = ad_adapter_from_blob(data, len, name, &cfg, !view, &a);
+	if (!rc && r->adapter_dtype == WK_AD_AUTO && !ad_adapter_bf16_exact(a)) {
+		to16 = false;
+		if (view) {
+			ad_adapter_destroy(a);
+			a = NULL;
+			rc = ad_adapter_from_blob(data, len, name, &cfg, 1, &a);
+		}
+	}
+	if (!rc && to16) {
 		ad_adapter *b = NULL;
 		rc = ad_adapter_to_bf16(a, &b);
 		ad_adapter_destroy(a);
@@ -322,6 +336,12 @@ static void load_adapter(wk_res *r, wk_res_ad *e)
 		ad_fail(r, e, name, rc, why);
 		goto done;
 	}
+	/* what it holds: half the blob as BF16 (AUTO reserved the whole blob
+	 * the first time) */
+	uint64_t held = to16 ? half : len;
+	r->device_bytes = r->device_bytes - need + held;
+	e->size = held;
+	need = held;
 	e->dev = a;
 	e->retry = false;
 	e->dev_bytes = need;

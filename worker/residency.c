@@ -134,7 +134,7 @@ loom_err wk_res_create(const wk_res_opts *opts, wk_res **out)
 	if (opts) {
 		r->store = opts->store;
 		r->own_store = opts->own_store;
-		r->adapter_bf16 = opts->adapter_bf16;
+		r->adapter_dtype = opts->adapter_dtype;
 		r->packed_models = opts->packed_models;
 		r->fetch = opts->fetch;
 		r->fetch_ctx = opts->fetch_ctx;

@@ -60,6 +60,9 @@ typedef loom_err (*wk_res_fetch_fn)(void *ctx, const char *hex, void **buf, size
  * be detached. Must not block or call back into the residency. */
 typedef void (*wk_res_wake_fn)(void *ctx);
 
+/* How the device tier holds adapters (wk_res_opts.adapter_dtype). */
+typedef enum wk_ad_dtype { WK_AD_F32 = 0, WK_AD_BF16, WK_AD_AUTO } wk_ad_dtype;
+
 typedef struct wk_res_opts {
 	uint64_t host_budget;   /* bytes of host RAM cache; 0 = no host cache */
 	uint64_t device_budget; /* bytes of the device adapter pool; 0 = unlimited */
@@ -70,9 +73,11 @@ typedef struct wk_res_opts {
 				 * copies of their linear weights (wk_model_load_ex
 				 * f32_linear false: about half the bytes of a BF16
 				 * model), and counted so in model_budget */
-	bool adapter_bf16;      /* the device tier holds adapters as BF16 copies made
-				 * by the loader (ad_adapter_to_bf16), the CUDA
-				 * forward's form; it counts them at half the blob */
+	wk_ad_dtype adapter_dtype; /* how the device tier holds adapters: WK_AD_BF16,
+				 * BF16 copies made by the loader (ad_adapter_to_bf16,
+				 * the CUDA forward's form), counted at half the blob;
+				 * WK_AD_AUTO, BF16 when that rounds nothing
+				 * (ad_adapter_bf16_exact), else as WK_AD_F32 */
 	wk_res_fetch_fn fetch;  /* with own_store */
 	void *fetch_ctx;
 } wk_res_opts;

@@ -50,14 +50,16 @@
 #include "worker/forward.h"
 #include "worker/kv.h"
 #include "worker/model.h"
+#include "worker/residency.h"
 
 extern char **environ;
 
 typedef struct opts {
 	int hidden, layers, heads, kv_heads, ffn, vocab;
 	int seqs, prompt, steps, warmup, threads, rank;
-	int adapter_bf16;     /* adapters held as BF16 (ad_adapter_to_bf16), as a
-			       * worker with --adapter-dtype bf16 holds them */
+	wk_ad_dtype adapter_dtype; /* how adapters are held, as a worker's
+				    * --adapter-dtype (default auto: BF16 when that
+				    * rounds nothing, as for these BF16 files) */
 	const char *cache, *json;
 } opts;
 
@@ -108,6 +110,14 @@ static double median(const double *v, int n)
 	double m = n % 2 ? c[n / 2] : 0.5 * (c[n / 2 - 1] + c[n / 2]);
 	loom_free(c);
 	return m;
+}
+
+/* Adapters held as BF16 / float32 (add_adapter): what --adapter-dtype made. */
+static int held_bf16, held_f32;
+
+static const char *held_dtype(void)
+{
+	return held_f32 == 0 ? "bf16" : held_bf16 == 0 ? "f32" : "mixed bf16/f32";
 }
 
 /* ---- model and adapter generation (cached) ---- */
@@ -262,7 +272,15 @@ static int add_adapter(const opts *o, const char *mdir, const wk_model *m, scen 
 {
 	ad_adapter *a = NULL;
 	loom_err e = make_adapter(o, mdir, m, rank, seed, &a);
-	if (!e && o->adapter_bf16) {
+	bool to16 = !e && (o->adapter_dtype == WK_AD_BF16 ||
+			   (o->adapter_dtype == WK_AD_AUTO && ad_adapter_bf16_exact(a)));
+	if (!e) {
+		if (to16)
+			held_bf16++;
+		else
+			held_f32++;
+	}
+	if (to16) {
 		ad_adapter *h = NULL;
 		e = ad_adapter_to_bf16(a, &h);
 		ad_adapter_destroy(a);
@@ -361,7 +379,7 @@ static const char usage[] =
 	"usage: loom-lora-batch [--steps 32] [--threads N] [--json FILE] [--cache DIR]\n"
 	"           [--seqs 32] [--prompt 64] [--hidden 768] [--layers 12] [--heads 12]\n"
 	"           [--kv-heads 12] [--ffn 2048] [--vocab 32000] [--rank 16]\n"
-	"           [--adapter-dtype f32|bf16 (f32)] [--smoke]\n";
+	"           [--adapter-dtype auto|f32|bf16 (auto)] [--smoke]\n";
 
 static int parse(int argc, char **argv, opts *o)
 {
@@ -369,7 +387,7 @@ static int parse(int argc, char **argv, opts *o)
 	*o = (opts){.hidden = 768, .layers = 12, .heads = 12, .kv_heads = 12, .ffn = 2048,
 		    .vocab = 32000, .seqs = 32, .prompt = 64, .steps = 32, .warmup = 2,
 		    .threads = ncpu > 0 ? (int)ncpu : 1, .rank = 16,
-		    .cache = "build/bench-cache"};
+		    .cache = "build/bench-cache", .adapter_dtype = WK_AD_AUTO};
 	struct {
 		const char *name;
 		int *v, lo, hi;
@@ -404,12 +422,13 @@ static int parse(int argc, char **argv, opts *o)
 			continue;
 		}
 		if (!strcmp(a, "--adapter-dtype")) {
-			if (strcmp(v, "f32") && strcmp(v, "bf16")) {
-				fprintf(stderr, "loom-lora-batch: --adapter-dtype is f32 or bf16, got "
-					"\"%s\"\n", v);
+			if (strcmp(v, "f32") && strcmp(v, "bf16") && strcmp(v, "auto")) {
+				fprintf(stderr, "loom-lora-batch: --adapter-dtype is auto, f32 or bf16, "
+					"got \"%s\"\n", v);
 				return 2;
 			}
-			o->adapter_bf16 = !strcmp(v, "bf16");
+			o->adapter_dtype = !strcmp(v, "bf16") ? WK_AD_BF16
+					   : !strcmp(v, "f32") ? WK_AD_F32 : WK_AD_AUTO;
 			continue;
 		}
 		size_t k = 0;
@@ -454,7 +473,11 @@ static int write_json(const opts *o, const wk_model *m, const scen *sc, double r
 	json_object_set_new(root, "benchmark", json_string("loom-lora-batch"));
 	json_object_set_new(root, "backend", json_string("cpu"));
 	json_object_set_new(root, "threads", json_integer(o->threads));
-	json_object_set_new(root, "adapter_dtype", json_string(o->adapter_bf16 ? "bf16" : "f32"));
+	json_object_set_new(root, "adapter_dtype", json_string(held_dtype()));
+	json_object_set_new(root, "adapter_dtype_option",
+			    json_string(o->adapter_dtype == WK_AD_BF16  ? "bf16"
+					: o->adapter_dtype == WK_AD_F32 ? "f32"
+									: "auto"));
 	json_object_set_new(root, "seqs", json_integer(o->seqs));
 	json_object_set_new(root, "prompt", json_integer(o->prompt));
 	json_object_set_new(root, "steps", json_integer(o->steps));
@@ -541,7 +564,7 @@ int main(int argc, char **argv)
 	       "heads, FFN %d, vocab %d (%.1f MB of f32 weights read per step); %s adapters\n",
 	       o.threads, m->cfg.hidden, m->cfg.n_layers, m->cfg.n_heads, m->cfg.n_kv_heads,
 	       m->cfg.ffn, m->cfg.vocab, base_weight_bytes(&m->cfg) / 1e6,
-	       o.adapter_bf16 ? "BF16" : "f32");
+	       held_dtype());
 	printf("%d sequences, prompt %d, %d measured engine decode steps per scenario (median); "
 	       "%.1f s to set up and prefill\n\n", S, o.prompt, o.steps,
 	       t_setup / 1e3);

@@ -5,7 +5,9 @@
  *    (checked after every step and by a thread sampling all along);
  *  - pins prevent eviction: a load waits for room instead, then proceeds;
  *  - an adapter larger than the device pool is refused (ERANGE);
- *  - the CUDA backend's device tier (adapter_bf16): BF16 copies made by the
+ *  - the CPU default (WK_AD_AUTO): BF16-valued adapters held as BF16 at
+ *    half the blob, float32 ones as float32;
+ *  - the CUDA backend's device tier (WK_AD_BF16): BF16 copies made by the
  *    loader, each value rounded from the blob, counted at half the blob;
  *  - prefetch at submit: the adapter reaches the device before the engine
  *    runs a single iteration;
@@ -284,7 +286,7 @@ static void too_big_for_the_pool(void **state)
 	wk_res_destroy(r);
 }
 
-/* adapter_bf16 (the CUDA backend's residency): the loader hands out BF16
+/* WK_AD_BF16 (the CUDA backend's residency): the loader hands out BF16
  * copies, each value rounded from the blob's float32, counted at half the
  * blob: a pool of 1.5 blobs holds three, and a fourth pinned one waits. */
 static void bf16_device_tier(void **state)
@@ -292,7 +294,7 @@ static void bf16_device_tier(void **state)
 	(void)state;
 	uint64_t half = (blob_len + 1) / 2;
 	wk_res_opts o = { .host_budget = 8 * (uint64_t)blob_len, .device_budget = 3 * half,
-			  .store = store, .adapter_bf16 = true };
+			  .store = store, .adapter_dtype = WK_AD_BF16 };
 	wk_res *r;
 	char nm[16];
 	assert_int_equal(wk_res_create(&o, &r), LOOM_OK);
@@ -342,6 +344,80 @@ static void bf16_device_tier(void **state)
 
 /* Every acquire is a device hit or miss; every load a host hit or a cold
  * load (= a host miss). */
+/* WK_AD_AUTO (the CPU worker's default): an adapter whose values are all
+ * BF16 values is held as a BF16 copy (half the blob, the same values), a
+ * float32 one as float32; once known, the BF16 one reloads at half the
+ * blob: with ad01 pinned, a pool of one blob and a half has room for it. */
+static void auto_device_tier(void **state)
+{
+	(void)state;
+	uint64_t half = (blob_len + 1) / 2;
+	ad_adapter *a = NULL;
+	void *blob;
+	size_t len;
+	uint8_t sha[32];
+	assert_int_equal(ad_adapter_load(ad_dir, "x", &model->cfg, &a), LOOM_OK);
+	for (int l = 0; l < a->n_layers; l++)
+		for (int t = 0; t < AD_N_TARGETS; t++) {
+			const ad_module *m = ad_mod(a, l, t);
+			float *w[2] = {(float *)m->a, (float *)m->bt};
+			int n[2] = {m->rank * a->d_in[t], m->rank * a->d_out[t]};
+			for (int h = 0; h < 2; h++)
+				for (int i = 0; i < n[h]; i++)
+					w[h][i] = loom_bf16_to_f32(loom_f32_to_bf16(w[h][i]));
+		}
+	assert_true(ad_adapter_bf16_exact(a));
+	assert_int_equal(ad_adapter_serialize(a, &blob, &len), LOOM_OK);
+	assert_int_equal(len, blob_len);
+	assert_int_equal(st_blob_put(store, blob, len, sha), LOOM_OK);
+	loom_free(blob);
+
+	wk_res_opts o = { .host_budget = 8 * (uint64_t)blob_len, .device_budget = blob_len + half,
+			  .store = store, .adapter_dtype = WK_AD_AUTO };
+	wk_res *r;
+	assert_int_equal(wk_res_create(&o, &r), LOOM_OK);
+	assert_int_equal(wk_res_model_lend(r, model), LOOM_OK);
+	assert_int_equal(wk_res_adapter_add_blob(r, "stories260k", "ex", sha), LOOM_OK);
+	for (int k = 0; k < 2; k++) {
+		char nm[16];
+		ad_name(k, nm, sizeof nm);
+		assert_int_equal(wk_res_adapter_add_blob(r, "stories260k", nm, shas[k]), LOOM_OK);
+	}
+	wk_res_ad *ex = wk_res_adapter_acquire(r, 0, "ex");
+	assert_non_null(ex);
+	assert_int_equal(wait_state(r, ex, WK_RES_READY), WK_RES_READY);
+	const ad_adapter *held = NULL;
+	assert_int_equal(wk_res_adapter_state(r, ex, &held, NULL, NULL, 0), WK_RES_READY);
+	assert_int_equal(held->bf16, 1);
+	for (int l = 0; l < a->n_layers; l++)
+		for (int t = 0; t < AD_N_TARGETS; t++) {
+			const ad_module *fm = ad_mod(a, l, t), *bm = ad_mod(held, l, t);
+			for (int i = 0; i < fm->rank * a->d_in[t]; i++)
+				assert_true(loom_bf16_to_f32(bm->a16[i]) == fm->a[i]);
+			for (int i = 0; i < fm->rank * a->d_out[t]; i++)
+				assert_true(loom_bf16_to_f32(bm->bt16[i]) == fm->bt[i]);
+		}
+	wk_res_ad *f = pin(r, 0);
+	assert_int_equal(wk_res_adapter_state(r, f, &held, NULL, NULL, 0), WK_RES_READY);
+	assert_int_equal(held->bf16, 0);
+	wk_res_stats st;
+	wk_res_stats_get(r, &st);
+	assert_int_equal(st.device_bytes, blob_len + half);
+	wk_res_adapter_release(r, ex);
+	wk_res_adapter_release(r, f);
+	f = pin(r, 1); /* a float32 blob: evicts both */
+	ex = wk_res_adapter_acquire(r, 0, "ex");
+	assert_non_null(ex);
+	assert_int_equal(wait_state(r, ex, WK_RES_READY), WK_RES_READY);
+	wk_res_stats_get(r, &st);
+	assert_int_equal(st.device_bytes, blob_len + half);
+	check_budgets(r);
+	wk_res_adapter_release(r, ex);
+	wk_res_adapter_release(r, f);
+	wk_res_destroy(r);
+	ad_adapter_destroy(a);
+}
+
 static void counters_add_up(void **state)
 {
 	(void)state;
@@ -802,6 +878,7 @@ int main(void)
 		cmocka_unit_test(pins_prevent_eviction),
 		cmocka_unit_test(too_big_for_the_pool),
 		cmocka_unit_test(bf16_device_tier),
+		cmocka_unit_test(auto_device_tier),
 		cmocka_unit_test(counters_add_up),
 		cmocka_unit_test(prefetch_at_submit),
 		cmocka_unit_test(engine_serves_through_small_pools),
