@@ -389,6 +389,25 @@ static void check_bf16(const ad_adapter *src, bool exact)
 			n += na + nb;
 		}
 	assert_int_equal(n * 2, b->bytes);
+	/* the source's block order is kept: A blocks adjacent there (q, k, v of
+	 * a layer, adapter.h) are adjacent in the copy, so the forward still
+	 * shrinks them as one packed A */
+	int adjacent = 0;
+	for (int l = 0; l < src->n_layers; l++)
+		for (int t = AD_Q; t < AD_V; t++) {
+			const ad_module *m = ad_mod(src, l, t), *m1 = ad_mod(src, l, t + 1);
+			if (m->rank == 0 || m1->rank == 0 ||
+			    m->a + (size_t)m->rank * src->d_in[t] != m1->a)
+				continue;
+			const ad_module *d = ad_mod(b, l, t), *d1 = ad_mod(b, l, t + 1);
+			assert_ptr_equal(d->a16 + (size_t)d->rank * src->d_in[t], d1->a16);
+			adjacent++;
+		}
+	assert_true(adjacent > 0 || !(src->targets & (1u << AD_K)));
+	/* exact: every value survives the rounding (what --adapter-dtype auto
+	 * asks before holding an adapter as BF16) */
+	assert_int_equal(ad_adapter_bf16_exact(src), exact);
+	assert_true(ad_adapter_bf16_exact(b));
 	ad_adapter *again = NULL;
 	assert_int_equal(ad_adapter_to_bf16(b, &again), LOOM_EINVAL);
 	assert_null(again);
