@@ -214,25 +214,30 @@ float kn_pack_get(const void *wp, kn_wdt dt, int K, int n, int k)
 
 /* ---- prefetching while computing (kn_gemm_shrink) ---- */
 
-/* Lines to request into L2 while a task's tiles compute: one per `every`
- * blocks of 8 k steps, so the requests spread over the compute instead of
- * queueing in a burst. Copied into locals by the tiles. */
+/* Lines to request into L2 while a task's tiles compute: one per block of
+ * 8 k steps, so the requests spread over the compute instead of queueing
+ * in a burst; lines beyond the task's blocks are left to the shrink's own
+ * reads. cur / end (the next line, the end of range r) stay in registers
+ * in the tiles' loops, which copy the cursor into a local; the ranges are
+ * read only when one is done. cur is NULL when none is left. */
 typedef struct pf_cur {
+	const char *cur, *end;
+	int r, nr;
 	const char *p[PF_MAX]; /* the ranges */
 	size_t n[PF_MAX];      /* their lines */
-	int r, nr;             /* the current range, the ranges */
-	size_t off;            /* lines done in range r */
-	int every, cnt;
 } pf_cur;
 
-#define PF_NEXT(c)                                                                          \
+#define PF_STEP(c)                                                                          \
 	do {                                                                                \
-		if ((c).r < (c).nr && --(c).cnt <= 0) {                                     \
-			(c).cnt = (c).every;                                                \
-			__builtin_prefetch((c).p[(c).r] + 64 * (c).off, 0, 2);               \
-			if (++(c).off == (c).n[(c).r]) {                                    \
-				(c).r++;                                                    \
-				(c).off = 0;                                                \
+		if ((c).cur) {                                                              \
+			__builtin_prefetch((c).cur, 0, 2);                                  \
+			if (((c).cur += 64) >= (c).end) {                                   \
+				if (++(c).r < (c).nr) {                                     \
+					(c).cur = (c).p[(c).r];                             \
+					(c).end = (c).cur + 64 * (c).n[(c).r];              \
+				} else {                                                    \
+					(c).cur = NULL;                                     \
+				}                                                           \
 			}                                                                   \
 		}                                                                           \
 	} while (0)
@@ -287,23 +292,33 @@ tile_avx2_body(float *out, const float *x, size_t ldx, int mr, const void *wp, k
 			a[i / 4][i % 4] = _mm256_setzero_ps();
 		if (rr == TR2 && tp == TP) {
 			pf_cur c = *pc;
-			for (int k = 0; k < K; k++) {
-				if (pf && (k & 7) == 0)
-					PF_NEXT(c);
-				__m256 w0 = ld8(wp, dt, p_off + (size_t)k * P);
-				__m256 w1 = ld8(wp, dt, p_off + (size_t)k * P + 8);
-				__m256 w2 = ld8(wp, dt, p1 + (size_t)k * P);
-				__m256 w3 = ld8(wp, dt, p1 + (size_t)k * P + 8);
-				__m256 x0 = _mm256_broadcast_ss(xr + k), x1 = _mm256_broadcast_ss(xr + ldx + k);
-				a[0][0] = _mm256_fmadd_ps(x0, w0, a[0][0]);
-				a[0][1] = _mm256_fmadd_ps(x0, w1, a[0][1]);
-				a[0][2] = _mm256_fmadd_ps(x0, w2, a[0][2]);
-				a[0][3] = _mm256_fmadd_ps(x0, w3, a[0][3]);
-				a[1][0] = _mm256_fmadd_ps(x1, w0, a[1][0]);
-				a[1][1] = _mm256_fmadd_ps(x1, w1, a[1][1]);
-				a[1][2] = _mm256_fmadd_ps(x1, w2, a[1][2]);
-				a[1][3] = _mm256_fmadd_ps(x1, w3, a[1][3]);
-			}
+#define KSTEP256(k)                                                                         \
+	do {                                                                                \
+		__m256 w0 = ld8(wp, dt, p_off + (size_t)(k) * P);                           \
+		__m256 w1 = ld8(wp, dt, p_off + (size_t)(k) * P + 8);                       \
+		__m256 w2 = ld8(wp, dt, p1 + (size_t)(k) * P);                              \
+		__m256 w3 = ld8(wp, dt, p1 + (size_t)(k) * P + 8);                          \
+		__m256 x0 = _mm256_broadcast_ss(xr + (k)), x1 = _mm256_broadcast_ss(xr + ldx + (k)); \
+		a[0][0] = _mm256_fmadd_ps(x0, w0, a[0][0]);                                 \
+		a[0][1] = _mm256_fmadd_ps(x0, w1, a[0][1]);                                 \
+		a[0][2] = _mm256_fmadd_ps(x0, w2, a[0][2]);                                 \
+		a[0][3] = _mm256_fmadd_ps(x0, w3, a[0][3]);                                 \
+		a[1][0] = _mm256_fmadd_ps(x1, w0, a[1][0]);                                 \
+		a[1][1] = _mm256_fmadd_ps(x1, w1, a[1][1]);                                 \
+		a[1][2] = _mm256_fmadd_ps(x1, w2, a[1][2]);                                 \
+		a[1][3] = _mm256_fmadd_ps(x1, w3, a[1][3]);                                 \
+	} while (0)
+			int k = 0;
+			if (pf) /* blocks of 8 k steps, one line requested per block */
+				for (; k + 8 <= K; k += 8) {
+					PF_STEP(c);
+#pragma GCC unroll 8
+					for (int i = 0; i < 8; i++)
+						KSTEP256(k + i);
+				}
+			for (; k < K; k++)
+				KSTEP256(k);
+#undef KSTEP256
 			*pc = c;
 		} else if (tp == TP) { /* one row, two panels: decode */
 			for (int k = 0; k < K; k++) {
@@ -353,18 +368,28 @@ tile_avx512_body(float *out, const float *x, size_t ldx, int mr, const void *wp,
 	size_t p1 = p_off + (size_t)K * P;
 	if (mr == TR && tp == TP) { /* the common case, unrolled into registers */
 		pf_cur c = *pc;
-		for (int k = 0; k < K; k++) {
-			if (pf && (k & 7) == 0)
-				PF_NEXT(c);
-			__m512 w0 = ld16(wp, dt, p_off + (size_t)k * P);
-			__m512 w1 = ld16(wp, dt, p1 + (size_t)k * P);
-#pragma GCC unroll 6
-			for (int r = 0; r < TR; r++) {
-				__m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + k]);
-				a[r][0] = _mm512_fmadd_ps(xb, w0, a[r][0]);
-				a[r][1] = _mm512_fmadd_ps(xb, w1, a[r][1]);
+#define KSTEP512(k)                                                                         \
+	do {                                                                                \
+		__m512 w0 = ld16(wp, dt, p_off + (size_t)(k) * P);                          \
+		__m512 w1 = ld16(wp, dt, p1 + (size_t)(k) * P);                             \
+		_Pragma("GCC unroll 6") for (int r = 0; r < TR; r++)                        \
+		{                                                                           \
+			__m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + (k)]);               \
+			a[r][0] = _mm512_fmadd_ps(xb, w0, a[r][0]);                         \
+			a[r][1] = _mm512_fmadd_ps(xb, w1, a[r][1]);                         \
+		}                                                                           \
+	} while (0)
+		int k = 0;
+		if (pf) /* blocks of 8 k steps, one line requested per block */
+			for (; k + 8 <= K; k += 8) {
+				PF_STEP(c);
+#pragma GCC unroll 8
+				for (int i = 0; i < 8; i++)
+					KSTEP512(k + i);
 			}
-		}
+		for (; k < K; k++)
+			KSTEP512(k);
+#undef KSTEP512
 		*pc = c;
 	} else if (tp == TP) {
 		for (int k = 0; k < K; k++) {
@@ -513,15 +538,10 @@ static void fused_task(void *ctx, int t)
 		c.p[c.nr] = p;
 		c.n[c.nr++] = (bytes + 63) / 64;
 	}
-	size_t lines = 0;
-	for (int r = 0; r < c.nr; r++)
-		lines += c.n[r];
-	int tr = j->isa == KN_ISA_AVX512 ? TR : TR2;
-	int np = (j->N + P - 1) / P, pa = (t - f->first[gi]) * TASK_P;
-	int pairs = ((np - pa < TASK_P ? np - pa : TASK_P)) / TP;
-	size_t blocks = (size_t)(j->M / tr) * (size_t)pairs * (size_t)(j->K / 8);
-	c.every = lines && blocks / lines > 1 ? (int)(blocks / lines) : 1;
-	c.cnt = 1;
+	if (c.nr) {
+		c.cur = c.p[0];
+		c.end = c.cur + 64 * c.n[0];
+	}
 	gemm_run(j, t - f->first[gi], &c);
 	kn_lora_shrink_items(f->v, f->ldv, f->x, f->d_in, f->segs, f->n_segs, i0, i1 - i0);
 }
