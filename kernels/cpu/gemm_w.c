@@ -415,16 +415,30 @@ tile_avx512_body(float *out, const float *x, size_t ldx, int mr, const void *wp,
 }
 
 /* The tiles as functions: with a prefetch side stream, and without (no
- * cursor code in the loop of a plain GEMM). */
+ * cursor code in the loop of a plain GEMM), each with the weight type a
+ * constant (no per-k test of it in the loops). */
+#define TILE_DISPATCH(body)                                                                 \
+	do {                                                                                \
+		if (pc->nr && dt == KN_W_BF16)                                              \
+			body(out, x, ldx, mr, wp, KN_W_BF16, p_off, tp, K, pc, 1);          \
+		else if (pc->nr && dt == KN_W_F16)                                          \
+			body(out, x, ldx, mr, wp, KN_W_F16, p_off, tp, K, pc, 1);           \
+		else if (pc->nr)                                                            \
+			body(out, x, ldx, mr, wp, KN_W_F32, p_off, tp, K, pc, 1);           \
+		else if (dt == KN_W_BF16)                                                   \
+			body(out, x, ldx, mr, wp, KN_W_BF16, p_off, tp, K, pc, 0);          \
+		else if (dt == KN_W_F16)                                                    \
+			body(out, x, ldx, mr, wp, KN_W_F16, p_off, tp, K, pc, 0);           \
+		else                                                                        \
+			body(out, x, ldx, mr, wp, KN_W_F32, p_off, tp, K, pc, 0);           \
+	} while (0)
+
 __attribute__((target("avx2,fma,f16c"))) static void tile_avx2(float *out, const float *x,
 							       size_t ldx, int mr, const void *wp,
 							       kn_wdt dt, size_t p_off, int tp, int K,
 							       pf_cur *pc)
 {
-	if (pc->nr)
-		tile_avx2_body(out, x, ldx, mr, wp, dt, p_off, tp, K, pc, 1);
-	else
-		tile_avx2_body(out, x, ldx, mr, wp, dt, p_off, tp, K, pc, 0);
+	TILE_DISPATCH(tile_avx2_body);
 }
 
 __attribute__((target("avx512f"))) static void tile_avx512(float *out, const float *x,
@@ -432,10 +446,7 @@ __attribute__((target("avx512f"))) static void tile_avx512(float *out, const flo
 							   kn_wdt dt, size_t p_off, int tp, int K,
 							   pf_cur *pc)
 {
-	if (pc->nr)
-		tile_avx512_body(out, x, ldx, mr, wp, dt, p_off, tp, K, pc, 1);
-	else
-		tile_avx512_body(out, x, ldx, mr, wp, dt, p_off, tp, K, pc, 0);
+	TILE_DISPATCH(tile_avx512_body);
 }
 
 /* ---- the GEMM over the pool ---- */
