@@ -53,13 +53,27 @@ static int before(const float *lg, int32_t a, int32_t b)
 	return a < b;
 }
 
+/* The id that ranks first (before()): the largest value, NaN as -inf, the
+ * lowest id among equals. Two plain passes instead of before() per id
+ * (a greedy step of 32 sequences over a 32000-id vocabulary spent ~2 % of
+ * loom-lora-batch's step in it): the largest value, kept in four running
+ * maxima (a NaN never compares greater), then the first id holding it. */
 static int32_t argmax(const float *logits, int vocab)
 {
-	int32_t best = 0;
-	for (int32_t i = 1; i < vocab; i++)
-		if (before(logits, i, best))
-			best = i;
-	return best;
+	float m[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+	int32_t i = 0;
+	for (; i + 4 <= vocab; i += 4)
+		for (int k = 0; k < 4; k++)
+			m[k] = logits[i + k] > m[k] ? logits[i + k] : m[k];
+	for (; i < vocab; i++)
+		m[0] = logits[i] > m[0] ? logits[i] : m[0];
+	float best = m[0];
+	for (int k = 1; k < 4; k++)
+		best = m[k] > best ? m[k] : best;
+	for (i = 0; i < vocab; i++)
+		if (logits[i] == best || (best == -INFINITY && isnan(logits[i])))
+			return i;
+	return 0;
 }
 
 /* qsort_r comparator (glibc): ctx is the logits array. */

@@ -48,6 +48,40 @@ static void test_greedy_ties(void **st)
 	free(scr);
 }
 
+/* Greedy against before()'s definition written out (largest value, NaN as
+ * -inf, lowest id among equals), on every length 1..13 with the top at
+ * every position, ties, -inf and NaN mixed in. */
+static void test_greedy_edges(void **st)
+{
+	(void)st;
+	enum { V = 13 };
+	float lg[V];
+	void *scr = scratch_for(V);
+	loom_sampling p = params(0.0f, 0, 1.0f, 0);
+	const float odd[] = {NAN, -INFINITY, 3.0f, -2.0f};
+	for (int n = 1; n <= V; n++)
+		for (int top = 0; top < n; top++)
+			for (int variant = 0; variant < 6; variant++) {
+				for (int i = 0; i < n; i++)
+					lg[i] = variant < 4 ? (float)((i * 7 + variant) % 5) - 2.0f
+							    : odd[(i + variant) % 4];
+				if (variant % 2 == 0)
+					lg[top] = 9.0f;
+				if (variant == 5)
+					for (int i = 0; i < n; i++)
+						lg[i] = i % 2 ? -INFINITY : NAN;
+				int want = 0;
+				for (int i = 1; i < n; i++) {
+					float x = isnan(lg[i]) ? -INFINITY : lg[i];
+					float y = isnan(lg[want]) ? -INFINITY : lg[want];
+					if (x > y)
+						want = i;
+				}
+				assert_int_equal(wk_sample(lg, n, &p, 0, scr), want);
+			}
+	free(scr);
+}
+
 static void test_top_k1_is_greedy(void **st)
 {
 	(void)st;
@@ -479,6 +513,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_greedy_ties),
+		cmocka_unit_test(test_greedy_edges),
 		cmocka_unit_test(test_top_k1_is_greedy),
 		cmocka_unit_test(test_seed_reproducible),
 		cmocka_unit_test(test_frequencies_match_softmax),
