@@ -58,6 +58,7 @@ struct wk_link {
 	uint64_t device_mem;            /* host RAM bytes, reported in HELLO */
 	_Atomic(wk_engine *) engine;    /* set by wk_link_start */
 	atomic_bool stopping;
+	atomic_int sending;             /* send_msg calls past their stopping check */
 	pthread_t thread;
 	bool has_thread;
 	fetch_state fetch;
@@ -72,14 +73,22 @@ static void send_msg(wk_link *l, const loom_msg *m)
 	loom_err rc;
 	int rv;
 
-	if (atomic_load(&l->stopping))
+	/* counted before the check, so wk_link_stop, which sets stopping first,
+	 * then waits for the count to drop, never closes the socket under a
+	 * send */
+	atomic_fetch_add(&l->sending, 1);
+	if (atomic_load(&l->stopping)) {
+		atomic_fetch_sub(&l->sending, 1);
 		return;
+	}
 	rc = loom_msg_encode(m, &buf, &len);
 	if (rc) {
+		atomic_fetch_sub(&l->sending, 1);
 		LOOM_ERROR("link: cannot encode %s: %s", loom_msg_type_name(m->type), loom_errmsg());
 		return;
 	}
-	rv = nng_send(l->sock, buf, len, 0);
+	rv = nng_send(l->sock, buf, len, 0); /* at most SEND_TIMEOUT_MS */
+	atomic_fetch_sub(&l->sending, 1);
 	loom_free(buf);
 	if (rv && !atomic_load(&l->stopping))
 		LOOM_WARN("link: %s to the gateway dropped: %s", loom_msg_type_name(m->type),
@@ -488,6 +497,11 @@ void wk_link_stop(wk_link *l)
 	pthread_cond_broadcast(&l->fetch.cv); /* a fetch in flight gives up */
 	pthread_mutex_unlock(&l->fetch.mu);
 	if (l->sock_open) {
+		/* the sends in flight end within their timeout; nng 1.5.2's
+		 * nng_close of a pair1 socket under a concurrent nng_send now and
+		 * then never returned (a busy worker ignored SIGTERM) */
+		for (int i = 0; i < SEND_TIMEOUT_MS / 5 + 100 && atomic_load(&l->sending) > 0; i++)
+			usleep(5000);
 		nng_close(l->sock);
 		l->sock_open = false;
 	}
