@@ -168,6 +168,14 @@ void kn_attention_paged_heads(float *out, const float *q, int n_q, int pos0, con
 			      const float *v, const int32_t *blocks, int block_size,
 			      size_t block_stride, int n_heads, int n_kv_heads, int head_dim,
 			      float scale, int window, float softcap, int h0, int h1);
+/* kn_attention_paged_heads over K/V held as BF16 (uint16_t, the top half
+ * of a float; block_stride in elements): the bits kn_attention_paged_heads
+ * gives for float32 K/V holding the same values. */
+void kn_attention_paged_heads_bf16(float *out, const float *q, int n_q, int pos0,
+				   const uint16_t *k, const uint16_t *v, const int32_t *blocks,
+				   int block_size, size_t block_stride, int n_heads,
+				   int n_kv_heads, int head_dim, float scale, int window,
+				   float softcap, int h0, int h1);
 
 /*
  * LoRA over segments (KERNELS.md; Punica's SGMV, rank-exact, no padding).

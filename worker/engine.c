@@ -714,7 +714,7 @@ void wk_engine_guide_stats(wk_engine *e, wk_guide_stats *out)
 
 int wk_engine_default_kv_blocks(const wk_model *m, int max_seqs, int kv_mb)
 {
-	return wk_engine_kv_blocks_for(&m->cfg, m->arena_bytes, max_seqs, kv_mb);
+	return wk_engine_kv_blocks_for(&m->cfg, m->arena_bytes, max_seqs, kv_mb, WK_KV_F32);
 }
 
 static void engine_wake(void *ctx)
@@ -762,6 +762,7 @@ loom_err wk_engine_create(wk_model *const *models, int n_models, const wk_engine
 	e->max_seqs = opts && opts->max_seqs > 0 ? opts->max_seqs : 64;
 	e->kv_blocks_opt = opts ? opts->kv_blocks : 0;
 	e->kv_mb_opt = opts ? opts->kv_mb : 0;
+	e->kv_dtype = opts ? opts->kv_dtype : WK_KV_F32;
 	e->backend = opts ? opts->backend : WK_BACKEND_CPU;
 	e->prefix_cache = !(opts && opts->no_prefix_cache);
 	e->manual = opts && opts->manual;

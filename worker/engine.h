@@ -96,6 +96,7 @@
 #include "model.h"
 #include "guide.h"
 #include "residency.h"
+#include "kv.h"
 
 typedef struct wk_engine wk_engine;
 
@@ -114,6 +115,10 @@ typedef struct wk_engine_opts {
 				 lent models */
 	wk_backend_kind backend; /* WK_BACKEND_CPU (0, the default) or _CUDA */
 	bool no_prefix_cache; /* do not reuse the KV of shared prefixes */
+	wk_kv_dtype kv_dtype; /* KV pool elements: WK_KV_F32 (0, the default) or
+				 WK_KV_BF16 (half the bytes, values rounded; the
+				 CPU forward; the CUDA backend keeps its own BF16
+				 cache on the device) */
 } wk_engine_opts;
 
 /* The backend the engine's forward passes run on. */
@@ -184,9 +189,11 @@ wk_res *wk_engine_residency(wk_engine *e);
  * full contexts, capped at max(weight bytes, 256 MiB) of KV, at least one
  * full context. kv_mb > 0 asks for that many MiB instead. */
 int wk_engine_default_kv_blocks(const wk_model *m, int max_seqs, int kv_mb);
-/* The same from a config and the weight bytes (a model not loaded yet). */
+/* The same from a config and the weight bytes (a model not loaded yet),
+ * for a pool of dt (a BF16 pool fits twice the blocks in kv_mb or the
+ * cap). */
 int wk_engine_kv_blocks_for(const loom_model_config *c, size_t weight_bytes, int max_seqs,
-			    int kv_mb);
+			    int kv_mb, wk_kv_dtype dt);
 
 /* A snapshot of the engine's counters for STATS (kv_free / kv_total: token
  * slots, i.e. blocks x WK_KV_BLOCK, summed over the models). */

@@ -127,6 +127,7 @@ struct wk_engine {
 	wk_res *res;          /* borrowed, or owned when own_res */
 	bool own_res;
 	int kv_blocks_opt, kv_mb_opt;
+	wk_kv_dtype kv_dtype;     /* the KV pools' elements */
 	bool prefix_cache;    /* pools reuse shared prefixes (kv.h) */
 	wk_backend_kind backend;  /* where every model slot's forward runs */
 	int max_batch_tokens;

@@ -17,9 +17,9 @@
 #include "sample.h"
 
 int wk_engine_kv_blocks_for(const loom_model_config *c, size_t weight_bytes, int max_seqs,
-			    int kv_mb)
+			    int kv_mb, wk_kv_dtype dt)
 {
-	uint64_t per = wk_kv_bytes_per_position(c), bs = WK_KV_BLOCK;
+	uint64_t per = wk_kv_bytes_per_position_dt(c, dt), bs = WK_KV_BLOCK;
 	uint64_t ctx_blocks = ((uint64_t)c->max_ctx + bs - 1) / bs, blocks;
 
 	if (kv_mb > 0) {
@@ -49,7 +49,7 @@ void wk_engine_slots_sync(wk_engine *e)
 		ms->kv_blocks = e->kv_blocks_opt > 0
 					? e->kv_blocks_opt
 					: wk_engine_kv_blocks_for(&ms->cfg, bytes, e->max_seqs,
-								  e->kv_mb_opt);
+								  e->kv_mb_opt, e->kv_dtype);
 	}
 	if (n > e->n_models)
 		e->n_models = n;
@@ -69,7 +69,7 @@ loom_err wk_engine_attach(wk_engine *e, int mi, wk_model *m)
 		e->sample_scratch = p;
 		e->sample_bytes = need;
 	}
-	if (!(rc = wk_kvpool_create(m, ms->kv_blocks, WK_KV_BLOCK, &ms->pool)))
+	if (!(rc = wk_kvpool_create_dt(m, ms->kv_blocks, WK_KV_BLOCK, e->kv_dtype, &ms->pool)))
 		wk_kvpool_set_prefix_cache(ms->pool, e->prefix_cache);
 	if (rc) {
 		char why[256];
@@ -102,7 +102,8 @@ loom_err wk_engine_attach(wk_engine *e, int mi, wk_model *m)
 	ms->m = m;
 	LOOM_DEBUG("engine: '%s' attached: KV cache of %d blocks x %d positions (%zu MiB)",
 		   m->name, ms->kv_blocks, WK_KV_BLOCK,
-		   (size_t)ms->kv_blocks * WK_KV_BLOCK * wk_kv_bytes_per_position(&m->cfg) >> 20);
+		   (size_t)ms->kv_blocks * WK_KV_BLOCK *
+				   wk_kv_bytes_per_position_dt(&m->cfg, e->kv_dtype) >> 20);
 	return LOOM_OK;
 out:
 	wk_engine_detach(e, mi);

@@ -34,11 +34,20 @@ static void attn_task(void *ctx, int t)
 	const wk_kvpool *p = kv->pool;
 	int t0 = j->b->seq_start[s], n = j->b->seq_start[s + 1] - t0;
 	size_t qdim = (size_t)c->n_heads * c->head_dim;
-	kn_attention_paged_heads(j->att + (size_t)t0 * qdim, j->q + (size_t)t0 * qdim, n,
-				 kv->len, wk_kvpool_k(p, 0, j->l), wk_kvpool_v(p, 0, j->l),
-				 kv->blocks, wk_kvpool_block_size(p), wk_kvpool_block_floats(p),
-				 c->n_heads, c->n_kv_heads, c->head_dim, c->attn_scale, j->window,
-				 c->attn_softcap, g0 * group, g1 * group);
+	if (wk_kvpool_dtype(p) == WK_KV_BF16)
+		kn_attention_paged_heads_bf16(j->att + (size_t)t0 * qdim, j->q + (size_t)t0 * qdim,
+					      n, kv->len, wk_kvpool_k_raw(p, 0, j->l),
+					      wk_kvpool_v_raw(p, 0, j->l), kv->blocks,
+					      wk_kvpool_block_size(p), wk_kvpool_block_floats(p),
+					      c->n_heads, c->n_kv_heads, c->head_dim, c->attn_scale,
+					      j->window, c->attn_softcap, g0 * group, g1 * group);
+	else
+		kn_attention_paged_heads(j->att + (size_t)t0 * qdim, j->q + (size_t)t0 * qdim, n,
+					 kv->len, wk_kvpool_k(p, 0, j->l), wk_kvpool_v(p, 0, j->l),
+					 kv->blocks, wk_kvpool_block_size(p),
+					 wk_kvpool_block_floats(p), c->n_heads, c->n_kv_heads,
+					 c->head_dim, c->attn_scale, j->window, c->attn_softcap,
+					 g0 * group, g1 * group);
 }
 
 void wk_attn_batch(const wk_model *m, const wk_batch *b, int l, const float *q, const float *k,

@@ -2,7 +2,8 @@
  * worker/kv.c — the paged KV cache (see kv.h).
  *
  * Pool: one allocation, K blocks then V blocks, each block
- * [n_layers][block_size][kvdim] floats, so one layer of one block is a
+ * [n_layers][block_size][kvdim] elements (float32, or BF16 for a pool made
+ * with WK_KV_BF16: rounded to nearest even as written), so one layer of one block is a
  * contiguous [block_size, kvdim] slab and block b of layer l sits at
  * base + b * block_floats + l * block_size * kvdim. Free blocks are a LIFO
  * stack of ids (a freed block is the next one handed out, still warm in
@@ -19,19 +20,31 @@
 #include <string.h>
 
 #include "../common/alloc.h"
+#include "../common/dtype.h"
 
 
 size_t wk_kv_bytes_per_position(const loom_model_config *c)
 {
+	return wk_kv_bytes_per_position_dt(c, WK_KV_F32);
+}
+
+size_t wk_kv_bytes_per_position_dt(const loom_model_config *c, wk_kv_dtype dt)
+{
 	return 2 * (size_t)c->n_layers * (size_t)c->n_kv_heads * (size_t)c->head_dim *
-	       sizeof(float);
+	       (dt == WK_KV_BF16 ? sizeof(uint16_t) : sizeof(float));
 }
 
 loom_err wk_kvpool_create(const wk_model *m, int n_blocks, int block_size, wk_kvpool **out)
 {
+	return wk_kvpool_create_dt(m, n_blocks, block_size, WK_KV_F32, out);
+}
+
+loom_err wk_kvpool_create_dt(const wk_model *m, int n_blocks, int block_size, wk_kv_dtype dt,
+			     wk_kvpool **out)
+{
 	const loom_model_config *c = &m->cfg;
 	wk_kvpool *p;
-	size_t per_pos = wk_kv_bytes_per_position(c);
+	size_t per_pos = wk_kv_bytes_per_position_dt(c, dt);
 
 	*out = NULL;
 	if (n_blocks <= 0 || block_size <= 0)
@@ -49,7 +62,9 @@ loom_err wk_kvpool_create(const wk_model *m, int n_blocks, int block_size, wk_kv
 	p->n_layers = c->n_layers;
 	p->kvdim = c->n_kv_heads * c->head_dim;
 	p->block_floats = (size_t)p->n_layers * (size_t)block_size * (size_t)p->kvdim;
-	p->k = loom_malloc(2 * (size_t)n_blocks * p->block_floats * sizeof(float));
+	p->bf16 = dt == WK_KV_BF16;
+	p->esize = p->bf16 ? sizeof(uint16_t) : sizeof(float);
+	p->k = loom_malloc(2 * (size_t)n_blocks * p->block_floats * p->esize);
 	p->free_ids = loom_malloc((size_t)n_blocks * sizeof *p->free_ids);
 	if (!p->k || !p->free_ids) {
 		size_t bytes = (size_t)n_blocks * (size_t)block_size * per_pos;
@@ -62,7 +77,7 @@ loom_err wk_kvpool_create(const wk_model *m, int n_blocks, int block_size, wk_kv
 		return loom_fail(LOOM_ENOMEM, "kv pool: out of memory for the prefix cache of "
 				 "%d blocks", n_blocks);
 	}
-	p->v = p->k + (size_t)n_blocks * p->block_floats;
+	p->v = p->k + (size_t)n_blocks * p->block_floats * p->esize;
 	/* popped from the top: block 0 first */
 	for (int i = 0; i < n_blocks; i++)
 		p->free_ids[i] = n_blocks - 1 - i;
@@ -106,18 +121,39 @@ bool wk_kvpool_fits(const wk_kvpool *p, const loom_model_config *c)
 	return p->n_layers == c->n_layers && p->kvdim == c->n_kv_heads * c->head_dim;
 }
 
-float *wk_kvpool_k(const wk_kvpool *p, int32_t block, int layer)
+wk_kv_dtype wk_kvpool_dtype(const wk_kvpool *p)
+{
+	return p->bf16 ? WK_KV_BF16 : WK_KV_F32;
+}
+
+/* Element offset of block b, layer l. */
+static size_t slab(const wk_kvpool *p, int32_t block, int layer)
 {
 	assert(block >= 0 && block < p->n_blocks && layer >= 0 && layer < p->n_layers);
-	return p->k + (size_t)block * p->block_floats +
+	return (size_t)block * p->block_floats +
 	       (size_t)layer * (size_t)p->block_size * (size_t)p->kvdim;
+}
+
+void *wk_kvpool_k_raw(const wk_kvpool *p, int32_t block, int layer)
+{
+	return p->k + slab(p, block, layer) * p->esize;
+}
+
+void *wk_kvpool_v_raw(const wk_kvpool *p, int32_t block, int layer)
+{
+	return p->v + slab(p, block, layer) * p->esize;
+}
+
+float *wk_kvpool_k(const wk_kvpool *p, int32_t block, int layer)
+{
+	assert(!p->bf16);
+	return wk_kvpool_k_raw(p, block, layer);
 }
 
 float *wk_kvpool_v(const wk_kvpool *p, int32_t block, int layer)
 {
-	assert(block >= 0 && block < p->n_blocks && layer >= 0 && layer < p->n_layers);
-	return p->v + (size_t)block * p->block_floats +
-	       (size_t)layer * (size_t)p->block_size * (size_t)p->kvdim;
+	assert(!p->bf16);
+	return wk_kvpool_v_raw(p, block, layer);
 }
 
 /* ------------------------------------------------------------------ */
@@ -198,18 +234,28 @@ void wk_kv_fini(wk_kv *kv)
 	kv->cap_table = 0;
 }
 
+/* n floats of src into the pool's elements at dst (rounded for BF16). */
+static void put(const wk_kvpool *p, void *dst, const float *src, size_t n)
+{
+	if (!p->bf16) {
+		memcpy(dst, src, n * sizeof(float));
+		return;
+	}
+	(void)loom_from_f32(dst, src, LOOM_DT_BF16, n); /* cannot fail for BF16 */
+}
+
 void wk_kv_write(wk_kv *kv, int layer, const float *k, const float *v, int n)
 {
 	const wk_kvpool *p = kv->pool;
-	size_t row = sizeof(float) * (size_t)p->kvdim;
 	int pos = kv->len, bs = p->block_size;
 
 	assert(pos + n <= kv->capacity);
 	while (n > 0) {
 		int32_t b = kv->blocks[pos / bs];
 		int slot = pos % bs, take = bs - slot < n ? bs - slot : n;
-		memcpy(wk_kvpool_k(p, b, layer) + (size_t)slot * p->kvdim, k, row * (size_t)take);
-		memcpy(wk_kvpool_v(p, b, layer) + (size_t)slot * p->kvdim, v, row * (size_t)take);
+		size_t at = (size_t)slot * p->kvdim * p->esize, cnt = (size_t)take * p->kvdim;
+		put(p, (char *)wk_kvpool_k_raw(p, b, layer) + at, k, cnt);
+		put(p, (char *)wk_kvpool_v_raw(p, b, layer) + at, v, cnt);
 		k += (size_t)take * p->kvdim;
 		v += (size_t)take * p->kvdim;
 		pos += take;
@@ -223,6 +269,11 @@ void wk_kv_write(wk_kv *kv, int layer, const float *k, const float *v, int n)
 
 loom_err wk_kv_create(const wk_model *m, int capacity, wk_kv **out)
 {
+	return wk_kv_create_dt(m, capacity, WK_KV_F32, out);
+}
+
+loom_err wk_kv_create_dt(const wk_model *m, int capacity, wk_kv_dtype dt, wk_kv **out)
+{
 	wk_kvpool *pool = NULL;
 	wk_kv *kv = NULL;
 	loom_err rc;
@@ -231,7 +282,7 @@ loom_err wk_kv_create(const wk_model *m, int capacity, wk_kv **out)
 	*out = NULL;
 	if (capacity <= 0)
 		return loom_fail(LOOM_EINVAL, "kv cache: capacity %d must be positive", capacity);
-	rc = wk_kvpool_create(m, (capacity + bs - 1) / bs, bs, &pool);
+	rc = wk_kvpool_create_dt(m, (capacity + bs - 1) / bs, bs, dt, &pool);
 	if (rc)
 		return rc;
 	kv = loom_malloc(sizeof *kv);

@@ -6,7 +6,9 @@
  * block holds K and V of every layer for those positions), its free list,
  * and wk_kv, a sequence's view: its filled length and the ids of the blocks
  * it holds, in position order (position p lives in block blocks[p / bs] at
- * slot p % bs). Pool layout (float32):
+ * slot p % bs). Pool layout (float32, or BF16 for a pool made with
+ * WK_KV_BF16: half the bytes, each value rounded to nearest even as it is
+ * written):
  *   k[block][layer][slot][kvdim] and v[block][layer][slot][kvdim]
  * wk_kv_reserve takes blocks all-or-nothing, so the engine can preempt
  * another sequence (wk_kv_release) and retry: nothing fails because the
@@ -40,22 +42,35 @@
 
 typedef struct wk_kvpool wk_kvpool;
 
-/* Pool of n_blocks blocks of block_size positions for model m. */
+/* What a pool's elements are. */
+typedef enum wk_kv_dtype { WK_KV_F32 = 0, WK_KV_BF16 } wk_kv_dtype;
+
+/* Pool of n_blocks blocks of block_size positions for model m (float32). */
 loom_err wk_kvpool_create(const wk_model *m, int n_blocks, int block_size, wk_kvpool **out);
+/* The same with elements of type dt. */
+loom_err wk_kvpool_create_dt(const wk_model *m, int n_blocks, int block_size, wk_kv_dtype dt,
+			     wk_kvpool **out);
+wk_kv_dtype wk_kvpool_dtype(const wk_kvpool *p);
 void wk_kvpool_destroy(wk_kvpool *p);
 int wk_kvpool_block_size(const wk_kvpool *p);
 int wk_kvpool_n_blocks(const wk_kvpool *p);
 int wk_kvpool_free_blocks(const wk_kvpool *p);
-/* Base of block b's K (or V) for layer l: [block_size, kvdim] floats. */
+/* Base of block b's K (or V) for layer l: [block_size, kvdim] floats (a
+ * float32 pool only). */
 float *wk_kvpool_k(const wk_kvpool *p, int32_t block, int layer);
 float *wk_kvpool_v(const wk_kvpool *p, int32_t block, int layer);
-/* Floats from block b to block b+1 of one layer (n_layers*block_size*kvdim):
+/* The same for either element type ([block_size, kvdim] elements). */
+void *wk_kvpool_k_raw(const wk_kvpool *p, int32_t block, int layer);
+void *wk_kvpool_v_raw(const wk_kvpool *p, int32_t block, int layer);
+/* Elements from block b to block b+1 of one layer (n_layers*block_size*kvdim):
  * block b of layer l is wk_kvpool_k(p, 0, l) + b * wk_kvpool_block_floats(p). */
 size_t wk_kvpool_block_floats(const wk_kvpool *p);
 /* Whether the pool was made for this shape (layers, kv heads, head_dim). */
 bool wk_kvpool_fits(const wk_kvpool *p, const loom_model_config *c);
-/* K and V bytes one position takes in a pool for config c (for sizing). */
+/* K and V bytes one position takes in a float32 pool (or one of dt) for
+ * config c (for sizing). */
 size_t wk_kv_bytes_per_position(const loom_model_config *c);
+size_t wk_kv_bytes_per_position_dt(const loom_model_config *c, wk_kv_dtype dt);
 
 typedef struct wk_kv {
 	wk_kvpool *pool;
@@ -120,6 +135,8 @@ void wk_kv_commit(wk_kv *kv, const int32_t *toks);
  * rounded up to whole blocks beyond). capacity <= 0 is LOOM_EINVAL.
  * wk_kv_destroy frees the pool too. */
 loom_err wk_kv_create(const wk_model *m, int capacity, wk_kv **out);
+/* The same with a pool of dt. */
+loom_err wk_kv_create_dt(const wk_model *m, int capacity, wk_kv_dtype dt, wk_kv **out);
 void wk_kv_destroy(wk_kv *kv);
 
 #endif

@@ -26,9 +26,11 @@ struct wk_kvpool {
 	int block_size;
 	int n_layers;
 	int kvdim;
-	size_t block_floats; /* n_layers * block_size * kvdim */
-	float *k;            /* [n_blocks][n_layers][block_size][kvdim] */
-	float *v;            /* same shape */
+	size_t block_floats; /* n_layers * block_size * kvdim (elements) */
+	bool bf16;           /* elements are BF16 (uint16_t), else float */
+	size_t esize;        /* bytes per element */
+	char *k;             /* [n_blocks][n_layers][block_size][kvdim] elements */
+	char *v;             /* same shape */
 	int32_t *free_ids;   /* [n_blocks], first n_free valid (a stack) */
 	int n_free;
 	/* prefix cache (kv_prefix.c); per block unless said otherwise */

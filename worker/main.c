@@ -42,7 +42,7 @@
 static const char usage[] =
 	"usage: loom-worker --listen URL [--model [NAME=]DIR ...] [--store DIR | --own-store DIR] "
 	"[--host-cache-mb N] [--device-adapter-mb N] [--device-model-mb N] [--id NAME] "
-	"[--threads N] [--max-batch-tokens N] [--max-seqs N] [--kv-blocks N | --kv-mb N] [--no-prefix-cache] [--adapter-dtype auto|f32|bf16] [--backend cpu|cuda] "
+	"[--threads N] [--max-batch-tokens N] [--max-seqs N] [--kv-blocks N | --kv-mb N] [--no-prefix-cache] [--adapter-dtype auto|f32|bf16] [--kv-dtype f32|bf16] [--backend cpu|cuda] "
 	"[--tls-cert FILE --tls-key FILE --tls-ca FILE]\n";
 
 static const char help[] =
@@ -87,6 +87,10 @@ static const char help[] =
 	"                          one full context. When the cache is full the newest running\n"
 	"                          sequence is preempted and recomputed later; a request that\n"
 	"                          needs more than the whole cache is refused (ERANGE).\n"
+	"  --kv-dtype f32|bf16     the CPU backend's KV cache: f32 (default) or bf16 (half the\n"
+	"                          bytes: twice the positions in --kv-mb, half what attention\n"
+	"                          reads; K/V values rounded to BF16). The CUDA backend\n"
+	"                          keeps its own BF16 cache on the device (refused there)\n"
 	"  --adapter-dtype auto|f32|bf16  how the CPU backend holds adapters on its device\n"
 	"                          tier: auto (default) BF16 when that rounds nothing (a BF16\n"
 	"                          adapter file: half the bytes, the same results), else\n"
@@ -114,6 +118,7 @@ typedef struct args {
 	int kv_mb;
 	bool no_prefix_cache;
 	wk_ad_dtype adapter_dtype; /* --adapter-dtype (default auto) */
+	wk_kv_dtype kv_dtype;      /* --kv-dtype (default f32) */
 	int n_models;
 	char names[MAX_MODELS][LOOM_NAME_MAX];
 	const char *dirs[MAX_MODELS];
@@ -207,6 +212,7 @@ static int parse_args(int argc, char **argv, args *a)
 		{ "backend", required_argument, NULL, 'B' },
 		{ "no-prefix-cache", no_argument, NULL, 'P' },
 		{ "adapter-dtype", required_argument, NULL, 'W' },
+		{ "kv-dtype", required_argument, NULL, 'V' },
 		{ "tls-cert", required_argument, NULL, 'C' },
 		{ "tls-key", required_argument, NULL, 'Y' },
 		{ "tls-ca", required_argument, NULL, 'A' },
@@ -220,6 +226,11 @@ static int parse_args(int argc, char **argv, args *a)
 		case 'l': a->listen = optarg; break;
 		case 'i': a->id = optarg; break;
 		case 'B': a->backend = optarg; break;
+		case 'V':
+			if (strcmp(optarg, "f32") && strcmp(optarg, "bf16"))
+				return bad_usage("--kv-dtype '%s' is not f32 or bf16", optarg);
+			a->kv_dtype = !strcmp(optarg, "bf16") ? WK_KV_BF16 : WK_KV_F32;
+			break;
 		case 'P': a->no_prefix_cache = true; break;
 		case 'W':
 			if (strcmp(optarg, "f32") && strcmp(optarg, "bf16") && strcmp(optarg, "auto"))
@@ -403,6 +414,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "loom-worker: %s\n", loom_errmsg());
 		return 2;
 	}
+	if (backend == WK_BACKEND_CUDA && a.kv_dtype != WK_KV_F32) {
+		fprintf(stderr, "loom-worker: --kv-dtype is for the CPU backend (the CUDA backend keeps "
+			"its own BF16 KV cache on the device)\n");
+		return 2;
+	}
 	if (!a.id) {
 		snprintf(idbuf, sizeof idbuf, "worker-%ld", (long)getpid());
 		a.id = idbuf;
@@ -435,7 +451,7 @@ int main(int argc, char **argv)
 		wk_res_set_fetch(res, wk_link_fetch, link);
 	wk_engine_opts eo = { .backend = backend, .max_batch_tokens = a.max_batch_tokens, .max_seqs = a.max_seqs,
 			      .kv_blocks = a.kv_blocks, .kv_mb = a.kv_mb, .res = res,
-			      .no_prefix_cache = a.no_prefix_cache };
+			      .no_prefix_cache = a.no_prefix_cache, .kv_dtype = a.kv_dtype };
 	if (wk_engine_create(NULL, 0, &eo, wk_link_emit, link, &engine) ||
 	    wk_link_start(link, engine)) {
 		LOOM_ERROR("%s", loom_errmsg());
@@ -449,10 +465,12 @@ int main(int argc, char **argv)
 		size_t bytes;
 		wk_res_model_info(res, i, NULL, &cfg, &bytes);
 		int blocks = a.kv_blocks ? a.kv_blocks
-					 : wk_engine_kv_blocks_for(&cfg, bytes, a.max_seqs, a.kv_mb);
+					 : wk_engine_kv_blocks_for(&cfg, bytes, a.max_seqs, a.kv_mb,
+								   a.kv_dtype);
 		LOOM_INFO("worker %s: '%s': %zu MiB of weights, KV cache of %d blocks x %d positions "
 			  "(%zu MiB) while resident", a.id, names[i], bytes >> 20, blocks, WK_KV_BLOCK,
-			  ((size_t)blocks * WK_KV_BLOCK * wk_kv_bytes_per_position(&cfg)) >> 20);
+			  ((size_t)blocks * WK_KV_BLOCK *
+			   wk_kv_bytes_per_position_dt(&cfg, a.kv_dtype)) >> 20);
 	}
 	while (sem_wait(&quit_sem) != 0 && errno == EINTR) {
 	}

@@ -60,6 +60,7 @@ typedef struct opts {
 	wk_ad_dtype adapter_dtype; /* how adapters are held, as a worker's
 				    * --adapter-dtype (default auto: BF16 when that
 				    * rounds nothing, as for these BF16 files) */
+	wk_kv_dtype kv_dtype;      /* --kv-dtype: the KV pools' elements */
 	const char *cache, *json;
 } opts;
 
@@ -315,6 +316,7 @@ static int scen_start(const opts *o, const char *mdir, wk_model *m, int k, scen 
 	if (!s->got || !s->ms)
 		return -1;
 	wk_engine_opts eo = {.max_batch_tokens = budget, .max_seqs = S,
+			     .kv_dtype = o->kv_dtype,
 			     .kv_blocks = S * ((per_seq + WK_KV_BLOCK - 1) / WK_KV_BLOCK + 1),
 			     .manual = true};
 	wk_model *const ms[1] = {m};
@@ -379,7 +381,7 @@ static const char usage[] =
 	"usage: loom-lora-batch [--steps 32] [--threads N] [--json FILE] [--cache DIR]\n"
 	"           [--seqs 32] [--prompt 64] [--hidden 768] [--layers 12] [--heads 12]\n"
 	"           [--kv-heads 12] [--ffn 2048] [--vocab 32000] [--rank 16]\n"
-	"           [--adapter-dtype auto|f32|bf16 (auto)] [--smoke]\n";
+	"           [--adapter-dtype auto|f32|bf16 (auto)] [--kv-dtype f32|bf16 (f32)] [--smoke]\n";
 
 static int parse(int argc, char **argv, opts *o)
 {
@@ -419,6 +421,15 @@ static int parse(int argc, char **argv, opts *o)
 		}
 		if (!strcmp(a, "--cache")) {
 			o->cache = v;
+			continue;
+		}
+		if (!strcmp(a, "--kv-dtype")) {
+			if (strcmp(v, "f32") && strcmp(v, "bf16")) {
+				fprintf(stderr, "loom-lora-batch: --kv-dtype is f32 or bf16, got \"%s\"\n",
+					v);
+				return 2;
+			}
+			o->kv_dtype = !strcmp(v, "bf16") ? WK_KV_BF16 : WK_KV_F32;
 			continue;
 		}
 		if (!strcmp(a, "--adapter-dtype")) {
@@ -474,6 +485,7 @@ static int write_json(const opts *o, const wk_model *m, const scen *sc, double r
 	json_object_set_new(root, "backend", json_string("cpu"));
 	json_object_set_new(root, "threads", json_integer(o->threads));
 	json_object_set_new(root, "adapter_dtype", json_string(held_dtype()));
+	json_object_set_new(root, "kv_dtype", json_string(o->kv_dtype == WK_KV_BF16 ? "bf16" : "f32"));
 	json_object_set_new(root, "adapter_dtype_option",
 			    json_string(o->adapter_dtype == WK_AD_BF16  ? "bf16"
 					: o->adapter_dtype == WK_AD_F32 ? "f32"
@@ -565,6 +577,7 @@ int main(int argc, char **argv)
 	       o.threads, m->cfg.hidden, m->cfg.n_layers, m->cfg.n_heads, m->cfg.n_kv_heads,
 	       m->cfg.ffn, m->cfg.vocab, base_weight_bytes(&m->cfg) / 1e6,
 	       held_dtype());
+	printf("KV cache: %s\n", o.kv_dtype == WK_KV_BF16 ? "BF16" : "float32");
 	printf("%d sequences, prompt %d, %d measured engine decode steps per scenario (median); "
 	       "%.1f s to set up and prefill\n\n", S, o.prompt, o.steps,
 	       t_setup / 1e3);

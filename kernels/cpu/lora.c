@@ -81,27 +81,6 @@ KN_INLINE kn_pf kn_pf_make(const void *p, size_t bytes, int steps)
 			__builtin_prefetch((f).p, 0, 2);                                    \
 	} while (0)
 
-typedef uint16_t u16x8 __attribute__((vector_size(16)));
-typedef uint32_t u32x8 __attribute__((vector_size(32)));
-
-/* 8 BF16 weights widened to floats (exact: a BF16 is a float's top half). */
-#define ldb(p)                                                                              \
-	(__extension__({                                                                    \
-		u16x8 h_;                                                                   \
-		memcpy(&h_, (p), sizeof h_);                                                \
-		u32x8 w_ = __builtin_convertvector(h_, u32x8) << 16;                        \
-		v8 r_;                                                                      \
-		memcpy(&r_, &w_, sizeof r_);                                                \
-		r_;                                                                         \
-	}))
-
-KN_INLINE float bf16f(uint16_t h)
-{
-	uint32_t w = (uint32_t)h << 16;
-	float f;
-	memcpy(&f, &w, sizeof f);
-	return f;
-}
 
 /* AVX-512: 16-float vectors (32 registers hold dot4's accumulators),
  * chosen at run time (kn_isa_get) where the CPU has it. Its lanes and

@@ -17,6 +17,7 @@
 
 #include <cmocka.h>
 
+#include "common/dtype.h"
 #include "kernels/kernels.h"
 
 static uint64_t rng_state = 0x1234567;
@@ -336,6 +337,62 @@ static void test_attention_paged_bits(void **st)
 	free(q), free(k), free(v), free(ref);
 }
 
+/* BF16 K/V (kn_attention_paged_heads_bf16, a --kv-dtype bf16 pool): the
+ * bits of the float32 kernel over K/V holding the rounded values, with
+ * GQA, a window and a soft-cap, block sizes 3 and 16, head ranges, a
+ * head_dim with a tail (not a multiple of 8); and a NaN-free answer whose
+ * distance to the unrounded float32 one is what BF16 rounding allows. */
+static void test_attention_bf16_bits(void **st)
+{
+	(void)st;
+	const int H = 6, KV = 3, hd = 20, pos0 = 41, n_q = 3, ctx = pos0 + n_q;
+	const int qdim = H * hd, kvdim = KV * hd;
+	float *q = rand_vec((size_t)n_q * qdim, 2.0), *k = rand_vec((size_t)ctx * kvdim, 2.0);
+	float *v = rand_vec((size_t)ctx * kvdim, 1.0);
+	static const int sizes[] = {3, 16};
+	static const int windows[] = {0, 9};
+	static const float caps[] = {0.0f, 5.0f};
+	for (int si = 0; si < 2; si++)
+		for (int wi = 0; wi < 2; wi++) {
+			int bs = sizes[si], nb = (ctx + bs - 1) / bs, nblk = nb + 2;
+			size_t stride = (size_t)bs * kvdim;
+			float *pk = poisoned((size_t)nblk * stride), *pv = poisoned((size_t)nblk * stride);
+			float *fk = poisoned((size_t)nblk * stride), *fv = poisoned((size_t)nblk * stride);
+			uint16_t *hk = malloc((size_t)nblk * stride * 2), *hv = malloc((size_t)nblk * stride * 2);
+			assert_true(hk && hv);
+			int32_t blocks[64];
+			for (int b = 0; b < nb; b++)
+				blocks[b] = (int32_t)((b * 5 + 1) % nblk);
+			for (int p = 0; p < ctx; p++)
+				for (int i = 0; i < kvdim; i++) {
+					size_t at = (size_t)blocks[p / bs] * stride + (size_t)(p % bs) * kvdim + i;
+					float kk = k[(size_t)p * kvdim + i], vv = v[(size_t)p * kvdim + i];
+					hk[at] = loom_f32_to_bf16(kk);
+					hv[at] = loom_f32_to_bf16(vv);
+					pk[at] = loom_bf16_to_f32(hk[at]); /* the rounded values */
+					pv[at] = loom_bf16_to_f32(hv[at]);
+					fk[at] = kk;
+					fv[at] = vv;
+				}
+			float *want = poisoned((size_t)n_q * qdim), *got = poisoned((size_t)n_q * qdim);
+			float *full = poisoned((size_t)n_q * qdim);
+			kn_attention_paged_heads(want, q, n_q, pos0, pk, pv, blocks, bs, stride, H, KV, hd,
+						 0.2f, windows[wi], caps[wi], 0, H);
+			kn_attention_paged_heads_bf16(got, q, n_q, pos0, hk, hv, blocks, bs, stride, H,
+						      KV, hd, 0.2f, windows[wi], caps[wi], 0, 2);
+			kn_attention_paged_heads_bf16(got, q, n_q, pos0, hk, hv, blocks, bs, stride, H,
+						      KV, hd, 0.2f, windows[wi], caps[wi], 2, H);
+			assert_memory_equal(got, want, sizeof(float) * n_q * qdim);
+			kn_attention_paged_heads(full, q, n_q, pos0, fk, fv, blocks, bs, stride, H, KV, hd,
+						 0.2f, windows[wi], caps[wi], 0, H);
+			for (int i = 0; i < n_q * qdim; i++)
+				assert_true(fabsf(got[i] - full[i]) <= 0.05f);
+			free(pk), free(pv), free(fk), free(fv), free(hk), free(hv);
+			free(want), free(got), free(full);
+		}
+	free(q), free(k), free(v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -347,6 +404,7 @@ int main(void)
 		cmocka_unit_test(test_embed_add),
 		cmocka_unit_test(test_attention_gqa),
 		cmocka_unit_test(test_attention_paged_bits),
+		cmocka_unit_test(test_attention_bf16_bits),
 		cmocka_unit_test(test_attention_window_softcap),
 		cmocka_unit_test(test_gelu_bias_softcap),
 	};

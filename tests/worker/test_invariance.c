@@ -6,7 +6,8 @@
  * chunks, sharing its adapter's segment with other sequences or alone in
  * it, next to base-only and other-adapter sequences, after its cache was
  * dropped and recomputed (preemption) — for one and for two threads, on a
- * float32 model (stories260k) and on a BF16 model with adapters.
+ * float32 model (stories260k) and on a BF16 model with adapters, with
+ * float32 and with BF16 KV caches (--kv-dtype bf16).
  * Greedy ids rarely catch a 1e-7 difference, so logits are compared.
  */
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +32,7 @@
 #define NP 16
 
 static char *dir;
+static wk_kv_dtype kv_dt = WK_KV_F32; /* the KV pools of the sequences */
 static char bf16_model[600], ad_a[600], ad_b[600];
 
 static int setup(void **state)
@@ -70,7 +73,7 @@ typedef struct seqst {
 static void seq_init(seqst *q, const wk_model *m, const ad_adapter *ad, int seed, int n)
 {
 	memset(q, 0, sizeof *q);
-	assert_int_equal(wk_kv_create(m, 64, &q->kv), LOOM_OK);
+	assert_int_equal(wk_kv_create_dt(m, 64, kv_dt, &q->kv), LOOM_OK);
 	q->ad = ad;
 	q->n = n;
 	for (int i = 0; i < n; i++)
@@ -188,7 +191,7 @@ static void amid(const wk_model *m, const ad_adapter *const ads[5], int w, const
 	 * produced so far are prefilled again in one chunk beside others */
 	int redo = qs[w].at;
 	wk_kv_destroy(qs[w].kv);
-	assert_int_equal(wk_kv_create(m, 64, &qs[w].kv), LOOM_OK);
+	assert_int_equal(wk_kv_create_dt(m, 64, kv_dt, &qs[w].kv), LOOM_OK);
 	qs[w].at = 0;
 	int c[5] = {1, 1, 3, 1, 1};
 	c[w] = redo;
@@ -255,6 +258,35 @@ static void bf16_model_adapters(void **state)
 	run_model(bf16_model, 1);
 }
 
+/* A BF16 KV cache keeps every invariance above; its logits differ from the
+ * float32 cache's (the K/V are rounded) by what that rounding allows. */
+static void bf16_kv_cache(void **state)
+{
+	(void)state;
+	kv_dt = WK_KV_BF16;
+	run_model(bf16_model, 1);
+	wk_model *m;
+	assert_int_equal(wk_model_load(bf16_model, "m", &m), LOOM_OK);
+	size_t n = (size_t)(NT - NP + 1) * m->cfg.vocab;
+	float *h = malloc(sizeof(float) * n), *f = malloc(sizeof(float) * n);
+	assert_true(h && f);
+	alone(m, NULL, h);
+	kv_dt = WK_KV_F32;
+	alone(m, NULL, f);
+	double worst = 0, scale = 0;
+	for (size_t i = 0; i < n; i++) {
+		double d = fabs((double)h[i] - f[i]);
+		worst = d > worst ? d : worst;
+		scale = fabs((double)f[i]) > scale ? fabs((double)f[i]) : scale;
+	}
+	print_message("bf16 KV: worst |logit - float32 KV's| %.3g of max |logit| %.3g\n", worst,
+		      scale);
+	assert_true(worst > 0);             /* the rounded cache is really used */
+	assert_true(worst <= 0.02 * scale); /* and only rounds */
+	free(h), free(f);
+	wk_model_destroy(m);
+}
+
 /* One and two threads give the same bits too. */
 static void threads_agree(void **state)
 {
@@ -279,6 +311,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(f32_model),
 		cmocka_unit_test(bf16_model_adapters),
+		cmocka_unit_test(bf16_kv_cache),
 		cmocka_unit_test(threads_agree),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "common/alloc.h"
+#include "common/dtype.h"
 #include "kernels/kernels.h"
 #include "tests/support/harness.h"
 #include "worker/forward.h"
@@ -258,6 +259,52 @@ static void test_write_layout(void **state)
 	wk_kvpool_destroy(p);
 }
 
+/* A BF16 pool (--kv-dtype bf16): half the bytes per position, each value
+ * written rounded to nearest even (common/dtype.h), at the same slots and
+ * strides (in elements) as a float32 pool. */
+static void test_write_bf16(void **state)
+{
+	(void)state;
+	wk_model m = shape_model(3, 4, 2, 2); /* kvdim 4 */
+	const int kvdim = 4, bs = 4;
+	assert_int_equal(wk_kv_bytes_per_position_dt(&m.cfg, WK_KV_BF16) * 2,
+			 wk_kv_bytes_per_position(&m.cfg));
+	wk_kvpool *p;
+	assert_int_equal(wk_kvpool_create_dt(&m, 6, bs, WK_KV_BF16, &p), LOOM_OK);
+	assert_int_equal(wk_kvpool_dtype(p), WK_KV_BF16);
+	wk_kv kv;
+	wk_kv_init(&kv, p);
+	assert_int_equal(wk_kv_reserve(&kv, 10), LOOM_OK);
+	float k[10 * 4], v[10 * 4];
+	for (int i = 0; i < 10 * kvdim; i++) {
+		k[i] = 1.0f + (float)i / 300.0f; /* not BF16 values: they round */
+		v[i] = -3.0f * k[i];
+	}
+	wk_kv_write(&kv, 2, k, v, 3);
+	kv.len = 3;
+	wk_kv_write(&kv, 2, k + 3 * kvdim, v + 3 * kvdim, 7);
+	kv.len = 10;
+	int rounded = 0;
+	for (int pos = 0; pos < 10; pos++) {
+		const uint16_t *kr = (const uint16_t *)wk_kvpool_k_raw(p, kv.blocks[pos / bs], 2) +
+				     (pos % bs) * kvdim;
+		const uint16_t *vr = (const uint16_t *)wk_kvpool_v_raw(p, kv.blocks[pos / bs], 2) +
+				     (pos % bs) * kvdim;
+		for (int i = 0; i < kvdim; i++) {
+			assert_int_equal(kr[i], loom_f32_to_bf16(k[pos * kvdim + i]));
+			assert_int_equal(vr[i], loom_f32_to_bf16(v[pos * kvdim + i]));
+			rounded += loom_bf16_to_f32(kr[i]) != k[pos * kvdim + i];
+		}
+	}
+	assert_true(rounded > 0);
+	for (int b = 0; b < 6; b++)
+		assert_ptr_equal(wk_kvpool_k_raw(p, b, 1),
+				 (const uint16_t *)wk_kvpool_k_raw(p, 0, 1) +
+					 (size_t)b * wk_kvpool_block_floats(p));
+	wk_kv_fini(&kv);
+	wk_kvpool_destroy(p);
+}
+
 /* ---------------------------------------------------------------- */
 /* paged attention vs the contiguous kernel                          */
 /* ---------------------------------------------------------------- */
@@ -420,6 +467,7 @@ int main(void)
 		cmocka_unit_test(test_table_growth),
 		cmocka_unit_test(test_bad_args_and_alloc_faults),
 		cmocka_unit_test(test_write_layout),
+		cmocka_unit_test(test_write_bf16),
 		cmocka_unit_test(test_paged_attention),
 		cmocka_unit_test(test_forward_shared_pool),
 	};
