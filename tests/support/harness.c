@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,8 +150,49 @@ void lt_proc_dump(const lt_proc *p)
 		fprintf(stderr, "(no log)\n");
 }
 
+/* Whether port is free on 0.0.0.0 (where the gateway listens) right now. */
+static int port_free(int port)
+{
+	struct sockaddr_in a = { 0 };
+	int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
+	if (fd < 0)
+		return 0;
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_ANY);
+	a.sin_port = htons((uint16_t)port);
+	ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+	close(fd);
+	return ok;
+}
+
+/* A port below the kernel's ephemeral range: an ephemeral port handed out
+ * here could become some connection's source port before the server that
+ * was given it binds it (integration/test_admin once failed so: "cannot
+ * listen on 0.0.0.0:52273"). Random in [10000, low end of
+ * ip_local_port_range), free when checked, never the same twice in a
+ * process; the ephemeral way as the fallback. */
 int lt_free_port(void)
 {
+	static int given[256], n_given;
+	int lo = 32768;
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+	if (f) {
+		if (fscanf(f, "%d", &lo) != 1)
+			lo = 32768;
+		fclose(f);
+	}
+	unsigned seed = (unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL) ^ (unsigned)n_given;
+	for (int attempt = 0; lo > 11000 && attempt < 500; attempt++) {
+		seed = seed * 1103515245u + 12345u;
+		int port = 10000 + (int)((seed >> 8) % (unsigned)(lo - 10000)), seen = 0;
+		for (int i = 0; i < n_given; i++)
+			seen |= given[i] == port;
+		if (seen || !port_free(port))
+			continue;
+		if (n_given < (int)(sizeof given / sizeof given[0]))
+			given[n_given++] = port;
+		return port;
+	}
 	struct sockaddr_in a = { 0 };
 	socklen_t len = sizeof a;
 	int port = -1;

@@ -40,7 +40,8 @@ int lt_stop(lt_proc *p, int sig, int timeout_ms);
 /* Prints the last lines of the process log to stderr (for failures). */
 void lt_proc_dump(const lt_proc *p);
 
-/* A TCP port free on 127.0.0.1 right now. */
+/* A TCP port free on 0.0.0.0 right now, below the ephemeral range (no
+ * connection takes it as its source port before a server binds it). */
 int lt_free_port(void);
 
 /* One HTTP exchange. */
