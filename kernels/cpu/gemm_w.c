@@ -246,6 +246,22 @@ typedef struct pf_cur {
 		}                                                                           \
 	} while (0)
 
+/* The k loop of a tile's full case, step(k) one k step: with the prefetch
+ * side stream (pf), blocks of 8 k steps with one PF_STEP of the cursor c
+ * each, then the rest; without it, a plain loop. */
+#define K_LOOP(step)                                                                        \
+	do {                                                                                \
+		int k_ = 0;                                                                 \
+		if (pf)                                                                     \
+			for (; k_ + 8 <= K; k_ += 8) {                                      \
+				PF_STEP(c);                                                 \
+				_Pragma("GCC unroll 8") for (int i_ = 0; i_ < 8; i_++)      \
+					step(k_ + i_);                                      \
+			}                                                                   \
+		for (; k_ < K; k_++)                                                        \
+			step(k_);                                                           \
+	} while (0)
+
 /* ---- portable ---- */
 
 /* Rows r < mr, panels q < tp of the tile starting at panel p0. */
@@ -312,16 +328,7 @@ tile_avx2_body(float *out, const float *x, size_t ldx, int mr, const void *wp, k
 		a[1][2] = _mm256_fmadd_ps(x1, w2, a[1][2]);                                 \
 		a[1][3] = _mm256_fmadd_ps(x1, w3, a[1][3]);                                 \
 	} while (0)
-			int k = 0;
-			if (pf) /* blocks of 8 k steps, one line requested per block */
-				for (; k + 8 <= K; k += 8) {
-					PF_STEP(c);
-#pragma GCC unroll 8
-					for (int i = 0; i < 8; i++)
-						KSTEP256(k + i);
-				}
-			for (; k < K; k++)
-				KSTEP256(k);
+			K_LOOP(KSTEP256);
 #undef KSTEP256
 			*pc = c;
 		} else if (tp == TP) { /* one row, two panels: decode */
@@ -383,16 +390,7 @@ tile_avx512_body(float *out, const float *x, size_t ldx, int mr, const void *wp,
 			a[r][1] = _mm512_fmadd_ps(xb, w1, a[r][1]);                         \
 		}                                                                           \
 	} while (0)
-		int k = 0;
-		if (pf) /* blocks of 8 k steps, one line requested per block */
-			for (; k + 8 <= K; k += 8) {
-				PF_STEP(c);
-#pragma GCC unroll 8
-				for (int i = 0; i < 8; i++)
-					KSTEP512(k + i);
-			}
-		for (; k < K; k++)
-			KSTEP512(k);
+		K_LOOP(KSTEP512);
 #undef KSTEP512
 		*pc = c;
 	} else if (tp == TP) {
